@@ -1,0 +1,76 @@
+"""Typed exceptions of the public API and of the wire layer.
+
+This module depends on nothing else in distable, so every layer may raise these.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class DistableError(Exception):
+    """Base class of every error distable raises on purpose."""
+
+
+class AlreadyRegistered(DistableError):
+    """The name is registered already; ``pid`` is the process that holds it."""
+
+    def __init__(self, pid: Any) -> None:
+        super().__init__(f"name already registered to {pid!r}")
+        self.pid = pid
+
+
+class NoNodeAvailable(DistableError):
+    """No node may own the name now (no nodes, or no quorum)."""
+
+
+class InvalidFactoryReturn(DistableError):
+    """A factory returned something that is not a pid."""
+
+
+class NameNotFound(DistableError):
+    """No process is registered under the name."""
+
+    def __init__(self, name: Any) -> None:
+        super().__init__(f"no process registered as {name!r}")
+        self.name = name
+
+
+class CallTimeout(DistableError):
+    """A ``call`` got no reply within its timeout."""
+
+
+class ProcessExited(DistableError):
+    """The called process exited (or did not exist) before it replied.
+
+    ``reason`` is an exit reason: ``"normal"``, ``"shutdown"``, ``"noproc"`` (no such
+    process), ``"noconnection"`` (its node is unreachable) or a ``Crash``.
+    """
+
+    def __init__(self, reason: Any) -> None:
+        super().__init__(f"process exited: {reason!r}")
+        self.reason = reason
+
+
+class MessageTooLarge(DistableError):
+    """An encoded message is larger than the peer link's maximum frame size."""
+
+
+class UnencodableValue(DistableError, TypeError):
+    """A value has a type the wire codec does not carry (see ``register_type``)."""
+
+
+class ProtocolError(DistableError):
+    """A peer sent bytes that break the wire protocol."""
+
+
+class FrameTooLarge(ProtocolError):
+    """A frame header announced more bytes than the maximum frame size."""
+
+
+class DecodeError(ProtocolError):
+    """A frame's body is not a valid message."""
+
+
+class HandshakeError(ProtocolError):
+    """The node-to-node handshake failed (wrong cookie, wrong node, bad version...)."""

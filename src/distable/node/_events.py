@@ -1,0 +1,79 @@
+"""Events a node publishes through ``events()``: past-tense, frozen."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class NodeUp:
+    """A link to ``node`` came up (``incarnation`` tells restarts apart)."""
+
+    node: str
+    incarnation: int
+
+
+@dataclass(frozen=True, slots=True)
+class NodeDown:
+    """The link to ``node`` went down; ``reason`` says why in words."""
+
+    node: str
+    reason: str
+
+
+class EventStream:
+    """An async iterator over a node's events, subscribed from the moment it is made.
+
+    Use ``async with node.events() as events: async for e in events: ...`` or iterate
+    it directly and ``close()`` it when done. If the consumer falls more than
+    ``maxsize`` events behind, the oldest events are dropped and counted in
+    ``dropped``, so a slow consumer never grows the node's memory without bound.
+    """
+
+    def __init__(self, bus: EventBus, maxsize: int) -> None:
+        self._bus = bus
+        self._queue: asyncio.Queue[Any] = asyncio.Queue(maxsize)
+        self.dropped = 0
+
+    def _put(self, event: Any) -> None:
+        if self._queue.full():
+            self._queue.get_nowait()
+            self.dropped += 1
+        self._queue.put_nowait(event)
+
+    def __aiter__(self) -> EventStream:
+        return self
+
+    async def __anext__(self) -> Any:
+        return await self._queue.get()
+
+    def get_nowait(self) -> Any:
+        """The next event if one is waiting; raises ``asyncio.QueueEmpty`` otherwise."""
+        return self._queue.get_nowait()
+
+    def close(self) -> None:
+        self._bus.streams.discard(self)
+
+    async def __aenter__(self) -> EventStream:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.close()
+
+
+class EventBus:
+    """Fan-out of events to every open ``EventStream``. Event loop only."""
+
+    def __init__(self) -> None:
+        self.streams: set[EventStream] = set()
+
+    def subscribe(self, maxsize: int = 10_000) -> EventStream:
+        stream = EventStream(self, maxsize)
+        self.streams.add(stream)
+        return stream
+
+    def publish(self, event: Any) -> None:
+        for stream in self.streams:
+            stream._put(event)

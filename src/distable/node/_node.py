@@ -1,0 +1,376 @@
+"""The node: wires runtime and transport together and offers the public API.
+
+A node is one OS process's presence in the cluster: one event loop, one runtime of
+processes, one listening socket and a mesh of links. ``async with Node(...)`` starts
+it and makes it the current node for the module-level functions; leaving the block
+stops every process (reason "shutdown") and closes every link.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import ssl
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from .._errors import NameNotFound
+from ..runtime import Process, Runtime, RuntimeStatistics
+from ..runtime._process import _current_runtime
+from ..transport import Transport, TransportConfig, TransportStatistics, format_node_name
+from ..wire import Pid, Ref
+from ..wire._messages import (
+    CallReply,
+    CallRequest,
+    Cast,
+    DemonitorRequest,
+    DownNotice,
+    MonitorRequest,
+    Send,
+    Tick,
+)
+from ._events import EventBus, EventStream, NodeDown, NodeUp
+
+log = logging.getLogger("distable.node")
+
+
+@dataclass(frozen=True, slots=True)
+class NodeStatistics:
+    """A snapshot of a node, for the CLI, the dashboard and metrics."""
+
+    name: str
+    incarnation: int
+    role: str
+    uptime: float
+    runtime: RuntimeStatistics
+    transport: TransportStatistics
+
+
+def _cookie_bytes(cookie: str | bytes | None) -> bytes:
+    if cookie is None:
+        env = os.environ.get("DISTABLE_COOKIE")
+        if env:
+            return env.encode()
+        log.warning("no cookie given (cookie= or DISTABLE_COOKIE): using a random one; this node can join nobody")
+        return secrets.token_bytes(32)
+    if isinstance(cookie, str):
+        cookie = cookie.encode()
+    if not cookie:
+        raise ValueError("the cookie must not be empty")
+    return cookie
+
+
+class Node:
+    """One distable node. Use it as ``async with Node(name="a", cookie="...") as node:``.
+
+    Args:
+        name: the short name; the full name is ``name@host:port``.
+        host: the address to listen on (loopback by default).
+        port: the TCP port (0 picks a free one; the full name shows it).
+        cookie: the cluster secret; nodes without it can never talk to this one.
+        tls: an ``ssl.SSLContext`` for both directions, or a ``(server, client)`` pair.
+        role: ``"server"`` (hosts registered names) or ``"client"`` (uses the cluster,
+            owns no names).
+        connect: node names to keep links with from the start.
+        transport: link tunables (``TransportConfig``).
+        block_warning: seconds a handler may hold the loop before a warning is logged.
+    """
+
+    def __init__(
+        self,
+        name: str = "node",
+        host: str = "127.0.0.1",
+        port: int = 0,
+        cookie: str | bytes | None = None,
+        *,
+        tls: ssl.SSLContext | tuple[ssl.SSLContext, ssl.SSLContext] | None = None,
+        role: Literal["server", "client"] = "server",
+        connect: list[str] | tuple[str, ...] = (),
+        transport: TransportConfig | None = None,
+        block_warning: float = 0.25,
+    ) -> None:
+        if "@" in name or not name:
+            raise ValueError(f"node name {name!r} must be non-empty and contain no '@'")
+        if role not in ("server", "client"):
+            raise ValueError(f"role must be 'server' or 'client', not {role!r}")
+        self.short_name = name
+        self.host = host
+        self.port = port
+        self.role = role
+        self._cookie = _cookie_bytes(cookie)
+        self._tls = tls
+        self._seeds = tuple(connect)
+        self._config = transport or TransportConfig()
+        self._block_warning = block_warning
+        self.name = format_node_name(name, host, port) if port else ""
+        self.incarnation = 0
+        self._runtime: Runtime | None = None
+        self._transport: Transport | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._bus = EventBus()
+        self._up_waiters: dict[str, list[asyncio.Future[None]]] = {}
+        self._token: Any = None
+        self._started = 0.0
+
+    # --- lifecycle ----------------------------------------------------------------------
+
+    async def __aenter__(self) -> Node:
+        await self.start()
+        self._token = _current_runtime.set(self._runtime)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        try:
+            await self.stop()
+        finally:
+            if self._token is not None:
+                _current_runtime.reset(self._token)
+                self._token = None
+
+    async def start(self) -> None:
+        """Listen and start the runtime (``async with`` calls this for you)."""
+        loop = asyncio.get_running_loop()
+        self.incarnation = time.time_ns() // 1000
+        self._started = time.monotonic()
+        transport = Transport(
+            name=self.name or format_node_name(self.short_name, self.host, 1),
+            incarnation=self.incarnation,
+            cookie=self._cookie,
+            loop=loop,
+            spawn_task=self._spawn,
+            dispatch=self._dispatch,
+            on_up=self._on_up,
+            on_down=self._on_down,
+            config=self._config,
+            tls=self._tls,
+        )
+        try:
+            port = await transport.listen(self.host, self.port)
+        except OSError as exc:
+            raise OSError(exc.errno, f"cannot listen on {self.host}:{self.port}: {exc.strerror}") from exc
+        self.port = port
+        self.name = format_node_name(self.short_name, self.host, port)
+        transport.rename(self.name)
+        self._transport = transport
+        self._runtime = Runtime(
+            self.name,
+            self.incarnation,
+            self,
+            loop,
+            self._spawn,
+            transport,
+            block_warning=self._block_warning,
+        )
+        rt = self._runtime
+        self._handlers: dict[type, Callable[[str, Any], None]] = {
+            Send: rt.on_send,
+            Cast: rt.on_cast,
+            CallRequest: rt.on_call_request,
+            CallReply: rt.on_call_reply,
+            MonitorRequest: rt.on_monitor_request,
+            DemonitorRequest: rt.on_demonitor_request,
+            DownNotice: rt.on_down_notice,
+            Tick: lambda node, msg: None,
+        }
+        self._spawn(rt.watch_loop_lag())
+        for seed in self._seeds:
+            transport.connect(seed)
+        log.info("%s: node started (incarnation %d)", self.name, self.incarnation)
+
+    async def stop(self) -> None:
+        """Stop every process (reason "shutdown"), close every link, end every task."""
+        if self._runtime is None or self._transport is None:
+            return
+        await self._runtime.shutdown()
+        await self._transport.close()
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        log.info("%s: node stopped", self.name)
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        # A task set rather than asyncio.TaskGroup: a TaskGroup cancels all siblings when
+        # one task fails, and a process's drain must fail alone. Ownership is the same:
+        # the node cancels and awaits every task it spawned when it stops.
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    @property
+    def runtime(self) -> Runtime:
+        if self._runtime is None:
+            raise RuntimeError("the node is not started: use 'async with Node(...)'")
+        return self._runtime
+
+    @property
+    def transport(self) -> Transport:
+        if self._transport is None:
+            raise RuntimeError("the node is not started: use 'async with Node(...)'")
+        return self._transport
+
+    # --- links ----------------------------------------------------------------------------
+
+    async def connect(self, node: str, timeout: float = 5.0) -> None:
+        """Keep a link to ``node`` (redialed with backoff when it drops); wait until it is up.
+
+        Raises:
+            TimeoutError: the link did not come up within ``timeout`` seconds.
+            ValueError: ``node`` is not of the form ``name@host:port``.
+        """
+        transport = self.transport
+        transport.connect(node)
+        if transport.is_connected(node) or node == self.name:
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._up_waiters.setdefault(node, []).append(fut)
+        try:
+            await asyncio.wait_for(fut, timeout)
+        except TimeoutError:
+            raise TimeoutError(f"{self.name}: no link to {node} within {timeout} s") from None
+        finally:
+            waiters = self._up_waiters.get(node)
+            if waiters and fut in waiters:
+                waiters.remove(fut)
+
+    def disconnect(self, node: str) -> None:
+        """Stop keeping a link to ``node``."""
+        self.transport.disconnect(node)
+
+    def nodes(self) -> list[str]:
+        """Names of the nodes this node has a link with (itself excluded)."""
+        return self.transport.connected()
+
+    def events(self, maxsize: int = 10_000) -> EventStream:
+        """Subscribe to this node's events (``NodeUp``, ``NodeDown``, ...)."""
+        return self._bus.subscribe(maxsize)
+
+    def _dispatch(self, node: str, messages: list[Any]) -> None:
+        handlers = self._handlers
+        for msg in messages:
+            handlers[type(msg)](node, msg)
+
+    def _on_up(self, node: str, incarnation: int) -> None:
+        self._bus.publish(NodeUp(node, incarnation))
+        for fut in self._up_waiters.pop(node, ()):
+            if not fut.done():
+                fut.set_result(None)
+
+    def _on_down(self, node: str, incarnation: int, reason: str) -> None:
+        self.runtime.node_lost(node)
+        self._bus.publish(NodeDown(node, reason))
+
+    # --- processes and messages ------------------------------------------------------------
+
+    async def spawn(self, cls: type[Process], *args: Any, **kwargs: Any) -> Pid:
+        """Start a process of ``cls`` on this node (same as ``await cls.start(...)`` here)."""
+        return await self.runtime.spawn(cls, args, kwargs)
+
+    def _resolve(self, dest: Any) -> Pid:
+        if isinstance(dest, Pid):
+            return dest
+        raise NameNotFound(dest)
+
+    def send(self, dest: Pid | Any, message: Any) -> None:
+        """Send ``message`` to ``dest``'s ``handle_info``; fire and forget."""
+        self.runtime.send(self._resolve(dest), message)
+
+    def cast(self, dest: Pid | Any, message: Any) -> None:
+        """Send ``message`` to ``dest``'s ``handle_cast``; fire and forget."""
+        self.runtime.cast(self._resolve(dest), message)
+
+    async def call(self, dest: Pid | Any, message: Any, timeout: float = 5.0) -> Any:
+        """Call ``dest`` and return its reply (see ``Runtime.call`` for the errors)."""
+        return await self.runtime.call(self._resolve(dest), message, timeout)
+
+    def monitor(self, pid: Pid) -> Ref:
+        """The current process monitors ``pid``; see ``Down``."""
+        return self.runtime.monitor(pid)
+
+    def demonitor(self, ref: Ref) -> None:
+        self.runtime.demonitor(ref)
+
+    async def stop_process(self, pid: Pid, reason: Any = "normal") -> Any:
+        """Stop a local process after its queued messages; return its exit reason."""
+        return await self.runtime.stop(pid, reason)
+
+    def statistics(self) -> NodeStatistics:
+        return NodeStatistics(
+            name=self.name,
+            incarnation=self.incarnation,
+            role=self.role,
+            uptime=time.monotonic() - self._started,
+            runtime=self.runtime.statistics(),
+            transport=self.transport.statistics(),
+        )
+
+    def __repr__(self) -> str:
+        return f"<Node {self.name or self.short_name}>"
+
+
+def current_node() -> Node:
+    """The current node (set by ``async with Node(...)``, and inside processes).
+
+    Raises:
+        RuntimeError: there is no current node.
+    """
+    rt = _current_runtime.get()
+    if rt is None:
+        raise RuntimeError("no current distable node: use 'async with Node(...)' first")
+    node = rt.owner
+    assert isinstance(node, Node)
+    return node
+
+
+def send(dest: Pid | Any, message: Any) -> None:
+    """Send ``message`` to ``dest``'s ``handle_info`` from the current node."""
+    current_node().send(dest, message)
+
+
+def cast(dest: Pid | Any, message: Any) -> None:
+    """Send ``message`` to ``dest``'s ``handle_cast`` from the current node."""
+    current_node().cast(dest, message)
+
+
+async def call(dest: Pid | Any, message: Any, timeout: float = 5.0) -> Any:
+    """Call ``dest`` from the current node and return its reply.
+
+    Raises:
+        CallTimeout: no reply within ``timeout`` seconds.
+        ProcessExited: the callee did not exist, exited, or its node was lost.
+    """
+    return await current_node().call(dest, message, timeout)
+
+
+def monitor(pid: Pid) -> Ref:
+    """The current process monitors ``pid``: ``Down(ref, pid, reason)`` arrives as info."""
+    return current_node().monitor(pid)
+
+
+def demonitor(ref: Ref) -> None:
+    """Remove a monitor set by the current process."""
+    current_node().demonitor(ref)
+
+
+def nodes() -> list[str]:
+    """The nodes the current node has a link with."""
+    return current_node().nodes()
+
+
+def events(maxsize: int = 10_000) -> EventStream:
+    """Subscribe to the current node's events."""
+    return current_node().events(maxsize)
+
+
+def run(main: Coroutine[Any, Any, Any]) -> Any:
+    """Run ``main`` on uvloop when it is installed, else on asyncio's default loop."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(main)
+    return uvloop.run(main)

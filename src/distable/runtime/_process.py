@@ -1,0 +1,391 @@
+"""Processes: the ``Process`` base class, callers, exit reasons and handoff answers.
+
+Theory of operation: a process is an object with a mailbox (a deque, created on the
+first message) and no task of its own while idle. The first message that lands in
+an empty mailbox starts a drain task on the node's task group; the task handles
+messages in order until the mailbox is empty and then ends. Idle processes thus cost
+only their object (see bench/runtime.py for bytes per idle process), and a message
+to a busy process costs one deque append.
+
+Invariants:
+    * At most one drain task per process exists at any time (``_running``), so
+      handlers of one process never run concurrently and see messages in the order
+      they were enqueued.
+    * A drain handles at most ``BATCH`` messages before yielding to the event loop, so
+      one busy process cannot starve the others (Python's stand-in for the BEAM's
+      reductions).
+    * After a process has exited it accepts no message; every call still in its
+      mailbox or deferred with ``NOREPLY`` fails with ``ProcessExited(reason)``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final
+
+from ..wire import SHUTDOWN, Crash, Pid, Ref
+
+if TYPE_CHECKING:
+    from ._runtime import Runtime
+
+log = logging.getLogger("distable.runtime")
+
+# Mailbox entry kinds: entries are (kind, a, b) tuples.
+INFO: Final = 0
+CAST: Final = 1
+CALL: Final = 2
+STOP: Final = 3
+INIT: Final = 4
+SYSTEM: Final = 5  # (SYSTEM, callable, None): runtime-internal work run in the process
+
+BATCH: Final = 64
+
+_current_process: ContextVar[Process | None] = ContextVar("distable_current_process", default=None)
+_current_runtime: ContextVar[Runtime | None] = ContextVar("distable_current_runtime", default=None)
+
+#: Exit reason type: "normal", "shutdown", "noproc", "noconnection", "killed" or a Crash.
+Reason = str | Crash
+
+
+class _NoReply:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "NOREPLY"
+
+
+#: Return this from ``handle_call`` to reply later with ``caller.reply(value)``.
+NOREPLY: Final = _NoReply()
+
+
+@dataclass(frozen=True, slots=True)
+class Down:
+    """Info message: the monitored ``pid`` exited with ``reason``.
+
+    ``reason`` is ``"normal"``, ``"shutdown"``, ``"killed"``, a ``Crash``, ``"noproc"``
+    (it did not exist when the monitor was set) or ``"noconnection"`` (its node was
+    lost; the process itself may still be running).
+    """
+
+    ref: Ref
+    pid: Pid
+    reason: Any
+
+
+@dataclass(frozen=True, slots=True)
+class Restart:
+    """``begin_handoff`` answer: restart the process fresh on its new owner."""
+
+
+@dataclass(frozen=True, slots=True)
+class Resume:
+    """``begin_handoff`` answer: start on the new owner and pass it ``state``."""
+
+    state: Any
+
+
+@dataclass(frozen=True, slots=True)
+class Ignore:
+    """``begin_handoff`` answer: stay on this node."""
+
+
+HandoffAnswer = Restart | Resume | Ignore
+
+
+class Caller:
+    """Who is waiting for a ``handle_call`` reply.
+
+    ``pid`` is the calling process, or None when the call came from plain code (a
+    script, a test) rather than from inside a process.
+    """
+
+    __slots__ = ("_future", "_node", "_ref", "_runtime", "pid", "replied")
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        pid: Pid | None,
+        future: asyncio.Future[Any] | None,
+        node: str | None = None,
+        ref: int = 0,
+    ) -> None:
+        self._runtime = runtime
+        self.pid = pid
+        self._future = future
+        self._node = node
+        self._ref = ref
+        self.replied = False
+
+    def reply(self, value: Any) -> None:
+        """Send the reply (once; later calls are ignored).
+
+        Raises:
+            UnencodableValue: the caller is remote and ``value`` cannot cross the wire.
+        """
+        if self.replied:
+            return
+        self.replied = True
+        fut = self._future
+        if fut is not None:
+            if not fut.done():
+                fut.set_result(value)
+        else:
+            self._runtime._reply_remote(self._node, self._ref, value)
+
+    def fail(self, reason: Any) -> None:
+        """Tell the caller that the callee exited with ``reason``."""
+        if self.replied:
+            return
+        self.replied = True
+        fut = self._future
+        if fut is not None:
+            if not fut.done():
+                from .._errors import ProcessExited
+
+                fut.set_exception(ProcessExited(reason))
+        else:
+            self._runtime._fail_remote(self._node, self._ref, reason)
+
+    def __repr__(self) -> str:
+        return f"Caller({self.pid!r})"
+
+
+class Process:
+    """A lightweight actor: subclass it and override the handlers you need.
+
+    Every handler runs on the node's event loop, inside the process's own drain task,
+    one message at a time. A handler must not block the loop (use
+    ``distable.run_blocking`` for blocking work); it may await, and while it awaits,
+    other processes run but this one receives nothing else.
+
+    Start one with ``await MyProcess.start(*args, **kwargs)``; ``init`` receives the
+    arguments. Do not override ``__init__``.
+    """
+
+    __slots__ = (
+        "__dict__",
+        "_blocked",
+        "_deferred",
+        "_exit_waiters",
+        "_mailbox",
+        "_pid",
+        "_running",
+        "_runtime",
+        "_stop_reason",
+        "_watchers",
+        "_watching",
+        "alive",
+    )
+
+    _runtime: Runtime
+    _pid: Pid
+    _mailbox: deque[tuple[int, Any, Any]] | None
+    _running: bool
+    _stop_reason: Any
+    _watchers: dict[Ref, Pid] | None  # monitors set on this process: ref -> watcher
+    _watching: dict[Ref, Pid] | None  # monitors this process set: ref -> target
+    _deferred: set[Caller] | None  # callers answered NOREPLY and not replied yet
+    _blocked: asyncio.Future[None] | None  # a congested link to wait for before the next message
+    _exit_waiters: list[asyncio.Future[Any]] | None
+    alive: bool
+
+    # --- handlers -------------------------------------------------------------
+
+    async def init(self, *args: Any, **kwargs: Any) -> None:
+        """Called first, with the arguments given to ``start``. Raising makes ``start`` raise."""
+
+    async def handle_call(self, message: Any, caller: Caller) -> Any:
+        """Answer a ``call``: return the reply, or ``NOREPLY`` and use ``caller.reply`` later.
+
+        The default crashes the process, as an unexpected call is a bug.
+        """
+        raise NotImplementedError(f"{type(self).__qualname__} does not handle calls ({message!r})")
+
+    async def handle_cast(self, message: Any) -> None:
+        """Handle a ``cast``. The default crashes the process."""
+        raise NotImplementedError(f"{type(self).__qualname__} does not handle casts ({message!r})")
+
+    async def handle_info(self, message: Any) -> None:
+        """Handle a plain ``send``, a ``Down`` or a timer message. The default ignores it."""
+        log.debug("%r ignored info message %r", self, message)
+
+    async def terminate(self, reason: Any) -> None:
+        """Called once when the process stops, with its exit reason (see ``Down``)."""
+
+    async def begin_handoff(self) -> HandoffAnswer:
+        """The registry moves this process to another node: Restart(), Resume(state) or Ignore()."""
+        return Restart()
+
+    async def end_handoff(self, state: Any) -> None:
+        """On the new node, before any other message: the state from ``Resume(state)``."""
+
+    async def resolve_conflict(self, state: Any) -> None:
+        """After a netsplit heals, this copy survives and gets the losing copy's state."""
+
+    async def die(self) -> None:
+        """The registry asks this process to stop. The default stops with reason "shutdown"."""
+        self.stop(SHUTDOWN)
+
+    # --- public helpers -------------------------------------------------------
+
+    @classmethod
+    async def start(cls, *args: Any, **kwargs: Any) -> Pid:
+        """Start a process of this class on the current node and return its pid.
+
+        Raises:
+            RuntimeError: there is no current node.
+            Exception: whatever ``init`` raised.
+        """
+        runtime = current_runtime()
+        return await runtime.spawn(cls, args, kwargs)
+
+    @property
+    def pid(self) -> Pid:
+        return self._pid
+
+    @property
+    def node(self) -> Any:
+        """The ``Node`` this process runs on."""
+        return self._runtime.owner
+
+    def stop(self, reason: Any = "normal") -> None:
+        """Stop after the current handler returns (or soon, if called from elsewhere)."""
+        if self._running and _current_process.get() is self:
+            if self._stop_reason is None:
+                self._stop_reason = reason
+        elif self.alive:
+            self._enqueue((STOP, reason, None))
+
+    def send_after(self, delay: float, message: Any) -> asyncio.TimerHandle:
+        """Deliver ``message`` to this process's ``handle_info`` after ``delay`` seconds.
+
+        Returns a handle whose ``cancel()`` stops it. Dropped if the process has exited.
+        """
+        return self._runtime.loop.call_later(delay, self._enqueue_if_alive, (INFO, message, None))
+
+    def __repr__(self) -> str:
+        pid = getattr(self, "_pid", None)
+        return f"<{type(self).__qualname__} {pid!r}>"
+
+    # --- runtime internals ----------------------------------------------------
+
+    def _setup(self, runtime: Runtime, pid: Pid) -> None:
+        self._runtime = runtime
+        self._pid = pid
+        self._mailbox = None
+        self._running = False
+        self._stop_reason = None
+        self._watchers = None
+        self._watching = None
+        self._deferred = None
+        self._blocked = None
+        self._exit_waiters = None
+        self.alive = True
+
+    def _enqueue_if_alive(self, entry: tuple[int, Any, Any]) -> None:
+        if self.alive:
+            self._enqueue(entry)
+
+    def _enqueue(self, entry: tuple[int, Any, Any]) -> None:
+        mb = self._mailbox
+        if mb is None:
+            mb = self._mailbox = deque()
+        mb.append(entry)
+        if not self._running:
+            self._running = True
+            self._runtime._start_drain(self)
+
+    async def _drain(self) -> None:
+        _current_process.set(self)
+        runtime = self._runtime
+        _current_runtime.set(runtime)
+        mb = self._mailbox
+        assert mb is not None
+        loop_time = runtime.loop.time
+        caller: Caller | None = None
+        count = 0
+        started = loop_time()
+        try:
+            while mb:
+                kind, a, b = mb.popleft()
+                if kind == INFO:
+                    await self.handle_info(a)
+                elif kind == CAST:
+                    await self.handle_cast(a)
+                elif kind == CALL:
+                    caller = b
+                    result = await self.handle_call(a, b)
+                    if result is not NOREPLY:
+                        b.reply(result)
+                    elif not b.replied:
+                        if self._deferred is None:
+                            self._deferred = set()
+                        self._deferred.add(b)
+                    caller = None
+                elif kind == SYSTEM:
+                    await a(self)
+                elif kind == STOP:
+                    if self._stop_reason is None:
+                        self._stop_reason = a
+                elif kind == INIT:
+                    args, kwargs, fut = a
+                    try:
+                        await self.init(*args, **kwargs)
+                    except BaseException as exc:
+                        if not fut.done():
+                            fut.set_exception(exc)
+                        self._stop_reason = Crash.from_exception(exc)
+                        caller = None
+                        break
+                    if not fut.done():
+                        fut.set_result(self._pid)
+                if self._stop_reason is not None:
+                    break
+                if self._blocked is not None:
+                    blocked, self._blocked = self._blocked, None
+                    await blocked
+                count += 1
+                if count >= BATCH:
+                    count = 0
+                    elapsed = loop_time() - started
+                    if elapsed > runtime.block_warning:
+                        runtime._report_block(self, elapsed)
+                    await asyncio.sleep(0)
+                    started = loop_time()
+        except asyncio.CancelledError:
+            self._stop_reason = self._stop_reason or "killed"
+        except Exception as exc:  # a crash stays inside its process
+            crash = Crash.from_exception(exc)
+            self._stop_reason = crash
+            log.error(
+                "%s: process %r crashed in its handler",
+                runtime.node_name,
+                self,
+                exc_info=exc,
+            )
+            if caller is not None:
+                caller.fail(crash)
+        finally:
+            self._running = False
+        elapsed = loop_time() - started
+        if elapsed > runtime.block_warning:
+            runtime._report_block(self, elapsed)
+        if self._stop_reason is not None:
+            await runtime._terminate(self, self._stop_reason)
+
+
+def current_runtime() -> Runtime:
+    """The runtime of the current node (set by ``async with Node(...)`` and in processes)."""
+    rt = _current_runtime.get()
+    if rt is None:
+        raise RuntimeError("no current distable node: use 'async with Node(...)' first")
+    return rt
+
+
+def current_process() -> Process | None:
+    """The process whose handler is running now, or None outside processes."""
+    return _current_process.get()

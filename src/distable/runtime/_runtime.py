@@ -1,0 +1,499 @@
+"""The per-node runtime: the process table, local delivery, calls, monitors.
+
+Rules:
+    * Everything here runs on the node's event loop; nothing blocks and nothing awaits
+      a peer while holding state (remote effects are queued through ``RemoteRouter``).
+    * Local delivery never copies a message (as in Akka); remote delivery encodes it
+      at send time, so later mutation by the sender is not seen by the receiver.
+    * A message to a process that no longer exists is dropped and counted; a call to
+      one fails with ``ProcessExited("noproc")``.
+    * When a node is lost (``node_lost``), every call waiting on it fails with
+      ``ProcessExited("noconnection")``, every monitor on its pids fires with
+      ``"noconnection"``, and monitors its processes held here are forgotten.
+
+The layer below the node: it knows pids, wire envelopes and a ``RemoteRouter`` that
+the node implements on top of the transport, and nothing about sockets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
+
+from .._errors import CallTimeout, ProcessExited, UnencodableValue
+from .._log import RateLimitedLog
+from ..wire import NOCONNECTION, NOPROC, SHUTDOWN, Pid, Ref, to_wire
+from ..wire._messages import (
+    REPLY_EXIT,
+    REPLY_OK,
+    CallReply,
+    CallRequest,
+    Cast,
+    DemonitorRequest,
+    DownNotice,
+    MonitorRequest,
+    Send,
+)
+from ._process import CALL, CAST, INFO, INIT, STOP, Caller, Down, Process, _current_process
+
+log = logging.getLogger("distable.runtime")
+T = TypeVar("T")
+
+
+class RemoteRouter(Protocol):
+    """Carries runtime messages to other nodes; the node implements it on the transport.
+
+    Called on the event loop; must not block.
+    """
+
+    def post(self, node: str, message: Any) -> asyncio.Future[None] | None:
+        """Queue ``message`` for ``node`` (dialing it if needed).
+
+        Returns None, or a future that completes when the link to ``node`` is no longer
+        congested (the sender should wait for it before sending more). If the node
+        cannot be reached, the router later calls ``Runtime.node_lost(node)``.
+
+        Raises:
+            MessageTooLarge: the encoded message exceeds the link's frame limit.
+        """
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class RuntimeStatistics:
+    """A snapshot of one node's runtime counters."""
+
+    processes: int
+    local_messages: int
+    remote_messages: int
+    dropped_messages: int
+    calls: int
+    crashes: int
+    max_loop_lag: float
+    last_loop_lag: float
+
+
+def _expire(fut: asyncio.Future[Any], dest: Pid, timeout: float) -> None:
+    if not fut.done():
+        fut.set_exception(CallTimeout(f"no reply from {dest!r} within {timeout} s"))
+
+
+def _wire_reason(reason: Any) -> Any:
+    try:
+        return to_wire(reason)
+    except UnencodableValue:
+        return repr(reason)
+
+
+class Runtime:
+    """Hosts the processes of one node. Owned by the node; used on its event loop only."""
+
+    def __init__(
+        self,
+        node_name: str,
+        incarnation: int,
+        owner: Any,
+        loop: asyncio.AbstractEventLoop,
+        spawn_task: Callable[[Coroutine[Any, Any, Any]], Any],
+        remote: RemoteRouter,
+        *,
+        block_warning: float = 0.25,
+    ) -> None:
+        self.node_name = node_name
+        self.incarnation = incarnation
+        self.owner = owner
+        self.loop = loop
+        self._spawn_task = spawn_task
+        self.remote = remote
+        self.block_warning = block_warning
+        self._procs: dict[int, Process] = {}
+        self._next_id = 0
+        self._call_seq = 0
+        self._ref_seq = 0
+        self.closing = False
+        # remote calls waiting for a reply, by the callee's node
+        self._calls_by_node: dict[str, dict[int, asyncio.Future[Any]]] = {}
+        # monitors set by local processes on remote pids: node -> ref -> watcher
+        self._outgoing: dict[str, dict[Ref, Process]] = {}
+        # monitors set by remote processes on local pids: node -> ref -> target
+        self._incoming: dict[str, dict[Ref, Process]] = {}
+        self.exit_listeners: list[Callable[[Pid, Any], None]] = []
+        self._ratelog = RateLimitedLog(log, f"{node_name}: ")
+        self._local_messages = 0
+        self._remote_messages = 0
+        self._dropped = 0
+        self._calls = 0
+        self._crashes = 0
+        self.max_loop_lag = 0.0
+        self.last_loop_lag = 0.0
+
+    # --- lookups --------------------------------------------------------------
+
+    def is_local(self, pid: Pid) -> bool:
+        return pid.node == self.node_name
+
+    def local(self, pid: Pid) -> Process | None:
+        """The live local process ``pid`` names, or None."""
+        if pid.node != self.node_name or pid.incarnation != self.incarnation:
+            return None
+        proc = self._procs.get(pid.id)
+        return proc if proc is not None and proc.alive else None
+
+    def processes(self) -> list[Process]:
+        return list(self._procs.values())
+
+    def make_ref(self) -> Ref:
+        self._ref_seq += 1
+        return Ref(self.node_name, self.incarnation, self._ref_seq)
+
+    # --- starting and stopping --------------------------------------------------
+
+    async def spawn(self, cls: type[Process], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Pid:
+        """Create a process of ``cls``, run its ``init`` inside it, return its pid."""
+        if self.closing:
+            raise RuntimeError(f"node {self.node_name} is shutting down")
+        proc = cls()
+        self._next_id += 1
+        pid = Pid(self.node_name, self.incarnation, self._next_id)
+        proc._setup(self, pid)
+        self._procs[pid.id] = proc
+        fut: asyncio.Future[Pid] = self.loop.create_future()
+        proc._enqueue((INIT, (args, kwargs, fut), None))
+        return await fut
+
+    def _start_drain(self, proc: Process) -> None:
+        self._spawn_task(proc._drain())
+
+    def stop(self, pid: Pid, reason: Any = "normal") -> asyncio.Future[Any]:
+        """Ask a local process to stop after the messages already in its mailbox.
+
+        Returns a future with its exit reason ("noproc" at once if it did not exist).
+        """
+        fut: asyncio.Future[Any] = self.loop.create_future()
+        proc = self.local(pid)
+        if proc is None:
+            fut.set_result(NOPROC)
+            return fut
+        if proc._exit_waiters is None:
+            proc._exit_waiters = []
+        proc._exit_waiters.append(fut)
+        proc._enqueue((STOP, reason, None))
+        return fut
+
+    async def shutdown(self, timeout: float = 5.0) -> None:
+        """Stop every process with reason "shutdown"; force the rest after ``timeout``."""
+        self.closing = True
+        waiters = [self.stop(p.pid, SHUTDOWN) for p in list(self._procs.values())]
+        if waiters:
+            await asyncio.wait(waiters, timeout=timeout)
+        for proc in list(self._procs.values()):
+            log.warning("%s: process %r did not stop within %.1f s; killed", self.node_name, proc, timeout)
+            proc.alive = False
+            self._cleanup(proc, "killed")
+
+    async def _terminate(self, proc: Process, reason: Any) -> None:
+        proc.alive = False
+        if not isinstance(reason, str):
+            self._crashes += 1
+        try:
+            await proc.terminate(reason)
+        except Exception as exc:
+            log.error("%s: terminate() of %r raised", self.node_name, proc, exc_info=exc)
+        self._cleanup(proc, reason)
+
+    def _cleanup(self, proc: Process, reason: Any) -> None:
+        pid = proc.pid
+        if self._procs.get(pid.id) is proc:
+            del self._procs[pid.id]
+        mb = proc._mailbox
+        while mb:
+            kind, a, b = mb.popleft()
+            if kind == CALL:
+                b.fail(reason)
+            elif kind == INIT and not a[2].done():
+                a[2].set_exception(ProcessExited(reason))
+        if proc._deferred:
+            for caller in proc._deferred:
+                caller.fail(reason)
+            proc._deferred = None
+        if proc._watchers:
+            for ref, watcher in proc._watchers.items():
+                self._notify_down(ref, watcher, pid, reason)
+            proc._watchers = None
+        if proc._watching:
+            for ref, target in proc._watching.items():
+                self._drop_monitor(ref, target)
+            proc._watching = None
+        if proc._exit_waiters:
+            for fut in proc._exit_waiters:
+                if not fut.done():
+                    fut.set_result(reason)
+            proc._exit_waiters = None
+        for listener in self.exit_listeners:
+            listener(pid, reason)
+
+    # --- messages ---------------------------------------------------------------
+
+    def send(self, dest: Pid, message: Any) -> None:
+        """Deliver ``message`` to ``dest``'s ``handle_info``; fire and forget."""
+        if dest.node == self.node_name:
+            proc = self._procs.get(dest.id)
+            if proc is None or not proc.alive or dest.incarnation != self.incarnation:
+                self._dropped += 1
+                return
+            self._local_messages += 1
+            proc._enqueue((INFO, message, None))
+        else:
+            self._post(dest.node, Send(dest, to_wire(message)))
+
+    def cast(self, dest: Pid, message: Any) -> None:
+        """Deliver ``message`` to ``dest``'s ``handle_cast``; fire and forget."""
+        if dest.node == self.node_name:
+            proc = self._procs.get(dest.id)
+            if proc is None or not proc.alive or dest.incarnation != self.incarnation:
+                self._dropped += 1
+                return
+            self._local_messages += 1
+            proc._enqueue((CAST, message, None))
+        else:
+            self._post(dest.node, Cast(dest, to_wire(message)))
+
+    def _post(self, node: str, message: Any) -> None:
+        self._remote_messages += 1
+        congested = self.remote.post(node, message)
+        if congested is not None:
+            me = _current_process.get()
+            if me is not None:
+                me._blocked = congested
+
+    async def call(self, dest: Pid, message: Any, timeout: float = 5.0) -> Any:
+        """Send ``message`` to ``dest``'s ``handle_call`` and wait for the reply.
+
+        Raises:
+            CallTimeout: no reply within ``timeout`` seconds.
+            ProcessExited: the callee did not exist, exited before replying, or its node
+                was lost (reason "noproc", its exit reason, or "noconnection").
+            RuntimeError: a process called itself (that would deadlock).
+        """
+        loop = self.loop
+        me = _current_process.get()
+        sender = me.pid if me is not None else None
+        fut: asyncio.Future[Any] = loop.create_future()
+        self._calls += 1
+        if dest.node == self.node_name:
+            if sender == dest:
+                raise RuntimeError(f"{dest!r} called itself; that would deadlock")
+            proc = self.local(dest)
+            if proc is None:
+                raise ProcessExited(NOPROC)
+            proc._enqueue((CALL, message, Caller(self, sender, fut)))
+            handle = loop.call_later(timeout, _expire, fut, dest, timeout)
+            try:
+                return await fut
+            finally:
+                handle.cancel()
+        self._call_seq += 1
+        ref = self._call_seq
+        calls = self._calls_by_node.get(dest.node)
+        if calls is None:
+            calls = self._calls_by_node[dest.node] = {}
+        calls[ref] = fut
+        try:
+            self._remote_messages += 1
+            self.remote.post(dest.node, CallRequest(ref, dest, sender, to_wire(message)))
+        except BaseException:
+            calls.pop(ref, None)
+            raise
+        handle = loop.call_later(timeout, _expire, fut, dest, timeout)
+        try:
+            return await fut
+        finally:
+            handle.cancel()
+            calls.pop(ref, None)
+
+    def _reply_remote(self, node: str | None, ref: int, value: Any) -> None:
+        assert node is not None
+        self.remote.post(node, CallReply(ref, REPLY_OK, to_wire(value)))
+
+    def _fail_remote(self, node: str | None, ref: int, reason: Any) -> None:
+        assert node is not None
+        self.remote.post(node, CallReply(ref, REPLY_EXIT, _wire_reason(reason)))
+
+    # --- monitors ---------------------------------------------------------------
+
+    def monitor(self, target: Pid) -> Ref:
+        """The current process monitors ``target``; a ``Down`` arrives as info when it exits."""
+        me = _current_process.get()
+        if me is None:
+            raise RuntimeError("monitor() must be called from inside a process")
+        ref = self.make_ref()
+        if me._watching is None:
+            me._watching = {}
+        if target.node == self.node_name:
+            proc = self.local(target)
+            if proc is None:
+                me._enqueue((INFO, Down(ref, target, NOPROC), None))
+                return ref
+            if proc._watchers is None:
+                proc._watchers = {}
+            proc._watchers[ref] = me.pid
+            me._watching[ref] = target
+            return ref
+        me._watching[ref] = target
+        self._outgoing.setdefault(target.node, {})[ref] = me
+        self._post(target.node, MonitorRequest(ref, me.pid, target))
+        return ref
+
+    def demonitor(self, ref: Ref) -> None:
+        """Remove a monitor the current process set; no ``Down`` arrives for it after this."""
+        me = _current_process.get()
+        if me is None or not me._watching:
+            return
+        target = me._watching.pop(ref, None)
+        if target is not None:
+            self._drop_monitor(ref, target)
+
+    def _drop_monitor(self, ref: Ref, target: Pid) -> None:
+        if target.node == self.node_name:
+            proc = self._procs.get(target.id)
+            if proc is not None and proc._watchers:
+                proc._watchers.pop(ref, None)
+            return
+        outgoing = self._outgoing.get(target.node)
+        if outgoing is not None and outgoing.pop(ref, None) is not None:
+            self.remote.post(target.node, DemonitorRequest(ref, target))
+
+    def _notify_down(self, ref: Ref, watcher: Pid, target: Pid, reason: Any) -> None:
+        if watcher.node == self.node_name:
+            proc = self.local(watcher)
+            if proc is not None:
+                if proc._watching:
+                    proc._watching.pop(ref, None)
+                proc._enqueue((INFO, Down(ref, target, reason), None))
+            return
+        incoming = self._incoming.get(watcher.node)
+        if incoming is not None:
+            incoming.pop(ref, None)
+        self.remote.post(watcher.node, DownNotice(ref, watcher, target, _wire_reason(reason)))
+
+    # --- inbound from other nodes (called by the node's dispatcher) ---------------
+
+    def on_send(self, node: str, msg: Send) -> None:
+        self.send(msg.to, msg.payload) if msg.to.node == self.node_name else self._misrouted(node, msg.to)
+
+    def on_cast(self, node: str, msg: Cast) -> None:
+        self.cast(msg.to, msg.payload) if msg.to.node == self.node_name else self._misrouted(node, msg.to)
+
+    def _misrouted(self, node: str, pid: Pid) -> None:
+        self._dropped += 1
+        self._ratelog.warning(
+            ("misrouted", node), "peer %s sent a message for %r, which is not on this node; dropped", node, pid
+        )
+
+    def on_call_request(self, node: str, msg: CallRequest) -> None:
+        proc = self.local(msg.to)
+        if proc is None:
+            self.remote.post(node, CallReply(msg.ref, REPLY_EXIT, NOPROC))
+            return
+        proc._enqueue((CALL, msg.payload, Caller(self, msg.sender, None, node, msg.ref)))
+
+    def on_call_reply(self, node: str, msg: CallReply) -> None:
+        calls = self._calls_by_node.get(node)
+        fut = calls.pop(msg.ref, None) if calls is not None else None
+        if fut is None or fut.done():
+            return  # the call timed out already
+        if msg.status == REPLY_OK:
+            fut.set_result(msg.payload)
+        else:
+            fut.set_exception(ProcessExited(msg.payload))
+
+    def on_monitor_request(self, node: str, msg: MonitorRequest) -> None:
+        proc = self.local(msg.target)
+        if proc is None:
+            self.remote.post(node, DownNotice(msg.ref, msg.watcher, msg.target, NOPROC))
+            return
+        if proc._watchers is None:
+            proc._watchers = {}
+        proc._watchers[msg.ref] = msg.watcher
+        self._incoming.setdefault(node, {})[msg.ref] = proc
+
+    def on_demonitor_request(self, node: str, msg: DemonitorRequest) -> None:
+        incoming = self._incoming.get(node)
+        proc = incoming.pop(msg.ref, None) if incoming is not None else None
+        if proc is not None and proc._watchers:
+            proc._watchers.pop(msg.ref, None)
+
+    def on_down_notice(self, node: str, msg: DownNotice) -> None:
+        outgoing = self._outgoing.get(node)
+        if outgoing is None or outgoing.pop(msg.ref, None) is None:
+            return  # demonitored meanwhile
+        self._notify_down(msg.ref, msg.watcher, msg.target, msg.reason)
+
+    def node_lost(self, node: str) -> None:
+        """The link to ``node`` is gone: fail its calls, fire its monitors, forget its watchers."""
+        calls = self._calls_by_node.pop(node, None)
+        if calls:
+            for fut in calls.values():
+                if not fut.done():
+                    fut.set_exception(ProcessExited(NOCONNECTION))
+        outgoing = self._outgoing.pop(node, None)
+        if outgoing:
+            for ref, watcher in outgoing.items():
+                if watcher.alive and watcher._watching:
+                    target = watcher._watching.pop(ref, None)
+                    if target is not None:
+                        watcher._enqueue((INFO, Down(ref, target, NOCONNECTION), None))
+        incoming = self._incoming.pop(node, None)
+        if incoming:
+            for ref, proc in incoming.items():
+                if proc._watchers:
+                    proc._watchers.pop(ref, None)
+
+    # --- health -----------------------------------------------------------------
+
+    def _report_block(self, proc: Process, elapsed: float) -> None:
+        self._ratelog.warning(
+            ("block", type(proc)),
+            "process %r blocked the event loop for %.3f s; handlers must not block "
+            "(use distable.run_blocking for blocking work)",
+            proc,
+            elapsed,
+        )
+
+    async def watch_loop_lag(self, interval: float = 0.25) -> None:
+        """Measure event-loop lag forever (until cancelled); log stalls past ``block_warning``."""
+        loop = self.loop
+        while True:
+            start = loop.time()
+            await asyncio.sleep(interval)
+            lag = max(0.0, loop.time() - start - interval)
+            self.last_loop_lag = lag
+            self.max_loop_lag = max(self.max_loop_lag, lag)
+            if lag > self.block_warning:
+                self._ratelog.warning("lag", "event loop stalled for %.3f s", lag)
+
+    def statistics(self) -> RuntimeStatistics:
+        return RuntimeStatistics(
+            processes=len(self._procs),
+            local_messages=self._local_messages,
+            remote_messages=self._remote_messages,
+            dropped_messages=self._dropped,
+            calls=self._calls,
+            crashes=self._crashes,
+            max_loop_lag=self.max_loop_lag,
+            last_loop_lag=self.last_loop_lag,
+        )
+
+
+async def run_blocking(func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Run blocking ``func(*args, **kwargs)`` in the default executor and await its result.
+
+    Use it from a handler for file I/O, CPU-heavy work or blocking libraries, so the
+    event loop (and every other process and the node's heartbeats) keeps running.
+    """
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(None, functools.partial(func, *args, **kwargs))

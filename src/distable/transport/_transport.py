@@ -1,0 +1,763 @@
+"""Authenticated TCP links between nodes: one per pair, ordered, batched.
+
+Rules:
+    * One link per pair of nodes. When both dial at once, the link dialed by the node
+      with the smaller name is kept: both sides apply the same rule, so they agree.
+    * Nothing a peer sends before it has authenticated is decoded beyond the handshake
+      structs (``wire._messages``), and a handshake frame is at most 4 KiB.
+    * A peer that breaks the protocol (oversized frame, garbage, bad handshake, silent
+      past the handshake timeout) is logged by name and address and disconnected; an
+      unknown message type is logged and dropped. The node keeps serving everyone else.
+    * Messages to a peer are ordered: one ``BatchWriter`` per peer, one TCP stream.
+    * Small messages are coalesced: one frame and one ``write`` per peer per event-loop
+      turn (or sooner when a batch passes ``flush_bytes``).
+    * Backpressure: when the socket's buffer is full (``pause_writing``) or a batch
+      passes ``soft_limit``, ``post`` returns a future that senders wait on; past
+      ``hard_limit`` the peer is disconnected as too slow (its monitors fire
+      "noconnection"), so memory stays bounded.
+    * Reconnection backs off exponentially with jitter, capped at ``backoff_max``;
+      repeated failure lines are rate-limited.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import ssl
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any, cast
+
+import msgspec
+
+from .._errors import FrameTooLarge, HandshakeError, ProtocolError
+from .._log import RateLimitedLog
+from ..wire import DEFAULT_MAX_FRAME_SIZE, BatchWriter, FrameDecoder, encode_frame
+from ..wire._messages import (
+    HANDSHAKE_MAX_FRAME,
+    Tick,
+    batch_decoder,
+    handshake_decoder,
+    handshake_encoder,
+    raw_batch_decoder,
+    single_decoder,
+)
+from ._handshake import NONCE_SIZE, HandshakeCore
+
+log = logging.getLogger("distable.transport")
+
+#: Reject reasons that are part of normal operation, not failures.
+_BENIGN_REJECTS = ("simultaneous dial", "duplicate link")
+
+
+def parse_node_name(name: str) -> tuple[str, str, int]:
+    """Split ``"short@host:port"`` (``host`` may be ``[v6]``) into its parts.
+
+    Raises:
+        ValueError: the name is not of that form.
+    """
+    short, sep, address = name.partition("@")
+    host, colon, port_text = address.rpartition(":")
+    if not sep or not short or not colon or not host or not port_text.isdigit():
+        raise ValueError(f"node name {name!r} is not of the form 'name@host:port'")
+    port = int(port_text)
+    if not 0 < port < 65536:
+        raise ValueError(f"node name {name!r} has an invalid port")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    return short, host, port
+
+
+def format_node_name(short: str, host: str, port: int) -> str:
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{short}@{host}:{port}"
+
+
+@dataclass(frozen=True, slots=True)
+class TransportConfig:
+    """Tunables of the node-to-node links (defaults suit a LAN and loopback)."""
+
+    max_frame_size: int = DEFAULT_MAX_FRAME_SIZE
+    flush_bytes: int = 256 * 1024
+    soft_limit: int = 4 * 1024 * 1024
+    hard_limit: int = 64 * 1024 * 1024
+    handshake_timeout: float = 5.0
+    connect_timeout: float = 5.0
+    tick_interval: float = 1.0
+    tick_timeout: float = 10.0
+    backoff_initial: float = 0.05
+    backoff_max: float = 5.0
+    max_pending_handshakes: int = 64
+
+
+@dataclass(frozen=True, slots=True)
+class PeerStatistics:
+    name: str
+    connected: bool
+    incarnation: int
+    bytes_in: int
+    bytes_out: int
+    messages_in: int
+    messages_out: int
+    frames_in: int
+    frames_out: int
+    connects: int
+
+
+@dataclass(frozen=True, slots=True)
+class TransportStatistics:
+    peers: tuple[PeerStatistics, ...]
+    handshake_failures: int
+    protocol_errors: int
+    dropped_messages: int
+
+
+class Peer:
+    """What this node knows about one other node's link. Owned by the Transport."""
+
+    __slots__ = (
+        "_congestion",
+        "backoff",
+        "bytes_in",
+        "bytes_out",
+        "conn",
+        "connects",
+        "dial_handle",
+        "dialing",
+        "flush_scheduled",
+        "frames_in",
+        "frames_out",
+        "host",
+        "incarnation",
+        "last_recv",
+        "last_sent",
+        "messages_in",
+        "messages_out",
+        "name",
+        "paused",
+        "port",
+        "retry_at",
+        "wanted",
+        "writer",
+    )
+
+    def __init__(self, name: str, host: str, port: int, max_frame_size: int) -> None:
+        self.name = name
+        self.host = host
+        self.port = port
+        self.conn: PeerConnection | None = None
+        self.dialing: PeerConnection | None = None
+        self.dial_handle: asyncio.TimerHandle | None = None
+        self.writer = BatchWriter(max_frame_size)
+        self.flush_scheduled = False
+        self.paused = False
+        self._congestion: asyncio.Future[None] | None = None
+        self.incarnation = 0
+        self.wanted = False
+        self.backoff = 0.0
+        self.retry_at = 0.0
+        self.last_recv = 0.0
+        self.last_sent = 0.0
+        self.bytes_in = self.bytes_out = 0
+        self.messages_in = self.messages_out = 0
+        self.frames_in = self.frames_out = 0
+        self.connects = 0
+
+    def congestion(self, loop: asyncio.AbstractEventLoop) -> asyncio.Future[None]:
+        fut = self._congestion
+        if fut is None or fut.done():
+            fut = self._congestion = loop.create_future()
+        return fut
+
+    def relieve(self) -> None:
+        fut, self._congestion = self._congestion, None
+        if fut is not None and not fut.done():
+            fut.set_result(None)
+
+
+class PeerConnection(asyncio.Protocol):
+    """One TCP connection: handshake first, then batches of messages.
+
+    Callbacks run on the event loop and never block.
+    """
+
+    def __init__(self, owner: Transport, *, dialer: bool, expected: str | None = None) -> None:
+        self.owner = owner
+        self.dialer = dialer
+        self.transport: asyncio.Transport | None = None
+        self.address = "?"
+        self.core = HandshakeCore(
+            dialer=dialer,
+            name=owner.name,
+            incarnation=owner.incarnation,
+            cookie=owner.cookie,
+            nonce=os.urandom(NONCE_SIZE),
+            expected_peer=expected,
+        )
+        self.peer: Peer | None = None
+        self.active = False
+        self.closed = False
+        self.close_reason = ""
+        self._hs_buf = bytearray()
+        self._decoder = FrameDecoder(owner.config.max_frame_size)
+        self._hs_timer: asyncio.TimerHandle | None = None
+        self.established: asyncio.Future[bool] = owner.loop.create_future()
+
+    @property
+    def label(self) -> str:
+        name = self.core.peer_name or self.core.expected_peer or "unauthenticated peer"
+        return f"{name} ({self.address})"
+
+    # --- asyncio callbacks -----------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
+        peername = transport.get_extra_info("peername")
+        if peername:
+            self.address = f"{peername[0]}:{peername[1]}"
+        self._hs_timer = self.owner.loop.call_later(self.owner.config.handshake_timeout, self._handshake_timeout)
+        if self.dialer:
+            self._send_handshake(self.core.start())
+        else:
+            self.owner._pending_handshakes.add(self)
+            if len(self.owner._pending_handshakes) > self.owner.config.max_pending_handshakes:
+                self.close("too many unauthenticated connections at once", level=logging.WARNING)
+
+    def data_received(self, data: bytes) -> None:
+        if self.closed:
+            return
+        if self.active:
+            self._receive_active(data)
+        else:
+            self._receive_handshake(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.closed:
+            self.closed = True
+            self.close_reason = self.close_reason or (
+                f"connection lost: {exc}" if exc else "peer closed the connection"
+            )
+        self._finish()
+
+    def pause_writing(self) -> None:
+        if self.peer is not None and self.peer.conn is self:
+            self.peer.paused = True
+
+    def resume_writing(self) -> None:
+        peer = self.peer
+        if peer is not None and peer.conn is self:
+            peer.paused = False
+            self.owner._flush(peer)
+            if not peer.paused:
+                peer.relieve()
+
+    # --- handshake phase ----------------------------------------------------------------
+
+    def _receive_handshake(self, data: bytes) -> None:
+        buf = self._hs_buf
+        buf += data
+        while len(buf) >= 4 and not self.active and not self.closed:
+            length = int.from_bytes(buf[:4], "big")
+            if length > HANDSHAKE_MAX_FRAME:
+                self._protocol_error(f"handshake frame of {length} bytes (max {HANDSHAKE_MAX_FRAME})")
+                return
+            if len(buf) < 4 + length:
+                return
+            frame = bytes(buf[4 : 4 + length])
+            del buf[: 4 + length]
+            try:
+                msg = handshake_decoder.decode(frame)
+                replies = self.core.receive(msg)
+            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                self.owner._handshake_failures += 1
+                self._protocol_error(f"malformed handshake message: {exc}")
+                return
+            except HandshakeError as exc:
+                self.owner._handshake_failures += 1
+                self.close(f"handshake failed: {exc}", level=logging.DEBUG if self._benign(exc) else logging.WARNING)
+                return
+            if replies:
+                self._send_handshake(replies)
+            if self.core.state == "FAILED":  # we refused it (wrong node, bad version)
+                self.owner._handshake_failures += 1
+                self.close(f"handshake refused: {replies[0].reason}", level=logging.WARNING)
+                return
+            if self.core.state == "VERIFIED":
+                reason = self.owner._decide(self)
+                if reason is not None:
+                    self._send_handshake(self.core.reject(reason))
+                    self.close(f"refused link: {reason}", level=logging.DEBUG)
+                    return
+                self._send_handshake(self.core.accept())
+            if self.core.state == "ESTABLISHED":
+                self._established()
+        if self.active and buf:
+            rest = bytes(buf)
+            buf.clear()
+            self._receive_active(rest)
+
+    @staticmethod
+    def _benign(exc: HandshakeError) -> bool:
+        return any(r in str(exc) for r in _BENIGN_REJECTS)
+
+    def _send_handshake(self, messages: list[Any]) -> None:
+        assert self.transport is not None
+        for m in messages:
+            self.transport.write(encode_frame(handshake_encoder.encode(m)))
+
+    def _handshake_timeout(self) -> None:
+        if not self.active and not self.closed:
+            self.owner._handshake_failures += 1
+            self.close(f"handshake not completed within {self.owner.config.handshake_timeout} s", level=logging.WARNING)
+
+    def _established(self) -> None:
+        if self._hs_timer is not None:
+            self._hs_timer.cancel()
+        self.owner._pending_handshakes.discard(self)
+        self.active = True
+        if self.dialer and not self.owner._keep_dialed(self):
+            self.active = False
+            self.close("duplicate link (the peer's dial won)", level=logging.DEBUG)
+            return
+        self.owner._activate(self)
+
+    # --- active phase -----------------------------------------------------------------
+
+    def _receive_active(self, data: bytes) -> None:
+        peer = self.peer
+        assert peer is not None
+        peer.bytes_in += len(data)
+        try:
+            frames = self._decoder.feed(data)
+        except FrameTooLarge as exc:
+            self._protocol_error(str(exc))
+            return
+        if not frames:
+            return
+        peer.last_recv = self.owner.loop.time()
+        dispatch = self.owner.dispatch
+        for frame in frames:
+            peer.frames_in += 1
+            messages: list[Any] | None
+            try:
+                messages = batch_decoder.decode(frame)
+            except (msgspec.DecodeError, msgspec.ValidationError, ProtocolError, ValueError, TypeError, RecursionError):
+                messages = self._decode_slowly(frame)
+                if messages is None:
+                    return
+            peer.messages_in += len(messages)
+            try:
+                dispatch(peer.name, messages)
+            except Exception:
+                log.exception("%s: error while handling messages from %s", self.owner.name, self.label)
+            if self.closed:
+                return
+
+    def _decode_slowly(self, frame: memoryview | bytes) -> list[Any] | None:
+        """A batch failed to decode: find and drop the bad messages, or close on garbage."""
+        try:
+            raws = raw_batch_decoder.decode(frame)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            self._protocol_error(f"undecodable frame: {exc}")
+            return None
+        messages = []
+        for raw in raws:
+            try:
+                messages.append(single_decoder.decode(raw))
+            except Exception as exc:
+                self.owner._protocol_errors += 1
+                self.owner._ratelog.warning(
+                    ("bad message", self.label),
+                    "dropped a message from %s: %s",
+                    self.label,
+                    exc,
+                )
+        return messages
+
+    def _protocol_error(self, problem: str) -> None:
+        self.owner._protocol_errors += 1
+        self.close(f"protocol error: {problem}", level=logging.WARNING)
+
+    # --- closing ----------------------------------------------------------------------
+
+    def close(self, reason: str, level: int = logging.INFO) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.close_reason = reason
+        self.owner._ratelog.log(level, ("close", self.address, reason), "closing link to %s: %s", self.label, reason)
+        if self.transport is not None:
+            self.transport.abort()
+        self._finish()
+
+    def _finish(self) -> None:
+        if self._hs_timer is not None:
+            self._hs_timer.cancel()
+            self._hs_timer = None
+        self.owner._pending_handshakes.discard(self)
+        if not self.established.done():
+            self.established.set_result(False)
+        self.owner._on_closed(self)
+
+
+class Transport:
+    """The mesh of links of one node.
+
+    Owned by the node; every method runs on the event loop. ``dispatch(node, messages)``
+    is called with each decoded batch; ``on_up(node, incarnation)`` and
+    ``on_down(node, incarnation, reason)`` when a link comes up or goes down.
+    """
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        incarnation: int,
+        cookie: bytes,
+        loop: asyncio.AbstractEventLoop,
+        spawn_task: Callable[[Coroutine[Any, Any, Any]], Any],
+        dispatch: Callable[[str, list[Any]], None],
+        on_up: Callable[[str, int], None],
+        on_down: Callable[[str, int, str], None],
+        config: TransportConfig | None = None,
+        tls: ssl.SSLContext | tuple[ssl.SSLContext, ssl.SSLContext] | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.name = name
+        self.incarnation = incarnation
+        self.cookie = cookie
+        self.loop = loop
+        self._spawn_task = spawn_task
+        self.dispatch = dispatch
+        self._on_up = on_up
+        self._on_down = on_down
+        self.config = config or TransportConfig()
+        self._server_tls: ssl.SSLContext | None
+        self._client_tls: ssl.SSLContext | None
+        if isinstance(tls, tuple):
+            self._server_tls, self._client_tls = tls
+        else:
+            self._server_tls = self._client_tls = tls
+        self._rng = rng or random.Random()
+        self.peers: dict[str, Peer] = {}
+        self._pending_handshakes: set[PeerConnection] = set()
+        self._server: asyncio.AbstractServer | None = None
+        self._tick_handle: asyncio.TimerHandle | None = None
+        self._closing = False
+        self._ratelog = RateLimitedLog(log, f"{name}: ")
+        self._handshake_failures = 0
+        self._protocol_errors = 0
+        self._dropped = 0
+
+    # --- lifecycle ------------------------------------------------------------------
+
+    async def listen(self, host: str, port: int) -> int:
+        """Start accepting links; return the bound port (useful with port 0)."""
+        self._server = await self.loop.create_server(
+            lambda: PeerConnection(self, dialer=False),
+            host,
+            port,
+            ssl=self._server_tls,
+            reuse_address=True,
+            backlog=1024,
+        )
+        sock = self._server.sockets[0]
+        self._schedule_tick()
+        return int(sock.getsockname()[1])
+
+    def rename(self, name: str) -> None:
+        """Set the full node name once the port is known (before any link exists)."""
+        assert not self.peers
+        self.name = name
+        self._ratelog = RateLimitedLog(log, f"{name}: ")
+
+    async def close(self) -> None:
+        """Close every link and stop listening; pending messages are dropped."""
+        self._closing = True
+        if self._tick_handle is not None:
+            self._tick_handle.cancel()
+        if self._server is not None:
+            self._server.close()
+        for peer in list(self.peers.values()):
+            peer.wanted = False
+            if peer.dial_handle is not None:
+                peer.dial_handle.cancel()
+            self._flush(peer)
+            for conn in (peer.conn, peer.dialing):
+                if conn is not None and conn.transport is not None:
+                    conn.transport.close()  # close (not abort) lets the last batch go out
+        for conn in list(self._pending_handshakes):
+            conn.close("node shutting down")
+        if self._server is not None:
+            await self._server.wait_closed()
+
+    # --- sending --------------------------------------------------------------------
+
+    def post(self, node: str, message: Any) -> asyncio.Future[None] | None:
+        """Queue ``message`` for ``node``; see ``RemoteRouter.post``."""
+        peer = self.peers.get(node)
+        if peer is None:
+            peer = self._peer(node)
+        writer = peer.writer
+        writer.add(message)
+        peer.messages_out += 1
+        conn = peer.conn
+        if conn is None:
+            if peer.dialing is None and peer.dial_handle is None:
+                self._dial_later(peer, max(0.0, peer.retry_at - self.loop.time()))
+        elif not peer.paused:
+            if len(writer) >= self.config.flush_bytes:
+                self._flush(peer)
+            elif not peer.flush_scheduled:
+                peer.flush_scheduled = True
+                self.loop.call_soon(self._flush, peer)
+        size = len(writer)
+        if size > self.config.soft_limit or peer.paused:
+            if size > self.config.hard_limit:
+                self._overflow(peer, size)
+                return None
+            return peer.congestion(self.loop)
+        return None
+
+    def _flush(self, peer: Peer) -> None:
+        peer.flush_scheduled = False
+        conn = peer.conn
+        if conn is None or peer.paused or conn.closed:
+            return
+        frame = peer.writer.take()
+        if frame is None:
+            return
+        assert conn.transport is not None
+        peer.frames_out += 1
+        peer.bytes_out += len(frame)
+        peer.last_sent = self.loop.time()
+        conn.transport.write(frame)
+        if not peer.paused:
+            peer.relieve()
+
+    def _overflow(self, peer: Peer, size: int) -> None:
+        self._ratelog.warning(
+            ("overflow", peer.name),
+            "peer %s is not keeping up: %d bytes waiting exceed the hard limit %d; disconnecting",
+            peer.name,
+            size,
+            self.config.hard_limit,
+        )
+        if peer.conn is not None:
+            peer.conn.close("send buffer overflow", level=logging.DEBUG)
+        else:
+            self._drop_pending(peer, "send buffer overflow")
+
+    # --- connecting ----------------------------------------------------------------------
+
+    def _peer(self, node: str) -> Peer:
+        _, host, port = parse_node_name(node)
+        peer = self.peers[node] = Peer(node, host, port, self.config.max_frame_size)
+        return peer
+
+    def connect(self, node: str) -> None:
+        """Keep a link to ``node`` up: dial now and redial with backoff whenever it drops."""
+        if node == self.name:
+            return
+        peer = self.peers.get(node) or self._peer(node)
+        peer.wanted = True
+        if peer.conn is None and peer.dialing is None and peer.dial_handle is None:
+            self._dial_later(peer, 0.0)
+
+    def disconnect(self, node: str) -> None:
+        """Stop keeping a link to ``node`` and close it."""
+        peer = self.peers.get(node)
+        if peer is None:
+            return
+        peer.wanted = False
+        if peer.dial_handle is not None:
+            peer.dial_handle.cancel()
+            peer.dial_handle = None
+        for conn in (peer.conn, peer.dialing):
+            if conn is not None:
+                conn.close("disconnect requested")
+
+    def is_connected(self, node: str) -> bool:
+        peer = self.peers.get(node)
+        return peer is not None and peer.conn is not None
+
+    def connected(self) -> list[str]:
+        return sorted(p.name for p in self.peers.values() if p.conn is not None)
+
+    def _dial_later(self, peer: Peer, delay: float) -> None:
+        if self._closing:
+            return
+        if delay <= 0:
+            peer.dial_handle = None
+            self._dial(peer)
+        else:
+            peer.dial_handle = self.loop.call_later(delay, self._dial_later, peer, 0.0)
+
+    def _dial(self, peer: Peer) -> None:
+        conn = PeerConnection(self, dialer=True, expected=peer.name)
+        conn.peer = peer
+        peer.dialing = conn
+        self._spawn_task(self._open(peer, conn))  # ends by itself: bounded by connect_timeout
+
+    async def _open(self, peer: Peer, conn: PeerConnection) -> None:
+        try:
+            await asyncio.wait_for(
+                self.loop.create_connection(
+                    lambda: conn,
+                    peer.host,
+                    peer.port,
+                    ssl=self._client_tls,
+                    server_hostname=peer.host if self._client_tls is not None else None,
+                ),
+                self.config.connect_timeout,
+            )
+        except (OSError, TimeoutError, ssl.SSLError) as exc:
+            conn.closed = True
+            conn.close_reason = f"cannot connect: {exc or type(exc).__name__}"
+            conn._finish()
+
+    def _decide(self, conn: PeerConnection) -> str | None:
+        """Acceptor: should this authenticated incoming link be kept? None, or why not."""
+        name = conn.core.peer_name
+        assert name is not None
+        inc = conn.core.peer_incarnation
+        if name == self.name:
+            return "the peer claims this node's own name"
+        try:
+            peer = self.peers.get(name) or self._peer(name)
+        except ValueError:
+            return "the peer's node name is not of the form name@host:port"
+        active = peer.conn
+        if active is not None:
+            if inc < peer.incarnation:
+                return "stale incarnation"
+            if inc == peer.incarnation and active.dialer and self.name < name:
+                return "duplicate link"
+            active.close("replaced by a new link from the same node", level=logging.DEBUG)
+        elif peer.dialing is not None and self.name < name:
+            return "simultaneous dial"
+        conn.peer = peer
+        return None
+
+    def _keep_dialed(self, conn: PeerConnection) -> bool:
+        """Dialer, handshake done: keep it unless the peer's own dial won meanwhile."""
+        peer = conn.peer
+        assert peer is not None
+        active = peer.conn
+        if active is None or active is conn:
+            return True
+        if conn.core.peer_incarnation > peer.incarnation or self.name < peer.name:
+            active.close("replaced by a new link to the same node", level=logging.DEBUG)
+            return True
+        return False
+
+    def _activate(self, conn: PeerConnection) -> None:
+        peer = conn.peer
+        assert peer is not None
+        if peer.dialing is conn:
+            peer.dialing = None
+        if peer.dial_handle is not None:
+            peer.dial_handle.cancel()
+            peer.dial_handle = None
+        old_inc = peer.incarnation
+        new_inc = conn.core.peer_incarnation
+        peer.conn = conn
+        peer.incarnation = new_inc
+        peer.backoff = 0.0
+        peer.retry_at = 0.0
+        peer.paused = False
+        peer.connects += 1
+        peer.last_recv = peer.last_sent = self.loop.time()
+        if not conn.established.done():
+            conn.established.set_result(True)
+        log.debug("%s: link up with %s (incarnation %d)", self.name, conn.label, new_inc)
+        if old_inc and old_inc != new_inc:
+            log.info("%s: %s restarted (incarnation %d -> %d)", self.name, peer.name, old_inc, new_inc)
+        self._on_up(peer.name, new_inc)
+        self._flush(peer)
+
+    def _on_closed(self, conn: PeerConnection) -> None:
+        peer = conn.peer
+        if peer is None:
+            return
+        if peer.dialing is conn:
+            peer.dialing = None
+            if peer.conn is None:
+                self._dial_failed(peer, conn.close_reason)
+            return
+        if peer.conn is not conn:
+            return
+        peer.conn = None
+        peer.paused = False
+        self._drop_pending(peer, conn.close_reason)
+        self._on_down(peer.name, peer.incarnation, conn.close_reason)
+        if peer.wanted and not self._closing:
+            self._dial_later(peer, self._next_backoff(peer))
+
+    def _dial_failed(self, peer: Peer, reason: str) -> None:
+        if any(r in reason for r in _BENIGN_REJECTS):
+            delay = self.config.backoff_initial  # the peer's own dial is on its way
+        else:
+            delay = self._next_backoff(peer)
+            self._ratelog.info(("dial", peer.name), "cannot reach %s: %s; retrying in %.2f s", peer.name, reason, delay)
+            self._drop_pending(peer, reason)
+            self._on_down(peer.name, peer.incarnation, reason)
+        peer.retry_at = self.loop.time() + delay
+        if (peer.wanted or peer.writer.count) and not self._closing:
+            self._dial_later(peer, delay)
+
+    def _next_backoff(self, peer: Peer) -> float:
+        cfg = self.config
+        peer.backoff = min(cfg.backoff_max, peer.backoff * 2 if peer.backoff else cfg.backoff_initial)
+        return peer.backoff * (0.5 + self._rng.random() / 2)
+
+    def _drop_pending(self, peer: Peer, reason: str) -> None:
+        dropped = peer.writer.clear()
+        if dropped:
+            self._dropped += dropped
+            log.debug("%s: dropped %d messages for %s: %s", self.name, dropped, peer.name, reason)
+        peer.relieve()
+
+    # --- keep-alive ------------------------------------------------------------------------
+
+    def _schedule_tick(self) -> None:
+        self._tick_handle = self.loop.call_later(self.config.tick_interval, self._tick)
+
+    def _tick(self) -> None:
+        now = self.loop.time()
+        cfg = self.config
+        for peer in list(self.peers.values()):
+            conn = peer.conn
+            if conn is None:
+                continue
+            if now - peer.last_recv > cfg.tick_timeout:
+                conn.close(f"no traffic for {cfg.tick_timeout} s", level=logging.WARNING)
+            elif now - peer.last_sent >= cfg.tick_interval and not peer.writer.count:
+                self.post(peer.name, Tick())
+        if not self._closing:
+            self._schedule_tick()
+
+    def statistics(self) -> TransportStatistics:
+        return TransportStatistics(
+            peers=tuple(
+                PeerStatistics(
+                    name=p.name,
+                    connected=p.conn is not None,
+                    incarnation=p.incarnation,
+                    bytes_in=p.bytes_in,
+                    bytes_out=p.bytes_out,
+                    messages_in=p.messages_in,
+                    messages_out=p.messages_out,
+                    frames_in=p.frames_in,
+                    frames_out=p.frames_out,
+                    connects=p.connects,
+                )
+                for p in sorted(self.peers.values(), key=lambda p: p.name)
+            ),
+            handshake_failures=self._handshake_failures,
+            protocol_errors=self._protocol_errors,
+            dropped_messages=self._dropped,
+        )

@@ -1,0 +1,144 @@
+"""Wire messages between nodes: the handshake and the post-handshake envelopes.
+
+Rules:
+    * Message types are append-only: a tag is never reused or renumbered, a field is
+      only ever appended with a default.
+    * ``PROTOCOL_VERSION`` is agreed in the handshake (the lower of the two sides); a
+      peer sends no message type newer than the agreed version.
+    * Handshake messages are decoded by a strictly typed decoder with no extension
+      hook, from frames of at most ``HANDSHAKE_MAX_FRAME`` bytes: nothing a peer
+      sends before it authenticates can build anything but these few structs.
+    * Payload fields are ``Any`` and hold values prepared by ``_codec.to_wire``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from ._codec import ext_hook
+from ._types import Pid, Ref
+
+PROTOCOL_VERSION = 1
+MIN_PROTOCOL_VERSION = 1
+HANDSHAKE_MAX_FRAME = 4096
+
+
+class _Msg(msgspec.Struct, array_like=True, gc=False, tag_field="t"):
+    pass
+
+
+# --- handshake (before authentication) -------------------------------------------
+
+
+class Hello(_Msg, tag=1):
+    """Dialer -> acceptor: who I am, which versions I speak, my nonce."""
+
+    version: int
+    min_version: int
+    name: str
+    incarnation: int
+    nonce: bytes
+    expected: str  # the node name the dialer means to reach
+
+
+class Challenge(_Msg, tag=2):
+    """Acceptor -> dialer: who I am, the agreed version, my nonce."""
+
+    version: int
+    name: str
+    incarnation: int
+    nonce: bytes
+
+
+class Proof(_Msg, tag=3):
+    """Dialer -> acceptor: HMAC over both nonces and both identities."""
+
+    mac: bytes
+
+
+class Welcome(_Msg, tag=4):
+    """Acceptor -> dialer: the acceptor's own HMAC; the link is up."""
+
+    mac: bytes
+
+
+class Reject(_Msg, tag=5):
+    """Either side: the handshake is refused, with a reason code."""
+
+    reason: str
+
+
+HandshakeMessage = Hello | Challenge | Proof | Welcome | Reject
+handshake_decoder = msgspec.msgpack.Decoder(HandshakeMessage)
+handshake_encoder = msgspec.msgpack.Encoder()
+
+# --- after authentication ----------------------------------------------------------
+
+
+class Send(_Msg, tag=16):
+    """Deliver ``payload`` to ``to`` as an info message."""
+
+    to: Pid
+    payload: Any
+
+
+class Cast(_Msg, tag=17):
+    """Deliver ``payload`` to ``to``'s ``handle_cast``."""
+
+    to: Pid
+    payload: Any
+
+
+class CallRequest(_Msg, tag=18):
+    """Ask ``to`` for a reply; ``ref`` is the caller node's tag for it."""
+
+    ref: int
+    to: Pid
+    sender: Pid | None
+    payload: Any
+
+
+class CallReply(_Msg, tag=19):
+    """Answer to a ``CallRequest``: ``status`` says what ``payload`` is."""
+
+    ref: int
+    status: int
+    payload: Any
+
+
+REPLY_OK = 0
+REPLY_EXIT = 1  # payload is the callee's exit reason (or "noproc")
+
+
+class MonitorRequest(_Msg, tag=20):
+    """``watcher`` (on the sending node) monitors ``target`` (on the receiving node)."""
+
+    ref: Ref
+    watcher: Pid
+    target: Pid
+
+
+class DemonitorRequest(_Msg, tag=21):
+    ref: Ref
+    target: Pid
+
+
+class DownNotice(_Msg, tag=22):
+    """``target`` exited with ``reason``; tell the watcher registered under ``ref``."""
+
+    ref: Ref
+    watcher: Pid
+    target: Pid
+    reason: Any
+
+
+class Tick(_Msg, tag=23):
+    """Keep-alive sent on an idle link."""
+
+
+PeerMessage = Send | Cast | CallRequest | CallReply | MonitorRequest | DemonitorRequest | DownNotice | Tick
+batch_decoder = msgspec.msgpack.Decoder(list[PeerMessage], ext_hook=ext_hook)
+single_decoder = msgspec.msgpack.Decoder(PeerMessage, ext_hook=ext_hook)
+raw_batch_decoder = msgspec.msgpack.Decoder(list[msgspec.Raw])

@@ -1,0 +1,74 @@
+#!/usr/bin/env python3
+"""One-line entry points that work on a fresh clone with only Python 3.11+.
+
+    python3 tasks.py demo     run the local multi-node demo
+    python3 tasks.py test     run every check: lint, format, types, the test suite
+    python3 tasks.py bench    run the benchmarks in bench/ (JSON lines)
+
+Each creates ``.venv`` on first use and installs the exact versions from
+constraints.txt (again only when that file or pyproject.toml changes).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = ROOT / ".venv"
+BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
+PY = BIN / "python"
+
+
+def _stamp() -> str:
+    h = hashlib.sha256()
+    for name in ("constraints.txt", "pyproject.toml"):
+        h.update((ROOT / name).read_bytes())
+    return h.hexdigest()
+
+
+def ensure_env() -> None:
+    stamp_file = VENV / ".distable-stamp"
+    stamp = _stamp()
+    if stamp_file.exists() and stamp_file.read_text() == stamp and PY.exists():
+        return
+    if not PY.exists():
+        print("creating .venv ...", flush=True)
+        venv.EnvBuilder(with_pip=True).create(VENV)
+    print("installing pinned dependencies (constraints.txt) ...", flush=True)
+    pip = [str(PY), "-m", "pip", "install", "--disable-pip-version-check", "-q"]
+    subprocess.run([*pip, "-r", str(ROOT / "constraints.txt")], check=True)
+    subprocess.run([*pip, "--no-deps", "-e", str(ROOT)], check=True)
+    stamp_file.write_text(stamp)
+
+
+def run(*cmd: str) -> None:
+    print("$", " ".join(cmd), flush=True)
+    code = subprocess.run(cmd, cwd=ROOT).returncode
+    if code:
+        sys.exit(code)
+
+
+def main(argv: list[str]) -> None:
+    if not argv or argv[0] not in ("demo", "test", "bench", "env"):
+        sys.exit(__doc__)
+    ensure_env()
+    task, rest = argv[0], argv[1:]
+    py = str(PY)
+    if task == "demo":
+        run(py, "examples/two_nodes.py", *rest)
+    elif task == "test":
+        run(py, "-m", "ruff", "check", ".")
+        run(py, "-m", "ruff", "format", "--check", ".")
+        run(py, "-m", "mypy")
+        run(py, "-m", "pytest", *rest)
+    elif task == "bench":
+        run(py, "bench/run_all.py", *rest)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
