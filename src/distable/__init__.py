@@ -17,6 +17,7 @@ from ._errors import (
     ProtocolError,
     UnencodableValue,
 )
+from .membership import DNSPoll, Gossip, MembershipConfig, Static
 from .node import (
     EventStream,
     Node,
@@ -55,11 +56,14 @@ __all__ = [
     "CallTimeout",
     "Caller",
     "Crash",
+    "DNSPoll",
     "DistableError",
     "Down",
     "EventStream",
+    "Gossip",
     "Ignore",
     "InvalidFactoryReturn",
+    "MembershipConfig",
     "MessageTooLarge",
     "NameNotFound",
     "NoNodeAvailable",
@@ -74,6 +78,7 @@ __all__ = [
     "Ref",
     "Restart",
     "Resume",
+    "Static",
     "Supervisor",
     "TransportConfig",
     "UnencodableValue",

@@ -1,6 +1,7 @@
 """The node layer: wires the layers together and offers the public API."""
 
-from ._events import EventStream, NodeDown, NodeUp
+from ..membership import NodeDown, NodeUp
+from ._events import EventStream
 from ._node import (
     Node,
     NodeStatistics,

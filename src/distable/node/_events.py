@@ -3,24 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
 from typing import Any
-
-
-@dataclass(frozen=True, slots=True)
-class NodeUp:
-    """A link to ``node`` came up (``incarnation`` tells restarts apart)."""
-
-    node: str
-    incarnation: int
-
-
-@dataclass(frozen=True, slots=True)
-class NodeDown:
-    """The link to ``node`` went down; ``reason`` says why in words."""
-
-    node: str
-    reason: str
 
 
 class EventStream:

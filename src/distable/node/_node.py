@@ -19,21 +19,32 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from .._errors import NameNotFound
+from ..membership import (
+    MembershipConfig,
+    MembershipService,
+    MembershipStatistics,
+    Strategy,
+    as_strategies,
+)
 from ..runtime import Process, Runtime, RuntimeStatistics
 from ..runtime._process import _current_runtime
 from ..transport import Transport, TransportConfig, TransportStatistics, format_node_name
 from ..wire import Pid, Ref
 from ..wire._messages import (
+    Ack,
     CallReply,
     CallRequest,
     Cast,
     DemonitorRequest,
     DownNotice,
+    MemberSync,
     MonitorRequest,
+    Ping,
+    PingReq,
     Send,
     Tick,
 )
-from ._events import EventBus, EventStream, NodeDown, NodeUp
+from ._events import EventBus, EventStream
 
 log = logging.getLogger("distable.node")
 
@@ -48,6 +59,7 @@ class NodeStatistics:
     uptime: float
     runtime: RuntimeStatistics
     transport: TransportStatistics
+    membership: MembershipStatistics
 
 
 def _cookie_bytes(cookie: str | bytes | None) -> bytes:
@@ -75,6 +87,12 @@ class Node:
         tls: an ``ssl.SSLContext`` for both directions, or a ``(server, client)`` pair.
         role: ``"server"`` (hosts registered names) or ``"client"`` (uses the cluster,
             owns no names).
+        cluster: how to find the other nodes: ``Gossip(...)``, ``Static([...])``,
+            ``DNSPoll(...)``, a list of them, or None (only explicit ``connect``).
+        membership: failure-detection tunables (``MembershipConfig.lan()`` by default;
+            ``MembershipConfig.local()`` for nodes on one machine).
+        allow: shell-glob patterns of node names this node may link with (all if empty).
+        deny: shell-glob patterns of node names it must never link with (wins over allow).
         connect: node names to keep links with from the start.
         transport: link tunables (``TransportConfig``).
         block_warning: seconds a handler may hold the loop before a warning is logged.
@@ -89,6 +107,10 @@ class Node:
         *,
         tls: ssl.SSLContext | tuple[ssl.SSLContext, ssl.SSLContext] | None = None,
         role: Literal["server", "client"] = "server",
+        cluster: Strategy | list[Strategy] | tuple[Strategy, ...] | None = None,
+        membership: MembershipConfig | None = None,
+        allow: list[str] | tuple[str, ...] = (),
+        deny: list[str] | tuple[str, ...] = (),
         connect: list[str] | tuple[str, ...] = (),
         transport: TransportConfig | None = None,
         block_warning: float = 0.25,
@@ -104,12 +126,17 @@ class Node:
         self._cookie = _cookie_bytes(cookie)
         self._tls = tls
         self._seeds = tuple(connect)
+        self._strategies = as_strategies(cluster)
+        self._membership_config = membership or MembershipConfig.lan()
+        self._allow = tuple(allow)
+        self._deny = tuple(deny)
         self._config = transport or TransportConfig()
         self._block_warning = block_warning
         self.name = format_node_name(name, host, port) if port else ""
         self.incarnation = 0
         self._runtime: Runtime | None = None
         self._transport: Transport | None = None
+        self._membership: MembershipService | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._bus = EventBus()
         self._up_waiters: dict[str, list[asyncio.Future[None]]] = {}
@@ -166,6 +193,20 @@ class Node:
             block_warning=self._block_warning,
         )
         rt = self._runtime
+        self._membership = MembershipService(
+            name=self.name,
+            creation=self.incarnation,
+            cookie=self._cookie,
+            loop=loop,
+            transport=transport,
+            config=self._membership_config,
+            strategies=self._strategies,
+            publish=self._bus.publish,
+            spawn=self._spawn,
+            allow=self._allow,
+            deny=self._deny,
+        )
+        ms = self._membership
         self._handlers: dict[type, Callable[[str, Any], None]] = {
             Send: rt.on_send,
             Cast: rt.on_cast,
@@ -175,16 +216,23 @@ class Node:
             DemonitorRequest: rt.on_demonitor_request,
             DownNotice: rt.on_down_notice,
             Tick: lambda node, msg: None,
+            Ping: ms.on_message,
+            Ack: ms.on_message,
+            PingReq: ms.on_message,
+            MemberSync: ms.on_message,
         }
         self._spawn(rt.watch_loop_lag())
+        ms.start()
         for seed in self._seeds:
             transport.connect(seed)
         log.info("%s: node started (incarnation %d)", self.name, self.incarnation)
 
     async def stop(self) -> None:
-        """Stop every process (reason "shutdown"), close every link, end every task."""
-        if self._runtime is None or self._transport is None:
+        """Leave the cluster gracefully: tell every member, stop every process (reason
+        "shutdown"), close every link, end every task."""
+        if self._runtime is None or self._transport is None or self._membership is None:
             return
+        self._membership.leave()
         await self._runtime.shutdown()
         await self._transport.close()
         for task in list(self._tasks):
@@ -207,6 +255,12 @@ class Node:
         if self._runtime is None:
             raise RuntimeError("the node is not started: use 'async with Node(...)'")
         return self._runtime
+
+    @property
+    def membership(self) -> MembershipService:
+        if self._membership is None:
+            raise RuntimeError("the node is not started: use 'async with Node(...)'")
+        return self._membership
 
     @property
     def transport(self) -> Transport:
@@ -243,8 +297,8 @@ class Node:
         self.transport.disconnect(node)
 
     def nodes(self) -> list[str]:
-        """Names of the nodes this node has a link with (itself excluded)."""
-        return self.transport.connected()
+        """Names of the nodes that are up in this node's view (itself excluded)."""
+        return self.membership.nodes()
 
     def events(self, maxsize: int = 10_000) -> EventStream:
         """Subscribe to this node's events (``NodeUp``, ``NodeDown``, ...)."""
@@ -256,14 +310,14 @@ class Node:
             handlers[type(msg)](node, msg)
 
     def _on_up(self, node: str, incarnation: int) -> None:
-        self._bus.publish(NodeUp(node, incarnation))
+        self.membership.link_up(node, incarnation)
         for fut in self._up_waiters.pop(node, ()):
             if not fut.done():
                 fut.set_result(None)
 
     def _on_down(self, node: str, incarnation: int, reason: str) -> None:
         self.runtime.node_lost(node)
-        self._bus.publish(NodeDown(node, reason))
+        self.membership.link_down(node)
 
     # --- processes and messages ------------------------------------------------------------
 
@@ -307,6 +361,7 @@ class Node:
             uptime=time.monotonic() - self._started,
             runtime=self.runtime.statistics(),
             transport=self.transport.statistics(),
+            membership=self.membership.statistics(),
         )
 
     def __repr__(self) -> str:

@@ -357,6 +357,10 @@ class Process:
                     await asyncio.sleep(0)
                     started = loop_time()
         except asyncio.CancelledError:
+            if not self.alive:
+                # Killed by Runtime.shutdown: already cleaned up and reported "killed".
+                # Running terminate (which may hang) or the cleanup again is wrong now.
+                raise
             self._stop_reason = self._stop_reason or "killed"
         except Exception as exc:  # a crash stays inside its process
             crash = Crash.from_exception(exc)

@@ -15,6 +15,7 @@ import asyncio
 import importlib
 import json
 import logging
+import os
 import signal
 import sys
 from typing import Any
@@ -37,13 +38,15 @@ async def _main(args: argparse.Namespace) -> None:
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    loop.add_reader(sys.stdin.fileno(), lambda: stop.set() if not sys.stdin.buffer.read1(4096) else None)
+    stdin = sys.stdin.fileno()
+    loop.add_reader(stdin, lambda: None if os.read(stdin, 4096) else stop.set())
     async with Node(args.name, host=args.host, port=args.port, cookie=args.cookie, connect=args.connect) as node:
         pids: dict[str, list[Any]] = {}
         for item in args.spawn:
             label, _, ref = item.partition("=")
             cls = resolve(ref)
-            assert isinstance(cls, type) and issubclass(cls, Process)
+            assert isinstance(cls, type)
+            assert issubclass(cls, Process)
             pid = await node.spawn(cls)
             pids[label] = [pid.node, pid.incarnation, pid.id]
         print(json.dumps({"node": node.name, "incarnation": node.incarnation, "pids": pids}), flush=True)

@@ -558,14 +558,24 @@ class Transport:
         peer = self.peers[node] = Peer(node, host, port, self.config.max_frame_size)
         return peer
 
-    def connect(self, node: str) -> None:
-        """Keep a link to ``node`` up: dial now and redial with backoff whenever it drops."""
+    def connect(self, node: str, urgent: bool = False) -> None:
+        """Keep a link to ``node`` up: dial now and redial with backoff whenever it drops.
+
+        ``urgent`` (fresh evidence that the node is reachable, such as its heartbeat)
+        skips a backoff delay that is pending.
+        """
         if node == self.name:
             return
         peer = self.peers.get(node) or self._peer(node)
         peer.wanted = True
-        if peer.conn is None and peer.dialing is None and peer.dial_handle is None:
-            self._dial_later(peer, 0.0)
+        if peer.conn is not None or peer.dialing is not None:
+            return
+        if peer.dial_handle is not None:
+            if not urgent:
+                return
+            peer.dial_handle.cancel()
+            peer.dial_handle = None
+        self._dial_later(peer, 0.0)
 
     def disconnect(self, node: str) -> None:
         """Stop keeping a link to ``node`` and close it."""

@@ -59,7 +59,11 @@ class BatchWriter:
         """
         buf = self._buf
         before = len(buf)
-        self._encode_into(message, buf, -1)
+        try:
+            self._encode_into(message, buf, -1)
+        except BaseException:
+            del buf[before:]  # a failed encode leaves part of the message behind: drop it
+            raise
         if len(buf) - FRAME_HEADER > self.max_frame_size:
             size = len(buf) - before
             del buf[before:]

@@ -138,7 +138,64 @@ class Tick(_Msg, tag=23):
     """Keep-alive sent on an idle link."""
 
 
-PeerMessage = Send | Cast | CallRequest | CallReply | MonitorRequest | DemonitorRequest | DownNotice | Tick
+# --- membership (SWIM-style probing and gossip over the links) ------------------------
+
+MEMBER_ALIVE = 0
+MEMBER_SUSPECT = 1
+MEMBER_DEAD = 2
+MEMBER_LEFT = 3
+
+
+class Rumor(msgspec.Struct, array_like=True, gc=False, frozen=True):
+    """What one node says about one member: its name, creation, incarnation and status."""
+
+    name: str
+    creation: int
+    incarnation: int
+    status: int
+
+
+class Ping(_Msg, tag=24):
+    """Direct probe; answered by ``Ack`` with the same ``seq``."""
+
+    seq: int
+    rumors: list[Rumor]
+
+
+class Ack(_Msg, tag=25):
+    seq: int
+    rumors: list[Rumor]
+
+
+class PingReq(_Msg, tag=26):
+    """Probe ``target`` on my behalf; send me ``Ack(seq)`` if it answers."""
+
+    seq: int
+    target: str
+    rumors: list[Rumor]
+
+
+class MemberSync(_Msg, tag=27):
+    """Push-pull: the sender's whole member table; ``reply`` asks for the receiver's."""
+
+    rumors: list[Rumor]
+    reply: bool
+
+
+PeerMessage = (
+    Send
+    | Cast
+    | CallRequest
+    | CallReply
+    | MonitorRequest
+    | DemonitorRequest
+    | DownNotice
+    | Tick
+    | Ping
+    | Ack
+    | PingReq
+    | MemberSync
+)
 batch_decoder = msgspec.msgpack.Decoder(list[PeerMessage], ext_hook=ext_hook)
 single_decoder = msgspec.msgpack.Decoder(PeerMessage, ext_hook=ext_hook)
 raw_batch_decoder = msgspec.msgpack.Decoder(list[msgspec.Raw])

@@ -1,0 +1,494 @@
+"""The membership core: who is in the cluster, and who has failed. Sans-I/O.
+
+Rules:
+    * No I/O, no clock, no global randomness: every input carries ``now``, randomness
+      comes from an injected ``random.Random``, and outputs are collected in an
+      ``Output`` that the shell (or the simulator) carries out.
+    * A member is identified by its name *and* its creation stamp. A newer creation of a
+      name replaces the older one (``NodeDown(old, "restarted")`` then ``NodeUp(new)``);
+      a rumor about an older creation is ignored. Nothing is ever mixed across creations.
+    * Within one creation, rumors are ordered by SWIM's incarnation rules (see
+      ``_supersedes``); only the member itself raises its incarnation, to refute a
+      suspicion or a false death.
+    * A member is *up* (listed by ``up_members``, announced with ``NodeUp``) while it is
+      alive or suspected and this node holds a link to it; it goes *down*
+      (``NodeDown``) only when it fails (suspicion timed out), leaves, or is replaced by
+      a newer creation. A link that drops and returns inside the suspicion timeout
+      therefore produces no event at all: a flapping link cannot cause an event storm.
+
+Theory of operation (SWIM, Das et al. 2002, with Lifeguard-style refutation):
+    Every ``protocol_period`` the node probes one member, in a shuffled round-robin
+    order, with a ``Ping`` over its link. No ``Ack`` within ``probe_timeout`` (or no
+    link at all) sends ``PingReq`` to ``indirect_probes`` other members, who probe on
+    its behalf. No ack by the end of the period marks the member *suspect*, and so does
+    the loss of its TCP link. A suspect that does not refute within the suspicion
+    timeout is declared *dead*. Status changes are rumors: each is piggybacked on
+    probes and acks ``retransmits(n)`` times, so news reaches all n members in
+    O(log n) periods; a full-state ``MemberSync`` (push-pull) on every new link and
+    every ``push_pull_interval`` repairs whatever piggybacking missed. A member learned
+    from a rumor, a multicast heartbeat, a static list or DNS is dialed (``connect``).
+
+Invariants:
+    * ``members`` never holds this node itself.
+    * For each name, at most one creation is tracked; ``announced`` is True exactly
+      when a ``NodeUp`` was emitted for that creation and no ``NodeDown`` since.
+    * A dead or departed member stays as a tombstone for ``reclaim_after`` seconds so
+      stale rumors cannot resurrect it; only its own refutation (a higher incarnation)
+      or a newer creation can.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
+from typing import Any
+
+from ..wire._messages import (
+    MEMBER_ALIVE,
+    MEMBER_DEAD,
+    MEMBER_LEFT,
+    MEMBER_SUSPECT,
+    Ack,
+    MemberSync,
+    Ping,
+    PingReq,
+    Rumor,
+)
+from ._config import MembershipConfig
+from ._events import NodeDown, NodeUp
+
+ALIVE = MEMBER_ALIVE
+SUSPECT = MEMBER_SUSPECT
+DEAD = MEMBER_DEAD
+LEFT = MEMBER_LEFT
+STATUS_NAMES = {ALIVE: "alive", SUSPECT: "suspect", DEAD: "dead", LEFT: "left"}
+
+_NEVER = float("inf")
+
+
+@dataclass(slots=True)
+class Member:
+    """This node's view of one other node."""
+
+    name: str
+    creation: int
+    incarnation: int
+    status: int
+    since: float
+    link: bool = False
+    announced: bool = False
+    suspect_deadline: float = _NEVER
+
+    def rumor(self) -> Rumor:
+        return Rumor(self.name, self.creation, self.incarnation, self.status)
+
+
+@dataclass(slots=True)
+class Output:
+    """What the shell must do after an input: send, dial, hang up, publish."""
+
+    send: list[tuple[str, Any]] = field(default_factory=list)
+    connect: list[str] = field(default_factory=list)
+    disconnect: list[str] = field(default_factory=list)
+    events: list[NodeUp | NodeDown] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.send or self.connect or self.disconnect or self.events)
+
+
+@dataclass(slots=True)
+class _Probe:
+    target: str
+    seq: int
+    indirect_at: float
+    fail_at: float
+    indirect_sent: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class MemberInfo:
+    """A snapshot row of the member table."""
+
+    name: str
+    creation: int
+    incarnation: int
+    status: str
+    link: bool
+    up: bool
+
+
+@dataclass(frozen=True, slots=True)
+class MembershipStatistics:
+    members: tuple[MemberInfo, ...]
+    probes: int
+    probe_failures: int
+    suspicions: int
+    refutations: int
+    failures: int
+    rumors_sent: int
+
+
+def _supersedes(new: Rumor, old: Member) -> bool:
+    """Does ``new`` replace ``old`` (same name, same creation)?"""
+    if old.status == LEFT:
+        return False
+    if new.status == LEFT:
+        return True
+    if new.status == ALIVE:
+        return new.incarnation > old.incarnation
+    if new.status == SUSPECT:
+        return new.incarnation >= old.incarnation if old.status == ALIVE else new.incarnation > old.incarnation
+    # DEAD
+    return new.incarnation >= old.incarnation if old.status in (ALIVE, SUSPECT) else new.incarnation > old.incarnation
+
+
+class MembershipCore:
+    """One node's membership state machine. Single owner; not thread-safe."""
+
+    def __init__(
+        self,
+        name: str,
+        creation: int,
+        config: MembershipConfig,
+        rng: random.Random,
+        now: float,
+        *,
+        allow: tuple[str, ...] = (),
+        deny: tuple[str, ...] = (),
+    ) -> None:
+        self.name = name
+        self.creation = creation
+        self.incarnation = 0
+        self.config = config
+        self._rng = rng
+        self.allow = allow
+        self.deny = deny
+        self.members: dict[str, Member] = {}
+        self.left = False
+        self._rumors: dict[str, list[Any]] = {}  # name -> [Rumor, transmissions left]
+        self._order: list[str] = []
+        self._order_pos = 0
+        self._probe: _Probe | None = None
+        self._relays: dict[int, tuple[str, int, float]] = {}  # our seq -> (requester, its seq, expiry)
+        self._seq = 0
+        self._next_probe = now
+        self._next_push_pull = now + config.push_pull_interval
+        self._out = Output()
+        self._probes = self._probe_failures = self._suspicions = 0
+        self._refutations = self._failures = self._rumors_sent = 0
+        self._queue_rumor(self._self_rumor())
+
+    # --- queries ---------------------------------------------------------------------
+
+    def allowed(self, name: str) -> bool:
+        """Allow/deny patterns (shell globs on node names): deny wins; empty allow allows all."""
+        if name == self.name:
+            return False
+        if any(fnmatchcase(name, p) for p in self.deny):
+            return False
+        return not self.allow or any(fnmatchcase(name, p) for p in self.allow)
+
+    def up_members(self) -> list[str]:
+        return sorted(m.name for m in self.members.values() if m.announced)
+
+    def member(self, name: str) -> Member | None:
+        return self.members.get(name)
+
+    def take(self) -> Output:
+        """Everything the shell must do since the last call."""
+        out, self._out = self._out, Output()
+        return out
+
+    def next_deadline(self) -> float:
+        deadline = self._next_probe
+        probe = self._probe
+        if probe is not None:
+            deadline = min(deadline, probe.fail_at if probe.indirect_sent else probe.indirect_at)
+        deadline = min(deadline, self._next_push_pull)
+        for m in self.members.values():
+            if m.status == SUSPECT:
+                deadline = min(deadline, m.suspect_deadline)
+            elif m.status in (DEAD, LEFT):
+                deadline = min(deadline, m.since + self.config.reclaim_after)
+        for _, _, expiry in self._relays.values():
+            deadline = min(deadline, expiry)
+        return deadline
+
+    def statistics(self) -> MembershipStatistics:
+        return MembershipStatistics(
+            members=tuple(
+                MemberInfo(m.name, m.creation, m.incarnation, STATUS_NAMES[m.status], m.link, m.announced)
+                for m in sorted(self.members.values(), key=lambda m: m.name)
+            ),
+            probes=self._probes,
+            probe_failures=self._probe_failures,
+            suspicions=self._suspicions,
+            refutations=self._refutations,
+            failures=self._failures,
+            rumors_sent=self._rumors_sent,
+        )
+
+    # --- inputs: discovery and links --------------------------------------------------------
+
+    def discovered(self, name: str, now: float, creation: int = 0) -> None:
+        """A discovery strategy saw ``name`` (``creation`` if the source tells it): dial it."""
+        if self.left or not self.allowed(name):
+            return
+        m = self.members.get(name)
+        if m is not None:
+            if m.link or (creation and creation < m.creation):
+                return
+            if m.status in (DEAD, LEFT) and creation <= m.creation:
+                return  # a tombstone; only the node's own refutation or a restart revives it
+        self._out.connect.append(name)
+
+    def link_up(self, name: str, creation: int, now: float) -> None:
+        """The transport authenticated a link to ``name`` (creation ``creation``)."""
+        if self.left:
+            return
+        if not self.allowed(name):
+            self._out.disconnect.append(name)
+            return
+        m = self.members.get(name)
+        if m is None or creation > m.creation:
+            if m is not None:
+                self._down(m, "restarted")
+            m = self.members[name] = Member(name, creation, 0, ALIVE, now)
+            self._queue_rumor(m.rumor())
+        elif creation < m.creation:
+            return
+        m.link = True
+        self._maybe_announce(m)
+        # Push-pull on every new link: the newcomer learns the whole table at once.
+        self._out.send.append((name, MemberSync(self._table(), True)))
+
+    def link_down(self, name: str, now: float) -> None:
+        """The link to ``name`` is gone: suspect it (unless it already failed or left)."""
+        m = self.members.get(name)
+        if m is None:
+            return
+        m.link = False
+        if m.status == ALIVE:
+            self._suspect(m, now)
+
+    # --- inputs: messages -------------------------------------------------------------------
+
+    def receive(self, sender: str, msg: Any, now: float) -> None:
+        """A membership message arrived from ``sender`` over its link."""
+        if self.left:
+            return
+        if isinstance(msg, Ping):
+            self._apply_all(msg.rumors, now)
+            self._out.send.append((sender, Ack(msg.seq, self._piggyback())))
+        elif isinstance(msg, Ack):
+            self._apply_all(msg.rumors, now)
+            probe = self._probe
+            if probe is not None and probe.seq == msg.seq:
+                self._probe = None
+            relay = self._relays.pop(msg.seq, None)
+            if relay is not None:
+                requester, their_seq, _ = relay
+                self._out.send.append((requester, Ack(their_seq, [])))
+        elif isinstance(msg, PingReq):
+            self._apply_all(msg.rumors, now)
+            target = self.members.get(msg.target)
+            if target is not None and target.link and target.status in (ALIVE, SUSPECT):
+                self._seq += 1
+                self._relays[self._seq] = (sender, msg.seq, now + self.config.protocol_period)
+                self._out.send.append((msg.target, Ping(self._seq, self._piggyback())))
+        elif isinstance(msg, MemberSync):
+            self._apply_all(msg.rumors, now)
+            if msg.reply:
+                self._out.send.append((sender, MemberSync(self._table(), False)))
+
+    # --- inputs: time and leaving ------------------------------------------------------------
+
+    def handle_timer(self, now: float) -> None:
+        """Run everything due at ``now``: probes, suspicion timeouts, push-pull, reclaim."""
+        if self.left:
+            return
+        cfg = self.config
+        probe = self._probe
+        if probe is not None:
+            if not probe.indirect_sent and now >= probe.indirect_at:
+                self._send_indirect(probe)
+            if probe.indirect_sent and now >= probe.fail_at:
+                self._probe = None
+                self._probe_failures += 1
+                m = self.members.get(probe.target)
+                if m is not None and m.status == ALIVE:
+                    self._suspect(m, now)
+        if now >= self._next_probe:
+            self._next_probe = now + cfg.protocol_period
+            if self._probe is None:
+                self._start_probe(now)
+        for m in list(self.members.values()):
+            if m.status == SUSPECT and now >= m.suspect_deadline:
+                self._fail(m, now)
+            elif m.status in (DEAD, LEFT) and now >= m.since + cfg.reclaim_after:
+                del self.members[m.name]
+                self._rumors.pop(m.name, None)
+        for seq, (_, _, expiry) in list(self._relays.items()):
+            if now >= expiry:
+                del self._relays[seq]
+        if now >= self._next_push_pull:
+            self._next_push_pull = now + cfg.push_pull_interval
+            linked = [m.name for m in self.members.values() if m.link and m.status in (ALIVE, SUSPECT)]
+            if linked:
+                self._out.send.append((self._rng.choice(linked), MemberSync(self._table(), True)))
+
+    def leave(self, now: float) -> None:
+        """Graceful leave: tell every linked member directly, then stop taking part."""
+        if self.left:
+            return
+        rumor = Rumor(self.name, self.creation, self.incarnation, LEFT)
+        for m in self.members.values():
+            if m.link:
+                self._out.send.append((m.name, MemberSync([rumor], False)))
+        self.left = True
+
+    # --- internals ---------------------------------------------------------------------------
+
+    def _self_rumor(self) -> Rumor:
+        return Rumor(self.name, self.creation, self.incarnation, ALIVE)
+
+    def _table(self) -> list[Rumor]:
+        return [self._self_rumor(), *(m.rumor() for m in self.members.values())]
+
+    def _start_probe(self, now: float) -> None:
+        target = self._next_target()
+        if target is None:
+            return
+        cfg = self.config
+        self._seq += 1
+        self._probes += 1
+        probe = self._probe = _Probe(target.name, self._seq, now + cfg.probe_timeout, now + cfg.protocol_period)
+        if target.link:
+            self._out.send.append((target.name, Ping(self._seq, self._piggyback())))
+        else:
+            self._send_indirect(probe)
+
+    def _next_target(self) -> Member | None:
+        for _ in range(2):
+            while self._order_pos < len(self._order):
+                name = self._order[self._order_pos]
+                self._order_pos += 1
+                m = self.members.get(name)
+                if m is not None and m.status in (ALIVE, SUSPECT):
+                    return m
+            self._order = [n for n, m in self.members.items() if m.status in (ALIVE, SUSPECT)]
+            self._rng.shuffle(self._order)
+            self._order_pos = 0
+        return None
+
+    def _send_indirect(self, probe: _Probe) -> None:
+        probe.indirect_sent = True
+        helpers = [m.name for m in self.members.values() if m.link and m.status == ALIVE and m.name != probe.target]
+        k = min(self.config.indirect_probes, len(helpers))
+        for name in self._rng.sample(helpers, k):
+            self._out.send.append((name, PingReq(probe.seq, probe.target, self._piggyback())))
+
+    def _apply_all(self, rumors: list[Rumor], now: float) -> None:
+        for r in rumors:
+            self._apply(r, now)
+
+    def _apply(self, r: Rumor, now: float) -> None:
+        if r.name == self.name:
+            if r.creation == self.creation and r.status in (SUSPECT, DEAD) and r.incarnation >= self.incarnation:
+                self.incarnation = r.incarnation + 1  # refute: "I am alive, and newer than that"
+                self._refutations += 1
+                self._queue_rumor(self._self_rumor())
+            return
+        if not self.allowed(r.name):
+            return
+        m = self.members.get(r.name)
+        if m is None:
+            m = self.members[r.name] = Member(r.name, r.creation, r.incarnation, r.status, now)
+            if r.status == SUSPECT:
+                m.suspect_deadline = now + self._suspicion_timeout()
+            if r.status in (ALIVE, SUSPECT):
+                self._out.connect.append(r.name)
+            self._queue_rumor(r)
+            return
+        if r.creation < m.creation:
+            return
+        if r.creation > m.creation:
+            self._down(m, "restarted")
+            new = self.members[r.name] = Member(r.name, r.creation, r.incarnation, r.status, now)
+            if r.status == SUSPECT:
+                new.suspect_deadline = now + self._suspicion_timeout()
+            if r.status in (ALIVE, SUSPECT):
+                self._out.connect.append(r.name)
+            self._queue_rumor(r)
+            return
+        if not _supersedes(r, m):
+            return
+        old_status = m.status
+        m.incarnation = r.incarnation
+        if r.status != old_status:
+            m.status = r.status
+            m.since = now
+        if r.status == ALIVE:
+            m.suspect_deadline = _NEVER
+            if old_status in (DEAD, LEFT) and not m.link:
+                self._out.connect.append(m.name)
+            self._maybe_announce(m)
+        elif r.status == SUSPECT:
+            if old_status != SUSPECT:
+                self._suspicions += 1
+                m.suspect_deadline = now + self._suspicion_timeout()
+        elif r.status == DEAD:
+            self._failures += old_status != DEAD
+            self._down(m, "failed")
+        else:  # LEFT
+            self._down(m, "left")
+            self._out.disconnect.append(m.name)
+        self._queue_rumor(r)
+
+    def _suspect(self, m: Member, now: float) -> None:
+        m.status = SUSPECT
+        m.since = now
+        m.suspect_deadline = now + self._suspicion_timeout()
+        self._suspicions += 1
+        self._queue_rumor(m.rumor())
+
+    def _fail(self, m: Member, now: float) -> None:
+        m.status = DEAD
+        m.since = now
+        m.suspect_deadline = _NEVER
+        self._failures += 1
+        self._down(m, "failed")
+        self._queue_rumor(m.rumor())
+
+    def _down(self, m: Member, reason: str) -> None:
+        if m.announced:
+            m.announced = False
+            self._out.events.append(NodeDown(m.name, reason))
+
+    def _maybe_announce(self, m: Member) -> None:
+        if not m.announced and m.link and m.status in (ALIVE, SUSPECT):
+            m.announced = True
+            self._out.events.append(NodeUp(m.name, m.creation))
+
+    def _suspicion_timeout(self) -> float:
+        return self.config.suspicion_timeout(len(self.members) + 1)
+
+    def _queue_rumor(self, r: Rumor) -> None:
+        self._rumors[r.name] = [r, self.config.retransmits(len(self.members) + 1)]
+
+    def _piggyback(self) -> list[Rumor]:
+        if not self._rumors:
+            return []
+        limit = self.config.max_piggyback
+        entries = self._rumors
+        names = sorted(entries, key=lambda n: -entries[n][1])[:limit] if len(entries) > limit else list(entries)
+        out = []
+        for name in names:
+            entry = entries[name]
+            out.append(entry[0])
+            entry[1] -= 1
+            if entry[1] <= 0:
+                del entries[name]
+        self._rumors_sent += len(out)
+        return out

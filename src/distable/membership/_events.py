@@ -1,0 +1,30 @@
+"""Membership events: past-tense, frozen, published through ``events()``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class NodeUp:
+    """``node`` joined this node's view: it is alive and linked.
+
+    ``incarnation`` is the node's creation stamp: a node restarted under the same name
+    comes back with a larger one (after a ``NodeDown`` for the old one).
+    """
+
+    node: str
+    incarnation: int
+
+
+@dataclass(frozen=True, slots=True)
+class NodeDown:
+    """``node`` left this node's view.
+
+    ``reason``: ``"left"`` (graceful leave), ``"failed"`` (the failure detector
+    confirmed it: no answer to probes, direct or indirect, for the suspicion timeout),
+    or ``"restarted"`` (a newer incarnation of the same name appeared).
+    """
+
+    node: str
+    reason: str

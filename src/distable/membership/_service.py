@@ -1,0 +1,150 @@
+"""The asyncio shell around ``MembershipCore``: timers, the transport, discovery tasks.
+
+Runs on the node's event loop. One timer (``loop.call_at``) is re-armed to the core's
+next deadline after every input, in the style of aioquic's protocol shell.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from ..transport import Transport
+from ._config import MembershipConfig
+from ._core import MembershipCore, MembershipStatistics
+from ._events import NodeDown, NodeUp
+from ._strategies import Strategy
+
+log = logging.getLogger("distable.membership")
+
+
+class MembershipService:
+    """Owns the membership core of one node. Every method runs on the event loop."""
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        creation: int,
+        cookie: bytes,
+        loop: asyncio.AbstractEventLoop,
+        transport: Transport,
+        config: MembershipConfig,
+        strategies: list[Strategy],
+        publish: Callable[[NodeUp | NodeDown], None],
+        spawn: Callable[[Coroutine[Any, Any, Any]], Any],
+        allow: tuple[str, ...] = (),
+        deny: tuple[str, ...] = (),
+        rng: random.Random | None = None,
+    ) -> None:
+        self.name = name
+        self.creation = creation
+        self.cookie = cookie
+        self.loop = loop
+        self.transport = transport
+        self.strategies = strategies
+        self._publish = publish
+        self._spawn = spawn
+        self.core = MembershipCore(name, creation, config, rng or random.Random(), loop.time(), allow=allow, deny=deny)
+        self._timer: asyncio.TimerHandle | None = None
+        self._stopped = False
+        self._urgent = False
+
+    # --- DiscoveryContext -------------------------------------------------------------
+
+    def discovered(self, name: str, creation: int = 0, urgent: bool = False) -> None:
+        self._urgent = urgent
+        self.core.discovered(name, self.loop.time(), creation)
+        self._apply()
+        self._urgent = False
+
+    def incarnation(self) -> int:
+        return self.core.incarnation
+
+    def is_up(self, name: str) -> bool:
+        m = self.core.member(name)
+        return m is not None and m.announced
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        for strategy in self.strategies:
+            self._spawn(self._run_strategy(strategy))
+        self._apply()
+
+    async def _run_strategy(self, strategy: Strategy) -> None:
+        try:
+            await strategy.run(self)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("%s: discovery strategy %r stopped with an error", self.name, strategy)
+
+    def leave(self) -> None:
+        """Announce a graceful leave to every linked member, then stop taking part."""
+        self.core.leave(self.loop.time())
+        self._apply()
+        self.stop()
+
+    def stop(self) -> None:
+        self._stopped = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    # --- inputs ------------------------------------------------------------------------------
+
+    def on_message(self, sender: str, msg: Any) -> None:
+        self.core.receive(sender, msg, self.loop.time())
+        self._apply()
+
+    def link_up(self, name: str, creation: int) -> None:
+        self.core.link_up(name, creation, self.loop.time())
+        self._apply()
+
+    def link_down(self, name: str) -> None:
+        self.core.link_down(name, self.loop.time())
+        self._apply()
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self.core.handle_timer(self.loop.time())
+        self._apply()
+
+    # --- outputs --------------------------------------------------------------------------
+
+    def _apply(self) -> None:
+        out = self.core.take()
+        transport = self.transport
+        for name in out.connect:
+            transport.connect(name, urgent=self._urgent)
+        for name, msg in out.send:
+            try:
+                transport.post(name, msg)
+            except Exception as exc:  # an unreachable name must not break membership
+                log.debug("%s: cannot send %s to %s: %s", self.name, type(msg).__name__, name, exc)
+        for name in out.disconnect:
+            transport.disconnect(name)
+        for event in out.events:
+            log.info("%s: %s", self.name, event)
+            self._publish(event)
+        if self._stopped:
+            return
+        deadline = self.core.next_deadline()
+        timer = self._timer
+        if timer is not None:
+            if timer.when() <= deadline:
+                return
+            timer.cancel()
+        self._timer = self.loop.call_at(deadline, self._on_timer)
+
+    # --- queries ------------------------------------------------------------------------------
+
+    def nodes(self) -> list[str]:
+        return self.core.up_members()
+
+    def statistics(self) -> MembershipStatistics:
+        return self.core.statistics()
