@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 import venv
@@ -46,6 +47,28 @@ def ensure_env() -> None:
     stamp_file.write_text(stamp)
 
 
+#: Debian packages the test suite uses (netns tests, DNS discovery), by the command each provides.
+SYSTEM_PACKAGES = {"ip": "iproute2", "nft": "nftables", "dnsmasq": "dnsmasq"}
+
+
+def ensure_system_packages() -> None:
+    """Install missing system packages with apt-get when running as root.
+
+    Tests that need a missing tool print why they are skipped; as root (CI), they are
+    installed here so that nothing is skipped.
+    """
+    missing = sorted({pkg for cmd, pkg in SYSTEM_PACKAGES.items() if shutil.which(cmd) is None})
+    if not missing:
+        return
+    if os.name != "posix" or os.geteuid() != 0 or shutil.which("apt-get") is None:
+        print(f"note: {', '.join(missing)} not installed; tests that need them will say so", flush=True)
+        return
+    print(f"installing system packages: {' '.join(missing)} ...", flush=True)
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
+    subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing], check=True, env=env)
+
+
 def run(*cmd: str) -> None:
     print("$", " ".join(cmd), flush=True)
     code = subprocess.run(cmd, cwd=ROOT).returncode
@@ -62,6 +85,7 @@ def main(argv: list[str]) -> None:
     if task == "demo":
         run(py, "examples/two_nodes.py", *rest)
     elif task == "test":
+        ensure_system_packages()
         run(py, "-m", "ruff", "check", ".")
         run(py, "-m", "ruff", "format", "--check", ".")
         run(py, "-m", "mypy")

@@ -232,8 +232,10 @@ class Node:
         "shutdown"), close every link, end every task."""
         if self._runtime is None or self._transport is None or self._membership is None:
             return
-        self._membership.leave()
+        # Processes first, so their monitors see their real exit reasons ("shutdown");
+        # then the leave announcement, which makes peers hang up on this node.
         await self._runtime.shutdown()
+        self._membership.leave()
         await self._transport.close()
         for task in list(self._tasks):
             task.cancel()

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
+from collections.abc import Coroutine, Generator
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
@@ -300,15 +301,18 @@ class Process:
             self._runtime._start_drain(self)
 
     async def _drain(self) -> None:
+        # Only the time between the drain's suspensions holds the loop; awaiting (a call,
+        # run_blocking) does not, so each step is timed rather than the whole drain.
+        await _StepTimer(self._drain_steps(), self)
+
+    async def _drain_steps(self) -> None:
         _current_process.set(self)
         runtime = self._runtime
         _current_runtime.set(runtime)
         mb = self._mailbox
         assert mb is not None
-        loop_time = runtime.loop.time
         caller: Caller | None = None
         count = 0
-        started = loop_time()
         try:
             while mb:
                 kind, a, b = mb.popleft()
@@ -351,11 +355,7 @@ class Process:
                 count += 1
                 if count >= BATCH:
                     count = 0
-                    elapsed = loop_time() - started
-                    if elapsed > runtime.block_warning:
-                        runtime._report_block(self, elapsed)
                     await asyncio.sleep(0)
-                    started = loop_time()
         except asyncio.CancelledError:
             if not self.alive:
                 # Killed by Runtime.shutdown: already cleaned up and reported "killed".
@@ -375,11 +375,47 @@ class Process:
                 caller.fail(crash)
         finally:
             self._running = False
-        elapsed = loop_time() - started
-        if elapsed > runtime.block_warning:
-            runtime._report_block(self, elapsed)
         if self._stop_reason is not None:
             await runtime._terminate(self, self._stop_reason)
+
+
+class _StepTimer:
+    """Awaits a process's drain coroutine step by step, timing each step.
+
+    A step runs from one resumption of the coroutine to its next suspension: exactly the
+    time it holds the event loop. A step past ``block_warning`` is reported. Values and
+    exceptions (cancellation) pass through unchanged, as with ``yield from``.
+    """
+
+    __slots__ = ("_coro", "_proc")
+
+    def __init__(self, coro: Coroutine[Any, Any, None], proc: Process) -> None:
+        self._coro = coro
+        self._proc = proc
+
+    def __await__(self) -> Generator[Any, Any, None]:
+        coro, proc = self._coro, self._proc
+        runtime = proc._runtime
+        clock = runtime.loop.time
+        value: Any = None
+        error: BaseException | None = None
+        while True:
+            started = clock()
+            try:
+                yielded = coro.send(value) if error is None else coro.throw(error)
+            except StopIteration:
+                return
+            finally:
+                elapsed = clock() - started
+                if elapsed > runtime.block_warning:
+                    runtime._report_block(proc, elapsed)
+            try:
+                value, error = (yield yielded), None
+            except GeneratorExit:
+                coro.close()
+                raise
+            except BaseException as exc:  # cancellation goes into the drain
+                value, error = None, exc
 
 
 def current_runtime() -> Runtime:

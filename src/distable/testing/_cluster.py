@@ -1,4 +1,4 @@
-"""Nodes in separate OS processes, for cluster tests and examples."""
+"""Nodes in separate OS processes, for cluster tests, benchmarks and examples."""
 
 from __future__ import annotations
 
@@ -18,7 +18,9 @@ class NodeProcess:
 
     Start with ``await NodeProcess.start(...)``; stop with ``terminate()`` (graceful)
     or ``kill()`` (SIGKILL), then ``await wait()``. ``close()`` does whatever is needed
-    to make sure the process is gone, and is safe to call twice.
+    to make sure the process is gone, and is safe to call twice. Membership events the
+    node sees are collected in ``events`` (dicts with ``event``, ``node``, ``detail``
+    and ``t``, the child's wall-clock time); ``await nodes()`` asks for its view.
     """
 
     def __init__(self, proc: asyncio.subprocess.Process, info: dict[str, Any]) -> None:
@@ -26,6 +28,9 @@ class NodeProcess:
         self.info = info
         self.name: str = info["node"]
         self.incarnation: int = info["incarnation"]
+        self.events: list[dict[str, Any]] = []
+        self._replies: asyncio.Queue[Any] = asyncio.Queue()
+        self._reader = asyncio.ensure_future(self._read())
 
     @classmethod
     async def start(
@@ -36,37 +41,89 @@ class NodeProcess:
         spawn: dict[str, str] | None = None,
         connect: Sequence[str] = (),
         paths: Sequence[str] = (),
+        host: str = "127.0.0.1",
         port: int = 0,
+        gossip: str | None = None,
+        gossip_port: int | None = None,
+        gossip_interval: float | None = None,
+        broadcast: bool = False,
+        static: Sequence[str] = (),
+        preset: str = "local",
+        netns: str | None = None,
         log_level: str = "WARNING",
         timeout: float = 20.0,
     ) -> NodeProcess:
         """Start the node and wait until it reports that it is up.
 
         ``spawn`` maps labels to ``"module:ProcessClass"``; each is started in the
-        child and its pid is available as ``pid(label)``.
+        child and its pid is available as ``pid(label)``. ``netns`` runs the node in
+        that network namespace (``ip netns exec``; needs root).
         """
         args = [sys.executable, "-m", "distable.testing._child", "--name", name, "--cookie", cookie]
-        args += ["--port", str(port), "--log-level", log_level]
+        args += ["--host", host, "--port", str(port), "--log-level", log_level, "--preset", preset]
         for label, ref in (spawn or {}).items():
             args += ["--spawn", f"{label}={ref}"]
         for node in connect:
             args += ["--connect", node]
         for path in paths:
             args += ["--path", os.fspath(path)]
+        if gossip is not None:
+            args += ["--gossip", gossip]
+        if gossip_port is not None:
+            args += ["--gossip-port", str(gossip_port)]
+        if gossip_interval is not None:
+            args += ["--gossip-interval", str(gossip_interval)]
+        if broadcast:
+            args.append("--broadcast")
+        for node in static:
+            args += ["--static", node]
+        if netns is not None:
+            args = ["ip", "netns", "exec", netns, *args]
         proc = await asyncio.create_subprocess_exec(
             *args, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE
         )
         assert proc.stdout is not None
         try:
-            line = await asyncio.wait_for(proc.stdout.readline(), timeout)
+            while True:
+                line = await asyncio.wait_for(proc.stdout.readline(), timeout)
+                if not line:
+                    code = await proc.wait()
+                    raise RuntimeError(f"node process {name} exited with code {code} before it was up")
+                msg = json.loads(line)
+                if "up" in msg:
+                    return cls(proc, msg["up"])
         except TimeoutError:
             proc.kill()
             await proc.wait()
             raise TimeoutError(f"node process {name} did not start within {timeout} s") from None
-        if not line:
-            code = await proc.wait()
-            raise RuntimeError(f"node process {name} exited with code {code} before it was up")
-        return cls(proc, json.loads(line))
+
+    async def _read(self) -> None:
+        assert self.proc.stdout is not None
+        while True:
+            line = await self.proc.stdout.readline()
+            if not line:
+                return
+            msg = json.loads(line)
+            if "event" in msg:
+                self.events.append(msg)
+            elif "reply" in msg:
+                self._replies.put_nowait(msg["reply"])
+
+    async def _ask(self, command: str, timeout: float = 10.0) -> Any:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(command.encode() + b"\n")
+        await self.proc.stdin.drain()
+        return await asyncio.wait_for(self._replies.get(), timeout)
+
+    async def nodes(self) -> list[str]:
+        """The node's current view of the cluster (``Node.nodes()``)."""
+        result: list[str] = await self._ask("nodes")
+        return result
+
+    async def stats(self) -> dict[str, Any]:
+        """Membership and transport statistics, as dicts."""
+        result: dict[str, Any] = await self._ask("stats")
+        return result
 
     def pid(self, label: str) -> Pid:
         node, incarnation, local_id = self.info["pids"][label]
@@ -78,12 +135,14 @@ class NodeProcess:
             self.proc.send_signal(signal.SIGKILL)
 
     def terminate(self) -> None:
-        """SIGTERM: the node stops gracefully."""
+        """SIGTERM: the node leaves gracefully."""
         if self.proc.returncode is None:
             self.proc.send_signal(signal.SIGTERM)
 
     async def wait(self, timeout: float = 20.0) -> int:
-        return await asyncio.wait_for(self.proc.wait(), timeout)
+        code = await asyncio.wait_for(self.proc.wait(), timeout)
+        await asyncio.wait([self._reader], timeout=timeout)
+        return code
 
     async def close(self) -> None:
         if self.proc.returncode is None:
@@ -93,3 +152,4 @@ class NodeProcess:
             except TimeoutError:
                 self.kill()
                 await self.proc.wait()
+        self._reader.cancel()
