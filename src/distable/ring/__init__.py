@@ -1,0 +1,14 @@
+"""The ring layer: a pure consistent-hash ring and the distribution strategies."""
+
+from ._ring import DEFAULT_VNODES, HashRing, hash_name
+from ._strategy import DistributionStrategy, Placement, Ring, StaticQuorumRing
+
+__all__ = [
+    "DEFAULT_VNODES",
+    "DistributionStrategy",
+    "HashRing",
+    "Placement",
+    "Ring",
+    "StaticQuorumRing",
+    "hash_name",
+]
