@@ -39,10 +39,9 @@ Invariants:
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..wire._messages import (
     MEMBER_ALIVE,
@@ -57,6 +56,9 @@ from ..wire._messages import (
 )
 from ._config import MembershipConfig
 from ._events import NodeDown, NodeUp
+
+if TYPE_CHECKING:
+    import random
 
 ALIVE = MEMBER_ALIVE
 SUSPECT = MEMBER_SUSPECT

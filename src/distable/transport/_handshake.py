@@ -105,6 +105,8 @@ class HandshakeCore:
         state = self.state
         if self.dialer:
             if state == "SENT_HELLO" and isinstance(msg, Challenge):
+                if msg.name == self.name:
+                    raise HandshakeError("the acceptor claims this node's own name (reflection?)")
                 if self.expected_peer and msg.name != self.expected_peer:
                     raise HandshakeError(f"reached node {msg.name!r}, expected {self.expected_peer!r}")
                 if not (self._min_version <= msg.version <= self._version):
@@ -121,6 +123,9 @@ class HandshakeCore:
                 return []
         else:
             if state == "START" and isinstance(msg, Hello):
+                if msg.name == self.name:
+                    self.state = "FAILED"
+                    return [Reject("the dialer claims this node's own name")]
                 if msg.expected and msg.expected != self.name:
                     self.state = "FAILED"
                     return [Reject("wrong node")]

@@ -159,7 +159,10 @@ def ext_hook(code: int, data: memoryview) -> Any:
         fields = _user_by_type[cls][1]
         if len(values) != len(fields):
             raise DecodeError(f"user type {name!r}: expected {len(fields)} fields")
-        return cls(**dict(zip(fields, values, strict=True)))
+        try:
+            return cls(**dict(zip(fields, values, strict=True)))
+        except Exception as exc:  # the application's constructor refused the fields
+            raise DecodeError(f"user type {name!r} could not be rebuilt: {exc}") from exc
     raise DecodeError(f"unknown extension type {code}")
 
 
@@ -167,8 +170,15 @@ _any_decoder = msgspec.msgpack.Decoder(ext_hook=ext_hook)
 
 
 def encode_value(obj: Any) -> bytes:
-    """Encode one payload value on its own (tests, checkpoints)."""
-    return _encode(to_wire(obj))
+    """Encode one payload value on its own (tests, checkpoints, placement hashing).
+
+    Raises:
+        UnencodableValue: a type the codec does not carry, or an int outside 64 bits.
+    """
+    try:
+        return _encode(to_wire(obj))
+    except OverflowError as exc:
+        raise UnencodableValue(f"cannot send an integer outside the 64-bit range: {exc}") from exc
 
 
 def decode_value(data: bytes | memoryview) -> Any:
