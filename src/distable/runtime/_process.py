@@ -313,6 +313,7 @@ class Process:
         assert mb is not None
         caller: Caller | None = None
         count = 0
+        init_failed = False
         try:
             while mb:
                 kind, a, b = mb.popleft()
@@ -344,6 +345,7 @@ class Process:
                             fut.set_exception(exc)
                         self._stop_reason = Crash.from_exception(exc)
                         caller = None
+                        init_failed = True
                         break
                     if not fut.done():
                         fut.set_result(self._pid)
@@ -375,7 +377,11 @@ class Process:
                 caller.fail(crash)
         finally:
             self._running = False
-        if self._stop_reason is not None:
+        if init_failed:
+            # As in Erlang: a process whose init failed never ran, so terminate is not called.
+            self.alive = False
+            runtime._cleanup(self, self._stop_reason)
+        elif self._stop_reason is not None:
             await runtime._terminate(self, self._stop_reason)
 
 

@@ -1,0 +1,104 @@
+"""Process lifecycle on a single node: start and init, identity, stopping from inside and outside."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from distable import Caller, Node, Pid, Process
+from distable.runtime import current_process
+
+from ._support import COOKIE, NODE_NAME, Recorder, proc_of, yield_to_loop
+
+
+class InitProbe(Process):
+    async def init(self, *args: Any, **kwargs: Any) -> None:
+        self.init_args = args
+        self.init_kwargs = kwargs
+        self.current_during_init = current_process()
+        self.pid_during_init = self.pid
+        self.node_during_init = self.node
+
+
+class InitFails(Process):
+    error = LookupError("init refuses")
+
+    async def init(self) -> None:
+        raise InitFails.error
+
+
+class StopsInHandler(Process):
+    async def init(self) -> None:
+        self.events: list[Any] = []
+
+    async def handle_info(self, message: Any) -> None:
+        self.stop(message)
+        self.events.append("stop requested")
+        await yield_to_loop()  # the handler goes on after stop(), across an await
+        self.events.append("handler finished")
+
+    async def handle_call(self, message: Any, caller: Caller) -> Any:
+        return "alive"
+
+    async def terminate(self, reason: Any) -> None:
+        self.events.append(("terminate", reason))
+
+
+async def test_start_runs_init_with_the_arguments_inside_the_new_process() -> None:
+    async with Node(NODE_NAME, cookie=COOKIE) as node:
+        pid = await InitProbe.start(1, "two", three=3)
+        proc = proc_of(pid)
+        assert isinstance(proc, InitProbe)
+        assert proc.init_args == (1, "two")
+        assert proc.init_kwargs == {"three": 3}
+        assert proc.current_during_init is proc
+        assert proc.pid_during_init == pid
+        assert proc.node_during_init is node
+        assert current_process() is None  # the test itself is not a process
+
+
+async def test_init_raising_makes_start_raise_it_and_leaves_no_process() -> None:
+    async with Node(NODE_NAME, cookie=COOKIE) as node:
+        with pytest.raises(LookupError) as excinfo:
+            await InitFails.start()
+        assert excinfo.value is InitFails.error
+        assert node.runtime.processes() == []
+        assert node.statistics().runtime.processes == 0
+
+
+async def test_pid_and_node_name_the_process_and_its_node() -> None:
+    async with Node(NODE_NAME, cookie=COOKIE) as node:
+        first = await Recorder.start()
+        second = await Recorder.start()
+        assert isinstance(first, Pid)
+        assert first != second
+        for pid in (first, second):
+            proc = proc_of(pid)
+            assert proc.pid == pid
+            assert proc.node is node
+            assert pid.node == node.name
+            assert pid.incarnation == node.incarnation
+
+
+async def test_stop_inside_a_handler_stops_after_it_returns_and_calls_terminate_once() -> None:
+    async with Node(NODE_NAME, cookie=COOKIE) as node:
+        pid = await StopsInHandler.start()
+        proc = proc_of(pid)
+        assert isinstance(proc, StopsInHandler)
+        node.send(pid, "my reason")
+        exit_reason = await node.stop_process(pid, "later reason")  # queued behind the message
+        assert exit_reason == "my reason"
+        assert proc.events == ["stop requested", "handler finished", ("terminate", "my reason")]
+        assert node.runtime.local(pid) is None
+        assert node.runtime.processes() == []
+
+
+async def test_stop_process_from_outside_returns_the_exit_reason() -> None:
+    async with Node(NODE_NAME, cookie=COOKIE) as node:
+        pid = await Recorder.start()
+        proc = proc_of(pid)
+        assert await node.stop_process(pid, ("custom", 7)) == ("custom", 7)
+        assert proc.terminated == [("custom", 7)]
+        assert node.runtime.local(pid) is None
+        assert await node.stop_process(pid) == "noproc"
