@@ -237,9 +237,17 @@ class PeerConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.closed:
             self.closed = True
-            self.close_reason = self.close_reason or (
-                f"connection lost: {exc}" if exc else "peer closed the connection"
-            )
+            partial = self._decoder.buffered if self.active else len(self._hs_buf)
+            if partial:
+                # The peer hung up inside a frame: a broken or hostile peer, worth a line.
+                self.close_reason = f"connection closed in the middle of a frame ({partial} bytes of it received)"
+                self.owner._ratelog.warning(
+                    ("close", self.address, "partial frame"), "closing link to %s: %s", self.label, self.close_reason
+                )
+            else:
+                self.close_reason = self.close_reason or (
+                    f"connection lost: {exc}" if exc else "peer closed the connection"
+                )
         self._finish()
 
     def pause_writing(self) -> None:
@@ -289,7 +297,8 @@ class PeerConnection(asyncio.Protocol):
                 reason = self.owner._decide(self)
                 if reason is not None:
                     self._send_handshake(self.core.reject(reason))
-                    self.close(f"refused link: {reason}", level=logging.DEBUG)
+                    benign = reason in _BENIGN_REJECTS  # the other refusals mean a misconfigured or hostile peer
+                    self.close(f"refused link: {reason}", level=logging.DEBUG if benign else logging.WARNING)
                     return
                 self._send_handshake(self.core.accept())
             if self.core.state == "ESTABLISHED":
@@ -461,6 +470,9 @@ class Transport:
             host,
             port,
             ssl=self._server_tls,
+            # The TLS handshake comes before connection_made (and our own handshake timer):
+            # bound it too, or a silent peer holds a socket for asyncio's default 60 s.
+            ssl_handshake_timeout=self.config.handshake_timeout if self._server_tls is not None else None,
             reuse_address=True,
             backlog=1024,
         )

@@ -37,18 +37,24 @@ def encode_frame(body: bytes) -> bytes:
 
 
 class BatchWriter:
-    """Accumulates encoded messages into one batch frame.
+    """Accumulates encoded messages into batch frames.
+
+    Normally everything waiting goes out as one batch frame; a message that fits a frame
+    on its own but not in the current batch seals that batch and starts the next one, so
+    a backlog (a paused or not yet connected link) may span several frames.
 
     Not thread-safe; owned by one peer link on the event loop.
     """
 
-    __slots__ = ("_buf", "_encode_into", "count", "max_frame_size")
+    __slots__ = ("_batch_count", "_buf", "_encode_into", "_sealed", "count", "max_frame_size")
 
     def __init__(self, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE) -> None:
         self._encode_into = msgspec.msgpack.Encoder().encode_into
         self.max_frame_size = max_frame_size
         self._buf = bytearray(_BATCH_HEADER)
-        self.count = 0
+        self._batch_count = 0  # messages in ``_buf``
+        self._sealed = bytearray()  # whole frames finished before ``_buf`` was started
+        self.count = 0  # messages waiting in all
 
     def add(self, message: Any) -> None:
         """Append one message.
@@ -66,28 +72,50 @@ class BatchWriter:
             raise
         if len(buf) - FRAME_HEADER > self.max_frame_size:
             size = len(buf) - before
+            if not self._batch_count or size + _BATCH_HEADER - FRAME_HEADER > self.max_frame_size:
+                del buf[before:]
+                raise MessageTooLarge(f"message of {size} bytes exceeds the maximum frame size {self.max_frame_size}")
+            # It fits a frame of its own: seal the current batch, start the next with it.
+            encoded = buf[before:]
             del buf[before:]
-            raise MessageTooLarge(f"message of {size} bytes exceeds the maximum frame size {self.max_frame_size}")
+            self._seal()
+            self._buf += encoded
+        self._batch_count += 1
         self.count += 1
 
+    def _seal(self) -> None:
+        buf = self._buf
+        _BATCH.pack_into(buf, 0, len(buf) - FRAME_HEADER, 0xDD, self._batch_count)
+        self._sealed += buf
+        self._buf = bytearray(_BATCH_HEADER)
+        self._batch_count = 0
+
     def __len__(self) -> int:
-        """Bytes waiting (0 when no message is in the batch)."""
-        return len(self._buf) - _BATCH_HEADER if self.count else 0
+        """Bytes waiting (0 when no message is waiting)."""
+        return len(self._sealed) + (len(self._buf) - _BATCH_HEADER if self._batch_count else 0)
 
     def take(self) -> bytearray | None:
-        """Return the finished frame and start a new batch, or None when empty."""
+        """Return the finished frame (or frames, back to back) and start anew, or None when empty."""
         if not self.count:
             return None
-        buf = self._buf
-        _BATCH.pack_into(buf, 0, len(buf) - FRAME_HEADER, 0xDD, self.count)
-        self._buf = bytearray(_BATCH_HEADER)
         self.count = 0
-        return buf
+        if not self._sealed:  # the usual case: one batch, handed over without a copy
+            buf = self._buf
+            _BATCH.pack_into(buf, 0, len(buf) - FRAME_HEADER, 0xDD, self._batch_count)
+            self._buf = bytearray(_BATCH_HEADER)
+            self._batch_count = 0
+            return buf
+        if self._batch_count:
+            self._seal()
+        frames, self._sealed = self._sealed, bytearray()
+        return frames
 
     def clear(self) -> int:
         """Drop every waiting message; return how many there were."""
         dropped = self.count
         self._buf = bytearray(_BATCH_HEADER)
+        self._sealed = bytearray()
+        self._batch_count = 0
         self.count = 0
         return dropped
 
