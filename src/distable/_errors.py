@@ -25,7 +25,11 @@ class NoNodeAvailable(DistableError):
 
 
 class InvalidFactoryReturn(DistableError):
-    """A factory returned something that is not a pid."""
+    """A factory returned something that is not the pid of a process on its node."""
+
+
+class FactoryError(DistableError):
+    """A factory could not be imported on the owner node, or raised while starting."""
 
 
 class NameNotFound(DistableError):

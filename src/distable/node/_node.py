@@ -9,6 +9,8 @@ stops every process (reason "shutdown") and closes every link.
 from __future__ import annotations
 
 import asyncio
+import builtins
+import contextvars
 import logging
 import os
 import secrets
@@ -18,14 +20,17 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from .._errors import NameNotFound
 from ..membership import (
     MembershipConfig,
     MembershipService,
     MembershipStatistics,
+    NodeDown,
+    NodeUp,
     Strategy,
     as_strategies,
 )
+from ..registry import RegistryConfig, RegistryService, RegistryStatistics, Reply
+from ..ring import DistributionStrategy, Ring
 from ..runtime import Process, Runtime, RuntimeStatistics
 from ..runtime._process import _current_runtime
 from ..transport import Transport, TransportConfig, TransportStatistics, format_node_name
@@ -60,6 +65,7 @@ class NodeStatistics:
     runtime: RuntimeStatistics
     transport: TransportStatistics
     membership: MembershipStatistics
+    registry: RegistryStatistics
 
 
 def _cookie_bytes(cookie: str | bytes | None) -> bytes:
@@ -93,6 +99,10 @@ class Node:
             ``MembershipConfig.local()`` for nodes on one machine).
         allow: shell-glob patterns of node names this node may link with (all if empty).
         deny: shell-glob patterns of node names it must never link with (wins over allow).
+        strategy: how names are placed: ``Ring()`` (default) or ``StaticQuorumRing(q)``;
+            the same on every node of a cluster.
+        registry: registry tunables (``RegistryConfig``).
+        drain_timeout: how long a graceful stop may take to hand every process off.
         connect: node names to keep links with from the start.
         transport: link tunables (``TransportConfig``).
         block_warning: seconds a handler may hold the loop before a warning is logged.
@@ -111,6 +121,9 @@ class Node:
         membership: MembershipConfig | None = None,
         allow: list[str] | tuple[str, ...] = (),
         deny: list[str] | tuple[str, ...] = (),
+        strategy: DistributionStrategy | None = None,
+        registry: RegistryConfig | None = None,
+        drain_timeout: float = 30.0,
         connect: list[str] | tuple[str, ...] = (),
         transport: TransportConfig | None = None,
         block_warning: float = 0.25,
@@ -130,6 +143,9 @@ class Node:
         self._membership_config = membership or MembershipConfig.lan()
         self._allow = tuple(allow)
         self._deny = tuple(deny)
+        self._strategy = strategy or Ring()
+        self._registry_config = registry or RegistryConfig()
+        self._drain_timeout = drain_timeout
         self._config = transport or TransportConfig()
         self._block_warning = block_warning
         self.name = format_node_name(name, host, port) if port else ""
@@ -137,6 +153,7 @@ class Node:
         self._runtime: Runtime | None = None
         self._transport: Transport | None = None
         self._membership: MembershipService | None = None
+        self._registry: RegistryService | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._bus = EventBus()
         self._up_waiters: dict[str, list[asyncio.Future[None]]] = {}
@@ -193,6 +210,8 @@ class Node:
             block_warning=self._block_warning,
         )
         rt = self._runtime
+        self._context = contextvars.copy_context()
+        self._context.run(_current_runtime.set, rt)
         self._membership = MembershipService(
             name=self.name,
             creation=self.incarnation,
@@ -201,12 +220,23 @@ class Node:
             transport=transport,
             config=self._membership_config,
             strategies=self._strategies,
-            publish=self._bus.publish,
+            publish=self._on_member_event,
             spawn=self._spawn,
             allow=self._allow,
             deny=self._deny,
         )
         ms = self._membership
+        self._registry = RegistryService(
+            node=self.name,
+            role=self.role,
+            runtime=rt,
+            transport=transport,
+            strategy=self._strategy,
+            config=self._registry_config,
+            creation_of=self._creation_of,
+            spawn=self._spawn,
+            publish=self._bus.publish,
+        )
         self._handlers: dict[type, Callable[[str, Any], None]] = {
             Send: rt.on_send,
             Cast: rt.on_cast,
@@ -220,7 +250,9 @@ class Node:
             Ack: ms.on_message,
             PingReq: ms.on_message,
             MemberSync: ms.on_message,
+            **self._registry.handlers(),
         }
+        await self._registry.start()
         self._spawn(rt.watch_loop_lag())
         ms.start()
         for seed in self._seeds:
@@ -232,6 +264,10 @@ class Node:
         "shutdown"), close every link, end every task."""
         if self._runtime is None or self._transport is None or self._membership is None:
             return
+        if self._registry is not None:
+            # Hand every registered process off (with its state) while the links are up.
+            await self._registry.drain(self._drain_timeout)
+            self._registry.stop()
         # Processes first, so their monitors see their real exit reasons ("shutdown");
         # then the leave announcement, which makes peers hang up on this node.
         await self._runtime.shutdown()
@@ -247,7 +283,9 @@ class Node:
         # A task set rather than asyncio.TaskGroup: a TaskGroup cancels all siblings when
         # one task fails, and a process's drain must fail alone. Ownership is the same:
         # the node cancels and awaits every task it spawned when it stops.
-        task = asyncio.get_running_loop().create_task(coro)
+        # Each task starts in its own copy of a context where this node is current, so
+        # code it runs (a factory, a handler) finds the node wherever the task was made.
+        task = asyncio.get_running_loop().create_task(coro, context=self._context.copy())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
@@ -311,6 +349,19 @@ class Node:
         for msg in messages:
             handlers[type(msg)](node, msg)
 
+    def _on_member_event(self, event: NodeUp | NodeDown) -> None:
+        registry = self._registry
+        if registry is not None:
+            if isinstance(event, NodeUp):
+                registry.peer_up(event.node)
+            else:
+                registry.peer_down(event.node)
+        self._bus.publish(event)
+
+    def _creation_of(self, node: str) -> int | None:
+        member = self.membership.core.member(node)
+        return member.creation if member is not None and member.announced else None
+
     def _on_up(self, node: str, incarnation: int) -> None:
         self.membership.link_up(node, incarnation)
         for fut in self._up_waiters.pop(node, ()):
@@ -330,7 +381,118 @@ class Node:
     def _resolve(self, dest: Any) -> Pid:
         if isinstance(dest, Pid):
             return dest
-        raise NameNotFound(dest)
+        return self.registry.resolve(dest)
+
+    @property
+    def registry(self) -> RegistryService:
+        if self._registry is None:
+            raise RuntimeError("the node is not started: use 'async with Node(...)'")
+        return self._registry
+
+    # --- the registry ------------------------------------------------------------------------
+
+    async def register(
+        self,
+        name: Any,
+        factory: Any,
+        *args: Any,
+        restart: str = "temporary",
+        handoff_timeout: float = 5.0,
+        timeout: float = 10.0,
+        **kwargs: Any,
+    ) -> Pid:
+        """Start ``factory(*args, **kwargs)`` on the owner of ``name`` and register it there.
+
+        ``factory`` is a ``Process`` subclass or a function returning a pid (or an
+        ``"pkg.module:attr"`` reference to one); it must be importable on every node.
+        ``restart`` says what happens when the process exits: "temporary" (the name is
+        dropped), "transient" (restarted after a crash) or "permanent" (always restarted).
+
+        Raises:
+            AlreadyRegistered: the name is taken (``.pid`` holds it).
+            NoNodeAvailable: no node may own the name (no server node, or no quorum).
+            FactoryError: the factory cannot be imported on the owner, or raised.
+            InvalidFactoryReturn: it returned something other than a local pid.
+            TypeError: the name is unhashable, or the factory not importable by reference.
+        """
+        return await self.registry.register(
+            name,
+            factory,
+            args,
+            kwargs,
+            restart=restart,
+            handoff_timeout=handoff_timeout,
+            mode="register",
+            timeout=timeout,
+        )
+
+    async def whereis_or_register(
+        self,
+        name: Any,
+        factory: Any,
+        *args: Any,
+        restart: str = "temporary",
+        handoff_timeout: float = 5.0,
+        timeout: float = 10.0,
+        **kwargs: Any,
+    ) -> Pid:
+        """The pid registered as ``name``, registering it first if nobody has (a race
+        answers with the winner's pid)."""
+        return await self.registry.register(
+            name,
+            factory,
+            args,
+            kwargs,
+            restart=restart,
+            handoff_timeout=handoff_timeout,
+            mode="whereis_or_register",
+            timeout=timeout,
+        )
+
+    async def register_name(self, name: Any, pid: Pid, timeout: float = 10.0) -> None:
+        """Register an existing process under ``name``; it is never moved or restarted.
+
+        Raises:
+            AlreadyRegistered: the name is taken by another pid.
+            ProcessExited: ``pid`` is not alive.
+        """
+        await self.registry.register_name(name, pid, timeout)
+
+    def whereis(self, name: Any) -> Pid | None:
+        """The pid registered as ``name``, from this node's replica: never blocks."""
+        return self.registry.pids.get(name)
+
+    async def unregister(self, name: Any, timeout: float = 10.0) -> None:
+        """Remove ``name`` (its process keeps running); nothing happens if it is unknown."""
+        await self.registry.unregister(name, timeout)
+
+    def registered(self) -> builtins.list[tuple[Any, Pid]]:
+        """Every ``(name, pid)`` in this node's replica."""
+        return self.registry.core.registered()
+
+    async def join(self, group: Any, pid: Pid, timeout: float = 10.0) -> None:
+        """Add ``pid`` to ``group`` (it leaves by itself when it exits or its node dies)."""
+        await self.registry.join(group, pid, timeout)
+
+    async def leave(self, group: Any, pid: Pid, timeout: float = 10.0) -> None:
+        """Remove ``pid`` from ``group``."""
+        await self.registry.leave(group, pid, timeout)
+
+    def members(self, group: Any) -> builtins.list[Pid]:
+        """The members of ``group``, from this node's replica."""
+        return self.registry.core.members(group)
+
+    def publish(self, group: Any, message: Any) -> int:
+        """Send ``message`` to every member of ``group``; returns how many were sent to."""
+        members = self.registry.core.members(group)
+        send = self.runtime.send
+        for pid in members:
+            send(pid, message)
+        return len(members)
+
+    async def multi_call(self, group: Any, message: Any, timeout: float = 5.0) -> builtins.list[Reply]:
+        """Call every member of ``group`` at once; one ``Reply`` each, failures included."""
+        return await self.registry.multi_call(group, message, timeout)
 
     def send(self, dest: Pid | Any, message: Any) -> None:
         """Send ``message`` to ``dest``'s ``handle_info``; fire and forget."""
@@ -364,6 +526,7 @@ class Node:
             runtime=self.runtime.statistics(),
             transport=self.transport.statistics(),
             membership=self.membership.statistics(),
+            registry=self.registry.statistics(),
         )
 
     def __repr__(self) -> str:
@@ -431,3 +594,82 @@ def run(main: Coroutine[Any, Any, Any]) -> Any:
     except ImportError:
         return asyncio.run(main)
     return uvloop.run(main)
+
+
+async def register(
+    name: Any,
+    factory: Any,
+    *args: Any,
+    restart: str = "temporary",
+    handoff_timeout: float = 5.0,
+    timeout: float = 10.0,
+    **kwargs: Any,
+) -> Pid:
+    """Start ``factory(*args, **kwargs)`` on the owner of ``name``; see ``Node.register``."""
+    return await current_node().register(
+        name, factory, *args, restart=restart, handoff_timeout=handoff_timeout, timeout=timeout, **kwargs
+    )
+
+
+async def whereis_or_register(
+    name: Any,
+    factory: Any,
+    *args: Any,
+    restart: str = "temporary",
+    handoff_timeout: float = 5.0,
+    timeout: float = 10.0,
+    **kwargs: Any,
+) -> Pid:
+    """The pid of ``name``, registering it first if needed; see ``Node.whereis_or_register``."""
+    return await current_node().whereis_or_register(
+        name, factory, *args, restart=restart, handoff_timeout=handoff_timeout, timeout=timeout, **kwargs
+    )
+
+
+async def register_name(name: Any, pid: Pid, timeout: float = 10.0) -> None:
+    """Register an existing process under ``name`` (never moved or restarted)."""
+    await current_node().register_name(name, pid, timeout)
+
+
+def whereis(name: Any) -> Pid | None:
+    """The pid registered as ``name`` in the current node's replica: a local read."""
+    rt = _current_runtime.get()
+    if rt is None:
+        raise RuntimeError("no current distable node: use 'async with Node(...)' first")
+    registry: RegistryService = rt.owner._registry
+    return registry.pids.get(name)
+
+
+async def unregister(name: Any, timeout: float = 10.0) -> None:
+    """Remove ``name`` from the registry (its process keeps running)."""
+    await current_node().unregister(name, timeout)
+
+
+def registered() -> list[tuple[Any, Pid]]:
+    """Every ``(name, pid)`` in the current node's replica."""
+    return current_node().registered()
+
+
+async def join(group: Any, pid: Pid, timeout: float = 10.0) -> None:
+    """Add ``pid`` to ``group``."""
+    await current_node().join(group, pid, timeout)
+
+
+async def leave(group: Any, pid: Pid, timeout: float = 10.0) -> None:
+    """Remove ``pid`` from ``group``."""
+    await current_node().leave(group, pid, timeout)
+
+
+def members(group: Any) -> list[Pid]:
+    """The members of ``group`` in the current node's replica."""
+    return current_node().members(group)
+
+
+def publish(group: Any, message: Any) -> int:
+    """Send ``message`` to every member of ``group``."""
+    return current_node().publish(group, message)
+
+
+async def multi_call(group: Any, message: Any, timeout: float = 5.0) -> list[Reply]:
+    """Call every member of ``group``: one ``Reply`` (value or error) per member."""
+    return await current_node().multi_call(group, message, timeout)

@@ -20,6 +20,10 @@ class Placement(Protocol):
         """The owner node of ``name``, or None if no node may own it now."""
         ...
 
+    def owner_of_hash(self, position: int) -> str | None:
+        """The owner of a ring position (``hash_name(name)``), or None."""
+        ...
+
     @property
     def nodes(self) -> list[str]: ...
 
@@ -48,6 +52,9 @@ class _NoQuorum:
         self._nodes = nodes
 
     def owner(self, name: Any) -> str | None:
+        return None
+
+    def owner_of_hash(self, position: int) -> str | None:
         return None
 
     @property

@@ -26,7 +26,7 @@ from collections import deque
 from collections.abc import Coroutine, Generator
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 from ..wire import SHUTDOWN, Crash, Pid, Ref
 
@@ -41,7 +41,8 @@ CAST: Final = 1
 CALL: Final = 2
 STOP: Final = 3
 INIT: Final = 4
-SYSTEM: Final = 5  # (SYSTEM, callable, None): runtime-internal work run in the process
+SYSTEM: Final = 5  # (SYSTEM, async callable, future or None): runtime work run in the process
+FLUSH: Final = 6  # (FLUSH, node, handoff id): a handoff flush marker parked in a frozen mailbox
 
 BATCH: Final = 64
 
@@ -172,6 +173,8 @@ class Process:
         "_blocked",
         "_deferred",
         "_exit_waiters",
+        "_frozen",
+        "_gate",
         "_mailbox",
         "_pid",
         "_running",
@@ -192,7 +195,12 @@ class Process:
     _deferred: set[Caller] | None  # callers answered NOREPLY and not replied yet
     _blocked: asyncio.Future[None] | None  # a congested link to wait for before the next message
     _exit_waiters: list[asyncio.Future[Any]] | None
+    _frozen: bool  # handing off: the mailbox keeps filling but is not drained
+    _gate: Gate | None  # just handed in: holds direct messages per node until flushed
     alive: bool
+
+    #: True for distable's own processes (the registry server): not listed as the user's.
+    system: ClassVar[bool] = False
 
     # --- handlers -------------------------------------------------------------
 
@@ -285,6 +293,8 @@ class Process:
         self._deferred = None
         self._blocked = None
         self._exit_waiters = None
+        self._frozen = False
+        self._gate = None
         self.alive = True
 
     def _enqueue_if_alive(self, entry: tuple[int, Any, Any]) -> None:
@@ -296,7 +306,7 @@ class Process:
         if mb is None:
             mb = self._mailbox = deque()
         mb.append(entry)
-        if not self._running:
+        if not self._running and not self._frozen:
             self._running = True
             self._runtime._start_drain(self)
 
@@ -349,7 +359,7 @@ class Process:
                         break
                     if not fut.done():
                         fut.set_result(self._pid)
-                if self._stop_reason is not None:
+                if self._stop_reason is not None or self._frozen:
                     break
                 if self._blocked is not None:
                     blocked, self._blocked = self._blocked, None
@@ -422,6 +432,45 @@ class _StepTimer:
                 raise
             except BaseException as exc:  # cancellation goes into the drain
                 value, error = None, exc
+
+
+class Gate:
+    """Holds a freshly handed-in process's direct messages, per sending node.
+
+    During a handoff, a node may send to the new pid (it learned the new location)
+    while its earlier messages to the old pid are still on their way to be forwarded.
+    The gate holds each node's direct messages until the old host confirms (``Flushed``)
+    that everything that node sent along the old route has been forwarded, so each
+    sender's messages arrive in the order sent. Forwarded messages bypass the gate.
+    """
+
+    __slots__ = ("held", "proc", "waiting")
+
+    def __init__(self, proc: Process, nodes: set[str]) -> None:
+        self.proc = proc
+        self.waiting = set(nodes)
+        self.held: dict[str, list[tuple[int, Any, Any]]] = {}
+
+    def admit(self, node: str, entry: tuple[int, Any, Any]) -> None:
+        if node in self.waiting:
+            self.held.setdefault(node, []).append(entry)
+        else:
+            self.proc._enqueue(entry)
+
+    def release(self, node: str) -> None:
+        """``node``'s old route is flushed: deliver what it sent directly, in order."""
+        self.waiting.discard(node)
+        for entry in self.held.pop(node, ()):
+            self.proc._enqueue(entry)
+        if not self.waiting and self.proc._gate is self:
+            self.proc._gate = None
+
+    def release_all(self) -> int:
+        """Open for every node (timeout, or the old host is gone); returns how many were waited on."""
+        waiting = len(self.waiting)
+        for node in sorted(self.waiting):
+            self.release(node)
+        return waiting
 
 
 def current_runtime() -> Runtime:

@@ -35,10 +35,11 @@ from ..wire._messages import (
     Cast,
     DemonitorRequest,
     DownNotice,
+    Forwarded,
     MonitorRequest,
     Send,
 )
-from ._process import CALL, CAST, INFO, INIT, STOP, Caller, Down, Process, _current_process
+from ._process import CALL, CAST, INFO, INIT, STOP, SYSTEM, Caller, Down, Process, _current_process
 
 log = logging.getLogger("distable.runtime")
 T = TypeVar("T")
@@ -82,6 +83,18 @@ def _expire(fut: asyncio.Future[Any], dest: Pid, timeout: float) -> None:
         fut.set_exception(CallTimeout(f"no reply from {dest!r} within {timeout} s"))
 
 
+def _relay(caller: Caller, fut: asyncio.Future[Any]) -> None:
+    """Answer ``caller`` with the outcome of a call forwarded on its behalf."""
+    if fut.cancelled():
+        caller.fail(NOCONNECTION)
+        return
+    exc = fut.exception()
+    if exc is None:
+        caller.reply(fut.result())
+    else:
+        caller.fail(exc.reason if isinstance(exc, ProcessExited) else repr(exc))
+
+
 def _wire_reason(reason: Any) -> Any:
     try:
         return to_wire(reason)
@@ -122,6 +135,8 @@ class Runtime:
         # monitors set by remote processes on local pids: node -> ref -> target
         self._incoming: dict[str, dict[Ref, Process]] = {}
         self.exit_listeners: list[Callable[[Pid, Any], None]] = []
+        # local ids of handed-off processes -> their successors (for stragglers)
+        self.forwarding: dict[int, Pid] = {}
         self._ratelog = RateLimitedLog(log, f"{node_name}: ")
         self._local_messages = 0
         self._remote_messages = 0
@@ -143,8 +158,11 @@ class Runtime:
         proc = self._procs.get(pid.id)
         return proc if proc is not None and proc.alive else None
 
-    def processes(self) -> list[Process]:
-        return list(self._procs.values())
+    def processes(self, include_system: bool = False) -> list[Process]:
+        """The live local processes (the node's own system processes only if asked)."""
+        if include_system:
+            return list(self._procs.values())
+        return [p for p in self._procs.values() if not p.system]
 
     def make_ref(self) -> Ref:
         self._ref_seq += 1
@@ -216,6 +234,8 @@ class Runtime:
                 b.fail(reason)
             elif kind == INIT and not a[2].done():
                 a[2].set_exception(ProcessExited(reason))
+            elif kind == SYSTEM and b is not None and not b.done():
+                b.set_exception(ProcessExited(reason))
         if proc._deferred:
             for caller in proc._deferred:
                 caller.fail(reason)
@@ -241,24 +261,16 @@ class Runtime:
     def send(self, dest: Pid, message: Any) -> None:
         """Deliver ``message`` to ``dest``'s ``handle_info``; fire and forget."""
         if dest.node == self.node_name:
-            proc = self._procs.get(dest.id)
-            if proc is None or not proc.alive or dest.incarnation != self.incarnation:
-                self._dropped += 1
-                return
             self._local_messages += 1
-            proc._enqueue((INFO, message, None))
+            self._deliver(self.node_name, dest, (INFO, message, None))
         else:
             self._post(dest.node, Send(dest, to_wire(message)))
 
     def cast(self, dest: Pid, message: Any) -> None:
         """Deliver ``message`` to ``dest``'s ``handle_cast``; fire and forget."""
         if dest.node == self.node_name:
-            proc = self._procs.get(dest.id)
-            if proc is None or not proc.alive or dest.incarnation != self.incarnation:
-                self._dropped += 1
-                return
             self._local_messages += 1
-            proc._enqueue((CAST, message, None))
+            self._deliver(self.node_name, dest, (CAST, message, None))
         else:
             self._post(dest.node, Cast(dest, to_wire(message)))
 
@@ -287,10 +299,7 @@ class Runtime:
         if dest.node == self.node_name:
             if sender == dest:
                 raise RuntimeError(f"{dest!r} called itself; that would deadlock")
-            proc = self.local(dest)
-            if proc is None:
-                raise ProcessExited(NOPROC)
-            proc._enqueue((CALL, message, Caller(self, sender, fut)))
+            self._deliver(self.node_name, dest, (CALL, message, Caller(self, sender, fut)))
             handle = loop.call_later(timeout, _expire, fut, dest, timeout)
             try:
                 return await fut
@@ -383,10 +392,107 @@ class Runtime:
     # --- inbound from other nodes (called by the node's dispatcher) ---------------
 
     def on_send(self, node: str, msg: Send) -> None:
-        self.send(msg.to, msg.payload) if msg.to.node == self.node_name else self._misrouted(node, msg.to)
+        if msg.to.node == self.node_name:
+            self._deliver(node, msg.to, (INFO, msg.payload, None))
+        else:
+            self._misrouted(node, msg.to)
 
     def on_cast(self, node: str, msg: Cast) -> None:
-        self.cast(msg.to, msg.payload) if msg.to.node == self.node_name else self._misrouted(node, msg.to)
+        if msg.to.node == self.node_name:
+            self._deliver(node, msg.to, (CAST, msg.payload, None))
+        else:
+            self._misrouted(node, msg.to)
+
+    def _deliver(self, from_node: str, dest: Pid, entry: tuple[int, Any, Any]) -> None:
+        """Put ``entry`` in the mailbox of local ``dest`` (through its gate, if it has one)."""
+        proc = self._procs.get(dest.id)
+        if proc is None or not proc.alive or dest.incarnation != self.incarnation:
+            self._redirect(dest, entry)
+            return
+        gate = proc._gate
+        if gate is None:
+            proc._enqueue(entry)
+        else:
+            gate.admit(from_node, entry)
+
+    def _redirect(self, dest: Pid, entry: tuple[int, Any, Any]) -> None:
+        """``dest`` is gone: forward to its successor if it was handed off, else drop."""
+        successor = self.forwarding.get(dest.id) if dest.incarnation == self.incarnation else None
+        if successor is not None:
+            self.forward(successor, entry)
+        elif entry[0] == CALL:
+            entry[2].fail(NOPROC)
+        else:
+            self._dropped += 1
+
+    def forward(self, successor: Pid, entry: tuple[int, Any, Any]) -> None:
+        """Send a mailbox entry on to ``successor`` (a handed-off process's new pid).
+
+        A forwarded call's reply comes back to this node and is relayed to the caller.
+        """
+        kind, payload, caller = entry
+        if successor.node == self.node_name:
+            self._deliver(self.node_name, successor, entry)
+            return
+        ref = 0
+        if kind == CALL:
+            self._call_seq += 1
+            ref = self._call_seq
+            fut: asyncio.Future[Any] = self.loop.create_future()
+            self._calls_by_node.setdefault(successor.node, {})[ref] = fut
+            fut.add_done_callback(functools.partial(_relay, caller))
+        elif kind not in (INFO, CAST):
+            return
+        self.remote.post(successor.node, Forwarded(successor, kind, to_wire(payload), ref))
+
+    def on_forwarded(self, node: str, msg: Forwarded) -> None:
+        """A message forwarded by the old host of a handed-off process: it bypasses the
+        gate, as everything the gate holds was sent after it."""
+        caller = Caller(self, None, None, node, msg.ref) if msg.kind == CALL else None
+        entry = (msg.kind, msg.payload, caller)
+        proc = self.local(msg.to)
+        if proc is None:
+            self._redirect(msg.to, entry)
+        else:
+            proc._enqueue(entry)
+
+    # --- handoff support (driven by the registry) -----------------------------------
+
+    def run_in(self, proc: Process, op: Callable[[Process], Coroutine[Any, Any, T]]) -> asyncio.Future[T]:
+        """Run ``op(proc)`` inside the process, in mailbox order; its result in a future.
+
+        An exception from ``op`` goes to the future, not to the process. If the process
+        exits first, the future fails with ``ProcessExited``.
+        """
+        fut: asyncio.Future[T] = self.loop.create_future()
+
+        async def system(p: Process) -> None:
+            try:
+                result = await op(p)
+            except Exception as exc:
+                if not fut.done():
+                    fut.set_exception(exc)
+                return
+            if not fut.done():
+                fut.set_result(result)
+
+        proc._enqueue((SYSTEM, system, fut))
+        return fut
+
+    def unfreeze(self, proc: Process) -> None:
+        """Resume a frozen process: it handles what queued up meanwhile."""
+        proc._frozen = False
+        if proc._mailbox and not proc._running and proc.alive:
+            proc._running = True
+            self._start_drain(proc)
+
+    def retire(self, proc: Process, successor: Pid, ttl: float) -> None:
+        """``proc`` was handed off: its pid forwards to ``successor`` for ``ttl`` seconds."""
+        pid = proc.pid
+        if self._procs.get(pid.id) is proc:
+            del self._procs[pid.id]
+        self.forwarding[pid.id] = successor
+        self.loop.call_later(ttl, self.forwarding.pop, pid.id, None)
 
     def _misrouted(self, node: str, pid: Pid) -> None:
         self._dropped += 1
@@ -395,11 +501,10 @@ class Runtime:
         )
 
     def on_call_request(self, node: str, msg: CallRequest) -> None:
-        proc = self.local(msg.to)
-        if proc is None:
+        if msg.to.node != self.node_name:
             self.remote.post(node, CallReply(msg.ref, REPLY_EXIT, NOPROC))
             return
-        proc._enqueue((CALL, msg.payload, Caller(self, msg.sender, None, node, msg.ref)))
+        self._deliver(node, msg.to, (CALL, msg.payload, Caller(self, msg.sender, None, node, msg.ref)))
 
     def on_call_reply(self, node: str, msg: CallReply) -> None:
         calls = self._calls_by_node.get(node)
@@ -478,7 +583,7 @@ class Runtime:
 
     def statistics(self) -> RuntimeStatistics:
         return RuntimeStatistics(
-            processes=len(self._procs),
+            processes=len(self._procs) - sum(1 for p in self._procs.values() if p.system),
             local_messages=self._local_messages,
             remote_messages=self._remote_messages,
             dropped_messages=self._dropped,

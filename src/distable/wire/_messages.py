@@ -182,6 +182,152 @@ class MemberSync(_Msg, tag=27):
     reply: bool
 
 
+# --- registry: replicated claims, anti-entropy, handoff, conflicts -----------------------
+
+CLAIM_NAME = 0
+CLAIM_GROUP = 1
+
+
+class Spec(msgspec.Struct, array_like=True, gc=False, frozen=True):
+    """How to start a registered process: an importable factory and its arguments."""
+
+    factory: str
+    args: Any  # a list, prepared by to_wire
+    kwargs: Any  # a dict with str keys, prepared by to_wire
+    restart: str
+    handoff_timeout: float
+
+
+class Claim(msgspec.Struct, array_like=True, gc=False, frozen=True):
+    """A host node's claim: ``pid`` (on the host) holds ``key`` (a name, or a group).
+
+    ``clock`` orders the host's own changes; ``position`` is the key's ring position,
+    computed once by the host. A claim made by a handoff names the pid it replaces
+    (``moved_from``) and the old host's handoff id (``handoff``).
+    """
+
+    kind: int
+    key: Any
+    pid: Pid
+    clock: int
+    position: int
+    spec: Spec | None = None
+    moved_from: Pid | None = None
+    handoff: int = 0
+
+
+class Removal(msgspec.Struct, array_like=True, gc=False, frozen=True):
+    kind: int
+    key: Any
+    pid: Pid
+    clock: int
+
+
+class RegistryHello(_Msg, tag=28):
+    """Sent to every node that comes up: my role, and whether I am draining."""
+
+    role: str
+    leaving: bool
+
+
+class Delta(_Msg, tag=29):
+    """The sender's own new claims and removals, in the order it made them."""
+
+    claims: list[Claim]
+    removals: list[Removal]
+
+
+class Digest(_Msg, tag=30):
+    """A digest of the sender's own claims: one hash per bucket of positions."""
+
+    buckets: list[int]
+
+
+class SyncRequest(_Msg, tag=31):
+    """Send me your claims in these buckets (their digests differ from my replica)."""
+
+    buckets: list[int]
+
+
+class SyncReply(_Msg, tag=32):
+    """All the sender's claims in ``buckets``: they replace the receiver's replica there."""
+
+    buckets: list[int]
+    claims: list[Claim]
+
+
+class HandoffRequest(_Msg, tag=33):
+    """Old host -> new owner: start ``name`` here (with ``state`` if ``has_state``)."""
+
+    hid: int
+    name: Any
+    spec: Spec
+    old_pid: Pid
+    has_state: bool
+    state: Any
+
+
+class HandoffAccepted(_Msg, tag=34):
+    hid: int
+    new_pid: Pid
+
+
+class HandoffRefused(_Msg, tag=35):
+    hid: int
+    reason: str
+
+
+class Forwarded(_Msg, tag=36):
+    """A message that reached a handed-off pid, forwarded to its successor in order.
+
+    ``kind`` is the mailbox kind (info, cast, call); for calls ``ref`` is the old
+    host's call tag, which the reply must carry back to it.
+    """
+
+    to: Pid
+    kind: int
+    payload: Any
+    ref: int
+
+
+class FlushMarker(_Msg, tag=37):
+    """Sender -> old host: every message I sent along the old route precedes this."""
+
+    hid: int
+
+
+class Flushed(_Msg, tag=38):
+    """Old host -> new owner: everything ``node`` sent along the old route is forwarded."""
+
+    hid: int
+    node: str
+
+
+class ConflictState(_Msg, tag=39):
+    """After a netsplit: the losing copy's state for the surviving copy's resolve_conflict."""
+
+    name: Any
+    winner: Pid
+    has_state: bool
+    state: Any
+
+
+class RegistryLeaving(_Msg, tag=40):
+    """The sender is draining: leave it out of placement; it hands its names off."""
+
+
+class HandoffCommit(_Msg, tag=41):
+    """Old host -> new owner: the old mailbox is forwarded; claim the name now."""
+
+    hid: int
+
+
+class HandoffCancel(_Msg, tag=42):
+    """Old host -> new owner: the handoff is abandoned; stop the process you started."""
+
+    hid: int
+
+
 PeerMessage = (
     Send
     | Cast
@@ -195,6 +341,21 @@ PeerMessage = (
     | Ack
     | PingReq
     | MemberSync
+    | RegistryHello
+    | Delta
+    | Digest
+    | SyncRequest
+    | SyncReply
+    | HandoffRequest
+    | HandoffAccepted
+    | HandoffRefused
+    | Forwarded
+    | FlushMarker
+    | Flushed
+    | ConflictState
+    | RegistryLeaving
+    | HandoffCommit
+    | HandoffCancel
 )
 batch_decoder = msgspec.msgpack.Decoder(list[PeerMessage], ext_hook=ext_hook)
 single_decoder = msgspec.msgpack.Decoder(PeerMessage, ext_hook=ext_hook)

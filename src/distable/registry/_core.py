@@ -1,0 +1,666 @@
+"""The tracker core: the replicated registry of names and groups. Sans-I/O.
+
+Rules:
+    * Every node holds a full replica, so ``whereis`` is a dict lookup (``pids``) that
+      never waits on the network or on a sync.
+    * Every change to an entry is made by the node hosting the pid (its *host*) and
+      broadcast by it in a ``Delta``; nobody relays another host's claims. Links are
+      FIFO, so the replica of host H on node N is exactly H's table as of the last
+      message N received from H. Each host numbers its own changes with a logical
+      ``clock`` (no wall clocks): a change older than what the replica holds is ignored.
+    * Anti-entropy: each node sends every peer a ``Digest`` of its own claims (one hash
+      per bucket of ring positions) when the peer comes up and every ``sync_interval``;
+      the peer asks for the buckets whose digest differs from its replica
+      (``SyncRequest``) and replaces those buckets with the answer (``SyncReply``).
+      Only differences travel, and a sync never blocks lookups or registrations.
+    * Resolution of a name claimed by several hosts is a pure function of the claims
+      and the placement, so every node that holds the same claims picks the same
+      winner: a claim made by a handoff supersedes the exact pid it replaced
+      (``moved_from``); otherwise (a healed netsplit) the claim hosted on the name's
+      ring owner wins, or else the one on the smallest host name. The host of each
+      losing claim (and only it) is told to resolve the conflict.
+    * When a host goes down, its claims are dropped everywhere; each factory-registered
+      name it hosted (and had not handed off) is restarted by the one node that owns it
+      in the new placement: exactly once, in a stable cluster.
+    * Placement covers server nodes that are up, have said hello, and are not
+      draining (``RegistryLeaving``). When it changes, every local factory-registered
+      name whose owner moved is handed off (``HandOff`` command); with no owner (no
+      quorum) the local process is stopped.
+
+The core never calls user code and never waits: it emits commands (start a process
+from its spec, hand a process off, stop one, resolve a conflict) that the shell runs,
+and the shell feeds back the outcomes (``local_claim``, ``local_unclaim``,
+``local_exit``, ``handoff_done``...).
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Hashable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ..ring import DistributionStrategy, Placement, hash_name
+from ..wire import NORMAL, SHUTDOWN, Pid, to_wire
+from ..wire._messages import (
+    CLAIM_GROUP,
+    CLAIM_NAME,
+    Claim,
+    Delta,
+    Digest,
+    FlushMarker,
+    RegistryHello,
+    RegistryLeaving,
+    Removal,
+    Spec,
+    SyncReply,
+    SyncRequest,
+)
+from ._events import (
+    ConflictResolved,
+    GroupJoined,
+    GroupLeft,
+    NameRegistered,
+    NameUnregistered,
+    RegistryEvent,
+)
+
+if TYPE_CHECKING:
+    import random
+
+BUCKETS = 64
+_MASK = (1 << 64) - 1
+
+
+def claim_key(claim: Claim | Removal) -> Hashable:
+    if claim.kind == CLAIM_NAME:
+        return (CLAIM_NAME, claim.key)
+    return (CLAIM_GROUP, claim.key, claim.pid)
+
+
+def wire_claim(claim: Claim) -> Claim:
+    """The claim with its user values prepared for the wire (tuples, pids... as ext types)."""
+    spec = claim.spec
+    if spec is not None:
+        spec = Spec(spec.factory, to_wire(spec.args), to_wire(spec.kwargs), spec.restart, spec.handoff_timeout)
+    return Claim(
+        claim.kind, to_wire(claim.key), claim.pid, claim.clock, claim.position, spec, claim.moved_from, claim.handoff
+    )
+
+
+def _mix(claim: Claim) -> int:
+    """A claim's contribution to its bucket's digest (xor-combined, order-free)."""
+    pid = claim.pid
+    h = claim.position ^ (pid.id * 0x9E3779B97F4A7C15) ^ (pid.incarnation * 0xC2B2AE3D27D4EB4F)
+    h ^= (claim.clock * 0x165667B19E3779F9) ^ (claim.kind << 63)
+    return h & _MASK
+
+
+# --- commands for the shell -------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class StartName:
+    """Start ``name`` on this node from ``spec`` and claim it (a restart)."""
+
+    name: Any
+    spec: Spec
+    reason: str  # "nodedown" | "exit"
+
+
+@dataclass(frozen=True, slots=True)
+class HandOff:
+    """Move the local process ``pid`` holding ``name`` to ``target``."""
+
+    name: Any
+    pid: Pid
+    spec: Spec
+    target: str
+
+
+@dataclass(frozen=True, slots=True)
+class StopProcess:
+    """Stop the local process ``pid`` (no quorum): ask it to ``die``."""
+
+    name: Any
+    pid: Pid
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class ResolveConflict:
+    """The local process ``loser`` lost ``name`` to ``winner``: send its state, stop it."""
+
+    name: Any
+    loser: Pid
+    winner: Pid
+
+
+@dataclass(frozen=True, slots=True)
+class RestartElsewhere:
+    """The local process holding ``name`` exited and must restart on ``owner``."""
+
+    name: Any
+    spec: Spec
+    owner: str
+
+
+Command = StartName | HandOff | StopProcess | ResolveConflict | RestartElsewhere
+
+
+@dataclass(slots=True)
+class Output:
+    send: list[tuple[str, Any]] = field(default_factory=list)
+    commands: list[Command] = field(default_factory=list)
+    events: list[RegistryEvent] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class RegistryConfig:
+    """Tunables of the registry.
+
+    Attributes:
+        sync_interval: every node sends each peer a digest of its claims this often.
+        restart_backoff: first delay before restarting a crashed process, doubled per
+            consecutive crash up to ``restart_backoff_max``.
+        restart_reset: a process that ran this long resets its backoff.
+        forward_ttl: how long a handed-off pid forwards stragglers to its successor.
+    """
+
+    sync_interval: float = 10.0
+    restart_backoff: float = 0.05
+    restart_backoff_max: float = 5.0
+    restart_reset: float = 30.0
+    forward_ttl: float = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class RegistryStatistics:
+    names: int
+    local_names: int
+    groups: int
+    group_members: int
+    peers: int
+    placement_nodes: tuple[str, ...]
+    conflicts: int
+    restarts: int
+    handoffs_started: int
+    syncs_sent: int
+    buckets_repaired: int
+
+
+@dataclass(slots=True)
+class _Peer:
+    role: str = "unknown"
+    leaving: bool = False
+    hello: bool = False
+
+
+class TrackerCore:
+    """One node's replica and decisions. Single owner; not thread-safe."""
+
+    def __init__(
+        self,
+        node: str,
+        *,
+        role: str,
+        strategy: DistributionStrategy,
+        config: RegistryConfig,
+        rng: random.Random,
+        now: float,
+    ) -> None:
+        self.node = node
+        self.role = role
+        self.strategy = strategy
+        self.config = config
+        self._rng = rng
+        self.clock = 0
+        self.claims: dict[str, dict[Hashable, Claim]] = {node: {}}
+        self.winners: dict[Any, Claim] = {}
+        self.pids: dict[Any, Pid] = {}  # whereis: name -> pid, the hot read path
+        self.groups: dict[Any, dict[Pid, Claim]] = {}
+        self.peers: dict[str, _Peer] = {}
+        self.leaving = False
+        self.placement: Placement = strategy.place([node] if role == "server" else [])
+        self.pinned: set[Any] = set()  # local names whose process answered Ignore
+        self.moving: set[Any] = set()  # local names being handed off now
+        self._local_by_pid: dict[Pid, set[Hashable]] = {}
+        self._pending_claims: list[Claim] = []
+        self._pending_removals: list[Removal] = []
+        self._resolving: set[tuple[Any, Pid]] = set()
+        self._flushed: set[tuple[str, int]] = set()
+        self._restarts: list[tuple[float, int, Any, Spec]] = []  # heap of (due, seq, name, spec)
+        self._restart_seq = 0
+        self._backoff: dict[Any, tuple[float, float]] = {}  # name -> (delay, started at)
+        self._next_sync = now + config.sync_interval
+        self._out = Output()
+        self._n_conflicts = self._n_restarts = self._n_handoffs = 0
+        self._n_syncs = self._n_repaired = 0
+
+    # --- queries -----------------------------------------------------------------------------
+
+    def whereis(self, name: Any) -> Pid | None:
+        return self.pids.get(name)
+
+    def owner(self, name: Any) -> str | None:
+        return self.placement.owner(name)
+
+    def members(self, group: Any) -> list[Pid]:
+        return sorted(self.groups.get(group, {}))
+
+    def registered(self) -> list[tuple[Any, Pid]]:
+        return list(self.pids.items())
+
+    def local_names(self) -> list[Claim]:
+        return [c for c in self.claims[self.node].values() if c.kind == CLAIM_NAME]
+
+    def take(self) -> Output:
+        """Everything to do since the last call, with this node's new claims batched into
+        one ``Delta`` for every peer."""
+        if self._pending_claims or self._pending_removals:
+            delta = Delta(
+                [wire_claim(c) for c in self._pending_claims],
+                [Removal(r.kind, to_wire(r.key), r.pid, r.clock) for r in self._pending_removals],
+            )
+            self._pending_claims = []
+            self._pending_removals = []
+            for peer in self.peers:
+                self._out.send.append((peer, delta))
+        out, self._out = self._out, Output()
+        return out
+
+    def next_deadline(self) -> float:
+        deadline = self._next_sync
+        if self._restarts:
+            deadline = min(deadline, self._restarts[0][0])
+        return deadline
+
+    def statistics(self) -> RegistryStatistics:
+        return RegistryStatistics(
+            names=len(self.pids),
+            local_names=sum(1 for c in self.claims[self.node].values() if c.kind == CLAIM_NAME),
+            groups=len(self.groups),
+            group_members=sum(len(m) for m in self.groups.values()),
+            peers=len(self.peers),
+            placement_nodes=tuple(self.placement.nodes),
+            conflicts=self._n_conflicts,
+            restarts=self._n_restarts,
+            handoffs_started=self._n_handoffs,
+            syncs_sent=self._n_syncs,
+            buckets_repaired=self._n_repaired,
+        )
+
+    # --- membership ----------------------------------------------------------------------------
+
+    def peer_up(self, node: str, now: float) -> None:
+        """``node`` is up: greet it and send it a digest of this node's claims."""
+        self.peers.setdefault(node, _Peer())
+        self._out.send.append((node, RegistryHello(self.role, self.leaving)))
+        self._out.send.append((node, Digest(self._digest(self.node))))
+        self._n_syncs += 1
+
+    def peer_down(self, node: str, now: float) -> None:
+        """``node`` is down: drop its claims; restart the names this node now owns."""
+        self.peers.pop(node, None)
+        self._flushed = {f for f in self._flushed if f[0] != node}
+        self._replace_placement(now)
+        gone = self.claims.pop(node, {})
+        for claim in gone.values():
+            if claim.kind == CLAIM_NAME:
+                was_winner = self.winners.get(claim.key) is claim
+                self._resolve(claim.key)
+                if was_winner and claim.spec is not None and claim.key not in self.winners:
+                    owner = self.placement.owner_of_hash(claim.position)
+                    if owner == self.node:
+                        self._n_restarts += 1
+                        self._out.commands.append(StartName(claim.key, claim.spec, "nodedown"))
+            else:
+                self._group_remove(claim)
+        self._rebalance()
+
+    def on_hello(self, node: str, msg: RegistryHello, now: float) -> None:
+        peer = self.peers.setdefault(node, _Peer())
+        changed = not peer.hello or peer.role != msg.role or peer.leaving != msg.leaving
+        peer.role, peer.leaving, peer.hello = msg.role, msg.leaving, True
+        if changed:
+            self._replace_placement(now)
+            self._rebalance()
+
+    def on_leaving(self, node: str, msg: RegistryLeaving, now: float) -> None:
+        peer = self.peers.setdefault(node, _Peer())
+        if not peer.leaving:
+            peer.leaving = True
+            self._replace_placement(now)
+            self._rebalance()
+
+    def start_leaving(self, now: float) -> None:
+        """Drain: leave this node out of placement and hand every local name off."""
+        if self.leaving:
+            return
+        self.leaving = True
+        for peer in self.peers:
+            self._out.send.append((peer, RegistryLeaving()))
+        self._replace_placement(now)
+        self._rebalance()
+
+    def _replace_placement(self, now: float) -> None:
+        nodes = [n for n, p in self.peers.items() if p.hello and p.role == "server" and not p.leaving]
+        if self.role == "server" and not self.leaving:
+            nodes.append(self.node)
+        if sorted(nodes) == self.placement.nodes:
+            return
+        self.placement = self.strategy.place(nodes)
+        self.pinned.clear()  # a process that chose to stay is asked again on each change
+        for name in [n for n, c in self.winners.items() if self._contested(n)]:
+            self._resolve(name)
+
+    def _rebalance(self) -> None:
+        """Hand off (or stop) every local factory-registered name this node no longer owns."""
+        placement = self.placement
+        for claim in list(self.claims[self.node].values()):
+            if claim.kind != CLAIM_NAME or claim.spec is None:
+                continue
+            name = claim.key
+            if name in self.moving or name in self.pinned or self.winners.get(name) is not claim:
+                continue
+            owner = placement.owner_of_hash(claim.position)
+            if owner == self.node:
+                continue
+            if owner is None:
+                self._out.commands.append(StopProcess(name, claim.pid, "noquorum"))
+                self.moving.add(name)
+            else:
+                self._n_handoffs += 1
+                self.moving.add(name)
+                self._out.commands.append(HandOff(name, claim.pid, claim.spec, owner))
+
+    # --- this node's own changes ----------------------------------------------------------------
+
+    def local_claim(
+        self,
+        name: Any,
+        pid: Pid,
+        spec: Spec | None,
+        now: float,
+        *,
+        moved_from: Pid | None = None,
+        handoff: int = 0,
+    ) -> Claim:
+        """Claim ``name`` for the local process ``pid`` and broadcast it."""
+        self.clock += 1
+        claim = Claim(CLAIM_NAME, name, pid, self.clock, hash_name(name), spec, moved_from, handoff)
+        self._add_local(claim)
+        self._resolve(name)
+        if moved_from is not None and moved_from.node != self.node:
+            self._send_flush(moved_from.node, handoff)
+        self._backoff.setdefault(name, (0.0, now))
+        return claim
+
+    def local_unclaim(self, name: Any, pid: Pid) -> bool:
+        """Remove this node's claim of ``name`` by ``pid`` (if it still holds it)."""
+        key = (CLAIM_NAME, name)
+        claim = self.claims[self.node].get(key)
+        if claim is None or claim.pid != pid:
+            return False
+        self._remove_local(key, claim)
+        self.moving.discard(name)
+        self.pinned.discard(name)
+        self._resolve(name)
+        return True
+
+    def local_join(self, group: Any, pid: Pid) -> None:
+        key = (CLAIM_GROUP, group, pid)
+        if key in self.claims[self.node]:
+            return
+        self.clock += 1
+        claim = Claim(CLAIM_GROUP, group, pid, self.clock, hash_name(group))
+        self._add_local(claim)
+        self._group_add(claim)
+
+    def local_leave(self, group: Any, pid: Pid) -> bool:
+        key = (CLAIM_GROUP, group, pid)
+        claim = self.claims[self.node].get(key)
+        if claim is None:
+            return False
+        self._remove_local(key, claim)
+        self._group_remove(claim)
+        return True
+
+    def local_exit(self, pid: Pid, reason: Any, now: float) -> None:
+        """A local process exited: drop its claims; restart its names by their policy."""
+        keys = self._local_by_pid.pop(pid, None)
+        if not keys:
+            return
+        table = self.claims[self.node]
+        for key in list(keys):
+            claim = table.get(key)
+            if claim is None or claim.pid != pid:
+                continue
+            self._remove_local(key, claim, index=False)
+            if claim.kind == CLAIM_GROUP:
+                self._group_remove(claim)
+                continue
+            name = claim.key
+            moving = name in self.moving
+            self.moving.discard(name)
+            self.pinned.discard(name)
+            self._resolve(name)
+            if moving or claim.spec is None or self.leaving:
+                continue
+            policy = claim.spec.restart
+            abnormal = reason not in (NORMAL, SHUTDOWN)
+            if policy == "permanent" or (policy == "transient" and abnormal):
+                self._schedule_restart(name, claim.spec, now)
+
+    def handoff_done(self, name: Any, old_pid: Pid) -> None:
+        """The handoff of ``name`` completed: the successor's claim supersedes ours."""
+        self.local_unclaim(name, old_pid)
+
+    def handoff_failed(self, name: Any, ignore: bool) -> None:
+        """The handoff of ``name`` did not happen; ``ignore``: the process chose to stay."""
+        self.moving.discard(name)
+        if ignore:
+            self.pinned.add(name)
+
+    def _add_local(self, claim: Claim) -> None:
+        key = claim_key(claim)
+        self.claims[self.node][key] = claim
+        self._local_by_pid.setdefault(claim.pid, set()).add(key)
+        self._pending_claims.append(claim)
+
+    def _remove_local(self, key: Hashable, claim: Claim, index: bool = True) -> None:
+        del self.claims[self.node][key]
+        if index:
+            keys = self._local_by_pid.get(claim.pid)
+            if keys is not None:
+                keys.discard(key)
+                if not keys:
+                    del self._local_by_pid[claim.pid]
+        self.clock += 1
+        self._pending_removals.append(Removal(claim.kind, claim.key, claim.pid, self.clock))
+
+    def _schedule_restart(self, name: Any, spec: Spec, now: float) -> None:
+        cfg = self.config
+        delay, started = self._backoff.get(name, (0.0, now))
+        if now - started >= cfg.restart_reset:
+            delay = 0.0
+        delay = min(cfg.restart_backoff_max, delay * 2 if delay else cfg.restart_backoff)
+        self._backoff[name] = (delay, now + delay)
+        self._restart_seq += 1
+        heapq.heappush(self._restarts, (now + delay, self._restart_seq, name, spec))
+
+    # --- messages from peers ------------------------------------------------------------------
+
+    def on_delta(self, host: str, msg: Delta, now: float) -> None:
+        if host == self.node:
+            return
+        table = self.claims.setdefault(host, {})
+        for claim in msg.claims:
+            key = claim_key(claim)
+            old = table.get(key)
+            if old is not None and old.clock >= claim.clock:
+                continue
+            table[key] = claim
+            self._apply(claim, old)
+        for removal in msg.removals:
+            key = claim_key(removal)
+            old = table.get(key)
+            if old is None or old.pid != removal.pid or old.clock > removal.clock:
+                continue
+            del table[key]
+            if old.kind == CLAIM_NAME:
+                self._resolve(old.key)
+            else:
+                self._group_remove(old)
+
+    def _apply(self, claim: Claim, old: Claim | None) -> None:
+        if claim.kind == CLAIM_NAME:
+            self._resolve(claim.key)
+            moved = claim.moved_from
+            if moved is not None and moved.node != self.node and moved.node != claim.pid.node:
+                self._send_flush(moved.node, claim.handoff)
+        else:
+            if old is not None:
+                self._group_remove(old)
+            self._group_add(claim)
+
+    def _send_flush(self, old_host: str, hid: int) -> None:
+        if (old_host, hid) in self._flushed:
+            return
+        self._flushed.add((old_host, hid))
+        if len(self._flushed) > 100_000:
+            self._flushed.clear()  # bounded: a duplicate marker is harmless
+        self._out.send.append((old_host, FlushMarker(hid)))
+
+    def on_digest(self, host: str, msg: Digest, now: float) -> None:
+        if len(msg.buckets) != BUCKETS:
+            return
+        mine = self._digest(host)
+        differ = [b for b in range(BUCKETS) if mine[b] != msg.buckets[b]]
+        if differ:
+            self._out.send.append((host, SyncRequest(differ)))
+
+    def on_sync_request(self, node: str, msg: SyncRequest, now: float) -> None:
+        wanted = {b for b in msg.buckets if 0 <= b < BUCKETS}
+        claims = [wire_claim(c) for c in self.claims[self.node].values() if c.position % BUCKETS in wanted]
+        self._out.send.append((node, SyncReply(sorted(wanted), claims)))
+
+    def on_sync_reply(self, host: str, msg: SyncReply, now: float) -> None:
+        if host == self.node:
+            return
+        buckets = set(msg.buckets)
+        self._n_repaired += len(buckets)
+        table = self.claims.setdefault(host, {})
+        incoming = {claim_key(c): c for c in msg.claims if c.position % BUCKETS in buckets}
+        for key, held in [(k, c) for k, c in table.items() if c.position % BUCKETS in buckets]:
+            new = incoming.get(key)
+            if new is None or new.pid != held.pid or new.clock != held.clock:
+                del table[key]
+                if held.kind == CLAIM_NAME:
+                    self._resolve(held.key)
+                else:
+                    self._group_remove(held)
+        for key, claim in incoming.items():
+            previous = table.get(key)
+            if previous is not None and previous.clock == claim.clock and previous.pid == claim.pid:
+                continue
+            table[key] = claim
+            self._apply(claim, previous)
+
+    # --- time ------------------------------------------------------------------------------------
+
+    def handle_timer(self, now: float) -> None:
+        while self._restarts and self._restarts[0][0] <= now:
+            _, _, name, spec = heapq.heappop(self._restarts)
+            if name in self.pids or self.leaving:
+                continue
+            owner = self.placement.owner(name)
+            if owner is None:
+                continue
+            self._n_restarts += 1
+            if owner == self.node:
+                self._out.commands.append(StartName(name, spec, "exit"))
+            else:
+                self._out.commands.append(RestartElsewhere(name, spec, owner))
+        if now >= self._next_sync:
+            self._next_sync = now + self.config.sync_interval
+            self._rebalance()  # retries handoffs that failed or were refused
+            digest = Digest(self._digest(self.node))
+            for peer in self.peers:
+                self._out.send.append((peer, digest))
+                self._n_syncs += 1
+
+    # --- resolution -------------------------------------------------------------------------------
+
+    def _claimants(self, name: Any) -> list[Claim]:
+        key = (CLAIM_NAME, name)
+        return [c for table in self.claims.values() if (c := table.get(key)) is not None]
+
+    def _contested(self, name: Any) -> bool:
+        key = (CLAIM_NAME, name)
+        return sum(1 for table in self.claims.values() if key in table) > 1
+
+    def _resolve(self, name: Any) -> None:
+        cands = self._claimants(name)
+        current = self.winners.get(name)
+        winner: Claim | None
+        if not cands:
+            winner = None
+        elif len(cands) == 1:
+            winner = cands[0]
+        else:
+            superseded = {c.moved_from for c in cands if c.moved_from is not None}
+            live = [c for c in cands if c.pid not in superseded] or cands
+            if len(live) == 1:
+                winner = live[0]
+            else:
+                owner = self.placement.owner_of_hash(live[0].position)
+                on_owner = [c for c in live if c.pid.node == owner]
+                winner = on_owner[0] if on_owner else min(live, key=lambda c: (c.pid.node, c.pid.id))
+                for loser in live:
+                    if loser is winner or loser.pid.node != self.node:
+                        continue
+                    if (name, loser.pid) not in self._resolving:
+                        self._resolving.add((name, loser.pid))
+                        self._n_conflicts += 1
+                        self._out.commands.append(ResolveConflict(name, loser.pid, winner.pid))
+                        self._out.events.append(ConflictResolved(name, winner.pid, loser.pid))
+        if winner is None:
+            if current is not None:
+                del self.winners[name]
+                del self.pids[name]
+                self._out.events.append(NameUnregistered(name, current.pid))
+            return
+        self.winners[name] = winner
+        if current is None or current.pid != winner.pid:
+            self.pids[name] = winner.pid
+            self._out.events.append(NameRegistered(name, winner.pid))
+
+    def conflict_done(self, name: Any, loser: Pid) -> None:
+        self._resolving.discard((name, loser))
+        self.local_unclaim(name, loser)
+
+    # --- groups ---------------------------------------------------------------------------------
+
+    def _group_add(self, claim: Claim) -> None:
+        members = self.groups.setdefault(claim.key, {})
+        if claim.pid not in members:
+            self._out.events.append(GroupJoined(claim.key, claim.pid))
+        members[claim.pid] = claim
+
+    def _group_remove(self, claim: Claim) -> None:
+        members = self.groups.get(claim.key)
+        if members is None or members.get(claim.pid) is not claim:
+            return
+        del members[claim.pid]
+        if not members:
+            del self.groups[claim.key]
+        self._out.events.append(GroupLeft(claim.key, claim.pid))
+
+    # --- digests ----------------------------------------------------------------------------------
+
+    def _digest(self, host: str) -> list[int]:
+        buckets = [0] * BUCKETS
+        for claim in self.claims.get(host, {}).values():
+            buckets[claim.position % BUCKETS] ^= _mix(claim)
+        return buckets

@@ -1,0 +1,903 @@
+"""The registry shell: runs the tracker core's commands on the node's event loop.
+
+It owns the tracker core (one owner, as STYLE.md asks), the node's registry server
+process (well-known local id 1, which other nodes call to register names here), the
+handoff coordinator on both sides, conflict resolution and restarts.
+
+Handoff, old host X to new owner Y (see docs/internals.md for the full table)::
+
+    X  begin_handoff() inside the process, which then freezes (its mailbox fills,
+       nothing is handled)                  -> HandoffRequest(hid, name, spec, state)
+    Y  starts the process from the spec, puts end_handoff(state) first in its mailbox,
+       gates it (direct messages from each node are held)   -> HandoffAccepted(new pid)
+    X  forwards the frozen mailbox in order (Forwarded), retires the old pid (it now
+       forwards stragglers), tells the old process to die()  -> HandoffCommit
+    Y  claims the name (moved_from = old pid) and broadcasts the claim
+    *  every node that sees that claim sends FlushMarker(hid) to X; X relays it to Y as
+       Flushed(hid, node) after everything that node sent along the old route; Y then
+       releases that node's held messages.
+
+If X gives up before Y accepts (timeout, Y refuses or dies), X sends HandoffCancel and
+unfreezes the process: it simply stays, and the move is retried later.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+from .._errors import (
+    AlreadyRegistered,
+    DistableError,
+    FactoryError,
+    InvalidFactoryReturn,
+    NameNotFound,
+    NoNodeAvailable,
+    ProcessExited,
+    UnencodableValue,
+)
+from .._log import RateLimitedLog
+from ..ring import DistributionStrategy
+from ..runtime import NOREPLY, Caller, Ignore, Process, Restart, Resume, Runtime
+from ..runtime._process import SYSTEM, Gate
+from ..transport import Transport
+from ..wire import Pid, encode_value, to_wire
+from ..wire._messages import (
+    CLAIM_NAME,
+    ConflictState,
+    Delta,
+    Digest,
+    Flushed,
+    FlushMarker,
+    Forwarded,
+    HandoffAccepted,
+    HandoffCancel,
+    HandoffCommit,
+    HandoffRefused,
+    HandoffRequest,
+    RegistryHello,
+    RegistryLeaving,
+    Spec,
+    SyncReply,
+    SyncRequest,
+)
+from ._core import (
+    HandOff,
+    RegistryConfig,
+    RegistryStatistics,
+    ResolveConflict,
+    RestartElsewhere,
+    StartName,
+    StopProcess,
+    TrackerCore,
+)
+from ._events import HandoffAborted, HandoffCompleted, HandoffStarted, ProcessRestarted
+from ._factory import factory_ref, run_factory
+
+log = logging.getLogger("distable.registry")
+
+REGISTRY_SERVER_ID = 1
+RESTART_POLICIES = ("temporary", "transient", "permanent")
+_ERRORS: dict[str, type[DistableError]] = {
+    "FactoryError": FactoryError,
+    "InvalidFactoryReturn": InvalidFactoryReturn,
+    "NoNodeAvailable": NoNodeAvailable,
+    "UnencodableValue": UnencodableValue,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """One member's answer to ``multi_call``: ``value`` if ``ok``, else ``error``."""
+
+    pid: Pid
+    value: Any = None
+    error: BaseException | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+class RegistryServer(Process):
+    """The node's registry endpoint (local id 1): serves requests from other nodes."""
+
+    system = True
+
+    async def init(self, service: RegistryService) -> None:
+        self.service = service
+
+    async def handle_call(self, message: Any, caller: Caller) -> Any:
+        self.service.spawn(self.service.serve(message, caller))
+        return NOREPLY
+
+
+class _FreezeForHandoff:
+    """Runs ``begin_handoff`` inside the process and freezes it unless it says Ignore.
+
+    If the handoff gave up waiting before this ran, it answers Ignore without freezing.
+    """
+
+    __slots__ = ("cancelled",)
+
+    def __init__(self) -> None:
+        self.cancelled = False
+
+    async def __call__(self, proc: Process) -> Any:
+        if self.cancelled:
+            return Ignore()
+        try:
+            answer = await proc.begin_handoff()
+        except Exception as exc:
+            log.warning("%r: begin_handoff raised %r; restarting it fresh on the new owner", proc, exc)
+            answer = Restart()
+        if not isinstance(answer, Restart | Resume | Ignore):
+            log.warning("%r: begin_handoff returned %r, not Restart/Resume/Ignore; restarting it", proc, answer)
+            answer = Restart()
+        if not isinstance(answer, Ignore) and not self.cancelled:
+            proc._frozen = True
+        return answer
+
+
+@dataclass(slots=True)
+class _Outgoing:
+    hid: int
+    name: Any
+    proc: Process
+    target: str
+    accepted: asyncio.Future[Pid]
+    committed: bool = False
+    relayed: set[str] = field(default_factory=set)
+
+
+@dataclass(slots=True)
+class _Incoming:
+    source: str
+    hid: int
+    name: Any
+    spec: Spec
+    old_pid: Pid
+    pid: Pid | None = None
+    proc: Process | None = None
+    commit_pending: bool = False
+    cancelled: bool = False
+    committed: bool = False
+    timer: asyncio.TimerHandle | None = None
+
+
+class RegistryService:
+    """Owns the tracker core of one node. Every method runs on the event loop."""
+
+    def __init__(
+        self,
+        *,
+        node: str,
+        role: str,
+        runtime: Runtime,
+        transport: Transport,
+        strategy: DistributionStrategy,
+        config: RegistryConfig,
+        creation_of: Callable[[str], int | None],
+        spawn: Callable[[Coroutine[Any, Any, Any]], Any],
+        publish: Callable[[Any], None],
+        max_concurrent_handoffs: int = 256,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.node = node
+        self.role = role
+        self.runtime = runtime
+        self.transport = transport
+        self.loop = runtime.loop
+        self.config = config
+        self._creation_of = creation_of
+        self.spawn = spawn
+        self._publish = publish
+        self.core = TrackerCore(
+            node, role=role, strategy=strategy, config=config, rng=rng or random.Random(), now=self.loop.time()
+        )
+        self.pids = self.core.pids  # whereis reads this dict directly
+        self._outgoing: dict[int, _Outgoing] = {}
+        self._incoming: dict[tuple[str, int], _Incoming] = {}
+        self._pending: dict[Any, asyncio.Future[Pid | None]] = {}
+        self._hid = 0
+        self._slots = asyncio.Semaphore(max_concurrent_handoffs)
+        self._flush_scheduled = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._idle = asyncio.Event()
+        self._ratelog = RateLimitedLog(log, f"{node}: ")
+        self._stopped = False
+        runtime.exit_listeners.append(self._on_exit)
+
+    async def start(self) -> None:
+        pid = await self.runtime.spawn(RegistryServer, (self,), {})
+        if pid.id != REGISTRY_SERVER_ID:
+            raise RuntimeError("the registry server must be the node's first process")
+        self._changed()
+
+    def stop(self) -> None:
+        self._stopped = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    # --- the core's outputs ---------------------------------------------------------------
+
+    def _changed(self) -> None:
+        """Carry out the core's outputs at the end of this loop turn (so that every change
+        made in one turn goes out in one Delta)."""
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self.loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        out = self.core.take()
+        post = self.transport.post
+        for node, msg in out.send:
+            try:
+                post(node, msg)
+            except Exception as exc:
+                self._ratelog.warning(("post", node), "cannot send %s to %s: %s", type(msg).__name__, node, exc)
+        for event in out.events:
+            self._publish(event)
+        for command in out.commands:
+            self._command(command)
+        if self._stopped:
+            return
+        deadline = self.core.next_deadline()
+        timer = self._timer
+        if timer is not None:
+            if timer.when() <= deadline:
+                return
+            timer.cancel()
+        self._timer = self.loop.call_at(deadline, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self.core.handle_timer(self.loop.time())
+        self._flush()
+
+    def _command(self, command: Any) -> None:
+        if isinstance(command, HandOff):
+            self.spawn(self._hand_off(command))
+        elif isinstance(command, StartName):
+            self.spawn(self._restart(command.name, command.spec, command.reason))
+        elif isinstance(command, StopProcess):
+            self._stop_local(command.pid)
+        elif isinstance(command, ResolveConflict):
+            self.spawn(self._resolve_conflict(command))
+        elif isinstance(command, RestartElsewhere):
+            self.spawn(self._restart_elsewhere(command))
+
+    # --- membership and messages ----------------------------------------------------------
+
+    def peer_up(self, node: str) -> None:
+        self.core.peer_up(node, self.loop.time())
+        self._flush()
+
+    def peer_down(self, node: str) -> None:
+        now = self.loop.time()
+        for key, inc in list(self._incoming.items()):
+            if inc.source == node and not inc.committed and inc.pid is not None and not inc.cancelled:
+                # The old host died mid-handoff: keep the process it handed us.
+                self._commit(inc)
+            if inc.proc is not None and inc.proc._gate is not None:
+                if inc.source == node:
+                    inc.proc._gate.release_all()
+                else:
+                    inc.proc._gate.release(node)
+            if inc.source == node and inc.pid is None:
+                inc.commit_pending = True
+            if inc.proc is not None and inc.proc._gate is None and inc.committed:
+                self._finish_incoming(key)
+        for out in list(self._outgoing.values()):
+            if out.target == node and not out.accepted.done():
+                out.accepted.set_exception(ProcessExited("noconnection"))
+        self.core.peer_down(node, now)
+        self._flush()
+
+    def handlers(self) -> dict[type, Callable[[str, Any], None]]:
+        """Wire message type -> handler, for the node's dispatcher."""
+        core = self.core
+
+        def wrap(method: Callable[[str, Any, float], None]) -> Callable[[str, Any], None]:
+            def handle(node: str, msg: Any) -> None:
+                method(node, msg, self.loop.time())
+                self._changed()
+
+            return handle
+
+        return {
+            RegistryHello: wrap(core.on_hello),
+            Delta: wrap(core.on_delta),
+            Digest: wrap(core.on_digest),
+            SyncRequest: wrap(core.on_sync_request),
+            SyncReply: wrap(core.on_sync_reply),
+            RegistryLeaving: wrap(core.on_leaving),
+            HandoffRequest: self._on_handoff_request,
+            HandoffAccepted: self._on_handoff_accepted,
+            HandoffRefused: self._on_handoff_refused,
+            HandoffCommit: self._on_handoff_commit,
+            HandoffCancel: self._on_handoff_cancel,
+            FlushMarker: self._on_flush_marker,
+            Flushed: self._on_flushed,
+            ConflictState: self._on_conflict_state,
+            Forwarded: self.runtime.on_forwarded,
+        }
+
+    def _on_exit(self, pid: Pid, reason: Any) -> None:
+        if pid.node == self.node:
+            self.core.local_exit(pid, reason, self.loop.time())
+            self._changed()
+
+    # --- the public API (called by Node) ----------------------------------------------------
+
+    def whereis(self, name: Any) -> Pid | None:
+        return self.pids.get(name)
+
+    def resolve(self, name: Any) -> Pid:
+        pid = self.pids.get(name)
+        if pid is None:
+            raise NameNotFound(name)
+        return pid
+
+    async def register(
+        self,
+        name: Any,
+        factory: Any,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        *,
+        restart: str,
+        handoff_timeout: float,
+        mode: str,
+        timeout: float,
+    ) -> Pid:
+        _check_name(name)
+        if restart not in RESTART_POLICIES:
+            raise ValueError(f"restart must be one of {RESTART_POLICIES}, not {restart!r}")
+        ref = factory_ref(factory)
+        for value in (args, kwargs):
+            encode_value(value)  # refuse arguments that could not reach the owner, here
+        existing = self.pids.get(name)
+        if existing is not None:
+            if mode == "whereis_or_register":
+                return existing
+            raise AlreadyRegistered(existing)
+        owner = self.core.owner(name)
+        if owner is None:
+            raise NoNodeAvailable(f"no node may own {name!r} now (no server nodes, or no quorum)")
+        if owner == self.node:
+            reply = await self._register_here(name, Spec(ref, list(args), dict(kwargs), restart, handoff_timeout))
+        else:
+            request = ("register", name, ref, list(args), dict(kwargs), restart, handoff_timeout)
+            reply = await self.runtime.call(self._server(owner), request, timeout)
+        pid = _interpret(reply, mode)
+        assert isinstance(pid, Pid)
+        return pid
+
+    async def register_name(self, name: Any, pid: Pid, timeout: float) -> None:
+        _check_name(name)
+        if pid.node == self.node:
+            _interpret(self._register_name_here(name, pid), "register")
+        else:
+            reply = await self.runtime.call(self._server(pid.node), ("register_name", name, pid), timeout)
+            _interpret(reply, "register")
+
+    async def unregister(self, name: Any, timeout: float) -> None:
+        pid = self.pids.get(name)
+        if pid is None:
+            return
+        if pid.node == self.node:
+            self.core.local_unclaim(name, pid)
+            self._changed()
+        else:
+            await self.runtime.call(self._server(pid.node), ("unregister", name, pid), timeout)
+
+    async def join(self, group: Any, pid: Pid, timeout: float) -> None:
+        if pid.node == self.node:
+            if self.runtime.local(pid) is None:
+                raise ProcessExited("noproc")
+            self.core.local_join(group, pid)
+            self._changed()
+        else:
+            _interpret(await self.runtime.call(self._server(pid.node), ("join", group, pid), timeout), "register")
+
+    async def leave(self, group: Any, pid: Pid, timeout: float) -> None:
+        if pid.node == self.node:
+            self.core.local_leave(group, pid)
+            self._changed()
+        else:
+            await self.runtime.call(self._server(pid.node), ("leave", group, pid), timeout)
+
+    async def multi_call(self, group: Any, message: Any, timeout: float) -> list[Reply]:
+        members = self.core.members(group)
+
+        async def one(pid: Pid) -> Reply:
+            try:
+                return Reply(pid, await self.runtime.call(pid, message, timeout))
+            except Exception as exc:
+                return Reply(pid, error=exc)
+
+        return list(await asyncio.gather(*(one(pid) for pid in members)))
+
+    def _server(self, node: str) -> Pid:
+        creation = self._creation_of(node)
+        if creation is None:
+            raise NoNodeAvailable(f"node {node} is not up")
+        return Pid(node, creation, REGISTRY_SERVER_ID)
+
+    # --- the registry server's requests (on this node, from any node) ---------------------------
+
+    async def serve(self, message: Any, caller: Caller) -> None:
+        try:
+            match message:
+                case ("register", name, ref, args, kwargs, restart, handoff_timeout):
+                    spec = Spec(ref, list(args), dict(kwargs), restart, float(handoff_timeout))
+                    reply: Any = await self._register_here(name, spec)
+                case ("register_name", name, Pid() as pid):
+                    reply = self._register_name_here(name, pid)
+                case ("unregister", name, Pid() as pid):
+                    reply = ("ok", self.core.local_unclaim(name, pid))
+                    self._changed()
+                case ("join", group, Pid() as pid):
+                    if self.runtime.local(pid) is None:
+                        reply = ("error", "ProcessExited", "noproc")
+                    else:
+                        self.core.local_join(group, pid)
+                        self._changed()
+                        reply = ("ok", None)
+                case ("leave", group, Pid() as pid):
+                    reply = ("ok", self.core.local_leave(group, pid))
+                    self._changed()
+                case _:
+                    reply = ("error", "FactoryError", f"unknown registry request {message!r}")
+        except DistableError as exc:
+            reply = ("error", type(exc).__name__, str(exc))
+        except Exception as exc:
+            log.exception("%s: registry request %r failed", self.node, message)
+            reply = ("error", "FactoryError", f"{type(exc).__name__}: {exc}")
+        caller.reply(reply)
+
+    async def _register_here(self, name: Any, spec: Spec) -> tuple[Any, ...]:
+        """Start ``name`` here from ``spec`` and claim it, unless it is registered already.
+
+        Concurrent attempts for one name are serialized: the later ones answer with the
+        first one's pid.
+        """
+        for _ in range(3):
+            existing = self.pids.get(name)
+            if existing is not None:
+                return ("exists", existing)
+            pending = self._pending.get(name)
+            if pending is None:
+                break
+            first = await asyncio.shield(pending)
+            if first is not None:
+                return ("exists", first)
+        fut: asyncio.Future[Pid | None] = self.loop.create_future()
+        self._pending[name] = fut
+        pid: Pid | None = None
+        try:
+            pid = await run_factory(spec.factory, spec.args, spec.kwargs, self.runtime)
+            self.core.local_claim(name, pid, spec, self.loop.time())
+            self._changed()
+        except DistableError as exc:
+            return ("error", type(exc).__name__, str(exc))
+        finally:
+            if self._pending.get(name) is fut:
+                del self._pending[name]
+            fut.set_result(pid)  # wakes concurrent attempts: a pid, or None if this one failed
+        return ("ok", pid)
+
+    def _register_name_here(self, name: Any, pid: Pid) -> tuple[Any, ...]:
+        if self.runtime.local(pid) is None:
+            return ("error", "ProcessExited", "noproc")
+        existing = self.pids.get(name)
+        if existing is not None:
+            return ("ok", existing) if existing == pid else ("exists", existing)
+        self.core.local_claim(name, pid, None, self.loop.time())
+        self._changed()
+        return ("ok", pid)
+
+    # --- restarts -------------------------------------------------------------------------------
+
+    async def _restart(self, name: Any, spec: Spec, reason: str) -> None:
+        reply = await self._register_here(name, spec)
+        if reply[0] == "ok":
+            self._publish(ProcessRestarted(name, reply[1], reason))
+        elif reply[0] == "error":
+            self._ratelog.warning(("restart", spec.factory), "cannot restart %r: %s", name, reply[2])
+            self.core._schedule_restart(name, spec, self.loop.time())
+            self._changed()
+
+    async def _restart_elsewhere(self, command: RestartElsewhere) -> None:
+        request = (
+            "register",
+            command.name,
+            command.spec.factory,
+            command.spec.args,
+            command.spec.kwargs,
+            command.spec.restart,
+            command.spec.handoff_timeout,
+        )
+        try:
+            await self.runtime.call(self._server(command.owner), request, command.spec.handoff_timeout)
+        except Exception as exc:
+            self._ratelog.warning(
+                ("restart", command.spec.factory), "cannot restart %r on %s: %s", command.name, command.owner, exc
+            )
+
+    def _stop_local(self, pid: Pid) -> None:
+        proc = self.runtime.local(pid)
+        if proc is not None:
+            self.runtime.run_in(proc, _die)
+
+    # --- handoff: the old host --------------------------------------------------------------------
+
+    async def _hand_off(self, command: HandOff) -> None:
+        async with self._slots:
+            await self._hand_off_one(command)
+        self._check_idle()
+
+    async def _hand_off_one(self, command: HandOff) -> None:
+        name, target, spec = command.name, command.target, command.spec
+        proc = self.runtime.local(command.pid)
+        if proc is None:
+            self.core.handoff_failed(name, False)
+            return
+        started = self.loop.time()
+        self._publish(HandoffStarted(name, command.pid, target))
+        freeze = _FreezeForHandoff()
+        try:
+            answer = await asyncio.wait_for(asyncio.shield(self.runtime.run_in(proc, freeze)), spec.handoff_timeout)
+        except (TimeoutError, ProcessExited) as exc:
+            freeze.cancelled = True
+            self._abort(name, proc, f"begin_handoff did not answer: {exc!r}")
+            return
+        if isinstance(answer, Ignore):
+            self.core.handoff_failed(name, True)
+            self._publish(HandoffAborted(name, command.pid, "ignore"))
+            return
+        self._hid += 1
+        hid = self._hid
+        out = _Outgoing(hid, name, proc, target, self.loop.create_future())
+        self._outgoing[hid] = out
+        has_state = isinstance(answer, Resume)
+        state = answer.state if isinstance(answer, Resume) else None
+        try:
+            wire_spec = Spec(spec.factory, to_wire(spec.args), to_wire(spec.kwargs), spec.restart, spec.handoff_timeout)
+            request = HandoffRequest(hid, to_wire(name), wire_spec, command.pid, has_state, to_wire(state))
+            self.transport.post(target, request)
+        except DistableError as exc:
+            del self._outgoing[hid]
+            self.core.handoff_failed(name, True)  # retrying cannot help: it stays here
+            self.runtime.unfreeze(proc)
+            log.error("%s: cannot hand %r off: its state cannot cross the wire: %s", self.node, name, exc)
+            self._publish(HandoffAborted(name, command.pid, f"state cannot be sent: {exc}"))
+            return
+        try:
+            new_pid = await asyncio.wait_for(asyncio.shield(out.accepted), spec.handoff_timeout)
+        except (TimeoutError, DistableError) as exc:
+            del self._outgoing[hid]
+            with contextlib.suppress(Exception):  # the link may be gone: nothing to cancel then
+                self.transport.post(target, HandoffCancel(hid))
+            self._abort(name, proc, f"{target} did not take it: {exc}")
+            return
+        # Commit: forward what queued up, retire the old pid, let the new owner claim.
+        out.committed = True
+        self._forward_mailbox(proc, new_pid, target, hid)
+        self.runtime.retire(proc, new_pid, self.config.forward_ttl)
+        self.transport.post(target, HandoffCommit(hid))
+        self.core.handoff_done(name, command.pid)
+        self._changed()
+        self.runtime.run_in(proc, _die)
+        self.runtime.unfreeze(proc)
+        self.loop.call_later(self.config.forward_ttl, self._outgoing.pop, hid, None)
+        self._publish(
+            HandoffCompleted(
+                name, command.pid, new_pid, "resume" if has_state else "restart", self.loop.time() - started
+            )
+        )
+
+    def _abort(self, name: Any, proc: Process, reason: str) -> None:
+        self.core.handoff_failed(name, False)
+        if proc.alive:
+            self.runtime.unfreeze(proc)
+        self._ratelog.warning(("handoff", reason[:40]), "handoff of %r aborted: %s", name, reason)
+        self._publish(HandoffAborted(name, proc.pid, reason))
+        self._changed()
+
+    def _forward_mailbox(self, proc: Process, new_pid: Pid, target: str, hid: int) -> None:
+        mb = proc._mailbox
+        keep: list[tuple[int, Any, Any]] = []
+        while mb:
+            entry = mb.popleft()
+            kind = entry[0]
+            if kind == SYSTEM:
+                keep.append(entry)
+            elif kind == 6:  # FLUSH: relay the marker, in its place in the stream
+                self.transport.post(target, Flushed(hid, entry[1]))
+            else:
+                self.runtime.forward(new_pid, entry)
+        if mb is not None:
+            mb.extend(keep)
+
+    def _on_handoff_accepted(self, node: str, msg: HandoffAccepted) -> None:
+        out = self._outgoing.get(msg.hid)
+        if out is None or out.target != node or out.accepted.done():
+            if out is None:
+                self.transport.post(node, HandoffCancel(msg.hid))  # we gave up already
+            return
+        out.accepted.set_result(msg.new_pid)
+
+    def _on_handoff_refused(self, node: str, msg: HandoffRefused) -> None:
+        out = self._outgoing.get(msg.hid)
+        if out is not None and out.target == node and not out.accepted.done():
+            out.accepted.set_exception(FactoryError(msg.reason))
+
+    def _on_flush_marker(self, node: str, msg: FlushMarker) -> None:
+        out = self._outgoing.get(msg.hid)
+        if out is None:
+            return
+        if out.committed:
+            out.relayed.add(node)
+            self.transport.post(out.target, Flushed(msg.hid, node))
+            self._idle.set()
+        elif out.proc._mailbox is not None:
+            out.proc._mailbox.append((6, node, msg.hid))  # FLUSH, parked behind that node's messages
+            out.relayed.add(node)
+
+    # --- handoff: the new owner -------------------------------------------------------------------
+
+    def _on_handoff_request(self, node: str, msg: HandoffRequest) -> None:
+        inc = _Incoming(node, msg.hid, msg.name, msg.spec, msg.old_pid)
+        self._incoming[(node, msg.hid)] = inc
+        self.spawn(self._accept(inc, msg.has_state, msg.state))
+
+    async def _accept(self, inc: _Incoming, has_state: bool, state: Any) -> None:
+        name = inc.name
+        fut: asyncio.Future[Pid | None] = self.loop.create_future()
+        previous = self._pending.get(name)
+        if previous is not None:
+            await asyncio.shield(previous)
+        self._pending[name] = fut
+        try:
+            pid = await run_factory(inc.spec.factory, inc.spec.args, inc.spec.kwargs, self.runtime)
+        except DistableError as exc:
+            self._incoming.pop((inc.source, inc.hid), None)
+            self.transport.post(inc.source, HandoffRefused(inc.hid, str(exc)))
+            return
+        finally:
+            if self._pending.get(name) is fut:
+                del self._pending[name]
+            fut.set_result(None)
+        proc = self.runtime.local(pid)
+        if proc is None:
+            self._incoming.pop((inc.source, inc.hid), None)
+            self.transport.post(inc.source, HandoffRefused(inc.hid, "the new process exited at once"))
+            return
+        if has_state:
+            _run_first(self.runtime, proc, _EndHandoff(state))
+        expected = set(self.transport.connected()) | {self.node}
+        expected.discard(inc.source)
+        proc._gate = Gate(proc, expected)
+        inc.pid, inc.proc = pid, proc
+        if inc.cancelled:
+            self._incoming.pop((inc.source, inc.hid), None)
+            proc._gate = None
+            self.runtime.run_in(proc, _die)
+            return
+        if inc.commit_pending:
+            self._commit(inc)
+        else:
+            self.transport.post(inc.source, HandoffAccepted(inc.hid, pid))
+
+    def _on_handoff_commit(self, node: str, msg: HandoffCommit) -> None:
+        inc = self._incoming.get((node, msg.hid))
+        if inc is None:
+            return
+        if inc.pid is None:
+            inc.commit_pending = True
+        else:
+            self._commit(inc)
+
+    def _commit(self, inc: _Incoming) -> None:
+        if inc.committed or inc.pid is None:
+            return
+        inc.committed = True
+        self.core.local_claim(inc.name, inc.pid, inc.spec, self.loop.time(), moved_from=inc.old_pid, handoff=inc.hid)
+        self._changed()
+        inc.timer = self.loop.call_later(inc.spec.handoff_timeout, self._gate_timeout, (inc.source, inc.hid))
+
+    def _on_handoff_cancel(self, node: str, msg: HandoffCancel) -> None:
+        inc = self._incoming.get((node, msg.hid))
+        if inc is None or inc.committed:
+            return
+        if inc.proc is None:
+            inc.cancelled = True
+            return
+        del self._incoming[(node, msg.hid)]
+        inc.proc._gate = None
+        self.runtime.run_in(inc.proc, _die)
+
+    def _on_flushed(self, node: str, msg: Flushed) -> None:
+        key = (node, msg.hid)
+        inc = self._incoming.get(key)
+        if inc is None or inc.proc is None:
+            return
+        gate = inc.proc._gate
+        if gate is not None:
+            gate.release(msg.node)
+        if inc.proc._gate is None and inc.committed:
+            self._finish_incoming(key)
+
+    def _gate_timeout(self, key: tuple[str, int]) -> None:
+        inc = self._incoming.get(key)
+        if inc is None or inc.proc is None:
+            return
+        gate = inc.proc._gate
+        if gate is not None:
+            waiting = sorted(gate.waiting)
+            gate.release_all()
+            self._ratelog.warning(
+                ("gate", inc.source),
+                "handoff of %r from %s: no flush from %s within %.1f s; releasing held messages",
+                inc.name,
+                inc.source,
+                ", ".join(waiting),
+                inc.spec.handoff_timeout,
+            )
+        self._finish_incoming(key)
+
+    def _finish_incoming(self, key: tuple[str, int]) -> None:
+        inc = self._incoming.pop(key, None)
+        if inc is not None and inc.timer is not None:
+            inc.timer.cancel()
+
+    # --- conflicts ----------------------------------------------------------------------------------
+
+    async def _resolve_conflict(self, command: ResolveConflict) -> None:
+        proc = self.runtime.local(command.loser)
+        has_state, state = False, None
+        if proc is not None:
+            try:
+                answer = await asyncio.wait_for(asyncio.shield(self.runtime.run_in(proc, _ask_state)), 5.0)
+            except Exception:
+                answer = None
+            if isinstance(answer, Resume):
+                has_state, state = True, answer.state
+        winner = command.winner
+        try:
+            if winner.node == self.node:
+                self._deliver_conflict_state(winner, state)
+            else:
+                self.transport.post(
+                    winner.node, ConflictState(to_wire(command.name), winner, has_state, to_wire(state))
+                )
+        except DistableError as exc:
+            log.error("%s: cannot send the state of %r's losing copy: %s", self.node, command.name, exc)
+        log.info("%s: %r lost %r to %r after a netsplit; stopping it", self.node, command.loser, command.name, winner)
+        if proc is not None:
+            self.runtime.run_in(proc, _die)
+        self.core.conflict_done(command.name, command.loser)
+        self._changed()
+
+    def _on_conflict_state(self, node: str, msg: ConflictState) -> None:
+        self._deliver_conflict_state(msg.winner, msg.state)
+
+    def _deliver_conflict_state(self, winner: Pid, state: Any) -> None:
+        proc = self.runtime.local(winner)
+        if proc is not None:
+            self.runtime.run_in(proc, _ResolveConflict(state))
+
+    # --- graceful leave ----------------------------------------------------------------------------
+
+    async def drain(self, timeout: float) -> None:
+        """Hand every local factory-registered name off; wait (at most ``timeout``)."""
+        self.core.start_leaving(self.loop.time())
+        self._flush()
+        deadline = self.loop.time() + timeout
+        await self._wait_until(lambda: not self._busy(), deadline)
+        # Let the others' flush markers reach us so we can relay them (bounded).
+        expected = set(self.transport.connected())
+        await self._wait_until(
+            lambda: all(not o.committed or expected - {o.target} <= o.relayed for o in self._outgoing.values()),
+            min(deadline, self.loop.time() + 1.0),
+        )
+
+    async def _wait_until(self, condition: Callable[[], bool], deadline: float) -> None:
+        """Wait for ``condition``, re-checked whenever handoff progress wakes ``_idle``."""
+        while not condition() and self.loop.time() < deadline:
+            self._idle.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._idle.wait(), max(0.0, min(0.1, deadline - self.loop.time())))
+
+    def _busy(self) -> bool:
+        if any(not o.committed for o in self._outgoing.values()) or self.core.moving:
+            return True
+        return any(c.spec is not None and c.kind == CLAIM_NAME for c in self.core.local_names())
+
+    def _check_idle(self) -> None:
+        if not self._busy():
+            self._idle.set()
+
+    def statistics(self) -> RegistryStatistics:
+        return self.core.statistics()
+
+
+# --- small helpers ------------------------------------------------------------------------------------
+
+
+async def _die(proc: Process) -> None:
+    await proc.die()
+
+
+async def _ask_state(proc: Process) -> Any:
+    return await proc.begin_handoff()
+
+
+class _EndHandoff:
+    __slots__ = ("state",)
+
+    def __init__(self, state: Any) -> None:
+        self.state = state
+
+    async def __call__(self, proc: Process) -> None:
+        await proc.end_handoff(self.state)
+
+
+class _ResolveConflict:
+    __slots__ = ("state",)
+
+    def __init__(self, state: Any) -> None:
+        self.state = state
+
+    async def __call__(self, proc: Process) -> None:
+        await proc.resolve_conflict(self.state)
+
+
+def _run_first(runtime: Runtime, proc: Process, op: Callable[[Process], Coroutine[Any, Any, None]]) -> None:
+    """Put ``op`` at the head of ``proc``'s mailbox (before anything queued)."""
+    fut = runtime.run_in(proc, op)  # appended (and the drain started if idle)...
+    mb = proc._mailbox
+    assert mb is not None
+    entry = mb.pop()  # ...then moved to the front
+    mb.appendleft(entry)
+    fut.add_done_callback(_log_failure(proc, "end_handoff"))
+
+
+def _log_failure(proc: Process, what: str) -> Callable[[asyncio.Future[Any]], None]:
+    def done(fut: asyncio.Future[Any]) -> None:
+        if not fut.cancelled() and fut.exception() is not None:
+            log.error("%r: %s raised", proc, what, exc_info=fut.exception())
+
+    return done
+
+
+def _check_name(name: Any) -> None:
+    try:
+        hash(name)
+    except TypeError:
+        raise TypeError(f"a registered name must be hashable (str, int, tuple...), not {type(name).__name__}") from None
+    encode_value(name)
+
+
+def _interpret(reply: Any, mode: str) -> Any:
+    match reply:
+        case ("ok", value):
+            return value
+        case ("exists", Pid() as pid):
+            if mode == "whereis_or_register":
+                return pid
+            raise AlreadyRegistered(pid)
+        case ("error", "ProcessExited", reason):
+            raise ProcessExited(reason)
+        case ("error", kind, message):
+            raise _ERRORS.get(kind, FactoryError)(message)
+    raise FactoryError(f"unexpected registry reply {reply!r}")
