@@ -12,6 +12,7 @@ import random
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from .._log import RateLimitedLog
 from ..transport import Transport
 from ._config import MembershipConfig
 from ._core import MembershipCore, MembershipStatistics
@@ -49,7 +50,9 @@ class MembershipService:
         self._publish = publish
         self._spawn = spawn
         self.core = MembershipCore(name, creation, config, rng or random.Random(), loop.time(), allow=allow, deny=deny)
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer: asyncio.Handle | None = None
+        self._timer_at = 0.0  # the deadline ``_timer`` was armed for
+        self._ratelog = RateLimitedLog(log, f"{name}: ", interval=30.0)
         self._stopped = False
         self._urgent = False
 
@@ -120,7 +123,10 @@ class MembershipService:
         out = self.core.take()
         transport = self.transport
         for name in out.connect:
-            transport.connect(name, urgent=self._urgent)
+            try:
+                transport.connect(name, urgent=self._urgent)
+            except ValueError as exc:  # a malformed name in a heartbeat or rumor must not break membership
+                self._ratelog.warning("bad name", "cannot dial discovered node %r: %s", name, exc)
         for name, msg in out.send:
             try:
                 transport.post(name, msg)
@@ -136,10 +142,13 @@ class MembershipService:
         deadline = self.core.next_deadline()
         timer = self._timer
         if timer is not None:
-            if timer.when() <= deadline:
+            # Not ``timer.when()``: for a deadline already due, uvloop's ``call_at`` returns a
+            # plain ``Handle`` that has no ``when``.
+            if self._timer_at <= deadline:
                 return
             timer.cancel()
         self._timer = self.loop.call_at(deadline, self._on_timer)
+        self._timer_at = deadline
 
     # --- queries ------------------------------------------------------------------------------
 

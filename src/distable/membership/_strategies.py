@@ -94,7 +94,9 @@ class Gossip:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             if self.broadcast_only:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
-                sock.bind(("", self.port))
+                # Bound to the broadcast address itself: it receives the broadcasts, and
+                # nothing sent to this host's other addresses (so not every interface).
+                sock.bind(self.destination())
             else:
                 # Bound to the group address, so unicast traffic to the port is not seen.
                 sock.bind((self.multicast_addr, self.port))
@@ -204,17 +206,30 @@ class DNSPoll:
         return resolver
 
     async def resolve(self) -> list[str]:
-        """The node names the query resolves to now (A and AAAA records)."""
+        """The node names the query resolves to now (A and AAAA records).
+
+        Raises:
+            dns.exception.DNSException: no name found, and a lookup failed (not merely
+                empty): the first such failure.
+        """
+        import dns.exception
         import dns.resolver
 
         resolver = self._resolver()
         names: list[str] = []
+        errors: list[dns.exception.DNSException] = []
         for rdtype in ("A", "AAAA"):
             try:
                 answer = await resolver.resolve(self.query, rdtype)
             except (dns.resolver.NoAnswer, dns.resolver.NXDOMAIN):
                 continue
+            except dns.exception.DNSException as exc:
+                # One record type failing (a server that refuses AAAA) must not hide the other's answer.
+                errors.append(exc)
+                continue
             names.extend(format_node_name(self.basename, r.to_text(), self.port) for r in answer)
+        if errors and not names:
+            raise errors[0]
         return sorted(set(names))
 
     async def run(self, ctx: DiscoveryContext) -> None:

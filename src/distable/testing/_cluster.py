@@ -96,6 +96,11 @@ class NodeProcess:
             proc.kill()
             await proc.wait()
             raise TimeoutError(f"node process {name} did not start within {timeout} s") from None
+        except BaseException:  # cancelled, or a bad line: never leave the child behind
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+            raise
 
     async def _read(self) -> None:
         assert self.proc.stdout is not None

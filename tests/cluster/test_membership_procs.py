@@ -1,0 +1,221 @@
+"""Membership across real OS processes on loopback: gossip, static lists, broadcast.
+
+Every node is a child process (``NodeProcess``) that reports its membership events and
+answers ``nodes``. Each test uses its own random cookie and gossip port (from a seeded
+``random.Random``; the seed is printed, and ``DISTABLE_TEST_SEED`` replays it), so runs
+of the suite side by side never see each other's nodes. Every child is closed at the
+end of its test, whatever happens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+import socket
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from distable.testing import NodeProcess, eventually
+
+pytestmark = pytest.mark.cluster
+
+SIZE = 5
+
+
+def seeded_rng() -> random.Random:
+    """A ``random.Random`` with a printed seed (pytest shows it when the test fails)."""
+    seed = int(os.environ.get("DISTABLE_TEST_SEED") or random.SystemRandom().randrange(2**32))
+    print(f"seed {seed} (rerun with DISTABLE_TEST_SEED={seed})")
+    return random.Random(seed)
+
+
+def pick_gossip_port(rng: random.Random) -> int:
+    """A port in 46000-46999 that no socket on this host has bound (so no other test run uses it)."""
+    for _ in range(100):
+        port = rng.randrange(46000, 47000)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            try:
+                probe.bind(("0.0.0.0", port))  # a bind only; nothing is sent
+            except OSError:
+                continue
+        print(f"gossip port {port}")
+        return port
+    raise RuntimeError("no free gossip port in 46000-46999")
+
+
+def free_tcp_ports(count: int) -> list[int]:
+    """``count`` distinct TCP ports free on 127.0.0.1 a moment ago."""
+    with contextlib.ExitStack() as stack:
+        socks = [stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) for _ in range(count)]
+        for sock in socks:
+            sock.bind(("127.0.0.1", 0))
+        return [int(sock.getsockname()[1]) for sock in socks]
+
+
+def port_of(name: str) -> int:
+    return int(name.rpartition(":")[2])
+
+
+@dataclass
+class Cluster:
+    """Starts children with one cookie and one gossip port, and remembers every one it started."""
+
+    rng: random.Random
+    gossip_port: int
+    cookie: str
+    children: list[NodeProcess] = field(default_factory=list)
+
+    async def start(self, names: Sequence[str], **options: Any) -> list[NodeProcess]:
+        """Start a child per name, all at once; each is remembered (for cleanup) as soon as it is up."""
+
+        async def one(name: str) -> NodeProcess:
+            child = await NodeProcess.start(name, self.cookie, preset="local", **options)
+            self.children.append(child)
+            return child
+
+        results = await asyncio.gather(*(one(name) for name in names), return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+        return [r for r in results if isinstance(r, NodeProcess)]
+
+    async def start_gossip(self, names: Sequence[str], **options: Any) -> list[NodeProcess]:
+        return await self.start(names, gossip="127.0.0.1", gossip_port=self.gossip_port, **options)
+
+
+@contextlib.asynccontextmanager
+async def cluster() -> AsyncIterator[Cluster]:
+    rng = seeded_rng()
+    c = Cluster(rng, pick_gossip_port(rng), f"procs-{rng.getrandbits(64):016x}")
+    try:
+        yield c
+    finally:
+        await asyncio.gather(*(child.close() for child in c.children), return_exceptions=True)
+
+
+async def views(children: Sequence[NodeProcess]) -> dict[str, list[str]]:
+    """Each child's ``nodes()``, by its name."""
+    answers = await asyncio.gather(*(child.nodes() for child in children))
+    return {child.name: sorted(view) for child, view in zip(children, answers, strict=True)}
+
+
+async def full_mesh(children: Sequence[NodeProcess], timeout: float = 20.0) -> None:
+    """Wait until every child lists every other one, and no one else."""
+    names = sorted(child.name for child in children)
+    last: dict[str, list[str]] = {}
+
+    async def meshed() -> bool:
+        nonlocal last
+        last = await views(children)
+        return all(view == [n for n in names if n != name] for name, view in last.items())
+
+    await eventually(meshed, timeout=timeout, interval=0.05, message=lambda: f"no full mesh; views: {last}")
+
+
+def events_about(child: NodeProcess, node: str, kind: str, since: float = 0.0) -> list[dict[str, Any]]:
+    """The ``kind`` events ("NodeUp" / "NodeDown") that ``child`` reported about ``node``
+    at or after wall-clock time ``since`` (children share this host's clock)."""
+    return [e for e in child.events if e["event"] == kind and e["node"] == node and e["t"] >= since]
+
+
+async def all_report(children: Sequence[NodeProcess], node: str, kind: str, since: float) -> None:
+    """Wait until every one of ``children`` reported a ``kind`` event about ``node`` since ``since``."""
+    await eventually(
+        lambda: all(events_about(child, node, kind, since) for child in children),
+        timeout=20.0,
+        interval=0.05,
+        message=lambda: f"no {kind} about {node} since {since}: " + str({c.name: c.events for c in children}),
+    )
+
+
+# --- gossip ---------------------------------------------------------------------------------
+
+
+async def test_five_gossip_nodes_started_at_once_form_a_full_mesh() -> None:
+    async with cluster() as c:
+        children = await c.start_gossip([f"n{i}" for i in range(SIZE)])
+
+        await full_mesh(children)
+
+
+async def test_survivors_report_a_sigkilled_node_down_with_reason_failed() -> None:
+    async with cluster() as c:
+        children = await c.start_gossip([f"n{i}" for i in range(SIZE)])
+        await full_mesh(children)
+        victim, survivors = children[-1], children[:-1]
+        killed_at = time.time()
+
+        victim.kill()
+        await victim.wait()
+
+        await all_report(survivors, victim.name, "NodeDown", since=killed_at)
+        for child in survivors:
+            downs = [e["detail"] for e in events_about(child, victim.name, "NodeDown", since=killed_at)]
+            assert downs == ["failed"], child.events
+        await full_mesh(survivors)
+
+
+async def test_a_node_restarted_after_sigkill_is_reported_up_with_a_newer_incarnation() -> None:
+    async with cluster() as c:
+        children = await c.start_gossip([f"n{i}" for i in range(SIZE)])
+        await full_mesh(children)
+        victim, survivors = children[-1], children[:-1]
+        killed_at = time.time()
+        victim.kill()
+        await victim.wait()
+        await all_report(survivors, victim.name, "NodeDown", since=killed_at)
+        restarted_at = time.time()
+
+        [reborn] = await c.start_gossip(["n4"], port=port_of(victim.name))
+
+        assert reborn.name == victim.name
+        assert reborn.incarnation > victim.incarnation
+        await all_report(survivors, victim.name, "NodeUp", since=restarted_at)
+        for child in survivors:
+            ups = [e["detail"] for e in events_about(child, victim.name, "NodeUp", since=restarted_at)]
+            assert ups == [reborn.incarnation], child.events
+        await full_mesh([*survivors, reborn])
+
+
+async def test_survivors_report_a_sigtermed_node_down_with_reason_left() -> None:
+    async with cluster() as c:
+        children = await c.start_gossip([f"n{i}" for i in range(SIZE)])
+        await full_mesh(children)
+        leaver, survivors = children[0], children[1:]
+        signalled_at = time.time()
+
+        leaver.terminate()
+        assert await leaver.wait() == 0
+
+        await all_report(survivors, leaver.name, "NodeDown", since=signalled_at)
+        for child in survivors:
+            downs = [e["detail"] for e in events_about(child, leaver.name, "NodeDown", since=signalled_at)]
+            assert downs == ["left"], child.events
+        await full_mesh(survivors)
+
+
+async def test_broadcast_only_gossip_forms_a_full_mesh_on_loopback() -> None:
+    async with cluster() as c:
+        children = await c.start_gossip([f"b{i}" for i in range(3)], broadcast=True)
+
+        await full_mesh(children)
+
+
+# --- a static list --------------------------------------------------------------------------
+
+
+async def test_three_static_nodes_form_a_full_mesh() -> None:
+    async with cluster() as c:
+        ports = free_tcp_ports(3)
+        names = [f"s{i}@127.0.0.1:{port}" for i, port in enumerate(ports)]
+
+        children = await asyncio.gather(*(c.start([f"s{i}"], port=port, static=names) for i, port in enumerate(ports)))
+
+        assert sorted(child.name for [child] in children) == sorted(names)
+        await full_mesh([child for [child] in children])
