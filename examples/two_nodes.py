@@ -10,7 +10,6 @@ when b stops. Everything runs on 127.0.0.1 and ends by itself in a few seconds.
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 import sys
 from pathlib import Path

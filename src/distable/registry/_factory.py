@@ -14,7 +14,10 @@ exception it raises is a ``FactoryError``. Either way nothing is registered.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import inspect
+import sys
+from pathlib import Path
 from typing import Any
 
 from .._errors import FactoryError, InvalidFactoryReturn
@@ -39,6 +42,12 @@ def factory_ref(factory: Any) -> str:
         return factory
     module = getattr(factory, "__module__", None)
     qualname = getattr(factory, "__qualname__", None)
+    if module == "__main__" and qualname and "<" not in qualname:
+        # Defined in the script being run: other nodes import that script by its file's
+        # name (as multiprocessing's spawn does), if that name finds the same file.
+        script = _main_module_name()
+        if script is not None:
+            return f"{script}:{qualname}"
     if not module or not qualname or "<" in qualname or module == "__main__":
         raise TypeError(
             f"factory {factory!r} must be importable by other nodes: a top-level function or "
@@ -53,6 +62,22 @@ def factory_ref(factory: Any) -> str:
     if found is not factory:
         raise TypeError(f"factory {factory!r} is not reachable as {ref!r}")
     return ref
+
+
+def _main_module_name() -> str | None:
+    """The importable name of the script running as ``__main__``, or None."""
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    if not path:
+        return None
+    name = Path(path).stem
+    try:
+        spec = importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        return None
+    if spec is None or spec.origin is None or Path(spec.origin).resolve() != Path(path).resolve():
+        return None
+    return name
 
 
 def resolve(ref: str) -> Any:
