@@ -239,6 +239,17 @@ class MembershipCore:
             return
         m = self.members.get(name)
         if m is not None:
+            if m.status == DEAD and creation and creation == m.creation:
+                # A heartbeat from the very creation we hold as failed: it still runs (a
+                # partition healed, a stall ended). A link we still hold to it is stale (it
+                # carried no refutation; across a partition TCP may be backing off for
+                # seconds): drop it, and the next heartbeat dials afresh; the new link's
+                # push-pull tells the node the verdict, and its refutation revives it.
+                if m.link:
+                    self._out.disconnect.append(name)
+                else:
+                    self._out.connect.append(name)
+                return
             if m.link or (creation and creation < m.creation):
                 return
             if m.status in (DEAD, LEFT) and creation <= m.creation:
@@ -331,6 +342,9 @@ class MembershipCore:
             elif m.status in (DEAD, LEFT) and now >= m.since + cfg.reclaim_after:
                 del self.members[m.name]
                 self._rumors.pop(m.name, None)
+                # Stop redialing it: a failed node is retried only until reclaimed (so a
+                # healed partition reconnects), then only fresh discovery brings it back.
+                self._out.disconnect.append(m.name)
         for seq, (_, _, expiry) in list(self._relays.items()):
             if now >= expiry:
                 del self._relays[seq]
@@ -397,9 +411,12 @@ class MembershipCore:
 
     def _apply(self, r: Rumor, now: float) -> None:
         if r.name == self.name:
-            if r.creation == self.creation and r.status in (SUSPECT, DEAD) and r.incarnation >= self.incarnation:
-                self.incarnation = r.incarnation + 1  # refute: "I am alive, and newer than that"
-                self._refutations += 1
+            if r.creation == self.creation and r.status in (SUSPECT, DEAD):
+                if r.incarnation >= self.incarnation:
+                    self.incarnation = r.incarnation + 1  # refute: "I am alive, and newer than that"
+                    self._refutations += 1
+                # Also for an older incarnation: whoever still spreads it has not heard our
+                # refutation, whose retransmits may be spent; it rides on our very next reply.
                 self._queue_rumor(self._self_rumor())
             return
         if not self.allowed(r.name):
@@ -426,11 +443,18 @@ class MembershipCore:
             return
         if not _supersedes(r, m):
             return
+        if r.status == DEAD and m.link and m.status in (ALIVE, SUSPECT):
+            # Another node's verdict on a member we still hold a link to may be stale (sent
+            # across a partition and delivered when it healed) or come from the cut-off
+            # side: it only starts our own suspicion, which the member refutes if it is
+            # alive and our own timeout confirms if it is not (memberlist's push-pull rule).
+            r = Rumor(r.name, r.creation, r.incarnation, SUSPECT)
         old_status = m.status
         m.incarnation = r.incarnation
         if r.status != old_status:
             m.status = r.status
             m.since = now
+        ask = False
         if r.status == ALIVE:
             m.suspect_deadline = _NEVER
             if old_status in (DEAD, LEFT) and not m.link:
@@ -440,6 +464,7 @@ class MembershipCore:
             if old_status != SUSPECT:
                 self._suspicions += 1
                 m.suspect_deadline = now + self._suspicion_timeout()
+                ask = m.link
         elif r.status == DEAD:
             self._failures += old_status != DEAD
             self._down(m, "failed")
@@ -447,6 +472,11 @@ class MembershipCore:
             self._down(m, "left")
             self._out.disconnect.append(m.name)
         self._queue_rumor(r)
+        if ask:
+            # Suspected on someone else's word: ping it now, the suspicion riding along, so
+            # a live member refutes within one round trip (Lifeguard's "buddy system").
+            self._seq += 1
+            self._out.send.append((m.name, Ping(self._seq, self._piggyback())))
 
     def _suspect(self, m: Member, now: float) -> None:
         m.status = SUSPECT

@@ -106,6 +106,9 @@ class Node:
         connect: node names to keep links with from the start.
         transport: link tunables (``TransportConfig``).
         block_warning: seconds a handler may hold the loop before a warning is logged.
+        transport_factory: builds the node's links, called with ``Transport``'s keyword
+            arguments (``Transport`` by default; tests pass an in-memory network's, see
+            ``distable.testing.MemoryNetwork``).
     """
 
     def __init__(
@@ -127,6 +130,7 @@ class Node:
         connect: list[str] | tuple[str, ...] = (),
         transport: TransportConfig | None = None,
         block_warning: float = 0.25,
+        transport_factory: Callable[..., Transport] | None = None,
     ) -> None:
         if "@" in name or not name:
             raise ValueError(f"node name {name!r} must be non-empty and contain no '@'")
@@ -148,6 +152,7 @@ class Node:
         self._drain_timeout = drain_timeout
         self._config = transport or TransportConfig()
         self._block_warning = block_warning
+        self._transport_factory = transport_factory or Transport
         self.name = format_node_name(name, host, port) if port else ""
         self.incarnation = 0
         self._runtime: Runtime | None = None
@@ -180,7 +185,7 @@ class Node:
         loop = asyncio.get_running_loop()
         self.incarnation = time.time_ns() // 1000
         self._started = time.monotonic()
-        transport = Transport(
+        transport = self._transport_factory(
             name=self.name or format_node_name(self.short_name, self.host, 1),
             incarnation=self.incarnation,
             cookie=self._cookie,
@@ -549,6 +554,10 @@ def current_node() -> Node:
 
 def send(dest: Pid | Any, message: Any) -> None:
     """Send ``message`` to ``dest``'s ``handle_info`` from the current node."""
+    runtime = _current_runtime.get()
+    if runtime is not None and type(dest) is Pid:
+        runtime.send(dest, message)  # what Node.send does with a pid, two calls fewer: the hot path
+        return
     current_node().send(dest, message)
 
 
@@ -564,6 +573,9 @@ async def call(dest: Pid | Any, message: Any, timeout: float = 5.0) -> Any:
         CallTimeout: no reply within ``timeout`` seconds.
         ProcessExited: the callee did not exist, exited, or its node was lost.
     """
+    runtime = _current_runtime.get()
+    if runtime is not None and type(dest) is Pid:
+        return await runtime.call(dest, message, timeout)  # what Node.call does with a pid, one await fewer
     return await current_node().call(dest, message, timeout)
 
 

@@ -70,6 +70,7 @@ if TYPE_CHECKING:
 
 BUCKETS = 64
 _MASK = (1 << 64) - 1
+_SHARED_SPECS_MAX = 1024  # distinct argument-less specs shared per node (a bound, not a tunable)
 
 
 def claim_key(claim: Claim | Removal) -> Hashable:
@@ -224,7 +225,15 @@ class TrackerCore:
         self.placement: Placement = strategy.place([node] if role == "server" else [])
         self.pinned: set[Any] = set()  # local names whose process answered Ignore
         self.moving: set[Any] = set()  # local names being handed off now
-        self._local_by_pid: dict[Pid, set[Hashable]] = {}
+        # names whose host handed them off, until the successor's own claim arrives
+        self._successors: dict[Any, Pid] = {}
+        # local pid -> the key of its one claim, or a set of keys when it holds several
+        self._local_by_pid: dict[Pid, Hashable | set[Hashable]] = {}
+        # (factory, restart, handoff_timeout) -> the one Spec object every argument-less
+        # claim of that kind shares: replicas hold N claims, mostly of a few such specs
+        self._specs: dict[tuple[str, str, float], Spec] = {}
+        self._contested_names: set[Any] = set()  # names with more than one claimant now
+        self._sample_pids: dict[str, Pid] = {}  # peer -> a pid of it, whose parts others share
         self._pending_claims: list[Claim] = []
         self._pending_removals: list[Removal] = []
         self._resolving: set[tuple[Any, Pid]] = set()
@@ -260,7 +269,7 @@ class TrackerCore:
         if self._pending_claims or self._pending_removals:
             delta = Delta(
                 [wire_claim(c) for c in self._pending_claims],
-                [Removal(r.kind, to_wire(r.key), r.pid, r.clock) for r in self._pending_removals],
+                [Removal(r.kind, to_wire(r.key), r.pid, r.clock, r.successor) for r in self._pending_removals],
             )
             self._pending_claims = []
             self._pending_removals = []
@@ -302,6 +311,10 @@ class TrackerCore:
     def peer_down(self, node: str, now: float) -> None:
         """``node`` is down: drop its claims; restart the names this node now owns."""
         self.peers.pop(node, None)
+        self._sample_pids.pop(node, None)
+        for name in [n for n, p in self._successors.items() if p.node == node]:
+            del self._successors[name]  # its claim will never come: forget the name
+            self._resolve(name)
         self._flushed = {f for f in self._flushed if f[0] != node}
         self._replace_placement(now)
         gone = self.claims.pop(node, {})
@@ -314,12 +327,22 @@ class TrackerCore:
                     if owner == self.node:
                         self._n_restarts += 1
                         self._out.commands.append(StartName(claim.key, claim.spec, "nodedown"))
+                    elif owner is not None:
+                        # The owner may never have held this claim (it joined, or linked to
+                        # the dead host, too late to learn of it): ask it. Every survivor that
+                        # knew the claim asks; registration on the owner is idempotent.
+                        self._out.commands.append(RestartElsewhere(claim.key, claim.spec, owner))
             else:
                 self._group_remove(claim)
         self._rebalance()
 
     def on_hello(self, node: str, msg: RegistryHello, now: float) -> None:
-        peer = self.peers.setdefault(node, _Peer())
+        peer = self.peers.get(node)
+        if peer is None:
+            # Not up in this node's view (a message still in flight when membership declared
+            # it down, or ahead of the NodeUp): taking it would bring back a peer that no
+            # peer_down will remove again. Its next sync repeats the hello.
+            return
         changed = not peer.hello or peer.role != msg.role or peer.leaving != msg.leaving
         peer.role, peer.leaving, peer.hello = msg.role, msg.leaving, True
         if changed:
@@ -327,7 +350,9 @@ class TrackerCore:
             self._rebalance()
 
     def on_leaving(self, node: str, msg: RegistryLeaving, now: float) -> None:
-        peer = self.peers.setdefault(node, _Peer())
+        peer = self.peers.get(node)
+        if peer is None:
+            return  # not up in this node's view (see on_hello)
         if not peer.leaving:
             peer.leaving = True
             self._replace_placement(now)
@@ -351,7 +376,7 @@ class TrackerCore:
             return
         self.placement = self.strategy.place(nodes)
         self.pinned.clear()  # a process that chose to stay is asked again on each change
-        for name in [n for n, c in self.winners.items() if self._contested(n)]:
+        for name in [n for n in self._contested_names if n in self.winners]:
             self._resolve(name)
 
     def _rebalance(self) -> None:
@@ -388,21 +413,41 @@ class TrackerCore:
     ) -> Claim:
         """Claim ``name`` for the local process ``pid`` and broadcast it."""
         self.clock += 1
+        if spec is not None and not spec.args and not spec.kwargs:
+            spec = self._shared_spec(spec)
         claim = Claim(CLAIM_NAME, name, pid, self.clock, hash_name(name), spec, moved_from, handoff)
+        displaced = self.claims[self.node].get((CLAIM_NAME, name))
         self._add_local(claim)
         self._resolve(name)
+        if displaced is not None and displaced.pid != pid and (name, displaced.pid) not in self._resolving:
+            # Two local processes for one name (two handoffs of it came in at once, say):
+            # this claim replaces the other in this host's table, so that process would run
+            # on unregistered. It loses, as after a netsplit: its state goes to this one,
+            # then it is told to die.
+            self._resolving.add((name, displaced.pid))
+            self._n_conflicts += 1
+            self._out.commands.append(ResolveConflict(name, displaced.pid, pid))
+            self._out.events.append(ConflictResolved(name, pid, displaced.pid))
         if moved_from is not None and moved_from.node != self.node:
             self._send_flush(moved_from.node, handoff)
-        self._backoff.setdefault(name, (0.0, now))
+        if spec is not None and self.placement.owner_of_hash(claim.position) != self.node:
+            # The placement changed while its process was starting (a restart raced the loss
+            # of the quorum, a request reached a node that owns the name no more): move or stop
+            # it now, not at the next sync.
+            self._rebalance()
         return claim
 
-    def local_unclaim(self, name: Any, pid: Pid) -> bool:
-        """Remove this node's claim of ``name`` by ``pid`` (if it still holds it)."""
+    def local_unclaim(self, name: Any, pid: Pid, successor: Pid | None = None) -> bool:
+        """Remove this node's claim of ``name`` by ``pid`` (if it still holds it).
+
+        ``successor``: the pid a handoff moved it to; replicas that hear of the removal
+        before the successor's own claim keep resolving the name to it meanwhile.
+        """
         key = (CLAIM_NAME, name)
         claim = self.claims[self.node].get(key)
         if claim is None or claim.pid != pid:
             return False
-        self._remove_local(key, claim)
+        self._remove_local(key, claim, successor=successor)
         self.moving.discard(name)
         self.pinned.discard(name)
         self._resolve(name)
@@ -429,10 +474,10 @@ class TrackerCore:
     def local_exit(self, pid: Pid, reason: Any, now: float) -> None:
         """A local process exited: drop its claims; restart its names by their policy."""
         keys = self._local_by_pid.pop(pid, None)
-        if not keys:
+        if keys is None:
             return
         table = self.claims[self.node]
-        for key in list(keys):
+        for key in list(keys) if isinstance(keys, set) else [keys]:
             claim = table.get(key)
             if claim is None or claim.pid != pid:
                 continue
@@ -452,32 +497,45 @@ class TrackerCore:
             if policy == "permanent" or (policy == "transient" and abnormal):
                 self._schedule_restart(name, claim.spec, now)
 
-    def handoff_done(self, name: Any, old_pid: Pid) -> None:
-        """The handoff of ``name`` completed: the successor's claim supersedes ours."""
-        self.local_unclaim(name, old_pid)
+    def handoff_done(self, name: Any, old_pid: Pid, new_pid: Pid) -> None:
+        """The handoff of ``name`` to ``new_pid`` completed: its claim supersedes ours."""
+        if new_pid.node != self.node:
+            self._successors[name] = new_pid  # until the new owner's claim reaches us
+        self.local_unclaim(name, old_pid, successor=new_pid)
 
     def handoff_failed(self, name: Any, ignore: bool) -> None:
         """The handoff of ``name`` did not happen; ``ignore``: the process chose to stay."""
         self.moving.discard(name)
         if ignore:
             self.pinned.add(name)
+        if self._contested(name):
+            self._resolve(name)  # a conflict found while it was moving (see _resolve)
 
     def _add_local(self, claim: Claim) -> None:
         key = claim_key(claim)
         self.claims[self.node][key] = claim
-        self._local_by_pid.setdefault(claim.pid, set()).add(key)
+        index = self._local_by_pid
+        held = index.get(claim.pid)
+        if held is None or held == key:
+            index[claim.pid] = key
+        elif isinstance(held, set):
+            held.add(key)
+        else:
+            index[claim.pid] = {held, key}
         self._pending_claims.append(claim)
 
-    def _remove_local(self, key: Hashable, claim: Claim, index: bool = True) -> None:
+    def _remove_local(self, key: Hashable, claim: Claim, index: bool = True, successor: Pid | None = None) -> None:
         del self.claims[self.node][key]
         if index:
-            keys = self._local_by_pid.get(claim.pid)
-            if keys is not None:
-                keys.discard(key)
-                if not keys:
+            held = self._local_by_pid.get(claim.pid)
+            if isinstance(held, set):
+                held.discard(key)
+                if not held:
                     del self._local_by_pid[claim.pid]
+            elif held == key:
+                del self._local_by_pid[claim.pid]
         self.clock += 1
-        self._pending_removals.append(Removal(claim.kind, claim.key, claim.pid, self.clock))
+        self._pending_removals.append(Removal(claim.kind, claim.key, claim.pid, self.clock, successor))
 
     def _schedule_restart(self, name: Any, spec: Spec, now: float) -> None:
         cfg = self.config
@@ -492,15 +550,15 @@ class TrackerCore:
     # --- messages from peers ------------------------------------------------------------------
 
     def on_delta(self, host: str, msg: Delta, now: float) -> None:
-        if host == self.node:
-            return
+        if host == self.node or host not in self.peers:
+            return  # a host not up here: its claims would stay forever (see on_hello); syncs repair
         table = self.claims.setdefault(host, {})
         for claim in msg.claims:
             key = claim_key(claim)
             old = table.get(key)
             if old is not None and old.clock >= claim.clock:
                 continue
-            table[key] = claim
+            table[key] = claim = self._canonical(claim)
             self._apply(claim, old)
         for removal in msg.removals:
             key = claim_key(removal)
@@ -509,9 +567,54 @@ class TrackerCore:
                 continue
             del table[key]
             if old.kind == CLAIM_NAME:
+                if removal.successor is not None:
+                    self._successors[old.key] = removal.successor
                 self._resolve(old.key)
             else:
                 self._group_remove(old)
+
+    def _canonical(self, claim: Claim) -> Claim:
+        """``claim`` as the replica keeps it: an argument-less spec shared with every entry of
+        the same spec, and pids sharing their node's name and incarnation objects (a decoded
+        claim brings copies of its own, several hundred bytes per entry on every node)."""
+        spec = claim.spec
+        if spec is not None and not spec.args and not spec.kwargs:
+            shared = self._specs.get((spec.factory, spec.restart, spec.handoff_timeout))
+            spec = self._shared_spec(spec) if shared is None else shared
+        pid = claim.pid
+        sample = self._sample_pids.get(pid.node)
+        if sample is not None and sample.incarnation == pid.incarnation and sample.node is not pid.node:
+            pid = Pid(sample.node, sample.incarnation, pid.id)
+        else:
+            pid = self._shared_pid(pid)
+        moved = claim.moved_from
+        if moved is not None:
+            moved = self._shared_pid(moved)
+        if spec is claim.spec and pid is claim.pid and moved is claim.moved_from:
+            return claim
+        return Claim(claim.kind, claim.key, pid, claim.clock, claim.position, spec, moved, claim.handoff)
+
+    def _shared_pid(self, pid: Pid) -> Pid:
+        """``pid``, rebuilt on the node-name and incarnation objects of a pid seen before from
+        the same node incarnation (one kept per peer)."""
+        sample = self._sample_pids.get(pid.node)
+        if sample is None or sample.incarnation != pid.incarnation:
+            if pid.node in self.peers:
+                self._sample_pids[pid.node] = pid
+            return pid
+        if sample.node is pid.node:
+            return pid
+        return Pid(sample.node, sample.incarnation, pid.id)
+
+    def _shared_spec(self, spec: Spec) -> Spec:
+        """The one Spec object kept for this argument-less spec (``spec`` the first time)."""
+        key = (spec.factory, spec.restart, spec.handoff_timeout)
+        shared = self._specs.get(key)
+        if shared is None:
+            if len(self._specs) < _SHARED_SPECS_MAX:
+                self._specs[key] = spec
+            return spec
+        return shared
 
     def _apply(self, claim: Claim, old: Claim | None) -> None:
         if claim.kind == CLAIM_NAME:
@@ -546,8 +649,8 @@ class TrackerCore:
         self._out.send.append((node, SyncReply(sorted(wanted), claims)))
 
     def on_sync_reply(self, host: str, msg: SyncReply, now: float) -> None:
-        if host == self.node:
-            return
+        if host == self.node or host not in self.peers:
+            return  # not up here (see on_delta)
         buckets = set(msg.buckets)
         self._n_repaired += len(buckets)
         table = self.claims.setdefault(host, {})
@@ -564,7 +667,7 @@ class TrackerCore:
             previous = table.get(key)
             if previous is not None and previous.clock == claim.clock and previous.pid == claim.pid:
                 continue
-            table[key] = claim
+            table[key] = claim = self._canonical(claim)
             self._apply(claim, previous)
 
     # --- time ------------------------------------------------------------------------------------
@@ -586,7 +689,11 @@ class TrackerCore:
             self._next_sync = now + self.config.sync_interval
             self._rebalance()  # retries handoffs that failed or were refused
             digest = Digest(self._digest(self.node))
+            # The hello goes again too: a peer that saw this node go down and come back (a
+            # one-sided suspicion) dropped it, and waits for it to place names here again.
+            hello = RegistryHello(self.role, self.leaving)
             for peer in self.peers:
+                self._out.send.append((peer, hello))
                 self._out.send.append((peer, digest))
                 self._n_syncs += 1
 
@@ -602,9 +709,23 @@ class TrackerCore:
 
     def _resolve(self, name: Any) -> None:
         cands = self._claimants(name)
-        current = self.winners.get(name)
+        if len(cands) > 1:
+            self._contested_names.add(name)
+        else:
+            self._contested_names.discard(name)
         winner: Claim | None
+        if cands:
+            self._successors.pop(name, None)
         if not cands:
+            successor = self._successors.get(name)
+            if successor is not None:
+                # Handed off: its new claim is on its way from the new owner. Resolve to the
+                # successor meanwhile, so the name never disappears while it moves.
+                self.winners.pop(name, None)
+                if self.pids.get(name) != successor:
+                    self.pids[name] = successor
+                    self._out.events.append(NameRegistered(name, successor))
+                return
             winner = None
         elif len(cands) == 1:
             winner = cands[0]
@@ -620,19 +741,24 @@ class TrackerCore:
                 for loser in live:
                     if loser is winner or loser.pid.node != self.node:
                         continue
+                    if name in self.moving:
+                        # Being handed off: the move carries its state on, and whatever copy
+                        # it becomes is resolved in turn. Resolving it here too would hand
+                        # the winner this copy's state twice. A failed move re-resolves it.
+                        continue
                     if (name, loser.pid) not in self._resolving:
                         self._resolving.add((name, loser.pid))
                         self._n_conflicts += 1
                         self._out.commands.append(ResolveConflict(name, loser.pid, winner.pid))
                         self._out.events.append(ConflictResolved(name, winner.pid, loser.pid))
         if winner is None:
-            if current is not None:
-                del self.winners[name]
-                del self.pids[name]
-                self._out.events.append(NameUnregistered(name, current.pid))
+            self.winners.pop(name, None)
+            gone = self.pids.pop(name, None)
+            if gone is not None:
+                self._out.events.append(NameUnregistered(name, gone))
             return
         self.winners[name] = winner
-        if current is None or current.pid != winner.pid:
+        if self.pids.get(name) != winner.pid:
             self.pids[name] = winner.pid
             self._out.events.append(NameRegistered(name, winner.pid))
 

@@ -29,7 +29,7 @@ import logging
 import random
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from .._errors import (
     AlreadyRegistered,
@@ -80,6 +80,7 @@ from ._events import HandoffAborted, HandoffCompleted, HandoffStarted, ProcessRe
 from ._factory import factory_ref, run_factory
 
 log = logging.getLogger("distable.registry")
+T = TypeVar("T")
 
 REGISTRY_SERVER_ID = 1
 RESTART_POLICIES = ("temporary", "transient", "permanent")
@@ -209,6 +210,8 @@ class RegistryService:
         self._flush_scheduled = False
         self._timer: asyncio.TimerHandle | None = None
         self._idle = asyncio.Event()
+        self._retry_delay = 0.05
+        self._retry_handle: asyncio.TimerHandle | None = None
         self._ratelog = RateLimitedLog(log, f"{node}: ")
         self._stopped = False
         runtime.exit_listeners.append(self._on_exit)
@@ -221,9 +224,10 @@ class RegistryService:
 
     def stop(self) -> None:
         self._stopped = True
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        for handle in (self._timer, self._retry_handle):
+            if handle is not None:
+                handle.cancel()
+        self._timer = self._retry_handle = None
 
     # --- the core's outputs ---------------------------------------------------------------
 
@@ -400,6 +404,7 @@ class RegistryService:
             await self.runtime.call(self._server(pid.node), ("unregister", name, pid), timeout)
 
     async def join(self, group: Any, pid: Pid, timeout: float) -> None:
+        _check_name(group)  # here, so a remote join fails as a local one does (TypeError)
         if pid.node == self.node:
             if self.runtime.local(pid) is None:
                 raise ProcessExited("noproc")
@@ -462,6 +467,10 @@ class RegistryService:
         except Exception as exc:
             log.exception("%s: registry request %r failed", self.node, message)
             reply = ("error", "FactoryError", f"{type(exc).__name__}: {exc}")
+        if self._flush_scheduled:
+            # Send the change's Delta before the reply, on the same FIFO link: the caller's
+            # node then knows the new entry when its register/unregister/join returns.
+            self._flush()
         caller.reply(reply)
 
     async def _register_here(self, name: Any, spec: Spec) -> tuple[Any, ...]:
@@ -527,22 +536,29 @@ class RegistryService:
             command.spec.handoff_timeout,
         )
         try:
-            await self.runtime.call(self._server(command.owner), request, command.spec.handoff_timeout)
+            reply = await self.runtime.call(self._server(command.owner), request, command.spec.handoff_timeout)
+            if isinstance(reply, tuple) and reply and reply[0] == "error":
+                raise DistableError(f"{reply[1]}: {reply[2]}" if len(reply) > 2 else repr(reply))
         except Exception as exc:
             self._ratelog.warning(
                 ("restart", command.spec.factory), "cannot restart %r on %s: %s", command.name, command.owner, exc
             )
+            # Try again (with backoff) unless the name is back meanwhile: the restart may be
+            # the only one (the owner never knew the claim of a node that died).
+            self.core._schedule_restart(command.name, command.spec, self.loop.time())
+            self._changed()
 
     def _stop_local(self, pid: Pid) -> None:
         proc = self.runtime.local(pid)
         if proc is not None:
-            self.runtime.run_in(proc, _die)
+            _detached(self.runtime.run_in(proc, _die))
 
     # --- handoff: the old host --------------------------------------------------------------------
 
     async def _hand_off(self, command: HandOff) -> None:
         async with self._slots:
             await self._hand_off_one(command)
+        self._changed()  # carry out what the outcome made the core decide (handoff_failed)
         self._check_idle()
 
     async def _hand_off_one(self, command: HandOff) -> None:
@@ -551,11 +567,18 @@ class RegistryService:
         if proc is None:
             self.core.handoff_failed(name, False)
             return
+        gate = proc._gate
+        if gate is not None:
+            # It arrived by a handoff moments ago and still holds some node's messages: move
+            # it on only once they are in its mailbox, or they would be stranded.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(gate.opened(), spec.handoff_timeout)
         started = self.loop.time()
         self._publish(HandoffStarted(name, command.pid, target))
         freeze = _FreezeForHandoff()
         try:
-            answer = await asyncio.wait_for(asyncio.shield(self.runtime.run_in(proc, freeze)), spec.handoff_timeout)
+            frozen = _detached(self.runtime.run_in(proc, freeze))
+            answer = await asyncio.wait_for(asyncio.shield(frozen), spec.handoff_timeout)
         except (TimeoutError, ProcessExited) as exc:
             freeze.cancelled = True
             self._abort(name, proc, f"begin_handoff did not answer: {exc!r}")
@@ -594,9 +617,10 @@ class RegistryService:
         self._forward_mailbox(proc, new_pid, target, hid)
         self.runtime.retire(proc, new_pid, self.config.forward_ttl)
         self.transport.post(target, HandoffCommit(hid))
-        self.core.handoff_done(name, command.pid)
+        self.core.handoff_done(name, command.pid, new_pid)
+        self._retry_delay = 0.05
         self._changed()
-        self.runtime.run_in(proc, _die)
+        _detached(self.runtime.run_in(proc, _die))
         self.runtime.unfreeze(proc)
         self.loop.call_later(self.config.forward_ttl, self._outgoing.pop, hid, None)
         self._publish(
@@ -607,10 +631,20 @@ class RegistryService:
 
     def _abort(self, name: Any, proc: Process, reason: str) -> None:
         self.core.handoff_failed(name, False)
+        # Retry soon rather than at the next sync tick (a peer refused while draining, a
+        # timeout): backed off per failure streak, capped at the sync interval.
+        self._retry_delay = min(self.config.sync_interval, max(0.1, self._retry_delay * 2))
+        if self._retry_handle is None:
+            self._retry_handle = self.loop.call_later(self._retry_delay, self._retry_rebalance)
         if proc.alive:
             self.runtime.unfreeze(proc)
         self._ratelog.warning(("handoff", reason[:40]), "handoff of %r aborted: %s", name, reason)
         self._publish(HandoffAborted(name, proc.pid, reason))
+        self._changed()
+
+    def _retry_rebalance(self) -> None:
+        self._retry_handle = None
+        self.core._rebalance()
         self._changed()
 
     def _forward_mailbox(self, proc: Process, new_pid: Pid, target: str, hid: int) -> None:
@@ -656,6 +690,11 @@ class RegistryService:
     # --- handoff: the new owner -------------------------------------------------------------------
 
     def _on_handoff_request(self, node: str, msg: HandoffRequest) -> None:
+        if self.core.leaving:
+            # Draining: it would only have to move on again. The sender learns we are
+            # leaving (RegistryLeaving) and retries with its next owner.
+            self.transport.post(node, HandoffRefused(msg.hid, "the node is draining"))
+            return
         inc = _Incoming(node, msg.hid, msg.name, msg.spec, msg.old_pid)
         self._incoming[(node, msg.hid)] = inc
         self.spawn(self._accept(inc, msg.has_state, msg.state))
@@ -666,6 +705,15 @@ class RegistryService:
         previous = self._pending.get(name)
         if previous is not None:
             await asyncio.shield(previous)
+        mine = self.core.claims[self.node].get((CLAIM_NAME, name))
+        if mine is not None and self.runtime.local(mine.pid) is not None:
+            # A copy already runs here (restarted on this side of a healed netsplit, say) and
+            # the old host had not seen its claim when it chose to move its own: a second local
+            # claim would replace the first and leave that process running, unregistered.
+            # Refuse; conflict resolution settles which copy survives, the old host retries.
+            self._incoming.pop((inc.source, inc.hid), None)
+            self.transport.post(inc.source, HandoffRefused(inc.hid, f"{name!r} already runs here as {mine.pid!r}"))
+            return
         self._pending[name] = fut
         try:
             pid = await run_factory(inc.spec.factory, inc.spec.args, inc.spec.kwargs, self.runtime)
@@ -691,7 +739,7 @@ class RegistryService:
         if inc.cancelled:
             self._incoming.pop((inc.source, inc.hid), None)
             proc._gate = None
-            self.runtime.run_in(proc, _die)
+            _detached(self.runtime.run_in(proc, _die))
             return
         if inc.commit_pending:
             self._commit(inc)
@@ -724,7 +772,7 @@ class RegistryService:
             return
         del self._incoming[(node, msg.hid)]
         inc.proc._gate = None
-        self.runtime.run_in(inc.proc, _die)
+        _detached(self.runtime.run_in(inc.proc, _die))
 
     def _on_flushed(self, node: str, msg: Flushed) -> None:
         key = (node, msg.hid)
@@ -767,7 +815,7 @@ class RegistryService:
         has_state, state = False, None
         if proc is not None:
             try:
-                answer = await asyncio.wait_for(asyncio.shield(self.runtime.run_in(proc, _ask_state)), 5.0)
+                answer = await asyncio.wait_for(asyncio.shield(_detached(self.runtime.run_in(proc, _ask_state))), 5.0)
             except Exception:
                 answer = None
             if isinstance(answer, Resume):
@@ -784,7 +832,7 @@ class RegistryService:
             log.error("%s: cannot send the state of %r's losing copy: %s", self.node, command.name, exc)
         log.info("%s: %r lost %r to %r after a netsplit; stopping it", self.node, command.loser, command.name, winner)
         if proc is not None:
-            self.runtime.run_in(proc, _die)
+            _detached(self.runtime.run_in(proc, _die))
         self.core.conflict_done(command.name, command.loser)
         self._changed()
 
@@ -794,7 +842,7 @@ class RegistryService:
     def _deliver_conflict_state(self, winner: Pid, state: Any) -> None:
         proc = self.runtime.local(winner)
         if proc is not None:
-            self.runtime.run_in(proc, _ResolveConflict(state))
+            _detached(self.runtime.run_in(proc, _ResolveConflict(state)))
 
     # --- graceful leave ----------------------------------------------------------------------------
 
@@ -804,10 +852,12 @@ class RegistryService:
         self._flush()
         deadline = self.loop.time() + timeout
         await self._wait_until(lambda: not self._busy(), deadline)
-        # Let the others' flush markers reach us so we can relay them (bounded).
+        # Let the others' flush markers reach us so we can relay them (bounded). The new
+        # owner's own marker too: its processes may have sent to the old pid, and what they
+        # sent is ahead of that marker on its link to us (forwarded when it arrives).
         expected = set(self.transport.connected())
         await self._wait_until(
-            lambda: all(not o.committed or expected - {o.target} <= o.relayed for o in self._outgoing.values()),
+            lambda: all(not o.committed or expected <= o.relayed for o in self._outgoing.values()),
             min(deadline, self.loop.time() + 1.0),
         )
 
@@ -819,12 +869,22 @@ class RegistryService:
                 await asyncio.wait_for(self._idle.wait(), max(0.0, min(0.1, deadline - self.loop.time())))
 
     def _busy(self) -> bool:
-        if any(not o.committed for o in self._outgoing.values()) or self.core.moving:
+        # Cheapest test first: while any name is moving (most of a drain) this is O(1); the
+        # scans run only at the end, so a drain of n names costs O(n), not O(n^2).
+        if self.core.moving or any(not o.committed for o in self._outgoing.values()):
             return True
-        return any(c.spec is not None and c.kind == CLAIM_NAME for c in self.core.local_names())
+        # A handoff to this node accepted before it began to drain: once committed, its
+        # claim is moved on like the others; stopping now would kill the only copy.
+        if any(not i.committed and not i.cancelled for i in self._incoming.values()):
+            return True
+        # A process that answered Ignore stays: waiting for it would only use up the drain
+        # timeout; when this node is gone, the name's new owner restarts it.
+        pinned = self.core.pinned
+        return any(c.spec is not None and c.key not in pinned for c in self.core.local_names())
 
     def _check_idle(self) -> None:
-        if not self._busy():
+        # Only a drain waits on ``_idle``: outside one, a finished handoff wakes nobody.
+        if self.core.leaving and not self._busy():
             self._idle.set()
 
     def statistics(self) -> RegistryStatistics:
@@ -832,6 +892,19 @@ class RegistryService:
 
 
 # --- small helpers ------------------------------------------------------------------------------------
+
+
+def _detached(fut: asyncio.Future[T]) -> asyncio.Future[T]:
+    """Mark the outcome of a ``run_in`` as seen: when the process exits first (a second
+    ``_die`` queued behind the first, a conflict resolved during a shutdown), nobody waits
+    for it, and asyncio would log "exception was never retrieved" as an error."""
+    fut.add_done_callback(_seen)
+    return fut
+
+
+def _seen(fut: asyncio.Future[Any]) -> None:
+    if not fut.cancelled():
+        fut.exception()
 
 
 async def _die(proc: Process) -> None:

@@ -3,9 +3,11 @@
 Theory of operation: a process is an object with a mailbox (a deque, created on the
 first message) and no task of its own while idle. The first message that lands in
 an empty mailbox starts a drain task on the node's task group; the task handles
-messages in order until the mailbox is empty and then ends. Idle processes thus cost
-only their object (see bench/runtime.py for bytes per idle process), and a message
-to a busy process costs one deque append.
+messages in order until the mailbox is empty, lingers parked on a future for up to
+about a second (``Runtime._park``: a process that just got a message is likely to get
+another soon, and waking a parked task costs far less than starting one), and then
+ends. Idle processes thus cost only their object (see bench/runtime.py for bytes per
+idle process), and a message to a busy process costs one deque append.
 
 Invariants:
     * At most one drain task per process exists at any time (``_running``), so
@@ -62,6 +64,9 @@ class _NoReply:
 
 #: Return this from ``handle_call`` to reply later with ``caller.reply(value)``.
 NOREPLY: Final = _NoReply()
+
+#: ``Process.start``'s default for ``name``: start unregistered.
+_UNNAMED: Final = object()
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,6 +181,7 @@ class Process:
         "_frozen",
         "_gate",
         "_mailbox",
+        "_parked",
         "_pid",
         "_running",
         "_runtime",
@@ -195,6 +201,7 @@ class Process:
     _deferred: set[Caller] | None  # callers answered NOREPLY and not replied yet
     _blocked: asyncio.Future[None] | None  # a congested link to wait for before the next message
     _exit_waiters: list[asyncio.Future[Any]] | None
+    _parked: asyncio.Future[None] | None  # the drain lingers on it while the mailbox is empty
     _frozen: bool  # handing off: the mailbox keeps filling but is not drained
     _gate: Gate | None  # just handed in: holds direct messages per node until flushed
     alive: bool
@@ -242,14 +249,22 @@ class Process:
     # --- public helpers -------------------------------------------------------
 
     @classmethod
-    async def start(cls, *args: Any, **kwargs: Any) -> Pid:
+    async def start(cls, *args: Any, name: Any = _UNNAMED, **kwargs: Any) -> Pid:
         """Start a process of this class on the current node and return its pid.
+
+        With ``name``, register it instead: the same as ``register(name, cls, *args,
+        **kwargs)`` from the current node, so it starts on the name's owner (which may
+        be another node) and is moved and restarted by the registry.
 
         Raises:
             RuntimeError: there is no current node.
-            Exception: whatever ``init`` raised.
+            Exception: whatever ``init`` raised (with ``name``: the errors of ``register``).
         """
         runtime = current_runtime()
+        if name is not _UNNAMED:
+            # The runtime cannot import the node layer above it; its owner is the Node.
+            pid: Pid = await runtime.owner.register(name, cls, *args, **kwargs)
+            return pid
         return await runtime.spawn(cls, args, kwargs)
 
     @property
@@ -293,6 +308,7 @@ class Process:
         self._deferred = None
         self._blocked = None
         self._exit_waiters = None
+        self._parked = None
         self._frozen = False
         self._gate = None
         self.alive = True
@@ -309,6 +325,9 @@ class Process:
         if not self._running and not self._frozen:
             self._running = True
             self._runtime._start_drain(self)
+        elif self._parked is not None and not self._frozen:
+            parked, self._parked = self._parked, None
+            parked.set_result(None)
 
     async def _drain(self) -> None:
         # Only the time between the drain's suspensions holds the loop; awaiting (a call,
@@ -368,6 +387,12 @@ class Process:
                 if count >= BATCH:
                     count = 0
                     await asyncio.sleep(0)
+                if not mb and kind != INIT:  # linger (see the module docstring)
+                    parked = runtime._park(self)
+                    if parked is not None:
+                        await parked  # woken by _enqueue, or by the sweep with the mailbox empty
+                        if self._frozen:
+                            break
         except asyncio.CancelledError:
             if not self.alive:
                 # Killed by Runtime.shutdown: already cleaned up and reported "killed".
@@ -387,6 +412,7 @@ class Process:
                 caller.fail(crash)
         finally:
             self._running = False
+            self._parked = None
         if init_failed:
             # As in Erlang: a process whose init failed never ran, so terminate is not called.
             self.alive = False
@@ -444,12 +470,22 @@ class Gate:
     sender's messages arrive in the order sent. Forwarded messages bypass the gate.
     """
 
-    __slots__ = ("held", "proc", "waiting")
+    __slots__ = ("_opened", "held", "proc", "waiting")
 
     def __init__(self, proc: Process, nodes: set[str]) -> None:
         self.proc = proc
         self.waiting = set(nodes)
         self.held: dict[str, list[tuple[int, Any, Any]]] = {}
+        self._opened: list[asyncio.Future[None]] = []
+
+    def opened(self) -> asyncio.Future[None]:
+        """A future done when the gate has let every node through."""
+        fut: asyncio.Future[None] = self.proc._runtime.loop.create_future()
+        if self.waiting:
+            self._opened.append(fut)
+        else:
+            fut.set_result(None)
+        return fut
 
     def admit(self, node: str, entry: tuple[int, Any, Any]) -> None:
         if node in self.waiting:
@@ -462,8 +498,13 @@ class Gate:
         self.waiting.discard(node)
         for entry in self.held.pop(node, ()):
             self.proc._enqueue(entry)
-        if not self.waiting and self.proc._gate is self:
-            self.proc._gate = None
+        if not self.waiting:
+            if self.proc._gate is self:
+                self.proc._gate = None
+            for fut in self._opened:
+                if not fut.done():
+                    fut.set_result(None)
+            self._opened.clear()
 
     def release_all(self) -> int:
         """Open for every node (timeout, or the old host is gone); returns how many were waited on."""

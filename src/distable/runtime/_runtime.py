@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import math
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
@@ -76,6 +77,18 @@ class RuntimeStatistics:
     crashes: int
     max_loop_lag: float
     last_loop_lag: float
+
+
+#: Call deadlines are rounded up to the next 1/TIMEOUT_SLOTS s, with one loop timer per
+#: slot rather than one per call (under uvloop a timer costs more than the rest of a local
+#: call). A call times out at most 1/TIMEOUT_SLOTS s late, never early.
+TIMEOUT_SLOTS = 100
+
+#: A drain whose mailbox runs empty lingers, parked, for LINGER to 2 * LINGER s before
+#: its task ends, so a process that gets a message every few ms does not pay for a new
+#: task each time. At most PARK_LIMIT drains linger at once (about 1.5 KB each).
+LINGER = 0.5
+PARK_LIMIT = 4096
 
 
 def _expire(fut: asyncio.Future[Any], dest: Pid, timeout: float) -> None:
@@ -137,6 +150,12 @@ class Runtime:
         self.exit_listeners: list[Callable[[Pid, Any], None]] = []
         # local ids of handed-off processes -> their successors (for stragglers)
         self.forwarding: dict[int, Pid] = {}
+        # calls waiting for a reply, by deadline slot (see TIMEOUT_SLOTS)
+        self._deadlines: dict[int, dict[asyncio.Future[Any], tuple[Pid, float]]] = {}
+        # processes whose drain parked since the last sweep, and before it (see LINGER)
+        self._parked_new: dict[int, Process] = {}
+        self._parked_old: dict[int, Process] = {}
+        self._sweep_handle: asyncio.TimerHandle | None = None
         self._ratelog = RateLimitedLog(log, f"{node_name}: ")
         self._local_messages = 0
         self._remote_messages = 0
@@ -185,6 +204,30 @@ class Runtime:
 
     def _start_drain(self, proc: Process) -> None:
         self._spawn_task(proc._drain())
+
+    def _park(self, proc: Process) -> asyncio.Future[None] | None:
+        """A future for ``proc``'s drain to linger on (``_enqueue`` resolves it), or None:
+        end the drain now (the node is closing, or PARK_LIMIT drains linger already)."""
+        new = self._parked_new
+        if self.closing or len(new) >= PARK_LIMIT:
+            return None
+        parked = proc._parked = self.loop.create_future()
+        new[proc._pid.id] = proc
+        if self._sweep_handle is None:
+            self._sweep_handle = self.loop.call_later(LINGER, self._sweep)
+        return parked
+
+    def _sweep(self) -> None:
+        """End the drains that parked before the last sweep and have not been woken since."""
+        new, old = self._parked_new, self._parked_old
+        for pid_id, proc in old.items():
+            parked = proc._parked
+            if parked is not None and pid_id not in new:
+                proc._parked = None
+                if not parked.done():
+                    parked.set_result(None)
+        self._parked_old, self._parked_new = new, {}
+        self._sweep_handle = self.loop.call_later(LINGER, self._sweep) if new else None
 
     def stop(self, pid: Pid, reason: Any = "normal") -> asyncio.Future[Any]:
         """Ask a local process to stop after the messages already in its mailbox.
@@ -293,18 +336,18 @@ class Runtime:
         """
         loop = self.loop
         me = _current_process.get()
-        sender = me.pid if me is not None else None
+        sender = me._pid if me is not None else None
         fut: asyncio.Future[Any] = loop.create_future()
         self._calls += 1
         if dest.node == self.node_name:
             if sender == dest:
                 raise RuntimeError(f"{dest!r} called itself; that would deadlock")
             self._deliver(self.node_name, dest, (CALL, message, Caller(self, sender, fut)))
-            handle = loop.call_later(timeout, _expire, fut, dest, timeout)
+            waiting = self._arm_deadline(fut, dest, timeout)
             try:
                 return await fut
             finally:
-                handle.cancel()
+                del waiting[fut]
         self._call_seq += 1
         ref = self._call_seq
         calls = self._calls_by_node.get(dest.node)
@@ -317,12 +360,31 @@ class Runtime:
         except BaseException:
             calls.pop(ref, None)
             raise
-        handle = loop.call_later(timeout, _expire, fut, dest, timeout)
+        waiting = self._arm_deadline(fut, dest, timeout)
         try:
             return await fut
         finally:
-            handle.cancel()
+            del waiting[fut]
             calls.pop(ref, None)
+
+    def _arm_deadline(
+        self, fut: asyncio.Future[Any], dest: Pid, timeout: float
+    ) -> dict[asyncio.Future[Any], tuple[Pid, float]]:
+        """Fail ``fut`` with ``CallTimeout`` unless done within ``timeout`` s; returns the
+        calls of its deadline slot, from which the caller removes it when done."""
+        slot = math.ceil((self.loop.time() + timeout) * TIMEOUT_SLOTS)
+        waiting = self._deadlines.get(slot)
+        if waiting is None:
+            waiting = self._deadlines[slot] = {}
+            self.loop.call_at(slot / TIMEOUT_SLOTS, self._expire_slot, slot)
+        waiting[fut] = (dest, timeout)
+        return waiting
+
+    def _expire_slot(self, slot: int) -> None:
+        waiting = self._deadlines.pop(slot, None)
+        if waiting:
+            for fut, (dest, timeout) in list(waiting.items()):
+                _expire(fut, dest, timeout)
 
     def _reply_remote(self, node: str | None, ref: int, value: Any) -> None:
         assert node is not None

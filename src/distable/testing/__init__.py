@@ -1,9 +1,32 @@
-"""Public test helpers: polling with a deadline, nodes in separate OS processes.
-
-(The simulated clock and network arrive with the membership layer.)
+"""Public test helpers: polling with a deadline, nodes in separate OS processes, and a
+deterministic simulator (jumping clock, seeded network) for membership cores, and real
+nodes over an in-memory network on an event loop whose clock jumps.
 """
 
 from ._cluster import NodeProcess
 from ._eventually import eventually
+from ._memnet import (
+    MemoryDiscovery,
+    MemoryNetwork,
+    MemoryNetworkStatistics,
+    MemoryTransport,
+    VirtualTimeDeadlock,
+    VirtualTimeLoop,
+)
+from ._sim import Observed, SimClock, SimCluster, SimNetwork, SimNode
 
-__all__ = ["NodeProcess", "eventually"]
+__all__ = [
+    "MemoryDiscovery",
+    "MemoryNetwork",
+    "MemoryNetworkStatistics",
+    "MemoryTransport",
+    "NodeProcess",
+    "Observed",
+    "SimClock",
+    "SimCluster",
+    "SimNetwork",
+    "SimNode",
+    "VirtualTimeDeadlock",
+    "VirtualTimeLoop",
+    "eventually",
+]

@@ -3,15 +3,24 @@
     python -m distable.testing._child --name b --cookie c [--host H] [--port 0]
         [--spawn label=module:Class ...] [--path DIR ...] [--connect NODE ...]
         [--gossip IF_ADDR] [--gossip-port P] [--gossip-interval S] [--broadcast]
-        [--static NODE ...] [--preset local|lan]
+        [--static NODE ...] [--preset local|lan] [--app module[:function] ...]
 
 Protocol on stdout, one JSON object per line:
     {"up": {"node": name, "incarnation": n, "pids": {label: [node, incarnation, id]}}}
         once the node is up;
     {"event": "NodeUp" | "NodeDown", "node": ..., "detail": ..., "t": wall-clock time}
         for every membership event;
-    {"reply": ...} for each command read on stdin: ``nodes`` (the node's view) or
-        ``stats`` (membership and transport counters).
+    {"reply": ...} for each command read on stdin: ``nodes`` (the node's view),
+        ``stats`` (membership, transport, registry and runtime counters), ``registered`` (the
+        registry replica: ``{"names": [[name, pid], ...], "placement": [node, ...]}``)
+        or ``whereis <name as JSON>`` (JSON lists stand for tuples; the reply is the
+        pid as ``[node, incarnation, id]``, or null); and for benchmarks (see ``_probe``)
+        ``registry_stats`` (cheap sizes and in-flight work), ``registry_check`` (every
+        name walked once: on its owner, alive, replica digest) and ``rss`` (bytes).
+
+``--app module`` imports the module once the node is started, before the "up" line;
+``--app module:function`` also calls ``function(node)`` (awaited if it returns an
+awaitable), so an application can start its processes (a supervisor...) there.
 
 Stops gracefully on SIGTERM, SIGINT, the command ``stop``, or when its standard input
 closes (so it never outlives a parent that died).
@@ -23,6 +32,7 @@ import argparse
 import asyncio
 import dataclasses
 import importlib
+import inspect
 import json
 import logging
 import os
@@ -33,7 +43,18 @@ from typing import Any
 
 from ..membership import Gossip, MembershipConfig, NodeDown, NodeUp, Static, Strategy
 from ..node import Node, run
+from ..node._events import EventStream
 from ..runtime import Process
+from ..wire import Pid
+from ._cluster import _tuples
+from ._probe import registry_check, registry_stats, rss_bytes
+
+#: Registry probes for benchmarks (see ``_probe``): command -> function of the node.
+_PROBES: dict[str, Any] = {
+    "registry_stats": registry_stats,
+    "registry_check": registry_check,
+    "rss": lambda node: rss_bytes(),
+}
 
 
 def resolve(ref: str) -> Any:
@@ -43,6 +64,29 @@ def resolve(ref: str) -> Any:
     for part in attr.split("."):
         obj = getattr(obj, part)
     return obj
+
+
+def _pid_json(pid: Pid | None) -> list[Any] | None:
+    return None if pid is None else [pid.node, pid.incarnation, pid.id]
+
+
+def _registry_reply(node: Node, command: str) -> Any:
+    """The reply to a registry query read on stdin (``registered`` or ``whereis <json>``)."""
+    if command == "registered":
+        return {
+            "names": [[name, _pid_json(pid)] for name, pid in node.registered()],
+            "placement": list(node.registry.core.placement.nodes),
+        }
+    _, _, name = command.partition(" ")
+    return _pid_json(node.whereis(_tuples(json.loads(name))))
+
+
+class _MembershipEvents(EventStream):
+    """An event stream that keeps only ``NodeUp`` and ``NodeDown``."""
+
+    def _put(self, event: Any) -> None:
+        if isinstance(event, NodeUp | NodeDown):
+            super()._put(event)
 
 
 def _emit(obj: Any) -> None:
@@ -81,9 +125,11 @@ async def _main(args: argparse.Namespace) -> None:
         cluster=_strategies(args),
         membership=preset,
     )
-    events = node.events
     async with node:
-        stream = events()
+        # Only membership events are reported: a stream that takes nothing else, so the
+        # registry's events (one per name registered or moved) never wake the reporter.
+        stream = _MembershipEvents(node._bus, 10_000)
+        node._bus.streams.add(stream)
 
         async def report() -> None:
             async for event in stream:
@@ -113,9 +159,15 @@ async def _main(args: argparse.Namespace) -> None:
                             "reply": {
                                 "membership": dataclasses.asdict(stats.membership),
                                 "transport": dataclasses.asdict(stats.transport),
+                                "registry": dataclasses.asdict(stats.registry),
+                                "runtime": dataclasses.asdict(stats.runtime),
                             }
                         }
                     )
+                elif command == "registered" or command.startswith("whereis "):
+                    _emit({"reply": _registry_reply(node, command)})
+                elif command in _PROBES:
+                    _emit({"reply": _PROBES[command](node)})
                 elif command == "stop":
                     stop.set()
 
@@ -129,6 +181,13 @@ async def _main(args: argparse.Namespace) -> None:
                 raise TypeError(f"{ref} is not a Process subclass")
             pid = await node.spawn(cls)
             pids[label] = [pid.node, pid.incarnation, pid.id]
+        for ref in args.app:
+            module, _, function = ref.partition(":")
+            importlib.import_module(module)
+            if function:
+                started = resolve(ref)(node)
+                if inspect.isawaitable(started):
+                    await started
         _emit({"up": {"node": node.name, "incarnation": node.incarnation, "pids": pids}})
         await stop.wait()
         loop.remove_reader(stdin)
@@ -152,6 +211,7 @@ def main() -> None:
     parser.add_argument("--static", action="append", default=[])
     parser.add_argument("--preset", choices=("local", "lan"), default="local")
     parser.add_argument("--log-level", default="WARNING")
+    parser.add_argument("--app", action="append", default=[], metavar="MODULE[:FUNCTION]")
     args = parser.parse_args()
     sys.path[:0] = args.path
     logging.basicConfig(

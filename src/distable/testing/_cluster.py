@@ -13,6 +13,13 @@ from typing import Any
 from ..wire import Pid
 
 
+def _tuples(value: Any) -> Any:
+    """JSON has no tuples: read every list as a tuple (registered names are tuples)."""
+    if isinstance(value, list):
+        return tuple(_tuples(v) for v in value)
+    return value
+
+
 class NodeProcess:
     """A node running in its own OS process (see ``distable.testing._child``).
 
@@ -20,7 +27,8 @@ class NodeProcess:
     or ``kill()`` (SIGKILL), then ``await wait()``. ``close()`` does whatever is needed
     to make sure the process is gone, and is safe to call twice. Membership events the
     node sees are collected in ``events`` (dicts with ``event``, ``node``, ``detail``
-    and ``t``, the child's wall-clock time); ``await nodes()`` asks for its view.
+    and ``t``, the child's wall-clock time); ``await nodes()`` asks for its view,
+    ``await registered()`` and ``await whereis(name)`` read its registry replica.
     """
 
     def __init__(self, proc: asyncio.subprocess.Process, info: dict[str, Any]) -> None:
@@ -30,6 +38,7 @@ class NodeProcess:
         self.incarnation: int = info["incarnation"]
         self.events: list[dict[str, Any]] = []
         self._replies: asyncio.Queue[Any] = asyncio.Queue()
+        self._asking = asyncio.Lock()  # one question at a time: replies come back in order
         self._reader = asyncio.ensure_future(self._read())
 
     @classmethod
@@ -51,13 +60,17 @@ class NodeProcess:
         preset: str = "local",
         netns: str | None = None,
         log_level: str = "WARNING",
+        app: Sequence[str] = (),
         timeout: float = 20.0,
     ) -> NodeProcess:
         """Start the node and wait until it reports that it is up.
 
         ``spawn`` maps labels to ``"module:ProcessClass"``; each is started in the
-        child and its pid is available as ``pid(label)``. ``netns`` runs the node in
-        that network namespace (``ip netns exec``; needs root).
+        child and its pid is available as ``pid(label)``. ``app`` lists modules
+        (``"module"`` or ``"module:function"``) the child imports once its node is
+        started, calling ``function(node)`` if given, before it reports up (``paths``
+        are added to its ``sys.path`` first). ``netns`` runs the node in that network
+        namespace (``ip netns exec``; needs root).
         """
         args = [sys.executable, "-m", "distable.testing._child", "--name", name, "--cookie", cookie]
         args += ["--host", host, "--port", str(port), "--log-level", log_level, "--preset", preset]
@@ -77,6 +90,8 @@ class NodeProcess:
             args.append("--broadcast")
         for node in static:
             args += ["--static", node]
+        for ref in app:
+            args += ["--app", ref]
         if netns is not None:
             args = ["ip", "netns", "exec", netns, *args]
         proc = await asyncio.create_subprocess_exec(
@@ -116,9 +131,10 @@ class NodeProcess:
 
     async def _ask(self, command: str, timeout: float = 10.0) -> Any:
         assert self.proc.stdin is not None
-        self.proc.stdin.write(command.encode() + b"\n")
-        await self.proc.stdin.drain()
-        return await asyncio.wait_for(self._replies.get(), timeout)
+        async with self._asking:
+            self.proc.stdin.write(command.encode() + b"\n")
+            await self.proc.stdin.drain()
+            return await asyncio.wait_for(self._replies.get(), timeout)
 
     async def nodes(self) -> list[str]:
         """The node's current view of the cluster (``Node.nodes()``)."""
@@ -126,8 +142,38 @@ class NodeProcess:
         return result
 
     async def stats(self) -> dict[str, Any]:
-        """Membership and transport statistics, as dicts."""
+        """Membership, transport, registry and runtime statistics, as dicts."""
         result: dict[str, Any] = await self._ask("stats")
+        return result
+
+    async def registered(self) -> list[tuple[Any, Pid]]:
+        """Every ``(name, pid)`` in the node's registry replica (JSON lists in names read as tuples)."""
+        reply: dict[str, Any] = await self._ask("registered")
+        return [(_tuples(name), Pid(*pid)) for name, pid in reply["names"]]
+
+    async def placement(self) -> list[str]:
+        """The server nodes the node's registry places names on."""
+        reply: dict[str, Any] = await self._ask("registered")
+        return list(reply["placement"])
+
+    async def whereis(self, name: Any) -> Pid | None:
+        """``whereis(name)`` in the node's replica; ``name`` must be JSON-encodable (tuples as lists)."""
+        reply = await self._ask("whereis " + json.dumps(name))
+        return None if reply is None else Pid(*reply)
+
+    async def registry_stats(self) -> dict[str, Any]:
+        """Cheap registry sizes and in-flight work (``distable.testing._probe.registry_stats``)."""
+        result: dict[str, Any] = await self._ask("registry_stats")
+        return result
+
+    async def registry_check(self, timeout: float = 30.0) -> dict[str, Any]:
+        """Every name walked once: on its owner, alive, replica digest (``_probe.registry_check``)."""
+        result: dict[str, Any] = await self._ask("registry_check", timeout)
+        return result
+
+    async def rss(self) -> int:
+        """The node process's resident set size in bytes, after a collection."""
+        result: int = await self._ask("rss")
         return result
 
     def pid(self, label: str) -> Pid:

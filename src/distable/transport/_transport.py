@@ -513,22 +513,22 @@ class Transport:
         peer = self.peers.get(node)
         if peer is None:
             peer = self._peer(node)
-        writer = peer.writer
-        writer.add(message)
+        size = peer.writer.add(message)
         peer.messages_out += 1
         conn = peer.conn
+        config = self.config
         if conn is None:
             if peer.dialing is None and peer.dial_handle is None:
                 self._dial_later(peer, max(0.0, peer.retry_at - self.loop.time()))
         elif not peer.paused:
-            if len(writer) >= self.config.flush_bytes:
+            if size >= config.flush_bytes:
                 self._flush(peer)
+                size = len(peer.writer)
             elif not peer.flush_scheduled:
                 peer.flush_scheduled = True
                 self.loop.call_soon(self._flush, peer)
-        size = len(writer)
-        if size > self.config.soft_limit or peer.paused:
-            if size > self.config.hard_limit:
+        if size > config.soft_limit or peer.paused:
+            if size > config.hard_limit:
                 self._overflow(peer, size)
                 return None
             return peer.congestion(self.loop)

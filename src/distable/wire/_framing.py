@@ -56,8 +56,8 @@ class BatchWriter:
         self._sealed = bytearray()  # whole frames finished before ``_buf`` was started
         self.count = 0  # messages waiting in all
 
-    def add(self, message: Any) -> None:
-        """Append one message.
+    def add(self, message: Any) -> int:
+        """Append one message; return the bytes now waiting (``len(self)``).
 
         Raises:
             MessageTooLarge: the message alone would not fit in a frame; the batch is
@@ -82,6 +82,7 @@ class BatchWriter:
             self._buf += encoded
         self._batch_count += 1
         self.count += 1
+        return len(self._sealed) + len(self._buf) - _BATCH_HEADER
 
     def _seal(self) -> None:
         buf = self._buf

@@ -217,10 +217,13 @@ class Claim(msgspec.Struct, array_like=True, gc=False, frozen=True):
 
 
 class Removal(msgspec.Struct, array_like=True, gc=False, frozen=True):
+    """A host withdraws a claim; ``successor`` names the pid a handoff moved it to."""
+
     kind: int
     key: Any
     pid: Pid
     clock: int
+    successor: Pid | None = None
 
 
 class RegistryHello(_Msg, tag=28):

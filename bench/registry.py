@@ -1,0 +1,469 @@
+"""Registry benchmarks on 3 real server nodes, beside Swarm 3.4's figures on this machine.
+
+    .venv/bin/python bench/registry.py [--n 10000,50000] [--repeats 5] [--quick] [--only NAME,...]
+
+Setup: three server nodes a, b, c, each in its own OS process (``NodeProcess``, membership
+preset "local", linked by ``--connect``), host the registered workers (``_workers.Worker``,
+idle). This process runs the benchmark's own node as a *client* node (``role="client"``):
+it holds a full replica, registers, looks up and calls, but owns no names, so the
+cluster that places and hosts names is exactly three nodes, as in Swarm's run, and a
+registration from here is a real request to the owner (2 of 3 would be remote in Swarm).
+
+One run per repeat, on a fresh cluster each time, with N workers:
+
+    register_one     N registrations issued one at a time from this node (each waits for
+                     its pid), timed until the last reply; then every worker is told to
+                     stop and the replicas are waited on until they are empty
+    memory           after register_one: the RSS growth of a, b and c together (N idle
+                     workers, each with its replica on 3 nodes) divided by N; the client
+                     replica's growth in this process is reported on its own
+    register_32      the same N names again, from 32 concurrent callers
+    whereis          ``node.whereis(name)`` and ``distable.whereis(name)`` over all N names
+                     in a tight loop (µs per lookup; ``bare_`` is a plain ``dict.get``)
+    call_name        a process here calls names round-robin by name (1 caller, then 64)
+    join             a 4th server node d starts (connected to a): seconds from d's "up"
+                     line until every name is on its owner in the 4-node placement and
+                     every replica (a, b, c, d and this one) is equal
+    leave            d leaves gracefully (SIGTERM: it hands its names back), seconds
+                     until the same holds for a, b, c (no Swarm anchor; the way back to 3)
+    kill             c is SIGKILLed: seconds until every name runs again on a or b and
+                     every replica (a, b, this one) is equal
+
+"Done" is measured the same way for join, leave and kill: poll every node cheaply
+(``registry_stats``: names, local claims, handoffs and restarts in flight) until each
+looks done; then confirm with a full walk on every node (``registry_check``: every name
+resolves to a pid on its placement owner, every local claim's process is alive, and the
+replica digests are equal) and with real lookups here (``whereis`` of all N names, each
+on its owner); the time is that of the poll that was confirmed. After the timing, 200
+random names are called to check that they answer.
+
+Figures (JSON lines, see _common.py), each with its N in the name (``_10k``, ``_50k``...)
+and the Swarm 3.4 anchor in its config where one exists.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import random
+import secrets
+import sys
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from _common import Timer, cpu_seconds, emit, median, note
+
+import distable
+from distable import MembershipConfig, Node, Process
+from distable.ring import Ring, hash_name
+from distable.testing import NodeProcess
+from distable.testing._probe import registry_check, registry_stats, rss_bytes
+
+HERE = Path(__file__).resolve().parent
+WORKER = "_workers:Worker"
+POLL = 0.02  # seconds between cheap polls
+
+#: Swarm 3.4 (Elixir 1.14, OTP 25), 3 nodes on this machine, N = 10,000, median of 5 runs;
+#: join and kill also at N = 50,000 (from the issue).
+SWARM: dict[str, dict[int, float]] = {
+    "register_one": {10_000: 5_190},
+    "register_32": {10_000: 17_400},
+    "whereis_node": {10_000: 0.55},
+    "whereis_module": {10_000: 0.55},
+    "call_name": {10_000: 14_390},
+    "join": {10_000: 4.6, 50_000: 151.0},
+    "kill": {10_000: 3.8, 50_000: 311.0},
+}
+
+#: Our targets: (value, "min" | "max"), by figure and N (None: any N).
+TARGETS: dict[str, dict[int | None, float]] = {
+    "register_one": {None: 10_000},
+    "register_32": {None: 50_000},
+    "whereis_node": {None: 0.3},
+    "whereis_module": {None: 0.3},
+    "call_name": {None: 15_000},
+    "call_name_64": {None: 100_000},
+    "join": {10_000: 1.0, 50_000: 5.0},
+    "kill": {10_000: 1.5, 50_000: 5.0},
+    "memory_per_worker": {None: 4096},
+}
+MAXIMA = {"whereis_node", "whereis_module", "join", "kill", "memory_per_worker", "leave"}
+
+
+def target_of(figure: str, n: int) -> float | None:
+    goals = TARGETS.get(figure, {})
+    return goals.get(n, goals.get(None))
+
+
+def label(n: int) -> str:
+    return f"{n // 1000}k" if n % 1000 == 0 else str(n)
+
+
+class NameCaller(Process):
+    """On ``("run", names, n, future)``: calls ``names`` round-robin by name, n calls in a row."""
+
+    async def handle_info(self, message: Any) -> None:
+        _, names, n, fut = message
+        call = distable.call
+        k = len(names)
+        for i in range(n):
+            await call(names[i % k], i)
+        fut.set_result(n)
+
+
+# --- the cluster ------------------------------------------------------------------------------
+
+
+class Cluster:
+    """Three (or four) server nodes in child processes and the client node of this process."""
+
+    def __init__(self, cookie: str) -> None:
+        self.cookie = cookie
+        self.children: dict[str, NodeProcess] = {}
+        self.gone: set[str] = set()  # stopping or killed: no longer asked anything
+        self.node: Node | None = None
+
+    async def start_child(self, short: str, connect: Sequence[str]) -> NodeProcess:
+        child = await NodeProcess.start(short, self.cookie, connect=connect, paths=[str(HERE)], preset="local")
+        self.children[short] = child
+        return child
+
+    async def close(self) -> None:
+        await asyncio.gather(*(c.close() for c in self.children.values()), return_exceptions=True)
+
+    @property
+    def client(self) -> Node:
+        assert self.node is not None
+        return self.node
+
+    def live(self) -> list[NodeProcess]:
+        return [c for c in self.children.values() if c.proc.returncode is None and c.name not in self.gone]
+
+    async def wait_placement(self, servers: list[str], timeout: float = 30.0) -> None:
+        """Until every live node (and this one) places names on exactly ``servers``."""
+        want = sorted(servers)
+        deadline = time.monotonic() + timeout
+        while True:
+            stats = await asyncio.gather(*(c.registry_stats() for c in self.live()))
+            mine = registry_stats(self.client)
+            if all(s["placement"] == want for s in [*stats, mine]):
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"placement never became {want}: {[s['placement'] for s in stats]}")
+            await asyncio.sleep(0.05)
+
+
+class Expectation:
+    """Where each of the N names belongs for a set of server nodes."""
+
+    def __init__(self, names: list[str], positions: list[int], servers: list[str]) -> None:
+        ring = Ring().place(servers)
+        self.servers = sorted(servers)
+        self.owners = [ring.owner_of_hash(p) for p in positions]
+        self.count = {s: 0 for s in servers}
+        for owner in self.owners:
+            assert owner is not None
+            self.count[owner] += 1
+        self.names = names
+
+
+async def settle(
+    cluster: Cluster, expect: Expectation, n: int, timeout: float, started: float
+) -> tuple[float, dict[str, Any]]:
+    """Poll until every live node holds N names, all on their owners, replicas equal.
+
+    Returns the seconds from ``started`` (a ``time.monotonic()``) to the confirmed poll,
+    and details (polls, confirmations tried).
+    """
+    node = cluster.client
+    deadline = started + timeout
+    polls = confirms = 0
+    last: Any = None
+    while True:
+        polls += 1
+        children = cluster.live()
+        stats = await asyncio.gather(*(c.registry_stats() for c in children))
+        polled_at = time.monotonic()
+        mine = registry_stats(node)
+        last = {c.name: s for c, s in zip(children, stats, strict=True)}
+        quiet = all(
+            s["names"] == n
+            and s["placement"] == expect.servers
+            and not (s["moving"] or s["outgoing"] or s["incoming"] or s["pending"] or s["restarts_due"])
+            for s in [*stats, mine]
+        )
+        placed = all(s["local"] == expect.count.get(c.name, 0) for c, s in zip(children, stats, strict=True))
+        if quiet and placed:
+            confirms += 1
+            checks = await asyncio.gather(*(c.registry_check() for c in children))
+            own = registry_check(node)
+            digests = {own["digest"], *(ch["digest"] for ch in checks)}
+            ok = (
+                len(digests) == 1
+                and own["on_owner"] == n
+                and all(
+                    ch["on_owner"] == n and ch["local_alive"] == ch["local"] == expect.count[c.name]
+                    for c, ch in zip(children, checks, strict=True)
+                )
+                and real_lookups(node, expect)
+            )
+            if ok:
+                return polled_at - started, {"polls": polls, "confirmations": confirms}
+            last = {"checks": checks, "own": own}
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"not settled within {timeout} s: {last}")
+        await asyncio.sleep(POLL)
+
+
+def real_lookups(node: Node, expect: Expectation) -> bool:
+    """``whereis`` every name here: each resolves to a pid on its owner."""
+    whereis = node.whereis
+    for name, owner in zip(expect.names, expect.owners, strict=True):
+        pid = whereis(name)
+        if pid is None or pid.node != owner:
+            return False
+    return True
+
+
+async def call_sample(node: Node, names: list[str], rng: random.Random, k: int = 200) -> None:
+    """Call ``k`` random names: each must answer (the worker really runs)."""
+    for name in rng.sample(names, min(k, len(names))):
+        got = await node.call(name, name, timeout=10.0)
+        if got != name:
+            raise RuntimeError(f"{name!r} answered {got!r}")
+
+
+# --- the phases -------------------------------------------------------------------------------------
+
+
+async def register_all(node: Node, names: list[str], callers: int, timer_pids: dict[str, int]) -> tuple[float, Any]:
+    """Register every name from ``callers`` concurrent tasks; registrations per second."""
+    register = node.register
+
+    async def caller(part: list[str]) -> None:
+        for name in part:
+            await register(name, WORKER)
+
+    parts = [names[i::callers] for i in range(callers)]
+    with Timer(timer_pids) as t:
+        await asyncio.gather(*(caller(p) for p in parts))
+    sample = t.sample(len(names))
+    return sample.value, sample.cpu_us
+
+
+def time_whereis(node: Node, names: list[str], passes: int) -> dict[str, float]:
+    """µs per lookup: ``node.whereis``, ``distable.whereis`` and a bare ``dict.get``."""
+    out: dict[str, float] = {}
+    table = dict(node.registered())
+    lookups: dict[str, Callable[[Any], Any]] = {
+        "whereis_node": node.whereis,
+        "whereis_module": distable.whereis,
+        "bare_whereis": table.get,
+    }
+    for key, fn in lookups.items():
+        best = []
+        for _ in range(passes):
+            start = time.perf_counter()
+            for name in names:
+                fn(name)
+            best.append((time.perf_counter() - start) / len(names) * 1e6)
+        out[key] = median(best)
+    return out
+
+
+async def call_by_name(node: Node, names: Sequence[Any], callers: int, n: int, timer_pids: dict[str, int]) -> float:
+    loops = [await node.spawn(NameCaller) for _ in range(callers)]
+    loop = asyncio.get_running_loop()
+    per = n // callers
+    futs: list[asyncio.Future[int]] = [loop.create_future() for _ in loops]
+    with Timer(timer_pids) as t:
+        for i, (pid, fut) in enumerate(zip(loops, futs, strict=True)):
+            part = names[i::callers] or names
+            node.send(pid, ("run", part, per, fut))
+        await asyncio.wait_for(asyncio.gather(*futs), 300)
+    for pid in loops:
+        await node.stop_process(pid)
+    return t.sample(per * callers).value
+
+
+@contextlib.asynccontextmanager
+async def three_nodes() -> AsyncIterator[tuple[Cluster, Node]]:
+    """A fresh cluster: server nodes a, b, c in child processes, and the client node here."""
+    cluster = Cluster(secrets.token_hex(16))
+    try:
+        a = await cluster.start_child("a", ())
+        await asyncio.gather(cluster.start_child("b", [a.name]), cluster.start_child("c", [a.name]))
+        async with Node("bench", cookie=cluster.cookie, role="client", membership=MembershipConfig.local()) as node:
+            cluster.node = node
+            await node.connect(a.name, timeout=20.0)
+            await cluster.wait_placement([c.name for c in cluster.children.values()])
+            yield cluster, node
+    finally:
+        await cluster.close()
+
+
+def cpu_of(cluster: Cluster) -> dict[str, float]:
+    """CPU seconds so far of every live child and of this process, by short name."""
+    out = {"self": cpu_seconds()}
+    for short, child in cluster.children.items():
+        if child.proc.returncode is None:
+            with contextlib.suppress(OSError):
+                out[short] = cpu_seconds(child.proc.pid)
+    return out
+
+
+def cpu_note(before: dict[str, float], after: dict[str, float]) -> str:
+    return " ".join(f"{k} {after[k] - before[k]:.2f}" for k in before if k in after) + " (CPU s)"
+
+
+async def one_run(n: int, args: argparse.Namespace, rng: random.Random) -> dict[str, float]:
+    """Two fresh clusters (one for the registrations one at a time and the memory, one for
+    everything else); the figures of this run."""
+    out: dict[str, float] = {}
+    names = [f"worker-{i}" for i in range(n)]
+    positions = [hash_name(name) for name in names]
+
+    async with three_nodes() as (cluster, node):
+        a, b, c = (cluster.children[k] for k in "abc")
+        pids = {"a": a.proc.pid, "b": b.proc.pid, "c": c.proc.pid}
+        expect3 = Expectation(names, positions, [a.name, b.name, c.name])
+        rss0 = await asyncio.gather(a.rss(), b.rss(), c.rss())
+        own0 = rss_bytes()
+        rate, cpu = await register_all(node, names, 1, pids)
+        out["register_one"] = rate
+        note(f"  register_one: {rate:,.0f}/s cpu µs/op {cpu}")
+        await settle(cluster, expect3, n, 60 + n / 500, time.monotonic())
+        rss1 = await asyncio.gather(a.rss(), b.rss(), c.rss())
+        own1 = rss_bytes()
+        out["memory_per_worker"] = (sum(rss1) - sum(rss0)) / n
+        out["client_replica_bytes"] = (own1 - own0) / n
+        note(f"  memory: {out['memory_per_worker']:.0f} B/worker (client replica {out['client_replica_bytes']:.0f} B)")
+
+    async with three_nodes() as (cluster, node):
+        a, b, c = (cluster.children[k] for k in "abc")
+        pids = {"a": a.proc.pid, "b": b.proc.pid, "c": c.proc.pid}
+        three = [a.name, b.name, c.name]
+        expect3 = Expectation(names, positions, three)
+        rate, cpu = await register_all(node, names, 32, pids)
+        out["register_32"] = rate
+        note(f"  register_32: {rate:,.0f}/s cpu µs/op {cpu}")
+        await settle(cluster, expect3, n, 60 + n / 500, time.monotonic())
+
+        # lookups and calls by name (and by pid, side by side: what resolving the name costs)
+        for key, value in time_whereis(node, names, 5).items():
+            out[key] = value
+        note(f"  whereis µs: node {out['whereis_node']:.3f} module {out['whereis_module']:.3f}")
+        n_calls = 5_000 if args.quick else 20_000
+        by_pid = [pid for name in names if (pid := node.whereis(name)) is not None]
+        out["call_pid"] = await call_by_name(node, by_pid, 1, n_calls, pids)
+        out["call_name"] = await call_by_name(node, names, 1, n_calls, pids)
+        out["call_pid_64"] = await call_by_name(node, by_pid, 64, n_calls * 5, pids)
+        out["call_name_64"] = await call_by_name(node, names, 64, n_calls * 5, pids)
+        note(
+            f"  call by name: {out['call_name']:,.0f}/s (by pid {out['call_pid']:,.0f}/s), "
+            f"64 callers {out['call_name_64']:,.0f}/s (by pid {out['call_pid_64']:,.0f}/s)"
+        )
+
+        # a 4th node joins
+        cpu0 = cpu_of(cluster)
+        launched = time.monotonic()
+        d = await cluster.start_child("d", [a.name])
+        up = time.monotonic()
+        expect4 = Expectation(names, positions, [*three, d.name])
+        seconds, detail = await settle(cluster, expect4, n, 60 + n / 200, up)
+        out["join"] = seconds
+        out["join_startup"] = up - launched
+        note(f"  join: {seconds:.3f} s after d was up ({up - launched:.2f} s to start d) {detail}")
+        note(f"    {cpu_note(cpu0, cpu_of(cluster))}")
+        await call_sample(node, names, rng)
+
+        # d leaves gracefully
+        cpu0 = cpu_of(cluster)
+        started = time.monotonic()
+        cluster.gone.add(d.name)
+        d.terminate()
+        seconds, detail = await settle(cluster, expect3, n, 60 + n / 200, started)
+        out["leave"] = seconds
+        note(f"  leave: {seconds:.3f} s {detail}")
+        note(f"    {cpu_note(cpu0, cpu_of(cluster))}")
+        await d.wait(30)
+        await call_sample(node, names, rng)
+
+        # c is SIGKILLed
+        expect2 = Expectation(names, positions, [a.name, b.name])
+        cpu0 = cpu_of(cluster)
+        started = time.monotonic()
+        cluster.gone.add(c.name)
+        c.kill()
+        seconds, detail = await settle(cluster, expect2, n, 60 + n / 200, started)
+        out["kill"] = seconds
+        note(f"  kill: {seconds:.3f} s {detail}")
+        note(f"    {cpu_note(cpu0, cpu_of(cluster))}")
+        await c.wait(30)
+        await call_sample(node, names, rng)
+    return out
+
+
+def report(n: int, runs: list[dict[str, float]]) -> None:
+    units = {
+        "register_one": "reg/s",
+        "register_32": "reg/s",
+        "whereis_node": "us",
+        "whereis_module": "us",
+        "bare_whereis": "us",
+        "call_name": "calls/s",
+        "call_pid": "calls/s",
+        "call_name_64": "calls/s",
+        "call_pid_64": "calls/s",
+        "memory_per_worker": "B",
+        "client_replica_bytes": "B",
+        "join": "s",
+        "join_startup": "s",
+        "leave": "s",
+        "kill": "s",
+    }
+    for key, unit in units.items():
+        samples = [r[key] for r in runs if key in r]
+        if not samples:
+            continue
+        value = median(samples)
+        config: dict[str, Any] = {"n": n, "nodes": 3, "repeats": len(samples), "samples": samples}
+        swarm = SWARM.get(key, {}).get(n)
+        if swarm is not None:
+            config["swarm"] = swarm
+        goal = target_of(key, n)
+        if goal is not None:
+            config["target"] = goal
+            config["met"] = value <= goal if key in MAXIMA else value >= goal
+        emit(f"registry_{key}_{label(n)}", value, unit, **config)
+
+
+def parse() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n", default="", help="comma-separated worker counts (default 10000,50000)")
+    parser.add_argument("--repeats", type=int, default=0, help="runs per N (default 5 at 10k, 3 above)")
+    parser.add_argument("--quick", action="store_true", help="N = 2000, 1 run (a smoke run)")
+    parser.add_argument("--only", default="", help="accepted for run_all.py; every phase always runs")
+    return parser.parse_args()
+
+
+async def main() -> None:
+    args = parse()
+    sizes = [int(x) for x in args.n.split(",") if x] or ([2_000] if args.quick else [10_000, 50_000])
+    rng = random.Random(int(os.environ.get("BENCH_SEED", "1")))
+    for n in sizes:
+        repeats = args.repeats or (1 if args.quick else 5 if n <= 10_000 else 3)
+        runs = []
+        for i in range(repeats):
+            note(f"registry N={n:,} run {i + 1}/{repeats}")
+            runs.append(await one_run(n, args, rng))
+        report(n, runs)
+
+
+if __name__ == "__main__":
+    sys.setrecursionlimit(10_000)
+    distable.run(main())

@@ -1,0 +1,493 @@
+"""The membership core, driven by hand with explicit time (aioquic style).
+
+Time starts at 0.0 and every deadline is asserted exactly. The core runs with the LAN
+preset: ``protocol_period`` 1.0, ``probe_timeout`` 0.5, 3 indirect probes, suspicion
+``max(2.0, 4.0 * max(1, log10 n) * 1.0)``, push-pull every 30 s, tombstones kept 60 s.
+The rng is seeded (each test says which seed), so probe orders and helpers are fixed.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections import Counter
+from collections.abc import Iterable
+from typing import Any
+
+import pytest
+
+from distable.membership import MembershipConfig, MembershipCore, NodeDown, NodeUp, Output
+from distable.membership._core import ALIVE, DEAD, LEFT, SUSPECT
+from distable.wire._messages import Ack, MemberSync, Ping, PingReq, Rumor
+
+CFG = MembershipConfig.lan()
+ME = "me@127.0.0.1:4000"
+ME_CREATION = 7
+A, B, C, D, E, F = (f"{x}@127.0.0.1:{4000 + i}" for i, x in enumerate("abcdef", 1))
+
+
+def make_core(*, seed: int = 0, allow: tuple[str, ...] = (), deny: tuple[str, ...] = ()) -> MembershipCore:
+    return MembershipCore(ME, ME_CREATION, CFG, random.Random(seed), 0.0, allow=allow, deny=deny)
+
+
+def linked(*names: str, seed: int = 0) -> MembershipCore:
+    """A core at 0.0 with a link to each of ``names`` (creation 1), output taken."""
+    core = make_core(seed=seed)
+    for name in names:
+        core.link_up(name, 1, 0.0)
+    core.take()
+    return core
+
+
+def sent(out: Output, kind: type[Any]) -> list[tuple[str, Any]]:
+    return [(dst, msg) for dst, msg in out.send if isinstance(msg, kind)]
+
+
+def alive(name: str, incarnation: int = 0, creation: int = 1) -> Rumor:
+    return Rumor(name, creation, incarnation, ALIVE)
+
+
+def advance(core: MembershipCore, until: float, answer: Iterable[str] = ()) -> list[tuple[float, NodeUp | NodeDown]]:
+    """Fire every deadline up to ``until``; members in ``answer`` ack pings at once.
+
+    Returns the events with the time they happened.
+    """
+    answering = set(answer)
+    events: list[tuple[float, NodeUp | NodeDown]] = []
+    while (now := core.next_deadline()) <= until:
+        core.handle_timer(now)
+        while out := core.take():
+            events += [(now, e) for e in out.events]
+            for dst, msg in out.send:
+                if isinstance(msg, Ping) and dst in answering:
+                    core.receive(dst, Ack(msg.seq, []), now)
+                elif isinstance(msg, PingReq) and msg.target in answering:
+                    core.receive(dst, Ack(msg.seq, []), now)  # the helper's relayed ack
+    return events
+
+
+# --- links and announcements --------------------------------------------------------------
+
+
+def test_link_up_announces_node_up_once_and_sends_member_sync() -> None:
+    core = make_core()
+    core.link_up(A, 1, 0.0)
+    out = core.take()
+    assert out.events == [NodeUp(A, 1)]
+    assert out.send == [(A, MemberSync([Rumor(ME, ME_CREATION, 0, ALIVE), alive(A)], True))]
+    assert core.up_members() == [A]
+    core.link_up(A, 1, 0.5)  # the same creation again (a replaced connection)
+    out = core.take()
+    assert out.events == []
+    assert sent(out, MemberSync) == [(A, MemberSync([Rumor(ME, ME_CREATION, 0, ALIVE), alive(A)], True))]
+
+
+def test_a_fresh_core_is_due_at_once_then_every_protocol_period() -> None:
+    core = make_core()
+    assert core.next_deadline() == 0.0
+    core.handle_timer(0.0)
+    assert not core.take()  # nobody to probe yet
+    assert core.next_deadline() == 1.0
+
+
+def test_a_probe_goes_out_at_the_next_period_to_a_linked_member() -> None:
+    core = make_core()
+    core.handle_timer(0.0)
+    core.link_up(A, 1, 0.25)
+    core.take()
+    assert core.next_deadline() == 1.0
+    core.handle_timer(0.999)
+    assert not core.take()
+    core.handle_timer(1.0)
+    ((dst, ping),) = core.take().send
+    assert dst == A
+    assert isinstance(ping, Ping)
+    assert ping.seq == 1
+    assert core.next_deadline() == 1.5  # the indirect-probe deadline
+    core.receive(A, Ack(ping.seq, []), 1.01)
+    assert not core.take()
+    assert core.next_deadline() == 2.0  # acked: only the next period remains
+    assert core.statistics().probes == 1
+    assert core.statistics().probe_failures == 0
+
+
+def test_missing_ack_sends_ping_req_at_probe_timeout_and_suspects_at_period_end() -> None:
+    everyone = {A, B, C, D, E, F}
+    core = linked(*sorted(everyone), seed=1)
+    core.handle_timer(0.0)
+    ((target, ping),) = core.take().send
+    assert isinstance(ping, Ping)
+    assert core.next_deadline() == 0.5
+    core.handle_timer(0.499)
+    assert not core.take()
+    core.handle_timer(0.5)
+    out = core.take()
+    reqs = sent(out, PingReq)
+    assert len(out.send) == len(reqs) == CFG.indirect_probes == 3  # k of the 5 possible helpers
+    helpers = {dst for dst, _ in reqs}
+    assert len(helpers) == 3
+    assert helpers <= everyone - {target}
+    assert all(req.seq == ping.seq and req.target == target for _, req in reqs)
+    assert core.next_deadline() == 1.0
+    core.handle_timer(1.0)
+    out = core.take()
+    m = core.member(target)
+    assert m is not None
+    assert m.status == SUSPECT
+    assert m.suspect_deadline == 1.0 + CFG.suspicion_timeout(7) == 5.0
+    assert out.events == []  # a suspect is still up
+    assert core.up_members() == sorted(everyone)
+    stats = core.statistics()
+    assert (stats.probe_failures, stats.suspicions) == (1, 1)
+
+
+def test_a_member_without_link_is_probed_indirectly_at_once() -> None:
+    core = linked(A, B)
+    core.receive(A, MemberSync([alive(C)], False), 0.0)
+    assert core.take().connect == [C]
+    # The shuffled round-robin reaches C within one round of the three members.
+    for now in (0.0, 1.0, 2.0):
+        core.handle_timer(now)
+        out = core.take()
+        pings = sent(out, Ping)
+        if not pings:
+            break
+        ((dst, ping),) = pings
+        core.receive(dst, Ack(ping.seq, []), now)
+    reqs = sent(out, PingReq)
+    assert sorted(dst for dst, _ in reqs) == [A, B]
+    assert all(req.target == C for _, req in reqs)
+    assert core.next_deadline() == now + CFG.protocol_period  # no second deadline for the indirect probes
+
+
+@pytest.mark.parametrize(
+    ("preset", "members", "expected"),
+    [
+        (CFG, 1, 4.0),
+        (CFG, 10, 4.0),
+        (CFG, 100, 8.0),
+        (CFG, 1000, 12.0),
+        (MembershipConfig.local(), 5, 0.6),
+        (MembershipConfig.local(), 1000, 1.8),
+        (MembershipConfig(suspicion_mult=1.0), 10, 2.0),  # suspicion_min is the floor
+    ],
+)
+def test_suspicion_timeout_formula(preset: MembershipConfig, members: int, expected: float) -> None:
+    # suspicion_mult * max(1, log10 n) * protocol_period, at least suspicion_min
+    assert preset.suspicion_timeout(members) == pytest.approx(expected)
+    assert preset.suspicion_timeout(members) == max(
+        preset.suspicion_min, preset.suspicion_mult * max(1.0, math.log10(members)) * preset.protocol_period
+    )
+
+
+def test_the_core_scales_suspicion_by_its_member_count_including_itself() -> None:
+    names = [f"n{i:03d}@127.0.0.1:5000" for i in range(99)]
+    core = linked(*names)
+    core.link_down(names[0], 3.0)
+    m = core.member(names[0])
+    assert m is not None
+    assert m.suspect_deadline == 3.0 + CFG.suspicion_timeout(100) == 11.0
+
+
+def suspected(seed: int = 1) -> tuple[MembershipCore, str]:
+    """A core (members A-D) that suspected the member it probed first, at 1.0."""
+    core = linked(A, B, C, D, seed=seed)
+    core.handle_timer(0.0)
+    ((target, _),) = core.take().send
+    others = {A, B, C, D} - {target}
+    advance(core, 1.0, answer=others)
+    m = core.member(target)
+    assert m is not None
+    assert m.status == SUSPECT
+    assert m.suspect_deadline == 5.0
+    return core, target
+
+
+def test_a_suspect_that_refutes_is_alive_again_without_events() -> None:
+    core, target = suspected()
+    helper = min({A, B, C, D} - {target})
+    core.receive(helper, MemberSync([alive(target, incarnation=1)], False), 2.0)
+    out = core.take()
+    assert out.events == []
+    m = core.member(target)
+    assert m is not None
+    assert (m.status, m.incarnation, m.suspect_deadline) == (ALIVE, 1, math.inf)
+    assert advance(core, 20.0, answer=[A, B, C, D]) == []
+    assert core.up_members() == sorted([A, B, C, D])
+
+
+def test_an_alive_rumor_of_the_same_incarnation_does_not_clear_a_suspicion() -> None:
+    core, target = suspected()
+    core.receive(A if target != A else B, MemberSync([alive(target, incarnation=0)], False), 2.0)
+    m = core.member(target)
+    assert m is not None
+    assert m.status == SUSPECT
+
+
+def test_a_suspect_that_does_not_refute_is_declared_dead_at_the_exact_deadline() -> None:
+    core, target = suspected()
+    others = {A, B, C, D} - {target}
+    assert advance(core, 4.999, answer=others) == []
+    assert core.next_deadline() == 5.0
+    events = advance(core, 5.0, answer=others)
+    assert events == [(5.0, NodeDown(target, "failed"))]
+    m = core.member(target)
+    assert m is not None
+    assert m.status == DEAD
+    assert target not in core.up_members()
+    assert core.statistics().failures == 1
+
+
+def test_link_flapping_inside_the_suspicion_timeout_produces_no_events() -> None:
+    core = linked(A, B)
+    core.link_down(A, 0.5)
+    out = core.take()
+    assert out.events == []
+    m = core.member(A)
+    assert m is not None
+    assert (m.status, m.link, m.suspect_deadline) == (SUSPECT, False, 0.5 + CFG.suspicion_timeout(3))
+    assert core.up_members() == [A, B]  # still up: the suspicion may yet be refuted
+    core.link_up(A, 1, 1.5)
+    out = core.take()
+    assert out.events == []
+    # The push on the new link tells A it is suspected; A refutes in its reply.
+    push = MemberSync([Rumor(ME, ME_CREATION, 0, ALIVE), Rumor(A, 1, 0, SUSPECT), alive(B)], True)
+    assert sent(out, MemberSync) == [(A, push)]
+    core.receive(A, MemberSync([alive(A, incarnation=1)], False), 1.51)
+    assert not core.take().events
+    assert (m.status, m.incarnation, m.link) == (ALIVE, 1, True)
+    assert advance(core, 30.0, answer=[A, B]) == []
+    assert core.up_members() == [A, B]
+
+
+def test_a_newer_creation_replaces_the_old_one_with_down_restarted_then_up() -> None:
+    core = linked(A)
+    core.link_up(A, 2, 3.0)
+    assert core.take().events == [NodeDown(A, "restarted"), NodeUp(A, 2)]
+    m = core.member(A)
+    assert m is not None
+    assert (m.creation, m.incarnation, m.status) == (2, 0, ALIVE)
+
+
+def test_a_rumor_of_a_newer_creation_downs_the_old_one_and_dials_the_new() -> None:
+    core = linked(A, B)
+    core.receive(B, MemberSync([alive(A, creation=2)], False), 3.0)
+    out = core.take()
+    assert out.events == [NodeDown(A, "restarted")]
+    assert out.connect == [A]
+    core.link_up(A, 2, 3.1)
+    assert core.take().events == [NodeUp(A, 2)]
+
+
+def test_rumors_and_links_of_an_older_creation_are_ignored() -> None:
+    core = make_core()
+    core.link_up(A, 2, 0.0)
+    core.take()
+    core.receive(B, MemberSync([Rumor(A, 1, 9, DEAD), Rumor(A, 1, 9, LEFT)], False), 1.0)
+    core.link_up(A, 1, 1.0)
+    core.discovered(A, 1.0, creation=1)
+    out = core.take()
+    assert out.events == []
+    assert out.connect == []
+    m = core.member(A)
+    assert m is not None
+    assert (m.creation, m.incarnation, m.status) == (2, 0, ALIVE)
+
+
+def test_a_left_member_is_reported_down_left_and_disconnected() -> None:
+    core = linked(A, B)
+    core.receive(A, MemberSync([Rumor(A, 1, 0, LEFT)], False), 2.0)
+    out = core.take()
+    assert out.events == [NodeDown(A, "left")]
+    assert out.disconnect == [A]
+    assert core.up_members() == [B]
+    # Leaving is final for that creation: not even a higher incarnation brings it back.
+    core.receive(B, MemberSync([alive(A, incarnation=5)], False), 3.0)
+    core.link_down(A, 3.0)
+    assert not core.take().events
+    m = core.member(A)
+    assert m is not None
+    assert m.status == LEFT
+
+
+def test_leave_tells_every_linked_member_then_ignores_everything() -> None:
+    core = linked(A, B)
+    core.receive(A, MemberSync([alive(C)], False), 0.0)
+    core.take()
+    core.leave(1.0)
+    out = core.take()
+    goodbye = MemberSync([Rumor(ME, ME_CREATION, 0, LEFT)], False)
+    assert out.send == [(A, goodbye), (B, goodbye)]  # C has no link
+    core.receive(A, Ping(1, []), 1.5)
+    core.handle_timer(5.0)
+    assert not core.take()
+
+
+@pytest.mark.parametrize("status", [SUSPECT, DEAD])
+def test_the_node_refutes_rumors_about_itself_by_bumping_its_incarnation(status: int) -> None:
+    core = linked(A)
+    core.receive(A, MemberSync([Rumor(ME, ME_CREATION, 0, status)], False), 1.0)
+    assert core.incarnation == 1
+    assert core.statistics().refutations == 1
+    core.receive(A, Ping(5, []), 1.1)
+    ((_, ack),) = core.take().send
+    assert isinstance(ack, Ack)
+    assert Rumor(ME, ME_CREATION, 1, ALIVE) in ack.rumors
+    core.receive(A, MemberSync([Rumor(ME, ME_CREATION, 3, status)], False), 1.2)
+    assert core.incarnation == 4  # always above what was said
+    # Old news, another creation's news, and good news need no refutation.
+    core.receive(
+        A,
+        MemberSync(
+            [
+                Rumor(ME, ME_CREATION, 2, status),
+                Rumor(ME, ME_CREATION - 1, 9, status),
+                Rumor(ME, ME_CREATION, 9, ALIVE),
+            ],
+            False,
+        ),
+        1.3,
+    )
+    assert core.incarnation == 4
+    assert ME not in core.members
+
+
+def test_an_older_suspicion_about_itself_makes_the_node_repeat_its_refutation() -> None:
+    core = linked(A, B)
+    core.receive(A, MemberSync([Rumor(ME, ME_CREATION, 0, SUSPECT)], False), 1.0)
+    assert core.incarnation == 1
+    for seq in range(1, 20):  # A and others hear the refutation until its retransmits are spent
+        core.receive(A, Ping(seq, []), 1.0)
+        core.take()
+    # B never heard it and still suspects incarnation 0: its ping gets the refutation back.
+    core.receive(B, Ping(99, [Rumor(ME, ME_CREATION, 0, SUSPECT)]), 2.0)
+    ((_, ack),) = core.take().send
+    assert isinstance(ack, Ack)
+    assert Rumor(ME, ME_CREATION, 1, ALIVE) in ack.rumors
+    assert core.incarnation == 1  # nothing new to refute
+    assert core.statistics().refutations == 1
+
+
+def test_allow_and_deny_globs_deny_wins_and_self_is_never_allowed() -> None:
+    core = make_core(allow=("*@127.0.0.1:*",), deny=("b@*",))
+    assert core.allowed(A)
+    assert not core.allowed(B)  # allowed by the glob, but denied
+    assert not core.allowed("x@10.0.0.1:4000")  # not in the allow list
+    assert not core.allowed(ME)
+    assert make_core().allowed(A)  # no allow list: everyone but denied names and self
+    assert not make_core().allowed(ME)
+    core.link_up(B, 1, 0.0)
+    out = core.take()
+    assert (out.disconnect, out.events, out.send) == ([B], [], [])
+    core.discovered(B, 0.0)
+    core.discovered("x@10.0.0.1:4000", 0.0)
+    core.discovered(ME, 0.0)
+    core.link_up(A, 1, 0.0)
+    core.receive(A, MemberSync([alive(B), alive("x@10.0.0.1:4000"), alive(C)], False), 0.0)
+    out = core.take()
+    assert out.connect == [C]
+    assert sorted(core.members) == [A, C]
+
+
+def dead_without_link(at: float) -> MembershipCore:
+    """A core whose link to A dropped at 1.0 and which heard at ``at`` that A is dead."""
+    core = linked(A, B)
+    advance(core, 1.0, answer=[A, B])
+    core.link_down(A, 1.0)
+    advance(core, at, answer=[B])
+    core.receive(B, MemberSync([Rumor(A, 1, 0, DEAD)], False), at)
+    assert core.take().events == [NodeDown(A, "failed")]
+    return core
+
+
+def test_tombstones_are_reclaimed_after_reclaim_after() -> None:
+    core = dead_without_link(2.0)
+    # While the tombstone stands, neither a rediscovery (creation unknown) nor stale news revives A.
+    advance(core, 10.0, answer=[B])
+    core.discovered(A, 10.0)
+    core.receive(B, MemberSync([alive(A, incarnation=0)], False), 10.0)
+    out = core.take()
+    assert (out.connect, out.events) == ([], [])
+    assert advance(core, 61.999, answer=[B]) == []
+    m = core.member(A)
+    assert m is not None
+    assert m.status == DEAD
+    assert core.next_deadline() == 62.0 == 2.0 + CFG.reclaim_after
+    core.handle_timer(62.0)
+    assert core.member(A) is None
+    core.discovered(A, 62.5)
+    assert core.take().connect == [A]
+
+
+def test_a_dead_member_that_refutes_is_dialed_and_comes_back_up() -> None:
+    core = dead_without_link(2.0)
+    core.receive(B, MemberSync([alive(A, incarnation=1)], False), 3.0)
+    out = core.take()
+    assert (out.connect, out.events) == ([A], [])
+    core.link_up(A, 1, 3.1)
+    assert core.take().events == [NodeUp(A, 1)]  # NodeUp carries the creation
+
+
+def test_piggyback_respects_max_piggyback_and_retransmit_counts() -> None:
+    names = [f"p{i:02d}@127.0.0.1:6000" for i in range(20)]
+    core = linked(A)
+    core.receive(A, MemberSync([alive(n) for n in names], False), 0.0)
+    core.take()
+    # Each rumor is queued for retransmits(n) sends, n counting the members (and self)
+    # when it was queued: the self rumor at start, A's at link_up, p00.. as they came.
+    expected = Counter({ME: CFG.retransmits(1), A: CFG.retransmits(2)})
+    expected.update({n: CFG.retransmits(i + 3) for i, n in enumerate(names)})
+    transmitted: Counter[str] = Counter()
+    for seq in range(1, 1000):
+        core.receive(A, Ping(seq, []), 1.0)
+        ((_, ack),) = core.take().send
+        assert isinstance(ack, Ack)
+        assert len(ack.rumors) == min(CFG.max_piggyback, len(expected - transmitted))
+        transmitted.update(r.name for r in ack.rumors)
+        if not ack.rumors:
+            break
+    assert transmitted == expected
+    assert core.statistics().rumors_sent == sum(expected.values())
+
+
+def test_ping_req_relays_the_ack_with_the_requesters_seq() -> None:
+    core = linked(A, B)
+    core.receive(A, PingReq(41, B, []), 0.0)
+    ((dst, ping),) = core.take().send
+    assert dst == B
+    assert isinstance(ping, Ping)
+    core.receive(B, Ack(ping.seq, []), 0.2)
+    assert core.take().send == [(A, Ack(41, []))]
+    core.receive(B, Ack(ping.seq, []), 0.3)  # a duplicate is not relayed twice
+    assert not core.take().send
+
+
+def test_ping_req_relays_expire_after_a_period_and_need_a_linked_target() -> None:
+    core = linked(A, B)
+    core.handle_timer(0.0)
+    ((dst, probe),) = core.take().send
+    core.receive(dst, Ack(probe.seq, []), 0.0)
+    core.receive(A, PingReq(41, C, []), 0.2)  # C is unknown: nothing to do
+    assert not core.take().send
+    core.receive(A, PingReq(42, B, []), 0.2)
+    ((_, ping),) = core.take().send
+    assert core.next_deadline() == 1.0
+    advance(core, 1.0, answer=[A, B])
+    assert core.next_deadline() == 1.2  # the relay expires one period after the request
+    core.handle_timer(1.2)
+    core.receive(B, Ack(ping.seq, []), 1.25)  # too late
+    assert not core.take().send
+    assert core.next_deadline() == 2.0
+
+
+def test_push_pull_goes_to_one_linked_member_every_interval() -> None:
+    core = linked(A, B)
+    advance(core, 29.999, answer=[A, B])
+    core.take()
+    core.handle_timer(30.0)
+    syncs = sent(core.take(), MemberSync)
+    assert len(syncs) == 1
+    dst, sync = syncs[0]
+    assert dst in (A, B)
+    assert sync.reply is True
+    assert {r.name for r in sync.rumors} == {ME, A, B}
