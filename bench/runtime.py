@@ -7,6 +7,8 @@ figure is the median of ``--repeats`` runs. Beside each figure the script measur
 bare-bones loop with no runtime at all (a deque mailbox drained in batches by an async
 handler; futures for calls), so the ratio to "the limit" comes from the same run on the
 same machine.
+Each figure's config also holds every sample and the CPU time per operation
+(``cpu_us_per_op``), which a busy machine distorts far less than the wall clock.
 
 Figures (JSON lines, see _common.py):
     local_send             1 sender process -> 1 receiver, until the receiver handled all

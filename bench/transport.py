@@ -8,6 +8,9 @@ process (``distable.testing.NodeProcess``) hosting a ``Sink`` and an ``Echo`` fr
 followed by the same workload on the bare-bones link of ``_bare.py`` (msgspec frames
 over asyncio protocols on uvloop, writes coalesced per loop turn, no distable) against
 its own child process, so the ratio to "the limit" is measured side by side.
+Each figure's config also holds every sample and the CPU time per operation of
+node a and node b (``cpu_us_per_op``, from /proc), which a busy machine distorts far
+less than the wall clock.
 
 Figures (JSON lines, see _common.py):
     remote_send          one sender process on a -> the sink on b, until the sink has all
