@@ -317,7 +317,8 @@ def cpu_of(cluster: Cluster) -> dict[str, float]:
 
 
 def cpu_note(before: dict[str, float], after: dict[str, float]) -> str:
-    return " ".join(f"{k} {after[k] - before[k]:.2f}" for k in before if k in after) + " (CPU s)"
+    """CPU seconds each process spent between two ``cpu_of`` snapshots (a new one: since it started)."""
+    return " ".join(f"{k} {after[k] - before.get(k, 0.0):.2f}" for k in after) + " (CPU s)"
 
 
 async def one_run(n: int, args: argparse.Namespace, rng: random.Random) -> dict[str, float]:

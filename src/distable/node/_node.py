@@ -558,11 +558,18 @@ def send(dest: Pid | Any, message: Any) -> None:
     if runtime is not None and type(dest) is Pid:
         runtime.send(dest, message)  # what Node.send does with a pid, two calls fewer: the hot path
         return
+    if runtime is not None and type(runtime.owner) is Node:
+        runtime.send(runtime.owner._resolve(dest), message)  # Node.send with a name, inline
+        return
     current_node().send(dest, message)
 
 
 def cast(dest: Pid | Any, message: Any) -> None:
     """Send ``message`` to ``dest``'s ``handle_cast`` from the current node."""
+    runtime = _current_runtime.get()
+    if runtime is not None and type(runtime.owner) is Node:
+        runtime.cast(runtime.owner._resolve(dest), message)  # Node.cast, inline
+        return
     current_node().cast(dest, message)
 
 
@@ -576,6 +583,9 @@ async def call(dest: Pid | Any, message: Any, timeout: float = 5.0) -> Any:
     runtime = _current_runtime.get()
     if runtime is not None and type(dest) is Pid:
         return await runtime.call(dest, message, timeout)  # what Node.call does with a pid, one await fewer
+    if runtime is not None and type(runtime.owner) is Node:
+        # A name: resolved in the replica as Node.call does, without Node.call's extra await.
+        return await runtime.call(runtime.owner._resolve(dest), message, timeout)
     return await current_node().call(dest, message, timeout)
 
 

@@ -14,14 +14,17 @@ Rules:
       (``SyncRequest``) and replaces those buckets with the answer (``SyncReply``).
       Only differences travel, and a sync never blocks lookups or registrations.
     * Resolution of a name claimed by several hosts is a pure function of the claims
-      and the placement, so every node that holds the same claims picks the same
-      winner: a claim made by a handoff supersedes the exact pid it replaced
-      (``moved_from``); otherwise (a healed netsplit) the claim hosted on the name's
-      ring owner wins, or else the one on the smallest host name. The host of each
-      losing claim (and only it) is told to resolve the conflict.
+      alone (not of the placement, which differs between nodes for a moment when one
+      changes), so every node that holds the same claims picks the same winner: a claim
+      made by a handoff supersedes the exact pid it replaced (``moved_from``); otherwise
+      (a healed netsplit) the claim on the name's ring owner among the claimants' hosts
+      wins (the placement's owner, when it hosts a copy), or else the one on the smallest
+      host name. The host of each losing claim (and only it) is told to resolve the conflict.
     * When a host goes down, its claims are dropped everywhere; each factory-registered
       name it hosted (and had not handed off) is restarted by the one node that owns it
-      in the new placement: exactly once, in a stable cluster.
+      in the new placement: exactly once, in a stable cluster. The other nodes that held
+      the claim ask that owner to (it may never have heard of it: it joined too late);
+      registration there is idempotent.
     * Placement covers server nodes that are up, have said hello, and are not
       draining (``RegistryLeaving``). When it changes, every local factory-registered
       name whose owner moved is handed off (``HandOff`` command); with no owner (no
@@ -80,13 +83,15 @@ def claim_key(claim: Claim | Removal) -> Hashable:
 
 
 def wire_claim(claim: Claim) -> Claim:
-    """The claim with its user values prepared for the wire (tuples, pids... as ext types)."""
+    """The claim with its user values prepared for the wire (tuples, pids... as ext types):
+    the claim itself when nothing needs preparing (a str or int name, no arguments)."""
     spec = claim.spec
-    if spec is not None:
+    if spec is not None and (spec.args or spec.kwargs):
         spec = Spec(spec.factory, to_wire(spec.args), to_wire(spec.kwargs), spec.restart, spec.handoff_timeout)
-    return Claim(
-        claim.kind, to_wire(claim.key), claim.pid, claim.clock, claim.position, spec, claim.moved_from, claim.handoff
-    )
+    key = to_wire(claim.key)
+    if key is claim.key and spec is claim.spec:
+        return claim
+    return Claim(claim.kind, key, claim.pid, claim.clock, claim.position, spec, claim.moved_from, claim.handoff)
 
 
 def _mix(claim: Claim) -> int:
@@ -237,6 +242,7 @@ class TrackerCore:
         self._pending_claims: list[Claim] = []
         self._pending_removals: list[Removal] = []
         self._resolving: set[tuple[Any, Pid]] = set()
+        self._claimant_placements: dict[tuple[str, ...], Placement] = {}  # see _resolve
         self._flushed: set[tuple[str, int]] = set()
         self._restarts: list[tuple[float, int, Any, Spec]] = []  # heap of (due, seq, name, spec)
         self._restart_seq = 0
@@ -735,7 +741,12 @@ class TrackerCore:
             if len(live) == 1:
                 winner = live[0]
             else:
-                owner = self.placement.owner_of_hash(live[0].position)
+                # The ring over the claimants' own hosts decides, not this node's placement of
+                # the moment: two nodes whose views differ briefly (one has seen a node join, the
+                # other not yet) then still pick the same winner, instead of each yielding to the
+                # other's copy and losing the name. When the placement's owner hosts a copy, it
+                # is the owner among the claimants too, so that copy wins, as before.
+                owner = self._claimant_placement(live).owner_of_hash(live[0].position)
                 on_owner = [c for c in live if c.pid.node == owner]
                 winner = on_owner[0] if on_owner else min(live, key=lambda c: (c.pid.node, c.pid.id))
                 for loser in live:
@@ -761,6 +772,15 @@ class TrackerCore:
         if self.pids.get(name) != winner.pid:
             self.pids[name] = winner.pid
             self._out.events.append(NameRegistered(name, winner.pid))
+
+    def _claimant_placement(self, claims: list[Claim]) -> Placement:
+        hosts = tuple(sorted({c.pid.node for c in claims}))
+        placement = self._claimant_placements.get(hosts)
+        if placement is None:
+            if len(self._claimant_placements) >= 64:
+                self._claimant_placements.clear()  # bounded: a few host sets at a time
+            placement = self._claimant_placements[hosts] = self.strategy.place(hosts)
+        return placement
 
     def conflict_done(self, name: Any, loser: Pid) -> None:
         self._resolving.discard((name, loser))

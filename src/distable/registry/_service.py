@@ -42,13 +42,14 @@ from .._errors import (
     UnencodableValue,
 )
 from .._log import RateLimitedLog
-from ..ring import DistributionStrategy
+from ..ring import DistributionStrategy, hash_name
 from ..runtime import NOREPLY, Caller, Ignore, Process, Restart, Resume, Runtime
 from ..runtime._process import SYSTEM, Gate
 from ..transport import Transport
 from ..wire import Pid, encode_value, to_wire
 from ..wire._messages import (
     CLAIM_NAME,
+    CallRequest,
     ConflictState,
     Delta,
     Digest,
@@ -208,7 +209,10 @@ class RegistryService:
         self._hid = 0
         self._slots = asyncio.Semaphore(max_concurrent_handoffs)
         self._flush_scheduled = False
-        self._timer: asyncio.TimerHandle | None = None
+        # uvloop's call_at returns a plain Handle (no ``when()``) for a deadline already past,
+        # so the deadline the timer was armed for is kept beside it.
+        self._timer: asyncio.Handle | None = None
+        self._timer_at = 0.0
         self._idle = asyncio.Event()
         self._retry_delay = 0.05
         self._retry_handle: asyncio.TimerHandle | None = None
@@ -256,9 +260,10 @@ class RegistryService:
         deadline = self.core.next_deadline()
         timer = self._timer
         if timer is not None:
-            if timer.when() <= deadline:
+            if self._timer_at <= deadline:
                 return
             timer.cancel()
+        self._timer_at = deadline
         self._timer = self.loop.call_at(deadline, self._on_timer)
 
     def _on_timer(self) -> None:
@@ -332,7 +337,25 @@ class RegistryService:
             Flushed: self._on_flushed,
             ConflictState: self._on_conflict_state,
             Forwarded: self.runtime.on_forwarded,
+            CallRequest: self._on_call_request,
         }
+
+    def _on_call_request(self, node: str, msg: CallRequest) -> None:
+        """A call from another node: one to this node's registry server is served at once (a
+        task per request, as the server would start), without a trip through the server's
+        mailbox and drain; any other call goes to the runtime as usual."""
+        to = msg.to
+        runtime = self.runtime
+        if (
+            to.id == REGISTRY_SERVER_ID
+            and to.node == self.node
+            and to.incarnation == runtime.incarnation
+            and not self._stopped
+            and not runtime.closing
+        ):
+            self.spawn(self.serve(msg.payload, Caller(runtime, msg.sender, None, node, msg.ref)))
+        else:
+            runtime.on_call_request(node, msg)
 
     def _on_exit(self, pid: Pid, reason: Any) -> None:
         if pid.node == self.node:
@@ -362,24 +385,27 @@ class RegistryService:
         mode: str,
         timeout: float,
     ) -> Pid:
-        _check_name(name)
+        position = _check_name(name)
         if restart not in RESTART_POLICIES:
             raise ValueError(f"restart must be one of {RESTART_POLICIES}, not {restart!r}")
         ref = factory_ref(factory)
         for value in (args, kwargs):
-            encode_value(value)  # refuse arguments that could not reach the owner, here
+            if value:
+                encode_value(value)  # refuse arguments that could not reach the owner, here
         existing = self.pids.get(name)
         if existing is not None:
             if mode == "whereis_or_register":
                 return existing
             raise AlreadyRegistered(existing)
-        owner = self.core.owner(name)
+        owner = self.core.placement.owner_of_hash(position)
         if owner is None:
             raise NoNodeAvailable(f"no node may own {name!r} now (no server nodes, or no quorum)")
         if owner == self.node:
             reply = await self._register_here(name, Spec(ref, list(args), dict(kwargs), restart, handoff_timeout))
         else:
-            request = ("register", name, ref, list(args), dict(kwargs), restart, handoff_timeout)
+            # Requests and replies cross the wire as lists, not tuples: one encoding pass each
+            # (a tuple rides as an extension value, encoded on its own first).
+            request = ["register", name, ref, list(args), dict(kwargs), restart, handoff_timeout]
             reply = await self.runtime.call(self._server(owner), request, timeout)
         pid = _interpret(reply, mode)
         assert isinstance(pid, Pid)
@@ -471,7 +497,7 @@ class RegistryService:
             # Send the change's Delta before the reply, on the same FIFO link: the caller's
             # node then knows the new entry when its register/unregister/join returns.
             self._flush()
-        caller.reply(reply)
+        caller.reply(list(reply))  # a list crosses the wire in one encoding pass (see register)
 
     async def _register_here(self, name: Any, spec: Spec) -> tuple[Any, ...]:
         """Start ``name`` here from ``spec`` and claim it, unless it is registered already.
@@ -526,7 +552,7 @@ class RegistryService:
             self._changed()
 
     async def _restart_elsewhere(self, command: RestartElsewhere) -> None:
-        request = (
+        request = [
             "register",
             command.name,
             command.spec.factory,
@@ -534,10 +560,10 @@ class RegistryService:
             command.spec.kwargs,
             command.spec.restart,
             command.spec.handoff_timeout,
-        )
+        ]
         try:
             reply = await self.runtime.call(self._server(command.owner), request, command.spec.handoff_timeout)
-            if isinstance(reply, tuple) and reply and reply[0] == "error":
+            if isinstance(reply, tuple | list) and reply and reply[0] == "error":
                 raise DistableError(f"{reply[1]}: {reply[2]}" if len(reply) > 2 else repr(reply))
         except Exception as exc:
             self._ratelog.warning(
@@ -877,6 +903,8 @@ class RegistryService:
         # claim is moved on like the others; stopping now would kill the only copy.
         if any(not i.committed and not i.cancelled for i in self._incoming.values()):
             return True
+        if self._pending:  # a registration still starting its process: its claim moves on next
+            return True
         # A process that answered Ignore stays: waiting for it would only use up the drain
         # timeout; when this node is gone, the name's new owner restarts it.
         pinned = self.core.pinned
@@ -953,12 +981,13 @@ def _log_failure(proc: Process, what: str) -> Callable[[asyncio.Future[Any]], No
     return done
 
 
-def _check_name(name: Any) -> None:
+def _check_name(name: Any) -> int:
+    """The name's ring position, computed from its encoding: the check that it can cross the wire."""
     try:
         hash(name)
     except TypeError:
         raise TypeError(f"a registered name must be hashable (str, int, tuple...), not {type(name).__name__}") from None
-    encode_value(name)
+    return hash_name(name)
 
 
 def _interpret(reply: Any, mode: str) -> Any:

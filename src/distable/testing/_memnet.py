@@ -83,7 +83,8 @@ class VirtualTimeDeadlock(RuntimeError):
 
 class _JumpingSelector(selectors.BaseSelector):
     """Polls the real selector (the loop's wake-up pipe) without blocking; when nothing
-    is ready, advances the loop's virtual clock by the timeout instead of sleeping."""
+    is ready, advances the loop's virtual clock by the timeout (to the next timer)
+    instead of sleeping."""
 
     def __init__(self, loop_clock: Callable[[float], None]) -> None:
         self._inner = selectors.DefaultSelector()
