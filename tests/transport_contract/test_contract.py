@@ -181,6 +181,7 @@ class Echo(Process):
             case ("echo", value):
                 return value
             case ("hang",):
+                self.hanging = True
                 return NOREPLY
         raise ValueError(f"unexpected call {message!r}")
 
@@ -255,7 +256,9 @@ def test_link_loss_fails_calls_with_noconnection_fires_monitors_and_the_link_ret
             ref = await a.call(watcher, ("monitor", echo))
             assert await a.call(echo, ("echo", "before")) == "before"  # b has the monitor now
             hanging = asyncio.create_task(a.call(echo, ("hang",), timeout=30.0))
-            await asyncio.sleep(0.05)
+            echo_proc = b.runtime.local(echo)
+            assert echo_proc is not None
+            await until(lambda: getattr(echo_proc, "hanging", False), "the echo holds the call")
             assert not hanging.done()
 
             net.cut(a, b)

@@ -984,7 +984,7 @@ def _log_failure(proc: Process, what: str) -> Callable[[asyncio.Future[Any]], No
 def _check_name(name: Any) -> int:
     """The name's ring position, computed from its encoding: the check that it can cross the wire."""
     try:
-        hash(name)
+        hash(name)  # only to refuse unhashable names early; placement uses hash_name (xxh3)
     except TypeError:
         raise TypeError(f"a registered name must be hashable (str, int, tuple...), not {type(name).__name__}") from None
     return hash_name(name)
