@@ -171,6 +171,11 @@ class RegistryConfig:
             consecutive crash up to ``restart_backoff_max``.
         restart_reset: a process that ran this long resets its backoff.
         forward_ttl: how long a handed-off pid forwards stragglers to its successor.
+        orphan_check: when a node dies, each survivor that knew one of its names but does
+            not own it waits this long, then asks the owner to restart the name if it is
+            still unregistered (the owner restarts the names it knew of at once; this only
+            covers an owner that never learned the claim). Waiting first keeps the cost of
+            a node's death linear in its names, not in its names times the survivors.
     """
 
     sync_interval: float = 10.0
@@ -178,6 +183,7 @@ class RegistryConfig:
     restart_backoff_max: float = 5.0
     restart_reset: float = 30.0
     forward_ttl: float = 30.0
+    orphan_check: float = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,7 +250,9 @@ class TrackerCore:
         self._resolving: set[tuple[Any, Pid]] = set()
         self._claimant_placements: dict[tuple[str, ...], Placement] = {}  # see _resolve
         self._flushed: set[tuple[str, int]] = set()
-        self._restarts: list[tuple[float, int, Any, Spec]] = []  # heap of (due, seq, name, spec)
+        # heap of (due, seq, name, spec, reason): restarts after a crash ("exit") and checks
+        # of names a dead node hosted ("nodedown", see RegistryConfig.orphan_check)
+        self._restarts: list[tuple[float, int, Any, Spec, str]] = []
         self._restart_seq = 0
         self._backoff: dict[Any, tuple[float, float]] = {}  # name -> (delay, started at)
         self._next_sync = now + config.sync_interval
@@ -335,9 +343,12 @@ class TrackerCore:
                         self._out.commands.append(StartName(claim.key, claim.spec, "nodedown"))
                     elif owner is not None:
                         # The owner may never have held this claim (it joined, or linked to
-                        # the dead host, too late to learn of it): ask it. Every survivor that
-                        # knew the claim asks; registration on the owner is idempotent.
-                        self._out.commands.append(RestartElsewhere(claim.key, claim.spec, owner))
+                        # the dead host, too late to learn of it): if the name is still not
+                        # back after orphan_check, ask it. Every survivor that knew the claim
+                        # asks then; registration on the owner is idempotent.
+                        self._restart_seq += 1
+                        due = now + self.config.orphan_check
+                        heapq.heappush(self._restarts, (due, self._restart_seq, claim.key, claim.spec, "nodedown"))
             else:
                 self._group_remove(claim)
         self._rebalance()
@@ -551,7 +562,7 @@ class TrackerCore:
         delay = min(cfg.restart_backoff_max, delay * 2 if delay else cfg.restart_backoff)
         self._backoff[name] = (delay, now + delay)
         self._restart_seq += 1
-        heapq.heappush(self._restarts, (now + delay, self._restart_seq, name, spec))
+        heapq.heappush(self._restarts, (now + delay, self._restart_seq, name, spec, "exit"))
 
     # --- messages from peers ------------------------------------------------------------------
 
@@ -680,7 +691,7 @@ class TrackerCore:
 
     def handle_timer(self, now: float) -> None:
         while self._restarts and self._restarts[0][0] <= now:
-            _, _, name, spec = heapq.heappop(self._restarts)
+            _, _, name, spec, reason = heapq.heappop(self._restarts)
             if name in self.pids or self.leaving:
                 continue
             owner = self.placement.owner(name)
@@ -688,7 +699,7 @@ class TrackerCore:
                 continue
             self._n_restarts += 1
             if owner == self.node:
-                self._out.commands.append(StartName(name, spec, "exit"))
+                self._out.commands.append(StartName(name, spec, reason))
             else:
                 self._out.commands.append(RestartElsewhere(name, spec, owner))
         if now >= self._next_sync:

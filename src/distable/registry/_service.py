@@ -27,6 +27,7 @@ import asyncio
 import contextlib
 import logging
 import random
+from collections import deque
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -36,6 +37,7 @@ from .._errors import (
     DistableError,
     FactoryError,
     InvalidFactoryReturn,
+    MessageTooLarge,
     NameNotFound,
     NoNodeAvailable,
     ProcessExited,
@@ -68,6 +70,7 @@ from ..wire._messages import (
     SyncRequest,
 )
 from ._core import (
+    BUCKETS,
     HandOff,
     RegistryConfig,
     RegistryStatistics,
@@ -117,6 +120,43 @@ class RegistryServer(Process):
     async def handle_call(self, message: Any, caller: Caller) -> Any:
         self.service.spawn(self.service.serve(message, caller))
         return NOREPLY
+
+
+class _Lane:
+    """Runs queued jobs in order, at most ``limit`` at once, in at most ``limit`` tasks.
+
+    Each task takes the next job when its current one is done; a job's exception is logged
+    and does not stop the others. Event loop only.
+    """
+
+    __slots__ = ("_jobs", "_limit", "_spawn", "_workers")
+
+    def __init__(self, spawn: Callable[[Coroutine[Any, Any, Any]], Any], limit: int) -> None:
+        self._jobs: deque[Callable[[], Coroutine[Any, Any, None]]] = deque()
+        self._limit = max(1, limit)
+        self._spawn = spawn
+        self._workers = 0
+
+    def put(self, job: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        self._jobs.append(job)
+        if self._workers < self._limit:
+            self._workers += 1
+            self._spawn(self._work())
+
+    def __len__(self) -> int:
+        """Jobs waiting for a task (not counting those running)."""
+        return len(self._jobs)
+
+    async def _work(self) -> None:
+        try:
+            while self._jobs:
+                job = self._jobs.popleft()
+                try:
+                    await job()
+                except Exception:
+                    log.exception("registry job %r failed", job)
+        finally:
+            self._workers -= 1
 
 
 class _FreezeForHandoff:
@@ -208,6 +248,11 @@ class RegistryService:
         self._pending: dict[Any, asyncio.Future[Pid | None]] = {}
         self._hid = 0
         self._slots = asyncio.Semaphore(max_concurrent_handoffs)
+        # A node's death or a join makes thousands of restarts or handoffs at once: they run
+        # a bounded number at a time, so no loop turn starts them all (a turn that long would
+        # stall heartbeats and make peers suspect this node).
+        self._handoffs = _Lane(spawn, max_concurrent_handoffs)
+        self._restarts = _Lane(spawn, max_concurrent_handoffs)
         self._flush_scheduled = False
         # uvloop's call_at returns a plain Handle (no ``when()``) for a deadline already past,
         # so the deadline the timer was armed for is kept beside it.
@@ -249,6 +294,8 @@ class RegistryService:
         for node, msg in out.send:
             try:
                 post(node, msg)
+            except MessageTooLarge:
+                self._post_in_parts(node, msg)
             except Exception as exc:
                 self._ratelog.warning(("post", node), "cannot send %s to %s: %s", type(msg).__name__, node, exc)
         for event in out.events:
@@ -266,6 +313,22 @@ class RegistryService:
         self._timer_at = deadline
         self._timer = self.loop.call_at(deadline, self._on_timer)
 
+    def _post_in_parts(self, node: str, msg: Any) -> None:
+        """Send a Delta or SyncReply too large for one frame as several smaller ones (the
+        claims of a node that just took over many names, a whole replica for a new node)."""
+        parts = _halves(msg)
+        if parts is None:
+            self._ratelog.warning(("post", node), "cannot send %s to %s: too large", type(msg).__name__, node)
+            return
+        for part in parts:
+            try:
+                self.transport.post(node, part)
+            except MessageTooLarge:
+                self._post_in_parts(node, part)
+            except Exception as exc:
+                self._ratelog.warning(("post", node), "cannot send %s to %s: %s", type(part).__name__, node, exc)
+                return
+
     def _on_timer(self) -> None:
         self._timer = None
         self.core.handle_timer(self.loop.time())
@@ -273,15 +336,15 @@ class RegistryService:
 
     def _command(self, command: Any) -> None:
         if isinstance(command, HandOff):
-            self.spawn(self._hand_off(command))
+            self._handoffs.put(lambda: self._hand_off(command))
         elif isinstance(command, StartName):
-            self.spawn(self._restart(command.name, command.spec, command.reason))
+            self._restarts.put(lambda: self._restart(command.name, command.spec, command.reason))
         elif isinstance(command, StopProcess):
             self._stop_local(command.pid)
         elif isinstance(command, ResolveConflict):
             self.spawn(self._resolve_conflict(command))
         elif isinstance(command, RestartElsewhere):
-            self.spawn(self._restart_elsewhere(command))
+            self._restarts.put(lambda: self._restart_elsewhere(command))
 
     # --- membership and messages ----------------------------------------------------------
 
@@ -979,6 +1042,33 @@ def _log_failure(proc: Process, what: str) -> Callable[[asyncio.Future[Any]], No
             log.error("%r: %s raised", proc, what, exc_info=fut.exception())
 
     return done
+
+
+def _halves(msg: Any) -> list[Any] | None:
+    """``msg`` as two messages that mean the same, in order, or None if it cannot be split.
+
+    A Delta's claims are applied before its removals, so the removals ride with the second
+    half; a SyncReply replaces whole buckets, so it splits by buckets.
+    """
+    if isinstance(msg, Delta):
+        claims, removals = msg.claims, msg.removals
+        if len(claims) > 1:
+            k = len(claims) // 2
+            return [Delta(claims[:k], []), Delta(claims[k:], removals)]
+        if claims and removals:
+            return [Delta(claims, []), Delta([], removals)]
+        if len(removals) > 1:
+            k = len(removals) // 2
+            return [Delta([], removals[:k]), Delta([], removals[k:])]
+        return None
+    if isinstance(msg, SyncReply) and len(msg.buckets) > 1:
+        buckets = sorted(msg.buckets)
+        first = set(buckets[: len(buckets) // 2])
+        return [
+            SyncReply(sorted(first), [c for c in msg.claims if c.position % BUCKETS in first]),
+            SyncReply(buckets[len(buckets) // 2 :], [c for c in msg.claims if c.position % BUCKETS not in first]),
+        ]
+    return None
 
 
 def _check_name(name: Any) -> int:

@@ -34,7 +34,8 @@ def registry_stats(node: Node) -> dict[str, Any]:
         "outgoing": sum(1 for o in service._outgoing.values() if not o.committed),
         "incoming": len(service._incoming),
         "pending": len(service._pending),
-        "restarts_due": len(core._restarts),
+        # restarts still to come (a check of a name that is back already is not one)
+        "restarts_due": sum(1 for entry in core._restarts if entry[2] not in core.pids),
         "restarts": core._n_restarts,
         "handoffs": core._n_handoffs,
         "peers": len(core.peers),
