@@ -9,25 +9,30 @@ it holds a full replica, registers, looks up and calls, but owns no names, so th
 cluster that places and hosts names is exactly three nodes, as in Swarm's run, and a
 registration from here is a real request to the owner (2 of 3 would be remote in Swarm).
 
-One run per repeat, on a fresh cluster each time, with N workers:
+Each repeat uses two fresh clusters and N workers (names "worker-0"...):
 
+  first cluster
     register_one     N registrations issued one at a time from this node (each waits for
-                     its pid), timed until the last reply; then every worker is told to
-                     stop and the replicas are waited on until they are empty
-    memory           after register_one: the RSS growth of a, b and c together (N idle
-                     workers, each with its replica on 3 nodes) divided by N; the client
+                     its pid), timed until the last reply
+    memory           then: the RSS growth of a, b and c together since before the first
+                     registration (N idle workers, each with its replica on 3 nodes; after
+                     a collection and malloc_trim in each) divided by N; the client
                      replica's growth in this process is reported on its own
-    register_32      the same N names again, from 32 concurrent callers
+  second cluster
+    register_32      the N names from 32 concurrent callers (tasks here)
     whereis          ``node.whereis(name)`` and ``distable.whereis(name)`` over all N names
-                     in a tight loop (µs per lookup; ``bare_`` is a plain ``dict.get``)
-    call_name        a process here calls names round-robin by name (1 caller, then 64)
+                     in a tight loop, median of 5 passes (µs per lookup; ``bare_`` is a
+                     plain ``dict.get`` on a copy of the replica: the limit)
+    call_name        a process here calls the names round-robin by name, one caller and
+                     then 64; ``call_pid`` is the same by pid, measured pid, name, name, pid
+                     so that both see the same machine (what resolving the name costs)
     join             a 4th server node d starts (connected to a): seconds from d's "up"
                      line until every name is on its owner in the 4-node placement and
                      every replica (a, b, c, d and this one) is equal
     leave            d leaves gracefully (SIGTERM: it hands its names back), seconds
                      until the same holds for a, b, c (no Swarm anchor; the way back to 3)
     kill             c is SIGKILLed: seconds until every name runs again on a or b and
-                     every replica (a, b, this one) is equal
+                     every replica (a, b, this one) is equal (1/3 of the names restart)
 
 "Done" is measured the same way for join, leave and kill: poll every node cheaply
 (``registry_stats``: names, local claims, handoffs and restarts in flight) until each
@@ -37,8 +42,9 @@ replica digests are equal) and with real lookups here (``whereis`` of all N name
 on its owner); the time is that of the poll that was confirmed. After the timing, 200
 random names are called to check that they answer.
 
-Figures (JSON lines, see _common.py), each with its N in the name (``_10k``, ``_50k``...)
-and the Swarm 3.4 anchor in its config where one exists.
+Figures (JSON lines, see _common.py), each with its N in the name (``_10k``, ``_50k``...),
+the Swarm 3.4 anchor and the target in its config where there is one, and the CPU each
+process spent (µs per registration, or CPU seconds for join, leave and kill).
 """
 
 from __future__ import annotations
@@ -49,7 +55,6 @@ import contextlib
 import os
 import random
 import secrets
-import sys
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
@@ -321,7 +326,13 @@ def cpu_note(before: dict[str, float], after: dict[str, float]) -> str:
     return " ".join(f"{k} {after[k] - before.get(k, 0.0):.2f}" for k in after) + " (CPU s)"
 
 
-async def one_run(n: int, args: argparse.Namespace, rng: random.Random) -> dict[str, float]:
+def cpu_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    return {k: round(after[k] - before.get(k, 0.0), 3) for k in after}
+
+
+async def one_run(
+    n: int, args: argparse.Namespace, rng: random.Random, cpu: dict[str, list[dict[str, float]]]
+) -> dict[str, float]:
     """Two fresh clusters (one for the registrations one at a time and the memory, one for
     everything else); the figures of this run."""
     out: dict[str, float] = {}
@@ -334,9 +345,10 @@ async def one_run(n: int, args: argparse.Namespace, rng: random.Random) -> dict[
         expect3 = Expectation(names, positions, [a.name, b.name, c.name])
         rss0 = await asyncio.gather(a.rss(), b.rss(), c.rss())
         own0 = rss_bytes()
-        rate, cpu = await register_all(node, names, 1, pids)
+        rate, per_op = await register_all(node, names, 1, pids)
         out["register_one"] = rate
-        note(f"  register_one: {rate:,.0f}/s cpu µs/op {cpu}")
+        cpu.setdefault("register_one", []).append(per_op)
+        note(f"  register_one: {rate:,.0f}/s cpu µs/op {per_op}")
         await settle(cluster, expect3, n, 60 + n / 500, time.monotonic())
         rss1 = await asyncio.gather(a.rss(), b.rss(), c.rss())
         own1 = rss_bytes()
@@ -349,9 +361,10 @@ async def one_run(n: int, args: argparse.Namespace, rng: random.Random) -> dict[
         pids = {"a": a.proc.pid, "b": b.proc.pid, "c": c.proc.pid}
         three = [a.name, b.name, c.name]
         expect3 = Expectation(names, positions, three)
-        rate, cpu = await register_all(node, names, 32, pids)
+        rate, per_op = await register_all(node, names, 32, pids)
         out["register_32"] = rate
-        note(f"  register_32: {rate:,.0f}/s cpu µs/op {cpu}")
+        cpu.setdefault("register_32", []).append(per_op)
+        note(f"  register_32: {rate:,.0f}/s cpu µs/op {per_op}")
         await settle(cluster, expect3, n, 60 + n / 500, time.monotonic())
 
         # lookups and calls by name (and by pid, side by side: what resolving the name costs)
@@ -360,10 +373,14 @@ async def one_run(n: int, args: argparse.Namespace, rng: random.Random) -> dict[
         note(f"  whereis µs: node {out['whereis_node']:.3f} module {out['whereis_module']:.3f}")
         n_calls = 5_000 if args.quick else 20_000
         by_pid = [pid for name in names if (pid := node.whereis(name)) is not None]
-        out["call_pid"] = await call_by_name(node, by_pid, 1, n_calls, pids)
-        out["call_name"] = await call_by_name(node, names, 1, n_calls, pids)
-        out["call_pid_64"] = await call_by_name(node, by_pid, 64, n_calls * 5, pids)
-        out["call_name_64"] = await call_by_name(node, names, 64, n_calls * 5, pids)
+        for callers, suffix, count in ((1, "", n_calls), (64, "_64", n_calls * 5)):
+            # pid, name, name, pid: both see the same drift of the machine's load
+            rates: dict[str, list[float]] = {"pid": [], "name": []}
+            for kind in ("pid", "name", "name", "pid"):
+                targets = by_pid if kind == "pid" else names
+                rates[kind].append(await call_by_name(node, targets, callers, count // 2, pids))
+            for kind, pair in rates.items():
+                out[f"call_{kind}{suffix}"] = sum(pair) / len(pair)
         note(
             f"  call by name: {out['call_name']:,.0f}/s (by pid {out['call_pid']:,.0f}/s), "
             f"64 callers {out['call_name_64']:,.0f}/s (by pid {out['call_pid_64']:,.0f}/s)"
@@ -377,9 +394,11 @@ async def one_run(n: int, args: argparse.Namespace, rng: random.Random) -> dict[
         expect4 = Expectation(names, positions, [*three, d.name])
         seconds, detail = await settle(cluster, expect4, n, 60 + n / 200, up)
         out["join"] = seconds
+        cpu1 = cpu_of(cluster)
+        cpu.setdefault("join", []).append(cpu_delta(cpu0, cpu1))
         out["join_startup"] = up - launched
         note(f"  join: {seconds:.3f} s after d was up ({up - launched:.2f} s to start d) {detail}")
-        note(f"    {cpu_note(cpu0, cpu_of(cluster))}")
+        note(f"    {cpu_note(cpu0, cpu1)}")
         await call_sample(node, names, rng)
 
         # d leaves gracefully
@@ -389,8 +408,10 @@ async def one_run(n: int, args: argparse.Namespace, rng: random.Random) -> dict[
         d.terminate()
         seconds, detail = await settle(cluster, expect3, n, 60 + n / 200, started)
         out["leave"] = seconds
+        cpu1 = cpu_of(cluster)
+        cpu.setdefault("leave", []).append(cpu_delta(cpu0, cpu1))
         note(f"  leave: {seconds:.3f} s {detail}")
-        note(f"    {cpu_note(cpu0, cpu_of(cluster))}")
+        note(f"    {cpu_note(cpu0, cpu1)}")
         await d.wait(30)
         await call_sample(node, names, rng)
 
@@ -402,14 +423,16 @@ async def one_run(n: int, args: argparse.Namespace, rng: random.Random) -> dict[
         c.kill()
         seconds, detail = await settle(cluster, expect2, n, 60 + n / 200, started)
         out["kill"] = seconds
+        cpu1 = cpu_of(cluster)
+        cpu.setdefault("kill", []).append(cpu_delta(cpu0, cpu1))
         note(f"  kill: {seconds:.3f} s {detail}")
-        note(f"    {cpu_note(cpu0, cpu_of(cluster))}")
+        note(f"    {cpu_note(cpu0, cpu1)}")
         await c.wait(30)
         await call_sample(node, names, rng)
     return out
 
 
-def report(n: int, runs: list[dict[str, float]]) -> None:
+def report(n: int, runs: list[dict[str, float]], cpu: dict[str, list[dict[str, float]]]) -> None:
     units = {
         "register_one": "reg/s",
         "register_32": "reg/s",
@@ -433,6 +456,11 @@ def report(n: int, runs: list[dict[str, float]]) -> None:
             continue
         value = median(samples)
         config: dict[str, Any] = {"n": n, "nodes": 3, "repeats": len(samples), "samples": samples}
+        if key == "client_replica_bytes":
+            # Later runs reuse the memory the earlier clusters' replicas freed in this process:
+            # only the first run's growth (a fresh heap) measures the replica.
+            value = samples[0]
+            config["measured"] = "first run only"
         swarm = SWARM.get(key, {}).get(n)
         if swarm is not None:
             config["swarm"] = swarm
@@ -440,6 +468,15 @@ def report(n: int, runs: list[dict[str, float]]) -> None:
         if goal is not None:
             config["target"] = goal
             config["met"] = value <= goal if key in MAXIMA else value >= goal
+        if key in cpu:
+            # CPU per process: µs per registration, or seconds for the whole join/leave/kill
+            per = cpu[key]
+            medians = {k: round(median([c[k] for c in per if k in c]), 3) for k in per[0]}
+            config["cpu_us_per_op" if key.startswith("register") else "cpu_s"] = medians
+        if key == "bare_whereis":
+            for of in ("whereis_node", "whereis_module"):  # the limit beside each (run_all.py's bare_ pairing)
+                emit(f"bare_registry_{of}_{label(n)}", value, unit, **config)
+            continue
         emit(f"registry_{key}_{label(n)}", value, unit, **config)
 
 
@@ -459,12 +496,12 @@ async def main() -> None:
     for n in sizes:
         repeats = args.repeats or (1 if args.quick else 5 if n <= 10_000 else 3)
         runs = []
+        cpu: dict[str, list[dict[str, float]]] = {}
         for i in range(repeats):
             note(f"registry N={n:,} run {i + 1}/{repeats}")
-            runs.append(await one_run(n, args, rng))
-        report(n, runs)
+            runs.append(await one_run(n, args, rng, cpu))
+        report(n, runs, cpu)
 
 
 if __name__ == "__main__":
-    sys.setrecursionlimit(10_000)
     distable.run(main())

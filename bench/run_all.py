@@ -41,6 +41,27 @@ TARGETS: dict[str, tuple[float, str]] = {
     "idle_process_bytes": (2048, "max"),
     "idle_process_bytes_traced": (2048, "max"),
 }
+# bench/registry.py, at each worker count it runs (the targets; join and kill only at 10k and 50k)
+for _n in ("2k", "10k", "50k", "100k"):
+    TARGETS.update(
+        {
+            f"registry_register_one_{_n}": (10_000, "min"),
+            f"registry_register_32_{_n}": (50_000, "min"),
+            f"registry_whereis_node_{_n}": (0.3, "max"),
+            f"registry_whereis_module_{_n}": (0.3, "max"),
+            f"registry_call_name_{_n}": (15_000, "min"),
+            f"registry_call_name_64_{_n}": (100_000, "min"),
+            f"registry_memory_per_worker_{_n}": (4096, "max"),
+        }
+    )
+TARGETS.update(
+    {
+        "registry_join_10k": (1.0, "max"),
+        "registry_kill_10k": (1.5, "max"),
+        "registry_join_50k": (5.0, "max"),
+        "registry_kill_50k": (5.0, "max"),
+    }
+)
 
 
 def run_script(script: str, extra: list[str]) -> list[dict[str, Any]]:

@@ -398,23 +398,26 @@ class TrackerCore:
 
     def _rebalance(self) -> None:
         """Hand off (or stop) every local factory-registered name this node no longer owns."""
-        placement = self.placement
         for claim in list(self.claims[self.node].values()):
-            if claim.kind != CLAIM_NAME or claim.spec is None:
-                continue
-            name = claim.key
-            if name in self.moving or name in self.pinned or self.winners.get(name) is not claim:
-                continue
-            owner = placement.owner_of_hash(claim.position)
-            if owner == self.node:
-                continue
-            if owner is None:
-                self._out.commands.append(StopProcess(name, claim.pid, "noquorum"))
-                self.moving.add(name)
-            else:
-                self._n_handoffs += 1
-                self.moving.add(name)
-                self._out.commands.append(HandOff(name, claim.pid, claim.spec, owner))
+            self._rebalance_one(claim)
+
+    def _rebalance_one(self, claim: Claim) -> None:
+        """Hand off (or stop) ``claim``'s name if it is local, factory-registered, and not ours."""
+        if claim.kind != CLAIM_NAME or claim.spec is None:
+            return
+        name = claim.key
+        if name in self.moving or name in self.pinned or self.winners.get(name) is not claim:
+            return
+        owner = self.placement.owner_of_hash(claim.position)
+        if owner == self.node:
+            return
+        if owner is None:
+            self._out.commands.append(StopProcess(name, claim.pid, "noquorum"))
+            self.moving.add(name)
+        else:
+            self._n_handoffs += 1
+            self.moving.add(name)
+            self._out.commands.append(HandOff(name, claim.pid, claim.spec, owner))
 
     # --- this node's own changes ----------------------------------------------------------------
 
@@ -450,8 +453,9 @@ class TrackerCore:
         if spec is not None and self.placement.owner_of_hash(claim.position) != self.node:
             # The placement changed while its process was starting (a restart raced the loss
             # of the quorum, a request reached a node that owns the name no more): move or stop
-            # it now, not at the next sync.
-            self._rebalance()
+            # it now, not at the next sync. Only this name: the others were rebalanced when the
+            # placement changed (a full scan per claim would make a wave of them quadratic).
+            self._rebalance_one(claim)
         return claim
 
     def local_unclaim(self, name: Any, pid: Pid, successor: Pid | None = None) -> bool:
@@ -635,7 +639,13 @@ class TrackerCore:
 
     def _apply(self, claim: Claim, old: Claim | None) -> None:
         if claim.kind == CLAIM_NAME:
-            self._resolve(claim.key)
+            current = self.winners.get(claim.key)
+            if current is None or (current is old and claim.key not in self._contested_names):
+                # No claimant before this one (a name has a winner whenever it has a claim),
+                # or only the claim this one replaced: it is the only claimant, no search.
+                self._resolve(claim.key, [claim])
+            else:
+                self._resolve(claim.key)
             moved = claim.moved_from
             if moved is not None and moved.node != self.node and moved.node != claim.pid.node:
                 self._send_flush(moved.node, claim.handoff)
@@ -724,8 +734,10 @@ class TrackerCore:
         key = (CLAIM_NAME, name)
         return sum(1 for table in self.claims.values() if key in table) > 1
 
-    def _resolve(self, name: Any) -> None:
-        cands = self._claimants(name)
+    def _resolve(self, name: Any, cands: list[Claim] | None = None) -> None:
+        """Pick ``name``'s winner among its claimants (``cands``, when the caller knows them)."""
+        if cands is None:
+            cands = self._claimants(name)
         if len(cands) > 1:
             self._contested_names.add(name)
         else:

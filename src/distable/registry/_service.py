@@ -667,7 +667,7 @@ class RegistryService:
         freeze = _FreezeForHandoff()
         try:
             frozen = _detached(self.runtime.run_in(proc, freeze))
-            answer = await asyncio.wait_for(asyncio.shield(frozen), spec.handoff_timeout)
+            answer = await _within(frozen, spec.handoff_timeout)
         except (TimeoutError, ProcessExited) as exc:
             freeze.cancelled = True
             self._abort(name, proc, f"begin_handoff did not answer: {exc!r}")
@@ -694,7 +694,7 @@ class RegistryService:
             self._publish(HandoffAborted(name, command.pid, f"state cannot be sent: {exc}"))
             return
         try:
-            new_pid = await asyncio.wait_for(asyncio.shield(out.accepted), spec.handoff_timeout)
+            new_pid = await _within(out.accepted, spec.handoff_timeout)
         except (TimeoutError, DistableError) as exc:
             del self._outgoing[hid]
             with contextlib.suppress(Exception):  # the link may be gone: nothing to cancel then
@@ -983,6 +983,30 @@ class RegistryService:
 
 
 # --- small helpers ------------------------------------------------------------------------------------
+
+
+async def _within(fut: asyncio.Future[T], timeout: float) -> T:
+    """``await asyncio.wait_for(asyncio.shield(fut), timeout)`` at a fraction of its cost (a
+    handoff waits twice): ``fut``'s outcome, or TimeoutError after ``timeout`` seconds;
+    ``fut`` itself is never cancelled."""
+    if not fut.done():
+        loop = fut.get_loop()
+        waiter: asyncio.Future[None] = loop.create_future()
+
+        def wake(_: object = None) -> None:
+            if not waiter.done():
+                waiter.set_result(None)
+
+        handle = loop.call_later(timeout, wake)
+        fut.add_done_callback(wake)
+        try:
+            await waiter
+        finally:
+            handle.cancel()
+            fut.remove_done_callback(wake)
+        if not fut.done():
+            raise TimeoutError(f"not done within {timeout} s")
+    return fut.result()
 
 
 def _detached(fut: asyncio.Future[T]) -> asyncio.Future[T]:
