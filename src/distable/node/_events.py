@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from ._info import EventJournal
+
 
 class EventStream:
     """An async iterator over a node's events, subscribed from the moment it is made.
@@ -49,8 +51,9 @@ class EventStream:
 class EventBus:
     """Fan-out of events to every open ``EventStream``. Event loop only."""
 
-    def __init__(self) -> None:
+    def __init__(self, journal: EventJournal | None = None) -> None:
         self.streams: set[EventStream] = set()
+        self.journal = journal if journal is not None else EventJournal()
 
     def subscribe(self, maxsize: int = 10_000) -> EventStream:
         stream = EventStream(self, maxsize)
@@ -58,5 +61,6 @@ class EventBus:
         return stream
 
     def publish(self, event: Any) -> None:
+        self.journal.record(event)
         for stream in self.streams:
             stream._put(event)

@@ -20,6 +20,9 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import msgspec
+
+from .._errors import ProcessExited
 from ..membership import (
     MembershipConfig,
     MembershipService,
@@ -50,6 +53,7 @@ from ..wire._messages import (
     Tick,
 )
 from ._events import EventBus, EventStream
+from ._info import INFO_SERVER_ID, InfoServer
 
 log = logging.getLogger("distable.node")
 
@@ -80,6 +84,18 @@ def _cookie_bytes(cookie: str | bytes | None) -> bytes:
     if not cookie:
         raise ValueError("the cookie must not be empty")
     return cookie
+
+
+class _NotStarted:
+    """The replica ``whereis`` reads, before the node has started."""
+
+    __slots__ = ()
+
+    def get(self, name: Any) -> Pid | None:
+        raise RuntimeError("the node is not started: use 'async with Node(...)'")
+
+
+_NOT_STARTED = _NotStarted()
 
 
 class Node:
@@ -159,6 +175,7 @@ class Node:
         self._transport: Transport | None = None
         self._membership: MembershipService | None = None
         self._registry: RegistryService | None = None
+        self._pids: dict[Any, Pid] | _NotStarted = _NOT_STARTED  # the replica whereis reads
         self._tasks: set[asyncio.Task[Any]] = set()
         self._bus = EventBus()
         self._up_waiters: dict[str, list[asyncio.Future[None]]] = {}
@@ -242,6 +259,7 @@ class Node:
             spawn=self._spawn,
             publish=self._bus.publish,
         )
+        self._pids = self._registry.pids
         self._handlers: dict[type, Callable[[str, Any], None]] = {
             Send: rt.on_send,
             Cast: rt.on_cast,
@@ -258,6 +276,8 @@ class Node:
             **self._registry.handlers(),
         }
         await self._registry.start()
+        info = await rt.spawn(InfoServer, (self,), {})
+        assert info.id == INFO_SERVER_ID, info
         self._spawn(rt.watch_loop_lag())
         ms.start()
         for seed in self._seeds:
@@ -465,7 +485,7 @@ class Node:
 
     def whereis(self, name: Any) -> Pid | None:
         """The pid registered as ``name``, from this node's replica: never blocks."""
-        return self.registry.pids.get(name)
+        return self._pids.get(name)
 
     async def unregister(self, name: Any, timeout: float = 10.0) -> None:
         """Remove ``name`` (its process keeps running); nothing happens if it is unknown."""
@@ -533,6 +553,37 @@ class Node:
             membership=self.membership.statistics(),
             registry=self.registry.statistics(),
         )
+
+    async def statistics_of(self, node: str, timeout: float = 5.0) -> NodeStatistics:
+        """``node``'s ``statistics()`` snapshot (this node's own without a round trip).
+
+        Raises:
+            CallTimeout: ``node`` did not answer within ``timeout`` seconds.
+            ProcessExited: ``node`` is not connected, or went away.
+        """
+        if node == self.name:
+            return self.statistics()
+        raw = await self.runtime.call(self._info_pid(node), "statistics", timeout)
+        return msgspec.convert(raw, NodeStatistics)
+
+    async def events_of(self, node: str, since: int = 0, timeout: float = 5.0) -> list[dict[str, Any]]:
+        """The recent events of ``node`` numbered above ``since``, oldest first, as plain
+        data (``{"seq", "time", "type", ...fields}``); each node keeps its last 1000.
+
+        Raises:
+            CallTimeout: ``node`` did not answer within ``timeout`` seconds.
+            ProcessExited: ``node`` is not connected, or went away.
+        """
+        if node == self.name:
+            return self._bus.journal.since(since)
+        answer: list[dict[str, Any]] = await self.runtime.call(self._info_pid(node), ("events", since), timeout)
+        return answer
+
+    def _info_pid(self, node: str) -> Pid:
+        creation = self._creation_of(node)
+        if creation is None:
+            raise ProcessExited(f"node {node!r} is not connected to {self.name}")
+        return Pid(node, creation, INFO_SERVER_ID)
 
     def __repr__(self) -> str:
         return f"<Node {self.name or self.short_name}>"
@@ -658,8 +709,8 @@ def whereis(name: Any) -> Pid | None:
     rt = _current_runtime.get()
     if rt is None:
         raise RuntimeError("no current distable node: use 'async with Node(...)' first")
-    registry: RegistryService = rt.owner._registry
-    return registry.pids.get(name)
+    pids: dict[Any, Pid] = rt.owner._pids
+    return pids.get(name)
 
 
 async def unregister(name: Any, timeout: float = 10.0) -> None:
