@@ -329,3 +329,14 @@ async def test_a_moving_name_stays_resolvable_on_every_replica(cluster: Cluster)
     await settle(cluster, names)
     gaps = {node.name: [e.name for e in cluster.events(node) if isinstance(e, NameUnregistered)] for node in (a, b)}
     assert gaps == {a.name: [], b.name: []}
+
+
+async def test_a_whole_cluster_stopping_at_once_finishes_every_drain(cluster: Cluster) -> None:
+    # Every node refuses the others' handoffs while it drains itself: a wave of refusals.
+    # They must lead to the names being stopped (there is nowhere left to go), not to a
+    # retry scheduled past the drain's deadline.
+    nodes = await cluster.start(3)
+    for i in range(600):
+        await nodes[0].register(("everyone-leaves", i), apps.Counter, ("everyone-leaves", i))
+    await asyncio.gather(*(cluster.stop(node) for node in nodes))
+    assert [node.registry.drained for node in nodes] == [True, True, True]

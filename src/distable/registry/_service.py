@@ -260,6 +260,7 @@ class RegistryService:
         self._timer_at = 0.0
         self._idle = asyncio.Event()
         self._retry_delay = 0.05
+        self.drained = False  # set by drain(): whether every name was handed off in time
         self._retry_handle: asyncio.TimerHandle | None = None
         self._ratelog = RateLimitedLog(log, f"{node}: ")
         self._stopped = False
@@ -721,9 +722,11 @@ class RegistryService:
     def _abort(self, name: Any, proc: Process, reason: str) -> None:
         self.core.handoff_failed(name, False)
         # Retry soon rather than at the next sync tick (a peer refused while draining, a
-        # timeout): backed off per failure streak, capped at the sync interval.
-        self._retry_delay = min(self.config.sync_interval, max(0.1, self._retry_delay * 2))
+        # timeout): backed off per retry round that still fails, capped at the sync interval.
+        # Per round, not per abort: a wave of refusals (every node draining at once) is one
+        # failure, and doubling per abort pushed the retry past the drain's own deadline.
         if self._retry_handle is None:
+            self._retry_delay = min(self.config.sync_interval, max(0.1, self._retry_delay * 2))
             self._retry_handle = self.loop.call_later(self._retry_delay, self._retry_rebalance)
         if proc.alive:
             self.runtime.unfreeze(proc)
@@ -935,12 +938,24 @@ class RegistryService:
 
     # --- graceful leave ----------------------------------------------------------------------------
 
-    async def drain(self, timeout: float) -> None:
-        """Hand every local factory-registered name off; wait (at most ``timeout``)."""
+    async def drain(self, timeout: float) -> bool:
+        """Hand every local factory-registered name off; wait (at most ``timeout``).
+
+        Returns whether the drain finished (also kept in ``drained``); when the timeout
+        cut it short, a warning says how many names were still here.
+        """
         self.core.start_leaving(self.loop.time())
         self._flush()
         deadline = self.loop.time() + timeout
         await self._wait_until(lambda: not self._busy(), deadline)
+        self.drained = not self._busy()
+        if not self.drained:
+            log.warning(
+                "%s: drain timed out after %.1f s with %d names still here (they stop with the node)",
+                self.node,
+                timeout,
+                len(self.core.local_names()),
+            )
         # Let the others' flush markers reach us so we can relay them (bounded). The new
         # owner's own marker too: its processes may have sent to the old pid, and what they
         # sent is ahead of that marker on its link to us (forwarded when it arrives).
@@ -949,6 +964,7 @@ class RegistryService:
             lambda: all(not o.committed or expected <= o.relayed for o in self._outgoing.values()),
             min(deadline, self.loop.time() + 1.0),
         )
+        return self.drained
 
     async def _wait_until(self, condition: Callable[[], bool], deadline: float) -> None:
         """Wait for ``condition``, re-checked whenever handoff progress wakes ``_idle``."""
