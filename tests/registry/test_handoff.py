@@ -154,9 +154,22 @@ async def test_ignore_answer_keeps_the_process_on_its_node_and_reachable_by_name
     assert await newcomer.call(name, "incr") == 1
     assert apps.INITS[name] == 1
     assert cluster.live_copies(name) == [pid]
-    # A draining node cannot keep it (see the report on Ignore during a graceful leave):
-    # stop it here so the teardown's leave does not wait out the drain timeout.
-    assert await host.stop_process(pid) == "normal"
+
+
+async def test_ignore_answer_on_a_leaving_node_restarts_the_process_on_its_new_owner(cluster: Cluster) -> None:
+    # A leaving node cannot keep a process (guarantee 5): Ignore counts as Restart() then,
+    # both for a name that answered Ignore before and for one asked during the leave.
+    a, b = await cluster.start(2)
+    name = first_owned(a.name, [a.name, b.name], "stays-then-leaves")
+    pid = await a.register(name, apps.Counter, key=name, mode="ignore")
+    assert await a.call(name, "incr") == 1
+    await cluster.stop(a)
+    new = await eventually(lambda: (p := b.whereis(name)) is not None and p.node == b.name and p)
+    assert await b.call(name, "get") == (0, b.name)  # started afresh by its factory
+    assert apps.INITS[name] == 2
+    completed = [e for e in cluster.events(a) if isinstance(e, HandoffCompleted) and e.name == name]
+    assert [(e.old_pid, e.new_pid, e.answer) for e in completed] == [(pid, new, "restart")]
+    assert a.registry.drained
 
 
 # --- the key guarantee: nothing lost, nothing reordered --------------------------------------

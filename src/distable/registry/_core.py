@@ -199,6 +199,9 @@ class RegistryStatistics:
     handoffs_started: int
     syncs_sent: int
     buckets_repaired: int
+    # Defaults: a snapshot from a node of an older version still converts.
+    handoffs_completed: int = 0
+    handoffs_aborted: int = 0
 
 
 @dataclass(slots=True)
@@ -259,6 +262,7 @@ class TrackerCore:
         self._out = Output()
         self._n_conflicts = self._n_restarts = self._n_handoffs = 0
         self._n_syncs = self._n_repaired = 0
+        self._n_handoffs_done = self._n_handoffs_failed = 0
 
     # --- queries -----------------------------------------------------------------------------
 
@@ -311,6 +315,8 @@ class TrackerCore:
             handoffs_started=self._n_handoffs,
             syncs_sent=self._n_syncs,
             buckets_repaired=self._n_repaired,
+            handoffs_completed=self._n_handoffs_done,
+            handoffs_aborted=self._n_handoffs_failed,
         )
 
     # --- membership ----------------------------------------------------------------------------
@@ -380,6 +386,7 @@ class TrackerCore:
         if self.leaving:
             return
         self.leaving = True
+        self.pinned.clear()  # names that answered Ignore are asked again: they cannot stay now
         for peer in self.peers:
             self._out.send.append((peer, RegistryLeaving()))
         self._replace_placement(now)
@@ -520,12 +527,14 @@ class TrackerCore:
 
     def handoff_done(self, name: Any, old_pid: Pid, new_pid: Pid) -> None:
         """The handoff of ``name`` to ``new_pid`` completed: its claim supersedes ours."""
+        self._n_handoffs_done += 1
         if new_pid.node != self.node:
             self._successors[name] = new_pid  # until the new owner's claim reaches us
         self.local_unclaim(name, old_pid, successor=new_pid)
 
     def handoff_failed(self, name: Any, ignore: bool) -> None:
         """The handoff of ``name`` did not happen; ``ignore``: the process chose to stay."""
+        self._n_handoffs_failed += 1
         self.moving.discard(name)
         if ignore:
             self.pinned.add(name)

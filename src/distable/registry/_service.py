@@ -674,9 +674,13 @@ class RegistryService:
             self._abort(name, proc, f"begin_handoff did not answer: {exc!r}")
             return
         if isinstance(answer, Ignore):
-            self.core.handoff_failed(name, True)
-            self._publish(HandoffAborted(name, command.pid, "ignore"))
-            return
+            if not self.core.leaving:
+                self.core.handoff_failed(name, True)
+                self._publish(HandoffAborted(name, command.pid, "ignore"))
+                return
+            # A node that leaves cannot keep it (guarantee 5: a graceful leave hands every
+            # process off): it starts afresh on its new owner, as for Restart().
+            answer = Restart()
         self._hid += 1
         hid = self._hid
         out = _Outgoing(hid, name, proc, target, self.loop.create_future())
