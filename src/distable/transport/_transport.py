@@ -242,7 +242,7 @@ class PeerConnection(asyncio.Protocol):
                 # The peer hung up inside a frame: a broken or hostile peer, worth a line.
                 self.close_reason = f"connection closed in the middle of a frame ({partial} bytes of it received)"
                 self.owner._ratelog.warning(
-                    ("close", self.address, "partial frame"), "closing link to %s: %s", self.label, self.close_reason
+                    self._log_key("close", "partial frame"), "closing link to %s: %s", self.label, self.close_reason
                 )
             else:
                 self.close_reason = self.close_reason or (
@@ -392,12 +392,19 @@ class PeerConnection(asyncio.Protocol):
 
     # --- closing ----------------------------------------------------------------------
 
+    def _log_key(self, *what: str) -> tuple[str, ...]:
+        """The rate-limit key of a line about this link: the peer's node once authenticated,
+        else its host without the port (every retry of a client with the wrong cookie comes
+        from a new ephemeral port, and must still count as the same source)."""
+        source = self.label if self.active else self.address.rpartition(":")[0]
+        return (*what, source)
+
     def close(self, reason: str, level: int = logging.INFO) -> None:
         if self.closed:
             return
         self.closed = True
         self.close_reason = reason
-        self.owner._ratelog.log(level, ("close", self.address, reason), "closing link to %s: %s", self.label, reason)
+        self.owner._ratelog.log(level, self._log_key("close", reason), "closing link to %s: %s", self.label, reason)
         if self.transport is not None:
             self.transport.abort()
         self._finish()
