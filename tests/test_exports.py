@@ -12,7 +12,19 @@ def test_all_names_exist() -> None:
 
 def test_no_private_or_unlisted_public_names() -> None:
     public = {n for n in vars(distable) if not n.startswith("_")}
-    subpackages = {"wire", "runtime", "transport", "membership", "ring", "registry", "node", "testing"}
+    subpackages = {
+        "wire",
+        "runtime",
+        "transport",
+        "membership",
+        "ring",
+        "registry",
+        "node",
+        "testing",
+        "cli",
+        "demo",
+        "web",
+    }
     assert public - subpackages - set(distable.__all__) == set()
 
 

@@ -4,9 +4,11 @@
         [--spawn label=module:Class ...] [--path DIR ...] [--connect NODE ...]
         [--gossip IF_ADDR] [--gossip-port P] [--gossip-interval S] [--broadcast]
         [--static NODE ...] [--preset local|lan] [--app module[:function] ...]
+        [--dashboard HOST:PORT] [--log-format text|json]
 
 Protocol on stdout, one JSON object per line:
-    {"up": {"node": name, "incarnation": n, "pids": {label: [node, incarnation, id]}}}
+    {"up": {"node": name, "incarnation": n, "pids": {label: [node, incarnation, id]},
+            "dashboard": url or null}}
         once the node is up;
     {"event": "NodeUp" | "NodeDown", "node": ..., "detail": ..., "t": wall-clock time}
         for every membership event;
@@ -16,7 +18,15 @@ Protocol on stdout, one JSON object per line:
         or ``whereis <name as JSON>`` (JSON lists stand for tuples; the reply is the
         pid as ``[node, incarnation, id]``, or null); and for benchmarks (see ``_probe``)
         ``registry_stats`` (cheap sizes and in-flight work), ``registry_check`` (every
-        name walked once: on its owner, alive, replica digest) and ``rss`` (bytes).
+        name walked once: on its owner, alive, replica digest) and ``rss`` (bytes);
+        ``register <JSON {"factory": "module:attr", "names": [...], "restart": "temporary"}>``
+        registers each name with the factory, all at once (the reply is
+        ``{"registered": count, "errors": {name as JSON: error}}``).
+
+``--dashboard HOST:PORT`` serves the node's metrics and dashboard (``distable.web``; port
+0 picks a free one) and reports its URL in the "up" line. ``--log-format`` switches the
+log lines on stderr to ``distable._log.configure_logging``'s text or JSON format (by
+default: ``time [name] LEVEL logger: message``).
 
 ``--app module`` imports the module once the node is started, before the "up" line;
 ``--app module:function`` also calls ``function(node)`` (awaited if it returns an
@@ -31,8 +41,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
-import importlib
-import inspect
 import json
 import logging
 import os
@@ -41,6 +49,8 @@ import sys
 import time
 from typing import Any
 
+from .._apps import resolve, start_app
+from .._log import configure_logging
 from ..membership import Gossip, MembershipConfig, NodeDown, NodeUp, Static, Strategy
 from ..node import Node, run
 from ..node._events import EventStream
@@ -55,15 +65,6 @@ _PROBES: dict[str, Any] = {
     "registry_check": registry_check,
     "rss": lambda node: rss_bytes(),
 }
-
-
-def resolve(ref: str) -> Any:
-    """Import ``"package.module:attribute"``."""
-    module, _, attr = ref.partition(":")
-    obj: Any = importlib.import_module(module)
-    for part in attr.split("."):
-        obj = getattr(obj, part)
-    return obj
 
 
 def _pid_json(pid: Pid | None) -> list[Any] | None:
@@ -110,6 +111,30 @@ def _strategies(args: argparse.Namespace) -> list[Strategy]:
     return out
 
 
+def _dashboard_address(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[v6]:PORT`` for IPv6) as ``(host, port)``."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise argparse.ArgumentTypeError(f"--dashboard wants HOST:PORT (port 0 for any free one), not {text!r}")
+    return host.removeprefix("[").removesuffix("]"), int(port)
+
+
+async def _register(node: Node, request: dict[str, Any]) -> dict[str, Any]:
+    """The ``register`` command: each name in ``request["names"]`` registered at once."""
+    factory = request["factory"]
+    restart = request.get("restart", "temporary")
+    names = [_tuples(name) for name in request["names"]]
+    results = await asyncio.gather(
+        *(node.register(name, factory, restart=restart) for name in names), return_exceptions=True
+    )
+    errors = {
+        json.dumps(name): repr(r)
+        for name, r in zip(request["names"], results, strict=True)
+        if isinstance(r, BaseException)
+    }
+    return {"registered": len(names) - len(errors), "errors": errors}
+
+
 async def _main(args: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -139,6 +164,13 @@ async def _main(args: argparse.Namespace) -> None:
 
         reporter = asyncio.ensure_future(report())
         pending = b""
+        jobs: set[asyncio.Task[Any]] = set()  # registrations asked for on stdin; cancelled at the end
+
+        async def answer_register(payload: str) -> None:
+            try:
+                _emit({"reply": await _register(node, json.loads(payload))})
+            except Exception as exc:  # a bad request: say so, keep running
+                _emit({"reply": {"registered": 0, "errors": {"request": repr(exc)}}})
 
         def on_stdin() -> None:
             nonlocal pending
@@ -166,6 +198,10 @@ async def _main(args: argparse.Namespace) -> None:
                     )
                 elif command == "registered" or command.startswith("whereis "):
                     _emit({"reply": _registry_reply(node, command)})
+                elif command.startswith("register "):
+                    job = asyncio.ensure_future(answer_register(command.partition(" ")[2]))
+                    jobs.add(job)
+                    job.add_done_callback(jobs.discard)
                 elif command in _PROBES:
                     _emit({"reply": _PROBES[command](node)})
                 elif command == "stop":
@@ -182,17 +218,23 @@ async def _main(args: argparse.Namespace) -> None:
             pid = await node.spawn(cls)
             pids[label] = [pid.node, pid.incarnation, pid.id]
         for ref in args.app:
-            module, _, function = ref.partition(":")
-            importlib.import_module(module)
-            if function:
-                started = resolve(ref)(node)
-                if inspect.isawaitable(started):
-                    await started
-        _emit({"up": {"node": node.name, "incarnation": node.incarnation, "pids": pids}})
+            await start_app(node, ref)
+        web = None
+        if args.dashboard is not None:
+            from ..web import start_web  # aiohttp is imported only when a dashboard is asked for
+
+            web = await start_web(node, *args.dashboard)
+        up = {"node": node.name, "incarnation": node.incarnation, "pids": pids, "dashboard": web and web.url}
+        _emit({"up": up})
         await stop.wait()
         loop.remove_reader(stdin)
         reporter.cancel()
+        for job in list(jobs):
+            job.cancel()
+        await asyncio.gather(reporter, *jobs, return_exceptions=True)
         stream.close()
+        if web is not None:
+            await web.close()
 
 
 def main() -> None:
@@ -212,13 +254,18 @@ def main() -> None:
     parser.add_argument("--preset", choices=("local", "lan"), default="local")
     parser.add_argument("--log-level", default="WARNING")
     parser.add_argument("--app", action="append", default=[], metavar="MODULE[:FUNCTION]")
+    parser.add_argument("--dashboard", type=_dashboard_address, default=None, metavar="HOST:PORT")
+    parser.add_argument("--log-format", choices=("text", "json"), default=None)
     args = parser.parse_args()
     sys.path[:0] = args.path
-    logging.basicConfig(
-        level=args.log_level,
-        stream=sys.stderr,
-        format=f"%(asctime)s [{args.name}] %(levelname)s %(name)s: %(message)s",
-    )
+    if args.log_format is not None:
+        configure_logging(args.log_level, args.log_format)
+    else:
+        logging.basicConfig(
+            level=args.log_level,
+            stream=sys.stderr,
+            format=f"%(asctime)s [{args.name}] %(levelname)s %(name)s: %(message)s",
+        )
     run(_main(args))
 
 

@@ -8,7 +8,7 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import IO, Any
 
 from ..wire import Pid
 
@@ -29,6 +29,7 @@ class NodeProcess:
     node sees are collected in ``events`` (dicts with ``event``, ``node``, ``detail``
     and ``t``, the child's wall-clock time); ``await nodes()`` asks for its view,
     ``await registered()`` and ``await whereis(name)`` read its registry replica.
+    ``dashboard_url`` is the URL of its dashboard (``start(..., dashboard=...)``) or None.
     """
 
     def __init__(self, proc: asyncio.subprocess.Process, info: dict[str, Any]) -> None:
@@ -36,6 +37,7 @@ class NodeProcess:
         self.info = info
         self.name: str = info["node"]
         self.incarnation: int = info["incarnation"]
+        self.dashboard_url: str | None = info.get("dashboard")
         self.events: list[dict[str, Any]] = []
         self._replies: asyncio.Queue[Any] = asyncio.Queue()
         self._asking = asyncio.Lock()  # one question at a time: replies come back in order
@@ -62,6 +64,10 @@ class NodeProcess:
         log_level: str = "WARNING",
         app: Sequence[str] = (),
         timeout: float = 20.0,
+        stderr: int | IO[Any] | None = None,
+        dashboard: str | None = None,
+        log_format: str | None = None,
+        new_session: bool = False,
     ) -> NodeProcess:
         """Start the node and wait until it reports that it is up.
 
@@ -70,7 +76,15 @@ class NodeProcess:
         (``"module"`` or ``"module:function"``) the child imports once its node is
         started, calling ``function(node)`` if given, before it reports up (``paths``
         are added to its ``sys.path`` first). ``netns`` runs the node in that network
-        namespace (``ip netns exec``; needs root).
+        namespace (``ip netns exec``; needs root). ``stderr`` is where the child's log
+        goes (an open file, ``subprocess.DEVNULL``...; inherited by default).
+        ``dashboard`` (``"HOST:PORT"``, port 0 for a free one) serves the node's metrics
+        and dashboard there (``distable.web``); its URL is then ``dashboard_url``.
+        ``log_format`` ("text" or "json") writes the child's log lines with
+        ``distable._log.configure_logging``. ``new_session`` runs the child in a session
+        of its own, so that a Ctrl-C in the terminal reaches only the parent, which then
+        stops its children in its own order (a child still stops by itself when its
+        standard input closes).
         """
         args = [sys.executable, "-m", "distable.testing._child", "--name", name, "--cookie", cookie]
         args += ["--host", host, "--port", str(port), "--log-level", log_level, "--preset", preset]
@@ -92,10 +106,18 @@ class NodeProcess:
             args += ["--static", node]
         for ref in app:
             args += ["--app", ref]
+        if dashboard is not None:
+            args += ["--dashboard", dashboard]
+        if log_format is not None:
+            args += ["--log-format", log_format]
         if netns is not None:
             args = ["ip", "netns", "exec", netns, *args]
         proc = await asyncio.create_subprocess_exec(
-            *args, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE
+            *args,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=stderr,
+            start_new_session=new_session,
         )
         assert proc.stdout is not None
         try:
@@ -160,6 +182,16 @@ class NodeProcess:
         """``whereis(name)`` in the node's replica; ``name`` must be JSON-encodable (tuples as lists)."""
         reply = await self._ask("whereis " + json.dumps(name))
         return None if reply is None else Pid(*reply)
+
+    async def register(
+        self, names: Sequence[Any], factory: str, *, restart: str = "temporary", timeout: float = 30.0
+    ) -> dict[str, Any]:
+        """Register every name (JSON-encodable; lists stand for tuples) with ``factory``
+        (``"module:attr"``) from the node, all at once. Returns ``{"registered": count,
+        "errors": {name as JSON: error}}``."""
+        request = {"factory": factory, "names": list(names), "restart": restart}
+        result: dict[str, Any] = await self._ask("register " + json.dumps(request), timeout)
+        return result
 
     async def registry_stats(self) -> dict[str, Any]:
         """Cheap registry sizes and in-flight work (``distable.testing._probe.registry_stats``)."""

@@ -1,0 +1,5 @@
+"""``python -m distable.cli``: the ``distable`` command."""
+
+from . import main
+
+main()

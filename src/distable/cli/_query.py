@@ -1,0 +1,244 @@
+"""Asking a running cluster: ``distable status``, ``whereis`` and ``registered``.
+
+The command joins the cluster as a short-lived ``role="client"`` node (it hosts no names,
+so its arrival and departure move nothing), authenticated with the cluster's cookie like
+any node, and waits until its view is complete before answering:
+
+* it has a link to at least one server node (``statistics().registry.placement_nodes``),
+* it knows every server node its servers know (their ``placement_nodes``), and
+* its registry replica holds every name: the servers' ``registry.local_names`` (read
+  with ``statistics_of``) add up to its replica's size.
+
+The wait is bounded (``--timeout``). With no server node by then, the command fails (a
+wrong cookie looks the same from here: the servers refuse the handshake). With servers
+but a replica still syncing, it answers from what it has and warns on stderr. At the end
+the client node leaves gracefully.
+
+Only the public API and ``statistics()`` snapshots are used (DESIGN.md's layering).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from distable import MembershipConfig, Node, NodeStatistics, Pid
+
+from ._options import CliError
+
+#: How often the client re-checks whether its view is complete, in seconds.
+POLL_INTERVAL = 0.05
+
+
+@dataclass(frozen=True, slots=True)
+class View:
+    """What the client saw once settled (or when the time ran out)."""
+
+    node: Node
+    servers: dict[str, NodeStatistics]
+    complete: bool
+
+
+@asynccontextmanager
+async def cluster_view(node_kwargs: dict[str, Any], timeout: float) -> AsyncIterator[View]:
+    """Join as a client node, wait for a complete view, yield it, then leave gracefully.
+
+    Raises:
+        CliError: no server node answered within ``timeout`` seconds.
+        OSError: the client node cannot listen.
+    """
+    node = Node(
+        f"cli-{os.getpid()}",
+        port=0,
+        role="client",
+        membership=MembershipConfig.local(),
+        drain_timeout=1.0,
+        **node_kwargs,
+    )
+    async with node:
+        view = await settle(node, timeout)
+        if not view.servers:
+            raise CliError(f"no node of the cluster answered within {timeout:g} s (wrong cookie? unreachable?)")
+        if not view.complete:
+            warn(f"the registry was still syncing after {timeout:g} s: the answer may be incomplete")
+        yield view
+
+
+async def settle(node: Node, timeout: float) -> View:
+    """Poll until the client's view is complete (see the module's docstring) or ``timeout``."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    seen: dict[str, NodeStatistics] = {}
+    while True:
+        servers = node.statistics().registry.placement_nodes
+        if servers:
+            remaining = max(deadline - loop.time(), POLL_INTERVAL)
+            answers = await asyncio.gather(
+                *(node.statistics_of(server, timeout=remaining) for server in servers), return_exceptions=True
+            )
+            stats = {s: a for s, a in zip(servers, answers, strict=True) if isinstance(a, NodeStatistics)}
+            if stats:
+                seen = stats
+            if len(stats) == len(servers) and _complete(node, stats):
+                return View(node, stats, True)
+        if loop.time() >= deadline:
+            return View(node, seen, False)
+        await asyncio.sleep(POLL_INTERVAL)
+
+
+def _complete(node: Node, stats: dict[str, NodeStatistics]) -> bool:
+    known = set(stats)
+    if any(not set(s.registry.placement_nodes) <= known for s in stats.values()):
+        return False
+    hosted = sum(s.registry.local_names for s in stats.values())
+    return hosted == node.statistics().registry.names
+
+
+def warn(text: str) -> None:
+    click.echo(f"distable: warning: {text}", err=True)
+
+
+# --- status ---------------------------------------------------------------------------------
+
+
+async def status_rows(view: View) -> list[dict[str, Any]]:
+    """One row per node of the cluster (servers, and other clients), this client excluded."""
+    node = view.node
+    others = [n for n in node.nodes() if n not in view.servers and n != node.name]
+    answers = await asyncio.gather(*(node.statistics_of(n, timeout=2.0) for n in others), return_exceptions=True)
+    stats = dict(view.servers)
+    for name, answer in zip(others, answers, strict=True):
+        if isinstance(answer, NodeStatistics):
+            stats[name] = answer
+        else:
+            warn(f"{name} did not answer: {answer}")
+    return [_status_row(stats[name]) for name in sorted(stats)]
+
+
+def _status_row(s: NodeStatistics) -> dict[str, Any]:
+    return {
+        "name": s.name,
+        "role": s.role,
+        "uptime": round(s.uptime, 3),
+        "processes": s.runtime.processes,
+        "local_names": s.registry.local_names,
+        "peers": sum(1 for p in s.transport.peers if p.connected),
+        "handoffs": s.registry.handoffs_started,
+        "restarts": s.registry.restarts,
+    }
+
+
+def print_status(rows: Sequence[dict[str, Any]], names: int, as_json: bool) -> None:
+    if as_json:
+        print_json(list(rows))
+        return
+    servers = sum(1 for r in rows if r["role"] == "server")
+    table = Table(caption=f"{servers} server node(s), {names} registered name(s)")
+    for header in ("node", "role", "uptime", "processes", "local names", "peers", "handoffs", "restarts"):
+        table.add_column(header, justify="left" if header in ("node", "role") else "right")
+    for r in rows:
+        table.add_row(
+            Text(r["name"]),
+            r["role"],
+            format_duration(r["uptime"]),
+            *(str(r[k]) for k in ("processes", "local_names", "peers", "handoffs", "restarts")),
+        )
+    console().print(table)
+
+
+def format_duration(seconds: float) -> str:
+    """``42s``, ``3m05s``, ``2h03m``, ``4d02h``."""
+    s = int(seconds)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    if s < 86400:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
+
+
+# --- names ------------------------------------------------------------------------------------
+
+
+def name_from_json(text: str) -> Any:
+    """A registered name written as JSON; JSON has no tuples, so lists stand for tuples.
+
+    Raises:
+        click.UsageError: not JSON, or not a hashable name.
+    """
+    try:
+        value = _tuples(json.loads(text))
+    except json.JSONDecodeError as exc:
+        raise click.UsageError(f"--json-name {text!r} is not JSON: {exc.msg}") from None
+    if isinstance(value, dict):
+        raise click.UsageError(f"--json-name {text!r}: a name cannot be a JSON object")
+    return value
+
+
+def _tuples(value: Any) -> Any:
+    if isinstance(value, list):
+        return tuple(_tuples(v) for v in value)
+    return value
+
+
+def name_json(name: Any) -> Any:
+    """A name as JSON data: tuples become lists; other types their ``repr``."""
+    if isinstance(name, tuple | list):
+        return [name_json(v) for v in name]
+    if name is None or isinstance(name, str | int | float | bool):
+        return name
+    return repr(name)
+
+
+def name_text(name: Any) -> str:
+    return name if isinstance(name, str) else repr(name)
+
+
+def entry(name: Any, pid: Pid) -> dict[str, Any]:
+    return {"name": name_json(name), "pid": str(pid), "node": pid.node, "id": pid.id}
+
+
+def sort_names(entries: list[tuple[Any, Pid]]) -> list[tuple[Any, Pid]]:
+    """By name when the names compare (all strings, all tuples of the same shape), else by
+    type and ``repr``."""
+    try:
+        return sorted(entries, key=lambda e: e[0])
+    except TypeError:
+        return sorted(entries, key=lambda e: (type(e[0]).__name__, repr(e[0])))
+
+
+def print_entries(entries: Sequence[tuple[Any, Pid]], *, caption: str | None = None) -> None:
+    """A table of names (strings as themselves, other names as Python writes them)."""
+    table = Table(caption=caption)
+    for header in ("name", "pid", "node"):
+        table.add_column(header)
+    for name, pid in entries:
+        table.add_row(Text(name_text(name)), Text(str(pid)), Text(pid.node))
+    console().print(table)
+
+
+# --- output ----------------------------------------------------------------------------------
+
+
+def print_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2))
+
+
+def console() -> Console:
+    """A console on stdout; wide when stdout is not a terminal (so pipes get whole rows)."""
+    out = Console(file=sys.stdout)
+    if not out.is_terminal:
+        out = Console(file=sys.stdout, width=200)
+    return out

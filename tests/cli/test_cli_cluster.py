@@ -1,0 +1,273 @@
+"""``distable node`` as real OS processes, asked by ``distable status / whereis / registered``.
+
+Two server nodes (``a`` and ``b``) run ``tests.cli.cliapp:start`` on loopback with a
+static cluster on free ports; every query is its own ``python -m distable.cli`` process,
+as an operator would run it. Waits read the processes' output (the node's "up" line, the
+queries' answers) with deadlines; no sleeps. Every process is killed at the end, whatever
+happens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import signal
+import socket
+import sys
+import urllib.request
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trustme
+
+from tests.cli import cliapp
+
+pytestmark = pytest.mark.cluster
+
+ROOT = Path(__file__).resolve().parents[2]
+COOKIE = "cli-test-cookie"
+UP = re.compile(r"^distable: node (\S+) up \((.*)\)$")
+TIMEOUT = 30.0  # bound on each process's start and each query (generous: the machine is shared)
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` TCP ports on 127.0.0.1 that nothing listens on right now."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+@dataclass
+class NodeProc:
+    """One ``distable node`` process; ``up`` is its "up" line's details."""
+
+    proc: asyncio.subprocess.Process
+    name: str
+    details: str
+    stderr: Path
+
+    def terminate(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+
+    async def wait(self) -> int:
+        return await asyncio.wait_for(self.proc.wait(), TIMEOUT)
+
+
+@dataclass
+class Processes:
+    """Every node process a test starts; ``close()`` kills whatever is left."""
+
+    tmp: Path
+    nodes: list[NodeProc] = field(default_factory=list)
+
+    async def start(self, short: str, *args: str) -> NodeProc:
+        stderr = self.tmp / f"{short}.stderr"
+        cmd = [sys.executable, "-m", "distable.cli", "node", "--name", short, "--app-dir", str(ROOT), *args]
+        with stderr.open("wb") as err:
+            proc = await asyncio.create_subprocess_exec(
+                *cmd, stdout=asyncio.subprocess.PIPE, stderr=err, stdin=asyncio.subprocess.DEVNULL, cwd=ROOT
+            )
+        assert proc.stdout is not None
+        try:
+            line = (await asyncio.wait_for(proc.stdout.readline(), TIMEOUT)).decode().strip()
+        except BaseException:
+            proc.kill()
+            await proc.wait()
+            raise
+        match = UP.match(line)
+        if match is None:
+            proc.kill()
+            await proc.wait()
+            raise AssertionError(f"node {short} did not come up: {line!r}; stderr: {stderr.read_text()}")
+        node = NodeProc(proc, match.group(1), match.group(2), stderr)
+        self.nodes.append(node)
+        return node
+
+    async def close(self) -> None:
+        for node in self.nodes:
+            if node.proc.returncode is None:
+                node.proc.kill()
+            await node.proc.wait()
+
+
+@pytest.fixture
+async def processes(tmp_path: Path) -> AsyncIterator[Processes]:
+    procs = Processes(tmp_path)
+    try:
+        yield procs
+    finally:
+        await procs.close()
+
+
+@dataclass
+class Cluster:
+    a: NodeProc
+    b: NodeProc
+    discovery: list[str]  # the options a query needs to find the cluster
+
+
+@pytest.fixture
+async def cluster(processes: Processes) -> Cluster:
+    """Nodes ``a`` and ``b``, a static cluster on two free loopback ports, running cliapp."""
+    port_a, port_b = free_ports(2)
+    static = ["--static", f"a@127.0.0.1:{port_a}", "--static", f"b@127.0.0.1:{port_b}"]
+    common = ["--cookie", COOKIE, *static, "--membership", "local", "--app", "tests.cli.cliapp:start"]
+    common += ["--log-level", "warning"]
+    a = await processes.start("a", "--port", str(port_a), *common)
+    b = await processes.start("b", "--port", str(port_b), *common)
+    assert (a.name, b.name) == (f"a@127.0.0.1:{port_a}", f"b@127.0.0.1:{port_b}")
+    assert a.details == "role server, cluster static"
+    return Cluster(a, b, ["--cookie", COOKIE, *static])
+
+
+@dataclass(frozen=True)
+class Answer:
+    code: int
+    stdout: str
+    stderr: str
+
+    def json(self) -> Any:
+        assert self.code == 0, self
+        return json.loads(self.stdout)
+
+
+async def distable(*args: str) -> Answer:
+    """Run ``distable ARGS`` (``python -m distable.cli``) to the end."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "distable.cli",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        stdin=asyncio.subprocess.DEVNULL,
+        cwd=ROOT,
+    )
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), TIMEOUT)
+    except BaseException:
+        proc.kill()
+        await proc.wait()
+        raise
+    assert proc.returncode is not None
+    return Answer(proc.returncode, out.decode(), err.decode())
+
+
+def expected_names() -> set[Any]:
+    """Every name the cluster's app registers, as ``registered --json`` writes it."""
+    return {json.dumps(n) for n in [*cliapp.names("a"), *cliapp.names("b")]}
+
+
+async def test_status_whereis_registered(cluster: Cluster) -> None:
+    # registered: every name of the app, each on a and b, the answer waited for a full replica
+    entries = (await distable("registered", "--json", *cluster.discovery)).json()
+    assert {json.dumps(e["name"]) for e in entries} == expected_names()
+    assert {e["node"] for e in entries} <= {cluster.a.name, cluster.b.name}
+    where = {json.dumps(e["name"]): e for e in entries}
+
+    status = (await distable("status", "--json", *cluster.discovery)).json()
+    assert [row["name"] for row in status] == sorted([cluster.a.name, cluster.b.name])
+    assert {row["role"] for row in status} == {"server"}
+    assert sum(row["local_names"] for row in status) == len(expected_names())
+    for row in status:
+        assert row["local_names"] == sum(1 for e in entries if e["node"] == row["name"])
+        assert row["peers"] >= 1
+        assert row["processes"] >= row["local_names"]
+        assert row["uptime"] > 0
+
+    found = (await distable("whereis", "a-1", "--json", *cluster.discovery)).json()
+    assert found == where['"a-1"']
+    # A tuple name, given as JSON (lists stand for tuples)
+    found = (await distable("whereis", "--json-name", '["pair", 1]', "--json", *cluster.discovery)).json()
+    assert found == where['["pair", 1]']
+    assert found["name"] == ["pair", 1]
+    # The same name as a plain string is another name, not registered: exit code 1
+    missing = await distable("whereis", "pair", "--json", *cluster.discovery)
+    assert missing.code == 1
+    assert json.loads(missing.stdout) == {"name": "pair", "pid": None, "node": None}
+    missing = await distable("whereis", "nobody", *cluster.discovery)
+    assert missing.code == 1
+    assert missing.stderr.strip().startswith("distable: error: 'nobody' is not registered")
+
+    limited = (await distable("registered", "--json", "--limit", "3", *cluster.discovery)).json()
+    assert len(limited) == 3
+
+    # Tables, for people: one row per node / per name
+    table = await distable("status", *cluster.discovery)
+    assert table.code == 0, table
+    assert cluster.a.name in table.stdout
+    assert cluster.b.name in table.stdout
+    table = await distable("registered", *cluster.discovery)
+    assert table.code == 0, table
+    assert "('pair', 1)" in table.stdout
+    assert f"{len(expected_names())} name(s)" in table.stdout
+
+
+async def test_wrong_cookie_is_one_line(cluster: Cluster) -> None:
+    static = cluster.discovery[2:]
+    answer = await distable("status", "--cookie", "not-the-cookie", "--timeout", "1", *static)
+    assert answer.code == 1
+    expected = "distable: error: no node of the cluster answered within 1 s (wrong cookie? unreachable?)"
+    assert answer.stderr.strip() == expected
+    assert answer.stdout == ""
+
+
+async def test_sigterm_hands_names_off_and_exits_0(cluster: Cluster) -> None:
+    before = (await distable("registered", "--json", *cluster.discovery)).json()
+    assert any(e["node"] == cluster.a.name for e in before)  # a has something to hand off
+
+    cluster.a.terminate()
+    assert await cluster.a.wait() == 0, cluster.a.stderr.read_text()
+
+    static_b = ["--cookie", COOKIE, "--static", cluster.b.name]
+    after = (await distable("registered", "--json", *static_b)).json()
+    assert {json.dumps(e["name"]) for e in after} == expected_names()
+    assert {e["node"] for e in after} == {cluster.b.name}
+    status = (await distable("status", "--json", *static_b)).json()
+    assert [(row["name"], row["local_names"]) for row in status] == [(cluster.b.name, len(expected_names()))]
+
+
+async def test_tls_cluster(processes: Processes, tmp_path: Path) -> None:
+    ca = trustme.CA()
+    ca.issue_cert("127.0.0.1").private_key_and_cert_chain_pem.write_to_path(str(tmp_path / "node.pem"))
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    tls = ["--tls-cert", str(tmp_path / "node.pem"), "--tls-key", str(tmp_path / "node.pem")]
+    tls += ["--tls-ca", str(tmp_path / "ca.pem")]
+    (port,) = free_ports(1)
+    node = await processes.start(
+        "t", "--port", str(port), "--cookie", COOKIE, "--cluster", "none", "--app", "tests.cli.cliapp:start", *tls
+    )
+    status = (await distable("status", "--json", "--cookie", COOKIE, "--connect", node.name, *tls)).json()
+    assert [(row["name"], row["local_names"]) for row in status] == [(node.name, cliapp.COUNT)]
+    plain = await distable("status", "--cookie", COOKIE, "--connect", node.name, "--timeout", "1")
+    assert plain.code == 1
+    assert "no node of the cluster answered within 1 s" in plain.stderr
+
+
+async def test_dashboard_and_metrics(processes: Processes) -> None:
+    node = await processes.start(
+        "w", "--port", "0", "--cookie", COOKIE, "--cluster", "none", "--dashboard", "127.0.0.1:0", "--metrics", "0"
+    )
+    urls = dict(re.findall(r"(dashboard|metrics) (http://\S+?)(?:,|$)", node.details))
+    assert set(urls) == {"dashboard", "metrics"}, node.details
+    for url in urls.values():
+        assert url.startswith("http://127.0.0.1:")
+        body = await asyncio.to_thread(fetch, url.rstrip("/") + "/metrics")
+        assert "distable" in body
+    node.terminate()
+    assert await node.wait() == 0
+
+
+def fetch(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=TIMEOUT) as response:
+        body: bytes = response.read()
+    return body.decode()
