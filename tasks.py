@@ -47,8 +47,9 @@ def ensure_env() -> None:
     stamp_file.write_text(stamp)
 
 
-#: Debian packages the test suite uses (netns tests, DNS discovery), by the command each provides.
-SYSTEM_PACKAGES = {"ip": "iproute2", "nft": "nftables", "dnsmasq": "dnsmasq"}
+#: Debian packages the test suite uses (netns tests, DNS discovery, the dashboard's browser
+#: tests), by the command each provides.
+SYSTEM_PACKAGES = {"ip": "iproute2", "nft": "nftables", "dnsmasq": "dnsmasq", "chromium": "chromium"}
 
 
 def ensure_system_packages() -> None:
@@ -83,7 +84,7 @@ def main(argv: list[str]) -> None:
     task, rest = argv[0], argv[1:]
     py = str(PY)
     if task == "demo":
-        run(py, "examples/two_nodes.py", *rest)
+        os.execv(py, [py, "-m", "distable.demo", *rest])  # it handles Ctrl-C itself: stops every node in order
     elif task == "test":
         ensure_system_packages()
         run(py, "-m", "ruff", "check", ".")

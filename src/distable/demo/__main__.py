@@ -1,0 +1,5 @@
+"""``python -m distable.demo``."""
+
+from . import main
+
+raise SystemExit(main())
