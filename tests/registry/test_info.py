@@ -6,7 +6,8 @@ from typing import Any
 
 import pytest
 
-from distable import CallTimeout, Node, NodeStatistics, ProcessExited
+from distable import CallTimeout, NameRegistered, Node, NodeStatistics, NodeUp, Pid, ProcessExited
+from distable.node._info import EventJournal
 from distable.testing import eventually
 
 from . import apps
@@ -55,3 +56,15 @@ async def test_info_of_an_unknown_node_is_a_typed_error(cluster: Cluster) -> Non
         await a.statistics_of("nobody@127.0.0.1:1")
     with pytest.raises((ProcessExited, CallTimeout)):
         await a.events_of("nobody@127.0.0.1:1")
+
+
+def test_a_wave_of_registrations_does_not_push_other_events_out_of_the_journal() -> None:
+    journal = EventJournal(capacity=100, noisy_capacity=20)
+    journal.record(NodeUp("b@127.0.0.1:1", 1))
+    pid = Pid("a@127.0.0.1:2", 1, 5)
+    for i in range(2000):
+        journal.record(NameRegistered(("w", i), pid))
+    events = journal.since(0)
+    assert [e["type"] for e in events] == ["NodeUp"] + ["NameRegistered"] * 20
+    assert [e["seq"] for e in events] == [1, *range(1982, 2002)]
+    assert journal.since(2001) == []

@@ -49,22 +49,32 @@ def render_event(event: Any) -> dict[str, Any]:
     return out
 
 
+#: Events published once per name or group member: a registration wave or a restart of
+#: many names produces thousands. The journal keeps fewer of them, apart from the others,
+#: so that they never push a join, a handoff or a restart out of it.
+NOISY_EVENTS = frozenset({"NameRegistered", "NameUnregistered", "GroupJoined", "GroupLeft"})
+
+
 class EventJournal:
-    """The last ``capacity`` events of one node, numbered from 1. Event loop only."""
+    """The last events of one node, numbered from 1: up to ``capacity`` of every kind
+    but the noisy ones (``NOISY_EVENTS``), and up to ``noisy_capacity`` of those. Event
+    loop only."""
 
-    __slots__ = ("_entries", "seq")
+    __slots__ = ("_entries", "_noisy", "seq")
 
-    def __init__(self, capacity: int = 1000) -> None:
+    def __init__(self, capacity: int = 1000, noisy_capacity: int = 200) -> None:
         self._entries: deque[tuple[int, float, Any]] = deque(maxlen=capacity)
+        self._noisy: deque[tuple[int, float, Any]] = deque(maxlen=noisy_capacity)
         self.seq = 0
 
     def record(self, event: Any) -> None:
         self.seq += 1
-        self._entries.append((self.seq, time.time(), event))
+        entries = self._noisy if type(event).__name__ in NOISY_EVENTS else self._entries
+        entries.append((self.seq, time.time(), event))
 
     def since(self, seq: int, limit: int = 500) -> list[dict[str, Any]]:
         """The events numbered above ``seq``, oldest first, at most ``limit`` (the newest)."""
-        newer = [entry for entry in self._entries if entry[0] > seq]
+        newer = sorted(entry for entries in (self._entries, self._noisy) for entry in entries if entry[0] > seq)
         return [{"seq": s, "time": t, **render_event(e)} for s, t, e in newer[-limit:]]
 
 
