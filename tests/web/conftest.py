@@ -25,7 +25,9 @@ from distable.ring import Ring
 from distable.testing import eventually
 
 COOKIE = "web-cookie"
-ROOT = Path(__file__).resolve().parents[2]  # children import tests.web.apps from here
+#: What the web tests register: the registry tests' counter (child nodes import it by reference).
+WORKER = "tests.registry.apps:Counter"
+ROOT = Path(__file__).resolve().parents[2]  # children import tests.registry.apps from here
 INSTALL_HINT = "apt-get install chromium (python3 tasks.py test installs it when run as root)"
 
 

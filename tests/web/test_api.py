@@ -18,8 +18,7 @@ from distable.ring import HashRing
 from distable.testing import eventually
 from distable.web import start_web
 
-from .apps import WORKER
-from .conftest import Nodes, get_json
+from .conftest import WORKER, Nodes, get_json
 
 NAMES = 30
 

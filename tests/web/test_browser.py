@@ -20,8 +20,7 @@ import pytest
 from distable.testing import NodeProcess, eventually
 
 from ._cdp import Chromium
-from .apps import WORKER
-from .conftest import COOKIE, ROOT
+from .conftest import COOKIE, ROOT, WORKER
 
 pytestmark = pytest.mark.cluster
 

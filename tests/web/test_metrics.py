@@ -16,8 +16,7 @@ from distable.registry import HandoffCompleted, RegistryStatistics
 from distable.testing import eventually
 from distable.web import start_web
 
-from .apps import WORKER
-from .conftest import Nodes, first_owned, labels, scrape
+from .conftest import WORKER, Nodes, first_owned, labels, scrape
 
 NAMES = 24
 
