@@ -139,3 +139,24 @@ async def test_quorum_split_stops_the_minority_keeps_the_majority_serving_and_he
     assert all(host_of(a, name) == c.name for name in on_c)
     assert "refused" not in dict(a.registered())
     assert apps.INITS["refused"] == 0
+
+
+async def test_the_losers_state_reaches_a_winner_that_was_handed_off_meanwhile(cluster: Cluster) -> None:
+    # The resolution decided on the winner's pid, but the winner moved before the state
+    # arrived: the state follows it to its successor instead of being dropped.
+    a, b = await cluster.start(2)
+    newcomer = await cluster.add("late", join=False)
+    name = first_owned(newcomer.name, [a.name, b.name, newcomer.name], "moves-then-wins")
+    old = await a.register(name, apps.Counter, key=name)
+    await cluster.join(newcomer)
+    await cluster.wait_joined()
+    new = await eventually(lambda: (p := a.whereis(name)) is not None and p.node == newcomer.name and p)
+    assert new != old
+    for sender in (cluster.node(old.node), a if old.node != a.name else b):
+        sender.registry._deliver_conflict_state(name, old, True, ("state from", sender.name))
+    expected = [("state from", old.node), ("state from", (a if old.node != a.name else b).name)]
+    await eventually(lambda: _conflicts_of(newcomer, name, expected))
+
+
+async def _conflicts_of(node: Node, name: str, expected: list[Any]) -> bool:
+    return sorted(await node.call(name, "conflicts")) == sorted(expected)

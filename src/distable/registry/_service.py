@@ -918,12 +918,7 @@ class RegistryService:
                 has_state, state = True, answer.state
         winner = command.winner
         try:
-            if winner.node == self.node:
-                self._deliver_conflict_state(winner, state)
-            else:
-                self.transport.post(
-                    winner.node, ConflictState(to_wire(command.name), winner, has_state, to_wire(state))
-                )
+            self._deliver_conflict_state(command.name, winner, has_state, state)
         except DistableError as exc:
             log.error("%s: cannot send the state of %r's losing copy: %s", self.node, command.name, exc)
         log.info("%s: %r lost %r to %r after a netsplit; stopping it", self.node, command.loser, command.name, winner)
@@ -933,12 +928,31 @@ class RegistryService:
         self._changed()
 
     def _on_conflict_state(self, node: str, msg: ConflictState) -> None:
-        self._deliver_conflict_state(msg.winner, msg.state)
+        self._deliver_conflict_state(msg.name, msg.winner, msg.has_state, msg.state)
 
-    def _deliver_conflict_state(self, winner: Pid, state: Any) -> None:
-        proc = self.runtime.local(winner)
-        if proc is not None:
-            _detached(self.runtime.run_in(proc, _ResolveConflict(state)))
+    def _deliver_conflict_state(self, name: Any, winner: Pid, has_state: bool, state: Any) -> None:
+        """Give ``winner`` the losing copy's state (its ``resolve_conflict``), wherever it
+        runs: on another node, or, if it was handed off meanwhile, at its successor (a
+        handed-off pid forwards for ``forward_ttl``; followed a few hops at most).
+
+        Raises:
+            DistableError: the state cannot cross the wire.
+        """
+        for _ in range(8):
+            if winner.node != self.node:
+                self.transport.post(winner.node, ConflictState(to_wire(name), winner, has_state, to_wire(state)))
+                return
+            proc = self.runtime.local(winner)
+            if proc is not None:
+                _detached(self.runtime.run_in(proc, _ResolveConflict(state)))
+                return
+            if winner.incarnation != self.runtime.incarnation:
+                break  # a pid of this node's previous life: nothing forwards it
+            successor = self.runtime.forwarding.get(winner.id)
+            if successor is None:
+                break
+            winner = successor
+        log.info("%s: the copy of %r that won a conflict is gone: its loser's state is dropped", self.node, name)
 
     # --- graceful leave ----------------------------------------------------------------------------
 
