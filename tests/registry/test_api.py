@@ -348,3 +348,22 @@ async def test_module_level_functions_act_on_the_current_node(cluster: Cluster, 
     assert await b.call(agent, ("whereis", "via-module")) == pid
     assert await b.call(agent, ("call", "via-module", "incr")) == 1
     assert await a.call(agent, ("whereis", "nobody")) is None
+
+
+async def test_unregister_of_a_pid_that_moved_meanwhile_follows_it_to_its_successor(cluster: Cluster) -> None:
+    # The caller looked the name up before a handoff moved it: its request reaches the old
+    # host, which passes it on, so the new owner's claim does not keep the name alive.
+    a, b = await cluster.start(2)
+    newcomer = await cluster.add("late", join=False)
+    name = first_owned(newcomer.name, [a.name, b.name, newcomer.name], "moves-then-goes")
+    old = await a.register(name, apps.Counter, key=name)
+    await cluster.join(newcomer)
+    await cluster.wait_joined()
+    new = await eventually(lambda: (p := a.whereis(name)) is not None and p.node == newcomer.name and p)
+    other = b if old.node == a.name else a
+    assert await other.registry.runtime.call(other.registry._server(old.node), ["unregister", name, old], 5.0) == [
+        "ok",
+        True,
+    ]
+    await eventually(lambda: all(n.whereis(name) is None for n in cluster.nodes))
+    assert await newcomer.call(new, "get") == (0, newcomer.name)  # the process itself keeps running

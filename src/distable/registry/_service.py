@@ -488,10 +488,32 @@ class RegistryService:
         if pid is None:
             return
         if pid.node == self.node:
-            self.core.local_unclaim(name, pid)
-            self._changed()
+            await self._unregister_here(name, pid, timeout)
         else:
             await self.runtime.call(self._server(pid.node), ("unregister", name, pid), timeout)
+
+    async def _unregister_here(self, name: Any, pid: Pid, timeout: float) -> bool:
+        """Remove this node's claim of ``name`` by ``pid``; whether a claim was removed.
+
+        If ``pid`` is moving or has moved (a handoff of it is in flight, or done since the
+        caller looked it up), the request follows it to its successor: otherwise the new
+        owner's claim would register the name again after the caller was told it is gone.
+        """
+        removed = self.core.local_unclaim(name, pid)
+        self._changed()
+        moving = [o for o in self._outgoing.values() if o.proc.pid == pid and not o.committed]
+        for out in moving:  # let it commit or fail first (the handoff's own wait comes first)
+            with contextlib.suppress(Exception):
+                await _within(out.accepted, timeout)
+        if pid.incarnation != self.runtime.incarnation:
+            return removed
+        successor = self.runtime.forwarding.get(pid.id)
+        if successor is None:
+            return removed
+        if successor.node == self.node:
+            return await self._unregister_here(name, successor, timeout) or removed
+        reply = await self.runtime.call(self._server(successor.node), ("unregister", name, successor), timeout)
+        return bool(reply[1]) or removed
 
     async def join(self, group: Any, pid: Pid, timeout: float) -> None:
         _check_name(group)  # here, so a remote join fails as a local one does (TypeError)
@@ -538,8 +560,7 @@ class RegistryService:
                 case ("register_name", name, Pid() as pid):
                     reply = self._register_name_here(name, pid)
                 case ("unregister", name, Pid() as pid):
-                    reply = ("ok", self.core.local_unclaim(name, pid))
-                    self._changed()
+                    reply = ("ok", await self._unregister_here(name, pid, 10.0))
                 case ("join", group, Pid() as pid):
                     if self.runtime.local(pid) is None:
                         reply = ("error", "ProcessExited", "noproc")
