@@ -9,11 +9,19 @@
   const byId = (id) => document.getElementById(id);
   const skipped = {};
 
-  // A stable colour per node name, the same in every bar and the legend.
+  // A colour per node, the same in every bar and the legend for as long as the page is
+  // open: given in order of first appearance from a palette of distinct colours (a hash of
+  // the name gave two nodes of one cluster the same colour), then golden-angle hues.
+  const PALETTE = ["#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7", "#9c755f", "#bab0ac"];
+  const colors = new Map();
   function color(name) {
-    let h = 0;
-    for (const c of name) h = (h * 31 + c.codePointAt(0)) >>> 0;
-    return `hsl(${h % 360}, 55%, 55%)`;
+    let c = colors.get(name);
+    if (c === undefined) {
+      const i = colors.size;
+      c = i < PALETTE.length ? PALETTE[i] : `hsl(${Math.round(i * 137.508) % 360}, 55%, 50%)`;
+      colors.set(name, c);
+    }
+    return c;
   }
 
   function element(tag, attrs, text) {
