@@ -21,6 +21,7 @@ import asyncio
 import functools
 import logging
 import math
+import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
@@ -633,11 +634,13 @@ class Runtime:
 
     async def watch_loop_lag(self, interval: float = 0.25) -> None:
         """Measure event-loop lag forever (until cancelled); log stalls past ``block_warning``."""
-        loop = self.loop
+        # time.monotonic, not loop.time(): uvloop's clock counts whole milliseconds, which
+        # made every lag a multiple of 1 ms.
+        clock = time.monotonic
         while True:
-            start = loop.time()
+            start = clock()
             await asyncio.sleep(interval)
-            lag = max(0.0, loop.time() - start - interval)
+            lag = max(0.0, clock() - start - interval)
             self.last_loop_lag = lag
             self.max_loop_lag = max(self.max_loop_lag, lag)
             if lag > self.block_warning:
