@@ -216,7 +216,7 @@ async def test_wrong_cookie_is_one_line(cluster: Cluster) -> None:
     static = cluster.discovery[2:]
     answer = await distable("status", "--cookie", "not-the-cookie", "--timeout", "1", *static)
     assert answer.code == 1
-    expected = "distable: error: no node of the cluster answered within 1 s (wrong cookie? unreachable?)"
+    expected = "distable: error: no node of the cluster answered within 1 s (wrong cookie, node name or address?)"
     assert answer.stderr.strip() == expected
     assert answer.stdout == ""
 

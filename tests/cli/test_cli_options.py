@@ -279,7 +279,7 @@ def test_query_commands_take_the_toml_discovery_keys(tmp_path: Path, quiet_loggi
     config = tmp_path / "distable.toml"
     config.write_text('[node]\nname = "a"\nport = 1\ncookie = "c"\nconnect = ["127.0.0.1:1"]\napp = ["x"]\n')
     result = invoke(["status", "--config", str(config), "--timeout", "0.2"])
-    assert_error(result, "no node of the cluster answered within 0.2 s (wrong cookie? unreachable?)")
+    assert_error(result, "no node of the cluster answered within 0.2 s (wrong cookie, node name or address?)")
 
 
 def test_unreachable_cluster(quiet_logging: None) -> None:
@@ -288,7 +288,7 @@ def test_unreachable_cluster(quiet_logging: None) -> None:
         port = free.getsockname()[1]
     for command in (["status"], ["whereis", "x"], ["registered"]):
         result = invoke([*command, "--cookie", "c", "--connect", f"127.0.0.1:{port}", "--timeout", "0.3"])
-        assert_error(result, "no node of the cluster answered within 0.3 s (wrong cookie? unreachable?)")
+        assert_error(result, "no node of the cluster answered within 0.3 s (wrong cookie, node name or address?)")
 
 
 def test_port_in_use(quiet_logging: None) -> None:
@@ -353,15 +353,15 @@ def test_tls_contexts(tmp_path: Path) -> None:
 def test_demo_forwards_its_arguments(monkeypatch: pytest.MonkeyPatch) -> None:
     import distable.demo
 
-    seen: list[list[str] | None] = []
+    seen: list[tuple[list[str] | None, str]] = []
 
-    def fake_main(argv: list[str] | None = None) -> int:
-        seen.append(argv)
+    def fake_main(argv: list[str] | None = None, prog: str = "") -> int:
+        seen.append((argv, prog))
         return 3
 
     monkeypatch.setattr(distable.demo, "main", fake_main)
     result = invoke(["demo", "--workers", "10", "--help", "extra"])
-    assert seen == [["--workers", "10", "--help", "extra"]]
+    assert seen == [(["--workers", "10", "--help", "extra"], "distable demo")]
     assert result.exit_code == 3
 
 

@@ -209,7 +209,7 @@ def node(ctx: click.Context, /, **opts: Any) -> None:
     \b
     Example:
       distable node --name a --host 10.0.0.5 --cookie-file /etc/distable/cookie \\
-          --static 10.0.0.5:4370 --static 10.0.0.6:4370 --app myapp.main:start
+          --static b@10.0.0.6:4370 --static c@10.0.0.7:4370 --app myapp.main:start
     """
     settings = _node_settings(ctx, opts)
     setup_logging(opts["log_level"], opts["log_format"])
@@ -402,7 +402,7 @@ def demo(ctx: click.Context, args: tuple[str, ...]) -> None:
     if importlib.util.find_spec("distable.demo") is None:
         raise CliError("the demo is not part of this installation of distable")
     module = importlib.import_module("distable.demo")
-    code = module.main(list(args))
+    code = module.main(list(args), prog="distable demo")
     ctx.exit(int(code or 0))
 
 

@@ -116,4 +116,5 @@ async def _start_web(node: Node, endpoint: WebEndpoint) -> Any:
         return await web.start_web(node, endpoint.host, endpoint.port, dashboard=endpoint.dashboard)
     except OSError as exc:
         what = "the dashboard" if endpoint.dashboard else "metrics"
-        raise CliError(f"cannot serve {what} on {endpoint.host}:{endpoint.port}: {exc.strerror or exc}") from None
+        cause = exc.__cause__ if isinstance(exc.__cause__, OSError) else exc  # the bind error itself
+        raise CliError(f"cannot serve {what} on {endpoint.host}:{endpoint.port}: {cause.strerror or cause}") from None

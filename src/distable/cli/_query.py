@@ -69,7 +69,9 @@ async def cluster_view(node_kwargs: dict[str, Any], timeout: float) -> AsyncIter
     async with node:
         view = await settle(node, timeout)
         if not view.servers:
-            raise CliError(f"no node of the cluster answered within {timeout:g} s (wrong cookie? unreachable?)")
+            raise CliError(
+                f"no node of the cluster answered within {timeout:g} s (wrong cookie, node name or address?)"
+            )
         if not view.complete:
             warn(f"the registry was still syncing after {timeout:g} s: the answer may be incomplete")
         yield view
@@ -134,7 +136,7 @@ def _status_row(s: NodeStatistics) -> dict[str, Any]:
         "processes": s.runtime.processes,
         "local_names": s.registry.local_names,
         "peers": sum(1 for p in s.transport.peers if p.connected),
-        "handoffs": s.registry.handoffs_started,
+        "handoffs": s.registry.handoffs_completed,  # started ones may be aborted
         "restarts": s.registry.restarts,
     }
 

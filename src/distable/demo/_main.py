@@ -28,9 +28,9 @@ owner, with the count the driver expects. Exit code 0 if it is OK, 1 if not.
 """
 
 
-def parse(argv: list[str] | None) -> argparse.Namespace:
+def parse(argv: list[str] | None, prog: str = "python -m distable.demo") -> argparse.Namespace:
     """The options in ``argv``; exits with a usage message (code 2) when they are wrong."""
-    parser = argparse.ArgumentParser(prog="python -m distable.demo", description=DESCRIPTION)
+    parser = argparse.ArgumentParser(prog=prog, description=DESCRIPTION)
     parser.add_argument("--workers", type=int, default=3000, metavar="N", help="workers to register (default 3000)")
     parser.add_argument(
         "--plain", action="store_true", help="plain lines, not the live view (always when stdout is not a terminal)"
@@ -56,14 +56,15 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the demo with the command-line arguments ``argv`` (``sys.argv[1:]`` if None).
+def main(argv: list[str] | None = None, prog: str = "python -m distable.demo") -> int:
+    """Run the demo with the command-line arguments ``argv`` (``sys.argv[1:]`` if None);
+    ``prog`` is how its usage line names the command.
 
     Returns:
         The exit code: 0 if the verdict is OK, 1 if not (or the demo failed to run), 130 if
         it was interrupted before the verdict.
     """
-    args = parse(argv)
+    args = parse(argv, prog)
     plain = args.plain or not sys.stdout.isatty()
     log_dir = Path(tempfile.mkdtemp(prefix="distable-demo-"))
     options = Options(
