@@ -56,3 +56,13 @@ async def start(node: Node) -> None:
 async def fail(node: Node) -> None:
     """An app function that raises, for the CLI's error test."""
     raise RuntimeError(f"cannot start on {node.name}")
+
+
+SHARED = [f"shared-{i}" for i in range(8)]
+
+
+async def start_shared(node: Node) -> None:
+    """Every node runs this: each name starts once in the cluster, wherever it is placed
+    (``whereis_or_register``), as an app meant for rolling restarts would do."""
+    for name in SHARED:
+        await node.whereis_or_register(name, Counter, name)

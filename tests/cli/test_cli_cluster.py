@@ -24,6 +24,8 @@ from typing import Any
 import pytest
 import trustme
 
+from distable import Node, Static
+from distable.testing import eventually
 from tests.cli import cliapp
 
 pytestmark = pytest.mark.cluster
@@ -271,3 +273,36 @@ def fetch(url: str) -> str:
     with urllib.request.urlopen(url, timeout=TIMEOUT) as response:
         body: bytes = response.read()
     return body.decode()
+
+
+async def test_a_restarted_node_joins_before_its_app_registers_so_no_state_is_lost(processes: Processes) -> None:
+    # Both nodes run an app that registers the same names (whereis_or_register). A node
+    # that registered before it had seen the cluster would start its own copies, and as
+    # the ring owner of some names its fresh copies would win over the running ones:
+    # their counts would restart from 0 after a rolling restart.
+    port_a, port_b = free_ports(2)
+    static = ["--static", f"a@127.0.0.1:{port_a}", "--static", f"b@127.0.0.1:{port_b}"]
+    common = ["--cookie", COOKIE, *static, "--membership", "local", "--app", "tests.cli.cliapp:start_shared"]
+    common += ["--log-level", "warning", "--join-timeout", "1"]
+    a = await processes.start("a", "--port", str(port_a), *common)
+    b = await processes.start("b", "--port", str(port_b), *common)
+    async with Node("probe", cookie=COOKIE, role="client", cluster=Static([a.name, b.name])) as client:
+        await eventually(lambda: all(client.whereis(n) for n in cliapp.SHARED) and len(client.nodes()) == 2)
+        for _ in range(3):
+            for name in cliapp.SHARED:
+                client.cast(name, "incr")
+        for name in cliapp.SHARED:
+            assert (await client.call(name, "get"))[1] == 3  # after the casts: the same link, in order
+
+        b.terminate()
+        assert await b.wait() == 0, b.stderr.read_text()
+        b = await processes.start("b", "--port", str(port_b), *common)
+        await eventually(lambda: b.name in client.nodes() and all(client.whereis(n) for n in cliapp.SHARED))
+        counts = {name: (await client.call(name, "get"))[1] for name in cliapp.SHARED}
+        assert counts == dict.fromkeys(cliapp.SHARED, 3)
+        for name in cliapp.SHARED:  # and each runs once: the replica's pid is the one answering
+            pid = client.whereis(name)
+            assert pid is not None
+            assert (await client.call(pid, "get"))[2] == pid.node
+    conflicts = [line for line in (a.stderr.read_text() + b.stderr.read_text()).splitlines() if "netsplit" in line]
+    assert conflicts == []

@@ -367,3 +367,16 @@ async def test_unregister_of_a_pid_that_moved_meanwhile_follows_it_to_its_succes
     ]
     await eventually(lambda: all(n.whereis(name) is None for n in cluster.nodes))
     assert await newcomer.call(new, "get") == (0, newcomer.name)  # the process itself keeps running
+
+
+async def test_wait_joined_returns_once_the_replica_holds_the_clusters_names(cluster: Cluster) -> None:
+    a, _ = await cluster.start(2)
+    names = [f"joined-{i}" for i in range(60)]
+    for name in names:
+        await a.register(name, apps.Counter, key=name)
+    late = await cluster.add("late", join=False)
+    assert not await late.wait_joined(timeout=0.05)  # alone: nothing to join yet
+    joining = asyncio.ensure_future(late.wait_joined(timeout=10))
+    await cluster.join(late)
+    assert await joining
+    assert {name for name, _ in late.registered()} == set(names)  # at once, not eventually

@@ -188,6 +188,14 @@ def cli() -> None:
     help="Import MODULE once the node is up; with :FUNCTION also await FUNCTION(node). Repeatable, in order.",
 )
 @option(
+    "--join-timeout",
+    type=click.FloatRange(min=0),
+    default=3.0,
+    show_default=True,
+    help="With --app: seconds to wait for the cluster (other nodes up, replica synced) before the apps run; "
+    "registering earlier makes duplicates of names that already run. 0: do not wait.",
+)
+@option(
     "--app-dir",
     default=".",
     show_default=True,
@@ -221,7 +229,8 @@ def node(ctx: click.Context, /, **opts: Any) -> None:
         _web_endpoint("--metrics", opts["metrics"], dashboard=False),
     ]
     kind = settings.pop("kind")
-    _run(run_node(Node(**settings), opts["app"], [w for w in web if w is not None], kind))
+    endpoints = [w for w in web if w is not None]
+    _run(run_node(Node(**settings), opts["app"], endpoints, kind, opts["join_timeout"]))
 
 
 def _node_settings(ctx: click.Context, opts: dict[str, Any]) -> dict[str, Any]:

@@ -1,6 +1,9 @@
 """``distable node``: run one node until SIGTERM or SIGINT, then leave gracefully.
 
-The node starts (listens, joins the cluster), imports the ``--app`` modules in order
+The node starts (listens, joins the cluster: with ``--app``, it first waits, at most
+``--join-timeout`` seconds, until it has found other nodes and synced its replica with
+them, so that the apps' registrations see the names that already run), imports the
+``--app`` modules in order
 (running ``module:function`` with the node), starts the dashboard and the metrics
 endpoint if asked, prints one line saying it is up, and waits. The first SIGTERM or
 SIGINT makes it leave: web servers close, every registered process is handed off to its
@@ -41,7 +44,9 @@ class WebEndpoint:
     dashboard: bool
 
 
-async def run_node(node: Node, apps: Sequence[str], web: Sequence[WebEndpoint], cluster: str) -> None:
+async def run_node(
+    node: Node, apps: Sequence[str], web: Sequence[WebEndpoint], cluster: str, join_timeout: float = 3.0
+) -> None:
     """Run ``node`` until a signal; see the module's docstring.
 
     Raises:
@@ -70,7 +75,7 @@ async def run_node(node: Node, apps: Sequence[str], web: Sequence[WebEndpoint], 
                 # The event loop's own wording varies (uvloop's is long): say it plainly.
                 reason = os.strerror(exc.errno) if exc.errno else exc.strerror or str(exc)
                 raise CliError(f"cannot listen on {node.host}:{node.port}: {reason}") from None
-            startup = asyncio.ensure_future(_start(node, apps, web, stack))
+            startup = asyncio.ensure_future(_start(node, apps, web, stack, join_timeout))
             waiter = asyncio.ensure_future(leave.wait())
             try:
                 await asyncio.wait({startup, waiter}, return_when=asyncio.FIRST_COMPLETED)
@@ -92,8 +97,10 @@ async def run_node(node: Node, apps: Sequence[str], web: Sequence[WebEndpoint], 
 
 
 async def _start(
-    node: Node, apps: Sequence[str], web: Sequence[WebEndpoint], stack: contextlib.AsyncExitStack
+    node: Node, apps: Sequence[str], web: Sequence[WebEndpoint], stack: contextlib.AsyncExitStack, join_timeout: float
 ) -> list[tuple[str, str]]:
+    if apps and join_timeout > 0 and not await node.wait_joined(join_timeout):
+        log.info("%s: found no cluster within %g s: starting the apps as its first node", node.name, join_timeout)
     for ref in apps:
         try:
             await start_app(node, ref)

@@ -365,6 +365,28 @@ class Node:
         """Names of the nodes that are up in this node's view (itself excluded)."""
         return self.membership.nodes()
 
+    async def wait_joined(self, timeout: float = 3.0, poll: float = 0.01) -> bool:
+        """Wait until this node has found its cluster and caught up with it: at least one
+        other node is up, and this node's replica holds the claims of every node that is
+        up (the first anti-entropy sync with each is done). Returns False if that did not
+        happen within ``timeout`` seconds (e.g. the first node of a new cluster).
+
+        Call it before registering names at start-up (``distable node`` does, before the
+        ``--app`` modules run): a node that registers before it has seen the cluster makes
+        duplicates, and if it is the ring owner its fresh copies win over the running
+        ones, whose state then only reaches ``resolve_conflict``.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        synced_with = self.registry.core.synced_with
+        while True:
+            peers = self.nodes()
+            if peers and all(synced_with(peer) for peer in peers):
+                return True
+            if loop.time() >= deadline:
+                return False
+            await asyncio.sleep(poll)  # bounded by the timeout; joining is not a hot path
+
     def events(self, maxsize: int = 10_000) -> EventStream:
         """Subscribe to this node's events (``NodeUp``, ``NodeDown``, ...)."""
         return self._bus.subscribe(maxsize)

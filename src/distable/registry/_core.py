@@ -209,6 +209,10 @@ class _Peer:
     role: str = "unknown"
     leaving: bool = False
     hello: bool = False
+    # Caught up with its claims: its first digest matched ours, or the buckets that
+    # differed (``unsynced``) have all come back in SyncReplies.
+    synced: bool = False
+    unsynced: set[int] = field(default_factory=set)
 
 
 class TrackerCore:
@@ -327,6 +331,12 @@ class TrackerCore:
         self._out.send.append((node, RegistryHello(self.role, self.leaving)))
         self._out.send.append((node, Digest(self._digest(self.node))))
         self._n_syncs += 1
+
+    def synced_with(self, node: str) -> bool:
+        """Has this node greeted ``node`` and caught up with its claims (its first digest
+        compared, every differing bucket synced)?"""
+        peer = self.peers.get(node)
+        return peer is not None and peer.hello and peer.synced
 
     def peer_down(self, node: str, now: float) -> None:
         """``node`` is down: drop its claims; restart the names this node now owns."""
@@ -678,6 +688,10 @@ class TrackerCore:
         differ = [b for b in range(BUCKETS) if mine[b] != msg.buckets[b]]
         if differ:
             self._out.send.append((host, SyncRequest(differ)))
+        peer = self.peers.get(host)
+        if peer is not None and not peer.synced:
+            peer.unsynced.update(differ)
+            peer.synced = not peer.unsynced
 
     def on_sync_request(self, node: str, msg: SyncRequest, now: float) -> None:
         wanted = {b for b in msg.buckets if 0 <= b < BUCKETS}
@@ -689,6 +703,10 @@ class TrackerCore:
             return  # not up here (see on_delta)
         buckets = set(msg.buckets)
         self._n_repaired += len(buckets)
+        peer = self.peers[host]
+        if not peer.synced:
+            peer.unsynced -= buckets
+            peer.synced = not peer.unsynced
         table = self.claims.setdefault(host, {})
         incoming = {claim_key(c): c for c in msg.claims if c.position % BUCKETS in buckets}
         for key, held in [(k, c) for k, c in table.items() if c.position % BUCKETS in buckets]:
