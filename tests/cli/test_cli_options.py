@@ -51,6 +51,7 @@ class Captured:
         self.node: dict[str, Any] = {}
         self.apps: list[str] = []
         self.web: list[Any] = []
+        self.join_timeout: float | None = None
         self.logging: tuple[str, str] | None = None
 
 
@@ -63,9 +64,10 @@ def captured(monkeypatch: pytest.MonkeyPatch) -> Captured:
         seen.node = kwargs
         return kwargs
 
-    async def fake_run(node: Any, apps: list[str], web: list[Any], cluster: str) -> None:
+    async def fake_run(node: Any, apps: list[str], web: list[Any], cluster: str, join_timeout: float) -> None:
         seen.apps = list(apps)
         seen.web = list(web)
+        seen.join_timeout = join_timeout
 
     def fake_logging(level: str, fmt: str) -> None:
         seen.logging = (level, fmt)
@@ -114,6 +116,7 @@ def test_node_defaults(captured: Captured) -> None:
     assert captured.logging == ("info", "text")
     assert captured.apps == []
     assert captured.web == []
+    assert captured.join_timeout == 3.0
 
 
 def test_node_options(captured: Captured, tmp_path: Path) -> None:
@@ -123,6 +126,7 @@ def test_node_options(captured: Captured, tmp_path: Path) -> None:
     args += ["--static", "10.0.0.6:4370", "--static", "b@[fd00::1]:4371", "--strategy", "quorum", "--quorum", "2"]
     args += ["--role", "client", "--app", "pkg.mod", "--app", "pkg.mod:start", "--app-dir", str(tmp_path)]
     args += ["--dashboard", "0.0.0.0:8080", "--metrics", "9100", "--log-level", "DEBUG", "--log-format", "json"]
+    args += ["--join-timeout", "0.5"]
     result = invoke(args)
     assert result.exit_code == 0, result.output
     node = captured.node
@@ -131,6 +135,7 @@ def test_node_options(captured: Captured, tmp_path: Path) -> None:
     assert node["cluster"] == [Static(["distable@10.0.0.6:4370", "b@[fd00::1]:4371"])]
     assert node["strategy"] == StaticQuorumRing(2)
     assert captured.apps == ["pkg.mod", "pkg.mod:start"]
+    assert captured.join_timeout == 0.5
     web = [(w.host, w.port, w.dashboard) for w in captured.web]
     assert web == [("0.0.0.0", 8080, True), ("127.0.0.1", 9100, False)]
     assert captured.logging == ("debug", "json")

@@ -7,7 +7,17 @@ from typing import Any
 
 import pytest
 
-from distable import ConflictResolved, Node, NodeDown, NodeUp, NoNodeAvailable, Pid, Ring, StaticQuorumRing
+from distable import (
+    ConflictResolved,
+    HandoffAborted,
+    Node,
+    NodeDown,
+    NodeUp,
+    NoNodeAvailable,
+    Pid,
+    Ring,
+    StaticQuorumRing,
+)
 from distable.testing import eventually
 
 from . import apps
@@ -97,6 +107,10 @@ async def test_ring_netsplit_heal_keeps_the_owner_copy_which_gets_the_other_copy
         assert cluster.node(lost.node).runtime.local(lost) is None, f"{name}: the losing copy was not stopped"
     resolved = [e for n in cluster.nodes for e in cluster.events(n) if isinstance(e, ConflictResolved)]
     assert sorted((e.name, e.winner) for e in resolved) == sorted((n, survivors[n]) for n in names)
+    # No node handed a copy to a healed peer that already ran its own: a peer is placed
+    # only once its claims are known, so the duplicates meet as a conflict, not a handoff.
+    aborted = [e for n in cluster.nodes for e in cluster.events(n) if isinstance(e, HandoffAborted)]
+    assert aborted == []
 
 
 async def test_quorum_split_stops_the_minority_keeps_the_majority_serving_and_heals_to_one_copy_each(

@@ -332,6 +332,14 @@ class TrackerCore:
         self._out.send.append((node, Digest(self._digest(self.node))))
         self._n_syncs += 1
 
+    def _check_synced(self, peer: _Peer, now: float) -> None:
+        """Mark ``peer`` synced once no bucket of its claims is missing; it may now be placed."""
+        if not peer.unsynced:
+            peer.synced = True
+            if peer.hello:
+                self._replace_placement(now)
+                self._rebalance()
+
     def synced_with(self, node: str) -> bool:
         """Has this node greeted ``node`` and caught up with its claims (its first digest
         compared, every differing bucket synced)?"""
@@ -403,7 +411,10 @@ class TrackerCore:
         self._rebalance()
 
     def _replace_placement(self, now: float) -> None:
-        nodes = [n for n, p in self.peers.items() if p.hello and p.role == "server" and not p.leaving]
+        # A peer is placed once it has said hello and this node has its claims: placed any
+        # earlier (a healed netsplit), names it already runs would be handed to it by
+        # nodes that do not know yet that it runs them.
+        nodes = [n for n, p in self.peers.items() if p.hello and p.synced and p.role == "server" and not p.leaving]
         if self.role == "server" and not self.leaving:
             nodes.append(self.node)
         if sorted(nodes) == self.placement.nodes:
@@ -691,7 +702,7 @@ class TrackerCore:
         peer = self.peers.get(host)
         if peer is not None and not peer.synced:
             peer.unsynced.update(differ)
-            peer.synced = not peer.unsynced
+            self._check_synced(peer, now)
 
     def on_sync_request(self, node: str, msg: SyncRequest, now: float) -> None:
         wanted = {b for b in msg.buckets if 0 <= b < BUCKETS}
@@ -703,10 +714,6 @@ class TrackerCore:
             return  # not up here (see on_delta)
         buckets = set(msg.buckets)
         self._n_repaired += len(buckets)
-        peer = self.peers[host]
-        if not peer.synced:
-            peer.unsynced -= buckets
-            peer.synced = not peer.unsynced
         table = self.claims.setdefault(host, {})
         incoming = {claim_key(c): c for c in msg.claims if c.position % BUCKETS in buckets}
         for key, held in [(k, c) for k, c in table.items() if c.position % BUCKETS in buckets]:
@@ -723,6 +730,10 @@ class TrackerCore:
                 continue
             table[key] = claim = self._canonical(claim)
             self._apply(claim, previous)
+        peer = self.peers[host]
+        if not peer.synced:  # after its claims are in: placing it may move names to it
+            peer.unsynced -= buckets
+            self._check_synced(peer, now)
 
     # --- time ------------------------------------------------------------------------------------
 
