@@ -54,6 +54,7 @@ class RateLimitedLog:
             return False
         if len(self._last) > 4096:  # bound memory when keys are unbounded (peer addresses)
             self._last.clear()
+            self._suppressed.clear()
         self._last[key] = now
         suppressed = self._suppressed.pop(key, 0)
         if suppressed:

@@ -2,7 +2,8 @@
 
 Time starts at 0.0 and every deadline is asserted exactly. The core runs with the LAN
 preset: ``protocol_period`` 1.0, ``probe_timeout`` 0.5, 3 indirect probes, suspicion
-``max(2.0, 4.0 * max(1, log10 n) * 1.0)``, push-pull every 30 s, tombstones kept 60 s.
+``max(2.0, 4.0 * max(1, log10 n) * 1.0)``, push-pull every 30 s, tombstones kept 60 s
+(a dead member) or 30 s (one that left).
 The rng is seeded (each test says which seed), so probe orders and helpers are fixed.
 """
 
@@ -417,6 +418,138 @@ def test_tombstones_are_reclaimed_after_reclaim_after() -> None:
     assert core.member(A) is None
     core.discovered(A, 62.5)
     assert core.take().connect == [A]
+
+
+def test_a_left_member_is_forgotten_at_forget_left_after_and_stale_news_cannot_revive_it() -> None:
+    core = linked(A, B)
+    advance(core, 2.5, answer=[A, B])
+    core.receive(A, MemberSync([Rumor(A, 1, 3, LEFT)], False), 2.5)
+    out = core.take()
+    assert (out.events, out.disconnect) == ([NodeDown(A, "left")], [A])
+    core.link_down(A, 2.5)
+    # The tombstone stands (and rides on probes and push-pulls) until 2.5 + forget_left_after.
+    assert advance(core, 32.499, answer=[B]) == []
+    m = core.member(A)
+    assert m is not None
+    assert m.status == LEFT
+    assert core.next_deadline() == 32.5 == 2.5 + CFG.forget_left_after
+    core.handle_timer(32.5)
+    out = core.take()
+    assert (out.events, out.disconnect) == ([], [A])  # the transport may drop it too
+    assert core.member(A) is None
+    assert [m.name for m in core.statistics().members] == [B]
+    # Stale news of that creation, whatever its incarnation, brings nothing back: no
+    # entry, no dial; a late heartbeat dials nothing and a late link is hung up.
+    stale = [alive(A, incarnation=9), Rumor(A, 1, 9, SUSPECT), Rumor(A, 1, 9, DEAD), Rumor(A, 1, 3, LEFT)]
+    core.receive(B, MemberSync(stale, False), 33.0)
+    core.discovered(A, 33.0, creation=1)
+    core.link_up(A, 1, 33.0)
+    out = core.take()
+    assert (out.connect, out.events, out.disconnect) == ([], [], [A])
+    assert core.member(A) is None
+    core.receive(B, Ping(1, []), 33.0)
+    ((_, ack),) = core.take().send
+    assert A not in {r.name for r in ack.rumors}  # and nothing about it is gossiped on
+    # A restart under the same name (a newer creation) joins as usual.
+    core.receive(B, MemberSync([alive(A, creation=2)], False), 34.0)
+    assert core.take().connect == [A]
+    core.link_up(A, 2, 34.1)
+    assert core.take().events == [NodeUp(A, 2)]
+    assert A not in core.forgotten
+
+
+def test_the_forgotten_record_lasts_as_long_again_then_nothing_of_the_member_is_left() -> None:
+    core = linked(A, B)
+    core.receive(A, MemberSync([Rumor(A, 1, 0, LEFT)], False), 2.5)
+    core.link_down(A, 2.5)
+    advance(core, 32.5, answer=[B])
+    assert core.member(A) is None
+    assert core.forgotten[A].until == 62.5 == 32.5 + CFG.forget_left_after
+    advance(core, 62.499, answer=[B])
+    core.discovered(A, 62.499, creation=1)  # a heartbeat of the creation that left
+    assert core.take().connect == []
+    # At 62.5 the record no longer counts (it is checked where used, so it needs no
+    # deadline of its own) and the next timer drops it.
+    core.discovered(A, 62.5, creation=1)
+    assert core.take().connect == [A]
+    assert core.next_deadline() == 63.0
+    advance(core, 63.0, answer=[B])
+    assert core.forgotten == {}
+
+
+def test_a_suspect_is_kept_while_suspected_and_for_reclaim_after_once_dead() -> None:
+    core, target = suspected()
+    others = {A, B, C, D} - {target}
+    advance(core, 5.0, answer=others)  # declared dead at 5.0, the end of its suspicion
+    assert advance(core, 64.999, answer=others) == []
+    m = core.member(target)
+    assert m is not None
+    assert m.status == DEAD
+    assert core.next_deadline() == 65.0 == 5.0 + CFG.reclaim_after
+    core.handle_timer(65.0)
+    assert core.member(target) is None
+    assert core.take().disconnect == [target]  # no more redials
+    assert core.forgotten[target].until == 125.0
+
+
+@pytest.mark.parametrize("how", ["verdict", "heartbeat", "refutation", "restart"])
+def test_a_forgotten_dead_member_comes_back_by_fresh_evidence_only(how: str) -> None:
+    core = dead_without_link(2.0)
+    advance(core, 62.0, answer=[B])
+    assert core.member(A) is None
+    # Stale news (the incarnation that was declared dead) makes no entry and wants no
+    # link. As the tombstone's push-pull would have, it sends A its verdict, once (one
+    # dial): if A still runs (a partition outlasted the tombstone), the link brings it up
+    # and A refutes.
+    core.receive(B, MemberSync([alive(A, incarnation=0), Rumor(A, 1, 0, SUSPECT)], False), 63.0)
+    out = core.take()
+    assert (out.connect, out.events) == ([], [])
+    assert out.send == [(A, MemberSync([Rumor(A, 1, 0, DEAD)], False))]
+    assert core.member(A) is None
+    core.receive(B, MemberSync([alive(A, incarnation=0)], False), 63.5)
+    assert not core.take()
+    if how == "verdict":  # it ran: the verdict's link comes up, and from now on it is wanted
+        core.link_up(A, 1, 63.6)
+        out = core.take()
+        assert (out.events, out.connect) == ([NodeUp(A, 1)], [A])
+        assert A not in core.forgotten
+        return
+    creation = 2 if how == "restart" else 1
+    if how == "heartbeat":  # it still runs: a partition healed
+        core.discovered(A, 64.0, creation=1)
+    else:
+        core.receive(B, MemberSync([alive(A, incarnation=1, creation=creation)], False), 64.0)
+    assert core.take().connect == [A]
+    core.link_up(A, creation, 64.1)
+    assert core.take().events == [NodeUp(A, creation)]
+    assert A not in core.forgotten
+
+
+def test_news_that_an_unknown_member_is_dead_or_left_makes_no_entry() -> None:
+    # Such news only leaves a record: a tombstone made from it would be handed back and
+    # forth in push-pulls between nodes that forget at slightly different times.
+    core = linked(B)
+    core.receive(B, MemberSync([Rumor(A, 1, 2, DEAD), Rumor(C, 1, 0, LEFT)], False), 5.0)
+    out = core.take()
+    assert (out.connect, out.events) == ([], [])
+    assert sorted(core.members) == [B]
+    core.receive(B, Ping(1, []), 5.0)
+    ((_, ack),) = core.take().send
+    assert {r.name for r in ack.rumors} <= {ME, B}  # not gossiped on either
+    assert (core.forgotten[A].until, core.forgotten[C].until) == (65.0, 35.0)
+    # The record filters stale news as a tombstone would; A's refutation passes.
+    core.receive(B, MemberSync([alive(A, incarnation=2), alive(C, incarnation=7)], False), 6.0)
+    out = core.take()
+    assert (out.connect, out.events) == ([], [])
+    assert out.send == [(A, MemberSync([Rumor(A, 1, 2, DEAD)], False))]  # its verdict, once
+    assert sorted(core.members) == [B]
+    core.receive(B, MemberSync([Rumor(A, 1, 2, DEAD)], False), 30.0)  # the same news again
+    assert core.forgotten[A].until == 65.0  # does not extend the record
+    core.receive(B, MemberSync([alive(A, incarnation=3)], False), 31.0)
+    assert core.take().connect == [A]
+    assert A in core.members
+    advance(core, 35.0, answer=[B])
+    assert C not in core.forgotten
 
 
 def test_a_dead_member_that_refutes_is_dialed_and_comes_back_up() -> None:

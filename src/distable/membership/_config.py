@@ -20,7 +20,13 @@ class MembershipConfig:
         retransmit_mult: a rumor is piggybacked ``retransmit_mult * ceil(log10(n + 1))`` times.
         max_piggyback: at most this many rumors ride on one probe message.
         push_pull_interval: a full-state exchange with one random member this often.
-        reclaim_after: forget a failed or departed member after this long.
+        reclaim_after: forget a failed (dead) member this long after it was declared dead.
+            Until then it is redialed, so a healed partition reconnects by itself.
+        forget_left_after: forget a member that left gracefully this long after hearing
+            of it. Until then its tombstone is gossiped (piggybacked ``retransmits(n)``
+            times and carried by every push-pull), so every member hears of the
+            departure before anyone forgets it; keep it at least ``push_pull_interval``
+            and well above ``retransmits(n) * protocol_period``.
     """
 
     protocol_period: float = 1.0
@@ -32,6 +38,10 @@ class MembershipConfig:
     max_piggyback: int = 16
     push_pull_interval: float = 30.0
     reclaim_after: float = 60.0
+    # One push-pull round (30 s), well past piggybacked dissemination (4 s with up to 9
+    # members, 8 s up to 99, 12 s up to 999), so a node that missed the rumor still gets
+    # it in a full table before anyone forgets the member.
+    forget_left_after: float = 30.0
 
     @classmethod
     def lan(cls) -> MembershipConfig:
@@ -48,6 +58,8 @@ class MembershipConfig:
             suspicion_min=0.5,
             push_pull_interval=5.0,
             reclaim_after=10.0,
+            # One push-pull round (5 s) here too: rumors are spread within 0.8-2.4 s.
+            forget_left_after=5.0,
         )
 
     def suspicion_timeout(self, members: int) -> float:

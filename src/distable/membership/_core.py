@@ -32,14 +32,24 @@ Invariants:
     * ``members`` never holds this node itself.
     * For each name, at most one creation is tracked; ``announced`` is True exactly
       when a ``NodeUp`` was emitted for that creation and no ``NodeDown`` since.
-    * A dead or departed member stays as a tombstone for ``reclaim_after`` seconds so
-      stale rumors cannot resurrect it; only its own refutation (a higher incarnation)
-      or a newer creation can.
+    * A dead member stays as a tombstone for ``reclaim_after`` seconds, a departed one
+      for ``forget_left_after``, so stale rumors cannot resurrect it; only its own
+      refutation (a higher incarnation; never after leaving) or a newer creation can.
+      Then it is forgotten: its entry goes, its link is given up (``disconnect``), and
+      for as long again a *forgotten* record (name, creation, incarnation, status) is
+      kept, which appears nowhere else and only filters rumors: stale news about that
+      creation makes no entry (news that a dead one is alive makes this node send it
+      its verdict, once: a refutation follows if it runs), a refutation or a newer
+      creation is taken as usual.
+    * A rumor that a member this node does not hold is dead or has left creates no
+      entry (SWIM has nothing to bury): it leaves a forgotten record at most. Otherwise
+      two nodes that forget a member at slightly different times would hand its
+      tombstone back and forth in push-pulls, forever.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fnmatch import fnmatchcase
 from typing import TYPE_CHECKING, Any
 
@@ -99,6 +109,17 @@ class Output:
         return bool(self.send or self.connect or self.disconnect or self.events)
 
 
+@dataclass(frozen=True, slots=True)
+class _Forgotten:
+    """What is left of a member once its tombstone is gone: enough to spot stale news."""
+
+    creation: int
+    incarnation: int
+    status: int  # DEAD or LEFT
+    until: float
+    told: bool = False  # a dead one was sent its verdict (see _news_of_unknown)
+
+
 @dataclass(slots=True)
 class _Probe:
     target: str
@@ -131,18 +152,18 @@ class MembershipStatistics:
     rumors_sent: int
 
 
-def _supersedes(new: Rumor, old: Member) -> bool:
-    """Does ``new`` replace ``old`` (same name, same creation)?"""
-    if old.status == LEFT:
+def _supersedes(new: Rumor, status: int, incarnation: int) -> bool:
+    """Does ``new`` replace what is known (``status`` at ``incarnation``, same creation)?"""
+    if status == LEFT:
         return False
     if new.status == LEFT:
         return True
     if new.status == ALIVE:
-        return new.incarnation > old.incarnation
+        return new.incarnation > incarnation
     if new.status == SUSPECT:
-        return new.incarnation >= old.incarnation if old.status == ALIVE else new.incarnation > old.incarnation
+        return new.incarnation >= incarnation if status == ALIVE else new.incarnation > incarnation
     # DEAD
-    return new.incarnation >= old.incarnation if old.status in (ALIVE, SUSPECT) else new.incarnation > old.incarnation
+    return new.incarnation >= incarnation if status in (ALIVE, SUSPECT) else new.incarnation > incarnation
 
 
 class MembershipCore:
@@ -167,6 +188,7 @@ class MembershipCore:
         self.allow = allow
         self.deny = deny
         self.members: dict[str, Member] = {}
+        self.forgotten: dict[str, _Forgotten] = {}  # see the module's invariants
         self.left = False
         self._rumors: dict[str, list[Any]] = {}  # name -> [Rumor, transmissions left]
         self._order: list[str] = []
@@ -212,7 +234,7 @@ class MembershipCore:
             if m.status == SUSPECT:
                 deadline = min(deadline, m.suspect_deadline)
             elif m.status in (DEAD, LEFT):
-                deadline = min(deadline, m.since + self.config.reclaim_after)
+                deadline = min(deadline, self._forget_at(m))
         for _, _, expiry in self._relays.values():
             deadline = min(deadline, expiry)
         return deadline
@@ -238,7 +260,10 @@ class MembershipCore:
         if self.left or not self.allowed(name):
             return
         m = self.members.get(name)
-        if m is not None:
+        if m is None:
+            if creation and self._left_for_good(name, creation, now):
+                return  # a late heartbeat
+        else:
             if m.status == DEAD and creation and creation == m.creation:
                 # A heartbeat from the very creation we hold as failed: it still runs (a
                 # partition healed, a stall ended). A link we still hold to it is stale (it
@@ -264,6 +289,15 @@ class MembershipCore:
             self._out.disconnect.append(name)
             return
         m = self.members.get(name)
+        if m is None:
+            if self._left_for_good(name, creation, now):
+                self._out.disconnect.append(name)  # a late link
+                return
+            gone = self.forgotten.pop(name, None)
+            if gone is not None and gone.told and creation == gone.creation:
+                # Back from the dead after this node sent it its verdict (a one-off
+                # message, see _news_of_unknown): want the link, as its tombstone did.
+                self._out.connect.append(name)
         if m is None or creation > m.creation:
             if m is not None:
                 self._down(m, "restarted")
@@ -339,12 +373,11 @@ class MembershipCore:
         for m in list(self.members.values()):
             if m.status == SUSPECT and now >= m.suspect_deadline:
                 self._fail(m, now)
-            elif m.status in (DEAD, LEFT) and now >= m.since + cfg.reclaim_after:
-                del self.members[m.name]
-                self._rumors.pop(m.name, None)
-                # Stop redialing it: a failed node is retried only until reclaimed (so a
-                # healed partition reconnects), then only fresh discovery brings it back.
-                self._out.disconnect.append(m.name)
+            elif m.status in (DEAD, LEFT) and now >= self._forget_at(m):
+                self._forget(m, now)
+        for name, gone in list(self.forgotten.items()):
+            if now >= gone.until:
+                del self.forgotten[name]
         for seq, (_, _, expiry) in list(self._relays.items()):
             if now >= expiry:
                 del self._relays[seq]
@@ -423,6 +456,8 @@ class MembershipCore:
             return
         m = self.members.get(r.name)
         if m is None:
+            if not self._news_of_unknown(r, now):
+                return
             m = self.members[r.name] = Member(r.name, r.creation, r.incarnation, r.status, now)
             if r.status == SUSPECT:
                 m.suspect_deadline = now + self._suspicion_timeout()
@@ -441,7 +476,7 @@ class MembershipCore:
                 self._out.connect.append(r.name)
             self._queue_rumor(r)
             return
-        if not _supersedes(r, m):
+        if not _supersedes(r, m.status, m.incarnation):
             return
         if r.status == DEAD and m.link and m.status in (ALIVE, SUSPECT):
             # Another node's verdict on a member we still hold a link to may be stale (sent
@@ -477,6 +512,66 @@ class MembershipCore:
             # a live member refutes within one round trip (Lifeguard's "buddy system").
             self._seq += 1
             self._out.send.append((m.name, Ping(self._seq, self._piggyback())))
+
+    def _forget_at(self, m: Member) -> float:
+        """When the tombstone of ``m`` (dead or left) goes."""
+        cfg = self.config
+        return m.since + (cfg.forget_left_after if m.status == LEFT else cfg.reclaim_after)
+
+    def _forget(self, m: Member, now: float) -> None:
+        """Drop the entry of a dead or departed member; keep a forgotten record of it."""
+        del self.members[m.name]
+        self._rumors.pop(m.name, None)
+        # Stop redialing it: a failed node is retried only until forgotten (so a healed
+        # partition reconnects), then only fresh discovery or its own news brings it back.
+        self._out.disconnect.append(m.name)
+        self._remember(m.name, m.creation, m.incarnation, m.status, now)
+
+    def _remember(self, name: str, creation: int, incarnation: int, status: int, now: float) -> None:
+        span = self.config.forget_left_after if status == LEFT else self.config.reclaim_after
+        self.forgotten[name] = _Forgotten(creation, incarnation, status, now + span)
+
+    def _recall(self, name: str, now: float) -> _Forgotten | None:
+        gone = self.forgotten.get(name)
+        if gone is not None and now >= gone.until:
+            del self.forgotten[name]
+            return None
+        return gone
+
+    def _left_for_good(self, name: str, creation: int, now: float) -> bool:
+        """Is ``creation`` of the forgotten ``name`` one that left, or older than one forgotten?"""
+        gone = self._recall(name, now)
+        return gone is not None and (creation < gone.creation or (creation == gone.creation and gone.status == LEFT))
+
+    def _news_of_unknown(self, r: Rumor, now: float) -> bool:
+        """A rumor about a member not in the table: should it make an entry?
+
+        Only news that it is alive or suspected does, unless it is stale: about a creation
+        older than one forgotten, or the same one without superseding what was known of
+        it (after a leave nothing does). Dead and left make no entry, only a record. Stale
+        news that a forgotten dead member is alive makes this node tell it its verdict.
+        """
+        gone = self._recall(r.name, now)
+        if gone is not None and r.creation <= gone.creation:
+            if r.creation < gone.creation:
+                return False
+            if not _supersedes(r, gone.status, gone.incarnation):
+                if gone.status == DEAD and r.status in (ALIVE, SUSPECT) and not gone.told:
+                    # Someone still holds it alive. It may be (a partition that outlasted
+                    # the tombstone healed): tell it the verdict, once, as the tombstone's
+                    # push-pull would have. If it runs, the link brings it back up and its
+                    # refutation reaches everyone; if not, that costs one failed dial.
+                    self.forgotten[r.name] = replace(gone, told=True)
+                    verdict = Rumor(r.name, gone.creation, gone.incarnation, DEAD)
+                    self._out.send.append((r.name, MemberSync([verdict], False)))
+                return False
+        if r.status in (ALIVE, SUSPECT):
+            self.forgotten.pop(r.name, None)
+            return True
+        # Fresher news that it is gone (a first hearing, a newer creation or incarnation, a
+        # leave after a death): remember that, for as long as a tombstone would stand.
+        self._remember(r.name, r.creation, r.incarnation, r.status, now)
+        return False
 
     def _suspect(self, m: Member, now: float) -> None:
         m.status = SUSPECT

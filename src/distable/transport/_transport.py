@@ -17,6 +17,10 @@ Rules:
       "noconnection"), so memory stays bounded.
     * Reconnection backs off exponentially with jitter, capped at ``backoff_max``;
       repeated failure lines are rate-limited.
+    * A peer is kept while there is a reason to: a link, a dial, queued messages, or
+      ``connect()`` (membership) wanting it. Once none is left, its entry (statistics,
+      redial backoff) goes ``forget_peer_after`` seconds later, so the peers of a
+      long-running node do not pile up as short-lived nodes come and go.
 """
 
 from __future__ import annotations
@@ -78,7 +82,14 @@ def format_node_name(short: str, host: str, port: int) -> str:
 
 @dataclass(frozen=True, slots=True)
 class TransportConfig:
-    """Tunables of the node-to-node links (defaults suit a LAN and loopback)."""
+    """Tunables of the node-to-node links (defaults suit a LAN and loopback).
+
+    ``forget_peer_after``: how long a peer's entry outlives the last reason to keep it (a
+    link, a dial, a queued message, ``connect()``). Twice ``backoff_max``: a dead node
+    that is still sent to keeps its entry, so its redials stay backed off; one nobody
+    wants any more is gone soon after (membership gives up a node that left at once,
+    one that failed when it forgets it).
+    """
 
     max_frame_size: int = DEFAULT_MAX_FRAME_SIZE
     flush_bytes: int = 256 * 1024
@@ -91,6 +102,7 @@ class TransportConfig:
     backoff_initial: float = 0.05
     backoff_max: float = 5.0
     max_pending_handshakes: int = 64
+    forget_peer_after: float = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +143,7 @@ class Peer:
         "frames_in",
         "frames_out",
         "host",
+        "idle_since",
         "incarnation",
         "last_recv",
         "last_sent",
@@ -161,6 +174,7 @@ class Peer:
         self.retry_at = 0.0
         self.last_recv = 0.0
         self.last_sent = 0.0
+        self.idle_since = 0.0  # when the last reason to keep this entry (link, dial, post) was seen
         self.bytes_in = self.bytes_out = 0
         self.messages_in = self.messages_out = 0
         self.frames_in = self.frames_out = 0
@@ -522,6 +536,7 @@ class Transport:
             peer = self._peer(node)
         size = peer.writer.add(message)
         peer.messages_out += 1
+        peer.idle_since = self.loop.time()
         conn = peer.conn
         config = self.config
         if conn is None:
@@ -540,6 +555,14 @@ class Transport:
                 return None
             return peer.congestion(self.loop)
         return None
+
+    def flush_now(self, node: str) -> None:
+        """Write what is queued for ``node`` now rather than at the end of the loop turn
+        (frames to other peers queued earlier in the turn then go after it): for a reply
+        someone waits on, when nothing else is likely to join its frame."""
+        peer = self.peers.get(node)
+        if peer is not None and peer.flush_scheduled:
+            self._flush(peer)
 
     def _flush(self, peer: Peer) -> None:
         peer.flush_scheduled = False
@@ -575,6 +598,7 @@ class Transport:
     def _peer(self, node: str) -> Peer:
         _, host, port = parse_node_name(node)
         peer = self.peers[node] = Peer(node, host, port, self.config.max_frame_size)
+        peer.idle_since = self.loop.time()
         return peer
 
     def connect(self, node: str, urgent: bool = False) -> None:
@@ -602,6 +626,7 @@ class Transport:
         if peer is None:
             return
         peer.wanted = False
+        peer.idle_since = self.loop.time()
         if peer.dial_handle is not None:
             peer.dial_handle.cancel()
             peer.dial_handle = None
@@ -721,6 +746,7 @@ class Transport:
             return
         peer.conn = None
         peer.paused = False
+        peer.idle_since = self.loop.time()
         self._drop_pending(peer, conn.close_reason)
         self._on_down(peer.name, peer.incarnation, conn.close_reason)
         if peer.wanted and not self._closing:
@@ -734,7 +760,7 @@ class Transport:
             self._ratelog.info(("dial", peer.name), "cannot reach %s: %s; retrying in %.2f s", peer.name, reason, delay)
             self._drop_pending(peer, reason)
             self._on_down(peer.name, peer.incarnation, reason)
-        peer.retry_at = self.loop.time() + delay
+        peer.retry_at = peer.idle_since = self.loop.time() + delay
         if (peer.wanted or peer.writer.count) and not self._closing:
             self._dial_later(peer, delay)
 
@@ -761,6 +787,9 @@ class Transport:
         for peer in list(self.peers.values()):
             conn = peer.conn
             if conn is None:
+                if self._unneeded(peer) and now >= peer.idle_since + cfg.forget_peer_after:
+                    del self.peers[peer.name]
+                    peer.relieve()
                 continue
             if now - peer.last_recv > cfg.tick_timeout:
                 conn.close(f"no traffic for {cfg.tick_timeout} s", level=logging.WARNING)
@@ -768,6 +797,17 @@ class Transport:
                 self.post(peer.name, Tick())
         if not self._closing:
             self._schedule_tick()
+
+    @staticmethod
+    def _unneeded(peer: Peer) -> bool:
+        """No link, no dial (under way or pending), nothing queued, and not wanted."""
+        return (
+            peer.conn is None
+            and peer.dialing is None
+            and peer.dial_handle is None
+            and not peer.wanted
+            and not peer.writer.count
+        )
 
     def statistics(self) -> TransportStatistics:
         return TransportStatistics(
