@@ -127,6 +127,11 @@ class Caller:
         self._ref = ref
         self.replied = False
 
+    @property
+    def node(self) -> str | None:
+        """The node the call came from: None for a call from this node."""
+        return self._node
+
     def reply(self, value: Any) -> None:
         """Send the reply (once; later calls are ignored).
 
