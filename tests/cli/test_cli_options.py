@@ -117,6 +117,7 @@ def test_node_defaults(captured: Captured) -> None:
     assert captured.apps == []
     assert captured.web == []
     assert captured.join_timeout == 3.0
+    assert node["registry"].factories is None  # any importable factory: the cookie is the gate
 
 
 def test_node_options(captured: Captured, tmp_path: Path) -> None:
@@ -126,7 +127,7 @@ def test_node_options(captured: Captured, tmp_path: Path) -> None:
     args += ["--static", "10.0.0.6:4370", "--static", "b@[fd00::1]:4371", "--strategy", "quorum", "--quorum", "2"]
     args += ["--role", "client", "--app", "pkg.mod", "--app", "pkg.mod:start", "--app-dir", str(tmp_path)]
     args += ["--dashboard", "0.0.0.0:8080", "--metrics", "9100", "--log-level", "DEBUG", "--log-format", "json"]
-    args += ["--join-timeout", "0.5"]
+    args += ["--join-timeout", "0.5", "--allow-factory", "pkg.*", "--allow-factory", "other:Worker"]
     result = invoke(args)
     assert result.exit_code == 0, result.output
     node = captured.node
@@ -136,6 +137,7 @@ def test_node_options(captured: Captured, tmp_path: Path) -> None:
     assert node["strategy"] == StaticQuorumRing(2)
     assert captured.apps == ["pkg.mod", "pkg.mod:start"]
     assert captured.join_timeout == 0.5
+    assert node["registry"].factories == ("pkg.*", "other:Worker")
     web = [(w.host, w.port, w.dashboard) for w in captured.web]
     assert web == [("0.0.0.0", 8080, True), ("127.0.0.1", 9100, False)]
     assert captured.logging == ("debug", "json")

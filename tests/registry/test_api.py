@@ -17,6 +17,7 @@ from distable import (
     Node,
     Pid,
     ProcessExited,
+    RegistryConfig,
     UnencodableValue,
 )
 from distable.testing import eventually
@@ -380,3 +381,28 @@ async def test_wait_joined_returns_once_the_replica_holds_the_clusters_names(clu
     await cluster.join(late)
     assert await joining
     assert {name for name, _ in late.registered()} == set(names)  # at once, not eventually
+
+
+async def test_a_node_runs_only_the_factories_its_config_allows(cluster: Cluster) -> None:
+    # RegistryConfig.factories: a peer holding the cookie can no longer make a node call
+    # any importable function ("os:system"); the refusal comes before any import.
+    allowed = RegistryConfig(factories=("tests.registry.apps:Counter", "tests.registry.apps:start_*"))
+    a, b = await cluster.start(2, registry=allowed)
+    placement = a.registry.core.placement.nodes
+    for owner in (a, b):  # registered on the calling node, and on another node
+        name = first_owned(owner.name, placement, "guarded")
+        with pytest.raises(FactoryError, match="'os:system' is not allowed"):
+            await a.register(name, "os:system", "touch /tmp/distable-must-not-exist")
+        with pytest.raises(FactoryError, match="not allowed"):
+            await a.register(name, apps.raising_factory)
+        assert all(n.whereis(name) is None for n in (a, b))
+        assert (await a.register(name, apps.Counter, key=name)).node == owner.name
+        other = first_owned(owner.name, placement, "guarded-start")
+        assert (await a.register(other, apps.start_counter, key=other)).node == owner.name
+    assert "os" not in {ref.partition(":")[0] for ref in _factory_cache()}
+
+
+def _factory_cache() -> dict[str, Any]:
+    from distable.registry import _factory
+
+    return _factory._cache

@@ -173,6 +173,13 @@ def cli() -> None:
     help="Failure-detection preset: lan (seconds) or local (one machine, sub-second).",
 )
 @option("--allow", multiple=True, metavar="GLOB", help="Only link with nodes whose name matches; repeatable.")
+@option(
+    "--allow-factory",
+    multiple=True,
+    metavar="GLOB",
+    help="Only run factories whose reference ('module:attribute') matches, e.g. 'myapp.*'; repeatable. "
+    "Default: any importable one (the cookie is then the only gate).",
+)
 @option("--deny", multiple=True, metavar="GLOB", help="Never link with nodes whose name matches; repeatable.")
 @option(
     "--drain-timeout",
@@ -262,6 +269,7 @@ def _node_settings(ctx: click.Context, opts: dict[str, Any]) -> dict[str, Any]:
         "deny": list(opts["deny"]),
         "strategy": _options.strategy(opts),
         "drain_timeout": opts["drain_timeout"],
+        "registry": distable.RegistryConfig(factories=tuple(opts["allow_factory"]) or None),
     }
 
 

@@ -176,6 +176,11 @@ class RegistryConfig:
             still unregistered (the owner restarts the names it knew of at once; this only
             covers an owner that never learned the claim). Waiting first keeps the cost of
             a node's death linear in its names, not in its names times the survivors.
+        factories: glob patterns over factory references (``"myapp.workers:*"``) that this
+            node will run for a registration, a restart or a handoff; any other is refused
+            with ``FactoryError`` before it is imported. None (the default) runs any
+            importable one: then the cookie is the only gate, as in Erlang, and a peer that
+            holds it can make this node call any importable function.
     """
 
     sync_interval: float = 10.0
@@ -184,6 +189,7 @@ class RegistryConfig:
     restart_reset: float = 30.0
     forward_ttl: float = 30.0
     orphan_check: float = 2.0
+    factories: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)

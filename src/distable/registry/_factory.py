@@ -13,6 +13,7 @@ exception it raises is a ``FactoryError``. Either way nothing is registered.
 
 from __future__ import annotations
 
+import fnmatch
 import importlib
 import importlib.util
 import inspect
@@ -100,17 +101,27 @@ def resolve(ref: str) -> Any:
     return obj
 
 
-async def run_factory(ref: str, args: list[Any], kwargs: dict[str, Any], runtime: Runtime) -> Pid:
+async def run_factory(
+    ref: str,
+    args: list[Any],
+    kwargs: dict[str, Any],
+    runtime: Runtime,
+    allowed: tuple[str, ...] | None = None,
+) -> Pid:
     """Start a process from a factory reference on ``runtime``'s node and return its pid.
 
-    The factory runs with that node current, whichever task awaits this.
+    The factory runs with that node current, whichever task awaits this. ``allowed``:
+    glob patterns (``fnmatch``, case-sensitive) over ``"module:attribute"``; a reference
+    that matches none is refused before anything is imported. None allows any.
 
     Raises:
-        FactoryError: the factory cannot be imported, or raised.
+        FactoryError: the factory is not allowed here, cannot be imported, or raised.
         InvalidFactoryReturn: it returned something other than the pid of a local process.
     """
-    factory = resolve(ref)
     node = runtime.node_name
+    if allowed is not None and not any(fnmatch.fnmatchcase(ref, pattern) for pattern in allowed):
+        raise FactoryError(f"factory {ref!r} is not allowed on {node} (RegistryConfig.factories: {list(allowed)})")
+    factory = resolve(ref)
     token = _current_runtime.set(runtime)
     try:
         if isinstance(factory, type) and issubclass(factory, Process):

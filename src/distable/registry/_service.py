@@ -611,7 +611,7 @@ class RegistryService:
         self._pending[name] = fut
         pid: Pid | None = None
         try:
-            pid = await run_factory(spec.factory, spec.args, spec.kwargs, self.runtime)
+            pid = await run_factory(spec.factory, spec.args, spec.kwargs, self.runtime, self.config.factories)
             self.core.local_claim(name, pid, spec, self.loop.time())
             self._changed()
         except DistableError as exc:
@@ -840,7 +840,8 @@ class RegistryService:
             return
         self._pending[name] = fut
         try:
-            pid = await run_factory(inc.spec.factory, inc.spec.args, inc.spec.kwargs, self.runtime)
+            spec = inc.spec
+            pid = await run_factory(spec.factory, spec.args, spec.kwargs, self.runtime, self.config.factories)
         except DistableError as exc:
             self._incoming.pop((inc.source, inc.hid), None)
             self.transport.post(inc.source, HandoffRefused(inc.hid, str(exc)))
