@@ -9,11 +9,10 @@ longer needs ``forget_peer_after`` later: here all of these are made short.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 
 from distable import MembershipConfig, Node, TransportConfig
-from distable.testing import eventually
+from distable.testing import crash, eventually
 
 from ._support import COOKIE, free_port, spawn_echo
 
@@ -61,36 +60,6 @@ def client(name: str, *connect: str, port: int = 0) -> Node:
     )
 
 
-async def kill(node: Node) -> None:
-    """Stop ``node`` dead, as a SIGKILL would: links aborted, no leave, nothing flushed."""
-    node.membership.stop()
-    node.registry.stop()
-    transport = node.transport
-    transport._closing = True
-    if transport._tick_handle is not None:
-        transport._tick_handle.cancel()
-    server = transport._server
-    if server is not None:
-        server.close()
-    for peer in transport.peers.values():
-        peer.wanted = False
-        if peer.dial_handle is not None:
-            peer.dial_handle.cancel()
-        for conn in (peer.conn, peer.dialing):
-            if conn is not None and conn.transport is not None:
-                conn.transport.abort()
-    node.runtime.closing = True
-    for _ in range(5):  # cancelled tasks may spawn a last one or two
-        tasks = list(node._tasks)
-        if not tasks:
-            break
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-    if server is not None:
-        await server.wait_closed()
-
-
 async def test_client_nodes_that_join_and_leave_one_after_another_are_forgotten_everywhere() -> None:
     async with server("s1") as s1, server("s2", s1.name) as s2:
         servers = (s1, s2)
@@ -135,7 +104,7 @@ async def test_a_killed_node_is_forgotten_everywhere_once_declared_dead() -> Non
             for s in servers:
                 assert all(victim.name in names for names in tables(s).values()), tables(s)
         finally:
-            await kill(victim)
+            await crash(victim)
         steady = {s1: keeps(s1, {s2.name}), s2: keeps(s2, {s1.name})}
         await eventually(
             lambda: all(tables(s) == steady[s] for s in servers),

@@ -27,7 +27,7 @@ import pytest
 
 from distable import MembershipConfig, Node, Pid, RegistryConfig
 from distable.ring import DistributionStrategy, Ring
-from distable.testing import eventually
+from distable.testing import crash, eventually
 
 from . import apps
 
@@ -245,38 +245,7 @@ class Cluster:
         """Stop ``node`` dead, as if its OS process were killed (see the module docstring)."""
         self.nodes.remove(node)
         self._gone.append(node)
-        registry = node.registry
-        registry.stop()
-        registry._flush_scheduled = True  # nothing it queued goes out any more
-        node.runtime.exit_listeners.clear()  # a dead node's registry reacts to nothing
-        node.runtime.closing = True
-        node.membership.stop()
-        transport = node.transport
-        transport._closing = True
-        if transport._tick_handle is not None:
-            transport._tick_handle.cancel()
-        server = transport._server
-        if server is not None:
-            server.close()
-        for peer in transport.peers.values():
-            peer.wanted = False
-            if peer.dial_handle is not None:
-                peer.dial_handle.cancel()
-            for conn in (peer.conn, peer.dialing):
-                if conn is not None and conn.transport is not None:
-                    conn.transport.abort()  # no flush: whatever was queued is lost
-        for conn in list(transport._pending_handshakes):
-            if conn.transport is not None:
-                conn.transport.abort()
-        for _ in range(5):  # cancelled tasks may spawn a last one or two
-            tasks = list(node._tasks)
-            if not tasks:
-                break
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-        if server is not None:
-            await server.wait_closed()
+        await crash(node)
 
     async def stop(self, node: Node) -> None:
         """Stop ``node`` gracefully (hands its processes off, then leaves)."""

@@ -1,9 +1,11 @@
-"""Public test helpers: polling with a deadline, nodes in separate OS processes, and a
+"""Public test helpers: polling with a deadline, nodes in separate OS processes, a crash
+of an in-process node, and a
 deterministic simulator (jumping clock, seeded network) for membership cores, and real
 nodes over an in-memory network on an event loop whose clock jumps.
 """
 
 from ._cluster import NodeProcess
+from ._crash import crash
 from ._eventually import eventually
 from ._memnet import (
     MemoryDiscovery,
@@ -28,5 +30,6 @@ __all__ = [
     "SimNode",
     "VirtualTimeDeadlock",
     "VirtualTimeLoop",
+    "crash",
     "eventually",
 ]
