@@ -59,6 +59,41 @@ class Echo(Process):
         self.log.append(("info", message))
 
 
+class Sequence(Process):
+    """Records the sequence number of every message it gets, however it was sent."""
+
+    async def init(self, seen: list[int]) -> None:
+        self.seen = seen
+
+    async def handle_info(self, message: Any) -> None:
+        self.seen.append(message[1])
+
+    async def handle_cast(self, message: Any) -> None:
+        self.seen.append(message[1])
+
+    async def handle_call(self, message: Any, caller: Caller) -> Any:
+        self.seen.append(message[1])
+        return message[1]
+
+
+class Sender(Process):
+    """On call ("run", dest, n): sends ("seq", i) for i < n to ``dest``, mixing send, cast and call."""
+
+    async def handle_call(self, message: Any, caller: Caller) -> Any:
+        match message:
+            case ("run", Pid() as dest, int(count)):
+                for i in range(count):
+                    if i % 50 == 49:
+                        reply = await self.node.call(dest, ("seq", i), timeout=30.0)
+                        assert reply == i
+                    elif i % 2:
+                        self.node.send(dest, ("seq", i))
+                    else:
+                        self.node.cast(dest, ("seq", i))
+                return count
+        raise ValueError(f"unexpected call {message!r}")
+
+
 class Watcher(Process):
     """Monitors pids on request: call ("monitor", pid) -> ref; each ``Down`` goes to ``downs``."""
 

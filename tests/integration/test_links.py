@@ -16,7 +16,6 @@ import pytest
 import trustme
 
 from distable import (
-    Caller,
     Crash,
     Down,
     MessageTooLarge,
@@ -34,6 +33,8 @@ from distable.wire._messages import Tick
 
 from ._support import (
     COOKIE,
+    Sender,
+    Sequence,
     Watcher,
     assert_still_serves,
     describe_log,
@@ -76,41 +77,6 @@ async def test_call_cast_and_send_work_both_ways_by_pid() -> None:
         await eventually(lambda: len(log_a) == 2 and len(log_b) == 2, message=lambda: f"{log_a} {log_b}")
         assert log_b == [("cast", "cast a->b"), ("info", "send a->b")]
         assert log_a == [("cast", "cast b->a"), ("info", "send b->a")]
-
-
-class Sequence(Process):
-    """Records the sequence number of every message it gets, however it was sent."""
-
-    async def init(self, seen: list[int]) -> None:
-        self.seen = seen
-
-    async def handle_info(self, message: Any) -> None:
-        self.seen.append(message[1])
-
-    async def handle_cast(self, message: Any) -> None:
-        self.seen.append(message[1])
-
-    async def handle_call(self, message: Any, caller: Caller) -> Any:
-        self.seen.append(message[1])
-        return message[1]
-
-
-class Sender(Process):
-    """On call ("run", dest, n): sends ("seq", i) for i < n to ``dest``, mixing send, cast and call."""
-
-    async def handle_call(self, message: Any, caller: Caller) -> Any:
-        match message:
-            case ("run", Pid() as dest, int(count)):
-                for i in range(count):
-                    if i % 50 == 49:
-                        reply = await self.node.call(dest, ("seq", i), timeout=30.0)
-                        assert reply == i
-                    elif i % 2:
-                        self.node.send(dest, ("seq", i))
-                    else:
-                        self.node.cast(dest, ("seq", i))
-                return count
-        raise ValueError(f"unexpected call {message!r}")
 
 
 async def test_ten_thousand_cross_node_messages_arrive_in_order() -> None:

@@ -25,6 +25,7 @@ from distable import NOREPLY, Caller, Down, Node, Pid, Process, ProcessExited, T
 from distable.testing import MemoryNetwork, MemoryTransport, VirtualTimeLoop
 from distable.transport import Transport
 from distable.transport._transport import PeerConnection
+from tests.integration._support import Sender, Sequence
 
 COOKIE = "contract-cookie"
 #: Redial quickly after a heal; everything else is the default.
@@ -137,40 +138,6 @@ def linked(a: Node, b: Node) -> bool:
 
 
 # --- processes ------------------------------------------------------------------------------
-
-
-class Sequence(Process):
-    """Records the sequence number of every message it gets, however it was sent."""
-
-    async def init(self, seen: list[int]) -> None:
-        self.seen = seen
-
-    async def handle_info(self, message: Any) -> None:
-        self.seen.append(message[1])
-
-    async def handle_cast(self, message: Any) -> None:
-        self.seen.append(message[1])
-
-    async def handle_call(self, message: Any, caller: Caller) -> Any:
-        self.seen.append(message[1])
-        return message[1]
-
-
-class Sender(Process):
-    """On call ("run", dest, n): sends ("seq", i) for i < n to ``dest``, mixing send, cast and call."""
-
-    async def handle_call(self, message: Any, caller: Caller) -> Any:
-        match message:
-            case ("run", Pid() as dest, int(count)):
-                for i in range(count):
-                    if i % 50 == 49:
-                        assert await self.node.call(dest, ("seq", i), timeout=30.0) == i
-                    elif i % 2:
-                        self.node.send(dest, ("seq", i))
-                    else:
-                        self.node.cast(dest, ("seq", i))
-                return count
-        raise ValueError(f"unexpected call {message!r}")
 
 
 class Echo(Process):
