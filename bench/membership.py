@@ -45,7 +45,6 @@ import json
 import os
 import random
 import secrets
-import socket
 import subprocess
 import sys
 import time
@@ -58,7 +57,7 @@ from _common import emit, median, note, parse_args, wanted
 
 import distable
 from distable.membership import Gossip, GossipCodec, Heartbeat
-from distable.testing import NodeProcess
+from distable.testing import NodeProcess, free_gossip_port
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # tests.netns._topology, for the partition figures
@@ -72,19 +71,6 @@ QUIET = 5.0  # seconds of the quiet window for the traffic figures
 
 
 # --- helpers -----------------------------------------------------------------------------
-
-
-def free_gossip_port(rng: random.Random) -> int:
-    """A UDP port in 47000-47999 no socket on this host has bound (bind only, nothing sent)."""
-    for _ in range(200):
-        port = rng.randrange(47000, 48000)
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-            try:
-                probe.bind(("0.0.0.0", port))
-            except OSError:
-                continue
-        return port
-    raise RuntimeError("no free UDP port in 47000-47999")
 
 
 async def poll(predicate: Callable[[], Awaitable[bool] | bool], what: str, timeout: float = WAIT) -> None:
@@ -208,7 +194,7 @@ def downs(nodes: Sequence[NodeProcess]) -> int:
 async def form(n: int, rng: random.Random) -> tuple[dict[str, float], list[NodeProcess]]:
     """Start n nodes together; time start-up and formation. Returns the running nodes."""
     cookie = secrets.token_hex(8)
-    port = free_gossip_port(rng)
+    port = free_gossip_port(range(47000, 48000), rng)
     t0 = time.time()
     nodes, ups = await start_nodes(n, cookie, port=port)
     try:

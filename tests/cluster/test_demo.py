@@ -8,14 +8,13 @@ never meets another test's nodes.
 
 from __future__ import annotations
 
-import os
-import random
 import subprocess
 import sys
 
 import pytest
 
 from distable.demo import main
+from tests._seed import printed_seed
 
 pytestmark = pytest.mark.cluster
 
@@ -30,8 +29,7 @@ def summary_of(output: str) -> dict[str, float]:
 
 
 def test_the_demo_moves_workers_with_their_state_restarts_the_killed_ones_and_says_ok() -> None:
-    seed = int(os.environ.get("DISTABLE_TEST_SEED") or random.SystemRandom().randrange(2**32))
-    print(f"seed {seed} (rerun with DISTABLE_TEST_SEED={seed})")
+    seed = printed_seed()
 
     result = subprocess.run(
         [sys.executable, "-m", "distable.demo", "--plain", "--workers", str(WORKERS), "--seed", str(seed)],

@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import random
-import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +26,8 @@ from typing import Any, TypeVar
 import pytest
 
 from distable import Gossip, MembershipConfig, Node, Pid
-from distable.testing import NodeProcess, eventually
+from distable.testing import NodeProcess, eventually, free_gossip_port
+from tests._seed import seeded_rng
 
 pytestmark = pytest.mark.cluster
 
@@ -47,25 +46,11 @@ T = TypeVar("T")
 Name = tuple[str, int]
 
 
-def seeded_rng() -> random.Random:
-    """A ``random.Random`` with a printed seed (pytest shows it when the test fails)."""
-    seed = int(os.environ.get("DISTABLE_TEST_SEED") or random.SystemRandom().randrange(2**32))
-    print(f"seed {seed} (rerun with DISTABLE_TEST_SEED={seed})")
-    return random.Random(seed)
-
-
 def pick_gossip_port(rng: random.Random) -> int:
-    """A port in 47000-47999 that no socket on this host has bound (so no other test run uses it)."""
-    for _ in range(100):
-        port = rng.randrange(47000, 48000)
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-            try:
-                probe.bind(("0.0.0.0", port))  # a bind only; nothing is sent
-            except OSError:
-                continue
-        print(f"gossip port {port}")
-        return port
-    raise RuntimeError("no free gossip port in 47000-47999")
+    """A free gossip port for this test (a range of its own), printed."""
+    port = free_gossip_port(range(47000, 48000), rng)
+    print(f"gossip port {port}")
+    return port
 
 
 def worker(i: int) -> Name:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import random
 import socket
 import time
@@ -28,7 +27,8 @@ import pytest
 from distable import Node
 from distable.membership import Gossip, GossipCodec, Heartbeat, MembershipConfig, PacketRejected, Static
 from distable.membership._packet import HEADER_SIZE
-from distable.testing import eventually
+from distable.testing import eventually, free_gossip_port
+from tests._seed import seeded_rng
 
 from ._support import describe_log, free_port, refused_port
 
@@ -36,25 +36,11 @@ GROUP = Gossip().multicast_addr
 INTERVAL = 0.1
 
 
-def seeded_rng() -> random.Random:
-    """A ``random.Random`` with a printed seed (pytest shows it when the test fails)."""
-    seed = int(os.environ.get("DISTABLE_TEST_SEED") or random.SystemRandom().randrange(2**32))
-    print(f"seed {seed} (rerun with DISTABLE_TEST_SEED={seed})")
-    return random.Random(seed)
-
-
 def pick_gossip_port(rng: random.Random) -> int:
-    """A port in 46000-46999 that no socket on this host has bound (so no other test run uses it)."""
-    for _ in range(100):
-        port = rng.randrange(46000, 47000)
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-            try:
-                probe.bind(("0.0.0.0", port))  # a bind only; nothing is sent
-            except OSError:
-                continue
-        print(f"gossip port {port}")
-        return port
-    raise RuntimeError("no free gossip port in 46000-46999")
+    """A free gossip port for this test (a range of its own), printed."""
+    port = free_gossip_port(range(46000, 47000), rng)
+    print(f"gossip port {port}")
+    return port
 
 
 @contextlib.contextmanager

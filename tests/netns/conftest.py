@@ -9,11 +9,12 @@ whose process is gone are deleted too.
 
 from __future__ import annotations
 
-import os
 import random
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
+
+from tests._seed import seeded_rng
 
 from ._nodes import Nodes
 from ._topology import Lan, delete_stale, missing_requirements, new_prefix
@@ -35,9 +36,7 @@ def netns_ready() -> None:
 def rng() -> random.Random:
     """A ``random.Random`` whose seed is printed (pytest shows it when the test fails);
     ``DISTABLE_TEST_SEED`` replays it."""
-    seed = int(os.environ.get("DISTABLE_TEST_SEED") or random.SystemRandom().randrange(2**32))
-    print(f"seed {seed} (rerun with DISTABLE_TEST_SEED={seed})")
-    return random.Random(seed)
+    return seeded_rng()
 
 
 @pytest.fixture

@@ -30,7 +30,6 @@ import asyncio
 import contextlib
 import random
 import secrets
-import socket
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
@@ -40,7 +39,7 @@ from typing import IO, Any, TypeVar
 
 from distable import CallTimeout, DistableError, Gossip, MembershipConfig, Node, Pid, ProcessExited
 from distable.ring import Ring, hash_name
-from distable.testing import NodeProcess
+from distable.testing import NodeProcess, free_gossip_port
 
 from ._app import CENSUS, Worker
 from ._view import LiveView, PlainView, Progress, View, Watch
@@ -103,16 +102,10 @@ class Options:
 
 def pick_gossip_port() -> int:
     """A port in ``GOSSIP_PORTS`` that no socket on this host has bound."""
-    rng = random.SystemRandom()
-    for _ in range(100):
-        port = rng.choice(GOSSIP_PORTS)
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-            try:
-                probe.bind(("127.0.0.1", port))  # a bind only: nothing is sent
-            except OSError:
-                continue
-        return port
-    raise DemoError(f"no free gossip port in {GOSSIP_PORTS.start}-{GOSSIP_PORTS.stop - 1}")
+    try:
+        return free_gossip_port(GOSSIP_PORTS)
+    except RuntimeError as exc:
+        raise DemoError(str(exc)) from None
 
 
 async def bounded(items: Iterable[T], action: Callable[[T], Awaitable[Any]]) -> list[Any]:

@@ -15,6 +15,7 @@ from ._memnet import (
     VirtualTimeDeadlock,
     VirtualTimeLoop,
 )
+from ._ports import free_gossip_port
 from ._sim import Observed, SimClock, SimCluster, SimNetwork, SimNode
 
 __all__ = [
@@ -32,4 +33,5 @@ __all__ = [
     "VirtualTimeLoop",
     "crash",
     "eventually",
+    "free_gossip_port",
 ]
