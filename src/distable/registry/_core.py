@@ -342,8 +342,7 @@ class TrackerCore:
         """Mark ``peer`` synced once no bucket of its claims is missing; it may now be placed."""
         if not peer.unsynced:
             peer.synced = True
-            if peer.hello:
-                self._replace_placement(now)
+            if peer.hello and self._replace_placement(now):
                 self._rebalance()
 
     def synced_with(self, node: str) -> bool:
@@ -416,7 +415,8 @@ class TrackerCore:
         self._replace_placement(now)
         self._rebalance()
 
-    def _replace_placement(self, now: float) -> None:
+    def _replace_placement(self, now: float) -> bool:
+        """Recompute the placement from the peers' states; whether it changed."""
         # A peer is placed once it has said hello and this node has its claims: placed any
         # earlier (a healed netsplit), names it already runs would be handed to it by
         # nodes that do not know yet that it runs them.
@@ -424,11 +424,12 @@ class TrackerCore:
         if self.role == "server" and not self.leaving:
             nodes.append(self.node)
         if sorted(nodes) == self.placement.nodes:
-            return
+            return False
         self.placement = self.strategy.place(nodes)
         self.pinned.clear()  # a process that chose to stay is asked again on each change
         for name in [n for n in self._contested_names if n in self.winners]:
             self._resolve(name)
+        return True
 
     def _rebalance(self) -> None:
         """Hand off (or stop) every local factory-registered name this node no longer owns."""
