@@ -4,6 +4,8 @@
     python3 tasks.py demo     run the local multi-node demo
     python3 tasks.py test     run every check: lint, format, types, the test suite
     python3 tasks.py bench    run the benchmarks in bench/ (JSON lines)
+    python3 tasks.py chaos    the long fault campaign against real node processes
+                              (--minutes 30, --runs N, --seed S; see tests/chaos/__main__.py)
 
 Each creates ``.venv`` on first use and installs the exact versions from
 constraints.txt (again only when that file or pyproject.toml changes).
@@ -78,7 +80,7 @@ def run(*cmd: str) -> None:
 
 
 def main(argv: list[str]) -> None:
-    if not argv or argv[0] not in ("demo", "test", "bench", "env"):
+    if not argv or argv[0] not in ("demo", "test", "bench", "chaos", "env"):
         sys.exit(__doc__)
     ensure_env()
     task, rest = argv[0], argv[1:]
@@ -93,6 +95,8 @@ def main(argv: list[str]) -> None:
         run(py, "-m", "pytest", *rest)
     elif task == "bench":
         run(py, "bench/run_all.py", *rest)
+    elif task == "chaos":
+        run(py, "-m", "tests.chaos", *rest)
 
 
 if __name__ == "__main__":

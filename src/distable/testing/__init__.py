@@ -15,7 +15,7 @@ from ._memnet import (
     VirtualTimeDeadlock,
     VirtualTimeLoop,
 )
-from ._ports import free_gossip_port
+from ._ports import free_gossip_port, free_tcp_ports
 from ._sim import Observed, SimClock, SimCluster, SimNetwork, SimNode
 
 __all__ = [
@@ -34,4 +34,5 @@ __all__ = [
     "crash",
     "eventually",
     "free_gossip_port",
+    "free_tcp_ports",
 ]

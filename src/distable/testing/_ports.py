@@ -25,3 +25,17 @@ def free_gossip_port(ports: range = range(46000, 48000), rng: random.Random | No
                 continue
         return port
     raise RuntimeError(f"no free UDP port in {ports.start}-{ports.stop - 1}")
+
+
+def free_tcp_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """``count`` distinct TCP ports on ``host`` that nothing listens on right now (each
+    bound to port 0 at once, then released), for nodes that must keep their port, and so
+    their name, across a restart."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind((host, 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()

@@ -1,0 +1,718 @@
+"""A Jepsen-style fault test of distable: real ``distable node`` processes, a seeded nemesis,
+a workload of acknowledged operations on named counters, and a checker.
+
+One run (``run(Config(seed=...))``):
+
+1. Start ``servers`` server nodes (``python -m distable.cli node``, names ``s0``.. on fixed
+   loopback ports, so that a node restarts under the same name; gossip on a free loopback
+   port), each running ``tests.chaos.app:start``, and a ``role="client"`` node in this
+   process. Register ``names`` counters through the client and wait until the cluster is
+   quiescent (below).
+2. Run the workload (``clients`` tasks, each calling ``("add", op id)`` on a random counter
+   at most ``rate`` times a second; each answer is an acknowledgement, recorded with the
+   lineage and node that answered; an error or timeout is indeterminate) while the nemesis
+   plays its schedule: ``faults`` faults drawn from the seed, at least one of each kind
+   (``KINDS``), spread over ``window`` seconds and overlapping, each on a target chosen
+   (from the seed) among the healthy nodes when it starts, never leaving fewer than two
+   healthy ones (a fault that would is skipped, and said so).
+3. Stop the workload; poll (no sleeps) until the cluster is quiescent, at most
+   ``quiesce_timeout`` seconds: every live node answers; all place names on exactly the
+   live nodes; every replica equals the client's and holds every registered name, on its
+   owner; exactly one live copy per name, the one the replicas point at; nothing frozen,
+   gated, moving, pending or due to restart. The time from the end of the last fault to
+   then is the run's time to quiescence.
+4. Check the data: every acknowledged op is in its counter's surviving state, unless the
+   lineage that acknowledged it was lost with a crashed (SIGKILLed) host; every lineage that
+   acknowledged ops is the surviving one or was absorbed into it, unless a host of that
+   lineage crashed or was paused (a state reset otherwise). Then SIGTERM every node: each
+   must exit 0 (as must every graceful leave during the run).
+
+Each problem is a ``Violation`` with a kind; the run keeps its files in ``run_dir``:
+``harness.log`` (the plan, every fault and check with times), ``acks.jsonl``, each node
+launch's log (``<node>.<launch>.log``), its ledger (``ledger/``: which lineage each node
+hosted, see ``tests.chaos.app``) and, for the nodes up at the end, their event journals
+(``events.<node>.<launch>.jsonl``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import ctypes
+import json
+import os
+import random
+import signal
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+from distable import Gossip, MembershipConfig, Node, Pid
+from distable.testing import eventually, free_gossip_port, free_tcp_ports
+
+ROOT = Path(__file__).resolve().parents[2]  # nodes import the app as tests.chaos.app
+APP = "tests.chaos.app"
+FACTORY = f"{APP}:Counter"
+MAX_SERVERS = 7
+MIN_HEALTHY = 2
+CALL_TIMEOUT = 8.0  # an op may wait for a failure verdict, a restart or a handoff gate
+INSPECT_TIMEOUT = 3.0
+START_TIMEOUT = 40.0  # a node's start on a busy machine (interpreter, join wait, app)
+DRAIN_TIMEOUT = 15.0  # --drain-timeout of every node
+EXIT_TIMEOUT = DRAIN_TIMEOUT + 15.0
+
+#: The nemesis's fault kinds: every schedule has at least one of each.
+KINDS = ("kill", "term", "term-kill", "pause", "join", "leave", "join-pause")
+#: Kinds that make a node's state legitimately lost (a crash) or possibly reset (a pause).
+CRASHES = frozenset({"kill", "term-kill"})
+PAUSES = frozenset({"pause", "join-pause"})
+
+
+@dataclass(frozen=True)
+class Config:
+    seed: int
+    run_dir: Path
+    servers: int = 5
+    names: int = 200
+    clients: int = 4
+    rate: float = 25.0  # ops per second per client task, at most
+    faults: int = 10
+    window: float = 35.0  # seconds over which faults start
+    quiesce_timeout: float = 45.0
+    log_level: str = "info"
+
+
+@dataclass(frozen=True)
+class Violation:
+    kind: str
+    detail: str
+
+    def __str__(self) -> str:
+        return f"{self.kind}: {self.detail}"
+
+
+@dataclass
+class Result:
+    seed: int
+    run_dir: Path
+    faults: collections.Counter[str] = field(default_factory=collections.Counter)
+    skipped: int = 0
+    violations: list[Violation] = field(default_factory=list)
+    quiescence: float | None = None  # seconds from the last fault's end; None: never
+    acks: int = 0
+    indeterminate: int = 0
+    lost_to_crash: int = 0  # acknowledged ops lost with a SIGKILLed host (allowed)
+    duration: float = 0.0
+
+    def kinds(self) -> collections.Counter[str]:
+        return collections.Counter(v.kind for v in self.violations)
+
+
+@dataclass(frozen=True)
+class Fault:
+    """One planned fault: its start (seconds into the window), kind and drawn numbers."""
+
+    at: float
+    kind: str
+    pick: float  # chooses the target among the healthy nodes when it starts
+    duration: float  # pause length, or downtime before a restart
+    delay: float  # term-kill: SIGKILL this long after SIGTERM; join-pause: pause this long after the join
+
+
+def plan(rng: random.Random, faults: int, window: float) -> list[Fault]:
+    """The schedule: ``faults`` faults (at least one of each kind), start times spread over
+    the first 85% of ``window``."""
+    kinds = list(KINDS) + [rng.choice(KINDS) for _ in range(max(0, faults - len(KINDS)))]
+    rng.shuffle(kinds)
+    starts = sorted(rng.uniform(0.0, 0.85 * window) for _ in kinds)
+    out = []
+    for at, kind in zip(starts, kinds, strict=True):
+        if kind in PAUSES:
+            duration = rng.uniform(3.0, 6.0)
+        elif kind in ("kill", "term-kill", "term"):
+            duration = rng.uniform(0.5, 3.0)
+        else:
+            duration = 0.0
+        delay = rng.uniform(0.0, 0.3)  # term-kill: a drain of a few dozen names takes about that long
+        out.append(Fault(round(at, 3), kind, rng.random(), round(duration, 3), round(delay, 3)))
+    return out
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGKILL it if the harness dies (no node outlives a run)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def _pid(raw: list[Any]) -> Pid:
+    return Pid(raw[0], raw[1], raw[2])
+
+
+class Server:
+    """One server node name (``sN@127.0.0.1:PORT``) and its current OS process, if any.
+
+    ``state``: "new" (never started), "up", "down" (crashed, to restart), "out" (left).
+    ``busy``: a fault is acting on it (it is not healthy meanwhile).
+    """
+
+    def __init__(self, short: str, port: int) -> None:
+        self.short = short
+        self.port = port
+        self.name = f"{short}@127.0.0.1:{port}"
+        self.proc: asyncio.subprocess.Process | None = None
+        self.inspector: Pid | None = None
+        self.state = "new"
+        self.busy = False
+        self.launches = 0
+        self.drainer: asyncio.Task[None] | None = None
+
+    @property
+    def healthy(self) -> bool:
+        return self.state == "up" and not self.busy
+
+
+class Run:
+    """One run of the fault test (see the module's docstring)."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.rng = random.Random(config.seed)
+        self.result = Result(config.seed, config.run_dir)
+        config.run_dir.mkdir(parents=True, exist_ok=True)
+        (config.run_dir / "ledger").mkdir(exist_ok=True)
+        self.log_file: TextIO = (config.run_dir / "harness.log").open("w", buffering=1)
+        self.acks_file: TextIO = (config.run_dir / "acks.jsonl").open("w", buffering=1)
+        self.cookie = f"chaos-{self.rng.getrandbits(64):016x}"
+        self.gossip_port = free_gossip_port(range(46000, 47000), self.rng)
+        ports = free_tcp_ports(MAX_SERVERS)
+        self.servers = [Server(f"s{i}", port) for i, port in enumerate(ports)]
+        self.by_name = {s.name: s for s in self.servers}
+        self.names = [f"c{i:04d}" for i in range(config.names)]
+        self.client: Node | None = None
+        self.t0 = time.time()
+        # what the checker needs
+        self.faults_on: dict[str, list[tuple[float, str]]] = collections.defaultdict(list)  # node -> (t, kind)
+        self.acks: dict[str, list[tuple[str, str, str]]] = collections.defaultdict(list)  # name -> (op, lineage, node)
+        self.exits: list[tuple[str, int | None, str]] = []  # (node, code, why) of graceful stops
+        self.last_fault_end = 0.0
+        self.last_problems: list[Violation] = []
+        self.t_faults = time.monotonic()  # when the schedule's clock starts (set again then)
+
+    # --- logging ------------------------------------------------------------------------------
+
+    def log(self, what: str) -> None:
+        line = f"{time.time() - self.t0:8.3f} {what}"
+        self.log_file.write(line + "\n")
+
+    def violation(self, kind: str, detail: str) -> None:
+        self.result.violations.append(Violation(kind, detail))
+        self.log(f"VIOLATION {kind}: {detail}")
+
+    # --- node processes -----------------------------------------------------------------------
+
+    async def start(self, server: Server) -> None:
+        """Launch ``server`` and wait for its "up" line (and its inspector's pid before it)."""
+        server.launches += 1
+        launch = f"{server.short}.{server.launches}"
+        log_path = self.config.run_dir / f"{launch}.log"
+        env = {**os.environ, "DISTABLE_CHAOS_LEDGER": str(self.config.run_dir / "ledger" / f"{launch}.jsonl")}
+        args = [sys.executable, "-m", "distable.cli", "node", "--name", server.short, "--host", "127.0.0.1"]
+        args += ["--port", str(server.port), "--cookie", self.cookie, "--cluster", "gossip"]
+        args += ["--gossip-if", "127.0.0.1", "--gossip-port", str(self.gossip_port), "--membership", "local"]
+        args += ["--app-dir", str(ROOT), "--app", f"{APP}:start", "--log-level", self.config.log_level]
+        args += ["--drain-timeout", str(DRAIN_TIMEOUT), "--allow-factory", f"{APP}:*"]
+        self.log(f"start {server.name} (launch {server.launches}, log {log_path.name})")
+        with log_path.open("ab") as err:
+            proc = await asyncio.create_subprocess_exec(
+                *args,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=err,
+                cwd=ROOT,
+                env=env,
+                preexec_fn=_die_with_parent,
+            )
+        server.proc = proc
+        assert proc.stdout is not None
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            try:
+                line = (await asyncio.wait_for(proc.stdout.readline(), max(0.1, deadline - time.monotonic()))).decode()
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+                raise RuntimeError(f"{server.name} did not start within {START_TIMEOUT} s; see {log_path}") from None
+            if not line:
+                code = await proc.wait()
+                raise RuntimeError(f"{server.name} exited with {code} before it was up; see {log_path}")
+            if line.startswith("chaos-inspector "):
+                server.inspector = _pid(json.loads(line.partition(" ")[2]))
+            elif line.startswith("distable: node "):
+                break
+        server.drainer = asyncio.ensure_future(self._drain_stdout(proc))
+        server.state = "up"
+        self.log(f"up {server.name} (os pid {proc.pid}, inspector {server.inspector})")
+
+    @staticmethod
+    async def _drain_stdout(proc: asyncio.subprocess.Process) -> None:
+        assert proc.stdout is not None
+        while await proc.stdout.readline():
+            pass
+
+    def signal(self, server: Server, sig: signal.Signals) -> None:
+        if server.proc is not None and server.proc.returncode is None:
+            server.proc.send_signal(sig)
+            self.log(f"{sig.name} {server.name}")
+
+    async def wait_exit(self, server: Server, timeout: float = EXIT_TIMEOUT) -> int | None:
+        """Its exit code, or None if it did not exit in time (then it is killed)."""
+        assert server.proc is not None
+        try:
+            code: int | None = await asyncio.wait_for(server.proc.wait(), timeout)
+        except TimeoutError:
+            code = None
+            self.signal(server, signal.SIGCONT)
+            self.signal(server, signal.SIGKILL)
+            await server.proc.wait()
+        self.log(f"exited {server.name}: {code}")
+        return code
+
+    async def graceful_stop(self, server: Server, why: str) -> None:
+        self.signal(server, signal.SIGTERM)
+        code = await self.wait_exit(server)
+        self.exits.append((server.name, code, why))
+        if code != 0:
+            self.violation("unclean-exit", f"{server.name} ({why}) exited with {code} after SIGTERM")
+
+    def live(self) -> list[Server]:
+        return [s for s in self.servers if s.state == "up"]
+
+    # --- the nemesis --------------------------------------------------------------------------
+
+    def target(self, fault: Fault) -> Server | None:
+        """A healthy node for ``fault``, if taking it leaves at least two healthy ones."""
+        healthy = [s for s in self.servers if s.healthy]
+        if len(healthy) - 1 < MIN_HEALTHY:
+            return None
+        return healthy[int(fault.pick * len(healthy))]
+
+    def spare(self, fault: Fault) -> Server | None:
+        """A node name that is not running (never started, or left) for a join."""
+        free = [s for s in self.servers if s.state in ("new", "out") and not s.busy]
+        return free[int(fault.pick * len(free))] if free else None
+
+    def mark(self, server: Server, kind: str) -> None:
+        self.faults_on[server.name].append((time.time(), kind))
+
+    async def play(self, fault: Fault) -> None:
+        await asyncio.sleep(max(0.0, self.t_faults + fault.at - time.monotonic()))  # the schedule's clock
+        kind = fault.kind
+        server = self.spare(fault) if kind in ("join", "join-pause") else self.target(fault)
+        if server is None:
+            self.result.skipped += 1
+            self.log(f"skip {kind} at {fault.at} s: no node may take it")
+            return
+        server.busy = True
+        self.result.faults[kind] += 1
+        self.log(f"fault {kind} on {server.name} ({fault})")
+        try:
+            if kind == "kill":
+                self.mark(server, kind)
+                self.signal(server, signal.SIGKILL)
+                await self.wait_exit(server)
+                server.state = "down"
+                await asyncio.sleep(fault.duration)  # downtime: part of the fault
+                await self.start(server)
+            elif kind == "term-kill":
+                self.signal(server, signal.SIGTERM)
+                await asyncio.sleep(fault.delay)  # SIGKILL while it drains
+                self.mark(server, kind)
+                self.signal(server, signal.SIGKILL)
+                if await self.wait_exit(server) == 0:  # it had drained already: a graceful leave
+                    self.faults_on[server.name].pop()
+                    self.exits.append((server.name, 0, "term-kill"))
+                    self.result.faults[kind] -= 1
+                    self.result.faults["term (drained before the kill)"] += 1
+                server.state = "down"
+                await asyncio.sleep(fault.duration)
+                await self.start(server)
+            elif kind == "term":
+                await self.graceful_stop(server, "term")
+                server.state = "down"
+                await asyncio.sleep(fault.duration)
+                await self.start(server)
+            elif kind == "leave":
+                await self.graceful_stop(server, "leave")
+                server.state = "out"
+            elif kind == "pause":
+                await self.pause(server, fault.duration)
+            elif kind == "join":
+                await self.start(server)
+            elif kind == "join-pause":
+                await self.start(server)
+                victim = self.target(fault)
+                if victim is None:
+                    self.log("join-pause: no node may be paused after the join")
+                else:
+                    victim.busy = True
+                    try:
+                        await asyncio.sleep(fault.delay)  # names start to move to the newcomer now
+                        await self.pause(victim, fault.duration)
+                    finally:
+                        victim.busy = False
+        finally:
+            server.busy = False
+            self.last_fault_end = max(self.last_fault_end, time.monotonic())
+            self.log(f"fault {kind} on {server.name} done")
+
+    async def pause(self, server: Server, duration: float) -> None:
+        self.mark(server, "pause")
+        self.signal(server, signal.SIGSTOP)
+        try:
+            await asyncio.sleep(duration)  # the pause itself
+        finally:
+            self.signal(server, signal.SIGCONT)
+        self.faults_on[server.name].append((time.time(), "pause-end"))
+
+    # --- the workload -------------------------------------------------------------------------
+
+    async def worker(self, index: int, stop: asyncio.Event) -> None:
+        client = self.client
+        assert client is not None
+        rng = random.Random(f"{self.config.seed}/{index}")
+        period = 1.0 / self.config.rate
+        seq = 0
+        next_at = time.monotonic()
+        while not stop.is_set() and seq < 1_000_000:
+            seq += 1
+            name = rng.choice(self.names)
+            op = f"w{index}-{seq}"
+            try:
+                node, lineage, _ = await client.call(name, ("add", op), timeout=CALL_TIMEOUT)
+            except Exception as exc:
+                self.result.indeterminate += 1
+                self.acks_file.write(json.dumps({"op": op, "name": name, "error": repr(exc)}) + "\n")
+            else:
+                self.result.acks += 1
+                self.acks[name].append((op, lineage, node))
+                self.acks_file.write(json.dumps({"op": op, "name": name, "lineage": lineage, "node": node}) + "\n")
+            next_at += period
+            delay = next_at - time.monotonic()
+            if delay > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), delay)  # the rate limit (or the stop)
+            else:
+                next_at = time.monotonic()
+
+    # --- the checker --------------------------------------------------------------------------
+
+    async def inspect(self, server: Server) -> dict[str, Any] | None:
+        assert self.client is not None
+        assert server.inspector is not None
+        try:
+            reply: dict[str, Any] = await self.client.call(server.inspector, "inspect", timeout=INSPECT_TIMEOUT)
+        except Exception:
+            return None
+        return reply
+
+    async def problems(self) -> list[Violation]:
+        """What keeps the cluster from quiescence (empty: quiescent), one violation per kind."""
+        client = self.client
+        assert client is not None
+        out: list[Violation] = []
+        live = self.live()
+        expected = sorted(s.name for s in live)
+        replies = await asyncio.gather(*(self.inspect(s) for s in live))
+        views = {s.name: r for s, r in zip(live, replies, strict=True) if r is not None}
+        silent = [s.name for s, r in zip(live, replies, strict=True) if r is None]
+        if silent:
+            out.append(Violation("unresponsive", f"{silent} do not answer"))
+        placements = {"client": sorted(client.registry.core.placement.nodes)}
+        placements.update({node: sorted(v["placement"]) for node, v in views.items()})
+        wrong = {who: p for who, p in placements.items() if p != expected}
+        if wrong:
+            out.append(Violation("placement", f"want {expected}; {wrong}"))
+        mine = dict(client.registered())
+        missing = sorted(set(self.names) - set(mine))
+        if missing:
+            out.append(Violation("unregistered", f"{len(missing)} names not in the client's replica: {missing[:8]}"))
+        extra = sorted(set(mine) - set(self.names))
+        if extra:
+            out.append(Violation("extra-name", f"{len(extra)} unexpected names: {extra[:8]}"))
+        differ: dict[str, list[str]] = {}
+        for node, view in views.items():
+            theirs = {name: _pid(pid) for name, pid in view["replica"]}
+            names = sorted(n for n in set(mine) | set(theirs) if mine.get(n) != theirs.get(n))
+            if names:
+                differ[node] = [f"{n}: client {mine.get(n)}, node {theirs.get(n)}" for n in names[:3]] + [
+                    f"({len(names)} names)"
+                ]
+        if differ:
+            out.append(Violation("replica-divergence", str(differ)))
+        off = {node: [*v["off_owner"][:5], f"({len(v['off_owner'])})"] for node, v in views.items() if v["off_owner"]}
+        if off:
+            out.append(Violation("off-owner", str(off)))
+        copies: dict[str, list[tuple[Pid, str, bool, bool]]] = collections.defaultdict(list)
+        for view in views.values():
+            for name, pid, lineage, _, frozen, gated in view["copies"]:
+                copies[name].append((_pid(pid), lineage, frozen, gated))
+        if not silent:  # a silent node's copies are unknown
+            dups = {n: [(str(p), lin) for p, lin, _, _ in c] for n, c in sorted(copies.items()) if len(c) > 1}
+            if dups:
+                sample = dict(list(dups.items())[:5])
+                out.append(Violation("duplicate", f"{len(dups)} names run twice or more: {sample}"))
+            dead = [n for n in self.names if n in mine and not copies.get(n)]
+            if dead:
+                out.append(Violation("no-live-copy", f"{len(dead)} registered names run nowhere: {dead[:8]}"))
+            stale = [
+                (n, str(mine[n])) for n, c in sorted(copies.items()) if n in mine and mine[n] not in {p for p, *_ in c}
+            ]
+            if stale:
+                out.append(Violation("stale-pid", f"{len(stale)} names' replica pid is not a live copy: {stale[:5]}"))
+        frozen = [(n, str(p)) for n, c in sorted(copies.items()) for p, _, f, g in c if f or g]
+        if frozen:
+            out.append(Violation("frozen", f"{len(frozen)} copies frozen or gated: {frozen[:5]}"))
+        keys = ("moving", "outgoing", "incoming", "pending", "restarts_due")
+        work = {node: {k: v["work"][k] for k in keys if v["work"][k]} for node, v in views.items()}
+        work = {node: w for node, w in work.items() if w}
+        if work:
+            out.append(Violation("in-flight", str(work)))
+        digests = {v["digest"] for v in views.values()}
+        if len(digests) > 1 and not differ:
+            out.append(Violation("replica-divergence", f"digests differ: {sorted(digests)}"))
+        return out
+
+    async def quiesce(self, timeout: float) -> bool:
+        """Poll ``problems()`` until it is empty (True) or ``timeout`` passes (False)."""
+
+        async def check() -> bool:
+            self.last_problems = await self.problems()
+            return not self.last_problems
+
+        try:
+            await eventually(check, timeout=timeout, interval=0.05)
+        except TimeoutError:
+            return False
+        return True
+
+    @staticmethod
+    def hosts(ledger: list[dict[str, Any]]) -> dict[tuple[str, str], list[tuple[float, str]]]:
+        """(name, lineage) -> [(since, node)]: every node that hosted the lineage, from when,
+        and every host of a lineage that absorbed it (a conflict's winner), from then on: a
+        lineage's state lives on in its winner, and is lost with it."""
+        out: dict[tuple[str, str], list[tuple[float, str]]] = collections.defaultdict(list)
+        winners: dict[tuple[str, str], list[tuple[float, str]]] = collections.defaultdict(list)
+        for entry in ledger:
+            if entry["event"] in ("fresh", "resume"):
+                out[(entry["name"], entry["lineage"])].append((entry["t"], entry["node"]))
+            elif entry["event"] == "merge":
+                winners[(entry["name"], entry["loser"])].append((entry["t"], entry["lineage"]))
+        for key in list(out):
+            name, lineage = key
+            seen = {lineage}
+            todo = [(0.0, lineage)]
+            while todo:
+                since, current = todo.pop()
+                for t, winner in winners.get((name, current), []):
+                    if t >= since and winner not in seen:
+                        seen.add(winner)
+                        todo.append((t, winner))
+                        out[key] += [(max(t, at), node) for at, node in out.get((name, winner), [])]
+        return out
+
+    def excuse(self, hosted: list[tuple[float, str]], kinds: frozenset[str]) -> str | None:
+        """A fault of ``kinds`` on a host of a lineage after it got it (the explanation), or None."""
+        for since, node in hosted:
+            for t, kind in self.faults_on.get(node, []):
+                if kind in kinds and t >= since:
+                    return f"{kind} of {node} at {t - self.t0:.3f} s"
+        return None
+
+    async def check_data(self) -> None:
+        """Acknowledged ops and lineages against every counter's surviving state."""
+        client = self.client
+        assert client is not None
+        ledger: list[dict[str, Any]] = []
+        for path in sorted((self.config.run_dir / "ledger").glob("*.jsonl")):
+            for line in path.read_text().splitlines():
+                with contextlib.suppress(ValueError):
+                    ledger.append(json.loads(line))
+        hosts = self.hosts(ledger)
+        slots = asyncio.Semaphore(32)
+
+        async def state(name: str) -> Any:
+            async with slots:
+                try:
+                    return await client.call(name, "state", timeout=CALL_TIMEOUT)
+                except Exception as exc:
+                    return exc
+
+        states = dict(zip(self.names, await asyncio.gather(*(state(n) for n in self.names)), strict=True))
+        unreadable = [n for n, s in states.items() if isinstance(s, BaseException)]
+        if unreadable:
+            self.violation("unreadable", f"{len(unreadable)} counters do not answer: {unreadable[:5]}")
+        lost: list[str] = []
+        resets: list[str] = []
+        for name in self.names:
+            final = states[name]
+            if isinstance(final, BaseException):
+                continue
+            ops = set(final["ops"])
+            kept = {final["lineage"], *final["absorbed"]}
+            lineages: dict[str, list[str]] = collections.defaultdict(list)
+            for op, lineage, _node in self.acks.get(name, []):
+                lineages[lineage].append(op)
+            for lineage, acked in lineages.items():
+                missing = [op for op in acked if op not in ops]
+                hosted = hosts.get((name, lineage), [])
+                where = ",".join(sorted({node.partition("@")[0] for _, node in hosted}))
+                if lineage in kept:
+                    if missing:
+                        lost.append(f"{name}: {len(missing)} ops of kept lineage {lineage} missing: {missing[:3]}")
+                    continue
+                crash = self.excuse(hosted, CRASHES)
+                pause = self.excuse(hosted, PAUSES)
+                if crash is None and pause is None:
+                    resets.append(f"{name}: lineage {lineage} (hosted on {where or '?'}) gone, now {final['lineage']}")
+                if missing and crash is None:
+                    why = f"only a pause explains it ({pause})" if pause else "no crash"
+                    lost.append(f"{name}: {len(missing)} ops of lost lineage {lineage} missing, {why}: {missing[:3]}")
+                elif missing:
+                    self.result.lost_to_crash += len(missing)
+        if lost:
+            self.violation("lost-ack", f"{len(lost)} counters: " + "; ".join(lost[:6]))
+            for line in lost:
+                self.log(f"  lost-ack {line}")
+        if resets:
+            self.violation("reset", f"{len(resets)} counters: " + "; ".join(resets[:6]))
+            for line in resets:
+                self.log(f"  reset {line}")
+
+    async def dump_events(self) -> None:
+        """Each live node's event journal (handoffs, restarts, conflicts...) into
+        ``events.<node>.<launch>.jsonl``, to explain what the checks found."""
+        client = self.client
+        assert client is not None
+        for server in self.live():
+            try:
+                events = await client.events_of(server.name, timeout=INSPECT_TIMEOUT)
+            except Exception as exc:
+                self.log(f"no events from {server.name}: {exc!r}")
+                continue
+            path = self.config.run_dir / f"events.{server.short}.{server.launches}.jsonl"
+            path.write_text("".join(json.dumps(e, default=str) + "\n" for e in events))
+
+    # --- the run ------------------------------------------------------------------------------
+
+    async def main(self) -> Result:
+        config = self.config
+        schedule = plan(self.rng, config.faults, config.window)
+        self.log(f"time 0 is {self.t0:.3f} (wall clock, as in the ledgers)")
+        self.log(f"seed {config.seed}, cookie {self.cookie}, gossip port {self.gossip_port}")
+        for fault in schedule:
+            self.log(f"plan {fault}")
+        gossip = Gossip(if_addr="127.0.0.1", port=self.gossip_port, interval=0.25)
+        async with Node(
+            "client", cookie=self.cookie, role="client", cluster=gossip, membership=MembershipConfig.local()
+        ) as client:
+            self.client = client
+            await asyncio.gather(*(self.start(s) for s in self.servers[: config.servers]))
+            slots = asyncio.Semaphore(32)
+
+            async def register(name: str) -> None:
+                async with slots:
+                    await client.register(name, FACTORY, name, timeout=30.0)
+
+            await eventually(
+                lambda: sorted(client.registry.core.placement.nodes) == sorted(s.name for s in self.live()),
+                timeout=START_TIMEOUT,
+                interval=0.05,
+                message="the client never saw every server",
+            )
+            await asyncio.gather(*(register(n) for n in self.names))
+            if not await self.quiesce(config.quiesce_timeout):
+                raise RuntimeError(f"the cluster never settled before the faults: {self.last_problems}")
+            self.log("settled; faults start")
+            stop = asyncio.Event()
+            workers = [asyncio.ensure_future(self.worker(i, stop)) for i in range(config.clients)]
+            self.t_faults = time.monotonic()
+            try:
+                await asyncio.gather(*(self.play(f) for f in schedule))
+            finally:
+                stop.set()
+                await asyncio.gather(*workers, return_exceptions=True)
+            self.log(f"faults over; {self.result.acks} acks, {self.result.indeterminate} indeterminate")
+            if await self.quiesce(config.quiesce_timeout):
+                self.result.quiescence = time.monotonic() - self.last_fault_end
+                self.log(f"quiescent {self.result.quiescence:.3f} s after the last fault")
+            else:
+                self.violation("not-quiescent", f"after {config.quiesce_timeout} s")
+                for problem in self.last_problems:
+                    self.violation(problem.kind, problem.detail)
+            await self.check_data()
+            await self.dump_events()
+        self.client = None
+        live = self.live()
+        await asyncio.gather(*(self.graceful_stop(s, "end") for s in live))
+        return self.result
+
+    async def cleanup(self) -> None:
+        for server in self.servers:
+            if server.proc is not None and server.proc.returncode is None:
+                self.signal(server, signal.SIGCONT)
+                self.signal(server, signal.SIGKILL)
+                await server.proc.wait()
+            if server.drainer is not None:
+                server.drainer.cancel()
+        self.log_file.close()
+        self.acks_file.close()
+
+
+async def run(config: Config) -> Result:
+    """One run; the nodes are gone afterwards, whatever happens."""
+    chaos = Run(config)
+    started = time.monotonic()
+    try:
+        return await chaos.main()
+    finally:
+        chaos.result.duration = time.monotonic() - started
+        await chaos.cleanup()
+
+
+def summary(result: Result) -> str:
+    faults = " ".join(f"{k}={n}" for k, n in sorted(result.faults.items()) if n)
+    q = "never" if result.quiescence is None else f"{result.quiescence:.2f} s"
+    lines = [
+        f"seed {result.seed}: {sum(result.faults.values())} faults ({faults}; {result.skipped} skipped), "
+        f"{result.acks} acks, {result.indeterminate} indeterminate, {result.lost_to_crash} lost to crashes, "
+        f"quiescent after {q}, {result.duration:.0f} s; logs in {result.run_dir}"
+    ]
+    lines += [f"  {v}" for v in result.violations]
+    return "\n".join(lines)
+
+
+def table(results: list[Result]) -> str:
+    """The campaign's table: one row per run, then time to quiescence (median, worst)."""
+    rows = ["run  seed        faults  skipped  acks    indet  lost(crash)  quiesce(s)  violations"]
+    for i, r in enumerate(results, 1):
+        q = "never" if r.quiescence is None else f"{r.quiescence:.2f}"
+        kinds = ", ".join(f"{k} x{n}" for k, n in sorted(r.kinds().items())) or "-"
+        rows.append(
+            f"{i:<4} {r.seed:<11} {sum(r.faults.values()):<7} {r.skipped:<8} {r.acks:<7} {r.indeterminate:<6} "
+            f"{r.lost_to_crash:<12} {q:<11} {kinds}"
+        )
+    times = [r.quiescence for r in results if r.quiescence is not None]
+    if times:
+        rows.append(
+            f"time to quiescence after the last fault: median {statistics.median(times):.2f} s, "
+            f"worst {max(times):.2f} s ({len(times)} of {len(results)} runs quiesced)"
+        )
+    total = collections.Counter[str]()
+    for r in results:
+        total.update(r.kinds())
+    rows.append("violations: " + (", ".join(f"{k} x{n}" for k, n in sorted(total.items())) or "none"))
+    return "\n".join(rows)

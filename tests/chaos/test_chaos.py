@@ -1,0 +1,27 @@
+"""The short fault schedule, on every test run: a seeded nemesis against five to seven real
+``distable node`` processes and a client, then the checker (see ``tests.chaos.harness``).
+
+The seed is printed; ``DISTABLE_CHAOS_SEED=<n>`` replays its schedule. The run's logs (node
+logs, ledgers, acknowledgements, the harness's timeline) stay in the printed folder. The long
+campaign is ``python3 tasks.py chaos --minutes 30``.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import pytest
+
+from tests.chaos.harness import Config, run, summary
+
+pytestmark = pytest.mark.cluster
+
+
+async def test_a_short_fault_schedule_loses_nothing_acknowledged_or_registered(tmp_path: Path) -> None:
+    seed = int(os.environ.get("DISTABLE_CHAOS_SEED") or random.SystemRandom().randrange(2**32))
+    print(f"chaos seed {seed} (rerun with DISTABLE_CHAOS_SEED={seed}); logs in {tmp_path}")
+    result = await run(Config(seed=seed, run_dir=tmp_path))
+    print(summary(result))
+    assert not result.violations, summary(result)
