@@ -16,6 +16,7 @@ from ._errors import (
     NoNodeAvailable,
     ProcessExited,
     ProtocolError,
+    UndecodableMessage,
     UnencodableValue,
 )
 from .membership import DNSPoll, Gossip, MembershipConfig, Static
@@ -117,6 +118,7 @@ __all__ = [
     "StaticQuorumRing",
     "Supervisor",
     "TransportConfig",
+    "UndecodableMessage",
     "UnencodableValue",
     "__version__",
     "call",

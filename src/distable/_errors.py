@@ -44,6 +44,31 @@ class CallTimeout(DistableError):
     """A ``call`` got no reply within its timeout."""
 
 
+class UndecodableMessage(DistableError):
+    """A call's message, or its reply, could not be decoded by the node that received it.
+
+    Usually a value of a type that node does not know: a dataclass registered with
+    ``register_type`` on the sending node only (every node must import the code that
+    registers it), or registered with other fields there. ``node`` is the node that could
+    not decode, ``type_name`` the wire name of the type (None when the problem was not a
+    user type), ``part`` is ``"message"`` (the callee's node could not decode the call)
+    or ``"reply"`` (the caller's node could not decode the answer), ``detail`` says what
+    went wrong.
+    """
+
+    def __init__(self, node: str, type_name: str | None, detail: str, part: str = "message") -> None:
+        hint = (
+            "; every node must register that type (distable.register_type) with the same fields"
+            if type_name is not None
+            else ""
+        )
+        super().__init__(f"node {node} could not decode the call's {part}: {detail}{hint}")
+        self.node = node
+        self.type_name = type_name
+        self.detail = detail
+        self.part = part
+
+
 class ProcessExited(DistableError):
     """The called process exited (or did not exist) before it replied.
 
@@ -73,7 +98,15 @@ class FrameTooLarge(ProtocolError):
 
 
 class DecodeError(ProtocolError):
-    """A frame's body is not a valid message."""
+    """A frame's body is not a valid message.
+
+    ``type_name`` is the wire name of the user type that could not be rebuilt (not
+    registered on this node, other fields, or its constructor refused them), else None.
+    """
+
+    def __init__(self, message: str, type_name: str | None = None) -> None:
+        super().__init__(message)
+        self.type_name = type_name
 
 
 class HandshakeError(ProtocolError):

@@ -12,6 +12,7 @@ import asyncio
 import builtins
 import contextvars
 import logging
+import math
 import os
 import secrets
 import ssl
@@ -45,12 +46,14 @@ from ..wire._messages import (
     Cast,
     DemonitorRequest,
     DownNotice,
+    DropNotice,
     MemberSync,
     MonitorRequest,
     Ping,
     PingReq,
     Send,
     Tick,
+    Undecoded,
 )
 from ._events import EventBus, EventStream
 from ._info import INFO_SERVER_ID, InfoServer
@@ -268,6 +271,8 @@ class Node:
             MonitorRequest: rt.on_monitor_request,
             DemonitorRequest: rt.on_demonitor_request,
             DownNotice: rt.on_down_notice,
+            DropNotice: rt.on_drop_notice,
+            Undecoded: rt.on_undecoded,
             Tick: lambda node, msg: None,
             Ping: ms.on_message,
             Ack: ms.on_message,
@@ -537,9 +542,15 @@ class Node:
             send(pid, message)
         return len(members)
 
-    async def multi_call(self, group: Any, message: Any, timeout: float = 5.0) -> builtins.list[Reply]:
-        """Call every member of ``group`` at once; one ``Reply`` each, failures included."""
-        return await self.registry.multi_call(group, message, timeout)
+    async def multi_call(self, group: Any, message: Any, timeout: float | None = 5.0) -> builtins.list[Reply]:
+        """Call every member of ``group`` at once; one ``Reply`` each, failures included.
+
+        ``timeout`` is in seconds; None waits without limit.
+
+        Raises:
+            ValueError: ``timeout`` is negative or NaN.
+        """
+        return await self.registry.multi_call(group, message, _call_timeout(timeout))
 
     def send(self, dest: Pid | Any, message: Any) -> None:
         """Send ``message`` to ``dest``'s ``handle_info``; fire and forget."""
@@ -549,8 +560,9 @@ class Node:
         """Send ``message`` to ``dest``'s ``handle_cast``; fire and forget."""
         self.runtime.cast(self._resolve(dest), message)
 
-    async def call(self, dest: Pid | Any, message: Any, timeout: float = 5.0) -> Any:
-        """Call ``dest`` and return its reply (see ``Runtime.call`` for the errors)."""
+    async def call(self, dest: Pid | Any, message: Any, timeout: float | None = 5.0) -> Any:
+        """Call ``dest`` and return its reply (see ``Runtime.call`` for the errors);
+        ``timeout`` None waits without limit."""
         return await self.runtime.call(self._resolve(dest), message, timeout)
 
     def monitor(self, pid: Pid) -> Ref:
@@ -611,6 +623,20 @@ class Node:
         return f"<Node {self.name or self.short_name}>"
 
 
+def _call_timeout(timeout: float | None) -> float:
+    """``timeout`` for ``Runtime.call`` (None becomes infinity: no limit), checked here so
+    that a call of an empty group refuses a bad one too.
+
+    Raises:
+        ValueError: ``timeout`` is negative or NaN.
+    """
+    if timeout is None:
+        return math.inf
+    if not timeout >= 0:
+        raise ValueError(f"call timeout must be >= 0 seconds or None, not {timeout!r}")
+    return timeout
+
+
 def current_node() -> Node:
     """The current node (set by ``async with Node(...)``, and inside processes).
 
@@ -646,12 +672,18 @@ def cast(dest: Pid | Any, message: Any) -> None:
     current_node().cast(dest, message)
 
 
-async def call(dest: Pid | Any, message: Any, timeout: float = 5.0) -> Any:
+async def call(dest: Pid | Any, message: Any, timeout: float | None = 5.0) -> Any:
     """Call ``dest`` from the current node and return its reply.
+
+    ``timeout`` is in seconds; None waits without limit.
 
     Raises:
         CallTimeout: no reply within ``timeout`` seconds.
         ProcessExited: the callee did not exist, exited, or its node was lost.
+        UndecodableMessage: the callee's node could not decode the message, or this node
+            could not decode the reply (a type registered with ``register_type`` on one
+            side only).
+        ValueError: ``timeout`` is negative or NaN.
     """
     runtime = _current_runtime.get()
     if runtime is not None and type(dest) is Pid:
@@ -765,6 +797,6 @@ def publish(group: Any, message: Any) -> int:
     return current_node().publish(group, message)
 
 
-async def multi_call(group: Any, message: Any, timeout: float = 5.0) -> list[Reply]:
+async def multi_call(group: Any, message: Any, timeout: float | None = 5.0) -> list[Reply]:
     """Call every member of ``group``: one ``Reply`` (value or error) per member."""
     return await current_node().multi_call(group, message, timeout)

@@ -30,6 +30,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Final
 
+from .._errors import ProcessExited, UndecodableMessage
 from ..wire import SHUTDOWN, Crash, Pid, Ref
 
 if TYPE_CHECKING:
@@ -150,15 +151,19 @@ class Caller:
 
     def fail(self, reason: Any) -> None:
         """Tell the caller that the callee exited with ``reason``."""
+        self._fail(ProcessExited(reason), reason)
+
+    def _fail(self, error: Exception, reason: Any = None) -> None:
+        """End the call with ``error`` (``ProcessExited(reason)``, or an ``UndecodableMessage``)."""
         if self.replied:
             return
         self.replied = True
         fut = self._future
         if fut is not None:
             if not fut.done():
-                from .._errors import ProcessExited
-
-                fut.set_exception(ProcessExited(reason))
+                fut.set_exception(error)
+        elif isinstance(error, UndecodableMessage):
+            self._runtime._fail_remote_undecodable(self._node, self._ref, error)
         else:
             self._runtime._fail_remote(self._node, self._ref, reason)
 

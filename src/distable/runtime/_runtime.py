@@ -26,20 +26,23 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
-from .._errors import CallTimeout, ProcessExited, UnencodableValue
+from .._errors import CallTimeout, ProcessExited, UndecodableMessage, UnencodableValue
 from .._log import RateLimitedLog
 from ..wire import NOCONNECTION, NOPROC, SHUTDOWN, Pid, Ref, to_wire
 from ..wire._messages import (
     REPLY_EXIT,
     REPLY_OK,
+    REPLY_UNDECODABLE,
     CallReply,
     CallRequest,
     Cast,
     DemonitorRequest,
     DownNotice,
+    DropNotice,
     Forwarded,
     MonitorRequest,
     Send,
+    Undecoded,
 )
 from ._process import CALL, CAST, INFO, INIT, STOP, SYSTEM, Caller, Down, Process, _current_process
 
@@ -65,6 +68,10 @@ class RemoteRouter(Protocol):
         """
         ...
 
+    def peer_version(self, node: str) -> int:
+        """The protocol version agreed with ``node`` (0 when there is no link to it)."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class RuntimeStatistics:
@@ -78,6 +85,11 @@ class RuntimeStatistics:
     crashes: int
     max_loop_lag: float
     last_loop_lag: float
+    #: messages from other nodes this node could not decode (a user type it does not
+    #: know): calls answered with ``UndecodableMessage``, casts and sends dropped
+    undecodable_received: int = 0
+    #: messages of this node that another node reported it could not decode
+    undecodable_sent: int = 0
 
 
 #: Call deadlines are rounded up to the next 1/TIMEOUT_SLOTS s, with one loop timer per
@@ -105,8 +117,23 @@ def _relay(caller: Caller, fut: asyncio.Future[Any]) -> None:
     exc = fut.exception()
     if exc is None:
         caller.reply(fut.result())
+    elif isinstance(exc, UndecodableMessage):
+        caller._fail(exc)
     else:
         caller.fail(exc.reason if isinstance(exc, ProcessExited) else repr(exc))
+
+
+_TAGS: dict[type, int] = {cls: cls.__struct_config__.tag for cls in (Send, Cast, Forwarded)}  # type: ignore[misc]
+_KINDS = {_TAGS[Send]: "send", _TAGS[Cast]: "cast", _TAGS[Forwarded]: "forwarded message"}
+
+
+def _undecodable_error(node: str, payload: Any) -> UndecodableMessage:
+    """The ``UndecodableMessage`` a ``REPLY_UNDECODABLE`` payload describes."""
+    if isinstance(payload, list) and len(payload) == 3:
+        where, type_name, detail = payload
+        if isinstance(where, str) and isinstance(detail, str) and (type_name is None or isinstance(type_name, str)):
+            return UndecodableMessage(where, type_name, detail)
+    return UndecodableMessage(node, None, repr(payload))
 
 
 def _wire_reason(reason: Any) -> Any:
@@ -163,6 +190,8 @@ class Runtime:
         self._dropped = 0
         self._calls = 0
         self._crashes = 0
+        self._undecodable_received = 0
+        self._undecodable_sent = 0
         self.max_loop_lag = 0.0
         self.last_loop_lag = 0.0
 
@@ -326,15 +355,24 @@ class Runtime:
             if me is not None:
                 me._blocked = congested
 
-    async def call(self, dest: Pid, message: Any, timeout: float = 5.0) -> Any:
+    async def call(self, dest: Pid, message: Any, timeout: float | None = 5.0) -> Any:
         """Send ``message`` to ``dest``'s ``handle_call`` and wait for the reply.
+
+        ``timeout`` is in seconds; None (or infinity) waits without limit.
 
         Raises:
             CallTimeout: no reply within ``timeout`` seconds.
             ProcessExited: the callee did not exist, exited before replying, or its node
                 was lost (reason "noproc", its exit reason, or "noconnection").
+            UndecodableMessage: the callee's node could not decode the message, or this
+                node could not decode the reply (a type registered on one side only).
             RuntimeError: a process called itself (that would deadlock).
+            ValueError: ``timeout`` is negative or NaN.
         """
+        if timeout is not None and not 0 <= timeout < math.inf:
+            if timeout != math.inf:
+                raise ValueError(f"call timeout must be >= 0 seconds or None, not {timeout!r}")
+            timeout = None
         loop = self.loop
         me = _current_process.get()
         sender = me._pid if me is not None else None
@@ -344,6 +382,8 @@ class Runtime:
             if sender == dest:
                 raise RuntimeError(f"{dest!r} called itself; that would deadlock")
             self._deliver(self.node_name, dest, (CALL, message, Caller(self, sender, fut)))
+            if timeout is None:
+                return await fut
             waiting = self._arm_deadline(fut, dest, timeout)
             try:
                 return await fut
@@ -361,11 +401,12 @@ class Runtime:
         except BaseException:
             calls.pop(ref, None)
             raise
-        waiting = self._arm_deadline(fut, dest, timeout)
+        slot = self._arm_deadline(fut, dest, timeout) if timeout is not None else None
         try:
             return await fut
         finally:
-            del waiting[fut]
+            if slot is not None:
+                del slot[fut]
             calls.pop(ref, None)
 
     def _arm_deadline(
@@ -394,6 +435,14 @@ class Runtime:
     def _fail_remote(self, node: str | None, ref: int, reason: Any) -> None:
         assert node is not None
         self.remote.post(node, CallReply(ref, REPLY_EXIT, _wire_reason(reason)))
+
+    def _fail_remote_undecodable(self, node: str | None, ref: int, error: UndecodableMessage) -> None:
+        """Answer a remote caller with ``error`` (as an exit reason to a version-1 peer)."""
+        assert node is not None
+        if self.remote.peer_version(node) >= 2:
+            self.remote.post(node, CallReply(ref, REPLY_UNDECODABLE, [error.node, error.type_name, error.detail]))
+        else:
+            self.remote.post(node, CallReply(ref, REPLY_EXIT, str(error)))
 
     # --- monitors ---------------------------------------------------------------
 
@@ -574,8 +623,12 @@ class Runtime:
         fut = calls.pop(msg.ref, None) if calls is not None else None
         if fut is None or fut.done():
             return  # the call timed out already
-        if msg.status == REPLY_OK:
+        status = msg.status
+        if status == REPLY_OK:
             fut.set_result(msg.payload)
+        elif status == REPLY_UNDECODABLE:
+            self._undecodable_sent += 1
+            fut.set_exception(_undecodable_error(node, msg.payload))
         else:
             fut.set_exception(ProcessExited(msg.payload))
 
@@ -600,6 +653,62 @@ class Runtime:
         if outgoing is None or outgoing.pop(msg.ref, None) is None:
             return  # demonitored meanwhile
         self._notify_down(msg.ref, msg.watcher, msg.target, msg.reason)
+
+    # --- messages from other nodes this node could not decode ----------------------------
+
+    def on_undecoded(self, node: str, undecoded: Undecoded) -> None:
+        """``node`` sent a message whose user payload this node cannot decode (a user
+        type it does not know): answer a call with ``UndecodableMessage`` at once, fail a
+        call waiting for this reply, drop anything else; count it, log it (rate-limited)
+        and tell the sender of a dropped send or cast (``DropNotice``)."""
+        self._undecodable_received += 1
+        msg = undecoded.message
+        type_name, detail = undecoded.type_name, undecoded.detail
+        kind = type(msg).__name__
+        to: Pid | None = getattr(msg, "to", None)
+        outcome = "dropped"
+        if isinstance(msg, CallRequest) or (isinstance(msg, Forwarded) and msg.kind == CALL):
+            self._fail_remote_undecodable(node, msg.ref, UndecodableMessage(self.node_name, type_name, detail))
+            outcome = "the caller gets UndecodableMessage"
+        elif isinstance(msg, CallReply):
+            calls = self._calls_by_node.get(node)
+            fut = calls.pop(msg.ref, None) if calls is not None else None
+            if fut is not None and not fut.done():
+                fut.set_exception(UndecodableMessage(self.node_name, type_name, detail, "reply"))
+            outcome = "the caller here gets UndecodableMessage"
+        elif isinstance(msg, DownNotice):
+            # The monitor must still fire: with the reason as text.
+            self.on_down_notice(
+                node, DownNotice(msg.ref, msg.watcher, msg.target, f"undecodable exit reason: {detail}")
+            )
+            outcome = "the monitor fires with the reason as text"
+        elif isinstance(msg, Send | Cast | Forwarded):
+            if self.remote.peer_version(node) >= 2:
+                self.remote.post(node, DropNotice(_TAGS[type(msg)], to, type_name, detail))
+            outcome = "dropped; the sender is told"
+        self._ratelog.warning(
+            ("undecodable", node, type_name),
+            "could not decode a %s from %s%s: %s; %s (every node must register the type with "
+            "distable.register_type, with the same fields)",
+            kind,
+            node,
+            f" to {to!r}" if to is not None else "",
+            detail,
+            outcome,
+        )
+
+    def on_drop_notice(self, node: str, msg: DropNotice) -> None:
+        """``node`` could not decode a message this node sent it, and dropped it."""
+        self._undecodable_sent += 1
+        self._ratelog.warning(
+            ("dropped by peer", node, msg.type_name),
+            "%s could not decode a %s this node sent%s and dropped it: %s (every node must register "
+            "the type with distable.register_type, with the same fields)",
+            node,
+            _KINDS.get(msg.tag, f"message (tag {msg.tag})"),
+            f" to {msg.to!r}" if msg.to is not None else "",
+            msg.detail,
+        )
 
     def node_lost(self, node: str) -> None:
         """The link to ``node`` is gone: fail its calls, fire its monitors, forget its watchers."""
@@ -656,6 +765,8 @@ class Runtime:
             crashes=self._crashes,
             max_loop_lag=self.max_loop_lag,
             last_loop_lag=self.last_loop_lag,
+            undecodable_received=self._undecodable_received,
+            undecodable_sent=self._undecodable_sent,
         )
 
 

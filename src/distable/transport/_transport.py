@@ -36,13 +36,15 @@ from typing import Any, cast
 
 import msgspec
 
-from .._errors import FrameTooLarge, HandshakeError, ProtocolError
+from .._errors import DecodeError, FrameTooLarge, HandshakeError, ProtocolError
 from .._log import RateLimitedLog
 from ..wire import DEFAULT_MAX_FRAME_SIZE, BatchWriter, FrameDecoder, encode_frame
 from ..wire._messages import (
     HANDSHAKE_MAX_FRAME,
     Tick,
+    Undecoded,
     batch_decoder,
+    envelope_decoder,
     handshake_decoder,
     handshake_encoder,
     raw_batch_decoder,
@@ -380,24 +382,39 @@ class PeerConnection(asyncio.Protocol):
                 return
 
     def _decode_slowly(self, frame: memoryview | bytes) -> list[Any] | None:
-        """A batch failed to decode: find and drop the bad messages, or close on garbage."""
+        """A batch failed to decode: decode it message by message, or close on garbage.
+
+        A message whose envelope is sound but whose user payload is not (a user type
+        this node does not know) goes on as ``Undecoded``, so that the node can answer
+        it (a call fails at once on its caller) and count it; a message that is not
+        even a sound envelope (an unknown tag) is dropped with a log line.
+        """
         try:
             raws = raw_batch_decoder.decode(frame)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             self._protocol_error(f"undecodable frame: {exc}")
             return None
-        messages = []
+        messages: list[Any] = []
         for raw in raws:
             try:
                 messages.append(single_decoder.decode(raw))
+                continue
+            except DecodeError as exc:  # raised by the value codec: the envelope may be sound
+                error: Exception = exc
+                try:
+                    messages.append(Undecoded(envelope_decoder.decode(raw), exc.type_name, str(exc)))
+                    continue
+                except Exception:
+                    pass
             except Exception as exc:
-                self.owner._protocol_errors += 1
-                self.owner._ratelog.warning(
-                    ("bad message", self.label),
-                    "dropped a message from %s: %s",
-                    self.label,
-                    exc,
-                )
+                error = exc
+            self.owner._protocol_errors += 1
+            self.owner._ratelog.warning(
+                ("bad message", self.label),
+                "dropped a message from %s: %s",
+                self.label,
+                error,
+            )
         return messages
 
     def _protocol_error(self, problem: str) -> None:
@@ -633,6 +650,12 @@ class Transport:
         for conn in (peer.conn, peer.dialing):
             if conn is not None:
                 conn.close("disconnect requested")
+
+    def peer_version(self, node: str) -> int:
+        """The protocol version agreed with ``node``'s link, or 0 when no link is up."""
+        peer = self.peers.get(node)
+        conn = peer.conn if peer is not None else None
+        return conn.core.version if conn is not None else 0
 
     def is_connected(self, node: str) -> bool:
         peer = self.peers.get(node)

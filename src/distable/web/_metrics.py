@@ -106,6 +106,16 @@ _COUNTERS: tuple[tuple[str, str, Any], ...] = (
         "Messages the runtime dropped (dead or unknown pid).",
         lambda s: s.runtime.dropped_messages,
     ),
+    (
+        "distable_undecodable_received",
+        "Messages from other nodes the node could not decode (a user type it does not know).",
+        lambda s: s.runtime.undecodable_received,
+    ),
+    (
+        "distable_undecodable_sent",
+        "Messages of the node that another node could not decode.",
+        lambda s: s.runtime.undecodable_sent,
+    ),
     ("distable_calls", "Calls made by the node's processes.", lambda s: s.runtime.calls),
     ("distable_process_crashes", "Processes that exited by raising.", lambda s: s.runtime.crashes),
     ("distable_handshake_failures", "Link handshakes that failed.", lambda s: s.transport.handshake_failures),

@@ -153,16 +153,18 @@ def ext_hook(code: int, data: memoryview) -> Any:
         return Crash(*_crash_decoder.decode(data))
     if code == EXT_USER:
         name, values = _any_decoder.decode(data)
-        cls = _user_by_name.get(name) if isinstance(name, str) else None
-        if cls is None or not isinstance(values, list):
-            raise DecodeError(f"unregistered user type {name!r}")
+        if not isinstance(name, str) or not isinstance(values, list):
+            raise DecodeError("malformed user type extension")
+        cls = _user_by_name.get(name)
+        if cls is None:
+            raise DecodeError(f"unregistered user type {name!r}", name)
         fields = _user_by_type[cls][1]
         if len(values) != len(fields):
-            raise DecodeError(f"user type {name!r}: expected {len(fields)} fields")
+            raise DecodeError(f"user type {name!r}: expected {len(fields)} fields, got {len(values)}", name)
         try:
             return cls(**dict(zip(fields, values, strict=True)))
         except Exception as exc:  # the application's constructor refused the fields
-            raise DecodeError(f"user type {name!r} could not be rebuilt: {exc}") from exc
+            raise DecodeError(f"user type {name!r} could not be rebuilt: {exc}", name) from exc
     raise DecodeError(f"unknown extension type {code}")
 
 

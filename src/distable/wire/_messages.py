@@ -20,7 +20,9 @@ import msgspec
 from ._codec import ext_hook
 from ._types import Pid, Ref
 
-PROTOCOL_VERSION = 1
+#: 1: everything up to tag 42. 2: ``CallReply`` status ``REPLY_UNDECODABLE`` and
+#: ``DropNotice`` (tag 43); a node sends neither to a peer that agreed on 1.
+PROTOCOL_VERSION = 2
 MIN_PROTOCOL_VERSION = 1
 HANDSHAKE_MAX_FRAME = 4096
 
@@ -110,6 +112,7 @@ class CallReply(_Msg, tag=19):
 
 REPLY_OK = 0
 REPLY_EXIT = 1  # payload is the callee's exit reason (or "noproc")
+REPLY_UNDECODABLE = 2  # (version 2) payload is [node, type name or None, detail]: see DropNotice
 
 
 class MonitorRequest(_Msg, tag=20):
@@ -331,6 +334,20 @@ class HandoffCancel(_Msg, tag=42):
     hid: int
 
 
+class DropNotice(_Msg, tag=43):
+    """(Version 2) Receiver -> sender: I could not decode a message you sent and dropped
+    it. ``tag`` is the dropped message's tag (``Send``, ``Cast``, ``Forwarded``...), ``to``
+    its addressee, ``type_name`` the user type I do not know (or None), ``detail`` why.
+
+    A call is answered by ``CallReply(status=REPLY_UNDECODABLE)`` instead.
+    """
+
+    tag: int
+    to: Pid | None
+    type_name: str | None
+    detail: str
+
+
 PeerMessage = (
     Send
     | Cast
@@ -359,7 +376,30 @@ PeerMessage = (
     | RegistryLeaving
     | HandoffCommit
     | HandoffCancel
+    | DropNotice
 )
 batch_decoder = msgspec.msgpack.Decoder(list[PeerMessage], ext_hook=ext_hook)
 single_decoder = msgspec.msgpack.Decoder(PeerMessage, ext_hook=ext_hook)
 raw_batch_decoder = msgspec.msgpack.Decoder(list[msgspec.Raw])
+#: Decodes one message's envelope without rebuilding any extension value: the user
+#: payload keeps them as ``msgspec.msgpack.Ext``. For a message ``single_decoder`` refused.
+envelope_decoder = msgspec.msgpack.Decoder(PeerMessage)
+
+
+class Undecoded:
+    """Not a wire message: what the transport hands on in place of a message whose
+    envelope decoded but whose user payload did not (a type this node does not know).
+
+    ``message`` is the envelope, its payload holding raw ``msgspec.msgpack.Ext`` values
+    (never handed to user code); ``type_name`` and ``detail`` say what failed.
+    """
+
+    __slots__ = ("detail", "message", "type_name")
+
+    def __init__(self, message: Any, type_name: str | None, detail: str) -> None:
+        self.message = message
+        self.type_name = type_name
+        self.detail = detail
+
+    def __repr__(self) -> str:
+        return f"Undecoded({type(self.message).__name__}, {self.detail!r})"
