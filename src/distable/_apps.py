@@ -1,14 +1,17 @@
-"""Loading a user's application into a running node: ``--app module[:function]``.
+"""Loading a user's application into a node: ``--app module[:function]``.
 
 Shared by the ``distable node`` command and the child node processes of
 ``distable.testing`` (``NodeProcess(app=...)``), so both read an app reference the same
-way:
+way, in two steps:
 
-* ``"pkg.module"`` imports the module (importing it may start or register processes, or
-  merely define the factories other nodes ship here);
-* ``"pkg.module:function"`` imports it, then calls ``function(node)`` and awaits the
-  result if it is awaitable (an ``async def``), so the app can start its processes (a
-  supervisor, a few registered names) with the node current.
+* ``load_app`` imports the module, before the node joins the cluster: importing defines
+  what other nodes may send this one (``register_type`` types, factories, ``Process``
+  classes), so it must be done before any process can be handed here. For
+  ``"pkg.module:function"`` it also finds the function (a typo fails here, at once).
+  Importing must not need a running node: start things in the function.
+* ``start_app`` then calls ``function(node)``, once the node has joined and caught up,
+  and awaits the result if it is awaitable (an ``async def``), so the app can start its
+  processes (a supervisor, a few registered names) with the node current.
 
 A failure is reported as ``AppError``, whose message is one line naming the reference and
 the exception (``cannot import app module 'myapp': ModuleNotFoundError: No module named
@@ -19,11 +22,23 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 
 class AppError(Exception):
     """An app reference that could not be imported, found or started; one-line message."""
+
+
+@dataclass(frozen=True, slots=True)
+class App:
+    """An imported app: its reference and, for ``module:function``, the function."""
+
+    ref: str
+    function: Callable[..., Any] | None
 
 
 def one_line(exc: BaseException) -> str:
@@ -60,33 +75,61 @@ def check_ref(ref: str) -> str:
     return ref
 
 
-async def start_app(node: Any, ref: str) -> None:
-    """Import the app ``ref`` and, for ``module:function``, run ``function(node)``.
+def load_app(ref: str) -> App:
+    """Import the app ``ref``'s module and, for ``module:function``, find the function.
+
+    Raises:
+        AppError: the module failed to import (the user's exception is its cause), or
+            has no such function, or it is not callable.
+    """
+    module, _, function = check_ref(ref).partition(":")
+    try:
+        importlib.import_module(module)
+    except Exception as exc:
+        hint = ""
+        if isinstance(exc, ModuleNotFoundError) and exc.name == module.split(".")[0]:
+            hint = f" (looked in --app-dir and the module path: {_path_hint()})"
+        raise AppError(f"cannot import app module {module!r}: {one_line(exc)}{hint}") from exc
+    if not function:
+        return App(ref, None)
+    try:
+        target = resolve(ref)
+    except AttributeError as exc:
+        raise AppError(f"app module {module!r} has no {function!r}") from exc
+    if not callable(target):
+        raise AppError(f"app {ref!r} is not callable")
+    return App(ref, target)
+
+
+def _path_hint() -> str:
+    folders = [p for p in sys.path[:3] if p and Path(p).is_dir()]
+    return ", ".join(folders) + (", ..." if len(sys.path) > 3 else "")
+
+
+async def run_app(node: Any, app: App) -> None:
+    """Call ``app``'s function with ``node`` (and await it); nothing for a bare module.
 
     Runs on the node's event loop with the node current (inside ``async with node``);
     the function may await anything (register names, start a supervisor), and the node
     is reported up only once it returns.
 
     Raises:
-        AppError: the module failed to import (the user's exception is its cause), has
-            no such function, or the function raised.
+        AppError: the function raised.
     """
-    module, _, function = check_ref(ref).partition(":")
-    try:
-        importlib.import_module(module)
-    except Exception as exc:
-        raise AppError(f"cannot import app module {module!r}: {one_line(exc)}") from exc
-    if not function:
+    if app.function is None:
         return
     try:
-        target = resolve(ref)
-    except AttributeError as exc:
-        raise AppError(f"app module {module!r} has no {function!r}: {one_line(exc)}") from exc
-    if not callable(target):
-        raise AppError(f"app {ref!r} is not callable")
-    try:
-        started = target(node)
+        started = app.function(node)
         if inspect.isawaitable(started):
             await started
     except Exception as exc:
-        raise AppError(f"app {ref!r} failed: {one_line(exc)}") from exc
+        raise AppError(f"app {app.ref!r} failed: {one_line(exc)}") from exc
+
+
+async def start_app(node: Any, ref: str) -> None:
+    """``load_app(ref)`` then ``run_app``: for a node that has already joined.
+
+    Raises:
+        AppError: as ``load_app`` and ``run_app``.
+    """
+    await run_app(node, load_app(ref))

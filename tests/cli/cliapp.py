@@ -66,3 +66,13 @@ async def start_shared(node: Node) -> None:
     (``whereis_or_register``), as an app meant for rolling restarts would do."""
     for name in SHARED:
         await node.whereis_or_register(name, Counter, name)
+
+
+MANY = [f"many-{i}" for i in range(32)]
+
+
+async def start_many(node: Node) -> None:
+    """As ``start_shared`` with more names: a node that registered on a partial ring would
+    place some of them elsewhere than the others do."""
+    for name in MANY:
+        await node.whereis_or_register(name, Counter, name)

@@ -12,12 +12,8 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import signal
-import socket
-import sys
 import urllib.request
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,87 +23,9 @@ import trustme
 from distable import Node, Static
 from distable.testing import eventually
 from tests.cli import cliapp
+from tests.cli.conftest import COOKIE, TIMEOUT, NodeProc, Processes, distable, free_ports
 
 pytestmark = pytest.mark.cluster
-
-ROOT = Path(__file__).resolve().parents[2]
-COOKIE = "cli-test-cookie"
-UP = re.compile(r"^distable: node (\S+) up \((.*)\)$")
-TIMEOUT = 30.0  # bound on each process's start and each query (generous: the machine is shared)
-
-
-def free_ports(count: int) -> list[int]:
-    """``count`` TCP ports on 127.0.0.1 that nothing listens on right now."""
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
-
-
-@dataclass
-class NodeProc:
-    """One ``distable node`` process; ``up`` is its "up" line's details."""
-
-    proc: asyncio.subprocess.Process
-    name: str
-    details: str
-    stderr: Path
-
-    def terminate(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)
-
-    async def wait(self) -> int:
-        return await asyncio.wait_for(self.proc.wait(), TIMEOUT)
-
-
-@dataclass
-class Processes:
-    """Every node process a test starts; ``close()`` kills whatever is left."""
-
-    tmp: Path
-    nodes: list[NodeProc] = field(default_factory=list)
-
-    async def start(self, short: str, *args: str) -> NodeProc:
-        stderr = self.tmp / f"{short}.stderr"
-        cmd = [sys.executable, "-m", "distable.cli", "node", "--name", short, "--app-dir", str(ROOT), *args]
-        with stderr.open("wb") as err:
-            proc = await asyncio.create_subprocess_exec(
-                *cmd, stdout=asyncio.subprocess.PIPE, stderr=err, stdin=asyncio.subprocess.DEVNULL, cwd=ROOT
-            )
-        assert proc.stdout is not None
-        try:
-            line = (await asyncio.wait_for(proc.stdout.readline(), TIMEOUT)).decode().strip()
-        except BaseException:
-            proc.kill()
-            await proc.wait()
-            raise
-        match = UP.match(line)
-        if match is None:
-            proc.kill()
-            await proc.wait()
-            raise AssertionError(f"node {short} did not come up: {line!r}; stderr: {stderr.read_text()}")
-        node = NodeProc(proc, match.group(1), match.group(2), stderr)
-        self.nodes.append(node)
-        return node
-
-    async def close(self) -> None:
-        for node in self.nodes:
-            if node.proc.returncode is None:
-                node.proc.kill()
-            await node.proc.wait()
-
-
-@pytest.fixture
-async def processes(tmp_path: Path) -> AsyncIterator[Processes]:
-    procs = Processes(tmp_path)
-    try:
-        yield procs
-    finally:
-        await procs.close()
 
 
 @dataclass
@@ -129,39 +47,6 @@ async def cluster(processes: Processes) -> Cluster:
     assert (a.name, b.name) == (f"a@127.0.0.1:{port_a}", f"b@127.0.0.1:{port_b}")
     assert a.details == "role server, cluster static"
     return Cluster(a, b, ["--cookie", COOKIE, *static])
-
-
-@dataclass(frozen=True)
-class Answer:
-    code: int
-    stdout: str
-    stderr: str
-
-    def json(self) -> Any:
-        assert self.code == 0, self
-        return json.loads(self.stdout)
-
-
-async def distable(*args: str) -> Answer:
-    """Run ``distable ARGS`` (``python -m distable.cli``) to the end."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "distable.cli",
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        stdin=asyncio.subprocess.DEVNULL,
-        cwd=ROOT,
-    )
-    try:
-        out, err = await asyncio.wait_for(proc.communicate(), TIMEOUT)
-    except BaseException:
-        proc.kill()
-        await proc.wait()
-        raise
-    assert proc.returncode is not None
-    return Answer(proc.returncode, out.decode(), err.decode())
 
 
 def expected_names() -> set[Any]:
@@ -304,5 +189,5 @@ async def test_a_restarted_node_joins_before_its_app_registers_so_no_state_is_lo
             pid = client.whereis(name)
             assert pid is not None
             assert (await client.call(pid, "get"))[2] == pid.node
-    conflicts = [line for line in (a.stderr.read_text() + b.stderr.read_text()).splitlines() if "netsplit" in line]
+    conflicts = [line for line in (a.log() + b.log()).splitlines() if "netsplit" in line]
     assert conflicts == []

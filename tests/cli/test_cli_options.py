@@ -52,6 +52,7 @@ class Captured:
         self.apps: list[str] = []
         self.web: list[Any] = []
         self.join_timeout: float | None = None
+        self.expect: int | None = None
         self.logging: tuple[str, str] | None = None
 
 
@@ -64,10 +65,13 @@ def captured(monkeypatch: pytest.MonkeyPatch) -> Captured:
         seen.node = kwargs
         return kwargs
 
-    async def fake_run(node: Any, apps: list[str], web: list[Any], cluster: str, join_timeout: float) -> None:
+    async def fake_run(
+        node: Any, apps: list[str], web: list[Any], cluster: str, join_timeout: float, expect: int | None
+    ) -> None:
         seen.apps = list(apps)
         seen.web = list(web)
         seen.join_timeout = join_timeout
+        seen.expect = expect
 
     def fake_logging(level: str, fmt: str) -> None:
         seen.logging = (level, fmt)
@@ -117,6 +121,7 @@ def test_node_defaults(captured: Captured) -> None:
     assert captured.apps == []
     assert captured.web == []
     assert captured.join_timeout == 3.0
+    assert captured.expect is None  # settled by a quiet moment, or the whole --static list
     assert node["registry"].factories is None  # any importable factory: the cookie is the gate
 
 
@@ -127,7 +132,7 @@ def test_node_options(captured: Captured, tmp_path: Path) -> None:
     args += ["--static", "10.0.0.6:4370", "--static", "b@[fd00::1]:4371", "--strategy", "quorum", "--quorum", "2"]
     args += ["--role", "client", "--app", "pkg.mod", "--app", "pkg.mod:start", "--app-dir", str(tmp_path)]
     args += ["--dashboard", "0.0.0.0:8080", "--metrics", "9100", "--log-level", "DEBUG", "--log-format", "json"]
-    args += ["--join-timeout", "0.5", "--allow-factory", "pkg.*", "--allow-factory", "other:Worker"]
+    args += ["--join-timeout", "0.5", "--expect", "3", "--allow-factory", "pkg.*", "--allow-factory", "other:Worker"]
     result = invoke(args)
     assert result.exit_code == 0, result.output
     node = captured.node
@@ -137,6 +142,7 @@ def test_node_options(captured: Captured, tmp_path: Path) -> None:
     assert node["strategy"] == StaticQuorumRing(2)
     assert captured.apps == ["pkg.mod", "pkg.mod:start"]
     assert captured.join_timeout == 0.5
+    assert captured.expect == 3
     assert node["registry"].factories == ("pkg.*", "other:Worker")
     web = [(w.host, w.port, w.dashboard) for w in captured.web]
     assert web == [("0.0.0.0", 8080, True), ("127.0.0.1", 9100, False)]
@@ -246,6 +252,7 @@ def test_dns_discovery(captured: Captured) -> None:
         (["node", "--cookie", "c", "--name", "a@b"], "node name 'a@b'", 2),
         (["node", "--cookie", "c", "--app", "not a module"], "is not of the form", 2),
         (["node", "--cookie", "c", "--dashboard", "here"], "--dashboard 'here' is not HOST:PORT", 2),
+        (["node", "--cookie", "c", "--expect", "0"], "Invalid value for '--expect'", 2),
         (["node", "--cookie", "c", "--tls-cert", "x.pem"], "TLS needs both --tls-cert and --tls-key", 2),
         (["node", "--cookie", "c", "--no-such-option"], "No such option", 2),
         (["node"], "no cookie", 2),

@@ -199,8 +199,15 @@ def cli() -> None:
     type=click.FloatRange(min=0),
     default=3.0,
     show_default=True,
-    help="With --app: seconds to wait for the cluster (other nodes up, replica synced) before the apps run; "
-    "registering earlier makes duplicates of names that already run. 0: do not wait.",
+    help="With --app: seconds to wait, at most, for the cluster to settle (see --expect) before the apps' "
+    "functions run; registering earlier makes duplicates of names that already run. 0: do not wait.",
+)
+@option(
+    "--expect",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="With --app: the apps' functions run once N server nodes (this one included) are up and synced. "
+    "Default: once every --static node is, or no new node has appeared for a second.",
 )
 @option(
     "--app-dir",
@@ -216,8 +223,10 @@ def cli() -> None:
 def node(ctx: click.Context, /, **opts: Any) -> None:
     """Run a node until SIGTERM or SIGINT, then leave gracefully (exit 0).
 
-    The node joins the cluster, imports the --app modules, prints one line when it is up
-    and serves until a signal. Leaving hands every registered process off to its new
+    The node imports the --app modules and binds its ports (a failure exits 1 before
+    any other node sees it), joins the cluster, waits until the cluster it sees has
+    settled (--expect, --join-timeout), runs the apps' functions, prints one line when
+    it is up and serves until a signal. Leaving hands every registered process off to its new
     owner, with its state, before the node exits; later signals are ignored (SIGKILL
     quits at once, and the other nodes then restart its names).
 
@@ -237,7 +246,7 @@ def node(ctx: click.Context, /, **opts: Any) -> None:
     ]
     kind = settings.pop("kind")
     endpoints = [w for w in web if w is not None]
-    _run(run_node(Node(**settings), opts["app"], endpoints, kind, opts["join_timeout"]))
+    _run(run_node(Node(**settings), opts["app"], endpoints, kind, opts["join_timeout"], opts["expect"]))
 
 
 def _node_settings(ctx: click.Context, opts: dict[str, Any]) -> dict[str, Any]:

@@ -30,6 +30,7 @@ from ..membership import (
     MembershipStatistics,
     NodeDown,
     NodeUp,
+    Static,
     Strategy,
     as_strategies,
 )
@@ -73,6 +74,25 @@ class NodeStatistics:
     transport: TransportStatistics
     membership: MembershipStatistics
     registry: RegistryStatistics
+
+
+@dataclass(frozen=True, slots=True)
+class JoinState:
+    """A node's view of the cluster while it joins (``Node.join_state``).
+
+    Attributes:
+        up: the other nodes that are up.
+        pending: members other nodes report alive that are not up here yet.
+        unsynced: nodes up whose claims this node has not caught up with yet.
+        servers: server nodes up, greeted and synced, this one included if a server.
+        static_complete: every node of the ``Static`` lists is up.
+    """
+
+    up: frozenset[str]
+    pending: frozenset[str]
+    unsynced: frozenset[str]
+    servers: int
+    static_complete: bool
 
 
 def _cookie_bytes(cookie: str | bytes | None) -> bytes:
@@ -184,6 +204,8 @@ class Node:
         self._up_waiters: dict[str, list[asyncio.Future[None]]] = {}
         self._token: Any = None
         self._started = 0.0
+        self._joined = False
+        self._view_changed_at = 0.0  # loop time of the last NodeUp or NodeDown (wait_joined)
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -201,7 +223,32 @@ class Node:
                 self._token = None
 
     async def start(self) -> None:
-        """Listen and start the runtime (``async with`` calls this for you)."""
+        """Bind (if ``bind`` has not), then join the cluster: accept links, start discovery
+        and dial ``connect``'s nodes (``async with`` calls this for you)."""
+        await self.bind()
+        if self._joined:
+            return
+        self._joined = True
+        transport, ms = self.transport, self.membership
+        await transport.serve()
+        self._view_changed_at = asyncio.get_running_loop().time()
+        ms.start()
+        for seed in self._seeds:
+            transport.connect(seed)
+        log.info("%s: node started (incarnation %d)", self.name, self.incarnation)
+
+    async def bind(self) -> None:
+        """Bind the node's port and start its runtime and registry, without joining the
+        cluster: until ``start`` (or ``async with``), dialers are refused and this node dials
+        nobody (unless told to with ``connect``), so no other node sees it or hands it a
+        process. A program that must check things first (its other ports, its code) binds,
+        checks, then starts. Does nothing if already bound.
+
+        Raises:
+            OSError: the port cannot be bound (in use, not a local address...).
+        """
+        if self._runtime is not None:
+            return
         loop = asyncio.get_running_loop()
         self.incarnation = time.time_ns() // 1000
         self._started = time.monotonic()
@@ -218,7 +265,7 @@ class Node:
             tls=self._tls,
         )
         try:
-            port = await transport.listen(self.host, self.port)
+            port = await transport.listen(self.host, self.port, serve=False)
         except OSError as exc:
             raise OSError(exc.errno, f"cannot listen on {self.host}:{self.port}: {exc.strerror}") from exc
         self.port = port
@@ -284,10 +331,6 @@ class Node:
         info = await rt.spawn(InfoServer, (self,), {})
         assert info.id == INFO_SERVER_ID, info
         self._spawn(rt.watch_loop_lag())
-        ms.start()
-        for seed in self._seeds:
-            transport.connect(seed)
-        log.info("%s: node started (incarnation %d)", self.name, self.incarnation)
 
     async def stop(self) -> None:
         """Leave the cluster gracefully: tell every member, stop every process (reason
@@ -370,27 +413,74 @@ class Node:
         """Names of the nodes that are up in this node's view (itself excluded)."""
         return self.membership.nodes()
 
-    async def wait_joined(self, timeout: float = 3.0, poll: float = 0.01) -> bool:
-        """Wait until this node has found its cluster and caught up with it: at least one
-        other node is up, and this node's replica holds the claims of every node that is
-        up (the first anti-entropy sync with each is done). Returns False if that did not
-        happen within ``timeout`` seconds (e.g. the first node of a new cluster).
+    async def wait_joined(
+        self, timeout: float = 3.0, poll: float = 0.01, *, expect: int | None = None, quiet: float = 1.0
+    ) -> bool:
+        """Wait until this node has found its cluster, the cluster it can see has settled,
+        and it has caught up with it. Returns False if that did not happen within
+        ``timeout`` seconds (e.g. the first node of a new cluster; see ``join_state``).
+
+        Settled means all of:
+
+        * caught up: every node that is up here has greeted this one and synced with it
+          (this node's replica holds its claims), and every member another node reports
+          alive is up here too (no link still to come);
+        * found: ``expect`` server nodes (this one included, if it is a server) are up
+          and synced; without ``expect``, at least one other server node is;
+        * complete: with ``expect``, nothing more. Else either every node of a ``Static``
+          list is up, or the nodes up here have not changed for ``quiet`` seconds: nodes
+          started together meet within a moment of each other, and a node that stopped
+          waiting at the first one it met would register names on a partial ring, making
+          copies that later meet as conflicts.
 
         Call it before registering names at start-up (``distable node`` does, before the
-        ``--app`` modules run): a node that registers before it has seen the cluster makes
-        duplicates, and if it is the ring owner its fresh copies win over the running
-        ones, whose state then only reaches ``resolve_conflict``.
+        ``--app`` start hooks run): a node that registers before it has seen the cluster
+        makes duplicates, and if it is the ring owner its fresh copies win over the
+        running ones, whose state then only reaches ``resolve_conflict``.
+
+        Raises:
+            ValueError: ``expect`` is below 1.
         """
+        if expect is not None and expect < 1:
+            raise ValueError(f"expect must be at least 1, not {expect!r}")
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        synced_with = self.registry.core.synced_with
         while True:
-            peers = self.nodes()
-            if peers and all(synced_with(peer) for peer in peers):
+            now = loop.time()
+            if self._settled(self.join_state(), now, expect, quiet):
                 return True
-            if loop.time() >= deadline:
+            if now >= deadline:
                 return False
             await asyncio.sleep(poll)  # bounded by the timeout; joining is not a hot path
+
+    def _settled(self, state: JoinState, now: float, expect: int | None, quiet: float) -> bool:
+        if state.unsynced or state.pending:
+            return False
+        if expect is not None:
+            return state.servers >= expect
+        if state.servers <= (1 if self.role == "server" else 0):
+            return False  # no other server yet
+        # A member that appears (a rumor) is pending until it is up, and its NodeUp
+        # restarts the quiet period: the last NodeUp or NodeDown is the last change.
+        return state.static_complete or now - self._view_changed_at >= quiet
+
+    def join_state(self) -> JoinState:
+        """What ``wait_joined`` looks at, now: for its checks and for saying why it timed out."""
+        core = self.registry.core
+        synced_with = core.synced_with
+        up = frozenset(self.nodes())
+        pending = frozenset(
+            m.name for m in self.membership.statistics().members if m.status in ("alive", "suspect") and not m.up
+        )
+        static = {name for s in self._strategies if isinstance(s, Static) for name in s.nodes} - {self.name}
+        return JoinState(
+            up=up,
+            pending=pending - up,
+            unsynced=frozenset(peer for peer in up if not synced_with(peer)),
+            servers=(self.role == "server")
+            + sum(1 for peer in up if synced_with(peer) and core.peers[peer].role == "server"),
+            static_complete=bool(static) and static <= up,
+        )
 
     def events(self, maxsize: int = 10_000) -> EventStream:
         """Subscribe to this node's events (``NodeUp``, ``NodeDown``, ...)."""
@@ -402,6 +492,8 @@ class Node:
             handlers[type(msg)](node, msg)
 
     def _on_member_event(self, event: NodeUp | NodeDown) -> None:
+        if self._runtime is not None:
+            self._view_changed_at = self._runtime.loop.time()
         registry = self._registry
         if registry is not None:
             if isinstance(event, NodeUp):

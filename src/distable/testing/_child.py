@@ -49,7 +49,7 @@ import sys
 import time
 from typing import Any
 
-from .._apps import resolve, start_app
+from .._apps import load_app, resolve, run_app
 from .._log import configure_logging
 from ..membership import Gossip, MembershipConfig, NodeDown, NodeUp, Static, Strategy
 from ..node import Node, run
@@ -141,6 +141,7 @@ async def _main(args: argparse.Namespace) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     preset = MembershipConfig.local() if args.preset == "local" else MembershipConfig.lan()
+    apps = [load_app(ref) for ref in args.app]  # before joining: their types and factories exist
     node = Node(
         args.name,
         host=args.host,
@@ -217,8 +218,8 @@ async def _main(args: argparse.Namespace) -> None:
                 raise TypeError(f"{ref} is not a Process subclass")
             pid = await node.spawn(cls)
             pids[label] = [pid.node, pid.incarnation, pid.id]
-        for ref in args.app:
-            await start_app(node, ref)
+        for app in apps:
+            await run_app(node, app)
         web = None
         if args.dashboard is not None:
             from ..web import start_web  # aiohttp is imported only when a dashboard is asked for

@@ -311,8 +311,11 @@ class MemoryTransport(Transport):
         self.port = 0
         self.crashed = False
 
-    async def listen(self, host: str, port: int) -> int:
-        """Join the network at ``host:port`` (port 0 picks a free one); return the port."""
+    async def listen(self, host: str, port: int, *, serve: bool = True) -> int:
+        """Join the network at ``host:port`` (port 0 picks a free one); return the port.
+
+        The memory network accepts links at once, ``serve`` or not (its nodes bind and
+        join in one step)."""
         self.host = host
         self.port = self.network._listen(self, host, port)
         self._schedule_tick()

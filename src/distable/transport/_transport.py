@@ -501,8 +501,12 @@ class Transport:
 
     # --- lifecycle ------------------------------------------------------------------
 
-    async def listen(self, host: str, port: int) -> int:
-        """Start accepting links; return the bound port (useful with port 0)."""
+    async def listen(self, host: str, port: int, *, serve: bool = True) -> int:
+        """Start accepting links; return the bound port (useful with port 0).
+
+        ``serve=False`` binds the port without accepting yet (dialers are refused, as if
+        nothing listened) until ``serve()``: a node reserves its port before it joins.
+        """
         self._server = await self.loop.create_server(
             lambda: PeerConnection(self, dialer=False),
             host,
@@ -513,10 +517,16 @@ class Transport:
             ssl_handshake_timeout=self.config.handshake_timeout if self._server_tls is not None else None,
             reuse_address=True,
             backlog=1024,
+            start_serving=serve,
         )
         sock = self._server.sockets[0]
         self._schedule_tick()
         return int(sock.getsockname()[1])
+
+    async def serve(self) -> None:
+        """Start accepting links on the port ``listen(serve=False)`` bound (no-op if already)."""
+        if self._server is not None and not self._server.is_serving():
+            await self._server.start_serving()
 
     def rename(self, name: str) -> None:
         """Set the full node name once the port is known (before any link exists)."""
