@@ -23,9 +23,11 @@ from distable import (
     NOREPLY,
     Caller,
     Down,
+    HandoffAborted,
     Node,
     Process,
     ProcessExited,
+    Resume,
     UndecodableMessage,
     call,
     multi_call,
@@ -87,6 +89,19 @@ class Answerer(Process):
 
 def _holding(answerer: Answerer) -> Callable[[], bool]:
     return lambda: bool(answerer.held)
+
+
+class Holder(Process):
+    """A registered process whose handoff state is a ``Room``."""
+
+    async def init(self, name: str) -> None:
+        self.name = name
+
+    async def begin_handoff(self) -> Resume:
+        return Resume(Room(self.name))
+
+    async def end_handoff(self, state: Any) -> None:
+        self.name = state.name
 
 
 class Exiter(Process):
@@ -223,3 +238,34 @@ async def test_a_negative_or_nan_timeout_is_refused_before_anything_is_sent(
     # Nothing reached a callee; a good call still works.
     assert await a.call(remote, ("echo", 2), timeout=CALL_TIMEOUT) == 2
     assert log == []
+
+
+@pytest.mark.usefixtures("unknown_on_receipt")
+async def test_a_handoff_whose_state_the_new_owner_cannot_decode_is_refused_at_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO)
+    names = [f"room-{i}" for i in range(8)]
+    async with Node("a", cookie=COOKIE) as a:
+        for name in names:
+            await a.register(name, Holder, name, handoff_timeout=60.0)
+        aborted: list[HandoffAborted] = []
+        events = a.events()
+
+        async def collect() -> None:
+            async for event in events:
+                if isinstance(event, HandoffAborted):
+                    aborted.append(event)
+
+        collector = asyncio.create_task(collect())
+        try:
+            async with Node("b", cookie=COOKIE) as b:
+                await b.connect(a.name, timeout=10.0)
+                # Far sooner than the handoff timeout: the refusal names the node and the type.
+                await eventually(lambda: aborted, timeout=20.0, message=lambda: describe_log(caplog))
+                assert b.name in aborted[0].reason
+                assert WIRE_NAME in aborted[0].reason
+                assert log_lines(caplog, WARNING, "could not decode a HandoffRequest from", a.name, WIRE_NAME)
+        finally:
+            collector.cancel()
+            events.close()

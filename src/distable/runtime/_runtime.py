@@ -40,6 +40,8 @@ from ..wire._messages import (
     DownNotice,
     DropNotice,
     Forwarded,
+    HandoffRefused,
+    HandoffRequest,
     MonitorRequest,
     Send,
     Undecoded,
@@ -660,7 +662,8 @@ class Runtime:
         """``node`` sent a message whose user payload this node cannot decode (a user
         type it does not know): answer a call with ``UndecodableMessage`` at once, fail a
         call waiting for this reply, drop anything else; count it, log it (rate-limited)
-        and tell the sender of a dropped send or cast (``DropNotice``)."""
+        and tell the sender of a dropped send or cast (``DropNotice``); refuse a handoff
+        whose name, arguments or state it cannot decode (``HandoffRefused``)."""
         self._undecodable_received += 1
         msg = undecoded.message
         type_name, detail = undecoded.type_name, undecoded.detail
@@ -682,6 +685,10 @@ class Runtime:
                 node, DownNotice(msg.ref, msg.watcher, msg.target, f"undecodable exit reason: {detail}")
             )
             outcome = "the monitor fires with the reason as text"
+        elif isinstance(msg, HandoffRequest):
+            # A handoff is a request too: refused at once, the old host keeps the process.
+            self.remote.post(node, HandoffRefused(msg.hid, f"{self.node_name} cannot decode the handoff: {detail}"))
+            outcome = "the handoff is refused"
         elif isinstance(msg, Send | Cast | Forwarded):
             if self.remote.peer_version(node) >= 2:
                 self.remote.post(node, DropNotice(_TAGS[type(msg)], to, type_name, detail))
