@@ -99,13 +99,46 @@ async def test_status_whereis_registered(cluster: Cluster) -> None:
     assert f"{len(expected_names())} name(s)" in table.stdout
 
 
-async def test_wrong_cookie_is_one_line(cluster: Cluster) -> None:
+async def test_wrong_cookie_is_one_line_that_says_so_without_waiting(cluster: Cluster) -> None:
+    # The nodes answer "not authorized" to a wrong proof of the cookie: the query fails on
+    # that answer (long before its timeout), naming each node and the cause.
     static = cluster.discovery[2:]
-    answer = await distable("status", "--cookie", "not-the-cookie", "--timeout", "1", *static)
+    answer = await distable("status", "--cookie", "not-the-cookie", "--timeout", str(TIMEOUT), *static)
     assert answer.code == 1
-    expected = "distable: error: no node of the cluster answered within 1 s (wrong cookie, node name or address?)"
-    assert answer.stderr.strip() == expected
+    lines = answer.stderr.strip().splitlines()
+    assert len(lines) == 1, answer
+    assert lines[0].startswith("distable: error: "), answer
+    for node in (cluster.a, cluster.b):
+        assert f"{node.name} refused this node: not authorized (its cookie differs" in lines[0], answer
     assert answer.stdout == ""
+
+
+async def test_a_wrong_node_name_or_a_closed_port_is_said_without_waiting(cluster: Cluster) -> None:
+    _, _, port_a = cluster.a.name.rpartition(":")
+    answer = await distable(
+        "whereis", "a-1", "--cookie", COOKIE, "--static", f"x@127.0.0.1:{port_a}", "--timeout", str(TIMEOUT)
+    )
+    assert answer.code == 1
+    expected = f"the node at 127.0.0.1:{port_a} is not x@127.0.0.1:{port_a} (this is {cluster.a.name})"
+    assert expected in answer.stderr, answer
+    [closed] = free_ports(1)
+    answer = await distable("whereis", "a-1", "--cookie", COOKIE, "--connect", f"z@127.0.0.1:{closed}")
+    assert answer.code == 1
+    assert f"connection refused at 127.0.0.1:{closed} (nothing listens there)" in answer.stderr, answer
+
+
+async def test_a_node_whose_cookie_every_node_refuses_says_it_runs_alone(
+    cluster: Cluster, processes: Processes
+) -> None:
+    static = cluster.discovery[2:]
+    stray = await processes.spawn("stray", "--cookie", "not-the-cookie", *static, "--membership", "local")
+
+    def said() -> bool:
+        log = stray.log()
+        return "ERROR" in log and "refused its cookie" in log and "runs on its own" in log
+
+    await eventually(said, timeout=TIMEOUT, message=lambda: f"no ERROR line; log: {stray.log()}")
+    assert f"{cluster.a.name} refused this node: not authorized" in stray.log()
 
 
 async def test_sigterm_hands_names_off_and_exits_0(cluster: Cluster) -> None:

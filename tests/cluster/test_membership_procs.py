@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import signal
 import socket
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -61,7 +62,7 @@ class Cluster:
         """Start a child per name, all at once; each is remembered (for cleanup) as soon as it is up."""
 
         async def one(name: str) -> NodeProcess:
-            child = await NodeProcess.start(name, self.cookie, preset="local", **options)
+            child = await NodeProcess.start(name, self.cookie, **{"preset": "local", **options})
             self.children.append(child)
             return child
 
@@ -145,6 +146,50 @@ async def test_survivors_report_a_sigkilled_node_down_with_reason_failed() -> No
             downs = [e["detail"] for e in events_about(child, victim.name, "NodeDown", since=killed_at)]
             assert downs == ["failed"], child.events
         await full_mesh(survivors)
+
+
+async def test_a_sigkilled_node_on_a_live_host_is_failed_by_refusal_with_the_lan_preset() -> None:
+    # The LAN preset's suspicion takes 4 s; a SIGKILLed process's address refuses the
+    # survivors' redials at once, and that fails it: no suspicion to wait for.
+    async with cluster() as c:
+        children = await c.start_gossip([f"k{i}" for i in range(3)], preset="lan")
+        await full_mesh(children)
+        victim, survivors = children[-1], children[:-1]
+        killed_at = time.time()
+
+        victim.kill()
+        await victim.wait()
+
+        await all_report(survivors, victim.name, "NodeDown", since=killed_at)
+        stats = await asyncio.gather(*(child.stats() for child in survivors))
+        for child, s in zip(survivors, stats, strict=True):
+            assert [e["detail"] for e in events_about(child, victim.name, "NodeDown", since=killed_at)] == ["failed"]
+            [member] = [m for m in s["membership"]["members"] if m["name"] == victim.name]
+            assert member["status"] == "dead", member
+        # At least one survivor saw the refusals itself; the others may have taken its verdict.
+        assert sum(s["membership"]["refused"] for s in stats) >= 1, stats
+
+
+async def test_a_sigstopped_node_is_not_failed_by_refusal_but_by_suspicion() -> None:
+    # A paused process's listening socket still completes connections (the kernel's
+    # backlog): nothing is refused, so the failure detector decides, as for a silent host.
+    async with cluster() as c:
+        children = await c.start_gossip([f"p{i}" for i in range(3)])
+        await full_mesh(children)
+        paused, survivors = children[-1], children[:-1]
+        stopped_at = time.time()
+        paused.proc.send_signal(signal.SIGSTOP)
+        try:
+            await all_report(survivors, paused.name, "NodeDown", since=stopped_at)
+            stats = await asyncio.gather(*(child.stats() for child in survivors))
+            for child, s in zip(survivors, stats, strict=True):
+                assert [e["detail"] for e in events_about(child, paused.name, "NodeDown", since=stopped_at)] == [
+                    "failed"
+                ]
+                assert s["membership"]["refused"] == 0, s["membership"]
+            assert sum(s["membership"]["suspicions"] for s in stats) >= 1
+        finally:
+            paused.proc.send_signal(signal.SIGCONT)
 
 
 async def test_a_node_restarted_after_sigkill_is_reported_up_with_a_newer_incarnation() -> None:

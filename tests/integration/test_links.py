@@ -278,7 +278,7 @@ async def test_connect_to_a_node_not_up_yet_links_by_itself_once_it_starts(
         connecting = asyncio.create_task(a.connect(name, timeout=30.0))
         try:
             # a has tried and failed at least once, and backs off before the next dial.
-            await eventually(lambda: log_lines(caplog, logging.INFO, "cannot reach", name, "retrying in"))
+            await eventually(lambda: log_lines(caplog, logging.WARNING, "cannot reach", name, "retrying in"))
             assert not connecting.done()
             async with Node("b", cookie=COOKIE, port=port) as b:
                 assert b.name == name

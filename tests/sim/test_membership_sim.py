@@ -206,6 +206,49 @@ def test_survivors_of_random_crashes_converge_and_each_crash_is_one_node_down(
     check_run(cluster)
 
 
+#: A killed node's address refuses at once: its survivors' redials (two, a latency each)
+#: and the verdict they send (one more) take a few latencies, far below any suspicion.
+KILL_BOUND = 1.0
+
+
+@settings_for(60)
+@given(
+    seed=seeds,
+    n=sizes(3, 20),
+    kills=st.integers(min_value=1, max_value=4),
+    loss=losses,
+    max_latency=max_latencies,
+    back_after=st.one_of(st.none(), st.floats(min_value=0.0, max_value=3.0)),
+)
+def test_a_killed_node_is_down_everywhere_at_once_without_suspicion_and_may_come_back(
+    seed: int, n: int, kills: int, loss: float, max_latency: float, back_after: float | None
+) -> None:
+    cluster, plan, _ = started(seed, n, loss, max_latency)
+    cluster.run_until(START_WINDOW)
+    converge(cluster, JOIN_BOUND, "before the kills")
+    victims = plan.sample(names(n), min(kills, n - 2))
+    killed_at = cluster.now
+    for victim in victims:
+        cluster.kill(victim)
+    survivors = set(names(n)) - set(victims)
+    assert CONFIG.suspicion_timeout(n) / 2 > KILL_BOUND
+    cluster.run_for(KILL_BOUND)
+    seen = history(cluster, since=killed_at)
+    for observer in survivors:
+        for victim in victims:
+            assert seen[observer, victim] == [NodeDown(victim, "failed")], (
+                f"seed {seed}: {observer} reported killed {victim} as {seen[observer, victim]} within {KILL_BOUND} s"
+            )
+    assert sum(cluster.nodes[s].core.statistics().refused for s in survivors) >= len(victims)
+    if back_after is not None:  # restarted on the same address: a new creation
+        cluster.run_for(back_after)
+        for victim in victims:
+            cluster.start(victim)
+    converge(cluster, CONFIG.suspicion_timeout(n) + 3 * CONFIG.protocol_period + JOIN_BOUND, "after the kills")
+    stays_quiet(cluster, STABLE_FOR)
+    check_run(cluster)
+
+
 @settings_for(80)
 @given(
     seed=seeds,
@@ -319,7 +362,8 @@ def test_a_graceful_leave_is_one_node_down_left_everywhere(seed: int, n: int, le
     n=sizes(3, 16),
     faults=st.lists(
         st.tuples(
-            st.floats(min_value=0.0, max_value=35.0), st.sampled_from(["crash", "restart", "leave", "cut", "heal"])
+            st.floats(min_value=0.0, max_value=35.0),
+            st.sampled_from(["crash", "kill", "restart", "leave", "cut", "heal"]),
         ),
         min_size=1,
         max_size=8,
@@ -336,8 +380,8 @@ def test_after_any_mix_of_faults_the_live_nodes_settle_on_their_current_creation
     for delay, fault in sorted(faults):
         cluster.run_until(START_WINDOW + delay)
         live = cluster.live()
-        if fault in ("crash", "leave") and len(live) > 2:
-            (cluster.crash if fault == "crash" else cluster.leave)(plan.choice(live))
+        if fault in ("crash", "kill", "leave") and len(live) > 2:
+            {"crash": cluster.crash, "kill": cluster.kill, "leave": cluster.leave}[fault](plan.choice(live))
         elif fault == "restart":
             name = plan.choice(everyone)
             (cluster.restart if name in cluster.nodes else cluster.start)(name)

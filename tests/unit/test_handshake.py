@@ -18,10 +18,21 @@ from hypothesis import strategies as st
 
 from distable._errors import HandshakeError
 from distable.transport import HandshakeCore, derive_key
-from distable.transport._handshake import NONCE_SIZE
+from distable.transport._handshake import (
+    DUPLICATE,
+    NONCE_SIZE,
+    NOT_AUTHORIZED,
+    VERSION,
+    WRONG_NODE,
+    HandshakeRefused,
+)
 from distable.wire import FrameDecoder, encode_frame
 from distable.wire._messages import (
     HANDSHAKE_MAX_FRAME,
+    REJECT_DUPLICATE,
+    REJECT_NOT_AUTHORIZED,
+    REJECT_VERSION,
+    REJECT_WRONG_NODE,
     Challenge,
     Hello,
     Proof,
@@ -202,7 +213,7 @@ def test_version_is_the_highest_both_speak_or_the_link_is_refused(
         assert link.dialer.version == link.acceptor.version == min(d_max, a_max)
     else:
         replies = link.to_acceptor(link.start())
-        assert replies == [Reject("incompatible protocol version")]
+        assert replies == [Reject(f"incompatible protocol version: this node speaks {a_min}-{a_max}", REJECT_VERSION)]
         assert link.acceptor.state == "FAILED"
         with pytest.raises(HandshakeError, match="incompatible protocol version"):
             link.to_dialer(replies)
@@ -226,6 +237,15 @@ def test_wrong_cookie_fails_at_the_acceptor_before_it_proves_anything(
         link.to_acceptor(proof)
     assert link.acceptor.state == "FAILED"
     assert_no_mac_sent(link.sent_by_acceptor)
+    # The acceptor says "not authorized" (and nothing more) before it hangs up, and the
+    # dialer knows at once that its cookie was refused, not that the node is unreachable.
+    refusal = link.acceptor.refusal
+    assert refusal == Reject("not authorized", REJECT_NOT_AUTHORIZED)
+    assert_no_mac_sent([refusal])
+    with pytest.raises(HandshakeRefused, match="not authorized") as refused:
+        link.to_dialer([refusal])
+    assert refused.value.kind == NOT_AUTHORIZED
+    assert link.dialer.state == "FAILED"
 
 
 def test_acceptor_sends_no_mac_before_the_dialer_proves_itself() -> None:
@@ -277,11 +297,24 @@ def test_dialers_proof_is_not_a_valid_welcome() -> None:
 def test_dialer_expecting_another_node_is_refused_by_the_acceptor() -> None:
     link = Link(make_dialer(expected="b@127.0.0.1:4002"), make_acceptor())
     replies = link.to_acceptor(link.start())
-    assert replies == [Reject("wrong node")]
+    assert replies == [Reject(f"wrong node: this is {ACCEPTOR}", REJECT_WRONG_NODE)]
     assert link.acceptor.state == "FAILED"
-    with pytest.raises(HandshakeError, match="wrong node"):
+    with pytest.raises(HandshakeRefused, match="wrong node") as refused:
         link.to_dialer(replies)
+    assert refused.value.kind == WRONG_NODE
     assert link.dialer.state == "FAILED"
+
+
+@pytest.mark.parametrize(
+    ("reason", "kind"),
+    [("wrong node", WRONG_NODE), ("incompatible protocol version", VERSION), ("simultaneous dial", DUPLICATE)],
+)
+def test_a_reject_without_a_code_from_an_older_node_is_read_from_its_reason(reason: str, kind: str) -> None:
+    link = Link(make_dialer(), make_acceptor())
+    link.start()
+    with pytest.raises(HandshakeRefused) as refused:
+        link.dialer.receive(over_wire([Reject(reason)])[0])
+    assert refused.value.kind == kind
 
 
 def test_dialer_refuses_a_challenge_from_another_node() -> None:
@@ -296,7 +329,7 @@ def test_dialer_refuses_a_challenge_from_another_node() -> None:
 def test_acceptor_told_another_name_rejects_with_wrong_node() -> None:
     acceptor = make_acceptor()
     replies = acceptor.receive(Hello(1, 1, DIALER, DIALER_INC, NONCE_D, "z@127.0.0.1:4002"))
-    assert replies == [Reject("wrong node")]
+    assert replies == [Reject(f"wrong node: this is {ACCEPTOR}", REJECT_WRONG_NODE)]
     assert acceptor.state == "FAILED"
 
 
@@ -473,7 +506,7 @@ def test_reject_from_the_peer_fails_the_dialer_with_its_reason(stage: str) -> No
 def test_acceptor_reject_after_verified_fails_the_dialer_with_the_reason() -> None:
     link = link_in("verified")
     replies = link.reject("simultaneous dial")
-    assert replies == [Reject("simultaneous dial")]
+    assert replies == [Reject("simultaneous dial", REJECT_DUPLICATE)]
     assert link.acceptor.state == "FAILED"
     with pytest.raises(HandshakeError, match="simultaneous dial"):
         link.to_dialer(replies)

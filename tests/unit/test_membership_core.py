@@ -624,3 +624,55 @@ def test_push_pull_goes_to_one_linked_member_every_interval() -> None:
     assert dst in (A, B)
     assert sync.reply is True
     assert {r.name for r in sync.rumors} == {ME, A, B}
+
+
+# --- a refused address: the process is gone ---------------------------------------------
+
+
+def test_two_refused_redials_after_a_link_drop_fail_the_member_at_once_and_tell_everyone() -> None:
+    core = linked(A, B, C)
+    core.link_down(A, 0.2)
+    out = core.take()
+    assert A in out.connect  # redialed: a live member's link comes back
+    assert not out.events  # suspected, not failed
+    assert not core.dial_refused(A, 0.25)  # one refusal may be a race with its listener
+    assert core.take().connect == [A]
+    assert core.dial_refused(A, 0.35)
+    out = core.take()
+    assert out.events == [NodeDown(A, "failed")]
+    verdict = MemberSync([Rumor(A, 1, 0, DEAD)], False)
+    assert sorted(sent(out, MemberSync)) == [(B, verdict), (C, verdict)]
+    assert core.member(A).status == DEAD  # type: ignore[union-attr]
+    assert core.statistics().refused == 1
+
+
+def test_a_refused_member_that_was_never_linked_is_left_to_the_failure_detector() -> None:
+    core = make_core()
+    core.receive(B, MemberSync([alive(A)], False), 0.0)  # heard of, dialed, never linked
+    core.take()
+    for t in (0.1, 0.2, 0.3):
+        assert not core.dial_refused(A, t)
+    assert core.member(A).status == ALIVE  # type: ignore[union-attr]
+    assert core.statistics().refused == 0
+
+
+def test_a_link_in_between_resets_the_refusals_and_a_linked_member_is_never_failed_by_them() -> None:
+    core = linked(A)
+    assert not core.dial_refused(A, 0.1)  # the link is up: a stale report
+    core.link_down(A, 0.2)
+    assert not core.dial_refused(A, 0.3)
+    core.link_up(A, 1, 0.4)  # it was its listener restarting, say
+    core.link_down(A, 0.5)
+    assert not core.dial_refused(A, 0.6)  # the count started again
+    core.take()
+    assert core.member(A).status == SUSPECT  # type: ignore[union-attr]
+    assert core.dial_refused(A, 0.7)
+
+
+def test_refusals_to_fail_zero_leaves_refused_members_to_suspicion() -> None:
+    core = MembershipCore(ME, ME_CREATION, MembershipConfig(refusals_to_fail=0), random.Random(0), 0.0)
+    core.link_up(A, 1, 0.0)
+    core.link_down(A, 0.1)
+    for t in (0.2, 0.3, 0.4):
+        assert not core.dial_refused(A, t)
+    assert core.member(A).status == SUSPECT  # type: ignore[union-attr]

@@ -9,10 +9,13 @@ any node, and waits until its view is complete before answering:
 * its registry replica holds every name: the servers' ``registry.local_names`` (read
   with ``statistics_of``) add up to its replica's size.
 
-The wait is bounded (``--timeout``). With no server node by then, the command fails (a
-wrong cookie looks the same from here: the servers refuse the handshake). With servers
-but a replica still syncing, it answers from what it has and warns on stderr. At the end
-the client node leaves gracefully.
+The wait is bounded (``--timeout``). With no server node by then, the command fails,
+saying for each node it tried why (no answer, ...). It fails at once, without waiting,
+when no link is up and every node it tried refused it for a reason waiting cannot fix:
+its cookie ("not authorized"), another node at that address (a wrong node name), no
+protocol version in common, or nothing listening there. With servers but a replica
+still syncing, it answers from what it has and warns on stderr. At the end the client
+node leaves gracefully.
 
 Only the public API and ``statistics()`` snapshots are used (DESIGN.md's layering).
 """
@@ -69,8 +72,10 @@ async def cluster_view(node_kwargs: dict[str, Any], timeout: float) -> AsyncIter
     async with node:
         view = await settle(node, timeout)
         if not view.servers:
+            errors = dial_errors(node, DIAL_ERROR_KINDS | {"unreachable", "handshake"})
             raise CliError(
-                f"no node of the cluster answered within {timeout:g} s (wrong cookie, node name or address?)"
+                f"no node of the cluster answered within {timeout:g} s"
+                + (f": {'; '.join(errors)}" if errors else " (wrong cookie, node name or address?)")
             )
         if not view.complete:
             warn(f"the registry was still syncing after {timeout:g} s: the answer may be incomplete")
@@ -83,6 +88,9 @@ async def settle(node: Node, timeout: float) -> View:
     deadline = loop.time() + timeout
     seen: dict[str, NodeStatistics] = {}
     while True:
+        errors = dial_errors(node, DIAL_ERROR_KINDS)
+        if errors:
+            raise CliError("; ".join(errors))
         servers = node.statistics().registry.placement_nodes
         if servers:
             remaining = max(deadline - loop.time(), POLL_INTERVAL)
@@ -97,6 +105,19 @@ async def settle(node: Node, timeout: float) -> View:
         if loop.time() >= deadline:
             return View(node, seen, False)
         await asyncio.sleep(POLL_INTERVAL)
+
+
+#: Dial failures that waiting does not fix (``PeerStatistics.error_kind``).
+DIAL_ERROR_KINDS = frozenset({"not_authorized", "wrong_node", "version", "refused"})
+
+
+def dial_errors(node: Node, kinds: frozenset[str]) -> list[str]:
+    """Why the client's dials failed, when no link is up and every node it tried (at
+    least one) failed with an error of ``kinds``; else nothing."""
+    peers = node.statistics().transport.peers
+    if not peers or any(p.connected or p.error_kind not in kinds for p in peers):
+        return []
+    return [p.error for p in peers]
 
 
 def _complete(node: Node, stats: dict[str, NodeStatistics]) -> bool:

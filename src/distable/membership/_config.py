@@ -27,6 +27,11 @@ class MembershipConfig:
             times and carried by every push-pull), so every member hears of the
             departure before anyone forgets it; keep it at least ``push_pull_interval``
             and well above ``retransmits(n) * protocol_period``.
+        refusals_to_fail: a member whose link dropped is failed at once, without
+            suspicion, when this many redials in a row are refused (ECONNREFUSED: its
+            host answered, nothing listens at its address, so its process is gone). A
+            silent host (partition, pause: timeouts, no refusal) still goes through
+            suspicion. 0 turns this off.
     """
 
     protocol_period: float = 1.0
@@ -42,6 +47,11 @@ class MembershipConfig:
     # members, 8 s up to 99, 12 s up to 999), so a node that missed the rumor still gets
     # it in a full table before anyone forgets the member.
     forget_left_after: float = 30.0
+    # Two in a row: one refusal may be a race with a listener being set up or torn down;
+    # two, a backoff apart (0.05-0.15 s), mean nothing listens. A paused (SIGSTOP) process's
+    # listening socket still completes TCP connections (the kernel's backlog), so it is
+    # never refused.
+    refusals_to_fail: int = 2
 
     @classmethod
     def lan(cls) -> MembershipConfig:

@@ -91,6 +91,8 @@ class Member:
     link: bool = False
     announced: bool = False
     suspect_deadline: float = _NEVER
+    was_linked: bool = False  # a link to this creation came up (since it was last failed by refusal)
+    refusals: int = 0  # dials refused in a row since its link dropped
 
     def rumor(self) -> Rumor:
         return Rumor(self.name, self.creation, self.incarnation, self.status)
@@ -150,6 +152,7 @@ class MembershipStatistics:
     refutations: int
     failures: int
     rumors_sent: int
+    refused: int = 0  # members this node failed at once: their address refused its redials
 
 
 def _supersedes(new: Rumor, status: int, incarnation: int) -> bool:
@@ -201,6 +204,7 @@ class MembershipCore:
         self._out = Output()
         self._probes = self._probe_failures = self._suspicions = 0
         self._refutations = self._failures = self._rumors_sent = 0
+        self._refused = 0
         self._queue_rumor(self._self_rumor())
 
     # --- queries ---------------------------------------------------------------------
@@ -251,6 +255,7 @@ class MembershipCore:
             refutations=self._refutations,
             failures=self._failures,
             rumors_sent=self._rumors_sent,
+            refused=self._refused,
         )
 
     # --- inputs: discovery and links --------------------------------------------------------
@@ -305,7 +310,8 @@ class MembershipCore:
             self._queue_rumor(m.rumor())
         elif creation < m.creation:
             return
-        m.link = True
+        m.link = m.was_linked = True
+        m.refusals = 0
         self._maybe_announce(m)
         # Push-pull on every new link: the newcomer learns the whole table at once.
         self._out.send.append((name, MemberSync(self._table(), True)))
@@ -318,6 +324,42 @@ class MembershipCore:
         m.link = False
         if m.status == ALIVE:
             self._suspect(m, now)
+        if m.status in (ALIVE, SUSPECT) and not self.left:
+            # Redial it (the transport backs off): a live member's link comes back, and a
+            # dead process's address refuses (see dial_refused).
+            self._out.connect.append(name)
+
+    def dial_refused(self, name: str, now: float) -> bool:
+        """A dial to ``name`` was refused (ECONNREFUSED): its host answered, and nothing
+        listens at its address.
+
+        After ``refusals_to_fail`` refusals in a row, once a link to this creation had
+        been up and dropped, the member is failed at once, without waiting for its
+        suspicion to time out: its process is gone (a paused or cut-off one is never
+        refused, it goes through suspicion). The verdict is sent straight to every linked
+        member, besides being gossiped, so the whole cluster agrees within a round trip.
+        A refusal from a member never linked (an address unreachable from here only)
+        proves nothing: it is left to the failure detector. Returns whether it failed.
+        """
+        if self.left:
+            return False
+        m = self.members.get(name)
+        if m is None or m.link or not m.was_linked or m.status not in (ALIVE, SUSPECT):
+            return False
+        m.refusals += 1
+        limit = self.config.refusals_to_fail
+        if limit <= 0 or m.refusals < limit:
+            self._out.connect.append(name)  # dial again (the transport does, backing off)
+            return False
+        m.was_linked = False
+        m.refusals = 0
+        self._refused += 1
+        self._fail(m, now)
+        verdict = MemberSync([m.rumor()], False)
+        for other in self.members.values():
+            if other.link and other.status in (ALIVE, SUSPECT):
+                self._out.send.append((other.name, verdict))
+        return True
 
     # --- inputs: messages -------------------------------------------------------------------
 

@@ -109,7 +109,12 @@ class MembershipService:
         self._apply()
 
     def link_down(self, name: str) -> None:
-        self.core.link_down(name, self.loop.time())
+        """The link to ``name`` dropped, or a dial to it failed (the transport's ``on_down``)."""
+        now = self.loop.time()
+        core = self.core
+        core.link_down(name, now)
+        if self.transport.dial_refused(name) and core.dial_refused(name, now):
+            log.info("%s: %s is gone: its link dropped and its address refuses connections", self.name, name)
         self._apply()
 
     def _on_timer(self) -> None:

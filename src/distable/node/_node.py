@@ -263,6 +263,7 @@ class Node:
             on_down=self._on_down,
             config=self._config,
             tls=self._tls,
+            role=self.role,
         )
         try:
             port = await transport.listen(self.host, self.port, serve=False)

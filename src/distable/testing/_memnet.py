@@ -55,7 +55,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..transport import Transport
-from ..transport._transport import Peer, PeerConnection
+from ..transport._transport import Peer, PeerConnection, is_refusal
 
 if TYPE_CHECKING:
     from ..membership._strategies import DiscoveryContext
@@ -335,6 +335,7 @@ class MemoryTransport(Transport):
         try:
             await asyncio.wait_for(self.network._connect(self, peer.host, peer.port, conn), self.config.connect_timeout)
         except (OSError, TimeoutError) as exc:
+            peer.refused = is_refusal(exc)
             conn.closed = True
             conn.close_reason = f"cannot connect: {exc or type(exc).__name__}"
             conn._finish()

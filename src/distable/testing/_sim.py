@@ -21,7 +21,9 @@ Theory of operation:
       crash, a partition); a graceful leave drains what was already sent.
     * ``connect`` makes a link after a latency unless the pair is partitioned or the
       peer is not running; then the dial fails (the dialer gets ``link_down`` if it
-      still thought the link up) and is retried only when the core asks again.
+      still thought the link up) and is retried only when the core asks again. A dial
+      to the address of a node that was ``kill``-ed (its process gone, its host up) is
+      refused: the dialer gets ``dial_refused``.
       Both ends get ``link_up`` when a link forms.
     * ``disconnect``, a crash, a leave and a partition tear links down. Each end still
       running gets ``link_down``: the end that hung up at once, the other after a
@@ -216,6 +218,7 @@ class SimCluster:
         self.delivered: Counter[str] = Counter()
         self.rumors: Counter[str] = Counter()
         self._creations: dict[str, int] = {}
+        self.killed: set[str] = set()  # names whose address refuses dials (see kill)
 
     # --- time ------------------------------------------------------------------------------
 
@@ -248,6 +251,11 @@ class SimCluster:
         """Stop ``name`` silently: its links break, peers get ``link_down`` after a latency."""
         self._at(at, self._stop, name, False)
 
+    def kill(self, name: str, at: float | None = None) -> None:
+        """Kill ``name``'s process on a live host: its links break as in a crash, and from
+        then on dials to its address are refused (``dial_refused``) until it starts again."""
+        self._at(at, self._kill, name)
+
     def leave(self, name: str, at: float | None = None) -> None:
         """Graceful leave: ``core.leave``, deliver what it sent, then close its links."""
         self._at(at, self._stop, name, True)
@@ -272,6 +280,7 @@ class SimCluster:
     def _start(self, name: str, allow: tuple[str, ...], deny: tuple[str, ...]) -> None:
         if name in self.nodes:
             raise ValueError(f"{name} is already running")
+        self.killed.discard(name)
         creation = self._creations[name] = self._creations.get(name, 0) + 1
         rng = random.Random(self.rng.getrandbits(64))
         core = MembershipCore(name, creation, self.config, rng, self.now, allow=allow, deny=deny)
@@ -292,6 +301,11 @@ class SimCluster:
         del self.nodes[name]
         for link in list(node.links.values()):
             self._break(link, drain=graceful)
+
+    def _kill(self, name: str) -> None:
+        if name in self.nodes:
+            self._stop(name, False)
+            self.killed.add(name)
 
     def _restart(self, name: str) -> None:
         node = self.nodes.get(name)
@@ -413,6 +427,9 @@ class SimCluster:
             m = src.core.member(dst)
             if m is not None and m.link:
                 src.core.link_down(dst, self.now)
+                self._flush(src)
+            if peer is None and dst in self.killed and delay is not None:
+                src.core.dial_refused(dst, self.now)
                 self._flush(src)
             return
         link = _Link((src, peer), [self.now, self.now])

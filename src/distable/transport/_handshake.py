@@ -10,12 +10,17 @@ Rules:
       refused (a port reused by a different node is not that node).
     * The agreed protocol version is the lower of both sides' versions; a peer whose
       range does not overlap ours is refused.
+    * Every refusal is said: the acceptor answers a wrong node name, a version out of
+      range and a wrong proof of the cookie with a ``Reject`` whose ``code`` says which
+      (for the cookie only "not authorized": nothing about the expected proof), so the
+      dialer reports the cause at once instead of seeing a bare hang-up.
 
 Theory of operation (D = dialer, A = acceptor)::
 
-    D -> A  Hello(version, min_version, name, incarnation, nonce_d, expected)
-    A -> D  Challenge(version, name, incarnation, nonce_a)          | Reject(reason)
+    D -> A  Hello(version, min_version, name, incarnation, nonce_d, expected, role)
+    A -> D  Challenge(version, name, incarnation, nonce_a, role)    | Reject(reason, code)
     D -> A  Proof(mac("dialer", ...))                               | (close)
+    A -> D  (wrong proof) Reject("not authorized", REJECT_NOT_AUTHORIZED), close
             A verifies; the shell decides whether to keep this link
             (``accept``) or not (``reject``, e.g. a simultaneous dial)
     A -> D  Welcome(mac("acceptor", ...))                           | Reject(reason)
@@ -32,9 +37,61 @@ import hmac
 from typing import Any
 
 from .._errors import HandshakeError
-from ..wire._messages import MIN_PROTOCOL_VERSION, PROTOCOL_VERSION, Challenge, Hello, Proof, Reject, Welcome
+from ..wire._messages import (
+    MIN_PROTOCOL_VERSION,
+    PROTOCOL_VERSION,
+    REJECT_DUPLICATE,
+    REJECT_NOT_AUTHORIZED,
+    REJECT_OTHER,
+    REJECT_VERSION,
+    REJECT_WRONG_NODE,
+    Challenge,
+    Hello,
+    Proof,
+    Reject,
+    Welcome,
+)
 
 NONCE_SIZE = 32
+
+#: The reasons nodes sent before ``Reject.code`` existed, and their codes.
+_LEGACY_CODES = {
+    "wrong node": REJECT_WRONG_NODE,
+    "incompatible protocol version": REJECT_VERSION,
+    "simultaneous dial": REJECT_DUPLICATE,
+    "duplicate link": REJECT_DUPLICATE,
+}
+
+
+#: Why a dial failed, as the transport reports it (``PeerStatistics.error_kind``).
+NOT_AUTHORIZED = "not_authorized"  # the peer refused this node's cookie
+WRONG_NODE = "wrong_node"  # another node answers at that address
+VERSION = "version"  # no protocol version in common
+DUPLICATE = "duplicate"  # the peer's own link won (benign)
+REFUSED = "refused"  # ECONNREFUSED: the host answered, nothing listens at that port
+UNREACHABLE = "unreachable"  # no answer (timeout) or another network error
+HANDSHAKE = "handshake"  # the handshake failed otherwise (timed out, broken peer)
+_KIND_OF_CODE = {
+    REJECT_NOT_AUTHORIZED: NOT_AUTHORIZED,
+    REJECT_WRONG_NODE: WRONG_NODE,
+    REJECT_VERSION: VERSION,
+    REJECT_DUPLICATE: DUPLICATE,
+}
+
+
+def _code_of(reason: str) -> int:
+    return _LEGACY_CODES.get(reason.partition(":")[0], REJECT_OTHER)
+
+
+class HandshakeRefused(HandshakeError):
+    """The peer refused the handshake with a ``Reject``: ``code`` (``REJECT_*``) says why,
+    ``kind`` the same as a transport error kind."""
+
+    def __init__(self, reason: str, code: int, text: str | None = None) -> None:
+        super().__init__(text or f"peer refused the handshake: {reason}")
+        self.reason = reason
+        self.code = code or _code_of(reason)
+        self.kind = _KIND_OF_CODE.get(self.code, HANDSHAKE)
 
 
 def derive_key(cookie: bytes, purpose: bytes) -> bytes:
@@ -56,6 +113,7 @@ class HandshakeCore:
         expected_peer: str | None = None,
         version: int = PROTOCOL_VERSION,
         min_version: int = MIN_PROTOCOL_VERSION,
+        role: str = "server",
     ) -> None:
         if len(nonce) != NONCE_SIZE:
             raise ValueError(f"nonce must be {NONCE_SIZE} bytes")
@@ -68,10 +126,14 @@ class HandshakeCore:
         self._version = version
         self._min_version = min_version
         self.state = "START"
+        self.role = role
+        self.peer_role = "server"  # what the peer said it is ("client": a tool, not a member)
         self.peer_name: str | None = None
         self.peer_incarnation = 0
         self.version = 0
         self._peer_nonce = b""
+        #: Acceptor: the ``Reject`` to send before closing, once ``receive`` raised.
+        self.refusal: Reject | None = None
 
     # --- dialer ------------------------------------------------------------------
 
@@ -81,7 +143,15 @@ class HandshakeCore:
         assert self.state == "START"
         self.state = "SENT_HELLO"
         return [
-            Hello(self._version, self._min_version, self.name, self.incarnation, self._nonce, self.expected_peer or "")
+            Hello(
+                self._version,
+                self._min_version,
+                self.name,
+                self.incarnation,
+                self._nonce,
+                self.expected_peer or "",
+                self.role,
+            )
         ]
 
     # --- both ----------------------------------------------------------------------
@@ -101,18 +171,21 @@ class HandshakeCore:
 
     def _receive(self, msg: Any) -> list[Any]:
         if isinstance(msg, Reject):
-            raise HandshakeError(f"peer refused the handshake: {msg.reason}")
+            raise HandshakeRefused(msg.reason, msg.code)
         state = self.state
         if self.dialer:
             if state == "SENT_HELLO" and isinstance(msg, Challenge):
                 if msg.name == self.name:
                     raise HandshakeError("the acceptor claims this node's own name (reflection?)")
                 if self.expected_peer and msg.name != self.expected_peer:
-                    raise HandshakeError(f"reached node {msg.name!r}, expected {self.expected_peer!r}")
+                    raise HandshakeRefused(
+                        "wrong node", REJECT_WRONG_NODE, f"reached node {msg.name!r}, expected {self.expected_peer!r}"
+                    )
                 if not (self._min_version <= msg.version <= self._version):
                     raise HandshakeError(f"peer chose protocol version {msg.version}, outside our range")
                 self._check_nonce(msg.nonce)
                 self.peer_name, self.peer_incarnation, self.version = msg.name, msg.incarnation, msg.version
+                self.peer_role = msg.role
                 self._peer_nonce = msg.nonce
                 self.state = "SENT_PROOF"
                 return [Proof(self._mac(b"dialer"))]
@@ -128,18 +201,22 @@ class HandshakeCore:
                     return [Reject("the dialer claims this node's own name")]
                 if msg.expected and msg.expected != self.name:
                     self.state = "FAILED"
-                    return [Reject("wrong node")]
+                    # The Challenge would tell anyone this name: saying it costs nothing.
+                    return [Reject(f"wrong node: this is {self.name}", REJECT_WRONG_NODE)]
                 version = min(self._version, msg.version)
                 if version < max(self._min_version, msg.min_version):
                     self.state = "FAILED"
-                    return [Reject("incompatible protocol version")]
+                    ours = f"{self._min_version}-{self._version}"
+                    return [Reject(f"incompatible protocol version: this node speaks {ours}", REJECT_VERSION)]
                 self._check_nonce(msg.nonce)
                 self.peer_name, self.peer_incarnation, self.version = msg.name, msg.incarnation, version
+                self.peer_role = msg.role
                 self._peer_nonce = msg.nonce
                 self.state = "SENT_CHALLENGE"
-                return [Challenge(version, self.name, self.incarnation, self._nonce)]
+                return [Challenge(version, self.name, self.incarnation, self._nonce, self.role)]
             if state == "SENT_CHALLENGE" and isinstance(msg, Proof):
                 if not hmac.compare_digest(msg.mac, self._mac(b"dialer")):
+                    self.refusal = Reject("not authorized", REJECT_NOT_AUTHORIZED)
                     raise HandshakeError("peer's proof of the cookie is wrong (different cookie?)")
                 self.state = "VERIFIED"
                 return []
@@ -157,7 +234,7 @@ class HandshakeCore:
     def reject(self, reason: str) -> list[Any]:
         """Acceptor, once VERIFIED: refuse this link (duplicate, stale incarnation...)."""
         self.state = "FAILED"
-        return [Reject(reason)]
+        return [Reject(reason, _code_of(reason))]
 
     # --- helpers ---------------------------------------------------------------------
 

@@ -26,6 +26,7 @@ Rules:
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 import random
@@ -50,7 +51,17 @@ from ..wire._messages import (
     raw_batch_decoder,
     single_decoder,
 )
-from ._handshake import NONCE_SIZE, HandshakeCore
+from ._handshake import (
+    HANDSHAKE,
+    NONCE_SIZE,
+    NOT_AUTHORIZED,
+    REFUSED,
+    UNREACHABLE,
+    VERSION,
+    WRONG_NODE,
+    HandshakeCore,
+    HandshakeRefused,
+)
 
 log = logging.getLogger("distable.transport")
 
@@ -74,6 +85,11 @@ def parse_node_name(name: str) -> tuple[str, str, int]:
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
     return short, host, port
+
+
+def is_refusal(exc: BaseException) -> bool:
+    """Is ``exc`` a refused connection (the host answered with a reset: no listener)?"""
+    return isinstance(exc, ConnectionRefusedError) or getattr(exc, "errno", None) == errno.ECONNREFUSED
 
 
 def format_node_name(short: str, host: str, port: int) -> str:
@@ -119,6 +135,10 @@ class PeerStatistics:
     frames_in: int
     frames_out: int
     connects: int
+    #: Why the last dial failed, with no link since ("" otherwise): a line for people,
+    #: and its kind (not_authorized, wrong_node, version, refused, unreachable, handshake).
+    error: str = ""
+    error_kind: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +147,7 @@ class TransportStatistics:
     handshake_failures: int
     protocol_errors: int
     dropped_messages: int
+    not_authorized: int = 0  # dials the peer refused for this node's cookie
 
 
 class Peer:
@@ -141,6 +162,8 @@ class Peer:
         "connects",
         "dial_handle",
         "dialing",
+        "error",
+        "error_kind",
         "flush_scheduled",
         "frames_in",
         "frames_out",
@@ -154,7 +177,9 @@ class Peer:
         "name",
         "paused",
         "port",
+        "refused",
         "retry_at",
+        "role",
         "wanted",
         "writer",
     )
@@ -172,6 +197,9 @@ class Peer:
         self._congestion: asyncio.Future[None] | None = None
         self.incarnation = 0
         self.wanted = False
+        self.refused = False  # the last dial failed with ECONNREFUSED (no link since)
+        self.error = self.error_kind = ""  # why the last dial failed (no link since), see _dial_failed
+        self.role = "server"  # what the peer said it is in the last handshake
         self.backoff = 0.0
         self.retry_at = 0.0
         self.last_recv = 0.0
@@ -212,11 +240,14 @@ class PeerConnection(asyncio.Protocol):
             cookie=owner.cookie,
             nonce=os.urandom(NONCE_SIZE),
             expected_peer=expected,
+            role=owner.role,
         )
         self.peer: Peer | None = None
         self.active = False
         self.closed = False
         self.close_reason = ""
+        self.fail_kind = ""  # a dial that failed: why, as a kind (NOT_AUTHORIZED...)
+        self.fail_detail = ""  # and the peer's reason, when it refused
         self._hs_buf = bytearray()
         self._decoder = FrameDecoder(owner.config.max_frame_size)
         self._hs_timer: asyncio.TimerHandle | None = None
@@ -301,7 +332,17 @@ class PeerConnection(asyncio.Protocol):
                 return
             except HandshakeError as exc:
                 self.owner._handshake_failures += 1
-                self.close(f"handshake failed: {exc}", level=logging.DEBUG if self._benign(exc) else logging.WARNING)
+                if self.core.refusal is not None:  # say why before hanging up (not authorized)
+                    self._send_handshake([self.core.refusal])
+                level = logging.WARNING
+                if isinstance(exc, HandshakeRefused):
+                    self.fail_kind, self.fail_detail = exc.kind, exc.reason
+                    level = logging.DEBUG  # the dial's failure line says it (Transport._dial_failed)
+                elif self.dialer:
+                    self.fail_kind = HANDSHAKE
+                if self._benign(exc):
+                    level = logging.DEBUG
+                self.close(f"handshake failed: {exc}", level=level)
                 return
             if replies:
                 self._send_handshake(replies)
@@ -336,6 +377,7 @@ class PeerConnection(asyncio.Protocol):
     def _handshake_timeout(self) -> None:
         if not self.active and not self.closed:
             self.owner._handshake_failures += 1
+            self.fail_kind = HANDSHAKE
             self.close(f"handshake not completed within {self.owner.config.handshake_timeout} s", level=logging.WARNING)
 
     def _established(self) -> None:
@@ -472,8 +514,10 @@ class Transport:
         config: TransportConfig | None = None,
         tls: ssl.SSLContext | tuple[ssl.SSLContext, ssl.SSLContext] | None = None,
         rng: random.Random | None = None,
+        role: str = "server",
     ) -> None:
         self.name = name
+        self.role = role  # said in the handshake: a "client" (a tool) is linked with, not a member
         self.incarnation = incarnation
         self.cookie = cookie
         self.loop = loop
@@ -495,6 +539,8 @@ class Transport:
         self._tick_handle: asyncio.TimerHandle | None = None
         self._closing = False
         self._ratelog = RateLimitedLog(log, f"{name}: ")
+        self._alone_log = RateLimitedLog(log, f"{name}: ", interval=30.0)
+        self._not_authorized = 0
         self._handshake_failures = 0
         self._protocol_errors = 0
         self._dropped = 0
@@ -533,6 +579,7 @@ class Transport:
         assert not self.peers
         self.name = name
         self._ratelog = RateLimitedLog(log, f"{name}: ")
+        self._alone_log = RateLimitedLog(log, f"{name}: ", interval=30.0)
 
     async def close(self) -> None:
         """Close every link and stop listening; pending messages are dropped."""
@@ -702,9 +749,22 @@ class Transport:
                 self.config.connect_timeout,
             )
         except (OSError, TimeoutError, ssl.SSLError) as exc:
+            peer.refused = is_refusal(exc)
+            conn.fail_kind = REFUSED if peer.refused else UNREACHABLE
             conn.closed = True
             conn.close_reason = f"cannot connect: {exc or type(exc).__name__}"
             conn._finish()
+
+    def role_of(self, node: str) -> str:
+        """The role ``node`` gave in the handshake of its last link ("server" or "client")."""
+        peer = self.peers.get(node)
+        return peer.role if peer is not None else "server"
+
+    def dial_refused(self, node: str) -> bool:
+        """Was the last dial to ``node`` refused (ECONNREFUSED: its host answered, nothing
+        listens there), with no link since? Membership fails such a node at once."""
+        peer = self.peers.get(node)
+        return peer is not None and peer.refused and peer.conn is None
 
     def _decide(self, conn: PeerConnection) -> str | None:
         """Acceptor: should this authenticated incoming link be kept? None, or why not."""
@@ -753,6 +813,9 @@ class Transport:
         new_inc = conn.core.peer_incarnation
         peer.conn = conn
         peer.incarnation = new_inc
+        peer.refused = False
+        peer.error = peer.error_kind = ""
+        peer.role = conn.core.peer_role
         peer.backoff = 0.0
         peer.retry_at = 0.0
         peer.paused = False
@@ -773,7 +836,7 @@ class Transport:
         if peer.dialing is conn:
             peer.dialing = None
             if peer.conn is None:
-                self._dial_failed(peer, conn.close_reason)
+                self._dial_failed(peer, conn)
             return
         if peer.conn is not conn:
             return
@@ -785,17 +848,54 @@ class Transport:
         if peer.wanted and not self._closing:
             self._dial_later(peer, self._next_backoff(peer))
 
-    def _dial_failed(self, peer: Peer, reason: str) -> None:
+    def _dial_failed(self, peer: Peer, conn: PeerConnection) -> None:
+        reason = conn.close_reason
         if any(r in reason for r in _BENIGN_REJECTS):
             delay = self.config.backoff_initial  # the peer's own dial is on its way
         else:
             delay = self._next_backoff(peer)
-            self._ratelog.info(("dial", peer.name), "cannot reach %s: %s; retrying in %.2f s", peer.name, reason, delay)
+            self._report_dial_failure(peer, conn.fail_kind or HANDSHAKE, conn.fail_detail or reason, delay)
             self._drop_pending(peer, reason)
             self._on_down(peer.name, peer.incarnation, reason)
         peer.retry_at = peer.idle_since = self.loop.time() + delay
         if (peer.wanted or peer.writer.count) and not self._closing:
             self._dial_later(peer, delay)
+
+    def _report_dial_failure(self, peer: Peer, kind: str, reason: str, delay: float) -> None:
+        """Say why a dial failed, once per peer and cause (rate-limited): a wrong cookie, a
+        wrong node name or a version at WARNING always; an address that refuses or does
+        not answer at WARNING while the peer was never linked (a wrong address, a node not
+        started), else at INFO (a known node went away: membership reports that)."""
+        peer.error_kind = kind
+        if kind == NOT_AUTHORIZED:
+            self._not_authorized += 1
+            text = f"{peer.name} refused this node: not authorized (its cookie differs from this node's?)"
+        elif kind == WRONG_NODE:
+            said = reason.removeprefix("wrong node").lstrip(": ")
+            text = f"the node at {peer.host}:{peer.port} is not {peer.name}" + (f" ({said})" if said else "")
+            text += ": wrong node name?"
+        elif kind == REFUSED:
+            text = f"cannot reach {peer.name}: connection refused at {peer.host}:{peer.port} (nothing listens there)"
+        elif kind == UNREACHABLE:
+            text = f"cannot reach {peer.name}: {reason} (no answer from {peer.host}:{peer.port})"
+        else:
+            text = f"cannot link with {peer.name}: {reason}"
+        peer.error = text
+        loud = kind in (NOT_AUTHORIZED, WRONG_NODE, VERSION) or not peer.connects
+        level = logging.WARNING if loud else logging.INFO
+        self._ratelog.log(level, ("dial", peer.name, kind), "%s; retrying in %.2f s", text, delay)
+        if (
+            kind == NOT_AUTHORIZED
+            and self.role != "client"
+            and not any(p.conn is not None for p in self.peers.values())
+        ):
+            self._alone_log.log(
+                logging.ERROR,
+                "alone",
+                "every node this node reached refused its cookie (last: %s): this node is NOT part of their "
+                "cluster and runs on its own; give every node the same cookie (--cookie-file, DISTABLE_COOKIE)",
+                peer.name,
+            )
 
     def _next_backoff(self, peer: Peer) -> float:
         cfg = self.config
@@ -856,10 +956,13 @@ class Transport:
                     frames_in=p.frames_in,
                     frames_out=p.frames_out,
                     connects=p.connects,
+                    error=p.error,
+                    error_kind=p.error_kind,
                 )
                 for p in sorted(self.peers.values(), key=lambda p: p.name)
             ),
             handshake_failures=self._handshake_failures,
             protocol_errors=self._protocol_errors,
             dropped_messages=self._dropped,
+            not_authorized=self._not_authorized,
         )

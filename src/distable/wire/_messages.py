@@ -43,6 +43,7 @@ class Hello(_Msg, tag=1):
     incarnation: int
     nonce: bytes
     expected: str  # the node name the dialer means to reach
+    role: str = "server"  # appended: "client" nodes (tools) are linked with, not members
 
 
 class Challenge(_Msg, tag=2):
@@ -52,6 +53,7 @@ class Challenge(_Msg, tag=2):
     name: str
     incarnation: int
     nonce: bytes
+    role: str = "server"  # appended, as in Hello
 
 
 class Proof(_Msg, tag=3):
@@ -67,9 +69,19 @@ class Welcome(_Msg, tag=4):
 
 
 class Reject(_Msg, tag=5):
-    """Either side: the handshake is refused, with a reason code."""
+    """Either side: the handshake is refused. ``reason`` is text (for people, and all a
+    node before ``code`` was appended reads); ``code`` says which refusal (``REJECT_*``),
+    so the dialer can tell a wrong cookie from a wrong node name at once."""
 
     reason: str
+    code: int = 0
+
+
+REJECT_OTHER = 0  # or a node that sends no code: read ``reason``
+REJECT_NOT_AUTHORIZED = 1  # the dialer's proof of the cookie is wrong (nothing more is said)
+REJECT_WRONG_NODE = 2  # the acceptor is not the node the dialer named
+REJECT_VERSION = 3  # no protocol version in common
+REJECT_DUPLICATE = 4  # a simultaneous dial or a duplicate link: benign, the other link wins
 
 
 HandshakeMessage = Hello | Challenge | Proof | Welcome | Reject
