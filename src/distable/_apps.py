@@ -21,6 +21,7 @@ the exception (``cannot import app module 'myapp': ModuleNotFoundError: No modul
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import inspect
 import sys
 from collections.abc import Callable
@@ -99,6 +100,45 @@ def load_app(ref: str) -> App:
     if not callable(target):
         raise AppError(f"app {ref!r} is not callable")
     return App(ref, target)
+
+
+def main_module_name() -> str | None:
+    """The name other nodes import the running script (``__main__``) by, or None.
+
+    ``python -m pkg.app``: ``pkg.app``. ``python path/app.py``: ``app``, if that name finds
+    the same file on the module path (as multiprocessing's spawn does); other nodes then
+    need ``app.py`` on their path (``distable node --app app --app-dir DIR``), and the
+    script's own start-up must sit under ``if __name__ == "__main__":``. Either way this
+    process then maps that name to the running ``__main__`` module, so that resolving a
+    reference here finds the very objects the script defined instead of a second copy.
+    None: the script cannot be imported by name (``my-app.py``, a name another module
+    takes, an interactive session).
+    """
+    main = sys.modules.get("__main__")
+    if main is None:
+        return None
+    spec = getattr(main, "__spec__", None)
+    name: str | None = None
+    if spec is not None and spec.name and spec.name != "__main__":
+        name = spec.name
+    else:
+        path = getattr(main, "__file__", None)
+        if not path:
+            return None
+        stem = Path(path).stem
+        if not stem.isidentifier():
+            return None  # importlib would take "my-app", an import statement and --app do not
+        if sys.modules.get(stem) is main:
+            return stem  # mapped by an earlier call
+        try:
+            found = importlib.util.find_spec(stem)
+        except (ImportError, ValueError):
+            return None
+        if found is None or found.origin is None or Path(found.origin).resolve() != Path(path).resolve():
+            return None
+        name = stem
+    loaded = sys.modules.setdefault(name, main)
+    return name if loaded is main else None
 
 
 def _path_hint() -> str:

@@ -541,7 +541,7 @@ class Node:
         name: Any,
         factory: Any,
         *args: Any,
-        restart: str = "temporary",
+        restart: str = "transient",
         handoff_timeout: float = 5.0,
         timeout: float = 10.0,
         **kwargs: Any,
@@ -550,8 +550,9 @@ class Node:
 
         ``factory`` is a ``Process`` subclass or a function returning a pid (or an
         ``"pkg.module:attr"`` reference to one); it must be importable on every node.
-        ``restart`` says what happens when the process exits: "temporary" (the name is
-        dropped), "transient" (restarted after a crash) or "permanent" (always restarted).
+        ``restart`` says what happens when the process exits: "transient" (the default:
+        restarted after a crash, as an OTP supervisor's child), "temporary" (the name is
+        dropped) or "permanent" (always restarted).
 
         Raises:
             AlreadyRegistered: the name is taken (``.pid`` holds it).
@@ -576,13 +577,13 @@ class Node:
         name: Any,
         factory: Any,
         *args: Any,
-        restart: str = "temporary",
+        restart: str = "transient",
         handoff_timeout: float = 5.0,
         timeout: float = 10.0,
         **kwargs: Any,
     ) -> Pid:
         """The pid registered as ``name``, registering it first if nobody has (a race
-        answers with the winner's pid)."""
+        answers with the winner's pid); the arguments are ``register``'s."""
         return await self.registry.register(
             name,
             factory,
@@ -820,7 +821,7 @@ async def register(
     name: Any,
     factory: Any,
     *args: Any,
-    restart: str = "temporary",
+    restart: str = "transient",
     handoff_timeout: float = 5.0,
     timeout: float = 10.0,
     **kwargs: Any,
@@ -835,7 +836,7 @@ async def whereis_or_register(
     name: Any,
     factory: Any,
     *args: Any,
-    restart: str = "temporary",
+    restart: str = "transient",
     handoff_timeout: float = 5.0,
     timeout: float = 10.0,
     **kwargs: Any,

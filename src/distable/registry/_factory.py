@@ -17,10 +17,9 @@ import fnmatch
 import importlib
 import importlib.util
 import inspect
-import sys
-from pathlib import Path
 from typing import Any
 
+from .._apps import main_module_name
 from .._errors import FactoryError, InvalidFactoryReturn
 from ..runtime import Process, Runtime
 from ..runtime._process import _current_runtime
@@ -44,15 +43,21 @@ def factory_ref(factory: Any) -> str:
     module = getattr(factory, "__module__", None)
     qualname = getattr(factory, "__qualname__", None)
     if module == "__main__" and qualname and "<" not in qualname:
-        # Defined in the script being run: other nodes import that script by its file's
-        # name (as multiprocessing's spawn does), if that name finds the same file.
-        script = _main_module_name()
-        if script is not None:
-            return f"{script}:{qualname}"
-    if not module or not qualname or "<" in qualname or module == "__main__":
+        # Defined in the script being run: other nodes import that script by its module
+        # name (as multiprocessing's spawn does), if it has one.
+        script = main_module_name()
+        if script is None:
+            raise TypeError(
+                f"factory {qualname!r} is defined in the script being run (__main__), which other nodes "
+                "cannot import by name: move it into a module (e.g. myapp.py beside the script, "
+                "imported with 'from myapp import ...') that every node has, or name the script so "
+                "that it is importable (my_app.py, not my-app.py) and run it as 'python -m my_app'"
+            )
+        module = script
+    if not module or not qualname or "<" in qualname:
         raise TypeError(
             f"factory {factory!r} must be importable by other nodes: a top-level function or "
-            "Process class in an importable module (not __main__, a lambda or a closure), "
+            "Process class of a module every node has (not a lambda, a closure or a method), "
             "or a 'package.module:attribute' string"
         )
     ref = f"{module}:{qualname}"
@@ -63,22 +68,6 @@ def factory_ref(factory: Any) -> str:
     if found is not factory:
         raise TypeError(f"factory {factory!r} is not reachable as {ref!r}")
     return ref
-
-
-def _main_module_name() -> str | None:
-    """The importable name of the script running as ``__main__``, or None."""
-    main = sys.modules.get("__main__")
-    path = getattr(main, "__file__", None)
-    if not path:
-        return None
-    name = Path(path).stem
-    try:
-        spec = importlib.util.find_spec(name)
-    except (ImportError, ValueError):
-        return None
-    if spec is None or spec.origin is None or Path(spec.origin).resolve() != Path(path).resolve():
-        return None
-    return name
 
 
 def resolve(ref: str) -> Any:
@@ -96,7 +85,10 @@ def resolve(ref: str) -> Any:
         for part in attr.split("."):
             obj = getattr(obj, part)
     except Exception as exc:
-        raise FactoryError(f"cannot import factory {ref!r}: {type(exc).__name__}: {exc}") from exc
+        hint = ""
+        if isinstance(exc, ImportError):
+            hint = " (every node needs the factory's module: deploy the same code everywhere, e.g. --app MODULE)"
+        raise FactoryError(f"cannot import factory {ref!r}: {type(exc).__name__}: {exc}{hint}") from exc
     _cache[ref] = obj
     return obj
 

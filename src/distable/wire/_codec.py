@@ -27,6 +27,7 @@ from typing import Any
 import msgspec
 from msgspec.msgpack import Ext
 
+from .._apps import main_module_name
 from .._errors import DecodeError, UnencodableValue
 from ._types import Crash, Pid, Ref
 
@@ -56,7 +57,9 @@ def register_type(cls: type, name: str | None = None) -> type:
     """Allow instances of a dataclass or msgspec Struct to cross the wire.
 
     Every node that receives the type must register it under the same name (the
-    default is ``module.QualName``). Usable as a class decorator.
+    default is ``module.QualName``; for a class of the script being run, ``__main__``,
+    the module name other nodes import that script by, when it has one: see
+    ``factory_ref``). Usable as a class decorator.
 
     Raises:
         TypeError: ``cls`` is neither a dataclass nor a msgspec Struct, or the name is
@@ -68,7 +71,10 @@ def register_type(cls: type, name: str | None = None) -> type:
         fields = tuple(cls.__struct_fields__)
     else:
         raise TypeError(f"register_type needs a dataclass or msgspec.Struct, got {cls!r}")
-    wire_name = name or f"{cls.__module__}.{cls.__qualname__}"
+    module = cls.__module__
+    if module == "__main__":
+        module = main_module_name() or module
+    wire_name = name or f"{module}.{cls.__qualname__}"
     existing = _user_by_name.get(wire_name)
     if existing is not None and existing is not cls:
         raise TypeError(f"wire name {wire_name!r} is already registered to {existing!r}")
