@@ -41,6 +41,7 @@ from ..runtime._process import _current_runtime
 from ..transport import Transport, TransportConfig, TransportStatistics, format_node_name
 from ..wire import Pid, Ref
 from ..wire._messages import (
+    MEMBER_ALIVE,
     Ack,
     CallReply,
     CallRequest,
@@ -307,6 +308,7 @@ class Node:
             strategy=self._strategy,
             config=self._registry_config,
             creation_of=self._creation_of,
+            suspected=self._suspected,
             spawn=self._spawn,
             publish=self._bus.publish,
         )
@@ -506,6 +508,11 @@ class Node:
     def _creation_of(self, node: str) -> int | None:
         member = self.membership.core.member(node)
         return member.creation if member is not None and member.announced else None
+
+    def _suspected(self, node: str) -> bool:
+        """Whether membership suspects ``node`` (or holds it failed): it may be paused or cut off."""
+        member = self.membership.core.member(node)
+        return member is not None and member.status != MEMBER_ALIVE
 
     def _on_up(self, node: str, incarnation: int) -> None:
         self.membership.link_up(node, incarnation)

@@ -208,6 +208,10 @@ class RegistryStatistics:
     # Defaults: a snapshot from a node of an older version still converts.
     handoffs_completed: int = 0
     handoffs_aborted: int = 0
+    # Gates of handed-in processes opened for a sender without its flush marker (it went
+    # down or silent, or the handoff timeout passed), and the messages they had held.
+    gate_releases: int = 0
+    gate_held_messages: int = 0
 
 
 @dataclass(slots=True)
@@ -219,6 +223,8 @@ class _Peer:
     # differed (``unsynced``) have all come back in SyncReplies.
     synced: bool = False
     unsynced: set[int] = field(default_factory=set)
+    # This node asked the peer for its digest (``wants_digest``) and none has come since.
+    awaiting_digest: bool = False
 
 
 class TrackerCore:
@@ -263,6 +269,8 @@ class TrackerCore:
         self._resolving: set[tuple[Any, Pid]] = set()
         self._claimant_placements: dict[tuple[str, ...], Placement] = {}  # see _resolve
         self._flushed: set[tuple[str, int]] = set()
+        # nodes that asked for this node's digest while not up here (see on_hello)
+        self._digest_owed: set[str] = set()
         # heap of (due, seq, name, spec, reason): restarts after a crash ("exit") and checks
         # of names a dead node hosted ("nodedown", see RegistryConfig.orphan_check)
         self._restarts: list[tuple[float, int, Any, Spec, str]] = []
@@ -332,9 +340,21 @@ class TrackerCore:
     # --- membership ----------------------------------------------------------------------------
 
     def peer_up(self, node: str, now: float) -> None:
-        """``node`` is up: greet it and send it a digest of this node's claims."""
-        self.peers.setdefault(node, _Peer())
-        self._out.send.append((node, RegistryHello(self.role, self.leaving)))
+        """``node`` is up: greet it and ask for its digest.
+
+        The digest goes both ways on request only (``RegistryHello.wants_digest``): a peer
+        that did not see this node go down (a one-sided failure verdict: this node, or that
+        one, was paused) would otherwise keep its claims to itself until the next sync,
+        while this node, which dropped them, restarts or hands out names it still runs.
+        """
+        peer = self.peers.setdefault(node, _Peer())
+        peer.awaiting_digest = True
+        self._out.send.append((node, RegistryHello(self.role, self.leaving, wants_digest=True)))
+        if node in self._digest_owed:  # its request came before it was up here
+            self._digest_owed.discard(node)
+            self._send_digest(node)
+
+    def _send_digest(self, node: str) -> None:
         self._out.send.append((node, Digest(self._digest(self.node))))
         self._n_syncs += 1
 
@@ -355,6 +375,7 @@ class TrackerCore:
         """``node`` is down: drop its claims; restart the names this node now owns."""
         self.peers.pop(node, None)
         self._sample_pids.pop(node, None)
+        self._digest_owed.discard(node)
         for name in [n for n, p in self._successors.items() if p.node == node]:
             del self._successors[name]  # its claim will never come: forget the name
             self._resolve(name)
@@ -370,6 +391,12 @@ class TrackerCore:
                     if owner == self.node:
                         self._n_restarts += 1
                         self._out.commands.append(StartName(claim.key, claim.spec, "nodedown"))
+                    elif owner is not None and self.leaving:
+                        # This node will be gone before any orphan check: it may be the only
+                        # one left that knew the claim (the others dropped it while its host
+                        # was thought dead), so it asks the owner now.
+                        self._n_restarts += 1
+                        self._out.commands.append(RestartElsewhere(claim.key, claim.spec, owner))
                     elif owner is not None:
                         # The owner may never have held this claim (it joined, or linked to
                         # the dead host, too late to learn of it): if the name is still not
@@ -387,8 +414,24 @@ class TrackerCore:
         if peer is None:
             # Not up in this node's view (a message still in flight when membership declared
             # it down, or ahead of the NodeUp): taking it would bring back a peer that no
-            # peer_down will remove again. Its next sync repeats the hello.
+            # peer_down will remove again. Its next sync repeats the hello; a request for
+            # this node's digest is answered when it comes up here.
+            if msg.wants_digest:
+                if len(self._digest_owed) >= 10_000:
+                    self._digest_owed.clear()  # bounded; the periodic sync repairs the rest
+                self._digest_owed.add(node)
             return
+        if msg.wants_digest:
+            # It has just brought this node up in its view. If this node did not do the same
+            # (it never saw that peer go down: one of them was paused, or the verdict was
+            # one-sided), the peer dropped this node's claims and stopped sending it Deltas:
+            # each side sends the other its digest now, not a sync interval later.
+            if not peer.awaiting_digest:
+                # Our request goes before our digest: when it arrives, the peer is still
+                # awaiting that digest, so it answers with its own and asks nothing back.
+                peer.awaiting_digest = True
+                self._out.send.append((node, RegistryHello(self.role, self.leaving, wants_digest=True)))
+            self._send_digest(node)
         changed = not peer.hello or peer.role != msg.role or peer.leaving != msg.leaving
         peer.role, peer.leaving, peer.hello = msg.role, msg.leaving, True
         if changed:
@@ -414,6 +457,16 @@ class TrackerCore:
             self._out.send.append((peer, RegistryLeaving()))
         self._replace_placement(now)
         self._rebalance()
+        # Restarts this node still owes (crashed processes waiting out their backoff, orphan
+        # checks of a dead node's names) are due now: they go to their owners before this
+        # node goes, or nobody may ever make them.
+        self._restarts = [(now, seq, name, spec, reason) for _, seq, name, spec, reason in self._restarts]
+        heapq.heapify(self._restarts)
+        self.handle_timer(now)
+
+    def restarts_owed(self) -> bool:
+        """Whether a restart is still waiting to be made or passed on (a drain waits for it)."""
+        return bool(self._restarts)
 
     def _replace_placement(self, now: float) -> bool:
         """Recompute the placement from the peers' states; whether it changed."""
@@ -447,12 +500,24 @@ class TrackerCore:
         if owner == self.node:
             return
         if owner is None:
+            if self.leaving and self._servers_not_placed_yet():
+                # A leaving node that has not caught up with its peers yet (it joined a
+                # moment ago) places nothing: that is no loss of quorum. The name moves
+                # once a peer is placed (the drain waits for it).
+                return
             self._out.commands.append(StopProcess(name, claim.pid, "noquorum"))
             self.moving.add(name)
         else:
             self._n_handoffs += 1
             self.moving.add(name)
             self._out.commands.append(HandOff(name, claim.pid, claim.spec, owner))
+
+    def _servers_not_placed_yet(self) -> bool:
+        """Whether a peer that may be a server, and is not leaving, still waits for its
+        hello or its sync before it can be placed."""
+        return any(
+            p.role != "client" and not p.leaving and not (p.hello and p.synced) for p in self.peers.values()
+        )
 
     # --- this node's own changes ----------------------------------------------------------------
 
@@ -546,12 +611,12 @@ class TrackerCore:
             self.moving.discard(name)
             self.pinned.discard(name)
             self._resolve(name)
-            if moving or claim.spec is None or self.leaving:
+            if moving or claim.spec is None:
                 continue
             policy = claim.spec.restart
             abnormal = reason not in (NORMAL, SHUTDOWN)
             if policy == "permanent" or (policy == "transient" and abnormal):
-                self._schedule_restart(name, claim.spec, now)
+                self.schedule_restart(name, claim.spec, now)
 
     def handoff_done(self, name: Any, old_pid: Pid, new_pid: Pid) -> None:
         """The handoff of ``name`` to ``new_pid`` completed: its claim supersedes ours."""
@@ -595,7 +660,7 @@ class TrackerCore:
         self.clock += 1
         self._pending_removals.append(Removal(claim.kind, claim.key, claim.pid, self.clock, successor))
 
-    def _schedule_restart(self, name: Any, spec: Spec, now: float) -> None:
+    def schedule_restart(self, name: Any, spec: Spec, now: float) -> None:
         cfg = self.config
         delay, started = self._backoff.get(name, (0.0, now))
         if now - started >= cfg.restart_reset:
@@ -603,7 +668,10 @@ class TrackerCore:
         delay = min(cfg.restart_backoff_max, delay * 2 if delay else cfg.restart_backoff)
         self._backoff[name] = (delay, now + delay)
         self._restart_seq += 1
-        heapq.heappush(self._restarts, (now + delay, self._restart_seq, name, spec, "exit"))
+        # A leaving node passes the restart to the name's owner soon: it cannot wait out
+        # the backoff (still bounded: a failing attempt repeats at most 10 times a second).
+        due = now + (min(delay, 0.1) if self.leaving else delay)
+        heapq.heappush(self._restarts, (due, self._restart_seq, name, spec, "exit"))
 
     # --- messages from peers ------------------------------------------------------------------
 
@@ -702,13 +770,18 @@ class TrackerCore:
     def on_digest(self, host: str, msg: Digest, now: float) -> None:
         if len(msg.buckets) != BUCKETS:
             return
+        peer = self.peers.get(host)
+        if peer is not None:
+            peer.awaiting_digest = False
         mine = self._digest(host)
         differ = [b for b in range(BUCKETS) if mine[b] != msg.buckets[b]]
         if differ:
             self._out.send.append((host, SyncRequest(differ)))
-        peer = self.peers.get(host)
         if peer is not None and not peer.synced:
-            peer.unsynced.update(differ)
+            # What differs now is what is missing: a bucket that differed in an earlier
+            # digest may have caught up through Deltas since, and no SyncReply would ever
+            # clear it (the peer stayed unplaced until it did).
+            peer.unsynced = set(differ)
             self._check_synced(peer, now)
 
     def on_sync_request(self, node: str, msg: SyncRequest, now: float) -> None:
@@ -747,7 +820,7 @@ class TrackerCore:
     def handle_timer(self, now: float) -> None:
         while self._restarts and self._restarts[0][0] <= now:
             _, _, name, spec, reason = heapq.heappop(self._restarts)
-            if name in self.pids or self.leaving:
+            if name in self.pids:
                 continue
             owner = self.placement.owner(name)
             if owner is None:
@@ -817,19 +890,23 @@ class TrackerCore:
                 owner = self._claimant_placement(live).owner_of_hash(live[0].position)
                 on_owner = [c for c in live if c.pid.node == owner]
                 winner = on_owner[0] if on_owner else min(live, key=lambda c: (c.pid.node, c.pid.id))
-                for loser in live:
-                    if loser is winner or loser.pid.node != self.node:
-                        continue
-                    if name in self.moving:
-                        # Being handed off: the move carries its state on, and whatever copy
-                        # it becomes is resolved in turn. Resolving it here too would hand
-                        # the winner this copy's state twice. A failed move re-resolves it.
-                        continue
-                    if (name, loser.pid) not in self._resolving:
-                        self._resolving.add((name, loser.pid))
-                        self._n_conflicts += 1
-                        self._out.commands.append(ResolveConflict(name, loser.pid, winner.pid))
-                        self._out.events.append(ConflictResolved(name, winner.pid, loser.pid))
+            # Every local copy that lost retires: a netsplit's loser, and a copy whose claim
+            # a handoff superseded while this node thought the handoff had failed (it was
+            # paused, the new owner saw it fail and kept the process it had been handed).
+            # Left running, a superseded copy would answer whoever still routes to it.
+            for loser in cands:
+                if loser is winner or loser.pid.node != self.node:
+                    continue
+                if name in self.moving:
+                    # Being handed off: the move carries its state on, and whatever copy
+                    # it becomes is resolved in turn. Resolving it here too would hand
+                    # the winner this copy's state twice. A failed move re-resolves it.
+                    continue
+                if (name, loser.pid) not in self._resolving:
+                    self._resolving.add((name, loser.pid))
+                    self._n_conflicts += 1
+                    self._out.commands.append(ResolveConflict(name, loser.pid, winner.pid))
+                    self._out.events.append(ConflictResolved(name, winner.pid, loser.pid))
         if winner is None:
             self.winners.pop(name, None)
             gone = self.pids.pop(name, None)

@@ -55,6 +55,17 @@ class HandoffAborted:
 
 
 @dataclass(frozen=True, slots=True)
+class HandoffStateLost:
+    """A leaving node handed ``name`` (its process ``pid``) off without its state: the
+    process starts afresh on its new owner. ``cause``: why the state could not go (it
+    cannot cross the wire, ``begin_handoff`` did not answer in time)."""
+
+    name: Any
+    pid: Pid
+    cause: str
+
+
+@dataclass(frozen=True, slots=True)
 class ProcessRestarted:
     """``name`` was restarted on this node as ``pid``; ``reason`` is "nodedown" (its node
     died) or "exit" (its process exited and its restart policy says so)."""
@@ -91,6 +102,7 @@ RegistryEvent = (
     | HandoffStarted
     | HandoffCompleted
     | HandoffAborted
+    | HandoffStateLost
     | ProcessRestarted
     | ConflictResolved
     | GroupJoined

@@ -30,7 +30,7 @@ import random
 import time
 from collections import deque
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 from .._errors import (
@@ -61,6 +61,7 @@ from ..wire._messages import (
     Forwarded,
     HandoffAccepted,
     HandoffCancel,
+    HandoffCancelled,
     HandoffCommit,
     HandoffRefused,
     HandoffRequest,
@@ -81,13 +82,14 @@ from ._core import (
     StopProcess,
     TrackerCore,
 )
-from ._events import HandoffAborted, HandoffCompleted, HandoffStarted, ProcessRestarted
+from ._events import HandoffAborted, HandoffCompleted, HandoffStarted, HandoffStateLost, ProcessRestarted
 from ._factory import factory_ref, run_factory
 
 log = logging.getLogger("distable.registry")
 T = TypeVar("T")
 
 REGISTRY_SERVER_ID = 1
+_GATE_CHECK = 0.25  # how often a handed-in process's gate looks for senders that went silent
 RESTART_POLICIES = ("temporary", "transient", "permanent")
 _ERRORS: dict[str, type[DistableError]] = {
     "FactoryError": FactoryError,
@@ -148,6 +150,11 @@ class _Lane:
         """Jobs waiting for a task (not counting those running)."""
         return len(self._jobs)
 
+    @property
+    def busy(self) -> bool:
+        """Whether a job is waiting or running."""
+        return bool(self._jobs) or self._workers > 0
+
     async def _work(self) -> None:
         try:
             while self._jobs:
@@ -161,15 +168,17 @@ class _Lane:
 
 
 class _FreezeForHandoff:
-    """Runs ``begin_handoff`` inside the process and freezes it unless it says Ignore.
+    """Runs ``begin_handoff`` inside the process and freezes it unless it says Ignore
+    (``always``: whatever it says, for a copy that must stop: a conflict's loser).
 
     If the handoff gave up waiting before this ran, it answers Ignore without freezing.
     """
 
-    __slots__ = ("cancelled",)
+    __slots__ = ("always", "cancelled")
 
-    def __init__(self) -> None:
+    def __init__(self, always: bool = False) -> None:
         self.cancelled = False
+        self.always = always
 
     async def __call__(self, proc: Process) -> Any:
         if self.cancelled:
@@ -182,7 +191,7 @@ class _FreezeForHandoff:
         if not isinstance(answer, Restart | Resume | Ignore):
             log.warning("%r: begin_handoff returned %r, not Restart/Resume/Ignore; restarting it", proc, answer)
             answer = Restart()
-        if not isinstance(answer, Ignore) and not self.cancelled:
+        if (self.always or not isinstance(answer, Ignore)) and not self.cancelled:
             proc._frozen = True
         return answer
 
@@ -196,6 +205,8 @@ class _Outgoing:
     accepted: asyncio.Future[Pid]
     committed: bool = False
     relayed: set[str] = field(default_factory=set)
+    # Set once HandoffCancel is sent: the new owner's answer (its pid if it had committed).
+    cancel_answer: asyncio.Future[Pid | None] | None = None
 
 
 @dataclass(slots=True)
@@ -226,6 +237,7 @@ class RegistryService:
         strategy: DistributionStrategy,
         config: RegistryConfig,
         creation_of: Callable[[str], int | None],
+        suspected: Callable[[str], bool] = lambda node: False,
         spawn: Callable[[Coroutine[Any, Any, Any]], Any],
         publish: Callable[[Any], None],
         max_concurrent_handoffs: int = 256,
@@ -238,6 +250,9 @@ class RegistryService:
         self.loop = runtime.loop
         self.config = config
         self._creation_of = creation_of
+        self._suspected = suspected
+        self._gate_releases = 0  # gates opened for a sender without its flush (see _gate_check)
+        self._gate_held = 0  # messages those gates had held
         self.spawn = spawn
         self._publish = publish
         self.core = TrackerCore(
@@ -246,6 +261,7 @@ class RegistryService:
         self.pids = self.core.pids  # whereis reads this dict directly
         self._outgoing: dict[int, _Outgoing] = {}
         self._incoming: dict[tuple[str, int], _Incoming] = {}
+        self._committed_in: dict[tuple[str, int], Pid] = {}  # (old host, hid) -> new pid
         self._pending: dict[Any, asyncio.Future[Pid | None]] = {}
         self._hid = 0
         self._slots = asyncio.Semaphore(max_concurrent_handoffs)
@@ -372,6 +388,8 @@ class RegistryService:
         for out in list(self._outgoing.values()):
             if out.target == node and not out.accepted.done():
                 out.accepted.set_exception(ProcessExited("noconnection"))
+            if out.target == node and out.cancel_answer is not None and not out.cancel_answer.done():
+                out.cancel_answer.set_result(None)
         self.core.peer_down(node, now)
         self._flush()
 
@@ -398,6 +416,7 @@ class RegistryService:
             HandoffRefused: self._on_handoff_refused,
             HandoffCommit: self._on_handoff_commit,
             HandoffCancel: self._on_handoff_cancel,
+            HandoffCancelled: self._on_handoff_cancelled,
             FlushMarker: self._on_flush_marker,
             Flushed: self._on_flushed,
             ConflictState: self._on_conflict_state,
@@ -640,7 +659,7 @@ class RegistryService:
             self._publish(ProcessRestarted(name, reply[1], reason))
         elif reply[0] == "error":
             self._ratelog.warning(("restart", spec.factory), "cannot restart %r: %s", name, reply[2])
-            self.core._schedule_restart(name, spec, self.loop.time())
+            self.core.schedule_restart(name, spec, self.loop.time())
             self._changed()
 
     async def _restart_elsewhere(self, command: RestartElsewhere) -> None:
@@ -663,7 +682,7 @@ class RegistryService:
             )
             # Try again (with backoff) unless the name is back meanwhile: the restart may be
             # the only one (the owner never knew the claim of a node that died).
-            self.core._schedule_restart(command.name, command.spec, self.loop.time())
+            self.core.schedule_restart(command.name, command.spec, self.loop.time())
             self._changed()
 
     def _stop_local(self, pid: Pid) -> None:
@@ -699,8 +718,15 @@ class RegistryService:
             answer = await _within(frozen, spec.handoff_timeout)
         except (TimeoutError, ProcessExited) as exc:
             freeze.cancelled = True
-            self._abort(name, proc, f"begin_handoff did not answer: {exc!r}")
-            return
+            if not self.core.leaving or not proc.alive:
+                self._abort(name, proc, f"begin_handoff did not answer: {exc!r}")
+                return
+            # A leaving node cannot wait for it: it stops handling messages once its current
+            # handler returns, and its name starts afresh on the new owner (guarantee 5: a
+            # graceful leave loses no name, even when it cannot keep the state).
+            proc._frozen = True
+            self._lost_state(name, command.pid, f"begin_handoff did not answer within {spec.handoff_timeout} s")
+            answer = Restart()
         if isinstance(answer, Ignore):
             if not self.core.leaving:
                 self.core.handoff_failed(name, True)
@@ -713,25 +739,38 @@ class RegistryService:
         hid = self._hid
         out = _Outgoing(hid, name, proc, target, self.loop.create_future())
         self._outgoing[hid] = out
+        wire_spec = Spec(spec.factory, to_wire(spec.args), to_wire(spec.kwargs), spec.restart, spec.handoff_timeout)
         has_state = isinstance(answer, Resume)
-        state = answer.state if isinstance(answer, Resume) else None
         try:
-            wire_spec = Spec(spec.factory, to_wire(spec.args), to_wire(spec.kwargs), spec.restart, spec.handoff_timeout)
-            request = HandoffRequest(hid, to_wire(name), wire_spec, command.pid, has_state, to_wire(state))
+            state = to_wire(answer.state) if isinstance(answer, Resume) else None
+            request = HandoffRequest(hid, to_wire(name), wire_spec, command.pid, has_state, state)
             self.transport.post(target, request)
         except DistableError as exc:
-            del self._outgoing[hid]
-            self.core.handoff_failed(name, True)  # retrying cannot help: it stays here
-            self.runtime.unfreeze(proc)
-            log.error("%s: cannot hand %r off: its state cannot cross the wire: %s", self.node, name, exc)
-            self._publish(HandoffAborted(name, command.pid, f"state cannot be sent: {exc}"))
-            return
+            if not self.core.leaving:
+                del self._outgoing[hid]
+                self.core.handoff_failed(name, True)  # retrying cannot help: it stays here
+                self.runtime.unfreeze(proc)
+                log.error("%s: cannot hand %r off: its state cannot cross the wire: %s", self.node, name, exc)
+                self._publish(HandoffAborted(name, command.pid, f"state cannot be sent: {exc}"))
+                return
+            self._lost_state(name, command.pid, f"its state cannot cross the wire: {exc}")
+            has_state = False
+            self.transport.post(target, HandoffRequest(hid, to_wire(name), wire_spec, command.pid, False, None))
         try:
             new_pid = await _within(out.accepted, spec.handoff_timeout)
-        except (TimeoutError, DistableError) as exc:
+        except TimeoutError as exc:
+            # No answer: the new owner may have started the process and, seeing this node
+            # fail meanwhile (a pause), kept and claimed it. Ask before resuming the copy here.
+            committed = await self._cancel(out, spec.handoff_timeout)
+            if committed is None:
+                del self._outgoing[hid]
+                self._abort(name, proc, f"{target} did not take it: {exc}")
+                return
+            new_pid = committed
+        except DistableError as exc:
+            # Refused, or the new owner is down (its claims are dropped with it): it never
+            # ran there, or no longer does. Resume the process here.
             del self._outgoing[hid]
-            with contextlib.suppress(Exception):  # the link may be gone: nothing to cancel then
-                self.transport.post(target, HandoffCancel(hid))
             self._abort(name, proc, f"{target} did not take it: {exc}")
             return
         # Commit: forward what queued up, retire the old pid, let the new owner claim.
@@ -750,6 +789,24 @@ class RegistryService:
                 name, command.pid, new_pid, "resume" if has_state else "restart", time.perf_counter() - started
             )
         )
+
+    async def _cancel(self, out: _Outgoing, timeout: float) -> Pid | None:
+        """Withdraw the handoff ``out`` whose outcome is unknown; the new owner's pid if it
+        had committed (then the move stands), else None (it stopped its copy, or cannot
+        answer: it is down, or silent for ``timeout``, and a copy it kept anyway is retired
+        as superseded once its claim arrives, see TrackerCore._resolve)."""
+        out.accepted.cancel()  # a late HandoffAccepted changes nothing now: the answer decides
+        out.cancel_answer = self.loop.create_future()
+        try:
+            self.transport.post(out.target, HandoffCancel(out.hid))
+            return await _within(out.cancel_answer, timeout)
+        except Exception:  # no link, no answer in time, or the target went down
+            return None
+
+    def _lost_state(self, name: Any, pid: Pid, cause: str) -> None:
+        """A leaving node hands ``name`` off without its state (it starts fresh there)."""
+        log.error("%s: %r (%r) starts afresh on its new owner: %s", self.node, name, pid, cause)
+        self._publish(HandoffStateLost(name, pid, cause))
 
     def _abort(self, name: Any, proc: Process, reason: str) -> None:
         self.core.handoff_failed(name, False)
@@ -771,7 +828,9 @@ class RegistryService:
         self.core._rebalance()
         self._changed()
 
-    def _forward_mailbox(self, proc: Process, new_pid: Pid, target: str, hid: int) -> None:
+    def _forward_mailbox(self, proc: Process, new_pid: Pid, target: str, hid: int | None) -> None:
+        """Forward ``proc``'s frozen mailbox to ``new_pid`` in order (flush markers of the
+        handoff ``hid`` relayed in their place); system operations stay with ``proc``."""
         mb = proc._mailbox
         keep: list[tuple[int, Any, Any]] = []
         while mb:
@@ -780,7 +839,8 @@ class RegistryService:
             if kind == SYSTEM:
                 keep.append(entry)
             elif kind == 6:  # FLUSH: relay the marker, in its place in the stream
-                self.transport.post(target, Flushed(hid, entry[1]))
+                if hid is not None:
+                    self.transport.post(target, Flushed(hid, entry[1]))
             else:
                 self.runtime.forward(new_pid, entry)
         if mb is not None:
@@ -791,8 +851,14 @@ class RegistryService:
         if out is None or out.target != node or out.accepted.done():
             if out is None:
                 self.transport.post(node, HandoffCancel(msg.hid))  # we gave up already
-            return
+            return  # (a cancel sent already: its answer decides, see _cancel)
         out.accepted.set_result(msg.new_pid)
+
+    def _on_handoff_cancelled(self, node: str, msg: HandoffCancelled) -> None:
+        out = self._outgoing.get(msg.hid)
+        if out is None or out.target != node or out.cancel_answer is None or out.cancel_answer.done():
+            return
+        out.cancel_answer.set_result(msg.new_pid if msg.committed else None)
 
     def _on_handoff_refused(self, node: str, msg: HandoffRefused) -> None:
         out = self._outgoing.get(msg.hid)
@@ -857,7 +923,12 @@ class RegistryService:
             return
         if has_state:
             _run_first(self.runtime, proc, _EndHandoff(state))
-        expected = set(self.transport.connected()) | {self.node}
+        # The gate waits only for nodes that can be sending: up here (they get the new
+        # claim in a Delta, and answer with a marker) and not suspected. A node linked but
+        # not up, or silent, would hold the gate to its timeout for nothing.
+        peers = self.core.peers
+        expected = {n for n in self.transport.connected() if n in peers and not self._suspected(n)}
+        expected.add(self.node)
         expected.discard(inc.source)
         proc._gate = Gate(proc, expected)
         inc.pid, inc.proc = pid, proc
@@ -884,18 +955,33 @@ class RegistryService:
         if inc.committed or inc.pid is None:
             return
         inc.committed = True
+        # Remembered after the incoming handoff is finished: a late HandoffCancel from an old
+        # host that did not learn the outcome (it was paused) must hear that it committed.
+        key = (inc.source, inc.hid)
+        self._committed_in[key] = inc.pid
+        self.loop.call_later(self.config.forward_ttl, self._committed_in.pop, key, None)
         self.core.local_claim(inc.name, inc.pid, inc.spec, self.loop.time(), moved_from=inc.old_pid, handoff=inc.hid)
         self._changed()
-        inc.timer = self.loop.call_later(inc.spec.handoff_timeout, self._gate_timeout, (inc.source, inc.hid))
+        deadline = self.loop.time() + inc.spec.handoff_timeout
+        inc.timer = self.loop.call_later(_GATE_CHECK, self._gate_check, (inc.source, inc.hid), deadline)
 
     def _on_handoff_cancel(self, node: str, msg: HandoffCancel) -> None:
-        inc = self._incoming.get((node, msg.hid))
-        if inc is None or inc.committed:
+        """The old host withdraws the handoff: stop the copy started here, unless the move
+        was committed already (this node saw the old host fail and kept the process): the
+        answer says which, and the old host acts on it (see _hand_off_one)."""
+        key = (node, msg.hid)
+        inc = self._incoming.get(key)
+        committed = self._committed_in.get(key) if inc is None else (inc.pid if inc.committed else None)
+        if committed is not None:
+            self.transport.post(node, HandoffCancelled(msg.hid, True, committed))
+            return
+        self.transport.post(node, HandoffCancelled(msg.hid, False))
+        if inc is None:
             return
         if inc.proc is None:
-            inc.cancelled = True
+            inc.cancelled = True  # the factory is still running: _accept stops it
             return
-        del self._incoming[(node, msg.hid)]
+        del self._incoming[key]
         inc.proc._gate = None
         _detached(self.runtime.run_in(inc.proc, _die))
 
@@ -910,22 +996,38 @@ class RegistryService:
         if inc.proc._gate is None and inc.committed:
             self._finish_incoming(key)
 
-    def _gate_timeout(self, key: tuple[str, int]) -> None:
+    def _gate_check(self, key: tuple[str, int], deadline: float) -> None:
+        """Open the gate of a handed-in process for every sender that cannot be sending any
+        more (down, or suspected: paused, cut off), and for all at ``deadline``; check
+        again every ``_GATE_CHECK`` seconds until it is open. A message it held waited at
+        most that long behind a marker that may never come (counted in statistics)."""
         inc = self._incoming.get(key)
         if inc is None or inc.proc is None:
             return
         gate = inc.proc._gate
         if gate is not None:
-            waiting = sorted(gate.waiting)
-            gate.release_all()
-            self._ratelog.warning(
-                ("gate", inc.source),
-                "handoff of %r from %s: no flush from %s within %.1f s; releasing held messages",
-                inc.name,
-                inc.source,
-                ", ".join(waiting),
-                inc.spec.handoff_timeout,
-            )
+            now = self.loop.time()
+            peers = self.core.peers
+            if now >= deadline:
+                stuck = sorted(gate.waiting)
+            else:
+                stuck = sorted(n for n in gate.waiting if n != self.node and (n not in peers or self._suspected(n)))
+            for node in stuck:
+                self._gate_releases += 1
+                self._gate_held += len(gate.held.get(node, ()))
+                gate.release(node)
+            if stuck and now >= deadline:
+                self._ratelog.warning(
+                    ("gate", inc.source),
+                    "handoff of %r from %s: no flush from %s within %.1f s; releasing held messages",
+                    inc.name,
+                    inc.source,
+                    ", ".join(stuck),
+                    inc.spec.handoff_timeout,
+                )
+            if inc.proc._gate is not None:
+                inc.timer = self.loop.call_later(_GATE_CHECK, self._gate_check, key, deadline)
+                return
         self._finish_incoming(key)
 
     def _finish_incoming(self, key: tuple[str, int]) -> None:
@@ -936,24 +1038,36 @@ class RegistryService:
     # --- conflicts ----------------------------------------------------------------------------------
 
     async def _resolve_conflict(self, command: ResolveConflict) -> None:
+        """Retire the local copy ``command.loser``: its state goes to the winner's
+        ``resolve_conflict``, and from the moment it is taken the loser handles nothing
+        more: it is frozen like a handing-off process, and everything that reaches it
+        afterwards (its mailbox first, then stragglers through its retired pid) is
+        forwarded to the winner in order, behind the state. Otherwise a call it answered
+        after giving its state would be acknowledged and then lost with it."""
+        name, winner = command.name, command.winner
         proc = self.runtime.local(command.loser)
         has_state, state = False, None
         if proc is not None:
+            freeze = _FreezeForHandoff(always=True)
             try:
-                answer = await asyncio.wait_for(asyncio.shield(_detached(self.runtime.run_in(proc, _ask_state))), 5.0)
+                answer = await _within(_detached(self.runtime.run_in(proc, freeze)), 5.0)
             except Exception:
                 answer = None
+                freeze.cancelled = True
+                proc._frozen = True  # busy or stuck: it stops after its current handler
             if isinstance(answer, Resume):
                 has_state, state = True, answer.state
-        winner = command.winner
         try:
-            self._deliver_conflict_state(command.name, winner, has_state, state)
+            self._deliver_conflict_state(name, winner, has_state, state)
         except DistableError as exc:
-            log.error("%s: cannot send the state of %r's losing copy: %s", self.node, command.name, exc)
-        log.info("%s: %r lost %r to %r after a netsplit; stopping it", self.node, command.loser, command.name, winner)
-        if proc is not None:
+            log.error("%s: cannot send the state of %r's losing copy: %s", self.node, name, exc)
+        log.info("%s: %r lost %r to %r; stopping it", self.node, command.loser, name, winner)
+        if proc is not None and proc.alive:
+            self._forward_mailbox(proc, winner, winner.node, None)
+            self.runtime.retire(proc, winner, self.config.forward_ttl)
             _detached(self.runtime.run_in(proc, _die))
-        self.core.conflict_done(command.name, command.loser)
+            self.runtime.unfreeze(proc)
+        self.core.conflict_done(name, command.loser)
         self._changed()
 
     def _on_conflict_state(self, node: str, msg: ConflictState) -> None:
@@ -1031,6 +1145,10 @@ class RegistryService:
             return True
         if self._pending:  # a registration still starting its process: its claim moves on next
             return True
+        if self.core.restarts_owed() or self._restarts.busy:
+            # A restart this node owes (a crash's, or of a name a dead node hosted that
+            # perhaps only this node knew): it goes to the name's owner before we stop.
+            return True
         # A process that answered Ignore stays: waiting for it would only use up the drain
         # timeout; when this node is gone, the name's new owner restarts it.
         pinned = self.core.pinned
@@ -1042,7 +1160,7 @@ class RegistryService:
             self._idle.set()
 
     def statistics(self) -> RegistryStatistics:
-        return self.core.statistics()
+        return replace(self.core.statistics(), gate_releases=self._gate_releases, gate_held_messages=self._gate_held)
 
 
 # --- small helpers ------------------------------------------------------------------------------------

@@ -21,7 +21,10 @@ from ._codec import ext_hook
 from ._types import Pid, Ref
 
 #: 1: everything up to tag 42. 2: ``CallReply`` status ``REPLY_UNDECODABLE`` and
-#: ``DropNotice`` (tag 43); a node sends neither to a peer that agreed on 1.
+#: ``DropNotice`` (tag 43); a node sends neither to a peer that agreed on 1. Also 2:
+#: ``RegistryHello.wants_digest`` (a trailing field a version-1 decoder ignores) and
+#: ``HandoffCancelled`` (tag 44: a version-1 peer never sends it, so a cancel to one is
+#: answered by nothing, and its outcome stays unknown, as before version 2).
 PROTOCOL_VERSION = 2
 MIN_PROTOCOL_VERSION = 1
 HANDSHAKE_MAX_FRAME = 4096
@@ -242,10 +245,18 @@ class Removal(msgspec.Struct, array_like=True, gc=False, frozen=True):
 
 
 class RegistryHello(_Msg, tag=28):
-    """Sent to every node that comes up: my role, and whether I am draining."""
+    """Sent to every node that comes up: my role, and whether I am draining.
+
+    ``wants_digest``: the receiver just came up in the sender's view (the sender dropped
+    its claims while it was down, or never had them): answer with your digest. A
+    receiver that had not itself seen the sender come up (a one-sided failure verdict:
+    one of them was paused) asks back, so the first exchange after any verdict is
+    symmetric, whichever side thinks it is new.
+    """
 
     role: str
     leaving: bool
+    wants_digest: bool = False
 
 
 class Delta(_Msg, tag=29):
@@ -346,6 +357,19 @@ class HandoffCancel(_Msg, tag=42):
     hid: int
 
 
+class HandoffCancelled(_Msg, tag=44):
+    """New owner -> old host, the answer to ``HandoffCancel``: whether the move happened.
+
+    ``committed``: the new owner had claimed the name already (it saw the old host fail
+    and kept the process it was handed), as ``new_pid``; the old host must then commit
+    too (forward, retire, stop its copy) instead of resuming it.
+    """
+
+    hid: int
+    committed: bool
+    new_pid: Pid | None = None
+
+
 class DropNotice(_Msg, tag=43):
     """(Version 2) Receiver -> sender: I could not decode a message you sent and dropped
     it. ``tag`` is the dropped message's tag (``Send``, ``Cast``, ``Forwarded``...), ``to``
@@ -389,6 +413,7 @@ PeerMessage = (
     | HandoffCommit
     | HandoffCancel
     | DropNotice
+    | HandoffCancelled
 )
 batch_decoder = msgspec.msgpack.Decoder(list[PeerMessage], ext_hook=ext_hook)
 single_decoder = msgspec.msgpack.Decoder(PeerMessage, ext_hook=ext_hook)
