@@ -515,9 +515,7 @@ class TrackerCore:
     def _servers_not_placed_yet(self) -> bool:
         """Whether a peer that may be a server, and is not leaving, still waits for its
         hello or its sync before it can be placed."""
-        return any(
-            p.role != "client" and not p.leaving and not (p.hello and p.synced) for p in self.peers.values()
-        )
+        return any(p.role != "client" and not p.leaving and not (p.hello and p.synced) for p in self.peers.values())
 
     # --- this node's own changes ----------------------------------------------------------------
 
