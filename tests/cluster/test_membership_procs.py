@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import random
 import signal
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
@@ -250,3 +253,66 @@ async def test_three_static_nodes_form_a_full_mesh() -> None:
 
         assert sorted(child.name for [child] in children) == sorted(names)
         await full_mesh([child for [child] in children])
+
+
+# --- tools are not members -------------------------------------------------------------------
+
+
+async def test_cli_queries_are_no_membership_news_and_leave_nothing_behind() -> None:
+    # `distable status` joins as a role="client" node: the servers link with it and answer,
+    # but it is no NodeUp/NodeDown, no member (not even "left" afterwards), no peer.
+    async with cluster() as c:
+        children = await c.start_gossip(["t0", "t1"])
+        await full_mesh(children)
+        since = time.time()
+        for _ in range(3):
+            answer = await cli("status", "--json", "--cookie", c.cookie, "--connect", children[0].name)
+            assert answer.returncode == 0, answer.stderr
+            rows = json.loads(answer.stdout)
+            assert [row["name"] for row in rows] == sorted(child.name for child in children)
+            assert [row["peers"] for row in rows] == [1, 1], rows  # each other, not the query
+        stats = await asyncio.gather(*(child.stats() for child in children))
+        for child, s in zip(children, stats, strict=True):
+            assert [e for e in child.events if e["t"] >= since] == [], child.events
+            members = [m["name"] for m in s["membership"]["members"]]
+            assert members == [other.name for other in children if other is not child], members
+        await full_mesh(children)
+
+
+async def test_status_lists_a_failed_node_and_labels_the_handoff_counters() -> None:
+    async with cluster() as c:
+        children = await c.start_gossip(["f0", "f1", "f2"])
+        await full_mesh(children)
+        victim, survivors = children[-1], children[:-1]
+        killed_at = time.time()
+        victim.kill()
+        await victim.wait()
+        await all_report(survivors, victim.name, "NodeDown", since=killed_at)
+
+        answer = await cli("status", "--json", "--cookie", c.cookie, "--connect", survivors[0].name)
+
+        assert answer.returncode == 0, answer.stderr
+        rows = {row["name"]: row for row in json.loads(answer.stdout)}
+        assert sorted(rows) == sorted(child.name for child in children), rows
+        assert rows[victim.name]["state"] == "failed", rows
+        for child in survivors:
+            assert rows[child.name]["state"] == "up"
+            assert set(rows[child.name]["handoffs"]) == {"started", "completed", "aborted"}
+        table = await cli("status", "--cookie", c.cookie, "--connect", survivors[0].name)
+        assert victim.name in table.stdout
+        assert "failed" in table.stdout
+        assert "1 node(s) not answering" in table.stdout, table.stdout
+
+
+async def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """``distable ARGS`` run to the end (bounded), in its own OS process."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "distable.cli", *args, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), 60.0)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    return subprocess.CompletedProcess(args, proc.returncode or 0, out.decode(), err.decode())

@@ -676,3 +676,31 @@ def test_refusals_to_fail_zero_leaves_refused_members_to_suspicion() -> None:
     for t in (0.2, 0.3, 0.4):
         assert not core.dial_refused(A, t)
     assert core.member(A).status == SUSPECT  # type: ignore[union-attr]
+
+
+# --- client nodes: linked with, not members -----------------------------------------------
+
+
+def test_a_client_is_announced_flagged_never_gossiped_or_probed_and_forgotten_when_its_link_drops() -> None:
+    core = linked(A)
+    core.link_up(C, 1, 0.0, client=True)
+    out = core.take()
+    assert out.events == [NodeUp(C, 1, client=True)]
+    assert core.up_members() == [A]  # not a member
+    assert all(r.name != C for r in core._piggyback())
+    core.receive(A, Ping(1, []), 0.1)
+    [(_, ack)] = sent(core.take(), Ack)
+    assert all(r.name != C for r in ack.rumors)
+    core.link_up(B, 1, 0.2)
+    syncs = sent(core.take(), MemberSync)
+    [sync] = [msg for dst, msg in syncs if dst == B]
+    assert C not in [r.name for r in sync.rumors]
+    assert (C, MemberSync([alive(B)], False)) in syncs  # news goes to clients at once (they are not probed)
+    assert all(dst != C for _, e in advance(core, 5.0, answer=[A, B]) for dst in [e.node])
+    assert [m.role for m in core.statistics().members if m.name == C] == ["client"]
+    assert core.statistics().peers() == 2
+    core.link_down(C, 5.5)
+    out = core.take()
+    assert out.events == [NodeDown(C, "left", client=True)]
+    assert core.member(C) is None  # no tombstone left behind
+    assert C in out.disconnect

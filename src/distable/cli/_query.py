@@ -136,30 +136,54 @@ def warn(text: str) -> None:
 
 
 async def status_rows(view: View) -> list[dict[str, Any]]:
-    """One row per node of the cluster (servers, and other clients), this client excluded."""
+    """One row per node of the cluster, this client excluded: every node that answered
+    (state "up"), then those it cannot ask: "unreachable" (up in its view but no answer),
+    "suspect" or "failed" in a server's view (a failed one is listed until forgotten)."""
     node = view.node
     others = [n for n in node.nodes() if n not in view.servers and n != node.name]
     answers = await asyncio.gather(*(node.statistics_of(n, timeout=2.0) for n in others), return_exceptions=True)
     stats = dict(view.servers)
+    missing: dict[str, str] = {}
     for name, answer in zip(others, answers, strict=True):
         if isinstance(answer, NodeStatistics):
             stats[name] = answer
         else:
+            missing[name] = "unreachable"
             warn(f"{name} did not answer: {answer}")
-    return [_status_row(stats[name]) for name in sorted(stats)]
+    rank = {"suspect": 1, "dead": 2}
+    for s in list(stats.values()):
+        for m in s.membership.members:
+            if m.role == "server" and m.status in rank and m.name not in stats and m.name != node.name:
+                state = "failed" if m.status == "dead" else "suspect"
+                if rank.get(missing.get(m.name, ""), 0) < rank[m.status]:
+                    missing[m.name] = state
+    rows = [_status_row(stats[name]) for name in sorted(stats)]
+    return rows + [_lost_row(name, state) for name, state in sorted(missing.items())]
 
 
 def _status_row(s: NodeStatistics) -> dict[str, Any]:
+    registry = s.registry
     return {
         "name": s.name,
+        "state": "up",
         "role": s.role,
         "uptime": round(s.uptime, 3),
         "processes": s.runtime.processes,
-        "local_names": s.registry.local_names,
-        "peers": sum(1 for p in s.transport.peers if p.connected),
-        "handoffs": s.registry.handoffs_completed,  # started ones may be aborted
-        "restarts": s.registry.restarts,
+        "local_names": registry.local_names,
+        "peers": s.membership.peers(),  # as the dashboard counts them
+        "handoffs": {  # as the dashboard shows them
+            "started": registry.handoffs_started,
+            "completed": registry.handoffs_completed,
+            "aborted": registry.handoffs_aborted,
+        },
+        "restarts": registry.restarts,
     }
+
+
+def _lost_row(name: str, state: str) -> dict[str, Any]:
+    """A node the client cannot ask: what its columns hold (nothing known)."""
+    empty = dict.fromkeys(("role", "uptime", "processes", "local_names", "peers", "handoffs", "restarts"))
+    return {"name": name, "state": state, **empty}
 
 
 def print_status(rows: Sequence[dict[str, Any]], names: int, as_json: bool) -> None:
@@ -167,15 +191,25 @@ def print_status(rows: Sequence[dict[str, Any]], names: int, as_json: bool) -> N
         print_json(list(rows))
         return
     servers = sum(1 for r in rows if r["role"] == "server")
-    table = Table(caption=f"{servers} server node(s), {names} registered name(s)")
-    for header in ("node", "role", "uptime", "processes", "local names", "peers", "handoffs", "restarts"):
-        table.add_column(header, justify="left" if header in ("node", "role") else "right")
+    lost = sum(1 for r in rows if r["state"] != "up")
+    caption = f"{servers} server node(s), {names} registered name(s)"
+    table = Table(caption=caption + (f"; {lost} node(s) not answering" if lost else ""))
+    headers = ("node", "state", "role", "uptime", "processes", "local names", "peers")
+    for header in (*headers, "handoffs started/completed/aborted", "restarts"):
+        table.add_column(header, justify="left" if header in ("node", "state", "role") else "right")
     for r in rows:
+        if r["state"] != "up":
+            table.add_row(Text(r["name"]), Text(r["state"], style="bold red"), *(["-"] * 7))
+            continue
+        h = r["handoffs"]
         table.add_row(
             Text(r["name"]),
+            r["state"],
             r["role"],
             format_duration(r["uptime"]),
-            *(str(r[k]) for k in ("processes", "local_names", "peers", "handoffs", "restarts")),
+            *(str(r[k]) for k in ("processes", "local_names", "peers")),
+            f"{h['started']}/{h['completed']}/{h['aborted']}",
+            str(r["restarts"]),
         )
     console().print(table)
 

@@ -93,6 +93,7 @@ class Member:
     suspect_deadline: float = _NEVER
     was_linked: bool = False  # a link to this creation came up (since it was last failed by refusal)
     refusals: int = 0  # dials refused in a row since its link dropped
+    client: bool = False  # a role="client" node: linked with, never gossiped, probed or buried
 
     def rumor(self) -> Rumor:
         return Rumor(self.name, self.creation, self.incarnation, self.status)
@@ -141,6 +142,7 @@ class MemberInfo:
     status: str
     link: bool
     up: bool
+    role: str = "server"
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +155,11 @@ class MembershipStatistics:
     failures: int
     rumors_sent: int
     refused: int = 0  # members this node failed at once: their address refused its redials
+
+    def peers(self) -> int:
+        """The other server nodes up in this node's view: "peers" in ``distable status``
+        and the dashboard alike (client nodes, such as the query itself, do not count)."""
+        return sum(1 for m in self.members if m.up and m.role == "server")
 
 
 def _supersedes(new: Rumor, status: int, incarnation: int) -> bool:
@@ -218,7 +225,8 @@ class MembershipCore:
         return not self.allow or any(fnmatchcase(name, p) for p in self.allow)
 
     def up_members(self) -> list[str]:
-        return sorted(m.name for m in self.members.values() if m.announced)
+        """The members up in this node's view (client nodes are not members)."""
+        return sorted(m.name for m in self.members.values() if m.announced and not m.client)
 
     def member(self, name: str) -> Member | None:
         return self.members.get(name)
@@ -246,7 +254,15 @@ class MembershipCore:
     def statistics(self) -> MembershipStatistics:
         return MembershipStatistics(
             members=tuple(
-                MemberInfo(m.name, m.creation, m.incarnation, STATUS_NAMES[m.status], m.link, m.announced)
+                MemberInfo(
+                    m.name,
+                    m.creation,
+                    m.incarnation,
+                    STATUS_NAMES[m.status],
+                    m.link,
+                    m.announced,
+                    "client" if m.client else "server",
+                )
                 for m in sorted(self.members.values(), key=lambda m: m.name)
             ),
             probes=self._probes,
@@ -286,8 +302,9 @@ class MembershipCore:
                 return  # a tombstone; only the node's own refutation or a restart revives it
         self._out.connect.append(name)
 
-    def link_up(self, name: str, creation: int, now: float) -> None:
-        """The transport authenticated a link to ``name`` (creation ``creation``)."""
+    def link_up(self, name: str, creation: int, now: float, client: bool = False) -> None:
+        """The transport authenticated a link to ``name`` (creation ``creation``); ``client``:
+        it said it is a ``role="client"`` node (a tool), tracked only while linked."""
         if self.left:
             return
         if not self.allowed(name):
@@ -306,10 +323,11 @@ class MembershipCore:
         if m is None or creation > m.creation:
             if m is not None:
                 self._down(m, "restarted")
-            m = self.members[name] = Member(name, creation, 0, ALIVE, now)
+            m = self.members[name] = Member(name, creation, 0, ALIVE, now, client=client)
             self._queue_rumor(m.rumor())
         elif creation < m.creation:
             return
+        m.client = client
         m.link = m.was_linked = True
         m.refusals = 0
         self._maybe_announce(m)
@@ -320,6 +338,9 @@ class MembershipCore:
         """The link to ``name`` is gone: suspect it (unless it already failed or left)."""
         m = self.members.get(name)
         if m is None:
+            return
+        if m.client:
+            self._drop_client(m, "left")
             return
         m.link = False
         if m.status == ALIVE:
@@ -357,7 +378,7 @@ class MembershipCore:
         self._fail(m, now)
         verdict = MemberSync([m.rumor()], False)
         for other in self.members.values():
-            if other.link and other.status in (ALIVE, SUSPECT):
+            if other.link and other.status in (ALIVE, SUSPECT) and not other.client:
                 self._out.send.append((other.name, verdict))
         return True
 
@@ -425,7 +446,7 @@ class MembershipCore:
                 del self._relays[seq]
         if now >= self._next_push_pull:
             self._next_push_pull = now + cfg.push_pull_interval
-            linked = [m.name for m in self.members.values() if m.link and m.status in (ALIVE, SUSPECT)]
+            linked = [m.name for m in self.members.values() if m.link and m.status in (ALIVE, SUSPECT) and not m.client]
             if linked:
                 self._out.send.append((self._rng.choice(linked), MemberSync(self._table(), True)))
 
@@ -445,7 +466,7 @@ class MembershipCore:
         return Rumor(self.name, self.creation, self.incarnation, ALIVE)
 
     def _table(self) -> list[Rumor]:
-        return [self._self_rumor(), *(m.rumor() for m in self.members.values())]
+        return [self._self_rumor(), *(m.rumor() for m in self.members.values() if not m.client)]
 
     def _start_probe(self, now: float) -> None:
         target = self._next_target()
@@ -466,16 +487,20 @@ class MembershipCore:
                 name = self._order[self._order_pos]
                 self._order_pos += 1
                 m = self.members.get(name)
-                if m is not None and m.status in (ALIVE, SUSPECT):
+                if m is not None and m.status in (ALIVE, SUSPECT) and not m.client:
                     return m
-            self._order = [n for n, m in self.members.items() if m.status in (ALIVE, SUSPECT)]
+            self._order = [n for n, m in self.members.items() if m.status in (ALIVE, SUSPECT) and not m.client]
             self._rng.shuffle(self._order)
             self._order_pos = 0
         return None
 
     def _send_indirect(self, probe: _Probe) -> None:
         probe.indirect_sent = True
-        helpers = [m.name for m in self.members.values() if m.link and m.status == ALIVE and m.name != probe.target]
+        helpers = [
+            m.name
+            for m in self.members.values()
+            if m.link and m.status == ALIVE and m.name != probe.target and not m.client
+        ]
         k = min(self.config.indirect_probes, len(helpers))
         for name in self._rng.sample(helpers, k):
             self._out.send.append((name, PingReq(probe.seq, probe.target, self._piggyback())))
@@ -508,6 +533,12 @@ class MembershipCore:
             self._queue_rumor(r)
             return
         if r.creation < m.creation:
+            return
+        if m.client:  # only its own news, over its link: nothing to spread
+            if r.status in (DEAD, LEFT):
+                self._drop_client(m, "left")
+            elif r.creation == m.creation:
+                m.incarnation = max(m.incarnation, r.incarnation)
             return
         if r.creation > m.creation:
             self._down(m, "restarted")
@@ -554,6 +585,14 @@ class MembershipCore:
             # a live member refutes within one round trip (Lifeguard's "buddy system").
             self._seq += 1
             self._out.send.append((m.name, Ping(self._seq, self._piggyback())))
+
+    def _drop_client(self, m: Member, reason: str) -> None:
+        """A client's link is gone (or it left): forget it at once, no tombstone (it was
+        never gossiped, so no stale rumor of it can come back)."""
+        self._down(m, reason)
+        del self.members[m.name]
+        self._rumors.pop(m.name, None)
+        self._out.disconnect.append(m.name)
 
     def _forget_at(self, m: Member) -> float:
         """When the tombstone of ``m`` (dead or left) goes."""
@@ -633,17 +672,25 @@ class MembershipCore:
     def _down(self, m: Member, reason: str) -> None:
         if m.announced:
             m.announced = False
-            self._out.events.append(NodeDown(m.name, reason))
+            self._out.events.append(NodeDown(m.name, reason, m.client))
 
     def _maybe_announce(self, m: Member) -> None:
         if not m.announced and m.link and m.status in (ALIVE, SUSPECT):
             m.announced = True
-            self._out.events.append(NodeUp(m.name, m.creation))
+            self._out.events.append(NodeUp(m.name, m.creation, m.client))
 
     def _suspicion_timeout(self) -> float:
         return self.config.suspicion_timeout(len(self.members) + 1)
 
     def _queue_rumor(self, r: Rumor) -> None:
+        m = self.members.get(r.name)
+        if m is not None and m.client:
+            return  # a client is nobody else's business
+        # Clients are not probed, so little piggybacked news reaches them: each change goes
+        # to them at once (a server that restarted is then dialed by the client itself).
+        for c in self.members.values():
+            if c.client and c.link:
+                self._out.send.append((c.name, MemberSync([r], False)))
         self._rumors[r.name] = [r, self.config.retransmits(len(self.members) + 1)]
 
     def _piggyback(self) -> list[Rumor]:

@@ -15,6 +15,9 @@ class NodeUp:
 
     node: str
     incarnation: int
+    #: A ``role="client"`` node (a tool such as ``distable status``): linked with, not a
+    #: member. The registry hears of it; the node's event stream and log do not.
+    client: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,3 +31,4 @@ class NodeDown:
 
     node: str
     reason: str
+    client: bool = False  # see NodeUp.client

@@ -105,7 +105,8 @@ class MembershipService:
         self._apply()
 
     def link_up(self, name: str, creation: int) -> None:
-        self.core.link_up(name, creation, self.loop.time())
+        client = self.transport.role_of(name) == "client"
+        self.core.link_up(name, creation, self.loop.time(), client)
         self._apply()
 
     def link_down(self, name: str) -> None:
@@ -140,7 +141,8 @@ class MembershipService:
         for name in out.disconnect:
             transport.disconnect(name)
         for event in out.events:
-            log.info("%s: %s", self.name, event)
+            # A tool's visit (distable status...) is no membership news: not at INFO.
+            log.log(logging.DEBUG if event.client else logging.INFO, "%s: %s", self.name, event)
             self._publish(event)
         if self._stopped:
             return

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from ..membership import NodeDown, NodeUp
 from ._info import EventJournal
 
 
@@ -61,6 +62,8 @@ class EventBus:
         return stream
 
     def publish(self, event: Any) -> None:
+        if isinstance(event, NodeUp | NodeDown) and event.client:
+            return  # a client node (a tool) is not a member: its comings and goings are no event
         self.journal.record(event)
         for stream in self.streams:
             stream._put(event)

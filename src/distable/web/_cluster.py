@@ -60,7 +60,7 @@ def node_row(stats: NodeStatistics) -> dict[str, Any]:
         },
         "restarts": registry.restarts,
         "conflicts": registry.conflicts,
-        "peers": sum(1 for p in stats.transport.peers if p.connected),
+        "peers": stats.membership.peers(),  # as `distable status` counts them
         "members": dict(statuses),
         "loop_lag": stats.runtime.last_loop_lag,
         "max_loop_lag": stats.runtime.max_loop_lag,
