@@ -168,13 +168,15 @@ class Cluster:
         self.nodes.append(node)
 
     async def wait_joined(self, nodes: Iterable[Node] | None = None, timeout: float = 15.0) -> None:
-        """Until every node sees every other and its placement lists every server node."""
+        """Until every node sees every server node and its placement lists them all."""
         group = list(nodes) if nodes is not None else list(self.nodes)
         servers = sorted(n.name for n in group if n.role == "server")
 
         def joined() -> bool:
-            names = {n.name for n in group}
-            return all(set(n.nodes()) >= names - {n.name} and n.registry.core.placement.nodes == servers for n in group)
+            # Clients are not members (they appear in no node's nodes()); every node sees the servers.
+            return all(
+                set(n.nodes()) >= set(servers) - {n.name} and n.registry.core.placement.nodes == servers for n in group
+            )
 
         await eventually(joined, timeout=timeout, message=lambda: self.describe(group))
 
