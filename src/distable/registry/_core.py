@@ -500,7 +500,7 @@ class TrackerCore:
         if owner == self.node:
             return
         if owner is None:
-            if self.leaving and self._servers_not_placed_yet():
+            if self.leaving and self.servers_not_placed_yet():
                 # A leaving node that has not caught up with its peers yet (it joined a
                 # moment ago) places nothing: that is no loss of quorum. The name moves
                 # once a peer is placed (the drain waits for it).
@@ -512,7 +512,7 @@ class TrackerCore:
             self.moving.add(name)
             self._out.commands.append(HandOff(name, claim.pid, claim.spec, owner))
 
-    def _servers_not_placed_yet(self) -> bool:
+    def servers_not_placed_yet(self) -> bool:
         """Whether a peer that may be a server, and is not leaving, still waits for its
         hello or its sync before it can be placed."""
         return any(p.role != "client" and not p.leaving and not (p.hello and p.synced) for p in self.peers.values())

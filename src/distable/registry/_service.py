@@ -28,7 +28,7 @@ import contextlib
 import logging
 import random
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
@@ -89,6 +89,7 @@ log = logging.getLogger("distable.registry")
 T = TypeVar("T")
 
 REGISTRY_SERVER_ID = 1
+_RESTART_REASONS = {"nodedown": "of a node that went down", "exit": "whose process exited"}
 _GATE_CHECK = 0.25  # how often a handed-in process's gate looks for senders that went silent
 RESTART_POLICIES = ("temporary", "transient", "permanent")
 _ERRORS: dict[str, type[DistableError]] = {
@@ -251,6 +252,8 @@ class RegistryService:
         self.config = config
         self._creation_of = creation_of
         self._suspected = suspected
+        self._wave_pending = 0  # handoffs of the current wave not finished yet (see _log_waves)
+        self._wave_base = (0, 0)  # completed and aborted handoffs when the wave began
         self._gate_releases = 0  # gates opened for a sender without its flush (see _gate_check)
         self._gate_held = 0  # messages those gates had held
         self.spawn = spawn
@@ -318,6 +321,8 @@ class RegistryService:
                 self._ratelog.warning(("post", node), "cannot send %s to %s: %s", type(msg).__name__, node, exc)
         for event in out.events:
             self._publish(event)
+        if out.commands:
+            self._log_waves(out.commands)
         for command in out.commands:
             self._command(command)
         if self._stopped:
@@ -330,6 +335,47 @@ class RegistryService:
             timer.cancel()
         self._timer_at = deadline
         self._timer = self.loop.call_at(deadline, self._on_timer)
+
+    def _log_waves(self, commands: list[Any]) -> None:
+        """One INFO line per wave of handoffs or restarts (a join, a leave, a node's death
+        moves thousands of names at once: a line per name would drown the log), and one
+        when the handoff wave is over, with how it went."""
+        handoffs = Counter(c.target for c in commands if isinstance(c, HandOff))
+        if handoffs:
+            if not self._wave_pending:
+                stats = self.core.statistics()
+                self._wave_base = (stats.handoffs_completed, stats.handoffs_aborted)
+            self._wave_pending += sum(handoffs.values())
+            log.info(
+                "%s: handing %d name(s) off: %s",
+                self.node,
+                sum(handoffs.values()),
+                ", ".join(f"{n} to {target}" for target, n in sorted(handoffs.items())),
+            )
+        restarts = Counter(c.reason for c in commands if isinstance(c, StartName))
+        if restarts:
+            log.info(
+                "%s: restarting %d name(s) here (%s)",
+                self.node,
+                sum(restarts.values()),
+                ", ".join(f"{n} {_RESTART_REASONS.get(r, r)}" for r, n in sorted(restarts.items())),
+            )
+        elsewhere = Counter(c.owner for c in commands if isinstance(c, RestartElsewhere))
+        if elsewhere:
+            log.info(
+                "%s: asking owners to restart %d name(s): %s",
+                self.node,
+                sum(elsewhere.values()),
+                ", ".join(f"{n} on {owner}" for owner, n in sorted(elsewhere.items())),
+            )
+
+    def _handoff_finished(self) -> None:
+        self._wave_pending -= 1
+        if self._wave_pending:
+            return
+        stats = self.core.statistics()
+        done, failed = stats.handoffs_completed - self._wave_base[0], stats.handoffs_aborted - self._wave_base[1]
+        log.info("%s: handoff wave over: %d completed, %d aborted (retried later)", self.node, done, failed)
 
     def _post_in_parts(self, node: str, msg: Any) -> None:
         """Send a Delta or SyncReply too large for one frame as several smaller ones (the
@@ -693,8 +739,11 @@ class RegistryService:
     # --- handoff: the old host --------------------------------------------------------------------
 
     async def _hand_off(self, command: HandOff) -> None:
-        async with self._slots:
-            await self._hand_off_one(command)
+        try:
+            async with self._slots:
+                await self._hand_off_one(command)
+        finally:
+            self._handoff_finished()
         self._changed()  # carry out what the outcome made the core decide (handoff_failed)
         self._check_idle()
 
@@ -1108,6 +1157,15 @@ class RegistryService:
         self.core.start_leaving(self.loop.time())
         self._flush()
         deadline = self.loop.time() + timeout
+        if not self.core.placement.nodes and not self.core.servers_not_placed_yet():
+            held = [c for c in self.core.local_names() if c.spec is not None]
+            if held:
+                log.warning(
+                    "%s: the last server node leaves with %d registered name(s): no node is left "
+                    "to take them, their processes and state are gone",
+                    self.node,
+                    len(held),
+                )
         await self._wait_until(lambda: not self._busy(), deadline)
         self.drained = not self._busy()
         if not self.drained:
