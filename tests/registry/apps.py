@@ -302,3 +302,26 @@ async def remote_pid(key: Any = None) -> Pid:
 class CrashingInit(Process):
     async def init(self, key: Any = None) -> None:
         raise RuntimeError("init refuses")
+
+
+class Stubborn(Process):
+    """A process whose handoff state cannot go: ``mode`` "unencodable" answers
+    ``Resume`` with a value the codec refuses; "hang" never answers ``begin_handoff``.
+    Calls: "where" -> (its key, its node's name, whether it was handed a state)."""
+
+    async def init(self, key: Any = None, mode: str = "unencodable") -> None:
+        self.key = key
+        self.mode = mode
+        self.resumed = False
+        INITS[key] += 1
+
+    async def handle_call(self, message: Any, caller: Caller) -> Any:
+        return (self.key, self.pid.node, self.resumed)
+
+    async def begin_handoff(self) -> Any:
+        if self.mode == "hang":
+            await asyncio.Event().wait()
+        return Resume(object())
+
+    async def end_handoff(self, state: Any) -> None:
+        self.resumed = True

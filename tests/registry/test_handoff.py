@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import logging
 import random
 from collections.abc import Sequence
 from typing import Any
@@ -21,6 +22,7 @@ from distable import (
     CallTimeout,
     HandoffAborted,
     HandoffCompleted,
+    HandoffStateLost,
     NameNotFound,
     NameUnregistered,
     Node,
@@ -30,7 +32,7 @@ from distable import (
 from distable.testing import eventually
 
 from . import apps
-from .conftest import Cluster, first_owned, host_of
+from .conftest import Cluster, first_owned, host_of, log_records
 
 
 async def settle(cluster: Cluster, names: Sequence[Any], timeout: float = 30.0) -> dict[Any, Pid]:
@@ -353,3 +355,25 @@ async def test_a_whole_cluster_stopping_at_once_finishes_every_drain(cluster: Cl
         await nodes[0].register(("everyone-leaves", i), apps.Counter, ("everyone-leaves", i))
     await asyncio.gather(*(cluster.stop(node) for node in nodes))
     assert [node.registry.drained for node in nodes] == [True, True, True]
+
+
+@pytest.mark.parametrize("mode", ["unencodable", "hang"])
+async def test_a_leave_restarts_afresh_a_process_whose_state_cannot_go(
+    cluster: Cluster, mode: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Guarantee 5 over the state: a leaving node that cannot send a process's state (it
+    cannot be encoded, or begin_handoff never answers) starts it fresh on the new owner,
+    says so, and loses no name."""
+    caplog.set_level(logging.ERROR, logger="distable.registry")
+    a, b = await cluster.start(2)
+    name = first_owned(b.name, [a.name, b.name], f"stubborn-{mode}")
+    pid = await a.register(name, apps.Stubborn, key=name, mode=mode, handoff_timeout=0.5)
+    assert pid.node == b.name
+    before = len(cluster.events(b))
+    await cluster.stop(b)
+    await eventually(lambda: (p := a.whereis(name)) is not None and p.node == a.name)
+    assert await a.call(name, "where") == (name, a.name, False)  # running there, fresh
+    assert apps.INITS[name] == 2
+    lost = [e for e in cluster.events(b)[before:] if isinstance(e, HandoffStateLost)]
+    assert [(e.name, e.pid) for e in lost] == [(name, pid)]
+    assert log_records(caplog, b.name, repr(name), "starts afresh on its new owner", level=logging.ERROR)
