@@ -168,7 +168,7 @@ def test_fifty_nodes_started_at_random_moments_on_a_lossy_network_converge(
     check_run(cluster)
 
 
-@settings_for(100)
+@settings_for(70)
 @given(
     seed=seeds,
     n=sizes(4, 30),
@@ -356,14 +356,66 @@ def test_a_graceful_leave_is_one_node_down_left_everywhere(seed: int, n: int, le
     check_run(cluster)
 
 
-@settings_for(40)
+@settings_for(60)
+@given(
+    seed=seeds,
+    n=sizes(3, 16),
+    pauses=st.lists(
+        st.tuples(st.floats(min_value=0.0, max_value=20.0), st.sampled_from([1.0, 3.0, 6.0, 10.0, 30.0])),
+        min_size=1,
+        max_size=4,
+    ),
+    loss=losses,
+    max_latency=max_latencies,
+)
+def test_a_node_paused_past_failure_detection_wakes_up_and_everyone_settles_on_its_creation(
+    seed: int, n: int, pauses: list[tuple[float, float]], loss: float, max_latency: float
+) -> None:
+    """A SIGSTOP (a GC or VM stall): its peers declare it failed, it wakes with its stale
+    view and late timer, refutes the verdict with the same creation, and all settle."""
+    cluster, plan, _ = started(seed, n, loss, max_latency)
+    cluster.run_until(START_WINDOW)
+    converge(cluster, JOIN_BOUND, "before the pauses")
+    everyone = names(n)
+    victims = plan.sample(everyone, min(len(pauses), n - 2)) if n > 2 else []
+    start = cluster.now
+    # Someone probes it within a protocol period, the suspicion spreads and times out:
+    # probing every member in turn, then the suspicion, is a generous bound.
+    long_enough = n * CONFIG.protocol_period + CONFIG.suspicion_timeout(n) + 2.0
+    declared: list[str] = []
+    last = start
+    for victim, (delay, duration) in zip(victims, pauses, strict=False):
+        cluster.pause(victim, at=start + delay)
+        cluster.resume(victim, at=start + delay + duration)
+        last = max(last, start + delay + duration)
+        if duration > long_enough:
+            declared.append(victim)
+    cluster.run_until(last)
+    converge(cluster, CONFIG.suspicion_timeout(n) + 3 * CONFIG.protocol_period + 2 * JOIN_BOUND, f"after {pauses}")
+    stays_quiet(cluster, STABLE_FOR)
+    seen = history(cluster, since=start)
+    for victim in declared:
+        for observer in set(everyone) - set(victims):
+            assert NodeDown(victim, "failed") in seen[observer, victim], (
+                f"seed {seed}: {observer} never declared paused {victim} failed: {seen[observer, victim]}"
+            )
+    # A pause is not a restart: every node is still at its first creation, everywhere.
+    for observer in everyone:
+        for node in set(everyone) - {observer}:
+            m = cluster.nodes[observer].core.member(node)
+            assert m is not None, f"seed {seed}: {observer} forgot {node}"
+            assert m.creation == 1, f"seed {seed}: {observer} holds {node} at creation {m.creation}"
+    check_run(cluster)
+
+
+@settings_for(50)
 @given(
     seed=seeds,
     n=sizes(3, 16),
     faults=st.lists(
         st.tuples(
             st.floats(min_value=0.0, max_value=35.0),
-            st.sampled_from(["crash", "kill", "restart", "leave", "cut", "heal"]),
+            st.sampled_from(["crash", "kill", "restart", "leave", "cut", "heal", "pause"]),
         ),
         min_size=1,
         max_size=8,
@@ -389,6 +441,11 @@ def test_after_any_mix_of_faults_the_live_nodes_settle_on_their_current_creation
             cluster.partition(plan.sample(everyone, plan.randint(1, n - 1)))
         elif fault == "heal":
             cluster.heal()
+        elif fault == "pause" and len(live) > 2:
+            victim = plan.choice(live)
+            cluster.pause(victim)
+            cluster.resume(victim, at=cluster.now + plan.choice([1.0, 6.0, 12.0]))
+    cluster.run_until(START_WINDOW + 35.0 + 12.0)  # every pause is over
     cluster.heal()
     converge(cluster, CONFIG.suspicion_timeout(n) + 3 * CONFIG.protocol_period + 2 * JOIN_BOUND, f"after {faults}")
     stays_quiet(cluster, STABLE_FOR)

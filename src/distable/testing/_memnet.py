@@ -27,6 +27,15 @@ Rules:
       bytes it had already written are still delivered, then its peers see the
       connection close; dials to it are refused. Given a ``Node``, its timers and
       tasks are stopped too, so it does nothing more in the loop.
+    * ``pause(node)`` is a SIGSTOP, ``resume(node)`` the SIGCONT: while paused, nothing
+      of the node runs (no timer, no task step, no callback: ``VirtualTimeLoop`` sets
+      them aside) and nothing reaches it; its links stay open (its kernel still holds
+      them), so its peers' writes queue in their channels (their send buffers fill, and
+      they see backpressure), dials to it complete (the kernel's backlog) and are
+      accepted on resume, and it sends no discovery heartbeat. On resume everything
+      fires at once, late, with its stale view: the link events, then the timers and
+      steps that came due and what queued on its links (in either order, a seeded coin
+      decides: a real loop interleaves them). A paused node can be crashed.
     * Every random choice (latencies, each transport's backoff jitter, the discovery
       jitter) comes from ``random.Random`` instances derived from the network's seed.
 
@@ -41,11 +50,21 @@ Theory of operation:
     the head's due time, so same-time deliveries keep their order whatever the
     timer heap does with equal deadlines. A chunk whose route is cut when it comes
     due is held (``due`` None) and re-stamped with fresh latencies when healed.
+
+    Pausing needs to know whose code a callback is. A node started inside
+    ``network.host_context()`` (``asyncio.create_task(node.start(), context=...)``)
+    carries a host token in a context variable, and asyncio copies the context into
+    every task, timer and future callback made from there, so all the node's own work
+    is tagged; the network runs what it does on a node's behalf (deliveries,
+    ``connection_made``, ``connection_lost``, ``resume_writing``) in that node's
+    context, and its own timers in an empty one. ``VirtualTimeLoop`` skips, and keeps
+    aside in order, every ready handle whose token is frozen; ``thaw`` puts them back.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import errno
 import random
 import selectors
@@ -69,6 +88,10 @@ __all__ = [
     "VirtualTimeDeadlock",
     "VirtualTimeLoop",
 ]
+
+#: The host (a node incarnation) whose code a callback runs: set by ``host_context``,
+#: inherited by every task, timer and callback asyncio creates from there.
+_HOST: contextvars.ContextVar[str | None] = contextvars.ContextVar("distable_memnet_host", default=None)
 
 _FIN = "fin"  # graceful close: the reader sees EOF after everything written before it
 _RST = "rst"  # reset: the reader sees the connection reset after everything written before it
@@ -115,6 +138,28 @@ class _JumpingSelector(selectors.BaseSelector):
         return self._inner.get_map()
 
 
+class _Ready(deque[asyncio.Handle]):
+    """The loop's ready queue: hands out handles in order, except that a handle of a
+    frozen host is set aside (and a cancelled stand-in, which the loop skips, returned)."""
+
+    def __init__(self, frozen: dict[str, list[asyncio.Handle]], skip: asyncio.Handle) -> None:
+        super().__init__()
+        self.frozen = frozen
+        self.skip = skip
+
+    def popleft(self) -> asyncio.Handle:
+        handle = super().popleft()
+        if self.frozen and not handle.cancelled():
+            context: contextvars.Context | None = getattr(handle, "_context", None)
+            host = context.get(_HOST) if context is not None else None
+            if host is not None:
+                aside = self.frozen.get(host)
+                if aside is not None:
+                    aside.append(handle)
+                    return self.skip
+        return handle
+
+
 class VirtualTimeLoop(asyncio.SelectorEventLoop):
     """An event loop whose ``time()`` jumps to the next timer when nothing is ready.
 
@@ -131,6 +176,22 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
     def __init__(self, start: float = 0.0) -> None:
         self._virtual_now = float(start)
         super().__init__(_JumpingSelector(self._advance))
+        self._frozen: dict[str, list[asyncio.Handle]] = {}
+        skip = asyncio.Handle(lambda: None, (), self)
+        skip.cancel()
+        self._ready = _Ready(self._frozen, skip)
+
+    def freeze(self, host: str) -> None:
+        """Run nothing of ``host`` (a ``host_context`` token) until ``thaw``: its ready
+        callbacks and due timers are set aside, in order."""
+        self._frozen.setdefault(host, [])
+
+    def thaw(self, host: str) -> None:
+        """Run everything of ``host`` set aside since ``freeze``, at once and in order."""
+        self._ready.extend(self._frozen.pop(host, []))
+
+    def is_frozen(self, host: str) -> bool:
+        return host in self._frozen
 
     def time(self) -> float:
         return self._virtual_now
@@ -178,11 +239,12 @@ class _End(asyncio.Transport):
     """One end of an in-memory connection, as its protocol (a ``PeerConnection``) sees it."""
 
     def __init__(
-        self, network: MemoryNetwork, owner: str, sockname: tuple[str, int], peername: tuple[str, int]
+        self, network: MemoryNetwork, node: MemoryTransport, sockname: tuple[str, int], peername: tuple[str, int]
     ) -> None:
         super().__init__({"sockname": sockname, "peername": peername})
         self.network = network
-        self.owner = owner  # the node name of this end's side
+        self.node = node  # the transport (one incarnation of a node) on this end's side
+        self.owner = node.name  # the node name of this end's side
         self.protocol: asyncio.Protocol | None = None
         self.out: _Channel | None = None
         self.closing = False  # closed or aborted by its protocol, or reset: no more writes
@@ -266,7 +328,7 @@ class _End(asyncio.Transport):
         if self.lost or self.dead:
             return
         self.lost = True
-        self.network.loop.call_soon(self._call_lost, exc)
+        self.network.loop.call_soon(self.network._on_behalf, self, self._call_lost, exc, context=contextvars.Context())
 
     def _call_lost(self, exc: Exception | None) -> None:
         if not self.dead and self.protocol is not None:
@@ -277,8 +339,11 @@ class _End(asyncio.Transport):
         self.buffered -= size
         if self.paused and self.buffered <= self.low_water:
             self.paused = False
-            if not self.closing and not self.dead and self.protocol is not None:
-                self.protocol.resume_writing()
+            self.network._on_behalf(self, self._call_resume_writing)
+
+    def _call_resume_writing(self) -> None:
+        if not self.closing and not self.dead and self.protocol is not None and not self.paused:
+            self.protocol.resume_writing()
 
     def _receive(self, item: Any) -> None:
         """The next item of the channel into this end arrived."""
@@ -310,6 +375,10 @@ class MemoryTransport(Transport):
         self.host = ""
         self.port = 0
         self.crashed = False
+        # The context this node's code runs in (``host_context``'s, if it was started in
+        # one): deliveries and link events run in a copy of it.
+        self.context = contextvars.copy_context()
+        self.host_token = self.context.get(_HOST)
 
     async def listen(self, host: str, port: int, *, serve: bool = True) -> int:
         """Join the network at ``host:port`` (port 0 picks a free one); return the port.
@@ -391,6 +460,8 @@ class MemoryNetwork:
         self._next_port = 7001
         self._next_ephemeral = 40000
         self._transports = 0
+        self._hosts = 0
+        self._paused: dict[MemoryTransport, list[tuple[_End, Callable[..., None], tuple[Any, ...]]]] = {}
         self._connections = self._refused = 0
         self._chunks = self._bytes = 0
 
@@ -449,6 +520,64 @@ class MemoryNetwork:
     def is_cut(self, a: str, b: str) -> bool:
         return frozenset((a, b)) in self._cut
 
+    def host_context(self) -> contextvars.Context:
+        """A context for a new node (one incarnation): start the node in it, as
+        ``asyncio.create_task(node.start(), context=network.host_context())``, and
+        everything the node does is its own, so that ``pause`` can stop it."""
+        self._hosts += 1
+        context = contextvars.copy_context()
+        context.run(_HOST.set, f"host{self._hosts}")
+        return context
+
+    def context_of(self, node: str | Node) -> contextvars.Context:
+        """A copy of the context ``node`` runs in: do things *as* that node (an
+        application on it calling the API) in it, and they wait while it is paused."""
+        return self._transport_of(node).context.copy()
+
+    def pause(self, node: str | Node) -> None:
+        """SIGSTOP ``node`` (see the module rules). It must have been started inside a
+        ``host_context()`` and its loop must be a ``VirtualTimeLoop``."""
+        transport = self._transport_of(node)
+        if transport.host_token is None:
+            raise ValueError(f"{transport.name} was not started in a host_context(): it cannot be paused")
+        loop = self.loop
+        if not isinstance(loop, VirtualTimeLoop):
+            raise TypeError("pausing a node needs a VirtualTimeLoop")
+        if transport.crashed or transport in self._paused:
+            return
+        self._paused[transport] = []
+        loop.freeze(transport.host_token)
+
+    def resume(self, node: str | Node) -> None:
+        """SIGCONT ``node``: what came due meanwhile runs at once (see the module rules)."""
+        transport = self._transport_of(node)
+        pending = self._paused.pop(transport, None)
+        if pending is None:
+            return
+        loop = self.loop
+        assert isinstance(loop, VirtualTimeLoop)
+        assert transport.host_token is not None
+        io_first = self._rng.random() < 0.5
+        for end, callback, args in pending:  # link events first: accepted links exist before data
+            self._on_behalf(end, callback, *args)
+        if io_first:
+            self._rearm_inbound(transport, now=True)
+            loop.thaw(transport.host_token)
+        else:
+            loop.thaw(transport.host_token)
+            self._rearm_inbound(transport, now=False)
+
+    def is_paused(self, node: str | Node) -> bool:
+        transport = self._by_name.get(node if isinstance(node, str) else node.name)
+        return transport is not None and transport in self._paused
+
+    def _transport_of(self, node: str | Node) -> MemoryTransport:
+        name = node if isinstance(node, str) else node.name
+        transport = self._by_name.get(name)
+        if transport is None:
+            raise KeyError(f"{name} is not on this network")
+        return transport
+
     def crash(self, node: str | Node) -> None:
         """Kill a node without a word (see the module rules). Given a ``Node``, also stop
         its timers and tasks; its processes are left as they were, dead to the world."""
@@ -457,6 +586,9 @@ class MemoryNetwork:
         if transport is None or transport.crashed:
             return
         transport._crash()
+        was_paused = self._paused.pop(transport, None) is not None
+        if was_paused:  # what queued for it is read by nobody: its peers' buffers drain
+            self._rearm_inbound(transport, now=False)
         if self._listeners.get((transport.host, transport.port)) is transport:
             del self._listeners[(transport.host, transport.port)]
         for end in list(self._ends.get(name, ())):
@@ -468,6 +600,11 @@ class MemoryNetwork:
             self._forget(end)
         if not isinstance(node, str):
             _halt(node)
+        if was_paused:
+            # What it had set aside runs now: cancelled timers are skipped, cancelled tasks unwind.
+            loop = self.loop
+            if isinstance(loop, VirtualTimeLoop) and transport.host_token is not None:
+                loop.thaw(transport.host_token)
 
     # --- queries -----------------------------------------------------------------------------
 
@@ -476,7 +613,7 @@ class MemoryNetwork:
         return [
             (t.name, t.incarnation)
             for t in self._listeners.values()
-            if t.name != name and frozenset((name, t.name)) not in self._cut
+            if t.name != name and frozenset((name, t.name)) not in self._cut and t not in self._paused
         ]
 
     def statistics(self) -> MemoryNetworkStatistics:
@@ -526,15 +663,52 @@ class MemoryNetwork:
             raise ConnectionRefusedError(errno.ECONNREFUSED, f"connection to {host}:{port} refused")
         self._connections += 1
         self._next_ephemeral += 1
-        ours = _End(self, dialer.name, (dialer.host, self._next_ephemeral), (host, port))
-        theirs = _End(self, target.name, (host, port), (dialer.host, self._next_ephemeral))
+        ours = _End(self, dialer, (dialer.host, self._next_ephemeral), (host, port))
+        theirs = _End(self, target, (host, port), (dialer.host, self._next_ephemeral))
         ours.out, theirs.out = _Channel(ours, theirs), _Channel(theirs, ours)
         self._ends.setdefault(dialer.name, {})[ours] = None
         self._ends.setdefault(target.name, {})[theirs] = None
-        accepted = target._accepted()
-        theirs.protocol, ours.protocol = accepted, conn
-        accepted.connection_made(theirs)
+        ours.protocol = conn
+        # The target's side: at once, or (paused: the kernel completed the handshake) on resume.
+        self._on_behalf(theirs, self._accept, target, theirs)
         conn.connection_made(ours)
+
+    @staticmethod
+    def _accept(target: MemoryTransport, end: _End) -> None:
+        if end.dead or target.crashed:
+            return
+        accepted = target._accepted()
+        end.protocol = accepted
+        accepted.connection_made(end)
+
+    def _on_behalf(self, end: _End, callback: Callable[..., None], *args: Any) -> None:
+        """Run ``callback`` as ``end``'s node (in its context), or when it resumes if paused."""
+        pending = self._paused.get(end.node)
+        if pending is not None:
+            pending.append((end, callback, args))
+        else:
+            end.node.context.copy().run(callback, *args)
+
+    def _rearm_inbound(self, transport: MemoryTransport, *, now: bool) -> None:
+        """Deliver what queued for ``transport`` while it was paused: at once (``now``) or
+        from a timer."""
+        for end in list(self._ends.get(transport.name, ())):
+            if end.node is not transport or end.out is None:
+                continue
+            channel = end.out.target.out  # the channel into ``end``
+            if channel is None or not channel.items or channel.items[0][0] is None:
+                continue
+            if channel.timer is not None:
+                channel.timer.cancel()
+                channel.timer = None
+            if now:
+                self._deliver(channel)
+            else:
+                channel.timer = self._call_at(max(self.loop.time(), channel.items[0][0]), self._deliver, channel)
+
+    def _call_at(self, when: float, callback: Callable[..., None], *args: Any) -> asyncio.TimerHandle:
+        """A network timer: nobody's code (an empty context), never set aside by a pause."""
+        return self.loop.call_at(when, callback, *args, context=contextvars.Context())
 
     def _latency(self) -> float:
         low, high = self.latency
@@ -552,7 +726,7 @@ class MemoryNetwork:
         channel.last_due = due
         channel.items.append([due, item])
         if channel.timer is None:
-            channel.timer = self.loop.call_at(due, self._deliver, channel)
+            channel.timer = self._call_at(due, self._deliver, channel)
 
     def _deliver(self, channel: _Channel) -> None:
         channel.timer = None
@@ -561,6 +735,8 @@ class MemoryNetwork:
             for item in channel.items:
                 item[0] = None  # lost on the way: TCP retransmits it once the route heals
             return
+        if target.node in self._paused and not target.dead:
+            return  # queued for a paused node (its receive window is shut): resume delivers it
         now = self.loop.time()
         items = channel.items
         while items and items[0][0] is not None and items[0][0] <= now + 1e-9:
@@ -569,11 +745,12 @@ class MemoryNetwork:
                 self._chunks += 1
                 self._bytes += len(item)
                 source._sent(len(item))
-            target._receive(item)
+            if not (target.dead or target.closing or target.protocol is None):
+                target.node.context.copy().run(target._receive, item)
         self._forget(source)
         self._forget(target)
         if items and items[0][0] is not None:
-            channel.timer = self.loop.call_at(items[0][0], self._deliver, channel)
+            channel.timer = self._call_at(items[0][0], self._deliver, channel)
 
     def _release(self, channel: _Channel) -> None:
         """The route healed: send what it held again, in order, with fresh latencies."""
@@ -588,7 +765,7 @@ class MemoryNetwork:
             last = item[0]
         channel.last_due = max(channel.last_due, last)
         if channel.items:
-            channel.timer = self.loop.call_at(channel.items[0][0], self._deliver, channel)
+            channel.timer = self._call_at(channel.items[0][0], self._deliver, channel)
 
     def _reset(self, end: _End) -> None:
         """A reset on a cut route: both ends see it now and whatever was in flight is lost."""

@@ -30,6 +30,14 @@ Theory of operation:
       latency (and after whatever a disconnect or a leave still delivers). A notice
       about a link already replaced by a newer one is not delivered, as the real
       transport does not report a replaced connection.
+    * ``pause`` is a SIGSTOP and ``resume`` the SIGCONT: while paused, the node's core
+      sees nothing and does nothing. Its links stay open (its kernel holds them): what
+      its peers send queues in order, a dial to it completes at the dialer (the kernel's
+      backlog) and a link event about it waits; its heartbeats stop and the heartbeats
+      it would hear are lost; its timer comes due and waits. On resume everything runs
+      at once with its stale view: what queued on its links and the late timer, in an
+      order a seeded coin picks (a real loop interleaves them). A leave asked of a
+      paused node waits for the resume; a crash does not.
     * Discovery is a lossy multicast heartbeat (each node's heartbeat reaches each
       other node with probability ``1 - loss``, at once: multicast latency is nothing
       next to the interval), or, with ``heartbeat=None``, a list of seed nodes dialed
@@ -161,6 +169,9 @@ class SimNode:
     dialing: set[str] = field(default_factory=set)
     armed: float = _NEVER  # when this node's live timer fires
     up: set[str] = field(default_factory=set)  # names announced by NodeUp, kept from the events
+    paused: bool = False
+    late: bool = False  # its timer came due while paused
+    pending: list[tuple[Callable[..., None], tuple[Any, ...]]] = field(default_factory=list)  # while paused
 
 
 @dataclass(eq=False, slots=True)
@@ -260,6 +271,14 @@ class SimCluster:
         """Graceful leave: ``core.leave``, deliver what it sent, then close its links."""
         self._at(at, self._stop, name, True)
 
+    def pause(self, name: str, at: float | None = None) -> None:
+        """SIGSTOP ``name`` (see the module rules); nothing if it is not running."""
+        self._at(at, self._pause, name)
+
+    def resume(self, name: str, at: float | None = None) -> None:
+        """SIGCONT ``name``: what came due and what queued for it runs at once."""
+        self._at(at, self._resume, name)
+
     def restart(self, name: str, at: float | None = None) -> None:
         """Crash ``name`` and start it again at once, with a new creation."""
         self._at(at, self._restart, name)
@@ -295,6 +314,9 @@ class SimCluster:
         node = self.nodes.get(name)
         if node is None:
             return
+        if graceful and node.paused:
+            node.pending.append((self._stop, (name, True)))  # SIGTERM waits for SIGCONT
+            return
         if graceful:
             node.core.leave(self.now)
             self._flush(node)  # its last words go out before its links close
@@ -306,6 +328,33 @@ class SimCluster:
         if name in self.nodes:
             self._stop(name, False)
             self.killed.add(name)
+
+    def _pause(self, name: str) -> None:
+        node = self.nodes.get(name)
+        if node is not None:
+            node.paused = True
+
+    def _resume(self, name: str) -> None:
+        node = self.nodes.get(name)
+        if node is None or not node.paused:
+            return
+        node.paused = False
+        pending, node.pending = node.pending, []
+        late, node.late = node.late, False
+        timer_first = late and self.rng.random() < 0.5
+        if timer_first:
+            self._late_timer(node)
+        for callback, args in pending:
+            if self.nodes.get(node.name) is not node or node.paused:
+                break  # it left (a leave waited for the resume)
+            callback(*args)
+        if late and not timer_first and self.nodes.get(node.name) is node:
+            self._late_timer(node)
+
+    def _late_timer(self, node: SimNode) -> None:
+        node.armed = _NEVER
+        node.core.handle_timer(self.now)
+        self._flush(node)
 
     def _restart(self, name: str) -> None:
         node = self.nodes.get(name)
@@ -328,8 +377,10 @@ class SimCluster:
         route = self.network.route
         links = node.links
         # A node already linked to ``node`` would ignore the heartbeat (``discovered``
-        # returns at once for a linked member), so only the others are visited.
-        for peer in [p for name, p in self.nodes.items() if name not in links and p is not node]:
+        # returns at once for a linked member), so only the others are visited; a paused
+        # node sends none and hears none.
+        others = [] if node.paused else [p for n, p in self.nodes.items() if n not in links and p is not node]
+        for peer in [p for p in others if not p.paused]:
             if route(node.name, peer.name, "datagram") is None:
                 continue
             peer.core.discovered(node.name, self.now, node.creation)
@@ -339,6 +390,9 @@ class SimCluster:
 
     def _dial_seeds(self, node: SimNode) -> None:
         if self.nodes.get(node.name) is not node:
+            return
+        if node.paused:
+            self.clock.call_later(self.seed_recheck, self._dial_seeds, node)
             return
         waiting = False
         for seed in self.seeds:
@@ -381,6 +435,9 @@ class SimCluster:
     def _timer(self, node: SimNode, when: float) -> None:
         if node.armed != when or self.nodes.get(node.name) is not node:
             return  # re-armed earlier meanwhile, or the node is gone
+        if node.paused:
+            node.late = True  # fires on resume; ``armed`` stays, so nothing re-arms it before
+            return
         node.armed = _NEVER
         node.core.handle_timer(self.now)
         self._flush(node)
@@ -404,6 +461,9 @@ class SimCluster:
         if link.closed and seq >= link.drain_seq:
             return
         if self.nodes.get(dst.name) is not dst:
+            return
+        if dst.paused:  # in its kernel's buffer: read on resume, even if the link closes meanwhile
+            dst.pending.append((self._deliver, (link, dst, sender, msg, -1)))
             return
         kind = type(msg).__name__
         self.delivered[kind] += 1
@@ -436,9 +496,17 @@ class SimCluster:
         src.links[dst] = link
         peer.links[src.name] = link
         src.core.link_up(dst, peer.creation, self.now)
-        peer.core.link_up(src.name, src.creation, self.now)
+        self._link_up(peer, src.name, src.creation)
         self._flush(src)
-        self._flush(peer)
+
+    def _link_up(self, node: SimNode, peer: str, creation: int) -> None:
+        if self.nodes.get(node.name) is not node:
+            return
+        if node.paused:  # accepted on resume
+            node.pending.append((self._link_up, (node, peer, creation)))
+            return
+        node.core.link_up(peer, creation, self.now)
+        self._flush(node)
 
     def _break(self, link: _Link, *, drain: bool, initiator: SimNode | None = None) -> None:
         """Close ``link``. ``initiator`` (if running) gets ``link_down`` at once; the other
@@ -461,8 +529,13 @@ class SimCluster:
             self.clock.call_at(at, self._link_down, link, end, other.name)
 
     def _link_down(self, link: _Link, node: SimNode, peer: str) -> None:
-        if self.nodes.get(node.name) is not node or peer in node.links:
-            return  # gone, or a newer link to ``peer`` replaced this one
+        if self.nodes.get(node.name) is not node:
+            return
+        if node.paused:
+            node.pending.append((self._link_down, (link, node, peer)))
+            return
+        if peer in node.links:
+            return  # a newer link to ``peer`` replaced this one
         node.core.link_down(peer, self.now)
         self._flush(node)
 
