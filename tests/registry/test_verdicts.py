@@ -1,0 +1,358 @@
+"""A failure verdict is an opinion (issue 9): a node declared failed that was only paused
+wakes up and carries on from its old view. Each test here replays, in-process, one of the
+schedules the fault-injection campaign found, at the registry's own inputs (a one-sided
+``peer_down``/``peer_up``, a dropped handoff answer, a suspicion), and checks that no
+registered name, acknowledged write or copy count goes wrong.
+
+``RegistryConfig(sync_interval=3600)`` where the periodic anti-entropy round would
+otherwise repair the damage before the test could see it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from distable import (
+    Caller,
+    ConflictResolved,
+    DistableError,
+    HandoffAborted,
+    HandoffCompleted,
+    Node,
+    Pid,
+    Process,
+    ProcessExited,
+    RegistryConfig,
+    Resume,
+)
+from distable.membership._core import ALIVE, SUSPECT
+from distable.ring import Ring
+from distable.testing import eventually
+
+from . import apps
+from .conftest import Cluster, first_owned
+from .test_netsplit import describe_copies, single_copies, split
+
+NO_SYNC = RegistryConfig(sync_interval=3600)
+
+
+def owned_by(owner: str, nodes: list[str], then: str, later_nodes: list[str], prefix: str) -> str:
+    """The first name ``prefix-<i>`` that ``owner`` owns among ``nodes`` and ``then`` owns
+    among ``later_nodes``."""
+    ring, later = Ring().place(nodes), Ring().place(later_nodes)
+    for i in range(10_000):
+        name = f"{prefix}-{i}"
+        if ring.owner(name) == owner and later.owner(name) == then:
+            return name
+    raise AssertionError(f"no name owned by {owner} in {nodes} and by {then} in {later_nodes}")
+
+
+@contextlib.contextmanager
+def dropping(node: Node, *kinds: str) -> Iterator[list[Any]]:
+    """Lose every registry message of a type named in ``kinds`` that ``node`` posts (as the
+    cut in conftest's ``Partition`` does, for these messages only); yields what was lost.
+    By name, so that a type the code under test does not know yet needs no import."""
+    transport = node.transport
+    post = transport.post
+    lost: list[Any] = []
+
+    def post_but(dest: str, message: Any) -> asyncio.Future[None] | None:
+        if type(message).__name__ in kinds:
+            lost.append(message)
+            return None
+        return post(dest, message)
+
+    transport.post = post_but  # type: ignore[method-assign,assignment]
+    try:
+        yield lost
+    finally:
+        with contextlib.suppress(AttributeError):
+            del transport.post  # back to the class's method
+
+
+def one_copy(cluster: Cluster, name: Any) -> Pid | None:
+    """The only live copy of ``name``, if there is one, no handoff is in flight and every
+    replica maps ``name`` to it."""
+    copies = cluster.live_copies(name)
+    if len(copies) != 1 or not cluster.idle():
+        return None
+    agreed = cluster.agreed()
+    if agreed is None or agreed.get(name) != copies[0]:
+        return None
+    return copies[0]
+
+
+def copies_of(cluster: Cluster, name: Any) -> str:
+    return f"{cluster.describe()}\ncopies of {name!r}: {cluster.live_copies(name)}"
+
+
+# --- 1. a one-sided failure verdict ------------------------------------------------------------
+
+
+async def test_a_peer_that_heard_from_a_node_it_had_declared_failed_gets_its_claims_back_at_once(
+    cluster: Cluster,
+) -> None:
+    # n1 alone declared n0 failed (n0 was paused, say) and took it back: n0 never saw
+    # anything, so only a digest n1 asks for brings n0's claims back before the next sync.
+    n0, n1, n2 = await cluster.start(3, registry=NO_SYNC)
+    name = owned_by(n0.name, [n0.name, n1.name, n2.name], n1.name, [n1.name, n2.name], "verdict")
+    original = await n2.register(name, apps.Counter, key=name)
+    assert original.node == n0.name
+    for _ in range(3):
+        await n2.call(name, "incr")
+    await eventually(lambda: cluster.agreed() == {name: original}, message=cluster.describe)
+
+    n1.registry.peer_down(n0.name)
+    # n1 dropped n0's claims and, owning the name without n0, restarted it.
+    restarted = await eventually(
+        lambda: (p := n1.whereis(name)) is not None and p.node == n1.name and p,
+        message=lambda: copies_of(cluster, name),
+    )
+    n1.registry.peer_up(n0.name)
+
+    await eventually(lambda: n1.whereis(name) == original, message=lambda: copies_of(cluster, name))
+    assert await eventually(lambda: one_copy(cluster, name), message=lambda: copies_of(cluster, name)) == original
+    await cluster.wait_joined()
+    assert await n1.call(name, "get") == (3, n0.name)  # the original state, kept
+    # The copy n1 restarted lost to the original and gave it its (fresh) state.
+    assert await n0.call(name, "conflicts") == [0]
+    assert n1.runtime.local(restarted) is None
+
+
+# --- 2. a leaving node passes its owed restarts on -------------------------------------------------
+
+
+async def test_a_leaving_node_passes_a_crash_restart_waiting_out_its_backoff_to_the_new_owner(
+    cluster: Cluster,
+) -> None:
+    config = RegistryConfig(restart_backoff=30, restart_backoff_max=30)
+    n0, n1, n2 = await cluster.start(3, registry=config)
+    name = first_owned(n1.name, [n0.name, n1.name, n2.name], "owed")
+    pid = await n0.register(name, apps.Counter, key=name, restart="transient")
+    assert pid.node == n1.name
+    with pytest.raises(ProcessExited):
+        await n0.call(name, "crash")
+    # The restart waits out its 30 s backoff on n1; nobody else will make it.
+    await eventually(lambda: all(n.whereis(name) is None for n in cluster.nodes) and n1.registry.core._restarts)
+
+    await cluster.stop(n1)
+
+    def restarted() -> Pid | None:
+        pid = one_copy(cluster, name)
+        return pid if pid is not None and pid.node in (n0.name, n2.name) else None
+
+    new = await eventually(restarted, message=lambda: copies_of(cluster, name))
+    assert await n0.call(name, "get") == (0, new.node)
+    assert apps.INITS[name] == 2
+
+
+# --- 3. a conflict's loser handles nothing once its state is taken ------------------------------
+
+#: pid -> an Event that ``Ledger.begin_handoff`` waits for (see the test).
+HOLD: dict[Pid, asyncio.Event] = {}
+#: pids whose ``begin_handoff`` is waiting on their HOLD event.
+ENTERED: set[Pid] = set()
+
+
+class Ledger(Process):
+    """A set of operation ids. Calls: ("op", id) adds it and acknowledges it; "ops" -> the
+    sorted ids. Its handoff state is the set; ``resolve_conflict`` unions the loser's in."""
+
+    async def init(self, key: Any = None) -> None:
+        self.key = key
+        self.ops: set[str] = set()
+        self.merged: list[list[str]] = []
+
+    async def handle_call(self, message: Any, caller: Caller) -> Any:
+        match message:
+            case ("op", str(op)):
+                self.ops.add(op)
+                return op
+            case "ops":
+                return sorted(self.ops)
+            case "merged":
+                return list(self.merged)
+        raise ValueError(f"unexpected call {message!r}")
+
+    async def begin_handoff(self) -> Resume:
+        hold = HOLD.get(self.pid)
+        if hold is not None:
+            ENTERED.add(self.pid)
+            await hold.wait()
+        return Resume(sorted(self.ops))
+
+    async def end_handoff(self, state: Any) -> None:
+        self.ops = set(state)
+
+    async def resolve_conflict(self, state: Any) -> None:
+        self.merged.append(list(state))
+        self.ops |= set(state)
+
+
+async def test_calls_queued_at_a_conflict_loser_when_its_state_is_taken_reach_the_winner(cluster: Cluster) -> None:
+    a, b, c = await cluster.start(3)
+    name = first_owned(c.name, [a.name, b.name, c.name], "ledger")  # the lone side's copy wins
+    cut = await split(cluster, [a, b], [c])
+    loser = await a.register(name, Ledger, key=name)
+    winner = await c.register(name, Ledger, key=name)
+    assert loser.node in (a.name, b.name)
+    assert winner.node == c.name
+    before = {f"L{i}" for i in range(3)} | {f"W{i}" for i in range(3)}
+    for i in range(3):
+        await a.call(name, ("op", f"L{i}"))
+        await c.call(name, ("op", f"W{i}"))
+    hold = HOLD[loser] = asyncio.Event()
+
+    acked: list[str] = []
+    callers, rounds = 8, 5
+    nodes = [a, b, c]
+
+    async def caller(i: int) -> None:
+        node = nodes[i % len(nodes)]
+        for j in range(rounds):
+            op = f"c{i}-{j}"
+            with contextlib.suppress(DistableError):  # not acknowledged: nothing promised
+                assert await node.call(loser, ("op", op), timeout=10.0) == op
+                acked.append(op)
+
+    try:
+        await cut.heal()
+        # The loser's node asks it for its state; it waits in begin_handoff...
+        await eventually(lambda: loser in ENTERED, timeout=15, message=lambda: describe_copies(cluster, [name]))
+        proc = cluster.process(loser)
+        tasks = [asyncio.create_task(caller(i)) for i in range(callers)]
+        # ...while every caller's next call queues up behind it.
+        await eventually(lambda: len(proc._mailbox or ()) >= callers, message=lambda: f"mailbox {proc._mailbox}")
+        hold.set()
+        await asyncio.gather(*tasks)
+    finally:
+        hold.set()
+        HOLD.clear()
+        ENTERED.clear()
+
+    await cluster.wait_joined()
+    await eventually(
+        lambda: single_copies(cluster, [name]), timeout=20, message=lambda: describe_copies(cluster, [name])
+    )
+    assert cluster.live_copies(name) == [winner]
+    ops = set(await c.call(name, "ops"))
+    assert ops >= before
+    missing = sorted(set(acked) - ops)
+    assert missing == [], f"acknowledged by the loser, then lost: {missing} (acknowledged: {len(acked)})"
+
+
+# --- 4. an old host that timed out waiting for HandoffAccepted asks before resuming --------------
+
+
+async def _counter_to_be_moved(
+    cluster: Cluster, prefix: str, handoff_timeout: float
+) -> tuple[Node, Node, Node, Any, Pid]:
+    """Nodes X and Z running a Counter (count 3) on X, and Y started but not joined yet:
+    once it joins, the name is Y's and X hands it over. Returns (X, Y, Z, name, X's pid)."""
+    x, z = await cluster.start(2, registry=NO_SYNC)
+    y = await cluster.add("late", registry=NO_SYNC, join=False)
+    name = owned_by(y.name, [x.name, y.name, z.name], x.name, [x.name, z.name], prefix)
+    old = await z.register(name, apps.Counter, key=name, handoff_timeout=handoff_timeout)
+    assert old.node == x.name
+    for _ in range(3):
+        await z.call(name, "incr")
+    return x, y, z, name, old
+
+
+async def _handoff_committed_one_sidedly(cluster: Cluster, *dropped: str) -> tuple[Node, Node, Any, Pid, Pid]:
+    """X hands a Counter (count 3) to a joining Y whose HandoffAccepted (and whatever else
+    ``dropped`` names) never reaches X; Y, having started the process, declares X failed,
+    keeps it (a commit X does not know of), and takes X back. Returns (X, Y, name, X's pid,
+    Y's pid), once a single copy is left."""
+    x, y, _, name, old = await _counter_to_be_moved(cluster, "moved", handoff_timeout=1.0)
+    with dropping(y, "HandoffAccepted", *dropped):
+        await cluster.join(y)
+        incoming = await eventually(
+            lambda: next((i for i in y.registry._incoming.values() if i.name == name and i.pid is not None), None),
+            message=lambda: copies_of(cluster, name),
+        )
+        y.registry.peer_down(x.name)  # the one-sided verdict: y keeps what it was handed
+        assert y.registry.core.pids.get(name) == incoming.pid
+        y.registry.peer_up(x.name)
+        await eventually(
+            lambda: one_copy(cluster, name) is not None, timeout=20, message=lambda: copies_of(cluster, name)
+        )
+    assert one_copy(cluster, name) == incoming.pid  # the copy y kept
+    assert x.runtime.local(old) is None
+    await cluster.wait_joined()
+    assert await x.call(name, "get") == (3, y.name)  # its state kept
+    return x, y, name, old, incoming.pid
+
+
+async def test_an_old_host_that_missed_the_acceptance_asks_and_commits_the_move_the_new_owner_kept(
+    cluster: Cluster,
+) -> None:
+    x, y, name, old, new = await _handoff_committed_one_sidedly(cluster)
+    # x learned that the move was committed and committed it too: no copy resumed.
+    assert [(e.old_pid, e.new_pid) for e in cluster.events(x) if isinstance(e, HandoffCompleted)] == [(old, new)]
+    assert [e for e in cluster.events(x) if isinstance(e, HandoffAborted | ConflictResolved)] == []
+    assert await y.call(name, "conflicts") == []
+
+
+async def test_an_old_host_that_resumed_a_copy_the_new_owner_kept_retires_it_into_the_winner(cluster: Cluster) -> None:
+    # Its HandoffCancel goes unanswered too: it resumes its copy, which the new owner's
+    # claim (moved from it) superseded. That copy must retire, its state reaching the winner.
+    x, y, name, old, new = await _handoff_committed_one_sidedly(cluster, "HandoffCancelled")
+    assert any(isinstance(e, HandoffAborted) and e.pid == old for e in cluster.events(x))
+    retired = [(e.winner, e.loser) for e in cluster.events(x) if isinstance(e, ConflictResolved)]
+    assert retired == [(new, old)]
+    await eventually(lambda: _conflicts_are(y, name, [3]), message=lambda: copies_of(cluster, name))
+
+
+async def _conflicts_are(node: Node, name: Any, expected: list[Any]) -> bool:
+    return bool(await node.call(name, "conflicts") == expected)
+
+
+# --- 5. a gate does not wait for a suspected peer ---------------------------------------------------
+
+
+async def test_a_handed_in_process_does_not_hold_a_suspected_peers_messages_until_the_handoff_timeout(
+    cluster: Cluster,
+) -> None:
+    _, y, z, name, _ = await _counter_to_be_moved(cluster, "gated", handoff_timeout=60.0)
+
+    # z's flush marker for the move never comes (z paused, as far as y can tell).
+    with dropping(z, "FlushMarker") as lost:
+        await cluster.join(y)
+        await cluster.wait_joined()
+        new = await eventually(
+            lambda: (p := z.whereis(name)) is not None and p.node == y.name and p,
+            message=lambda: copies_of(cluster, name),
+        )
+        gate = cluster.process(new)._gate
+        assert gate is not None
+        assert z.name in gate.waiting, f"gate waits for {gate.waiting}"
+        assert any(type(m).__name__ == "FlushMarker" for m in lost)
+        z.cast(name, ("add", 10))  # straight to the new pid: held for z's marker
+        await eventually(lambda: gate.held.get(z.name), message=lambda: f"held: {gate.held}")
+
+        # y's membership suspects z (no verdict yet: it would only come after a timeout).
+        member = y.membership.core.member(z.name)
+        assert member is not None
+        assert member.status == ALIVE
+        member.status = SUSPECT
+        try:
+            count = await eventually(
+                lambda: _count_is(y, name, 13), timeout=10, message=lambda: f"held: {gate.held}, {gate.waiting}"
+            )
+        finally:
+            member.status = ALIVE
+    assert count
+    stats = y.registry.statistics()
+    assert stats.gate_releases >= 1, stats
+    assert stats.gate_held_messages >= 1, stats
+
+
+async def _count_is(node: Node, name: Any, expected: int) -> bool:
+    count, _ = await node.call(name, "get")
+    return bool(count == expected)
