@@ -53,6 +53,8 @@ import asyncio
 import gc
 import logging
 import math
+import time
+import unittest.mock
 from collections import Counter, defaultdict
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
@@ -63,6 +65,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from distable import Caller, DistableError, NameNotFound, Node, Pid, Process, Resume
+from distable.node import _node as node_module
 from distable.testing import MemoryDiscovery, MemoryNetwork, VirtualTimeLoop
 
 COOKIE = "sim-cookie"
@@ -718,6 +721,23 @@ class _ErrorLog(logging.Handler):
         self.records.append(f"{record.name}: {record.getMessage()}")
 
 
+class _VirtualWallClock:
+    """``time`` as ``distable.node`` sees it in a simulation: ``time_ns`` (a node's
+    incarnation) follows the virtual clock, unique and increasing, so that a schedule
+    replays exactly (incarnations order pids and break ties); the rest is the real module."""
+
+    def __init__(self) -> None:
+        self.last = 0
+
+    def time_ns(self) -> int:
+        now = int((1_800_000_000 + asyncio.get_running_loop().time()) * 1e9)
+        self.last = max(now, self.last + 1000)
+        return self.last
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(time, name)
+
+
 def run_schedule(schedule: Schedule) -> Sim:
     """Run one schedule on a fresh virtual-time loop; return the simulation and its findings."""
     global _world
@@ -740,7 +760,10 @@ def run_schedule(schedule: Schedule) -> Sim:
             gc.collect()  # a task whose exception nobody retrieved reports it when collected
 
     try:
-        with asyncio.Runner(loop_factory=VirtualTimeLoop) as runner:
+        with (
+            asyncio.Runner(loop_factory=VirtualTimeLoop) as runner,
+            unittest.mock.patch.object(node_module, "time", _VirtualWallClock()),
+        ):
             runner.run(main())
     finally:
         logger.removeHandler(errors)
@@ -1006,7 +1029,24 @@ def test_schedules_that_found_bugs(schedule: Schedule) -> None:
 
 #: Schedules that fail on bugs not fixed yet (issue 9). Not skipped: CI shows them failing
 #: until the fix lands, then they move to REGRESSIONS. /work/notes/sim-findings.md explains each.
-OPEN_BUGS: dict[str, Schedule] = {}
+OPEN_BUGS: dict[str, Schedule] = {
+    "a-name-handed-to-a-restarted-owner-loses-its-claim": Schedule(
+        seed=907,
+        size=4,
+        max_latency=0.02,
+        initial_names=2,
+        chaos=((0.0, ("register", 50, "transient")), (0.0, ("restart", 51))),
+        graceful=((0.0, ("send", 14, 13, 8, 0.1)),),
+    ),
+    "names-restarted-and-handed-to-a-restarted-owner-diverge": Schedule(
+        seed=29057330,
+        size=5,
+        max_latency=0.1,
+        initial_names=6,
+        chaos=((4.0, ("crash", 13)), (4.0, ("wait", 10.0)), (2.0, ("send", 51, 45, 7, 0.1)), (0.0, ("restart", 47))),
+        graceful=((0.0, ("send", 27, 42, 20, 0.01)),),
+    ),
+}
 
 
 @pytest.mark.parametrize("schedule", OPEN_BUGS.values(), ids=OPEN_BUGS.keys())
@@ -1042,7 +1082,7 @@ def test_a_fixed_schedule_is_reproducible() -> None:
     )
     first, second = run_schedule(schedule), run_schedule(schedule)
     assert not first.failures, describe(first)
-    # The same schedule does the same things at the same virtual times (pids print without
-    # their node's incarnation, the one input taken from the wall clock).
+    # The same schedule does the same things at the same virtual times, to the incarnation.
     assert first.trace == second.trace
+    assert [n.incarnation for n in first.live] == [n.incarnation for n in second.live]
     assert dict(first.errors) == dict(second.errors)
