@@ -93,14 +93,14 @@ class Counter(Process):
 
     async def begin_handoff(self) -> Resume:
         self._fresh()
-        return Resume(self._state())
+        return Resume({**self._state(), "host": self.node.name})
 
     async def end_handoff(self, state: Any) -> None:
         self.ops = set(state["ops"])
         self.lineage = state["lineage"]
         self.absorbed = set(state["absorbed"])
         self.logged = True
-        self._log("resume")
+        self._log("resume", **{"from": state.get("host")})
 
     async def resolve_conflict(self, state: Any) -> None:
         self._fresh()

@@ -80,9 +80,9 @@ class Config:
     names: int = 200
     clients: int = 4
     rate: float = 25.0  # ops per second per client task, at most
-    faults: int = 10
-    window: float = 35.0  # seconds over which faults start
-    quiesce_timeout: float = 45.0
+    faults: int = 11
+    window: float = 40.0  # seconds over which faults start
+    quiesce_timeout: float = 30.0
     log_level: str = "info"
 
 
@@ -137,7 +137,9 @@ def plan(rng: random.Random, faults: int, window: float) -> list[Fault]:
             duration = rng.uniform(0.5, 3.0)
         else:
             duration = 0.0
-        delay = rng.uniform(0.0, 0.3)  # term-kill: a drain of a few dozen names takes about that long
+        # term-kill: a drain of a few dozen names takes about that long; join-pause: the
+        # pause starts this long after the newcomer's first handoff
+        delay = rng.uniform(0.0, 0.3) if kind == "term-kill" else rng.uniform(0.0, 0.1)
         out.append(Fault(round(at, 3), kind, rng.random(), round(duration, 3), round(delay, 3)))
     return out
 
@@ -353,21 +355,49 @@ class Run:
             elif kind == "join":
                 await self.start(server)
             elif kind == "join-pause":
-                await self.start(server)
-                victim = self.target(fault)
-                if victim is None:
-                    self.log("join-pause: no node may be paused after the join")
-                else:
-                    victim.busy = True
-                    try:
-                        await asyncio.sleep(fault.delay)  # names start to move to the newcomer now
-                        await self.pause(victim, fault.duration)
-                    finally:
-                        victim.busy = False
+                await self.join_pause(server, fault)
         finally:
             server.busy = False
             self.last_fault_end = max(self.last_fault_end, time.monotonic())
             self.log(f"fault {kind} on {server.name} done")
+
+    async def join_pause(self, server: Server, fault: Fault) -> None:
+        """Start ``server`` and pause an old host just as names move to it: the host of the
+        first process it is handed (from its ledger), ``fault.delay`` after that handoff
+        (a random healthy node if none is handed before it is up)."""
+        ledger = self.config.run_dir / "ledger" / f"{server.short}.{server.launches + 1}.jsonl"
+        starting = asyncio.ensure_future(self.start(server))
+
+        def first_handoff() -> str | bool | None:
+            if ledger.exists():
+                for line in ledger.read_text().splitlines():
+                    with contextlib.suppress(ValueError):
+                        entry = json.loads(line)
+                        if entry.get("event") == "resume" and entry.get("from"):
+                            return str(entry["from"])
+            return starting.done()
+
+        try:
+            found = await eventually(first_handoff, timeout=START_TIMEOUT, interval=0.005)
+        except TimeoutError:
+            found = None
+        source = self.by_name.get(found) if isinstance(found, str) else None
+        if source is not None and source.healthy and len([s for s in self.servers if s.healthy]) - 1 >= MIN_HEALTHY:
+            victim: Server | None = source
+            self.log(f"join-pause: {server.name} got its first handoff from {source.name}")
+        else:
+            victim = self.target(fault)
+            self.log(f"join-pause: no handoff source to pause ({found!r}); a healthy node instead")
+        if victim is None:
+            self.log("join-pause: no node may be paused after the join")
+        else:
+            victim.busy = True
+            try:
+                await asyncio.sleep(fault.delay)  # names are moving to the newcomer now
+                await self.pause(victim, fault.duration)
+            finally:
+                victim.busy = False
+        await starting
 
     async def pause(self, server: Server, duration: float) -> None:
         self.mark(server, "pause")
@@ -542,14 +572,12 @@ class Run:
                 with contextlib.suppress(ValueError):
                     ledger.append(json.loads(line))
         hosts = self.hosts(ledger)
-        slots = asyncio.Semaphore(32)
 
         async def state(name: str) -> Any:
-            async with slots:
-                try:
-                    return await client.call(name, "state", timeout=CALL_TIMEOUT)
-                except Exception as exc:
-                    return exc
+            try:
+                return await client.call(name, "state", timeout=INSPECT_TIMEOUT)
+            except Exception as exc:
+                return exc
 
         states = dict(zip(self.names, await asyncio.gather(*(state(n) for n in self.names)), strict=True))
         unreadable = [n for n, s in states.items() if isinstance(s, BaseException)]
