@@ -28,7 +28,7 @@ from distable import (
     TransportConfig,
     UnencodableValue,
 )
-from distable.testing import eventually
+from distable.testing import crash, eventually
 from distable.wire._messages import Tick
 
 from ._support import (
@@ -255,6 +255,48 @@ async def test_simultaneous_dial_ends_with_exactly_one_link_each_side() -> None:
             assert await a.call(on_b, ("echo", attempt)) == attempt
             assert await b.call(on_a, ("echo", attempt)) == attempt
             assert (peer_connects(a, b.name), peer_connects(b, a.name)) == (1, 1), f"attempt {attempt}"
+
+
+def settled(node: Node, other: str) -> bool:
+    """Linked to ``other``, and no dial to it under way or scheduled (it could replace the link)."""
+    peer = node.transport.peers.get(other)
+    return peer is not None and peer.conn is not None and peer.dialing is None and peer.dial_handle is None
+
+
+async def test_a_node_restarted_on_its_port_that_dials_first_keeps_its_one_link_and_loses_nothing() -> None:
+    """b is killed and restarted under its name and port, and the new b dials a while a
+    still holds the dead b's link. a takes the new link in place of the stale one; the
+    stale one's drop must not make a dial b as well: b would accept that second link in
+    place of its own (b's name is the larger) and close the first with what a sent on it
+    unread, while both nodes stay up (seed 907 of the registry simulator lost a
+    HandoffCommit so)."""
+    count = 500
+    async with Node("a", cookie=COOKIE) as a:
+        old_b = Node("b", cookie=COOKIE)
+        await old_b.start()
+        await a.connect(old_b.name)
+        server = old_b.transport._server
+        assert server is not None
+        server.close()  # free the port for the new b; the old links stay up for now
+        await server.wait_closed()
+        async with Node("b", cookie=COOKIE, port=old_b.port, connect=[a.name]) as b:
+            assert (b.name, b.incarnation != old_b.incarnation) == (old_b.name, True)
+            await eventually(
+                lambda: a.transport.peers[b.name].incarnation == b.incarnation and a.transport.is_connected(b.name),
+                message="a took the new b's link",
+            )
+            await crash(old_b)
+            seen: list[int] = []
+            on_b, send_a = await b.spawn(Sequence, seen), await a.spawn(Sender)
+            # A stream across the link while any second dial of a's would land.
+            assert await a.call(send_a, ("run", on_b, count), timeout=60.0) == count
+            await eventually(lambda: len(seen) >= count, message=lambda: f"{len(seen)} of {count} arrived")
+            assert seen == list(range(count))
+            await eventually(lambda: settled(a, b.name) and settled(b, a.name), message="no dial left on either side")
+            # a linked with the old b once and the new b once; the new b with a once: none replaced.
+            assert (peer_connects(a, b.name), peer_connects(b, a.name)) == (2, 1)
+            assert await a.call(on_b, ("seq", count)) == count
+            assert (peer_connects(a, b.name), peer_connects(b, a.name)) == (2, 1)
 
 
 async def test_events_yield_node_up_and_node_down() -> None:

@@ -3,6 +3,9 @@
 Rules:
     * One link per pair of nodes. When both dial at once, the link dialed by the node
       with the smaller name is kept: both sides apply the same rule, so they agree.
+    * One dial at a time, and none while a link to the peer is up or being accepted: the
+      acceptor takes a peer's new link in place of its old one (the peer saw it die) and
+      closes the old one with what was sent on it unread.
     * Nothing a peer sends before it has authenticated is decoded beyond the handshake
       structs (``wire._messages``), and a handshake frame is at most 4 KiB.
     * A peer that breaks the protocol (oversized frame, garbage, bad handshake, silent
@@ -155,6 +158,7 @@ class Peer:
 
     __slots__ = (
         "_congestion",
+        "accepting",
         "backoff",
         "bytes_in",
         "bytes_out",
@@ -191,6 +195,9 @@ class Peer:
         self.conn: PeerConnection | None = None
         self.dialing: PeerConnection | None = None
         self.dial_handle: asyncio.TimerHandle | None = None
+        # An incoming link accepted (``_decide``) and not active yet: while it replaces the
+        # old link, the old one's drop must not start a dial (see ``_dial_later``).
+        self.accepting: PeerConnection | None = None
         self.writer = BatchWriter(max_frame_size)
         self.flush_scheduled = False
         self.paused = False
@@ -722,13 +729,28 @@ class Transport:
         return sorted(p.name for p in self.peers.values() if p.conn is not None)
 
     def _dial_later(self, peer: Peer, delay: float) -> None:
-        if self._closing:
+        """Dial ``peer`` after ``delay``, unless a link to it is up or on its way.
+
+        One dial at a time, and none while a link is up or being accepted: a second dial
+        would end in a second link, which the acceptor takes in place of the first (its
+        rule for a peer that redialed because it saw the link die) and closes the first
+        with what was sent on it unread, although neither side saw it die. Redials come
+        from several places at once as a link drops (membership's ``connect`` from
+        ``on_down``, the backoff redial, ``post``, a benign refusal): the first one wins,
+        a dial already scheduled keeps its time (``connect(urgent=True)`` cancels it)."""
+        if self._closing or peer.conn is not None or peer.dialing is not None or peer.accepting is not None:
             return
         if delay <= 0:
+            if peer.dial_handle is not None:
+                peer.dial_handle.cancel()
             peer.dial_handle = None
             self._dial(peer)
-        else:
-            peer.dial_handle = self.loop.call_later(delay, self._dial_later, peer, 0.0)
+        elif peer.dial_handle is None:
+            peer.dial_handle = self.loop.call_later(delay, self._dial_due, peer)
+
+    def _dial_due(self, peer: Peer) -> None:
+        peer.dial_handle = None
+        self._dial_later(peer, 0.0)  # unless a link came up (or is on its way) meanwhile
 
     def _dial(self, peer: Peer) -> None:
         conn = PeerConnection(self, dialer=True, expected=peer.name)
@@ -783,7 +805,13 @@ class Transport:
                 return "stale incarnation"
             if inc == peer.incarnation and active.dialer and self.name < name:
                 return "duplicate link"
-            active.close("replaced by a new link from the same node", level=logging.DEBUG)
+            # It is about to be established (``accept`` then ``_established``, in this
+            # call): the old link's drop must not start a dial meanwhile (``_dial_later``).
+            peer.accepting = conn
+            try:
+                active.close("replaced by a new link from the same node", level=logging.DEBUG)
+            finally:
+                peer.accepting = None
         elif peer.dialing is not None and self.name < name:
             return "simultaneous dial"
         conn.peer = peer
