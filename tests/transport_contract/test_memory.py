@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 
 from distable import Caller, Down, Node, Pid, Process, ProcessExited
-from distable.testing import MemoryNetwork, VirtualTimeDeadlock, VirtualTimeLoop
+from distable.testing import MemoryNetwork, MemoryTransport, VirtualTimeDeadlock, VirtualTimeLoop
+from distable.transport._transport import Peer
 
 COOKIE = "memory-cookie"
 
@@ -245,6 +246,61 @@ def test_a_node_restarted_on_its_port_is_dialed_once_even_when_the_handshake_out
                 assert (connects(a, b.name), connects(b, a.name)) == (2, 1)  # none replaced
 
     run(main)
+
+
+def test_redials_of_an_address_that_refuses_are_one_at_a_time_and_backed_off_though_on_down_redials_at_once() -> None:
+    """Membership answers every ``on_down`` with ``connect`` (redial at once). A dial that
+    is refused at once must still be redialed with backoff, by one chain of dials: the
+    transport schedules its redial before it reports the failure, so that ``connect``
+    finds it pending. (A second chain of dials is what replaced a restarted node's fresh
+    link; the first attempt at that fix redialed a refusing address in a loop with no
+    backoff, as fast as the loop turned.)"""
+    net = MemoryNetwork(3)
+    target = "gone@127.0.0.1:9"  # nothing listens there on this network: refused at once
+    horizon = 20.0
+
+    async def main() -> tuple[int, int]:
+        loop = asyncio.get_running_loop()
+        downs: list[float] = []
+        transport: MemoryTransport
+
+        def on_down(node: str, incarnation: int, reason: str) -> None:
+            downs.append(loop.time())
+            if len(downs) < 1_000:  # bounded: a loop without backoff fails below, not hangs
+                transport.connect(node)
+
+        transport = net.transport_factory(
+            name="a@127.0.0.1:1",
+            incarnation=1,
+            cookie=COOKIE.encode(),
+            loop=loop,
+            spawn_task=loop.create_task,
+            dispatch=lambda node, messages: None,
+            on_up=lambda node, incarnation: None,
+            on_down=on_down,
+        )
+        await transport.listen("127.0.0.1", 1)
+        overlapping = 0
+        dial = transport._dial
+
+        def counting_dial(peer: Peer) -> None:
+            nonlocal overlapping
+            overlapping += peer.dialing is not None
+            dial(peer)
+
+        transport._dial = counting_dial  # type: ignore[method-assign]
+        try:
+            transport.connect(target)
+            await asyncio.sleep(horizon)
+        finally:
+            await transport.close()
+        return len([t for t in downs if t <= horizon]), overlapping
+
+    failures, overlapping = run(main)
+    assert overlapping == 0
+    # Backoff from backoff_initial (0.05 s) doubling to backoff_max (5 s), jittered down to
+    # half: at most 13 waits fit in 20 s, so at most 14 dials (the first is at once).
+    assert 5 <= failures <= 14, failures
 
 
 def test_the_same_seed_gives_the_same_history() -> None:

@@ -878,16 +878,21 @@ class Transport:
 
     def _dial_failed(self, peer: Peer, conn: PeerConnection) -> None:
         reason = conn.close_reason
-        if any(r in reason for r in _BENIGN_REJECTS):
+        benign = any(r in reason for r in _BENIGN_REJECTS)
+        if benign:
             delay = self.config.backoff_initial  # the peer's own dial is on its way
         else:
             delay = self._next_backoff(peer)
             self._report_dial_failure(peer, conn.fail_kind or HANDSHAKE, conn.fail_detail or reason, delay)
             self._drop_pending(peer, reason)
-            self._on_down(peer.name, peer.incarnation, reason)
         peer.retry_at = peer.idle_since = self.loop.time() + delay
         if (peer.wanted or peer.writer.count) and not self._closing:
             self._dial_later(peer, delay)
+        if not benign:
+            # After the redial is scheduled: membership's connect() from on_down then finds
+            # it pending and leaves it be, rather than dialing again at once (a dial refused
+            # at once would be redialed at once, forever, with no backoff).
+            self._on_down(peer.name, peer.incarnation, reason)
 
     def _report_dial_failure(self, peer: Peer, kind: str, reason: str, delay: float) -> None:
         """Say why a dial failed, once per peer and cause (rate-limited): a wrong cookie, a
