@@ -269,6 +269,12 @@ class PeerConnection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
+        if self.closed:
+            # Closed while its dial was in flight (a partition, a link replaced, a node
+            # stopping): without this the socket stayed open until the peer's handshake
+            # timeout, or was collected unclosed (a ResourceWarning).
+            self.transport.abort()
+            return
         peername = transport.get_extra_info("peername")
         if peername:
             self.address = f"{peername[0]}:{peername[1]}"
