@@ -1040,6 +1040,39 @@ REGRESSIONS = {
         chaos=((4.0, ("crash", 13)), (4.0, ("wait", 10.0)), (2.0, ("send", 51, 45, 7, 0.1)), (0.0, ("restart", 47))),
         graceful=((0.0, ("send", 27, 42, 20, 0.01)),),
     ),
+    # A leaving n3 handed name1 to n2, which accepted and was killed at once; n3 took the
+    # HandoffAccepted (already in flight) after its link to n2 was down, committed, and
+    # dropped its claim: no claim was left anywhere to restart from. Fixed: a host commits
+    # only while linked to the accepting incarnation (else it asks, see _cancel), and a
+    # name handed to a node that dies before claiming it is restarted by its old host.
+    "a-handoff-accepted-by-a-node-killed-at-once-is-not-committed-blindly": Schedule(
+        seed=885421912,
+        size=4,
+        max_latency=0.02,
+        initial_names=7,
+        chaos=(
+            (0.0, ("leave", 55)),
+            (0.01, ("restart", 37)),
+            (0.0, ("restart", 10)),
+            (0.1, ("crash", 7)),
+            (0.1, ("leave", 41)),
+            (0.0, ("crash", 12)),
+            (0.5, ("pause", 40, 2.0)),
+            (0.0, ("restart", 31)),
+            (0.01, ("leave", 61)),
+            (2.0, ("pause", 5, 2.0)),
+            (0.5, ("join",)),
+            (0.01, ("join",)),
+        ),
+        graceful=(
+            (0.01, ("send", 47, 41, 2, 0.5)),
+            (0.1, ("leave", 0)),
+            (0.0, ("wait", 10.0)),
+            (0.01, ("send", 29, 35, 20, 0.1)),
+            (2.0, ("join",)),
+            (4.0, ("send", 18, 38, 16, 0.1)),
+        ),
+    ),
 }
 
 

@@ -257,6 +257,8 @@ class TrackerCore:
         self.moving: set[Any] = set()  # local names being handed off now
         # names whose host handed them off, until the successor's own claim arrives
         self._successors: dict[Any, Pid] = {}
+        # name -> (new pid, spec) of the names this node handed off, until the new claim arrives
+        self._handed: dict[Any, tuple[Pid, Spec]] = {}
         # local pid -> the key of its one claim, or a set of keys when it holds several
         self._local_by_pid: dict[Pid, Hashable | set[Hashable]] = {}
         # (factory, restart, handoff_timeout) -> the one Spec object every argument-less
@@ -381,33 +383,45 @@ class TrackerCore:
             self._resolve(name)
         self._flushed = {f for f in self._flushed if f[0] != node}
         self._replace_placement(now)
+        # Names this node handed to ``node`` that it died before claiming: nobody else holds
+        # a claim to restart them from (this node's was removed at the commit).
+        for name in [n for n, (pid, _) in self._handed.items() if pid.node == node]:
+            _, spec = self._handed.pop(name)
+            if name not in self.winners:
+                self._restart_orphan(name, spec, hash_name(name), now)
         gone = self.claims.pop(node, {})
         for claim in gone.values():
             if claim.kind == CLAIM_NAME:
                 was_winner = self.winners.get(claim.key) is claim
                 self._resolve(claim.key)
                 if was_winner and claim.spec is not None and claim.key not in self.winners:
-                    owner = self.placement.owner_of_hash(claim.position)
-                    if owner == self.node:
-                        self._n_restarts += 1
-                        self._out.commands.append(StartName(claim.key, claim.spec, "nodedown"))
-                    elif owner is not None and self.leaving:
-                        # This node will be gone before any orphan check: it may be the only
-                        # one left that knew the claim (the others dropped it while its host
-                        # was thought dead), so it asks the owner now.
-                        self._n_restarts += 1
-                        self._out.commands.append(RestartElsewhere(claim.key, claim.spec, owner))
-                    elif owner is not None:
-                        # The owner may never have held this claim (it joined, or linked to
-                        # the dead host, too late to learn of it): if the name is still not
-                        # back after orphan_check, ask it. Every survivor that knew the claim
-                        # asks then; registration on the owner is idempotent.
-                        self._restart_seq += 1
-                        due = now + self.config.orphan_check
-                        heapq.heappush(self._restarts, (due, self._restart_seq, claim.key, claim.spec, "nodedown"))
+                    self._restart_orphan(claim.key, claim.spec, claim.position, now)
             else:
                 self._group_remove(claim)
         self._rebalance()
+
+    def _restart_orphan(self, name: Any, spec: Spec, position: int, now: float) -> None:
+        """``name`` lost its only claim with a node that went down: see that its owner
+        restarts it (this node, at once; another, asked at once if this node leaves, else
+        after ``orphan_check`` if it has not restarted it by then)."""
+        owner = self.placement.owner_of_hash(position)
+        if owner == self.node:
+            self._n_restarts += 1
+            self._out.commands.append(StartName(name, spec, "nodedown"))
+        elif owner is not None and self.leaving:
+            # This node will be gone before any orphan check: it may be the only one left
+            # that knew the claim (the others dropped it while its host was thought dead),
+            # so it asks the owner now.
+            self._n_restarts += 1
+            self._out.commands.append(RestartElsewhere(name, spec, owner))
+        elif owner is not None:
+            # The owner may never have held this claim (it joined, or linked to the dead
+            # host, too late to learn of it): if the name is still not back after
+            # orphan_check, ask it. Every survivor that knew the claim asks then;
+            # registration on the owner is idempotent.
+            self._restart_seq += 1
+            due = now + self.config.orphan_check
+            heapq.heappush(self._restarts, (due, self._restart_seq, name, spec, "nodedown"))
 
     def on_hello(self, node: str, msg: RegistryHello, now: float) -> None:
         peer = self.peers.get(node)
@@ -621,6 +635,9 @@ class TrackerCore:
         self._n_handoffs_done += 1
         if new_pid.node != self.node:
             self._successors[name] = new_pid  # until the new owner's claim reaches us
+            mine = self.claims[self.node].get((CLAIM_NAME, name))
+            if mine is not None and mine.pid == old_pid and mine.spec is not None:
+                self._handed[name] = (new_pid, mine.spec)  # until then, too (see peer_down)
         self.local_unclaim(name, old_pid, successor=new_pid)
 
     def handoff_failed(self, name: Any, ignore: bool) -> None:
@@ -861,6 +878,7 @@ class TrackerCore:
         winner: Claim | None
         if cands:
             self._successors.pop(name, None)
+            self._handed.pop(name, None)
         if not cands:
             successor = self._successors.get(name)
             if successor is not None:

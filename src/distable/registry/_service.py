@@ -822,6 +822,16 @@ class RegistryService:
             del self._outgoing[hid]
             self._abort(name, proc, f"{target} did not take it: {exc}")
             return
+        if not self._linked(new_pid):
+            # Accepted, but the link to that incarnation is gone since (a commit posted now
+            # would reach its next incarnation, or nobody): if it died, its copy died with
+            # it; if it lives, it answers the cancel once a link is back.
+            committed = await self._cancel(out, spec.handoff_timeout)
+            if committed is None:
+                del self._outgoing[hid]
+                self._abort(name, proc, f"{target} was lost after it accepted")
+                return
+            new_pid = committed
         # Commit: forward what queued up, retire the old pid, let the new owner claim.
         out.committed = True
         self._forward_mailbox(proc, new_pid, target, hid)
@@ -838,6 +848,10 @@ class RegistryService:
                 name, command.pid, new_pid, "resume" if has_state else "restart", time.perf_counter() - started
             )
         )
+
+    def _linked(self, pid: Pid) -> bool:
+        """Whether this node has a link to ``pid``'s node, in ``pid``'s incarnation."""
+        return self._creation_of(pid.node) == pid.incarnation and pid.node in self.transport.connected()
 
     async def _cancel(self, out: _Outgoing, timeout: float) -> Pid | None:
         """Withdraw the handoff ``out`` whose outcome is unknown; the new owner's pid if it
