@@ -519,8 +519,14 @@ class Run:
     async def quiesce(self, timeout: float) -> bool:
         """Poll ``problems()`` until it is empty (True) or ``timeout`` passes (False)."""
 
+        seen: list[tuple[str, ...]] = []
+
         async def check() -> bool:
             self.last_problems = await self.problems()
+            kinds = tuple(v.kind for v in self.last_problems)
+            if not seen or kinds != seen[-1]:  # what is left, each time it changes
+                seen.append(kinds)
+                self.log("waiting for: " + ("; ".join(str(v)[:300] for v in self.last_problems) or "nothing"))
             return not self.last_problems
 
         try:
