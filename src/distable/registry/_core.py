@@ -73,6 +73,7 @@ if TYPE_CHECKING:
 
 BUCKETS = 64
 _MASK = (1 << 64) - 1
+_ANCESTORS_MAX = 4  # pids a claim remembers it superseded beyond moved_from (a bound)
 _SHARED_SPECS_MAX = 1024  # distinct argument-less specs shared per node (a bound, not a tunable)
 
 
@@ -91,7 +92,9 @@ def wire_claim(claim: Claim) -> Claim:
     key = to_wire(claim.key)
     if key is claim.key and spec is claim.spec:
         return claim
-    return Claim(claim.kind, key, claim.pid, claim.clock, claim.position, spec, claim.moved_from, claim.handoff)
+    return Claim(
+        claim.kind, key, claim.pid, claim.clock, claim.position, spec, claim.moved_from, claim.handoff, claim.ancestors
+    )
 
 
 def _mix(claim: Claim) -> int:
@@ -297,6 +300,14 @@ class TrackerCore:
 
     def registered(self) -> list[tuple[Any, Pid]]:
         return list(self.pids.items())
+
+    def lineage(self, name: Any, pid: Pid) -> tuple[Pid, ...]:
+        """The pids ``pid`` (this node's claim of ``name``) replaced, latest first, bounded:
+        what a handoff of it sends on as the next claim's ``ancestors``."""
+        claim = self.claims[self.node].get((CLAIM_NAME, name))
+        if claim is None or claim.pid != pid or claim.moved_from is None:
+            return ()
+        return (claim.moved_from, *claim.ancestors)[:_ANCESTORS_MAX]
 
     def local_names(self) -> list[Claim]:
         return [c for c in self.claims[self.node].values() if c.kind == CLAIM_NAME]
@@ -510,6 +521,11 @@ class TrackerCore:
         name = claim.key
         if name in self.moving or name in self.pinned or self.winners.get(name) is not claim:
             return
+        if name in self._contested_names:
+            # Its conflict is being settled (the losers retire into this copy): moving the
+            # winner now would change the claimants, and with them the ring that picked
+            # it, so another node could pick the other copy and both would retire.
+            return
         owner = self.placement.owner_of_hash(claim.position)
         if owner == self.node:
             return
@@ -542,12 +558,13 @@ class TrackerCore:
         *,
         moved_from: Pid | None = None,
         handoff: int = 0,
+        ancestors: tuple[Pid, ...] = (),
     ) -> Claim:
         """Claim ``name`` for the local process ``pid`` and broadcast it."""
         self.clock += 1
         if spec is not None and not spec.args and not spec.kwargs:
             spec = self._shared_spec(spec)
-        claim = Claim(CLAIM_NAME, name, pid, self.clock, hash_name(name), spec, moved_from, handoff)
+        claim = Claim(CLAIM_NAME, name, pid, self.clock, hash_name(name), spec, moved_from, handoff, ancestors)
         displaced = self.claims[self.node].get((CLAIM_NAME, name))
         self._add_local(claim)
         self._resolve(name)
@@ -733,7 +750,9 @@ class TrackerCore:
             moved = self._shared_pid(moved)
         if spec is claim.spec and pid is claim.pid and moved is claim.moved_from:
             return claim
-        return Claim(claim.kind, claim.key, pid, claim.clock, claim.position, spec, moved, claim.handoff)
+        return Claim(
+            claim.kind, claim.key, pid, claim.clock, claim.position, spec, moved, claim.handoff, claim.ancestors
+        )
 
     def _shared_pid(self, pid: Pid) -> Pid:
         """``pid``, rebuilt on the node-name and incarnation objects of a pid seen before from
@@ -871,6 +890,7 @@ class TrackerCore:
         """Pick ``name``'s winner among its claimants (``cands``, when the caller knows them)."""
         if cands is None:
             cands = self._claimants(name)
+        was_contested = name in self._contested_names
         if len(cands) > 1:
             self._contested_names.add(name)
         else:
@@ -893,7 +913,10 @@ class TrackerCore:
         elif len(cands) == 1:
             winner = cands[0]
         else:
+            # A handoff's claim supersedes the pid it moved, and every pid that one had moved
+            # through (a node that slept through a move in between may still hold one).
             superseded = {c.moved_from for c in cands if c.moved_from is not None}
+            superseded.update(a for c in cands for a in c.ancestors)
             live = [c for c in cands if c.pid not in superseded] or cands
             if len(live) == 1:
                 winner = live[0]
@@ -933,6 +956,8 @@ class TrackerCore:
         if self.pids.get(name) != winner.pid:
             self.pids[name] = winner.pid
             self._out.events.append(NameRegistered(name, winner.pid))
+        if was_contested and len(cands) == 1 and winner.pid.node == self.node:
+            self._rebalance_one(winner)  # its move waited for the conflict (see _rebalance_one)
 
     def _claimant_placement(self, claims: list[Claim]) -> Placement:
         hosts = tuple(sorted({c.pid.node for c in claims}))

@@ -217,6 +217,7 @@ class _Incoming:
     name: Any
     spec: Spec
     old_pid: Pid
+    ancestors: tuple[Pid, ...]
     pid: Pid | None = None
     proc: Process | None = None
     commit_pending: bool = False
@@ -790,9 +791,10 @@ class RegistryService:
         self._outgoing[hid] = out
         wire_spec = Spec(spec.factory, to_wire(spec.args), to_wire(spec.kwargs), spec.restart, spec.handoff_timeout)
         has_state = isinstance(answer, Resume)
+        ancestors = self.core.lineage(name, command.pid)
         try:
             state = to_wire(answer.state) if isinstance(answer, Resume) else None
-            request = HandoffRequest(hid, to_wire(name), wire_spec, command.pid, has_state, state)
+            request = HandoffRequest(hid, to_wire(name), wire_spec, command.pid, has_state, state, ancestors)
             self.transport.post(target, request)
         except DistableError as exc:
             if not self.core.leaving:
@@ -804,7 +806,8 @@ class RegistryService:
                 return
             self._lost_state(name, command.pid, f"its state cannot cross the wire: {exc}")
             has_state = False
-            self.transport.post(target, HandoffRequest(hid, to_wire(name), wire_spec, command.pid, False, None))
+            request = HandoffRequest(hid, to_wire(name), wire_spec, command.pid, False, None, ancestors)
+            self.transport.post(target, request)
         try:
             new_pid = await _within(out.accepted, spec.handoff_timeout)
         except TimeoutError as exc:
@@ -948,7 +951,7 @@ class RegistryService:
             # leaving (RegistryLeaving) and retries with its next owner.
             self.transport.post(node, HandoffRefused(msg.hid, "the node is draining"))
             return
-        inc = _Incoming(node, msg.hid, msg.name, msg.spec, msg.old_pid)
+        inc = _Incoming(node, msg.hid, msg.name, msg.spec, msg.old_pid, msg.ancestors)
         self._incoming[(node, msg.hid)] = inc
         self.spawn(self._accept(inc, msg.has_state, msg.state))
 
@@ -1023,7 +1026,15 @@ class RegistryService:
         key = (inc.source, inc.hid)
         self._committed_in[key] = inc.pid
         self.loop.call_later(self.config.forward_ttl, self._committed_in.pop, key, None)
-        self.core.local_claim(inc.name, inc.pid, inc.spec, self.loop.time(), moved_from=inc.old_pid, handoff=inc.hid)
+        self.core.local_claim(
+            inc.name,
+            inc.pid,
+            inc.spec,
+            self.loop.time(),
+            moved_from=inc.old_pid,
+            handoff=inc.hid,
+            ancestors=inc.ancestors,
+        )
         self._changed()
         deadline = self.loop.time() + inc.spec.handoff_timeout
         inc.timer = self.loop.call_later(_GATE_CHECK, self._gate_check, (inc.source, inc.hid), deadline)

@@ -221,7 +221,9 @@ class Claim(msgspec.Struct, array_like=True, gc=False, frozen=True):
 
     ``clock`` orders the host's own changes; ``position`` is the key's ring position,
     computed once by the host. A claim made by a handoff names the pid it replaces
-    (``moved_from``) and the old host's handoff id (``handoff``).
+    (``moved_from``) and the old host's handoff id (``handoff``); ``ancestors`` are the
+    pids the name moved through before that (the latest first, a few at most), so a node
+    that missed a move in between still knows them superseded.
     """
 
     kind: int
@@ -232,6 +234,7 @@ class Claim(msgspec.Struct, array_like=True, gc=False, frozen=True):
     spec: Spec | None = None
     moved_from: Pid | None = None
     handoff: int = 0
+    ancestors: tuple[Pid, ...] = ()
 
 
 class Removal(msgspec.Struct, array_like=True, gc=False, frozen=True):
@@ -294,6 +297,7 @@ class HandoffRequest(_Msg, tag=33):
     old_pid: Pid
     has_state: bool
     state: Any
+    ancestors: tuple[Pid, ...] = ()  # old_pid's own ancestors (see Claim)
 
 
 class HandoffAccepted(_Msg, tag=34):
