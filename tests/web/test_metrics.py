@@ -69,6 +69,8 @@ async def test_metrics_equal_the_statistics(nodes: Nodes, http: aiohttp.ClientSe
     assert value("distable_handoffs_aborted_total") == after.registry.handoffs_aborted == 0
     assert value("distable_restarts_total") == after.registry.restarts == 1
     assert value("distable_conflicts_total") == after.registry.conflicts == 0
+    assert value("distable_gate_releases_total") == after.registry.gate_releases
+    assert value("distable_gate_held_messages_total") == after.registry.gate_held_messages
     # What moves on its own (probes, syncs, traffic, time): between the two snapshots.
     moving: list[tuple[str, Callable[[NodeStatistics], float]]] = [
         ("distable_syncs_sent_total", lambda s: s.registry.syncs_sent),

@@ -79,6 +79,16 @@ _COUNTERS: tuple[tuple[str, str, Any], ...] = (
         lambda s: s.registry.restarts,
     ),
     ("distable_conflicts", "Duplicate registrations the node resolved.", lambda s: s.registry.conflicts),
+    (
+        "distable_gate_releases",
+        "Senders a handed-in process's gate let through without their flush marker (down, suspected, timed out).",
+        lambda s: s.registry.gate_releases,
+    ),
+    (
+        "distable_gate_held_messages",
+        "Messages such gates had held until then.",
+        lambda s: s.registry.gate_held_messages,
+    ),
     ("distable_syncs_sent", "Anti-entropy sync rounds (digests) the node sent.", lambda s: s.registry.syncs_sent),
     (
         "distable_buckets_repaired",
