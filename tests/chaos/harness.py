@@ -201,6 +201,8 @@ class Run:
         self.acks: dict[str, list[tuple[str, str, str]]] = collections.defaultdict(list)  # name -> (op, lineage, node)
         self.exits: list[tuple[str, int | None, str]] = []  # (node, code, why) of graceful stops
         self.last_fault_end = 0.0
+        self.active_faults = 0
+        self.quiet_after: dict[float, float] = {}  # a fault's end -> time to quiescence after it
         self.last_problems: list[Violation] = []
         self.t_faults = time.monotonic()  # when the schedule's clock starts (set again then)
 
@@ -319,6 +321,7 @@ class Run:
             self.log(f"skip {kind} at {fault.at} s: no node may take it")
             return
         server.busy = True
+        self.active_faults += 1
         self.result.faults[kind] += 1
         self.log(f"fault {kind} on {server.name} ({fault})")
         try:
@@ -358,6 +361,7 @@ class Run:
                 await self.join_pause(server, fault)
         finally:
             server.busy = False
+            self.active_faults -= 1
             self.last_fault_end = max(self.last_fault_end, time.monotonic())
             self.log(f"fault {kind} on {server.name} done")
 
@@ -515,6 +519,21 @@ class Run:
         if len(digests) > 1 and not differ:
             out.append(Violation("replica-divergence", f"digests differ: {sorted(digests)}"))
         return out
+
+    async def watch_quiescence(self, done: asyncio.Event) -> None:
+        """While no fault is under way, poll until the cluster is quiescent after the latest
+        fault's end, and keep that time (``quiet_after``): measured when it happens, since
+        more faults may still be scheduled (the run's end would add the wait for them)."""
+        measured = 0.0
+        while not done.is_set():
+            end = self.last_fault_end
+            if self.active_faults == 0 and end > measured:
+                problems = await self.problems()
+                if not problems and self.active_faults == 0 and self.last_fault_end == end:
+                    self.quiet_after[end] = time.monotonic() - end
+                    measured = end
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(done.wait(), 0.05)
 
     async def quiesce(self, timeout: float) -> bool:
         """Poll ``problems()`` until it is empty (True) or ``timeout`` passes (False)."""
@@ -674,14 +693,19 @@ class Run:
             stop = asyncio.Event()
             workers = [asyncio.ensure_future(self.worker(i, stop)) for i in range(config.clients)]
             self.t_faults = time.monotonic()
+            played = asyncio.Event()
+            watcher = asyncio.ensure_future(self.watch_quiescence(played))
             try:
                 await asyncio.gather(*(self.play(f) for f in schedule))
             finally:
+                played.set()
+                await watcher
                 stop.set()
                 await asyncio.gather(*workers, return_exceptions=True)
             self.log(f"faults over; {self.result.acks} acks, {self.result.indeterminate} indeterminate")
             if await self.quiesce(config.quiesce_timeout):
-                self.result.quiescence = time.monotonic() - self.last_fault_end
+                quiet = self.quiet_after.get(self.last_fault_end)
+                self.result.quiescence = time.monotonic() - self.last_fault_end if quiet is None else quiet
                 self.log(f"quiescent {self.result.quiescence:.3f} s after the last fault")
             else:
                 self.violation("not-quiescent", f"after {config.quiesce_timeout} s")
