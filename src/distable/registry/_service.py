@@ -342,33 +342,20 @@ class RegistryService:
         moves thousands of names at once: a line per name would drown the log), and one
         when the handoff wave is over, with how it went."""
         handoffs = Counter(c.target for c in commands if isinstance(c, HandOff))
-        if handoffs:
-            if not self._wave_pending:
-                stats = self.core.statistics()
-                self._wave_base = (stats.handoffs_completed, stats.handoffs_aborted)
-            self._wave_pending += sum(handoffs.values())
-            log.info(
-                "%s: handing %d name(s) off: %s",
-                self.node,
-                sum(handoffs.values()),
-                ", ".join(f"{n} to {target}" for target, n in sorted(handoffs.items())),
-            )
-        restarts = Counter(c.reason for c in commands if isinstance(c, StartName))
-        if restarts:
-            log.info(
-                "%s: restarting %d name(s) here (%s)",
-                self.node,
-                sum(restarts.values()),
-                ", ".join(f"{n} {_RESTART_REASONS.get(r, r)}" for r, n in sorted(restarts.items())),
-            )
+        restarts = Counter(_RESTART_REASONS.get(c.reason, c.reason) for c in commands if isinstance(c, StartName))
         elsewhere = Counter(c.owner for c in commands if isinstance(c, RestartElsewhere))
-        if elsewhere:
-            log.info(
-                "%s: asking owners to restart %d name(s): %s",
-                self.node,
-                sum(elsewhere.values()),
-                ", ".join(f"{n} on {owner}" for owner, n in sorted(elsewhere.items())),
-            )
+        if handoffs and not self._wave_pending:
+            stats = self.core.statistics()
+            self._wave_base = (stats.handoffs_completed, stats.handoffs_aborted)
+        self._wave_pending += handoffs.total()
+        for what, counts, each in (
+            ("handing %d name(s) off", handoffs, "{n} to {k}"),
+            ("restarting %d name(s) here", restarts, "{n} {k}"),
+            ("asking owners to restart %d name(s)", elsewhere, "{n} on {k}"),
+        ):
+            if counts:
+                parts = ", ".join(each.format(n=n, k=k) for k, n in sorted(counts.items()))
+                log.info("%s: " + what + ": %s", self.node, counts.total(), parts)
 
     def _handoff_finished(self) -> None:
         self._wave_pending -= 1
