@@ -167,7 +167,7 @@ async def test_the_losers_state_reaches_a_winner_that_was_handed_off_meanwhile(c
     new = await eventually(lambda: (p := a.whereis(name)) is not None and p.node == newcomer.name and p)
     assert new != old
     for sender in (cluster.node(old.node), a if old.node != a.name else b):
-        sender.registry._deliver_conflict_state(name, old, True, ("state from", sender.name))
+        sender.registry._deliver_conflict_state(name, old, True, ("state from", sender.name), 0)
     expected = [("state from", old.node), ("state from", (a if old.node != a.name else b).name)]
     await eventually(lambda: _conflicts_of(newcomer, name, expected))
 

@@ -33,6 +33,7 @@ from distable import (
 from distable.membership._core import ALIVE, SUSPECT
 from distable.ring import Ring
 from distable.testing import eventually
+from distable.wire._messages import ConflictState
 
 from . import apps
 from .conftest import Cluster, first_owned
@@ -244,6 +245,49 @@ async def test_calls_queued_at_a_conflict_loser_when_its_state_is_taken_reach_th
     assert ops >= before
     missing = sorted(set(acked) - ops)
     assert missing == [], f"acknowledged by the loser, then lost: {missing} (acknowledged: {len(acked)})"
+
+
+async def test_a_conflict_loser_whose_state_is_not_confirmed_stays_and_gives_it_again(cluster: Cluster) -> None:
+    """The winner's node loses the first ConflictState (as when it closed the link, thinking
+    the loser's node dead): the loser is not stopped with what it acknowledged; it resumes,
+    the conflict is settled again, and the winner gets every acknowledged op, once."""
+    a, b, c = await cluster.start(3)
+    name = first_owned(c.name, [a.name, b.name, c.name], "unconfirmed")  # the lone side's copy wins
+    cut = await split(cluster, [a, b], [c])
+    loser = await a.register(name, Ledger, key=name)
+    winner = await c.register(name, Ledger, key=name)
+    assert (loser.node != c.name, winner.node) == (True, c.name)
+    for i in range(3):
+        await a.call(name, ("op", f"L{i}"))
+        await c.call(name, ("op", f"W{i}"))
+    host = cluster.node(loser.node)
+    # The winner's node drops the first state it is sent (the heal lifts the cut's own
+    # wrappers of the transport, so this one sits on the receiving node's handler).
+    handlers = c._handlers
+    take = handlers[ConflictState]
+    lost: list[Any] = []
+
+    def drop_first(node: str, msg: Any) -> None:
+        if not lost:
+            lost.append(msg)
+            return
+        take(node, msg)
+
+    handlers[ConflictState] = drop_first
+    try:
+        await cut.heal()
+        await eventually(lambda: lost, timeout=15, message=lambda: describe_copies(cluster, [name]))
+        # Unconfirmed: the loser is back in service, and what it acknowledges now counts too.
+        await eventually(lambda: not cluster.process(loser)._frozen, timeout=10)
+        assert await host.call(loser, ("op", "L-after")) == "L-after"
+    finally:
+        handlers[ConflictState] = take
+    await eventually(
+        lambda: single_copies(cluster, [name]), timeout=20, message=lambda: describe_copies(cluster, [name])
+    )
+    assert cluster.live_copies(name) == [winner]
+    assert await c.call(name, "ops") == sorted({"L0", "L1", "L2", "L-after", "W0", "W1", "W2"})
+    assert await c.call(name, "merged") == [["L-after", "L0", "L1", "L2"]]  # once: the lost one never came
 
 
 # --- 4. an old host that timed out waiting for HandoffAccepted asks before resuming --------------

@@ -968,6 +968,12 @@ class TrackerCore:
             placement = self._claimant_placements[hosts] = self.strategy.place(hosts)
         return placement
 
+    def conflict_failed(self, name: Any, loser: Pid) -> None:
+        """The winner did not confirm it took ``loser``'s state: settle the conflict again
+        (the loser, resumed meanwhile, is asked for its state anew if it still loses)."""
+        self._resolving.discard((name, loser))
+        self._resolve(name)
+
     def conflict_done(self, name: Any, loser: Pid) -> None:
         self._resolving.discard((name, loser))
         self.local_unclaim(name, loser)

@@ -54,6 +54,7 @@ from ..wire._messages import (
     CLAIM_NAME,
     CallRequest,
     ConflictState,
+    ConflictStateTaken,
     Delta,
     Digest,
     Flushed,
@@ -266,6 +267,9 @@ class RegistryService:
         self._outgoing: dict[int, _Outgoing] = {}
         self._incoming: dict[tuple[str, int], _Incoming] = {}
         self._committed_in: dict[tuple[str, int], Pid] = {}  # (old host, hid) -> new pid
+        self._conflict_ref = 0
+        self._conflict_acks: dict[int, tuple[str, asyncio.Future[bool]]] = {}  # ref -> (node, taken)
+        self._conflict_seen: dict[tuple[str, int], None] = {}  # (node, ref) of states taken (dedup)
         self._pending: dict[Any, asyncio.Future[Pid | None]] = {}
         self._hid = 0
         self._slots = asyncio.Semaphore(max_concurrent_handoffs)
@@ -419,6 +423,9 @@ class RegistryService:
                 inc.commit_pending = True
             if inc.proc is not None and inc.proc._gate is None and inc.committed:
                 self._finish_incoming(key)
+        for sent_to, taken in list(self._conflict_acks.values()):
+            if sent_to == node and not taken.done():
+                taken.set_result(False)
         for out in list(self._outgoing.values()):
             if out.target == node and not out.accepted.done():
                 out.accepted.set_exception(ProcessExited("noconnection"))
@@ -454,6 +461,7 @@ class RegistryService:
             FlushMarker: self._on_flush_marker,
             Flushed: self._on_flushed,
             ConflictState: self._on_conflict_state,
+            ConflictStateTaken: self._on_conflict_state_taken,
             Forwarded: self.runtime.on_forwarded,
             CallRequest: self._on_call_request,
         }
@@ -1118,10 +1126,39 @@ class RegistryService:
                 proc._frozen = True  # busy or stuck: it stops after its current handler
             if isinstance(answer, Resume):
                 has_state, state = True, answer.state
+        self._conflict_ref += 1
+        ref = self._conflict_ref
+        taken: asyncio.Future[bool] = self.loop.create_future()
         try:
-            self._deliver_conflict_state(name, winner, has_state, state)
+            sent_to = self._deliver_conflict_state(name, winner, has_state, state, ref)
         except DistableError as exc:
             log.error("%s: cannot send the state of %r's losing copy: %s", self.node, name, exc)
+            sent_to = None
+        if sent_to is not None:
+            # Keep the loser frozen until the winner's node has the state: lost with a link
+            # (the winner's node dropped it, thinking this node dead), it would take along
+            # whatever the loser acknowledged. Not taken in time: the loser resumes, and the
+            # conflict is settled again a moment later.
+            self._conflict_acks[ref] = (sent_to, taken)
+            try:
+                ok = await _within(taken, 5.0)
+            except TimeoutError:
+                ok = False
+            finally:
+                self._conflict_acks.pop(ref, None)
+            if not ok:
+                if proc is not None and proc.alive:
+                    self.runtime.unfreeze(proc)
+                self._ratelog.warning(
+                    ("conflict", sent_to),
+                    "%s did not confirm it has the state of %r's losing copy %r; it stays, and the "
+                    "conflict is settled again shortly",
+                    sent_to,
+                    name,
+                    command.loser,
+                )
+                self.loop.call_later(1.0, self._conflict_retry, name, command.loser)
+                return
         log.info("%s: %r lost %r to %r; stopping it", self.node, command.loser, name, winner)
         if proc is not None and proc.alive:
             self._forward_mailbox(proc, winner, winner.node, None)
@@ -1131,25 +1168,53 @@ class RegistryService:
         self.core.conflict_done(name, command.loser)
         self._changed()
 
-    def _on_conflict_state(self, node: str, msg: ConflictState) -> None:
-        self._deliver_conflict_state(msg.name, msg.winner, msg.has_state, msg.state)
+    def _conflict_retry(self, name: Any, loser: Pid) -> None:
+        if not self._stopped:
+            self.core.conflict_failed(name, loser)
+            self._changed()
 
-    def _deliver_conflict_state(self, name: Any, winner: Pid, has_state: bool, state: Any) -> None:
+    def _on_conflict_state(self, node: str, msg: ConflictState) -> None:
+        key = (node, msg.ref)
+        if msg.ref and key in self._conflict_seen:
+            self.transport.post(node, ConflictStateTaken(msg.ref))  # taken before: its answer was lost
+            return
+        try:
+            self._deliver_conflict_state(msg.name, msg.winner, msg.has_state, msg.state, msg.ref)
+        except DistableError as exc:
+            log.error("%s: cannot pass on the state of %r's losing copy: %s", self.node, msg.name, exc)
+            return
+        if msg.ref:
+            self._conflict_seen[key] = None
+            if len(self._conflict_seen) > 10_000:
+                del self._conflict_seen[next(iter(self._conflict_seen))]  # bounded: the oldest goes
+            self.transport.post(node, ConflictStateTaken(msg.ref))
+
+    def _on_conflict_state_taken(self, node: str, msg: ConflictStateTaken) -> None:
+        pending = self._conflict_acks.get(msg.ref)
+        if pending is not None and pending[0] == node and not pending[1].done():
+            pending[1].set_result(True)
+
+    def _deliver_conflict_state(self, name: Any, winner: Pid, has_state: bool, state: Any, ref: int) -> str | None:
         """Give ``winner`` the losing copy's state (its ``resolve_conflict``), wherever it
         runs: on another node, or, if it was handed off meanwhile, at its successor (a
         handed-off pid forwards for ``forward_ttl``; followed a few hops at most).
+
+        Returns:
+            The node it was sent to (which confirms it), or None if it was delivered here
+            or dropped (the winner is gone).
 
         Raises:
             DistableError: the state cannot cross the wire.
         """
         for _ in range(8):
             if winner.node != self.node:
-                self.transport.post(winner.node, ConflictState(to_wire(name), winner, has_state, to_wire(state)))
-                return
+                message = ConflictState(to_wire(name), winner, has_state, to_wire(state), ref)
+                self.transport.post(winner.node, message)
+                return winner.node
             proc = self.runtime.local(winner)
             if proc is not None:
                 _detached(self.runtime.run_in(proc, _ResolveConflict(state)))
-                return
+                return None
             if winner.incarnation != self.runtime.incarnation:
                 break  # a pid of this node's previous life: nothing forwards it
             successor = self.runtime.forwarding.get(winner.id)
@@ -1157,6 +1222,7 @@ class RegistryService:
                 break
             winner = successor
         log.info("%s: the copy of %r that won a conflict is gone: its loser's state is dropped", self.node, name)
+        return None
 
     # --- graceful leave ----------------------------------------------------------------------------
 

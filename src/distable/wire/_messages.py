@@ -337,12 +337,27 @@ class Flushed(_Msg, tag=38):
 
 
 class ConflictState(_Msg, tag=39):
-    """After a netsplit: the losing copy's state for the surviving copy's resolve_conflict."""
+    """After a netsplit: the losing copy's state for the surviving copy's resolve_conflict.
+
+    ``ref`` (when not 0): the receiver answers ``ConflictStateTaken(ref)`` once the state
+    is in the winner's mailbox (or passed on to its successor's node), and takes a
+    repeated ``ref`` from the same node once only.
+    """
 
     name: Any
     winner: Pid
     has_state: bool
     state: Any
+    ref: int = 0
+
+
+class ConflictStateTaken(_Msg, tag=45):
+    """The answer to ``ConflictState(ref)``: the state reached the winner. Until it comes,
+    the losing copy stays frozen; without it, the loser resumes and the conflict is
+    settled again later (a state lost with a link would lose what the loser had
+    acknowledged)."""
+
+    ref: int
 
 
 class RegistryLeaving(_Msg, tag=40):
@@ -418,6 +433,7 @@ PeerMessage = (
     | HandoffCancel
     | DropNotice
     | HandoffCancelled
+    | ConflictStateTaken
 )
 batch_decoder = msgspec.msgpack.Decoder(list[PeerMessage], ext_hook=ext_hook)
 single_decoder = msgspec.msgpack.Decoder(PeerMessage, ext_hook=ext_hook)
