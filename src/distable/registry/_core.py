@@ -115,6 +115,7 @@ class StartName:
     name: Any
     spec: Spec
     reason: str  # "nodedown" | "exit"
+    origin: str = ""  # for "nodedown": the node that went down
 
 
 @dataclass(frozen=True, slots=True)
@@ -399,26 +400,26 @@ class TrackerCore:
         for name in [n for n, (pid, _) in self._handed.items() if pid.node == node]:
             _, spec = self._handed.pop(name)
             if name not in self.winners:
-                self._restart_orphan(name, spec, hash_name(name), now)
+                self._restart_orphan(name, spec, hash_name(name), now, node)
         gone = self.claims.pop(node, {})
         for claim in gone.values():
             if claim.kind == CLAIM_NAME:
                 was_winner = self.winners.get(claim.key) is claim
                 self._resolve(claim.key)
                 if was_winner and claim.spec is not None and claim.key not in self.winners:
-                    self._restart_orphan(claim.key, claim.spec, claim.position, now)
+                    self._restart_orphan(claim.key, claim.spec, claim.position, now, node)
             else:
                 self._group_remove(claim)
         self._rebalance()
 
-    def _restart_orphan(self, name: Any, spec: Spec, position: int, now: float) -> None:
+    def _restart_orphan(self, name: Any, spec: Spec, position: int, now: float, origin: str) -> None:
         """``name`` lost its only claim with a node that went down: see that its owner
         restarts it (this node, at once; another, asked at once if this node leaves, else
         after ``orphan_check`` if it has not restarted it by then)."""
         owner = self.placement.owner_of_hash(position)
         if owner == self.node:
             self._n_restarts += 1
-            self._out.commands.append(StartName(name, spec, "nodedown"))
+            self._out.commands.append(StartName(name, spec, "nodedown", origin))
         elif owner is not None and self.leaving:
             # This node will be gone before any orphan check: it may be the only one left
             # that knew the claim (the others dropped it while its host was thought dead),
@@ -535,7 +536,8 @@ class TrackerCore:
                 # moment ago) places nothing: that is no loss of quorum. The name moves
                 # once a peer is placed (the drain waits for it).
                 return
-            self._out.commands.append(StopProcess(name, claim.pid, "noquorum"))
+            # Leaving with every other server leaving too (or none left): nobody can take it.
+            self._out.commands.append(StopProcess(name, claim.pid, "lastnode" if self.leaving else "noquorum"))
             self.moving.add(name)
         else:
             self._n_handoffs += 1

@@ -176,11 +176,12 @@ class _FreezeForHandoff:
     If the handoff gave up waiting before this ran, it answers Ignore without freezing.
     """
 
-    __slots__ = ("always", "cancelled")
+    __slots__ = ("always", "cancelled", "name")
 
-    def __init__(self, always: bool = False) -> None:
+    def __init__(self, name: Any, always: bool = False) -> None:
         self.cancelled = False
         self.always = always
+        self.name = name
 
     async def __call__(self, proc: Process) -> Any:
         if self.cancelled:
@@ -188,10 +189,21 @@ class _FreezeForHandoff:
         try:
             answer = await proc.begin_handoff()
         except Exception as exc:
-            log.warning("%r: begin_handoff raised %r; restarting it fresh on the new owner", proc, exc)
+            log.error(
+                "%r (%r): begin_handoff raised %r; it starts afresh on its new owner",
+                self.name,
+                proc,
+                exc,
+                exc_info=exc,
+            )
             answer = Restart()
         if not isinstance(answer, Restart | Resume | Ignore):
-            log.warning("%r: begin_handoff returned %r, not Restart/Resume/Ignore; restarting it", proc, answer)
+            log.error(
+                "%r (%r): begin_handoff returned %r, not Restart/Resume/Ignore; it starts afresh on its new owner",
+                self.name,
+                proc,
+                answer,
+            )
             answer = Restart()
         if (self.always or not isinstance(answer, Ignore)) and not self.cancelled:
             proc._frozen = True
@@ -254,6 +266,7 @@ class RegistryService:
         self.config = config
         self._creation_of = creation_of
         self._suspected = suspected
+        self._lost_at_leave = 0  # names stopped while leaving: no other server could take them
         self._wave_pending = 0  # handoffs of the current wave not finished yet (see _log_waves)
         self._wave_base = (0, 0)  # completed and aborted handoffs when the wave began
         self._gate_releases = 0  # gates opened for a sender without its flush (see _gate_check)
@@ -346,7 +359,11 @@ class RegistryService:
         moves thousands of names at once: a line per name would drown the log), and one
         when the handoff wave is over, with how it went."""
         handoffs = Counter(c.target for c in commands if isinstance(c, HandOff))
-        restarts = Counter(_RESTART_REASONS.get(c.reason, c.reason) for c in commands if isinstance(c, StartName))
+        restarts = Counter(
+            f"of {c.origin}, which went down" if c.origin else _RESTART_REASONS.get(c.reason, c.reason)
+            for c in commands
+            if isinstance(c, StartName)
+        )
         elsewhere = Counter(c.owner for c in commands if isinstance(c, RestartElsewhere))
         if handoffs and not self._wave_pending:
             stats = self.core.statistics()
@@ -358,8 +375,10 @@ class RegistryService:
             ("asking owners to restart %d name(s)", elsewhere, "{n} on {k}"),
         ):
             if counts:
+                # Rate-limited per wave shape: a move retried every few seconds (a refusing
+                # owner) is one line per 10 s, with the count of the others.
                 parts = ", ".join(each.format(n=n, k=k) for k, n in sorted(counts.items()))
-                log.info("%s: " + what + ": %s", self.node, counts.total(), parts)
+                self._ratelog.log(logging.INFO, ("wave", what, parts), what + ": %s", counts.total(), parts)
 
     def _handoff_finished(self) -> None:
         self._wave_pending -= 1
@@ -367,7 +386,15 @@ class RegistryService:
             return
         stats = self.core.statistics()
         done, failed = stats.handoffs_completed - self._wave_base[0], stats.handoffs_aborted - self._wave_base[1]
-        log.info("%s: handoff wave over: %d completed, %d aborted (retried later)", self.node, done, failed)
+        retried = " (retried with backoff)" if failed and not self.core.leaving else ""
+        self._ratelog.log(
+            logging.INFO,
+            ("wave over", done, failed),
+            "handoff wave over: %d completed, %d aborted%s",
+            done,
+            failed,
+            retried,
+        )
 
     def _post_in_parts(self, node: str, msg: Any) -> None:
         """Send a Delta or SyncReply too large for one frame as several smaller ones (the
@@ -396,6 +423,8 @@ class RegistryService:
         elif isinstance(command, StartName):
             self._restarts.put(lambda: self._restart(command.name, command.spec, command.reason))
         elif isinstance(command, StopProcess):
+            if command.reason == "lastnode":
+                self._lost_at_leave += 1
             self._stop_local(command.pid)
         elif isinstance(command, ResolveConflict):
             self.spawn(self._resolve_conflict(command))
@@ -757,7 +786,7 @@ class RegistryService:
                 await asyncio.wait_for(gate.opened(), spec.handoff_timeout)
         started = time.perf_counter()  # loop.time() under uvloop counts whole milliseconds
         self._publish(HandoffStarted(name, command.pid, target))
-        freeze = _FreezeForHandoff()
+        freeze = _FreezeForHandoff(name)
         try:
             frozen = _detached(self.runtime.run_in(proc, freeze))
             answer = await _within(frozen, spec.handoff_timeout)
@@ -1117,7 +1146,7 @@ class RegistryService:
         proc = self.runtime.local(command.loser)
         has_state, state = False, None
         if proc is not None:
-            freeze = _FreezeForHandoff(always=True)
+            freeze = _FreezeForHandoff(name, always=True)
             try:
                 answer = await _within(_detached(self.runtime.run_in(proc, freeze)), 5.0)
             except Exception:
@@ -1235,17 +1264,15 @@ class RegistryService:
         self.core.start_leaving(self.loop.time())
         self._flush()
         deadline = self.loop.time() + timeout
-        if not self.core.placement.nodes and not self.core.servers_not_placed_yet():
-            held = [c for c in self.core.local_names() if c.spec is not None]
-            if held:
-                log.warning(
-                    "%s: the last server node leaves with %d registered name(s): no node is left "
-                    "to take them, their processes and state are gone",
-                    self.node,
-                    len(held),
-                )
         await self._wait_until(lambda: not self._busy(), deadline)
         self.drained = not self._busy()
+        if self._lost_at_leave:
+            log.warning(
+                "%s: the last server node leaves with %d registered name(s): no node is left "
+                "to take them (the others are gone or leaving too), their processes and state are gone",
+                self.node,
+                self._lost_at_leave,
+            )
         if not self.drained:
             log.warning(
                 "%s: drain timed out after %.1f s with %d names still here (they stop with the node)",

@@ -717,9 +717,11 @@ class Transport:
         if peer.dial_handle is not None:
             peer.dial_handle.cancel()
             peer.dial_handle = None
+        # A tool's or client's link closing is routine (every CLI query makes one): DEBUG.
+        level = logging.DEBUG if peer.role == "client" else logging.INFO
         for conn in (peer.conn, peer.dialing):
             if conn is not None:
-                conn.close("disconnect requested")
+                conn.close("disconnect requested", level=level)
 
     def peer_version(self, node: str) -> int:
         """The protocol version agreed with ``node``'s link, or 0 when no link is up."""
