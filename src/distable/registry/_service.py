@@ -895,7 +895,9 @@ class RegistryService:
 
     def _lost_state(self, name: Any, pid: Pid, cause: str) -> None:
         """A leaving node hands ``name`` off without its state (it starts fresh there)."""
-        log.error("%s: %r (%r) starts afresh on its new owner: %s", self.node, name, pid, cause)
+        # Once per name and 10 s: a move the new owner refuses is retried until the drain ends.
+        what = "%r (%r) starts afresh on its new owner: %s"
+        self._ratelog.log(logging.ERROR, ("state lost", name), what, name, pid, cause)
         self._publish(HandoffStateLost(name, pid, cause))
 
     def _abort(self, name: Any, proc: Process, reason: str) -> None:
@@ -1274,11 +1276,14 @@ class RegistryService:
                 self._lost_at_leave,
             )
         if not self.drained:
+            left = [c.key for c in self.core.local_names()]
             log.warning(
-                "%s: drain timed out after %.1f s with %d names still here (they stop with the node)",
+                "%s: drain timed out after %.1f s with %d name(s) still here (%s): they stop with the "
+                "node, and their owners restart them fresh, without their state",
                 self.node,
                 timeout,
-                len(self.core.local_names()),
+                len(left),
+                ", ".join(repr(n) for n in left[:5]) + (", ..." if len(left) > 5 else ""),
             )
         # Let the others' flush markers reach us so we can relay them (bounded). The new
         # owner's own marker too: its processes may have sent to the old pid, and what they
