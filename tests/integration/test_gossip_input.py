@@ -226,7 +226,7 @@ BAD_PACKETS: list[tuple[Callable[[GossipTarget, str], bytes], str, int]] = [
     (stale, "stale", logging.WARNING),
     (truncated, "malformed", logging.WARNING),
     (garbage, "malformed", logging.WARNING),
-    (foreign, "foreign", logging.DEBUG),
+    (foreign, "foreign", logging.INFO),  # once per sender: legitimate, but also a wrong cookie
 ]
 
 

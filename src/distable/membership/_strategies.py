@@ -137,14 +137,29 @@ class _GossipProtocol(asyncio.DatagramProtocol):
         self.codec = codec
         self.ratelog = ratelog
         self.rejected: dict[str, int] = {}
+        self._foreign: set[tuple[str, int]] = set()  # senders of other clusters' packets, said once each
 
     def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
         try:
             heartbeat = self.codec.open(data, time.time())
         except PacketRejected as exc:
             self.rejected[exc.kind] = self.rejected.get(exc.kind, 0) + 1
-            level = logging.DEBUG if exc.kind == "foreign" else logging.WARNING
-            self.ratelog.log(level, (exc.kind, addr[0]), "dropped gossip packet from %s:%s: %s", addr[0], addr[1], exc)
+            if exc.kind == "foreign":
+                # Legitimate when clusters share a group, so said once per sender, at INFO:
+                # also what a node with the wrong cookie sees (it then runs on its own).
+                if addr not in self._foreign and len(self._foreign) < 1024:
+                    self._foreign.add(addr)
+                    logging.getLogger("distable.membership").info(
+                        "%s: dropped gossip packet from %s:%s: %s (a different cookie or cluster name?)",
+                        self.ctx.name,
+                        addr[0],
+                        addr[1],
+                        exc,
+                    )
+                return
+            self.ratelog.log(
+                logging.WARNING, (exc.kind, addr[0]), "dropped gossip packet from %s:%s: %s", addr[0], addr[1], exc
+            )
             return
         if heartbeat.name != self.ctx.name:
             self.ctx.discovered(heartbeat.name, heartbeat.creation, urgent=not self.ctx.is_up(heartbeat.name))
