@@ -273,18 +273,19 @@ class RegistryService:
         self._gate_held = 0  # messages those gates had held
         self.spawn = spawn
         self._publish = publish
-        self.core = TrackerCore(
-            node, role=role, strategy=strategy, config=config, rng=rng or random.Random(), now=self.loop.time()
-        )
+        rng = rng or random.Random()
+        self.core = TrackerCore(node, role=role, strategy=strategy, config=config, rng=rng, now=self.loop.time())
         self.pids = self.core.pids  # whereis reads this dict directly
         self._outgoing: dict[int, _Outgoing] = {}
         self._incoming: dict[tuple[str, int], _Incoming] = {}
         self._committed_in: dict[tuple[str, int], Pid] = {}  # (old host, hid) -> new pid
-        self._conflict_ref = 0
+        # Refs start at random: a receiver takes a ref once per sending node name, and a node
+        # restarted under the same name must not repeat its previous life's refs.
+        self._conflict_ref = rng.getrandbits(62)
         self._conflict_acks: dict[int, tuple[str, asyncio.Future[bool]]] = {}  # ref -> (node, taken)
         self._conflict_seen: dict[tuple[str, int], None] = {}  # (node, ref) of states taken (dedup)
         self._pending: dict[Any, asyncio.Future[Pid | None]] = {}
-        self._hid = 0
+        self._hid = rng.getrandbits(40)  # handoff ids, random from the start too (see _conflict_ref)
         self._slots = asyncio.Semaphore(max_concurrent_handoffs)
         # A node's death or a join makes thousands of restarts or handoffs at once: they run
         # a bounded number at a time, so no loop turn starts them all (a turn that long would
