@@ -1099,7 +1099,8 @@ class RegistryService:
 
     def _gate_check(self, key: tuple[str, int], deadline: float) -> None:
         """Open the gate of a handed-in process for every sender that cannot be sending any
-        more (down, or suspected: paused, cut off), and for all at ``deadline``; check
+        more (down, or suspected: paused, cut off), for all when the old host that relays
+        the markers is gone, and for all at ``deadline``; check
         again every ``_GATE_CHECK`` seconds until it is open. A message it held waited at
         most that long behind a marker that may never come (counted in statistics)."""
         inc = self._incoming.get(key)
@@ -1109,7 +1110,13 @@ class RegistryService:
         if gate is not None:
             now = self.loop.time()
             peers = self.core.peers
-            if now >= deadline:
+            source = inc.source
+            # The old host relays every marker: once it is down, suspected or replaced by a
+            # new incarnation (the old pid's), none will come, this node's own included.
+            source_gone = (
+                source not in peers or self._suspected(source) or self._creation_of(source) != inc.old_pid.incarnation
+            )
+            if now >= deadline or source_gone:
                 stuck = sorted(gate.waiting)
             else:
                 stuck = sorted(n for n in gate.waiting if n != self.node and (n not in peers or self._suspected(n)))
