@@ -397,6 +397,37 @@ async def test_a_handed_in_process_does_not_hold_a_suspected_peers_messages_unti
     assert stats.gate_held_messages >= 1, stats
 
 
+async def test_a_handed_in_process_opens_its_gate_when_the_old_host_that_relays_markers_is_suspected(
+    cluster: Cluster,
+) -> None:
+    """The old host relays every node's marker, the new owner's own included: when it can
+    relay nothing (paused, killed, restarted), waiting for the handoff timeout is for nothing."""
+    x, y, z, name, _ = await _counter_to_be_moved(cluster, "relayed", handoff_timeout=60.0)
+    with dropping(x, "Flushed") as lost:  # x relays nothing (paused, as far as y can tell)
+        await cluster.join(y)
+        await cluster.wait_joined()
+        new = await eventually(
+            lambda: (p := z.whereis(name)) is not None and p.node == y.name and p,
+            message=lambda: copies_of(cluster, name),
+        )
+        gate = cluster.process(new)._gate
+        assert gate is not None
+        await eventually(lambda: lost, message=lambda: f"gate waits for {gate.waiting}")
+        z.cast(name, ("add", 10))  # straight to the new pid: held for z's marker, which x keeps
+        await eventually(lambda: gate.held.get(z.name), message=lambda: f"held: {gate.held}")
+        member = y.membership.core.member(x.name)
+        assert member is not None
+        member.status = SUSPECT
+        try:
+            count = await eventually(
+                lambda: _count_is(y, name, 13), timeout=10, message=lambda: f"held: {gate.held}, {gate.waiting}"
+            )
+        finally:
+            member.status = ALIVE
+    assert count
+    assert cluster.process(new)._gate is None
+
+
 async def _count_is(node: Node, name: Any, expected: int) -> bool:
     count, _ = await node.call(name, "get")
     return bool(count == expected)
