@@ -833,31 +833,29 @@ class RegistryService:
             has_state = False
             request = HandoffRequest(hid, to_wire(name), wire_spec, command.pid, False, None, ancestors)
             self.transport.post(target, request)
+        unknown: str | None = None  # why the outcome is unknown, if it is
         try:
             new_pid = await _within(out.accepted, spec.handoff_timeout)
+            if not self._linked(new_pid):
+                # Accepted, but the link to that incarnation is gone since (a commit posted
+                # now would reach its next incarnation, or nobody).
+                unknown = f"{target} was lost after it accepted"
         except TimeoutError as exc:
-            # No answer: the new owner may have started the process and, seeing this node
-            # fail meanwhile (a pause), kept and claimed it. Ask before resuming the copy here.
-            committed = await self._cancel(out, spec.handoff_timeout)
-            if committed is None:
-                del self._outgoing[hid]
-                self._abort(name, proc, f"{target} did not take it: {exc}")
-                return
-            new_pid = committed
+            unknown = f"{target} did not take it: {exc}"
         except DistableError as exc:
             # Refused, or the new owner is down (its claims are dropped with it): it never
             # ran there, or no longer does. Resume the process here.
             del self._outgoing[hid]
             self._abort(name, proc, f"{target} did not take it: {exc}")
             return
-        if not self._linked(new_pid):
-            # Accepted, but the link to that incarnation is gone since (a commit posted now
-            # would reach its next incarnation, or nobody): if it died, its copy died with
-            # it; if it lives, it answers the cancel once a link is back.
+        if unknown is not None:
+            # The new owner may have started the process and, seeing this node fail meanwhile
+            # (a pause), kept and claimed it; or it died with its copy. Ask before resuming
+            # the copy here.
             committed = await self._cancel(out, spec.handoff_timeout)
             if committed is None:
                 del self._outgoing[hid]
-                self._abort(name, proc, f"{target} was lost after it accepted")
+                self._abort(name, proc, unknown)
                 return
             new_pid = committed
         # Commit: forward what queued up, retire the old pid, let the new owner claim.
