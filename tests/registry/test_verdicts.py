@@ -381,16 +381,10 @@ async def test_a_handed_in_process_does_not_hold_a_suspected_peers_messages_unti
         await eventually(lambda: gate.held.get(z.name), message=lambda: f"held: {gate.held}")
 
         # y's membership suspects z (no verdict yet: it would only come after a timeout).
-        member = y.membership.core.member(z.name)
-        assert member is not None
-        assert member.status == ALIVE
-        member.status = SUSPECT
-        try:
+        with suspecting(y, z):
             count = await eventually(
                 lambda: _count_is(y, name, 13), timeout=10, message=lambda: f"held: {gate.held}, {gate.waiting}"
             )
-        finally:
-            member.status = ALIVE
     assert count
     stats = y.registry.statistics()
     assert stats.gate_releases >= 1, stats
@@ -415,17 +409,26 @@ async def test_a_handed_in_process_opens_its_gate_when_the_old_host_that_relays_
         await eventually(lambda: lost, message=lambda: f"gate waits for {gate.waiting}")
         z.cast(name, ("add", 10))  # straight to the new pid: held for z's marker, which x keeps
         await eventually(lambda: gate.held.get(z.name), message=lambda: f"held: {gate.held}")
-        member = y.membership.core.member(x.name)
-        assert member is not None
-        member.status = SUSPECT
-        try:
+        with suspecting(y, x):
             count = await eventually(
                 lambda: _count_is(y, name, 13), timeout=10, message=lambda: f"held: {gate.held}, {gate.waiting}"
             )
-        finally:
-            member.status = ALIVE
     assert count
     assert cluster.process(new)._gate is None
+
+
+@contextlib.contextmanager
+def suspecting(by: Node, who: Node) -> Iterator[None]:
+    """``by``'s membership suspects ``who`` (set by hand: no deadline, no rumor, so it neither
+    refutes nor turns into a verdict) until the block ends."""
+    member = by.membership.core.member(who.name)
+    assert member is not None
+    assert member.status == ALIVE
+    member.status = SUSPECT
+    try:
+        yield
+    finally:
+        member.status = ALIVE
 
 
 async def _count_is(node: Node, name: Any, expected: int) -> bool:
