@@ -1,6 +1,6 @@
 """The registry shell: runs the tracker core's commands on the node's event loop.
 
-It owns the tracker core (one owner, as STYLE.md asks), the node's registry server
+It owns the tracker core (one owner per piece of state: no other task changes it), the node's registry server
 process (well-known local id 1, which other nodes call to register names here), the
 handoff coordinator on both sides, conflict resolution and restarts.
 

@@ -5,8 +5,8 @@
     ...
     await server.close()
 
-Only the public API and ``statistics()`` snapshots are used (DESIGN.md: the dashboard
-and metrics sit on top of every layer). Imported on demand: ``import distable`` does
+Only the public API and ``statistics()`` snapshots are used (docs/internals.md, "Layers":
+the dashboard and metrics sit on top of every layer). Imported on demand: ``import distable`` does
 not load aiohttp or prometheus_client.
 """
 
