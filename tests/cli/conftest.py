@@ -117,17 +117,14 @@ class Answer:
         return json.loads(self.stdout)
 
 
-async def distable(*args: str) -> Answer:
-    """Run ``distable ARGS`` (``python -m distable.cli``) to the end."""
+async def run_to_end(*command: str, cwd: Path | None = None) -> Answer:
+    """Run ``command`` to its end (killed if it outlives ``TIMEOUT``)."""
     proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "distable.cli",
-        *args,
+        *command,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         stdin=asyncio.subprocess.DEVNULL,
-        cwd=ROOT,
+        cwd=cwd,
     )
     try:
         out, err = await asyncio.wait_for(proc.communicate(), TIMEOUT)
@@ -137,3 +134,8 @@ async def distable(*args: str) -> Answer:
         raise
     assert proc.returncode is not None
     return Answer(proc.returncode, out.decode(), err.decode())
+
+
+async def distable(*args: str) -> Answer:
+    """Run ``distable ARGS`` (``python -m distable.cli``) to the end."""
+    return await run_to_end(sys.executable, "-m", "distable.cli", *args, cwd=ROOT)

@@ -10,14 +10,13 @@ is not a module name (``my-notes.py``) is refused with the fix in the message.
 
 from __future__ import annotations
 
-import asyncio
 import sys
 import textwrap
 from pathlib import Path
 
 import pytest
 
-from tests.cli.conftest import COOKIE, TIMEOUT, Processes, free_ports
+from tests.cli.conftest import COOKIE, Processes, free_ports, run_to_end
 
 pytestmark = pytest.mark.cluster
 
@@ -64,17 +63,9 @@ SCRIPT = textwrap.dedent(
 
 
 async def run_script(path: Path, peer: str) -> str:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, str(path), peer, COOKIE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
-    )
-    try:
-        out, err = await asyncio.wait_for(proc.communicate(), TIMEOUT)
-    except BaseException:
-        proc.kill()
-        await proc.wait()
-        raise
-    assert proc.returncode == 0, err.decode()
-    return out.decode().strip()
+    answer = await run_to_end(sys.executable, str(path), peer, COOKIE)
+    assert answer.code == 0, answer.stderr
+    return answer.stdout.strip()
 
 
 async def test_a_scripts_factory_and_types_work_on_a_node_that_imports_the_script(
