@@ -32,6 +32,7 @@ from distable import (
 )
 from distable.membership._core import ALIVE, SUSPECT
 from distable.ring import Ring
+from distable.runtime._process import Gate
 from distable.testing import eventually
 from distable.wire._messages import ConflictState
 
@@ -360,6 +361,19 @@ async def _conflicts_are(node: Node, name: Any, expected: list[Any]) -> bool:
 # --- 5. a gate does not wait for a suspected peer ---------------------------------------------------
 
 
+async def _joined_and_gated(cluster: Cluster, y: Node, z: Node, name: Any) -> tuple[Pid, Gate]:
+    """Join ``y``, which takes ``name``; its new pid (as ``z`` sees it) and the gate it holds."""
+    await cluster.join(y)
+    await cluster.wait_joined()
+    new = await eventually(
+        lambda: (p := z.whereis(name)) is not None and p.node == y.name and p,
+        message=lambda: copies_of(cluster, name),
+    )
+    gate = cluster.process(new)._gate
+    assert gate is not None
+    return new, gate
+
+
 async def test_a_handed_in_process_does_not_hold_a_suspected_peers_messages_until_the_handoff_timeout(
     cluster: Cluster,
 ) -> None:
@@ -367,14 +381,7 @@ async def test_a_handed_in_process_does_not_hold_a_suspected_peers_messages_unti
 
     # z's flush marker for the move never comes (z paused, as far as y can tell).
     with dropping(z, "FlushMarker") as lost:
-        await cluster.join(y)
-        await cluster.wait_joined()
-        new = await eventually(
-            lambda: (p := z.whereis(name)) is not None and p.node == y.name and p,
-            message=lambda: copies_of(cluster, name),
-        )
-        gate = cluster.process(new)._gate
-        assert gate is not None
+        _, gate = await _joined_and_gated(cluster, y, z, name)
         assert z.name in gate.waiting, f"gate waits for {gate.waiting}"
         assert any(type(m).__name__ == "FlushMarker" for m in lost)
         z.cast(name, ("add", 10))  # straight to the new pid: held for z's marker
@@ -398,14 +405,7 @@ async def test_a_handed_in_process_opens_its_gate_when_the_old_host_that_relays_
     relay nothing (paused, killed, restarted), waiting for the handoff timeout is for nothing."""
     x, y, z, name, _ = await _counter_to_be_moved(cluster, "relayed", handoff_timeout=60.0)
     with dropping(x, "Flushed") as lost:  # x relays nothing (paused, as far as y can tell)
-        await cluster.join(y)
-        await cluster.wait_joined()
-        new = await eventually(
-            lambda: (p := z.whereis(name)) is not None and p.node == y.name and p,
-            message=lambda: copies_of(cluster, name),
-        )
-        gate = cluster.process(new)._gate
-        assert gate is not None
+        new, gate = await _joined_and_gated(cluster, y, z, name)
         await eventually(lambda: lost, message=lambda: f"gate waits for {gate.waiting}")
         z.cast(name, ("add", 10))  # straight to the new pid: held for z's marker, which x keeps
         await eventually(lambda: gate.held.get(z.name), message=lambda: f"held: {gate.held}")
