@@ -245,6 +245,7 @@ def test_dns_discovery(captured: Captured) -> None:
         (["node", "--cookie", "c", "--port", "70000"], "is not a port number", 2),
         (["node", "--cookie", "c", "--static", "foo"], "--static 'foo' is not NAME@HOST:PORT or HOST:PORT", 2),
         (["node", "--cookie", "c", "--static", "a@nowhere:1"], "is not an IP address", 2),
+        (["node", "--cookie", "c", "--static", "a@127.0.0.1:1 b@127.0.0.1:2"], "is not one NAME@HOST:PORT", 2),
         (["node", "--cookie", "c", "--cluster", "static"], "--cluster static needs at least one --static", 2),
         (["node", "--cookie", "c", "--cluster", "gossip", "--static", "127.0.0.1:1"], "--static goes with", 2),
         (["node", "--cookie", "c", "--quorum", "2"], "--quorum goes with --strategy quorum", 2),
@@ -437,3 +438,12 @@ def test_bench_failure(tmp_path: Path) -> None:
 
 def test_bench_finds_the_repository_bench_folder() -> None:
     assert _bench.find_run_all(None) == ROOT / "bench" / "run_all.py"
+
+
+def test_a_comma_separated_static_list_is_several_nodes() -> None:
+    """'a@h:1,b@h:2,c@h:3' was taken as one node named 'a@h:1,b@h:2,c' (a new user's run:
+    three nodes each formed a cluster of their own, every name registered three times)."""
+    opts = {"basename": "distable", "cluster": None, "connect": (), "dns_query": None}
+    kind, strategies, _ = _options.discovery({**opts, "static": ("a@127.0.0.1:1,b@127.0.0.1:2", "c@127.0.0.1:3,")})
+    assert kind == "static"
+    assert strategies[0].nodes == ["a@127.0.0.1:1", "b@127.0.0.1:2", "c@127.0.0.1:3"]

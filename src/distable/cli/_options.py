@@ -132,10 +132,17 @@ def parse_node(text: str, what: str, basename: str) -> str:
     short, at, address = text.rpartition("@")
     if at and not short:
         raise click.UsageError(f"{what} {text!r} has an empty node name")
+    if at and ("@" in short or "," in short or any(c.isspace() for c in short)):
+        raise click.UsageError(f"{what} {text!r} is not one NAME@HOST:PORT (repeat {what} for each node)")
     host, colon, port = address.rpartition(":")
     if not colon or not host or not port:
         raise click.UsageError(f"{what} {text!r} is not NAME@HOST:PORT or HOST:PORT")
     return format_name(short or basename, parse_ip(host, what), parse_port(port, what))
+
+
+def _items(text: str) -> list[str]:
+    """A comma-separated list of nodes (blank entries dropped)."""
+    return [t.strip() for t in text.split(",") if t.strip()]
 
 
 def check_short_name(value: str) -> str:
@@ -331,7 +338,8 @@ def discovery_options() -> Callable[[F], F]:
                 "--static",
                 multiple=True,
                 metavar="NODE",
-                help="A node of a static cluster: NAME@HOST:PORT, or HOST:PORT for BASENAME@HOST:PORT; repeatable.",
+                help="A node of a static cluster: NAME@HOST:PORT, or HOST:PORT for BASENAME@HOST:PORT; repeatable, "
+                "or several separated by commas.",
             ),
             option(
                 "--connect",
@@ -382,8 +390,9 @@ def discovery(opts: dict[str, Any]) -> tuple[str, list[Any], list[str]]:
         CliError: DNS discovery without the dnspython package.
     """
     basename = check_short_name(opts["basename"])
-    static = [parse_node(text, "--static", basename) for text in opts["static"]]
-    connect = [parse_node(text, "--connect", basename) for text in opts["connect"]]
+    # "a@h:1,b@h:2" is a list: people write one (each node on its own is the other way).
+    static = [parse_node(t, "--static", basename) for text in opts["static"] for t in _items(text)]
+    connect = [parse_node(t, "--connect", basename) for text in opts["connect"] for t in _items(text)]
     kind = opts["cluster"]
     if kind is None:
         kind = "static" if static else "dns" if opts["dns_query"] else "none" if connect else "gossip"
