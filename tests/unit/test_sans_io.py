@@ -27,6 +27,8 @@ CORE_MODULES: tuple[str, ...] = (
     "membership/_config.py",
     "membership/_events.py",
     "ring",
+    "registry/_core.py",
+    "registry/_events.py",
 )
 
 #: Top-level modules a core must not import, directly or through distable modules.

@@ -43,8 +43,9 @@ from collections.abc import Hashable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ..ring import DistributionStrategy, Placement, hash_name
-from ..wire import NORMAL, SHUTDOWN, Pid, to_wire
+from ..ring._ring import hash_name
+from ..ring._strategy import DistributionStrategy, Placement
+from ..wire._codec import to_wire
 from ..wire._messages import (
     CLAIM_GROUP,
     CLAIM_NAME,
@@ -59,6 +60,7 @@ from ..wire._messages import (
     SyncReply,
     SyncRequest,
 )
+from ..wire._types import NORMAL, SHUTDOWN, Pid
 from ._events import (
     ConflictResolved,
     GroupJoined,
@@ -369,7 +371,7 @@ class TrackerCore:
             self._send_digest(node)
 
     def _send_digest(self, node: str) -> None:
-        self._out.send.append((node, Digest(self._digest(self.node))))
+        self._out.send.append((node, Digest(self.digest(self.node))))
         self._n_syncs += 1
 
     def _check_synced(self, peer: _Peer, now: float) -> None:
@@ -377,7 +379,7 @@ class TrackerCore:
         if not peer.unsynced:
             peer.synced = True
             if peer.hello and self._replace_placement(now):
-                self._rebalance()
+                self.rebalance()
 
     def synced_with(self, node: str) -> bool:
         """Has this node greeted ``node`` and caught up with its claims (its first digest
@@ -410,7 +412,7 @@ class TrackerCore:
                     self._restart_orphan(claim.key, claim.spec, claim.position, now, node)
             else:
                 self._group_remove(claim)
-        self._rebalance()
+        self.rebalance()
 
     def _restart_orphan(self, name: Any, spec: Spec, position: int, now: float, origin: str) -> None:
         """``name`` lost its only claim with a node that went down: see that its owner
@@ -462,7 +464,7 @@ class TrackerCore:
         peer.role, peer.leaving, peer.hello = msg.role, msg.leaving, True
         if changed:
             self._replace_placement(now)
-            self._rebalance()
+            self.rebalance()
 
     def on_leaving(self, node: str, msg: RegistryLeaving, now: float) -> None:
         peer = self.peers.get(node)
@@ -471,7 +473,7 @@ class TrackerCore:
         if not peer.leaving:
             peer.leaving = True
             self._replace_placement(now)
-            self._rebalance()
+            self.rebalance()
 
     def start_leaving(self, now: float) -> None:
         """Drain: leave this node out of placement and hand every local name off."""
@@ -482,7 +484,7 @@ class TrackerCore:
         for peer in self.peers:
             self._out.send.append((peer, RegistryLeaving()))
         self._replace_placement(now)
-        self._rebalance()
+        self.rebalance()
         # Restarts this node still owes (crashed processes waiting out their backoff, orphan
         # checks of a dead node's names) are due now: they go to their owners before this
         # node goes, or nobody may ever make them.
@@ -493,6 +495,21 @@ class TrackerCore:
     def restarts_owed(self) -> bool:
         """Whether a restart is still waiting to be made or passed on (a drain waits for it)."""
         return bool(self._restarts)
+
+    def restarts_due(self) -> int:
+        """Restarts still to come: those waiting whose name is not registered again already
+        (the orphan check of a name that came back meanwhile is no restart)."""
+        return sum(1 for entry in self._restarts if entry[2] not in self.pids)
+
+    @property
+    def restarts_made(self) -> int:
+        """Restarts made here or passed on to the name's owner, since this core started."""
+        return self._n_restarts
+
+    @property
+    def handoffs_started(self) -> int:
+        """Handoffs this core commanded (``HandOff``), since it started."""
+        return self._n_handoffs
 
     def _replace_placement(self, now: float) -> bool:
         """Recompute the placement from the peers' states; whether it changed."""
@@ -510,8 +527,11 @@ class TrackerCore:
             self._resolve(name)
         return True
 
-    def _rebalance(self) -> None:
-        """Hand off (or stop) every local factory-registered name this node no longer owns."""
+    def rebalance(self) -> None:
+        """Hand off (or stop) every local factory-registered name this node no longer owns.
+
+        The core calls it on each placement change and sync tick; the shell calls it to retry
+        failed handoffs sooner."""
         for claim in list(self.claims[self.node].values()):
             self._rebalance_one(claim)
 
@@ -809,7 +829,7 @@ class TrackerCore:
         peer = self.peers.get(host)
         if peer is not None:
             peer.awaiting_digest = False
-        mine = self._digest(host)
+        mine = self.digest(host)
         differ = [b for b in range(BUCKETS) if mine[b] != msg.buckets[b]]
         if differ:
             self._out.send.append((host, SyncRequest(differ)))
@@ -868,8 +888,8 @@ class TrackerCore:
                 self._out.commands.append(RestartElsewhere(name, spec, owner))
         if now >= self._next_sync:
             self._next_sync = now + self.config.sync_interval
-            self._rebalance()  # retries handoffs that failed or were refused
-            digest = Digest(self._digest(self.node))
+            self.rebalance()  # retries handoffs that failed or were refused
+            digest = Digest(self.digest(self.node))
             # The hello goes again too: a peer that saw this node go down and come back (a
             # one-sided suspicion) dropped it, and waits for it to place names here again.
             hello = RegistryHello(self.role, self.leaving)
@@ -999,7 +1019,9 @@ class TrackerCore:
 
     # --- digests ----------------------------------------------------------------------------------
 
-    def _digest(self, host: str) -> list[int]:
+    def digest(self, host: str) -> list[int]:
+        """The ``BUCKETS`` hashes of ``host``'s claims in this replica (what its ``Digest``
+        would say when this replica holds exactly its table): equal tables, equal digests."""
         buckets = [0] * BUCKETS
         for claim in self.claims.get(host, {}).values():
             buckets[claim.position % BUCKETS] ^= _mix(claim)

@@ -916,7 +916,7 @@ class RegistryService:
 
     def _retry_rebalance(self) -> None:
         self._retry_handle = None
-        self.core._rebalance()
+        self.core.rebalance()
         self._changed()
 
     def _forward_mailbox(self, proc: Process, new_pid: Pid, target: str, hid: int | None) -> None:

@@ -50,7 +50,7 @@ def replica_digest(node: Node) -> str:
         if not core.claims[host]:
             continue
         h.update(host.encode())
-        for bucket in core._digest(host):
+        for bucket in core.digest(host):
             h.update(bucket.to_bytes(8, "little"))
     return h.hexdigest()
 
