@@ -275,7 +275,7 @@ class TrackerCore:
         self._pending_claims: list[Claim] = []
         self._pending_removals: list[Removal] = []
         self._resolving: set[tuple[Any, Pid]] = set()
-        self._claimant_placements: dict[tuple[str, ...], Placement] = {}  # see _resolve
+        self._claimant_placements: dict[tuple[str, ...], Placement] = {}  # see _pick_winner
         self._flushed: set[tuple[str, int]] = set()
         # nodes that asked for this node's digest while not up here (see on_hello)
         self._digest_owed: set[str] = set()
@@ -394,7 +394,7 @@ class TrackerCore:
         self._digest_owed.discard(node)
         for name in [n for n, p in self._successors.items() if p.node == node]:
             del self._successors[name]  # its claim will never come: forget the name
-            self._resolve(name)
+            self._pick_winner(name)
         self._flushed = {f for f in self._flushed if f[0] != node}
         self._replace_placement(now)
         # Names this node handed to ``node`` that it died before claiming: nobody else holds
@@ -407,7 +407,7 @@ class TrackerCore:
         for claim in gone.values():
             if claim.kind == CLAIM_NAME:
                 was_winner = self.winners.get(claim.key) is claim
-                self._resolve(claim.key)
+                self._pick_winner(claim.key)
                 if was_winner and claim.spec is not None and claim.key not in self.winners:
                     self._restart_orphan(claim.key, claim.spec, claim.position, now, node)
             else:
@@ -524,7 +524,7 @@ class TrackerCore:
         self.placement = self.strategy.place(nodes)
         self.pinned.clear()  # a process that chose to stay is asked again on each change
         for name in [n for n in self._contested_names if n in self.winners]:
-            self._resolve(name)
+            self._pick_winner(name)
         return True
 
     def rebalance(self) -> None:
@@ -589,7 +589,7 @@ class TrackerCore:
         claim = Claim(CLAIM_NAME, name, pid, self.clock, hash_name(name), spec, moved_from, handoff, ancestors)
         displaced = self.claims[self.node].get((CLAIM_NAME, name))
         self._add_local(claim)
-        self._resolve(name)
+        self._pick_winner(name)
         if displaced is not None and displaced.pid != pid and (name, displaced.pid) not in self._resolving:
             # Two local processes for one name (two handoffs of it came in at once, say):
             # this claim replaces the other in this host's table, so that process would run
@@ -622,7 +622,7 @@ class TrackerCore:
         self._remove_local(key, claim, successor=successor)
         self.moving.discard(name)
         self.pinned.discard(name)
-        self._resolve(name)
+        self._pick_winner(name)
         return True
 
     def local_join(self, group: Any, pid: Pid) -> None:
@@ -661,7 +661,7 @@ class TrackerCore:
             moving = name in self.moving
             self.moving.discard(name)
             self.pinned.discard(name)
-            self._resolve(name)
+            self._pick_winner(name)
             if moving or claim.spec is None:
                 continue
             policy = claim.spec.restart
@@ -686,7 +686,7 @@ class TrackerCore:
         if ignore:
             self.pinned.add(name)
         if self._contested(name):
-            self._resolve(name)  # a conflict found while it was moving (see _resolve)
+            self._pick_winner(name)  # a conflict found while it was moving (see _pick_winner)
 
     def _add_local(self, claim: Claim) -> None:
         key = claim_key(claim)
@@ -749,7 +749,7 @@ class TrackerCore:
             if old.kind == CLAIM_NAME:
                 if removal.successor is not None:
                     self._successors[old.key] = removal.successor
-                self._resolve(old.key)
+                self._pick_winner(old.key)
             else:
                 self._group_remove(old)
 
@@ -804,9 +804,9 @@ class TrackerCore:
             if current is None or (current is old and claim.key not in self._contested_names):
                 # No claimant before this one (a name has a winner whenever it has a claim),
                 # or only the claim this one replaced: it is the only claimant, no search.
-                self._resolve(claim.key, [claim])
+                self._pick_winner(claim.key, [claim])
             else:
-                self._resolve(claim.key)
+                self._pick_winner(claim.key)
             moved = claim.moved_from
             if moved is not None and moved.node != self.node and moved.node != claim.pid.node:
                 self._send_flush(moved.node, claim.handoff)
@@ -857,7 +857,7 @@ class TrackerCore:
             if new is None or new.pid != held.pid or new.clock != held.clock:
                 del table[key]
                 if held.kind == CLAIM_NAME:
-                    self._resolve(held.key)
+                    self._pick_winner(held.key)
                 else:
                     self._group_remove(held)
         for key, claim in incoming.items():
@@ -908,7 +908,7 @@ class TrackerCore:
         key = (CLAIM_NAME, name)
         return sum(1 for table in self.claims.values() if key in table) > 1
 
-    def _resolve(self, name: Any, cands: list[Claim] | None = None) -> None:
+    def _pick_winner(self, name: Any, cands: list[Claim] | None = None) -> None:
         """Pick ``name``'s winner among its claimants (``cands``, when the caller knows them)."""
         if cands is None:
             cands = self._claimants(name)
@@ -994,7 +994,7 @@ class TrackerCore:
         """The winner did not confirm it took ``loser``'s state: settle the conflict again
         (the loser, resumed meanwhile, is asked for its state anew if it still loses)."""
         self._resolving.discard((name, loser))
-        self._resolve(name)
+        self._pick_winner(name)
 
     def conflict_done(self, name: Any, loser: Pid) -> None:
         self._resolving.discard((name, loser))
