@@ -20,6 +20,7 @@ PACKAGE = SRC / "distable"
 #: Source files of the sans-I/O cores, relative to src/distable. A directory means
 #: every module in it.
 CORE_MODULES: tuple[str, ...] = (
+    "_backoff.py",
     "wire",
     "transport/_handshake.py",
     "membership/_packet.py",

@@ -40,6 +40,7 @@ from typing import Any, cast
 
 import msgspec
 
+from .._backoff import Backoff
 from .._errors import DecodeError, FrameTooLarge, HandshakeError, ProtocolError
 from .._log import RateLimitedLog
 from ..wire import DEFAULT_MAX_FRAME_SIZE, BatchWriter, FrameDecoder, encode_frame
@@ -188,7 +189,7 @@ class Peer:
         "writer",
     )
 
-    def __init__(self, name: str, host: str, port: int, max_frame_size: int) -> None:
+    def __init__(self, name: str, host: str, port: int, max_frame_size: int, backoff: Backoff) -> None:
         self.name = name
         self.host = host
         self.port = port
@@ -207,7 +208,7 @@ class Peer:
         self.refused = False  # the last dial failed with ECONNREFUSED (no link since)
         self.error = self.error_kind = ""  # why the last dial failed (no link since), see _dial_failed
         self.role = "server"  # what the peer said it is in the last handshake
-        self.backoff = 0.0
+        self.backoff = backoff  # of its redials
         self.retry_at = 0.0
         self.last_recv = 0.0
         self.last_sent = 0.0
@@ -684,7 +685,9 @@ class Transport:
 
     def _peer(self, node: str) -> Peer:
         _, host, port = parse_node_name(node)
-        peer = self.peers[node] = Peer(node, host, port, self.config.max_frame_size)
+        cfg = self.config
+        backoff = Backoff(cfg.backoff_initial, cfg.backoff_max, rng=self._rng)
+        peer = self.peers[node] = Peer(node, host, port, cfg.max_frame_size, backoff)
         peer.idle_since = self.loop.time()
         return peer
 
@@ -852,7 +855,7 @@ class Transport:
         peer.refused = False
         peer.error = peer.error_kind = ""
         peer.role = conn.core.peer_role
-        peer.backoff = 0.0
+        peer.backoff.reset()
         peer.retry_at = 0.0
         peer.paused = False
         peer.connects += 1
@@ -882,7 +885,7 @@ class Transport:
         self._drop_pending(peer, conn.close_reason)
         self._on_down(peer.name, peer.incarnation, conn.close_reason)
         if peer.wanted and not self._closing:
-            self._dial_later(peer, self._next_backoff(peer))
+            self._dial_later(peer, peer.backoff.next_delay(self.loop.time()))
 
     def _dial_failed(self, peer: Peer, conn: PeerConnection) -> None:
         reason = conn.close_reason
@@ -890,7 +893,7 @@ class Transport:
         if benign:
             delay = self.config.backoff_initial  # the peer's own dial is on its way
         else:
-            delay = self._next_backoff(peer)
+            delay = peer.backoff.next_delay(self.loop.time())
             self._report_dial_failure(peer, conn.fail_kind or HANDSHAKE, conn.fail_detail or reason, delay)
             self._drop_pending(peer, reason)
         peer.retry_at = peer.idle_since = self.loop.time() + delay
@@ -937,11 +940,6 @@ class Transport:
                 "cluster and runs on its own; give every node the same cookie (--cookie-file, DISTABLE_COOKIE)",
                 peer.name,
             )
-
-    def _next_backoff(self, peer: Peer) -> float:
-        cfg = self.config
-        peer.backoff = min(cfg.backoff_max, peer.backoff * 2 if peer.backoff else cfg.backoff_initial)
-        return peer.backoff * (0.5 + self._rng.random() / 2)
 
     def _drop_pending(self, peer: Peer, reason: str) -> None:
         dropped = peer.writer.clear()
