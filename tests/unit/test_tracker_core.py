@@ -10,7 +10,7 @@ import random
 from typing import Any
 
 from distable.registry import RegistryConfig
-from distable.registry._core import HandOff, ResolveConflict, TrackerCore
+from distable.registry._core import HandOff, ResolveConflict, StartName, TrackerCore
 from distable.ring import Ring, hash_name
 from distable.wire import Pid
 from distable.wire._messages import CLAIM_NAME, Claim, Delta, Digest, RegistryHello, Removal, Spec
@@ -126,3 +126,28 @@ def test_a_winner_is_not_handed_off_while_its_conflict_is_being_settled() -> Non
 
 def _removal(name: str, pid: Pid, clock: int) -> Removal:
     return Removal(CLAIM_NAME, name, pid, clock)
+
+
+# --- restarts ---------------------------------------------------------------------------------
+
+
+def test_the_backoff_of_a_name_that_went_is_forgotten_once_it_would_reset_anyway() -> None:
+    """The backoffs of names that crashed once and went (handed off, unregistered,
+    restarted elsewhere) do not pile up: the sync tick after ``restart_reset`` drops them."""
+    a = core("a")
+    names = [f"crashed-{i}" for i in range(3)]
+    for i, name in enumerate(names):
+        a.local_claim(name, Pid("a", 1, i), SPEC, 0.0)
+        a.local_exit(Pid("a", 1, i), "boom", 1.0)
+    a.handle_timer(1.05)
+    assert [c.name for c in a.take().commands if isinstance(c, StartName)] == names
+    # The restarts never claim (say their factory failed for good): the names are gone.
+    assert set(a._backoff) == set(names)
+    a.handle_timer(30.0)  # a sync tick 28.95 s after the restarts started: kept
+    assert set(a._backoff) == set(names)
+    a.handle_timer(40.0)  # the first tick 30 s after: dropped
+    assert a._backoff == {}
+    # A name that crashes again starts from restart_backoff, as it would have anyway.
+    a.local_claim(names[0], Pid("a", 1, 9), SPEC, 41.0)
+    a.local_exit(Pid("a", 1, 9), "boom", 42.0)
+    assert a.next_deadline() == 42.05

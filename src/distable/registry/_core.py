@@ -43,6 +43,7 @@ from collections.abc import Hashable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from .._backoff import Backoff
 from ..ring._ring import hash_name
 from ..ring._strategy import DistributionStrategy, Placement
 from ..wire._codec import to_wire
@@ -283,7 +284,8 @@ class TrackerCore:
         # of names a dead node hosted ("nodedown", see RegistryConfig.orphan_check)
         self._restarts: list[tuple[float, int, Any, Spec, str]] = []
         self._restart_seq = 0
-        self._backoff: dict[Any, tuple[float, float]] = {}  # name -> (delay, started at)
+        # name -> its restart backoff, while it may still matter (see _prune_backoffs)
+        self._backoff: dict[Any, Backoff] = {}
         self._next_sync = now + config.sync_interval
         self._out = Output()
         self._n_conflicts = self._n_restarts = self._n_handoffs = 0
@@ -715,12 +717,15 @@ class TrackerCore:
         self._pending_removals.append(Removal(claim.kind, claim.key, claim.pid, self.clock, successor))
 
     def schedule_restart(self, name: Any, spec: Spec, now: float) -> None:
-        cfg = self.config
-        delay, started = self._backoff.get(name, (0.0, now))
-        if now - started >= cfg.restart_reset:
-            delay = 0.0
-        delay = min(cfg.restart_backoff_max, delay * 2 if delay else cfg.restart_backoff)
-        self._backoff[name] = (delay, now + delay)
+        """Restart ``name`` (its local process exited) after its backoff: ``restart_backoff``,
+        doubled per consecutive exit up to ``restart_backoff_max``, reset by a run of
+        ``restart_reset``. The owner of the name then makes or is passed the restart."""
+        backoff = self._backoff.get(name)
+        if backoff is None:
+            cfg = self.config
+            backoff = Backoff(cfg.restart_backoff, cfg.restart_backoff_max, reset_after=cfg.restart_reset)
+            self._backoff[name] = backoff
+        delay = backoff.next_delay(now)
         self._restart_seq += 1
         # A leaving node passes the restart to the name's owner soon: it cannot wait out
         # the backoff (still bounded: a failing attempt repeats at most 10 times a second).
@@ -888,6 +893,7 @@ class TrackerCore:
                 self._out.commands.append(RestartElsewhere(name, spec, owner))
         if now >= self._next_sync:
             self._next_sync = now + self.config.sync_interval
+            self._prune_backoffs(now)
             self.rebalance()  # retries handoffs that failed or were refused
             digest = Digest(self.digest(self.node))
             # The hello goes again too: a peer that saw this node go down and come back (a
@@ -897,6 +903,14 @@ class TrackerCore:
                 self._out.send.append((peer, hello))
                 self._out.send.append((peer, digest))
                 self._n_syncs += 1
+
+    def _prune_backoffs(self, now: float) -> None:
+        """Forget the backoffs that would start again at ``restart_backoff`` anyway: the last
+        restart of their name started ``restart_reset`` ago or more (it ran that long, or the
+        name went: handed off, unregistered, restarted elsewhere). The table holds the names
+        that exited lately, not every name that ever did; nothing else changes."""
+        for name in [n for n, b in self._backoff.items() if b.expired(now)]:
+            del self._backoff[name]
 
     # --- resolution -------------------------------------------------------------------------------
 
