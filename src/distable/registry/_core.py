@@ -294,9 +294,6 @@ class TrackerCore:
 
     # --- queries -----------------------------------------------------------------------------
 
-    def whereis(self, name: Any) -> Pid | None:
-        return self.pids.get(name)
-
     def owner(self, name: Any) -> str | None:
         return self.placement.owner(name)
 

@@ -520,9 +520,6 @@ class RegistryService:
 
     # --- the public API (called by Node) ----------------------------------------------------
 
-    def whereis(self, name: Any) -> Pid | None:
-        return self.pids.get(name)
-
     def resolve(self, name: Any) -> Pid:
         pid = self.pids.get(name)
         if pid is None:

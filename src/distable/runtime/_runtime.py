@@ -199,9 +199,6 @@ class Runtime:
 
     # --- lookups --------------------------------------------------------------
 
-    def is_local(self, pid: Pid) -> bool:
-        return pid.node == self.node_name
-
     def local(self, pid: Pid) -> Process | None:
         """The live local process ``pid`` names, or None."""
         if pid.node != self.node_name or pid.incarnation != self.incarnation:
