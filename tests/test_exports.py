@@ -29,7 +29,7 @@ def test_no_private_or_unlisted_public_names() -> None:
 
 
 def test_design_contract_names_present() -> None:
-    # Names DESIGN.md lists for the foundation; the registry adds its own.
+    # Names docs/design.md lists for the foundation; the registry adds its own.
     contract = {
         "Node",
         "Process",

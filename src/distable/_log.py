@@ -1,7 +1,7 @@
 """Logging helpers shared by every layer: node-tagged lines, rate limiting, and the
 output format of the ``distable`` command and of applications that want it.
 
-A repeated log line is rate-limited (docs/internals.md, "Logging": no retry loop may
+A repeated log line is rate-limited (docs/design.md, guarantee 8: no retry loop may
 flood the log): the first line for a key is written, later ones within ``interval`` seconds are counted and the count is
 reported with the next line that gets through.
 

@@ -2,7 +2,7 @@
 
 For each case: the node logs a line naming the peer's address and the problem, closes
 that connection (our reader sees the end of the stream), and goes on serving a
-well-behaved node (guarantee 7 in DESIGN.md). A raw peer authenticates, when a case
+well-behaved node (guarantee 7 in docs/design.md). A raw peer authenticates, when a case
 needs it, with ``HandshakeCore`` and the right cookie, writing frames by hand.
 """
 

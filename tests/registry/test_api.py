@@ -1,4 +1,4 @@
-"""The registry's API contract (DESIGN.md "Public API"), on real nodes in one event loop."""
+"""The registry's API contract (docs/design.md, "Public API"), on real nodes in one event loop."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""STYLE.md's rule, enforced: a sans-I/O core imports no I/O, no clock and no randomness.
+"""docs/design.md's sans-I/O rule, enforced: a core imports no I/O, no clock and no randomness.
 
 A core gets ``now`` and an injected ``random.Random`` from its shell instead. The check
 reads each core module's source (nothing is imported), and follows its imports of other
