@@ -1,4 +1,7 @@
-"""Events a node publishes through ``events()``: past-tense, frozen."""
+"""How a node's events reach its subscribers: ``EventBus`` fans each one out to every
+``EventStream`` (what ``events()`` returns) and records it in the node's journal. The
+events themselves are defined by the layers that publish them (``membership._events``,
+``registry._events``)."""
 
 from __future__ import annotations
 

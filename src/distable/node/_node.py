@@ -1,9 +1,12 @@
-"""The node: wires runtime and transport together and offers the public API.
+"""The node: wires the layers together (runtime, transport, membership, registry) and
+offers the public API.
 
 A node is one OS process's presence in the cluster: one event loop, one runtime of
 processes, one listening socket and a mesh of links. ``async with Node(...)`` starts
-it and makes it the current node for the module-level functions; leaving the block
-stops every process (reason "shutdown") and closes every link.
+it (binds, then joins) and makes it the current node for the module-level functions;
+leaving the block is a graceful leave: every registered process is handed off to its
+new owner, then the processes stop (reason "shutdown"), the leave is announced and the
+links close.
 """
 
 from __future__ import annotations
@@ -336,8 +339,9 @@ class Node:
         self._spawn(rt.watch_loop_lag())
 
     async def stop(self) -> None:
-        """Leave the cluster gracefully: tell every member, stop every process (reason
-        "shutdown"), close every link, end every task."""
+        """Leave the cluster gracefully: hand every registered process off (bounded by
+        ``drain_timeout``), stop every process (reason "shutdown"), tell every member,
+        close every link, end every task."""
         if self._runtime is None or self._transport is None or self._membership is None:
             return
         if self._registry is not None:
@@ -413,7 +417,9 @@ class Node:
         self.transport.disconnect(node)
 
     def nodes(self) -> list[str]:
-        """Names of the nodes that are up in this node's view (itself excluded)."""
+        """The other server nodes up in this node's view, sorted: each one announced with
+        ``NodeUp`` and no ``NodeDown`` since, so a node whose link just dropped is listed
+        until it is declared failed. Client nodes are not members and are never listed."""
         return self.membership.nodes()
 
     async def wait_joined(
@@ -806,7 +812,7 @@ def demonitor(ref: Ref) -> None:
 
 
 def nodes() -> list[str]:
-    """The nodes the current node has a link with."""
+    """The other server nodes up in the current node's view; see ``Node.nodes``."""
     return current_node().nodes()
 
 

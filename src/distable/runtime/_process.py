@@ -2,12 +2,14 @@
 
 Theory of operation: a process is an object with a mailbox (a deque, created on the
 first message) and no task of its own while idle. The first message that lands in
-an empty mailbox starts a drain task on the node's task group; the task handles
-messages in order until the mailbox is empty, lingers parked on a future for up to
-about a second (``Runtime._park``: a process that just got a message is likely to get
-another soon, and waking a parked task costs far less than starting one), and then
-ends. Idle processes thus cost only their object (see bench/runtime.py for bytes per
-idle process), and a message to a busy process costs one deque append.
+an empty mailbox starts a drain task, through the runtime's ``spawn_task`` (the node's
+task set, which the node cancels and awaits when it stops; a set, not a TaskGroup, so a
+failing drain takes no sibling with it); the task handles messages in order until the
+mailbox is empty, lingers parked on a future for up to about a second
+(``Runtime._park``: a process that just got a message is likely to get another soon,
+and waking a parked task costs far less than starting one), and then ends. Idle
+processes thus cost only their object (see bench/runtime.py for bytes per idle
+process), and a message to a busy process costs one deque append.
 
 Invariants:
     * At most one drain task per process exists at any time (``_running``), so
