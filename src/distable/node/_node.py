@@ -330,7 +330,7 @@ class Node:
             **self._registry.handlers(),
         }
         await self._registry.start()
-        info = await rt.spawn(InfoServer, (self,), {})
+        info = await rt.spawn(InfoServer, (self.statistics, self._bus.journal.since), {})
         assert info.id == INFO_SERVER_ID, info
         self._spawn(rt.watch_loop_lag())
 
