@@ -85,16 +85,13 @@ FORMATS = ("text", "json")
 
 
 def _context_node() -> str | None:
-    """The name of the node current in this context (``async with Node`` and its tasks).
+    """The name of the node current in this context (``async with Node`` and its tasks)."""
+    # Imported here, not at the top: every layer imports this module, the runtime package
+    # among them, and importing runtime._context runs the runtime package's __init__ first.
+    from .runtime._context import CURRENT_RUNTIME
 
-    Read through ``sys.modules`` so that this module, which every layer imports, imports
-    none of them: without a runtime loaded there is no current node.
-    """
-    process_module = sys.modules.get("distable.runtime._process")
-    if process_module is None:
-        return None
-    runtime = process_module._current_runtime.get()
-    name = getattr(runtime, "node_name", None)
+    runtime = CURRENT_RUNTIME.get()
+    name = runtime.node_name if runtime is not None else None
     return name if isinstance(name, str) and name else None
 
 

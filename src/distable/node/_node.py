@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import builtins
-import contextvars
 import logging
 import math
 import os
@@ -39,8 +38,8 @@ from ..membership import (
 )
 from ..registry import RegistryConfig, RegistryService, RegistryStatistics, Reply
 from ..ring import DistributionStrategy, Ring
-from ..runtime import Process, Runtime, RuntimeStatistics
-from ..runtime._process import _current_runtime
+from ..runtime import Process, Runtime, RuntimeStatistics, current_runtime
+from ..runtime._context import CURRENT_RUNTIME, context_with, running_on
 from ..transport import Transport, TransportConfig, TransportStatistics, format_node_name
 from ..wire import Pid, Ref
 from ..wire._messages import (
@@ -206,7 +205,7 @@ class Node:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._bus = EventBus()
         self._up_waiters: dict[str, list[asyncio.Future[None]]] = {}
-        self._token: Any = None
+        self._current: running_on | None = None  # this node current in the async with block
         self._started = 0.0
         self._joined = False
         self._view_changed_at = 0.0  # loop time of the last NodeUp or NodeDown (wait_joined)
@@ -215,16 +214,17 @@ class Node:
 
     async def __aenter__(self) -> Node:
         await self.start()
-        self._token = _current_runtime.set(self._runtime)
+        self._current = running_on(self.runtime)
+        self._current.__enter__()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         try:
             await self.stop()
         finally:
-            if self._token is not None:
-                _current_runtime.reset(self._token)
-                self._token = None
+            if self._current is not None:
+                self._current.__exit__()
+                self._current = None
 
     async def start(self) -> None:
         """Bind (if ``bind`` has not), then join the cluster: accept links, start discovery
@@ -287,8 +287,7 @@ class Node:
             block_warning=self._block_warning,
         )
         rt = self._runtime
-        self._context = contextvars.copy_context()
-        self._context.run(_current_runtime.set, rt)
+        self._context = context_with(rt)
         self._membership = MembershipService(
             name=self.name,
             creation=self.incarnation,
@@ -334,7 +333,7 @@ class Node:
             **self._registry.handlers(),
         }
         await self._registry.start()
-        info = await rt.spawn(InfoServer, (self,), {})
+        info = await rt.spawn(InfoServer, (self.statistics, self._bus.journal.since), {})
         assert info.id == INFO_SERVER_ID, info
         self._spawn(rt.watch_loop_lag())
 
@@ -750,17 +749,14 @@ def current_node() -> Node:
     Raises:
         RuntimeError: there is no current node.
     """
-    rt = _current_runtime.get()
-    if rt is None:
-        raise RuntimeError("no current distable node: use 'async with Node(...)' first")
-    node = rt.owner
+    node = current_runtime().owner
     assert isinstance(node, Node)
     return node
 
 
 def send(dest: Pid | Any, message: Any) -> None:
     """Send ``message`` to ``dest``'s ``handle_info`` from the current node."""
-    runtime = _current_runtime.get()
+    runtime = CURRENT_RUNTIME.get()
     if runtime is not None and type(dest) is Pid:
         runtime.send(dest, message)  # what Node.send does with a pid, two calls fewer: the hot path
         return
@@ -772,7 +768,7 @@ def send(dest: Pid | Any, message: Any) -> None:
 
 def cast(dest: Pid | Any, message: Any) -> None:
     """Send ``message`` to ``dest``'s ``handle_cast`` from the current node."""
-    runtime = _current_runtime.get()
+    runtime = CURRENT_RUNTIME.get()
     if runtime is not None and type(runtime.owner) is Node:
         runtime.cast(runtime.owner._resolve(dest), message)  # Node.cast, inline
         return
@@ -792,7 +788,7 @@ async def call(dest: Pid | Any, message: Any, timeout: float | None = 5.0) -> An
             side only).
         ValueError: ``timeout`` is negative or NaN.
     """
-    runtime = _current_runtime.get()
+    runtime = CURRENT_RUNTIME.get()
     if runtime is not None and type(dest) is Pid:
         return await runtime.call(dest, message, timeout)  # what Node.call does with a pid, one await fewer
     if runtime is not None and type(runtime.owner) is Node:
@@ -867,11 +863,10 @@ async def register_name(name: Any, pid: Pid, timeout: float = 10.0) -> None:
 
 def whereis(name: Any) -> Pid | None:
     """The pid registered as ``name`` in the current node's replica: a local read."""
-    rt = _current_runtime.get()
-    if rt is None:
-        raise RuntimeError("no current distable node: use 'async with Node(...)' first")
-    pids: dict[Any, Pid] = rt.owner._pids
-    return pids.get(name)
+    rt = CURRENT_RUNTIME.get()
+    if rt is not None and type(node := rt.owner) is Node:
+        return node._pids.get(name)  # Node.whereis, inline
+    return current_node().whereis(name)
 
 
 async def unregister(name: Any, timeout: float = 10.0) -> None:
