@@ -30,8 +30,8 @@ async def test_temporary_process_that_crashes_is_dropped_and_not_restarted(clust
     await eventually(lambda: all(n.whereis("temp") == pid for n in three))
     await crash(a, "temp")
     await eventually(lambda: all(n.whereis("temp") is None for n in three), message=cluster.describe)
-    # Give a restart every chance to happen: a later registration round-trips through the
-    # owner's registry after any restart timer it had armed (backoff starts at 0.05 s).
+    # Give a restart every chance to happen: wait until the owner has none left to make
+    # (a restart it had armed waits out a backoff that starts at 0.05 s).
     owner = cluster.node(pid.node)
     await eventually(lambda: not restarts_due(owner))
     assert all(n.whereis("temp") is None for n in three)
