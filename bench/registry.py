@@ -65,8 +65,7 @@ from _common import Timer, cpu_seconds, emit, median, note
 import distable
 from distable import MembershipConfig, Node, Process
 from distable.ring import Ring, hash_name
-from distable.testing import NodeProcess
-from distable.testing._probe import registry_check, registry_stats, rss_bytes
+from distable.testing import NodeProcess, registry_check, registry_stats, rss_bytes
 
 HERE = Path(__file__).resolve().parent
 WORKER = "_workers:Worker"

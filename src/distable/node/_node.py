@@ -37,7 +37,7 @@ from ..membership import (
     as_strategies,
 )
 from ..registry import RegistryConfig, RegistryService, RegistryStatistics, Reply
-from ..ring import DistributionStrategy, Ring
+from ..ring import DistributionStrategy, Placement, Ring
 from ..runtime import Process, Runtime, RuntimeStatistics, current_runtime
 from ..runtime._context import CURRENT_RUNTIME, context_with, running_on
 from ..transport import Transport, TransportConfig, TransportStatistics, format_node_name
@@ -627,6 +627,13 @@ class Node:
     def registered(self) -> builtins.list[tuple[Any, Pid]]:
         """Every ``(name, pid)`` in this node's replica."""
         return self.registry.core.registered()
+
+    def placement(self) -> Placement:
+        """Where this node places names now: ``.nodes`` lists the server nodes names are
+        placed on, and ``.owner(name)`` says which of them hosts ``name`` (None if none
+        may, e.g. without a quorum). It changes as server nodes come and go, and may differ
+        between nodes for a moment while they learn of a change."""
+        return self.registry.core.placement
 
     async def join(self, group: Any, pid: Pid, timeout: float = 10.0) -> None:
         """Add ``pid`` to ``group`` (it leaves by itself when it exits or its node dies)."""
