@@ -434,35 +434,25 @@ async def one_run(
         note(f"    {cpu_note(cpu0, cpu1)}")
         await call_sample(node, names, rng)
 
-        # b is SIGKILLed, d still in (Swarm's run kills b of a, b, c, d)
-        expect_acd = Expectation(names, positions, [a_name, c.name, d.name])
-        cpu0 = cpu_of(cluster)
-        started = time.monotonic()
-        cluster.gone.add(b.name)
-        b.kill()
-        seconds, detail = await settle(cluster, expect_acd, n, 60 + n / 200, started)
-        out["kill"] = seconds
-        cpu1 = cpu_of(cluster)
-        cpu.setdefault("kill", []).append(cpu_delta(cpu0, cpu1))
-        note(f"  kill: {seconds:.3f} s {detail}")
-        note(f"    {cpu_note(cpu0, cpu1)}")
-        await b.wait(30)
-        await call_sample(node, names, rng)
+        async def goes(key: str, child: NodeProcess, stop: Callable[[], None], servers: list[str]) -> None:
+            """``stop`` ``child`` (kill or terminate); seconds until the rest settles on ``servers``."""
+            expect = Expectation(names, positions, servers)
+            cpu0 = cpu_of(cluster)
+            started = time.monotonic()
+            cluster.gone.add(child.name)
+            stop()
+            seconds, detail = await settle(cluster, expect, n, 60 + n / 200, started)
+            out[key] = seconds
+            cpu1 = cpu_of(cluster)
+            cpu.setdefault(key, []).append(cpu_delta(cpu0, cpu1))
+            note(f"  {key}: {seconds:.3f} s {detail}")
+            note(f"    {cpu_note(cpu0, cpu1)}")
+            await child.wait(30)
+            await call_sample(node, names, rng)
 
-        # d leaves gracefully
-        expect_ac = Expectation(names, positions, [a_name, c.name])
-        cpu0 = cpu_of(cluster)
-        started = time.monotonic()
-        cluster.gone.add(d.name)
-        d.terminate()
-        seconds, detail = await settle(cluster, expect_ac, n, 60 + n / 200, started)
-        out["leave"] = seconds
-        cpu1 = cpu_of(cluster)
-        cpu.setdefault("leave", []).append(cpu_delta(cpu0, cpu1))
-        note(f"  leave: {seconds:.3f} s {detail}")
-        note(f"    {cpu_note(cpu0, cpu1)}")
-        await d.wait(30)
-        await call_sample(node, names, rng)
+        # b is SIGKILLed, d still in (Swarm's run kills b of a, b, c, d); then d leaves gracefully
+        await goes("kill", b, b.kill, [a_name, c.name, d.name])
+        await goes("leave", d, d.terminate, [a_name, c.name])
     return out
 
 
