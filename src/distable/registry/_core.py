@@ -495,10 +495,11 @@ class TrackerCore:
         """Whether a restart is still waiting to be made or passed on (a drain waits for it)."""
         return bool(self._restarts)
 
-    def restarts_due(self) -> int:
-        """Restarts still to come: those waiting whose name is not registered again already
-        (the orphan check of a name that came back meanwhile is no restart)."""
-        return sum(1 for entry in self._restarts if entry[2] not in self.pids)
+    def restarts_due(self) -> list[Any]:
+        """The names with a restart still to come, the soonest due first: those waiting whose
+        name is not registered again already (the orphan check of a name that came back
+        meanwhile is no restart)."""
+        return [entry[2] for entry in sorted(self._restarts) if entry[2] not in self.pids]
 
     @property
     def restarts_made(self) -> int:
@@ -911,7 +912,9 @@ class TrackerCore:
 
     # --- resolution -------------------------------------------------------------------------------
 
-    def _claimants(self, name: Any) -> list[Claim]:
+    def claimants(self, name: Any) -> list[Claim]:
+        """Every claim of ``name`` in this replica, one per host that claims it (more than
+        one: a conflict not settled yet)."""
         key = (CLAIM_NAME, name)
         return [c for table in self.claims.values() if (c := table.get(key)) is not None]
 
@@ -922,7 +925,7 @@ class TrackerCore:
     def _pick_winner(self, name: Any, cands: list[Claim] | None = None) -> None:
         """Pick ``name``'s winner among its claimants (``cands``, when the caller knows them)."""
         if cands is None:
-            cands = self._claimants(name)
+            cands = self.claimants(name)
         was_contested = name in self._contested_names
         if len(cands) > 1:
             self._contested_names.add(name)

@@ -70,12 +70,11 @@ def handoffs_in_flight(node: Node) -> HandoffsInFlight:
 
 
 def restarts_due(node: Node) -> list[Any]:
-    """The names ``node`` is to restart (waiting out a backoff, or due now), oldest first.
+    """The names ``node`` is to restart (waiting out a backoff, or due now), the soonest due first.
 
     A name that is back already (a check of it, queued before) is not one.
     """
-    core = node.registry.core
-    return [entry[2] for entry in core._restarts if entry[2] not in core.pids]
+    return node.registry.core.restarts_due()
 
 
 def local_names(node: Node) -> list[Any]:
@@ -86,7 +85,7 @@ def local_names(node: Node) -> list[Any]:
 def claimants(node: Node, name: Any) -> list[Pid]:
     """Every claim of ``name`` in ``node``'s replica, one per host that claims it (more
     than one is a conflict not settled yet)."""
-    return [c.pid for c in node.registry.core._claimants(name)]
+    return [c.pid for c in node.registry.core.claimants(name)]
 
 
 def registry_peers(node: Node) -> set[str]:
@@ -142,8 +141,8 @@ def registry_stats(node: Node) -> RegistryStats:
         "incoming": len(handoffs.incoming),
         "pending": len(service._pending),
         "restarts_due": len(restarts_due(node)),
-        "restarts": core._n_restarts,
-        "handoffs": core._n_handoffs,
+        "restarts": core.restarts_made,
+        "handoffs": core.handoffs_started,
         "peers": len(core.peers),
     }
 
