@@ -47,7 +47,6 @@ from .._errors import (
 from .._log import RateLimitedLog
 from ..ring import DistributionStrategy, hash_name
 from ..runtime import NOREPLY, Caller, Ignore, Process, Restart, Resume, Runtime
-from ..runtime._process import SYSTEM, Gate
 from ..transport import Transport
 from ..wire import Pid, encode_value, to_wire
 from ..wire._messages import (
@@ -176,12 +175,13 @@ class _FreezeForHandoff:
     If the handoff gave up waiting before this ran, it answers Ignore without freezing.
     """
 
-    __slots__ = ("always", "cancelled", "name")
+    __slots__ = ("always", "cancelled", "name", "runtime")
 
-    def __init__(self, name: Any, always: bool = False) -> None:
+    def __init__(self, runtime: Runtime, name: Any, always: bool = False) -> None:
         self.cancelled = False
         self.always = always
         self.name = name
+        self.runtime = runtime
 
     async def __call__(self, proc: Process) -> Any:
         if self.cancelled:
@@ -206,7 +206,7 @@ class _FreezeForHandoff:
             )
             answer = Restart()
         if (self.always or not isinstance(answer, Ignore)) and not self.cancelled:
-            proc._frozen = True
+            self.runtime.freeze(proc)
         return answer
 
 
@@ -444,14 +444,15 @@ class RegistryService:
             if inc.source == node and not inc.committed and inc.pid is not None and not inc.cancelled:
                 # The old host died mid-handoff: keep the process it handed us.
                 self._commit(inc)
-            if inc.proc is not None and inc.proc._gate is not None:
+            gate = self.runtime.gate_of(inc.proc) if inc.proc is not None else None
+            if gate is not None:
                 if inc.source == node:
-                    inc.proc._gate.release_all()
+                    gate.release_all()
                 else:
-                    inc.proc._gate.release(node)
+                    gate.release(node)
             if inc.source == node and inc.pid is None:
                 inc.commit_pending = True
-            if inc.proc is not None and inc.proc._gate is None and inc.committed:
+            if inc.proc is not None and self.runtime.gate_of(inc.proc) is None and inc.committed:
                 self._finish_incoming(key)
         for sent_to, taken in list(self._conflict_acks.values()):
             if sent_to == node and not taken.done():
@@ -779,7 +780,7 @@ class RegistryService:
         if proc is None:
             self.core.handoff_failed(name, False)
             return
-        gate = proc._gate
+        gate = self.runtime.gate_of(proc)
         if gate is not None:
             # It arrived by a handoff moments ago and still holds some node's messages: move
             # it on only once they are in its mailbox, or they would be stranded.
@@ -787,7 +788,7 @@ class RegistryService:
                 await asyncio.wait_for(gate.opened(), spec.handoff_timeout)
         started = time.perf_counter()  # loop.time() under uvloop counts whole milliseconds
         self._publish(HandoffStarted(name, command.pid, target))
-        freeze = _FreezeForHandoff(name)
+        freeze = _FreezeForHandoff(self.runtime, name)
         try:
             frozen = _detached(self.runtime.run_in(proc, freeze))
             answer = await _within(frozen, spec.handoff_timeout)
@@ -799,7 +800,7 @@ class RegistryService:
             # A leaving node cannot wait for it: it stops handling messages once its current
             # handler returns, and its name starts afresh on the new owner (guarantee 5: a
             # graceful leave loses no name, even when it cannot keep the state).
-            proc._frozen = True
+            self.runtime.freeze(proc)
             self._lost_state(name, command.pid, f"begin_handoff did not answer within {spec.handoff_timeout} s")
             answer = Restart()
         if isinstance(answer, Ignore):
@@ -919,23 +920,15 @@ class RegistryService:
         self.core._rebalance()
         self._changed()
 
-    def _forward_mailbox(self, proc: Process, new_pid: Pid, target: str, hid: int | None) -> None:
-        """Forward ``proc``'s frozen mailbox to ``new_pid`` in order (flush markers of the
-        handoff ``hid`` relayed in their place); system operations stay with ``proc``."""
-        mb = proc._mailbox
-        keep: list[tuple[int, Any, Any]] = []
-        while mb:
-            entry = mb.popleft()
-            kind = entry[0]
-            if kind == SYSTEM:
-                keep.append(entry)
-            elif kind == 6:  # FLUSH: relay the marker, in its place in the stream
-                if hid is not None:
-                    self.transport.post(target, Flushed(hid, entry[1]))
-            else:
-                self.runtime.forward(new_pid, entry)
-        if mb is not None:
-            mb.extend(keep)
+    def _forward_mailbox(self, proc: Process, new_pid: Pid, target: str, hid: int) -> None:
+        """Forward ``proc``'s frozen mailbox to ``new_pid`` in order (flush markers relayed
+        as the handoff ``hid``'s, in their place); system operations stay with ``proc``."""
+        post = self.transport.post
+
+        def relay(node: str, _marker_hid: int) -> None:
+            post(target, Flushed(hid, node))
+
+        self.runtime.forward_mailbox(proc, new_pid, relay)
 
     def _on_handoff_accepted(self, node: str, msg: HandoffAccepted) -> None:
         out = self._outgoing.get(msg.hid)
@@ -964,8 +957,7 @@ class RegistryService:
             out.relayed.add(node)
             self.transport.post(out.target, Flushed(msg.hid, node))
             self._idle.set()
-        elif out.proc._mailbox is not None:
-            out.proc._mailbox.append((6, node, msg.hid))  # FLUSH, parked behind that node's messages
+        elif self.runtime.park_marker(out.proc, node, msg.hid):  # behind that node's messages
             out.relayed.add(node)
 
     # --- handoff: the new owner -------------------------------------------------------------------
@@ -1013,7 +1005,7 @@ class RegistryService:
             self.transport.post(inc.source, HandoffRefused(inc.hid, "the new process exited at once"))
             return
         if has_state:
-            _run_first(self.runtime, proc, _EndHandoff(state))
+            self.runtime.run_first(proc, _EndHandoff(state)).add_done_callback(_log_failure(proc, "end_handoff"))
         # The gate waits only for nodes that can be sending: up here (they get the new
         # claim in a Delta, and answer with a marker) and not suspected. A node linked but
         # not up, or silent, would hold the gate to its timeout for nothing.
@@ -1021,11 +1013,11 @@ class RegistryService:
         expected = {n for n in self.transport.connected() if n in peers and not self._suspected(n)}
         expected.add(self.node)
         expected.discard(inc.source)
-        proc._gate = Gate(proc, expected)
+        self.runtime.gate(proc, expected)
         inc.pid, inc.proc = pid, proc
         if inc.cancelled:
             self._incoming.pop((inc.source, inc.hid), None)
-            proc._gate = None
+            self.runtime.ungate(proc)
             _detached(self.runtime.run_in(proc, _die))
             return
         if inc.commit_pending:
@@ -1081,7 +1073,7 @@ class RegistryService:
             inc.cancelled = True  # the factory is still running: _accept stops it
             return
         del self._incoming[key]
-        inc.proc._gate = None
+        self.runtime.ungate(inc.proc)
         _detached(self.runtime.run_in(inc.proc, _die))
 
     def _on_flushed(self, node: str, msg: Flushed) -> None:
@@ -1089,10 +1081,10 @@ class RegistryService:
         inc = self._incoming.get(key)
         if inc is None or inc.proc is None:
             return
-        gate = inc.proc._gate
+        gate = self.runtime.gate_of(inc.proc)
         if gate is not None:
             gate.release(msg.node)
-        if inc.proc._gate is None and inc.committed:
+        if self.runtime.gate_of(inc.proc) is None and inc.committed:
             self._finish_incoming(key)
 
     def _gate_check(self, key: tuple[str, int], deadline: float) -> None:
@@ -1104,7 +1096,7 @@ class RegistryService:
         inc = self._incoming.get(key)
         if inc is None or inc.proc is None:
             return
-        gate = inc.proc._gate
+        gate = self.runtime.gate_of(inc.proc)
         if gate is not None:
             now = self.loop.time()
             peers = self.core.peers
@@ -1131,7 +1123,7 @@ class RegistryService:
                     ", ".join(stuck),
                     inc.spec.handoff_timeout,
                 )
-            if inc.proc._gate is not None:
+            if self.runtime.gate_of(inc.proc) is not None:
                 inc.timer = self.loop.call_later(_GATE_CHECK, self._gate_check, key, deadline)
                 return
         self._finish_incoming(key)
@@ -1154,13 +1146,13 @@ class RegistryService:
         proc = self.runtime.local(command.loser)
         has_state, state = False, None
         if proc is not None:
-            freeze = _FreezeForHandoff(name, always=True)
+            freeze = _FreezeForHandoff(self.runtime, name, always=True)
             try:
                 answer = await _within(_detached(self.runtime.run_in(proc, freeze)), 5.0)
             except Exception:
                 answer = None
                 freeze.cancelled = True
-                proc._frozen = True  # busy or stuck: it stops after its current handler
+                self.runtime.freeze(proc)  # busy or stuck: it stops after its current handler
             if isinstance(answer, Resume):
                 has_state, state = True, answer.state
         self._conflict_ref += 1
@@ -1198,7 +1190,7 @@ class RegistryService:
                 return
         log.info("%s: %r lost %r to %r; stopping it", self.node, command.loser, name, winner)
         if proc is not None and proc.alive:
-            self._forward_mailbox(proc, winner, winner.node, None)
+            self.runtime.forward_mailbox(proc, winner)  # markers parked in it are dropped: no handoff relays them
             self.runtime.retire(proc, winner, self.config.forward_ttl)
             _detached(self.runtime.run_in(proc, _die))
             self.runtime.unfreeze(proc)
@@ -1403,16 +1395,6 @@ class _ResolveConflict:
 
     async def __call__(self, proc: Process) -> None:
         await proc.resolve_conflict(self.state)
-
-
-def _run_first(runtime: Runtime, proc: Process, op: Callable[[Process], Coroutine[Any, Any, None]]) -> None:
-    """Put ``op`` at the head of ``proc``'s mailbox (before anything queued)."""
-    fut = runtime.run_in(proc, op)  # appended (and the drain started if idle)...
-    mb = proc._mailbox
-    assert mb is not None
-    entry = mb.pop()  # ...then moved to the front
-    mb.appendleft(entry)
-    fut.add_done_callback(_log_failure(proc, "end_handoff"))
 
 
 def _log_failure(proc: Process, what: str) -> Callable[[asyncio.Future[Any]], None]:
