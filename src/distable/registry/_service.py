@@ -28,10 +28,10 @@ import contextlib
 import logging
 import random
 import time
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field, replace
-from typing import Any, TypeVar
+from typing import Any
 
 from .._errors import (
     AlreadyRegistered,
@@ -71,6 +71,7 @@ from ..wire._messages import (
     SyncReply,
     SyncRequest,
 )
+from ._aio import Lane, detached, log_failure, within
 from ._core import (
     BUCKETS,
     HandOff,
@@ -86,7 +87,6 @@ from ._events import HandoffAborted, HandoffCompleted, HandoffStarted, HandoffSt
 from ._factory import factory_ref, run_factory
 
 log = logging.getLogger("distable.registry")
-T = TypeVar("T")
 
 REGISTRY_SERVER_ID = 1
 _RESTART_REASONS = {"nodedown": "of a node that went down", "exit": "whose process exited"}
@@ -124,48 +124,6 @@ class RegistryServer(Process):
     async def handle_call(self, message: Any, caller: Caller) -> Any:
         self.service.spawn(self.service.serve(message, caller))
         return NOREPLY
-
-
-class _Lane:
-    """Runs queued jobs in order, at most ``limit`` at once, in at most ``limit`` tasks.
-
-    Each task takes the next job when its current one is done; a job's exception is logged
-    and does not stop the others. Event loop only.
-    """
-
-    __slots__ = ("_jobs", "_limit", "_spawn", "_workers")
-
-    def __init__(self, spawn: Callable[[Coroutine[Any, Any, Any]], Any], limit: int) -> None:
-        self._jobs: deque[Callable[[], Coroutine[Any, Any, None]]] = deque()
-        self._limit = max(1, limit)
-        self._spawn = spawn
-        self._workers = 0
-
-    def put(self, job: Callable[[], Coroutine[Any, Any, None]]) -> None:
-        self._jobs.append(job)
-        if self._workers < self._limit:
-            self._workers += 1
-            self._spawn(self._work())
-
-    def __len__(self) -> int:
-        """Jobs waiting for a task (not counting those running)."""
-        return len(self._jobs)
-
-    @property
-    def busy(self) -> bool:
-        """Whether a job is waiting or running."""
-        return bool(self._jobs) or self._workers > 0
-
-    async def _work(self) -> None:
-        try:
-            while self._jobs:
-                job = self._jobs.popleft()
-                try:
-                    await job()
-                except Exception:
-                    log.exception("registry job %r failed", job)
-        finally:
-            self._workers -= 1
 
 
 class _FreezeForHandoff:
@@ -290,8 +248,8 @@ class RegistryService:
         # A node's death or a join makes thousands of restarts or handoffs at once: they run
         # a bounded number at a time, so no loop turn starts them all (a turn that long would
         # stall heartbeats and make peers suspect this node).
-        self._handoffs = _Lane(spawn, max_concurrent_handoffs)
-        self._restarts = _Lane(spawn, max_concurrent_handoffs)
+        self._handoffs = Lane(spawn, max_concurrent_handoffs)
+        self._restarts = Lane(spawn, max_concurrent_handoffs)
         self._flush_scheduled = False
         # uvloop's call_at returns a plain Handle (no ``when()``) for a deadline already past,
         # so the deadline the timer was armed for is kept beside it.
@@ -597,7 +555,7 @@ class RegistryService:
         moving = [o for o in self._outgoing.values() if o.proc.pid == pid and not o.committed]
         for out in moving:  # let it commit or fail first (the handoff's own wait comes first)
             with contextlib.suppress(Exception):
-                await _within(out.accepted, timeout)
+                await within(out.accepted, timeout)
         if pid.incarnation != self.runtime.incarnation:
             return removed
         successor = self.runtime.forwarding.get(pid.id)
@@ -761,7 +719,7 @@ class RegistryService:
     def _stop_local(self, pid: Pid) -> None:
         proc = self.runtime.local(pid)
         if proc is not None:
-            _detached(self.runtime.run_in(proc, _die))
+            detached(self.runtime.run_in(proc, _die))
 
     # --- handoff: the old host --------------------------------------------------------------------
 
@@ -790,8 +748,8 @@ class RegistryService:
         self._publish(HandoffStarted(name, command.pid, target))
         freeze = _FreezeForHandoff(self.runtime, name)
         try:
-            frozen = _detached(self.runtime.run_in(proc, freeze))
-            answer = await _within(frozen, spec.handoff_timeout)
+            frozen = detached(self.runtime.run_in(proc, freeze))
+            answer = await within(frozen, spec.handoff_timeout)
         except (TimeoutError, ProcessExited) as exc:
             freeze.cancelled = True
             if not self.core.leaving or not proc.alive:
@@ -836,7 +794,7 @@ class RegistryService:
             self.transport.post(target, request)
         unknown: str | None = None  # why the outcome is unknown, if it is
         try:
-            new_pid = await _within(out.accepted, spec.handoff_timeout)
+            new_pid = await within(out.accepted, spec.handoff_timeout)
             if not self._linked(new_pid):
                 # Accepted, but the link to that incarnation is gone since (a commit posted
                 # now would reach its next incarnation, or nobody).
@@ -867,7 +825,7 @@ class RegistryService:
         self.core.handoff_done(name, command.pid, new_pid)
         self._retry_delay = 0.05
         self._changed()
-        _detached(self.runtime.run_in(proc, _die))
+        detached(self.runtime.run_in(proc, _die))
         self.runtime.unfreeze(proc)
         self.loop.call_later(self.config.forward_ttl, self._outgoing.pop, hid, None)
         self._publish(
@@ -889,7 +847,7 @@ class RegistryService:
         out.cancel_answer = self.loop.create_future()
         try:
             self.transport.post(out.target, HandoffCancel(out.hid))
-            return await _within(out.cancel_answer, timeout)
+            return await within(out.cancel_answer, timeout)
         except Exception:  # no link, no answer in time, or the target went down
             return None
 
@@ -1005,7 +963,7 @@ class RegistryService:
             self.transport.post(inc.source, HandoffRefused(inc.hid, "the new process exited at once"))
             return
         if has_state:
-            self.runtime.run_first(proc, _EndHandoff(state)).add_done_callback(_log_failure(proc, "end_handoff"))
+            self.runtime.run_first(proc, _EndHandoff(state)).add_done_callback(log_failure(proc, "end_handoff"))
         # The gate waits only for nodes that can be sending: up here (they get the new
         # claim in a Delta, and answer with a marker) and not suspected. A node linked but
         # not up, or silent, would hold the gate to its timeout for nothing.
@@ -1018,7 +976,7 @@ class RegistryService:
         if inc.cancelled:
             self._incoming.pop((inc.source, inc.hid), None)
             self.runtime.ungate(proc)
-            _detached(self.runtime.run_in(proc, _die))
+            detached(self.runtime.run_in(proc, _die))
             return
         if inc.commit_pending:
             self._commit(inc)
@@ -1074,7 +1032,7 @@ class RegistryService:
             return
         del self._incoming[key]
         self.runtime.ungate(inc.proc)
-        _detached(self.runtime.run_in(inc.proc, _die))
+        detached(self.runtime.run_in(inc.proc, _die))
 
     def _on_flushed(self, node: str, msg: Flushed) -> None:
         key = (node, msg.hid)
@@ -1148,7 +1106,7 @@ class RegistryService:
         if proc is not None:
             freeze = _FreezeForHandoff(self.runtime, name, always=True)
             try:
-                answer = await _within(_detached(self.runtime.run_in(proc, freeze)), 5.0)
+                answer = await within(detached(self.runtime.run_in(proc, freeze)), 5.0)
             except Exception:
                 answer = None
                 freeze.cancelled = True
@@ -1170,7 +1128,7 @@ class RegistryService:
             # conflict is settled again a moment later.
             self._conflict_acks[ref] = (sent_to, taken)
             try:
-                ok = await _within(taken, 5.0)
+                ok = await within(taken, 5.0)
             except TimeoutError:
                 ok = False
             finally:
@@ -1192,7 +1150,7 @@ class RegistryService:
         if proc is not None and proc.alive:
             self.runtime.forward_mailbox(proc, winner)  # markers parked in it are dropped: no handoff relays them
             self.runtime.retire(proc, winner, self.config.forward_ttl)
-            _detached(self.runtime.run_in(proc, _die))
+            detached(self.runtime.run_in(proc, _die))
             self.runtime.unfreeze(proc)
         self.core.conflict_done(name, command.loser)
         self._changed()
@@ -1242,7 +1200,7 @@ class RegistryService:
                 return winner.node
             proc = self.runtime.local(winner)
             if proc is not None:
-                _detached(self.runtime.run_in(proc, _ResolveConflict(state)))
+                detached(self.runtime.run_in(proc, _ResolveConflict(state)))
                 return None
             if winner.incarnation != self.runtime.incarnation:
                 break  # a pid of this node's previous life: nothing forwards it
@@ -1332,43 +1290,6 @@ class RegistryService:
 # --- small helpers ------------------------------------------------------------------------------------
 
 
-async def _within(fut: asyncio.Future[T], timeout: float) -> T:
-    """``await asyncio.wait_for(asyncio.shield(fut), timeout)`` at a fraction of its cost (a
-    handoff waits twice): ``fut``'s outcome, or TimeoutError after ``timeout`` seconds;
-    ``fut`` itself is never cancelled."""
-    if not fut.done():
-        loop = fut.get_loop()
-        waiter: asyncio.Future[None] = loop.create_future()
-
-        def wake(_: object = None) -> None:
-            if not waiter.done():
-                waiter.set_result(None)
-
-        handle = loop.call_later(timeout, wake)
-        fut.add_done_callback(wake)
-        try:
-            await waiter
-        finally:
-            handle.cancel()
-            fut.remove_done_callback(wake)
-        if not fut.done():
-            raise TimeoutError(f"not done within {timeout} s")
-    return fut.result()
-
-
-def _detached(fut: asyncio.Future[T]) -> asyncio.Future[T]:
-    """Mark the outcome of a ``run_in`` as seen: when the process exits first (a second
-    ``_die`` queued behind the first, a conflict resolved during a shutdown), nobody waits
-    for it, and asyncio would log "exception was never retrieved" as an error."""
-    fut.add_done_callback(_seen)
-    return fut
-
-
-def _seen(fut: asyncio.Future[Any]) -> None:
-    if not fut.cancelled():
-        fut.exception()
-
-
 async def _die(proc: Process) -> None:
     await proc.die()
 
@@ -1395,14 +1316,6 @@ class _ResolveConflict:
 
     async def __call__(self, proc: Process) -> None:
         await proc.resolve_conflict(self.state)
-
-
-def _log_failure(proc: Process, what: str) -> Callable[[asyncio.Future[Any]], None]:
-    def done(fut: asyncio.Future[Any]) -> None:
-        if not fut.cancelled() and fut.exception() is not None:
-            log.error("%r: %s raised", proc, what, exc_info=fut.exception())
-
-    return done
 
 
 def _halves(msg: Any) -> list[Any] | None:
