@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import distable
+import distable.testing
 
 
 def test_all_names_exist() -> None:
@@ -29,7 +30,7 @@ def test_no_private_or_unlisted_public_names() -> None:
 
 
 def test_design_contract_names_present() -> None:
-    # Names DESIGN.md lists for the foundation; the registry adds its own.
+    # Names docs/design.md lists for the foundation; the registry adds its own.
     contract = {
         "Node",
         "Process",
@@ -53,3 +54,10 @@ def test_design_contract_names_present() -> None:
         "Down",
     }
     assert contract <= set(distable.__all__)
+
+
+def test_testing_helpers_exist_and_say_what_they_do() -> None:
+    # Tests read a node's insides through these probes (docs/internals.md, "Layers" names them).
+    assert {"handoffs_in_flight", "restarts_due", "replica_digest", "gate_of", "crash"} <= set(distable.testing.__all__)
+    for name in distable.testing.__all__:
+        assert getattr(distable.testing, name).__doc__, name

@@ -1,8 +1,8 @@
 """distable: a smart distributed process registry for Python.
 
-Everything a user needs is importable from here; the subpackages are layers of the
-implementation (see docs/internals.md). ``tests/test_exports.py`` keeps this surface
-deliberate.
+Everything a user needs is importable from here (docs/design.md, "Public API"); the
+subpackages are layers of the implementation (docs/design.md, "Architecture").
+``tests/test_exports.py`` keeps this surface deliberate.
 """
 
 from ._errors import (

@@ -1,7 +1,7 @@
 """Logging helpers shared by every layer: node-tagged lines, rate limiting, and the
 output format of the ``distable`` command and of applications that want it.
 
-A repeated log line is rate-limited (docs/internals.md, "Logging": no retry loop may
+A repeated log line is rate-limited (docs/design.md, guarantee 8: no retry loop may
 flood the log): the first line for a key is written, later ones within ``interval`` seconds are counted and the count is
 reported with the next line that gets through.
 
@@ -85,16 +85,13 @@ FORMATS = ("text", "json")
 
 
 def _context_node() -> str | None:
-    """The name of the node current in this context (``async with Node`` and its tasks).
+    """The name of the node current in this context (``async with Node`` and its tasks)."""
+    # Imported here, not at the top: every layer imports this module, the runtime package
+    # among them, and importing runtime._context runs the runtime package's __init__ first.
+    from .runtime._context import CURRENT_RUNTIME
 
-    Read through ``sys.modules`` so that this module, which every layer imports, imports
-    none of them: without a runtime loaded there is no current node.
-    """
-    process_module = sys.modules.get("distable.runtime._process")
-    if process_module is None:
-        return None
-    runtime = process_module._current_runtime.get()
-    name = getattr(runtime, "node_name", None)
+    runtime = CURRENT_RUNTIME.get()
+    name = runtime.node_name if runtime is not None else None
     return name if isinstance(name, str) and name else None
 
 

@@ -31,7 +31,7 @@ import time
 from typing import IO, Any
 
 from distable import Caller, Node, Pid, Process, Resume
-from distable.testing._probe import registry_stats, replica_digest
+from distable.testing import gate_of, is_frozen, registry_stats, replica_digest
 
 #: Every live Counter of this node process, by pid.
 _live: dict[Pid, Counter] = {}
@@ -124,12 +124,11 @@ class Inspector(Process):
         if message != "inspect":
             raise ValueError(f"unexpected call {message!r}")
         node = self.node
-        core = node.registry.core
-        placement = core.placement
+        placement = node.placement()
         replica = [[name, _pid(pid)] for name, pid in node.registered()]
         off_owner = [name for name, pid in node.registered() if placement.owner(name) != pid.node]
         copies = [
-            [c.name, _pid(pid), c.lineage, len(c.ops), c._frozen, c._gate is not None] for pid, c in _live.items()
+            [c.name, _pid(pid), c.lineage, len(c.ops), is_frozen(c), gate_of(c) is not None] for pid, c in _live.items()
         ]
         return {
             "node": node.name,

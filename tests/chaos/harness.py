@@ -465,7 +465,7 @@ class Run:
         silent = [s.name for s, r in zip(live, replies, strict=True) if r is None]
         if silent:
             out.append(Violation("unresponsive", f"{silent} do not answer"))
-        placements = {"client": sorted(client.registry.core.placement.nodes)}
+        placements = {"client": sorted(client.placement().nodes)}
         placements.update({node: sorted(v["placement"]) for node, v in views.items()})
         wrong = {who: p for who, p in placements.items() if p != expected}
         if wrong:
@@ -681,7 +681,7 @@ class Run:
                     await client.register(name, FACTORY, name, timeout=30.0)
 
             await eventually(
-                lambda: sorted(client.registry.core.placement.nodes) == sorted(s.name for s in self.live()),
+                lambda: sorted(client.placement().nodes) == sorted(s.name for s in self.live()),
                 timeout=START_TIMEOUT,
                 interval=0.05,
                 message="the client never saw every server",

@@ -47,7 +47,7 @@ SCRIPT = textwrap.dedent(
     async def main(peer: str) -> None:
         async with Node("script", cookie=sys.argv[2], connect=[peer]) as node:
             await node.wait_joined(10, expect=2)
-            name = next(f"k-{i}" for i in range(1000) if node.registry.core.owner(f"k-{i}") == peer)
+            name = next(f"k-{i}" for i in range(1000) if node.placement().owner(f"k-{i}") == peer)
             try:
                 await node.register(name, Keeper, Note("hi"))
             except TypeError as exc:

@@ -88,12 +88,12 @@ async def test_a_joining_node_decodes_the_app_types_in_the_state_handed_to_it(pr
             assert (await probe.call(room, "get"))[0] == [roomapp.Message("ann", f"hello {room}")]
 
         b = await processes.start("b", "--port", str(port_b), *common)
-        core = probe.registry.core
 
         def moved() -> bool:
             where = {room: probe.whereis(room) for room in roomapp.ROOMS}
-            return len(core.placement.nodes) == 2 and all(
-                pid is not None and pid.node == core.owner(room) for room, pid in where.items()
+            placement = probe.placement()
+            return len(placement.nodes) == 2 and all(
+                pid is not None and pid.node == placement.owner(room) for room, pid in where.items()
             )
 
         await eventually(moved, timeout=30, message=lambda: f"rooms not placed; a: {a.log()[-2000:]}")

@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 import pytest
 
 from distable import Gossip, MembershipConfig, Node, Pid
+from distable.ring import Ring
 from distable.testing import NodeProcess, eventually, free_gossip_port
 from tests._seed import seeded_rng
 
@@ -116,7 +117,7 @@ class Cluster:
         expected = sorted(child.name for child in self.servers)
 
         async def agreed() -> bool:
-            views = {"client": self.client.registry.core.placement.nodes}
+            views = {"client": self.client.placement().nodes}
             for child in self.servers:
                 views[child.name] = await child.placement()
             self.last = [f"{who} places on {view}" for who, view in views.items() if view != expected]
@@ -148,7 +149,7 @@ class Cluster:
         """
         out: list[str] = []
         mine = self.locations()
-        placement = self.client.registry.core.placement
+        placement = self.client.placement()
         live = sorted(child.name for child in self.servers)
         if placement.nodes != live:
             out.append(f"client places on {placement.nodes}, not {live}")
@@ -242,7 +243,7 @@ async def test_workers_registered_through_a_client_run_once_on_their_owner_with_
 
         counters = await c.counters()
 
-        placement = c.client.registry.core.placement
+        placement = c.client.placement()
         assert len(where) == WORKERS
         for name, pid in where.items():
             assert pid.node == placement.owner(name), name
@@ -336,8 +337,8 @@ async def test_casts_sent_by_pid_while_a_fourth_node_joins_are_forwarded_and_all
         names = sorted(before)
         sent = dict.fromkeys(names, 0)
         [newcomer] = await c.start_servers(["s3"], wait=False)
-        core = c.client.registry.core
-        future = core.strategy.place([*core.placement.nodes, newcomer.name])  # the placement to come
+        # The placement to come (the client places with the default strategy, as the servers do).
+        future = Ring().place([*c.client.placement().nodes, newcomer.name])
         due = [name for name in names if future.owner(name) == newcomer.name]
         pacer = next(name for name in names if name not in due)  # it stays: calls to it never wait on a move
         during = afterwards = rounds = 0  # casts to a moving worker's old pid: before / after the client saw it move

@@ -2,7 +2,7 @@
 
 For each case: the node logs a line naming the peer's address and the problem, closes
 that connection (our reader sees the end of the stream), and goes on serving a
-well-behaved node (guarantee 7 in DESIGN.md). A raw peer authenticates, when a case
+well-behaved node (guarantee 7 in docs/design.md). A raw peer authenticates, when a case
 needs it, with ``HandshakeCore`` and the right cookie, writing frames by hand.
 """
 
@@ -17,7 +17,7 @@ import msgspec
 import pytest
 
 from distable import Node, Pid, TransportConfig
-from distable.testing import eventually
+from distable.testing import eventually, pending_handshakes
 from distable.wire import encode_frame
 from distable.wire._messages import REPLY_EXIT, CallReply, CallRequest, Reject, Send, handshake_decoder
 
@@ -161,21 +161,21 @@ async def test_peer_that_never_finishes_its_handshake_is_closed_after_the_timeou
 async def test_more_than_max_pending_handshakes_at_once_are_refused(
     target: Target, caplog: pytest.LogCaptureFixture
 ) -> None:
-    pending = target.node.transport._pending_handshakes  # the node's own count of them
-    held = [await RawPeer.open(target.node.port) for _ in range(4)]
+    node = target.node
+    held = [await RawPeer.open(node.port) for _ in range(4)]
     try:
-        await eventually(lambda: len(pending) == 4)
+        await eventually(lambda: pending_handshakes(node) == 4)  # the node's own count of them
         async with raw_peer(target.node.port) as fifth, raw_peer(target.node.port) as sixth:
             for raw in (fifth, sixth):
                 assert await raw.closed_by_peer()
             # one line for the host, the second refusal counted (rate-limited per host)
             assert closing_line(caplog, WARNING, fifth, "too many unauthenticated connections at once")
             assert not closing_line(caplog, WARNING, sixth, "too many unauthenticated connections at once")
-            assert len(pending) == 4  # the ones already held are not disturbed
+            assert pending_handshakes(node) == 4  # the ones already held are not disturbed
     finally:
         for raw in held:
             await raw.close()
-    await eventually(lambda: not pending)
+    await eventually(lambda: pending_handshakes(node) == 0)
     await assert_still_serves(target.node, target.echo)
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 
 from distable import MembershipConfig, Node, TransportConfig
-from distable.testing import crash, eventually
+from distable.testing import claim_hosts, crash, eventually, registry_peers
 
 from ._support import COOKIE, free_port, spawn_echo
 
@@ -24,12 +24,11 @@ LINKS = TransportConfig(forget_peer_after=0.2, tick_interval=0.1)
 def tables(node: Node) -> dict[str, set[str]]:
     """The other nodes ``node`` keeps something about, per layer."""
     stats = node.statistics()
-    core = node.registry.core
     return {
         "transport peers": {p.name for p in stats.transport.peers},
         "members": {m.name for m in stats.membership.members},
-        "registry peers": set(core.peers),
-        "registry claim tables": set(core.claims) - {node.name},
+        "registry peers": registry_peers(node),
+        "registry claim tables": claim_hosts(node) - {node.name},
     }
 
 
@@ -39,7 +38,7 @@ def keeps(node: Node, names: set[str]) -> dict[str, set[str]]:
         "transport peers": names,
         "members": names,
         "registry peers": names,
-        "registry claim tables": names & set(node.registry.core.claims),
+        "registry claim tables": names & claim_hosts(node),
     }
 
 
@@ -76,7 +75,7 @@ async def test_client_nodes_that_join_and_leave_one_after_another_are_forgotten_
                 # It meets both servers (s2 through membership) before it leaves; a client
                 # is not a member, so no server lists it in nodes().
                 await eventually(
-                    lambda: all(cli.name not in s.nodes() and cli.name in s.registry.core.peers for s in servers),
+                    lambda: all(cli.name not in s.nodes() and cli.name in registry_peers(s) for s in servers),
                     message=lambda: f"{cli.name}: {tables(s1)} {tables(s2)}",
                 )
                 seen.append((cli.name, cli.incarnation))

@@ -28,7 +28,7 @@ from distable import (
     TransportConfig,
     UnencodableValue,
 )
-from distable.testing import crash, eventually
+from distable.testing import close_listener, crash, eventually
 from distable.wire._messages import Tick
 
 from ._support import (
@@ -275,10 +275,7 @@ async def test_a_node_restarted_on_its_port_that_dials_first_keeps_its_one_link_
         old_b = Node("b", cookie=COOKIE)
         await old_b.start()
         await a.connect(old_b.name)
-        server = old_b.transport._server
-        assert server is not None
-        server.close()  # free the port for the new b; the old links stay up for now
-        await server.wait_closed()
+        await close_listener(old_b)  # free the port for the new b; the old links stay up for now
         async with Node("b", cookie=COOKIE, port=old_b.port, connect=[a.name]) as b:
             assert (b.name, b.incarnation != old_b.incarnation) == (old_b.name, True)
             await eventually(

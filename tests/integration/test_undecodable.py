@@ -33,7 +33,7 @@ from distable import (
     multi_call,
     register_type,
 )
-from distable.testing import eventually
+from distable.testing import eventually, watchers
 from distable.wire import _codec
 
 from ._support import COOKIE, Echo, Watcher, describe_log, echo_process, log_lines, next_down
@@ -175,7 +175,7 @@ async def test_a_monitor_fires_when_the_exit_reason_cannot_be_decoded(pair: tupl
     ref = await a.call(watcher, ("monitor", target))
     exiter = b.runtime.local(target)
     assert exiter is not None
-    await eventually(lambda: exiter._watchers)  # b has the monitor: the exit is not "noproc"
+    await eventually(lambda: watchers(exiter))  # b has the monitor: the exit is not "noproc"
     b.send(target, "exit")
     down = await next_down(downs)
     assert (down.ref, down.pid) == (ref, target)

@@ -7,7 +7,7 @@ Layout of one network (every name starts with the run's prefix ``dt-<pid>-<hex>`
     <prefix>-h1 ..     one namespace per host: lo, and eth0 (a veth whose other end is
                        the switch port p<i>) holding 10.251.X.<i>/24
 
-Rules (the test suite's network rules, DESIGN.md):
+Rules (the test suite's network rules, docs/design.md):
     * Addresses live only inside these namespaces: the root namespace has no interface,
       address or route in 10.251.X.0/24, so nothing a test sends can leave the machine.
       Veth pairs are created directly inside their namespaces (``ip link add ... netns``),

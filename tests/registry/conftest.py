@@ -27,7 +27,7 @@ import pytest
 
 from distable import MembershipConfig, Node, Pid, RegistryConfig
 from distable.ring import DistributionStrategy, Ring
-from distable.testing import crash, eventually
+from distable.testing import crash, eventually, handoffs_in_flight
 
 from . import apps
 
@@ -174,15 +174,13 @@ class Cluster:
 
         def joined() -> bool:
             # Clients are not members (they appear in no node's nodes()); every node sees the servers.
-            return all(
-                set(n.nodes()) >= set(servers) - {n.name} and n.registry.core.placement.nodes == servers for n in group
-            )
+            return all(set(n.nodes()) >= set(servers) - {n.name} and n.placement().nodes == servers for n in group)
 
         await eventually(joined, timeout=timeout, message=lambda: self.describe(group))
 
     def describe(self, nodes: Iterable[Node] | None = None) -> str:
         return "; ".join(
-            f"{n.name}: sees {n.nodes()}, placement {n.registry.core.placement.nodes}, {len(n.registered())} names"
+            f"{n.name}: sees {n.nodes()}, placement {n.placement().nodes}, {len(n.registered())} names"
             for n in (nodes if nodes is not None else self.nodes)
         )
 
@@ -207,22 +205,16 @@ class Cluster:
     def on_owners(self, names: Iterable[Any], nodes: Iterable[Node] | None = None) -> bool:
         """Every replica maps each of ``names`` to a pid on its current owner."""
         for node in nodes if nodes is not None else self.nodes:
-            placement = node.registry.core.placement
-            pids = node.registry.pids
+            placement = node.placement()
             for name in names:
-                pid = pids.get(name)
+                pid = node.whereis(name)
                 if pid is None or pid.node != placement.owner(name):
                     return False
         return True
 
     def idle(self, nodes: Iterable[Node] | None = None) -> bool:
         """No handoff is in flight on any of the nodes."""
-        return all(
-            not n.registry.core.moving
-            and not n.registry._incoming
-            and not any(not o.committed for o in n.registry._outgoing.values())
-            for n in (nodes if nodes is not None else self.nodes)
-        )
+        return all(handoffs_in_flight(n).idle for n in (nodes if nodes is not None else self.nodes))
 
     def live_copies(self, key: Any) -> list[Pid]:
         """Pids of every live process (on any running node) whose ``key`` is ``key``."""

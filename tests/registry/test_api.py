@@ -1,4 +1,4 @@
-"""The registry's API contract (DESIGN.md "Public API"), on real nodes in one event loop."""
+"""The registry's API contract (docs/design.md, "Public API"), on real nodes in one event loop."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from distable import (
     RegistryConfig,
     UnencodableValue,
 )
-from distable.testing import eventually
+from distable.testing import eventually, registry_stats
 
 from . import apps
 from .conftest import Cluster, first_owned
@@ -43,7 +43,7 @@ async def test_register_starts_the_process_on_the_owner_from_any_node(cluster: C
         node = three[i % 3]
         name = f"reg-{i}"
         pids[name] = await node.register(name, apps.Counter, key=name)
-        owner = node.registry.core.placement.owner(name)
+        owner = node.placement().owner(name)
         assert pids[name].node == owner, f"{name} started on {pids[name].node}, its owner is {owner}"
     assert len({pid.node for pid in pids.values()}) == 3, "30 names should spread over all three nodes"
     assert all(apps.INITS[name] == 1 for name in pids)
@@ -53,7 +53,7 @@ async def test_a_registration_is_visible_on_the_calling_node_when_register_retur
     cluster: Cluster, three: list[Node]
 ) -> None:
     a, b, _c = three
-    placement = a.registry.core.placement.nodes
+    placement = a.placement().nodes
     for owner in three:
         name = first_owned(owner.name, placement, "ryw")
         pid = await a.register(name, apps.Counter, key=name)
@@ -178,8 +178,8 @@ async def test_unregister_removes_the_name_everywhere_and_keeps_the_process(
 ) -> None:
     a, b, _ = three
     # One name hosted on a, unregistered from b (a remote request), one unregistered locally.
-    remote_name = first_owned(a.name, a.registry.core.placement.nodes, "unreg-remote")
-    local_name = first_owned(a.name, a.registry.core.placement.nodes, "unreg-local")
+    remote_name = first_owned(a.name, a.placement().nodes, "unreg-remote")
+    local_name = first_owned(a.name, a.placement().nodes, "unreg-local")
     pids = {name: await a.register(name, apps.Counter, key=name) for name in (remote_name, local_name)}
     await eventually(lambda: all(everywhere(cluster, n, p) for n, p in pids.items()))
 
@@ -265,7 +265,7 @@ async def test_factory_errors_raise_typed_errors_and_leave_nothing_registered(
     cluster: Cluster, three: list[Node], factory: Any, error: type[Exception]
 ) -> None:
     a = three[0]
-    placement = a.registry.core.placement.nodes
+    placement = a.placement().nodes
     here = first_owned(a.name, placement, "bad-here")  # the owner is the calling node
     there = first_owned(three[1].name, placement, "bad-there")  # the owner is another node
     for name in (here, there):
@@ -274,10 +274,10 @@ async def test_factory_errors_raise_typed_errors_and_leave_nothing_registered(
         with pytest.raises(error):
             await a.whereis_or_register(name, factory, key=name)
     assert all(n.registered() == [] for n in three)
-    assert all(not n.registry._pending for n in three)
+    assert all(registry_stats(n)["pending"] == 0 for n in three)
     # Nothing was left behind: the names register fine with a working factory.
     for name in (here, there):
-        assert (await a.register(name, apps.start_counter, key=name)).node == a.registry.core.owner(name)
+        assert (await a.register(name, apps.start_counter, key=name)).node == a.placement().owner(name)
 
 
 async def test_factory_not_importable_by_reference_raises_type_error_at_the_call_site(
@@ -311,7 +311,7 @@ async def test_client_node_registers_and_calls_but_owns_nothing(cluster: Cluster
     client = await cluster.add("client", role="client")
     server_names = sorted(n.name for n in servers)
     for node in cluster.nodes:
-        assert node.registry.core.placement.nodes == server_names
+        assert node.placement().nodes == server_names
 
     pids = [await client.register(f"from-client-{i}", apps.Counter, key=i) for i in range(10)]
     assert all(pid.node in server_names for pid in pids)
@@ -326,7 +326,7 @@ async def test_client_node_registers_and_calls_but_owns_nothing(cluster: Cluster
 
 async def test_process_start_with_a_name_registers_it_on_the_owner(cluster: Cluster, three: list[Node]) -> None:
     a, b, _ = three
-    name = first_owned(b.name, a.registry.core.placement.nodes, "started")
+    name = first_owned(b.name, a.placement().nodes, "started")
     agent = await a.spawn(apps.Agent)
     pid = await a.call(agent, ("start_named", name, "started", 7))
     assert pid.node == b.name  # started on the owner, not on the calling node
@@ -344,7 +344,7 @@ async def test_module_level_functions_act_on_the_current_node(cluster: Cluster, 
     agent = await b.spawn(apps.Agent)
     assert await b.call(agent, ("current_node",)) == b.name
     pid = await b.call(agent, ("register", "via-module", "via-module"))
-    assert pid.node == b.registry.core.owner("via-module")
+    assert pid.node == b.placement().owner("via-module")
     await eventually(lambda: everywhere(cluster, "via-module", pid))
     assert await b.call(agent, ("whereis", "via-module")) == pid
     assert await b.call(agent, ("call", "via-module", "incr")) == 1
@@ -388,7 +388,7 @@ async def test_a_node_runs_only_the_factories_its_config_allows(cluster: Cluster
     # any importable function ("os:system"); the refusal comes before any import.
     allowed = RegistryConfig(factories=("tests.registry.apps:Counter", "tests.registry.apps:start_*"))
     a, b = await cluster.start(2, registry=allowed)
-    placement = a.registry.core.placement.nodes
+    placement = a.placement().nodes
     for owner in (a, b):  # registered on the calling node, and on another node
         name = first_owned(owner.name, placement, "guarded")
         with pytest.raises(FactoryError, match="'os:system' is not allowed"):

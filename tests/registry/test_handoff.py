@@ -1,6 +1,6 @@
 """Handoff: moving registered processes to their new owner when the cluster changes.
 
-The key guarantee (DESIGN.md 3 and 5): messages sent to a name while it moves are
+The key guarantee (docs/design.md, guarantees 3 and 5): messages sent to a name while it moves are
 delivered to the new process, in order, none lost and none twice. Senders here are
 processes on several nodes casting ``(sender, seq)`` by name, resolving the name at
 every send as users do; receivers keep their record in their handoff state.

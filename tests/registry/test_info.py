@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from distable import CallTimeout, NameRegistered, Node, NodeStatistics, NodeUp, Pid, ProcessExited
-from distable.node._info import EventJournal
+from distable.node._events import EventJournal
 from distable.testing import eventually
 
 from . import apps

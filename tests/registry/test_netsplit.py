@@ -31,7 +31,7 @@ async def split(cluster: Cluster, side_a: list[Node], side_b: list[Node]) -> Par
     def isolated(side: list[Node]) -> bool:
         names = sorted(n.name for n in side)
         servers = sorted(n.name for n in side if n.role == "server")
-        return all(sorted([n.name, *n.nodes()]) == names and n.registry.core.placement.nodes == servers for n in side)
+        return all(sorted([n.name, *n.nodes()]) == names and n.placement().nodes == servers for n in side)
 
     await eventually(lambda: isolated(side_a) and isolated(side_b), timeout=15, message=cluster.describe)
     return cut
@@ -96,7 +96,7 @@ async def test_ring_netsplit_heal_keeps_the_owner_copy_which_gets_the_other_copy
         lambda: single_copies(cluster, names), timeout=20, message=lambda: describe_copies(cluster, names)
     )
     for name in names:
-        owner = a.registry.core.owner(name)
+        owner = a.placement().owner(name)
         winner, loser = ("c", "ab") if owner == c.name else ("ab", "c")
         assert survivors[name] == copies[name][winner], f"{name}: the copy on the owner {owner} should survive"
         state = 10 if winner == "c" else 20

@@ -2,18 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from distable import Node, NodeDown, Pid, ProcessRestarted
-from distable.testing import eventually
+from distable import Node, NodeDown, ProcessRestarted
+from distable.testing import claimants, eventually
 
 from . import apps
 from .conftest import Cluster
-
-
-def claimants(node: Node, name: Any) -> list[Pid]:
-    """Every claim of ``name`` in ``node``'s replica (more than one would be a duplicate)."""
-    return [c.pid for c in node.registry.core._claimants(name)]
 
 
 async def test_names_of_a_crashed_node_restart_exactly_once_on_their_new_owners(
@@ -28,9 +21,7 @@ async def test_names_of_a_crashed_node_restart_exactly_once_on_their_new_owners(
 
     await cluster.crash(victim)
     survivors = [a, b]
-    await eventually(
-        lambda: all(victim.name not in n.registry.core.placement.nodes for n in survivors), message=cluster.describe
-    )
+    await eventually(lambda: all(victim.name not in n.placement().nodes for n in survivors), message=cluster.describe)
     await eventually(
         lambda: (t := cluster.agreed()) is not None and len(t) == len(names) and cluster.on_owners(names),
         timeout=15,

@@ -33,7 +33,7 @@ from distable import (
 from distable.membership._core import ALIVE, SUSPECT
 from distable.ring import Ring
 from distable.runtime._process import Gate
-from distable.testing import eventually
+from distable.testing import eventually, gate_of, handoffs_in_flight, is_frozen, queued, restarts_due
 from distable.wire._messages import ConflictState
 
 from . import apps
@@ -140,7 +140,7 @@ async def test_a_leaving_node_passes_a_crash_restart_waiting_out_its_backoff_to_
     with pytest.raises(ProcessExited):
         await n0.call(name, "crash")
     # The restart waits out its 30 s backoff on n1; nobody else will make it.
-    await eventually(lambda: all(n.whereis(name) is None for n in cluster.nodes) and n1.registry.core._restarts)
+    await eventually(lambda: all(n.whereis(name) is None for n in cluster.nodes) and name in restarts_due(n1))
 
     await cluster.stop(n1)
 
@@ -229,7 +229,7 @@ async def test_calls_queued_at_a_conflict_loser_when_its_state_is_taken_reach_th
         proc = cluster.process(loser)
         tasks = [asyncio.create_task(caller(i)) for i in range(callers)]
         # ...while every caller's next call queues up behind it.
-        await eventually(lambda: len(proc._mailbox or ()) >= callers, message=lambda: f"mailbox {proc._mailbox}")
+        await eventually(lambda: queued(proc) >= callers, message=lambda: f"{queued(proc)} messages queued")
         hold.set()
         await asyncio.gather(*tasks)
     finally:
@@ -279,7 +279,7 @@ async def test_a_conflict_loser_whose_state_is_not_confirmed_stays_and_gives_it_
         await cut.heal()
         await eventually(lambda: lost, timeout=15, message=lambda: describe_copies(cluster, [name]))
         # Unconfirmed: the loser is back in service, and what it acknowledges now counts too.
-        await eventually(lambda: not cluster.process(loser)._frozen, timeout=10)
+        await eventually(lambda: not is_frozen(cluster.process(loser)), timeout=10)
         assert await host.call(loser, ("op", "L-after")) == "L-after"
     finally:
         handlers[ConflictState] = take
@@ -317,21 +317,21 @@ async def _handoff_committed_one_sidedly(cluster: Cluster, *dropped: str) -> tup
     x, y, _, name, old = await _counter_to_be_moved(cluster, "moved", handoff_timeout=1.0)
     with dropping(y, "HandoffAccepted", *dropped):
         await cluster.join(y)
-        incoming = await eventually(
-            lambda: next((i for i in y.registry._incoming.values() if i.name == name and i.pid is not None), None),
+        new = await eventually(
+            lambda: next((pid for n, pid in handoffs_in_flight(y).incoming if n == name and pid is not None), None),
             message=lambda: copies_of(cluster, name),
         )
         y.registry.peer_down(x.name)  # the one-sided verdict: y keeps what it was handed
-        assert y.registry.core.pids.get(name) == incoming.pid
+        assert y.whereis(name) == new
         y.registry.peer_up(x.name)
         await eventually(
             lambda: one_copy(cluster, name) is not None, timeout=20, message=lambda: copies_of(cluster, name)
         )
-    assert one_copy(cluster, name) == incoming.pid  # the copy y kept
+    assert one_copy(cluster, name) == new  # the copy y kept
     assert x.runtime.local(old) is None
     await cluster.wait_joined()
     assert await x.call(name, "get") == (3, y.name)  # its state kept
-    return x, y, name, old, incoming.pid
+    return x, y, name, old, new
 
 
 async def test_an_old_host_that_missed_the_acceptance_asks_and_commits_the_move_the_new_owner_kept(
@@ -369,7 +369,7 @@ async def _joined_and_gated(cluster: Cluster, y: Node, z: Node, name: Any) -> tu
         lambda: (p := z.whereis(name)) is not None and p.node == y.name and p,
         message=lambda: copies_of(cluster, name),
     )
-    gate = cluster.process(new)._gate
+    gate = gate_of(cluster.process(new))
     assert gate is not None
     return new, gate
 
@@ -414,7 +414,7 @@ async def test_a_handed_in_process_opens_its_gate_when_the_old_host_that_relays_
                 lambda: _count_is(y, name, 13), timeout=10, message=lambda: f"held: {gate.held}, {gate.waiting}"
             )
     assert count
-    assert cluster.process(new)._gate is None
+    assert gate_of(cluster.process(new)) is None
 
 
 @contextlib.contextmanager

@@ -66,7 +66,18 @@ from hypothesis import strategies as st
 
 from distable import Caller, DistableError, NameNotFound, Node, Pid, Process, Resume
 from distable.node import _node as node_module
-from distable.testing import MemoryDiscovery, MemoryNetwork, VirtualTimeLoop
+from distable.testing import (
+    MemoryDiscovery,
+    MemoryNetwork,
+    VirtualTimeLoop,
+    abort,
+    handoffs_in_flight,
+    is_frozen,
+    is_running,
+    local_names,
+    queued,
+    seed_membership,
+)
 
 COOKIE = "sim-cookie"
 MAX_NODES = 6
@@ -337,7 +348,7 @@ class Sim:
             await node.start()
             # The membership core's rng is not injectable: seed it before its first use (its
             # first timer), so that the run is reproducible.
-            node.membership.core._rng.seed(f"{self.schedule.seed}/membership/{k}")
+            seed_membership(node, f"{self.schedule.seed}/membership/{k}")
             self.senders[node.name] = await node.spawn(Sender, f"{node.short_name}.{k}")
 
         # Everything the node does runs in its own host context, so that it can be paused.
@@ -374,7 +385,7 @@ class Sim:
     def losses(self, node: Node) -> CrashRecord:
         """What ``node`` takes with it if it goes now, without handing anything off."""
         survivors = [n for n in self.live + self.leaving if n is not node]
-        hosted = {c.key for c in node.registry.core.local_names() if isinstance(c.key, str)}
+        hosted = {name for name in local_names(node) if isinstance(name, str)}
         knowers = {name: {(n.name, n.incarnation) for n in survivors if n.whereis(name) is not None} for name in hosted}
         known = {name for name in self.names if any(n.whereis(name) is not None for n in survivors)}
         return CrashRecord(node.name, hosted, known, self.loop.time(), knowers)
@@ -536,7 +547,7 @@ class Sim:
     def senders_idle(self) -> bool:
         for node in self.live:
             proc = node.runtime.local(self.senders[node.name])
-            if proc is not None and (proc._running or proc._mailbox):
+            if proc is not None and (is_running(proc) or queued(proc)):
                 return False
         return True
 
@@ -547,8 +558,8 @@ class Sim:
         for node in live:
             if node.nodes() != [n for n in everyone if n != node.name]:
                 return f"{node.name} sees {node.nodes()}, not {everyone}"
-            if list(node.registry.core.placement.nodes) != everyone:
-                return f"{node.name} places names on {node.registry.core.placement.nodes}"
+            if list(node.placement().nodes) != everyone:
+                return f"{node.name} places names on {node.placement().nodes}"
         views = [dict(n.registered()) for n in live]
         for node, view in zip(live, views, strict=True):
             if view != views[0]:
@@ -560,7 +571,7 @@ class Sim:
             return f"processes starting: {[p.pid for p in tallies[None]]}"
         by_name = {n.name: n for n in live}
         for name, pid in views[0].items():
-            owner = live[0].registry.core.owner(name)
+            owner = live[0].placement().owner(name)
             if pid.node != owner:
                 return f"{name} is registered as {pid}, not on its owner {owner}"
             host = by_name.get(pid.node)
@@ -575,10 +586,11 @@ class Sim:
         if not self.senders_idle():
             return "senders still sending"
         for node in live:
-            if node.registry.core.moving:
-                return f"{node.name} is still moving {sorted(node.registry.core.moving)}"
+            moving = handoffs_in_flight(node).moving
+            if moving:
+                return f"{node.name} is still moving {sorted(moving)}"
         for name, procs in tallies.items():
-            frozen = [p.pid for p in procs if p._frozen]
+            frozen = [p.pid for p in procs if is_frozen(p)]
             if frozen:
                 return f"{name}: {frozen} frozen"
         return None
@@ -705,8 +717,7 @@ class Sim:
             self.net.crash(node)
         for _ in range(3):  # a cancelled task may spawn one more, once
             for node in self.live + self.leaving + self.gone:
-                for task in list(node._tasks):
-                    task.cancel()
+                abort(node)
             await asyncio.sleep(0.1)
         for task in self.tasks:
             task.cancel()

@@ -1,4 +1,4 @@
-"""STYLE.md's rule, enforced: a sans-I/O core imports no I/O, no clock and no randomness.
+"""docs/design.md's sans-I/O rule, enforced: a core imports no I/O, no clock and no randomness.
 
 A core gets ``now`` and an injected ``random.Random`` from its shell instead. The check
 reads each core module's source (nothing is imported), and follows its imports of other
@@ -85,13 +85,14 @@ def _runtime_nodes(tree: ast.AST) -> list[ast.AST]:
     return nodes
 
 
-def imports_of(path: Path, src: Path = SRC) -> list[tuple[str, int]]:
-    """Absolute names of every module ``path`` imports at run time (anywhere in its code), with line numbers."""
+def imports_of(path: Path, src: Path = SRC, *, annotations: bool = False) -> list[tuple[str, int]]:
+    """Absolute names of every module ``path`` imports at run time (anywhere in its code), with line numbers;
+    with ``annotations``, those it imports under ``if TYPE_CHECKING:`` too."""
     tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
     name = module_name(path, src)
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     found: list[tuple[str, int]] = []
-    for node in _runtime_nodes(tree):
+    for node in ast.walk(tree) if annotations else _runtime_nodes(tree):
         if isinstance(node, ast.Import):
             found += [(alias.name, node.lineno) for alias in node.names]
         elif isinstance(node, ast.ImportFrom):

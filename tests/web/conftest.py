@@ -22,7 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from distable import MembershipConfig, Node
 from distable.ring import Ring
-from distable.testing import eventually
+from distable.testing import eventually, handoffs_in_flight
 
 COOKIE = "web-cookie"
 #: What the web tests register: the registry tests' counter (child nodes import it by reference).
@@ -54,24 +54,19 @@ class Nodes:
         names = sorted(n.name for n in self.nodes)
 
         def joined() -> bool:
-            return all(
-                sorted([*n.nodes(), n.name]) == names and n.registry.core.placement.nodes == names for n in self.nodes
-            )
+            return all(sorted([*n.nodes(), n.name]) == names and n.placement().nodes == names for n in self.nodes)
 
         await eventually(joined, timeout=15.0, message=self.describe)
 
     def describe(self) -> str:
         return "; ".join(
-            f"{n.name}: sees {n.nodes()}, placement {n.registry.core.placement.nodes}, {len(n.registered())} names"
+            f"{n.name}: sees {n.nodes()}, placement {n.placement().nodes}, {len(n.registered())} names"
             for n in self.nodes
         )
 
     def idle(self) -> bool:
         """No handoff in flight anywhere."""
-        return all(
-            not n.registry.core.moving and not any(not o.committed for o in n.registry._outgoing.values())
-            for n in self.nodes
-        )
+        return all(not (h := handoffs_in_flight(n)).moving and not h.outgoing for n in self.nodes)
 
     def agreed(self, count: int) -> bool:
         """Every replica holds the same ``count`` names, each on its ring owner."""

@@ -15,7 +15,7 @@ import pytest
 from distable import Node, Pid
 from distable.node._info import INFO_SERVER_ID
 from distable.ring import HashRing
-from distable.testing import eventually
+from distable.testing import event_streams, eventually
 from distable.web import start_web
 
 from .conftest import WORKER, Nodes, get_json
@@ -239,4 +239,4 @@ async def test_start_errors(nodes: Nodes) -> None:
         port = taken.getsockname()[1]
         with pytest.raises(OSError, match=f"cannot serve HTTP on 127.0.0.1:{port}"):
             await start_web(a, port=port)
-    assert len(a._bus.streams) == 0  # the failed servers closed their event streams
+    assert event_streams(a) == 0  # the failed servers closed their event streams

@@ -17,7 +17,7 @@ protocol version in common, or nothing listening there. With servers but a repli
 still syncing, it answers from what it has and warns on stderr. At the end the client
 node leaves gracefully.
 
-Only the public API and ``statistics()`` snapshots are used (docs/internals.md, "Layers").
+Only the public API and ``statistics()`` snapshots are used (docs/design.md, "Architecture").
 """
 
 from __future__ import annotations

@@ -1,16 +1,18 @@
-"""The node: wires runtime and transport together and offers the public API.
+"""The node: wires the layers together (runtime, transport, membership, registry) and
+offers the public API.
 
 A node is one OS process's presence in the cluster: one event loop, one runtime of
 processes, one listening socket and a mesh of links. ``async with Node(...)`` starts
-it and makes it the current node for the module-level functions; leaving the block
-stops every process (reason "shutdown") and closes every link.
+it (binds, then joins) and makes it the current node for the module-level functions;
+leaving the block is a graceful leave: every registered process is handed off to its
+new owner, then the processes stop (reason "shutdown"), the leave is announced and the
+links close.
 """
 
 from __future__ import annotations
 
 import asyncio
 import builtins
-import contextvars
 import logging
 import math
 import os
@@ -35,9 +37,9 @@ from ..membership import (
     as_strategies,
 )
 from ..registry import RegistryConfig, RegistryService, RegistryStatistics, Reply
-from ..ring import DistributionStrategy, Ring
-from ..runtime import Process, Runtime, RuntimeStatistics
-from ..runtime._process import _current_runtime
+from ..ring import DistributionStrategy, Placement, Ring
+from ..runtime import Process, Runtime, RuntimeStatistics, current_runtime
+from ..runtime._context import CURRENT_RUNTIME, context_with, running_on
 from ..transport import Transport, TransportConfig, TransportStatistics, format_node_name
 from ..wire import Pid, Ref
 from ..wire._messages import (
@@ -203,7 +205,7 @@ class Node:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._bus = EventBus()
         self._up_waiters: dict[str, list[asyncio.Future[None]]] = {}
-        self._token: Any = None
+        self._current: running_on | None = None  # this node current in the async with block
         self._started = 0.0
         self._joined = False
         self._view_changed_at = 0.0  # loop time of the last NodeUp or NodeDown (wait_joined)
@@ -212,16 +214,17 @@ class Node:
 
     async def __aenter__(self) -> Node:
         await self.start()
-        self._token = _current_runtime.set(self._runtime)
+        self._current = running_on(self.runtime)
+        self._current.__enter__()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         try:
             await self.stop()
         finally:
-            if self._token is not None:
-                _current_runtime.reset(self._token)
-                self._token = None
+            if self._current is not None:
+                self._current.__exit__()
+                self._current = None
 
     async def start(self) -> None:
         """Bind (if ``bind`` has not), then join the cluster: accept links, start discovery
@@ -284,8 +287,7 @@ class Node:
             block_warning=self._block_warning,
         )
         rt = self._runtime
-        self._context = contextvars.copy_context()
-        self._context.run(_current_runtime.set, rt)
+        self._context = context_with(rt)
         self._membership = MembershipService(
             name=self.name,
             creation=self.incarnation,
@@ -331,13 +333,14 @@ class Node:
             **self._registry.handlers(),
         }
         await self._registry.start()
-        info = await rt.spawn(InfoServer, (self,), {})
+        info = await rt.spawn(InfoServer, (self.statistics, self._bus.journal.since), {})
         assert info.id == INFO_SERVER_ID, info
         self._spawn(rt.watch_loop_lag())
 
     async def stop(self) -> None:
-        """Leave the cluster gracefully: tell every member, stop every process (reason
-        "shutdown"), close every link, end every task."""
+        """Leave the cluster gracefully: hand every registered process off (bounded by
+        ``drain_timeout``), stop every process (reason "shutdown"), tell every member,
+        close every link, end every task."""
         if self._runtime is None or self._transport is None or self._membership is None:
             return
         if self._registry is not None:
@@ -413,7 +416,9 @@ class Node:
         self.transport.disconnect(node)
 
     def nodes(self) -> list[str]:
-        """Names of the nodes that are up in this node's view (itself excluded)."""
+        """The other server nodes up in this node's view, sorted: each one announced with
+        ``NodeUp`` and no ``NodeDown`` since, so a node whose link just dropped is listed
+        until it is declared failed. Client nodes are not members and are never listed."""
         return self.membership.nodes()
 
     async def wait_joined(
@@ -623,6 +628,13 @@ class Node:
         """Every ``(name, pid)`` in this node's replica."""
         return self.registry.core.registered()
 
+    def placement(self) -> Placement:
+        """Where this node places names now: ``.nodes`` lists the server nodes names are
+        placed on, and ``.owner(name)`` says which of them hosts ``name`` (None if none
+        may, e.g. without a quorum). It changes as server nodes come and go, and may differ
+        between nodes for a moment while they learn of a change."""
+        return self.registry.core.placement
+
     async def join(self, group: Any, pid: Pid, timeout: float = 10.0) -> None:
         """Add ``pid`` to ``group`` (it leaves by itself when it exits or its node dies)."""
         await self.registry.join(group, pid, timeout)
@@ -744,17 +756,14 @@ def current_node() -> Node:
     Raises:
         RuntimeError: there is no current node.
     """
-    rt = _current_runtime.get()
-    if rt is None:
-        raise RuntimeError("no current distable node: use 'async with Node(...)' first")
-    node = rt.owner
+    node = current_runtime().owner
     assert isinstance(node, Node)
     return node
 
 
 def send(dest: Pid | Any, message: Any) -> None:
     """Send ``message`` to ``dest``'s ``handle_info`` from the current node."""
-    runtime = _current_runtime.get()
+    runtime = CURRENT_RUNTIME.get()
     if runtime is not None and type(dest) is Pid:
         runtime.send(dest, message)  # what Node.send does with a pid, two calls fewer: the hot path
         return
@@ -766,7 +775,7 @@ def send(dest: Pid | Any, message: Any) -> None:
 
 def cast(dest: Pid | Any, message: Any) -> None:
     """Send ``message`` to ``dest``'s ``handle_cast`` from the current node."""
-    runtime = _current_runtime.get()
+    runtime = CURRENT_RUNTIME.get()
     if runtime is not None and type(runtime.owner) is Node:
         runtime.cast(runtime.owner._resolve(dest), message)  # Node.cast, inline
         return
@@ -786,7 +795,7 @@ async def call(dest: Pid | Any, message: Any, timeout: float | None = 5.0) -> An
             side only).
         ValueError: ``timeout`` is negative or NaN.
     """
-    runtime = _current_runtime.get()
+    runtime = CURRENT_RUNTIME.get()
     if runtime is not None and type(dest) is Pid:
         return await runtime.call(dest, message, timeout)  # what Node.call does with a pid, one await fewer
     if runtime is not None and type(runtime.owner) is Node:
@@ -806,7 +815,7 @@ def demonitor(ref: Ref) -> None:
 
 
 def nodes() -> list[str]:
-    """The nodes the current node has a link with."""
+    """The other server nodes up in the current node's view; see ``Node.nodes``."""
     return current_node().nodes()
 
 
@@ -861,11 +870,10 @@ async def register_name(name: Any, pid: Pid, timeout: float = 10.0) -> None:
 
 def whereis(name: Any) -> Pid | None:
     """The pid registered as ``name`` in the current node's replica: a local read."""
-    rt = _current_runtime.get()
-    if rt is None:
-        raise RuntimeError("no current distable node: use 'async with Node(...)' first")
-    pids: dict[Any, Pid] = rt.owner._pids
-    return pids.get(name)
+    rt = CURRENT_RUNTIME.get()
+    if rt is not None and type(node := rt.owner) is Node:
+        return node._pids.get(name)  # Node.whereis, inline
+    return current_node().whereis(name)
 
 
 async def unregister(name: Any, timeout: float = 10.0) -> None:

@@ -22,7 +22,7 @@ from typing import Any
 from .._apps import main_module_name
 from .._errors import FactoryError, InvalidFactoryReturn
 from ..runtime import Process, Runtime
-from ..runtime._process import _current_runtime
+from ..runtime._context import running_on
 from ..wire import Pid
 
 _cache: dict[str, Any] = {}
@@ -114,20 +114,18 @@ async def run_factory(
     if allowed is not None and not any(fnmatch.fnmatchcase(ref, pattern) for pattern in allowed):
         raise FactoryError(f"factory {ref!r} is not allowed on {node} (RegistryConfig.factories: {list(allowed)})")
     factory = resolve(ref)
-    token = _current_runtime.set(runtime)
     try:
-        if isinstance(factory, type) and issubclass(factory, Process):
-            result: Any = await factory.start(*args, **kwargs)
-        else:
-            result = factory(*args, **kwargs)
-            if inspect.isawaitable(result):
-                result = await result
+        with running_on(runtime):
+            if isinstance(factory, type) and issubclass(factory, Process):
+                result: Any = await factory.start(*args, **kwargs)
+            else:
+                result = factory(*args, **kwargs)
+                if inspect.isawaitable(result):
+                    result = await result
     except FactoryError:
         raise
     except Exception as exc:
         raise FactoryError(f"factory {ref!r} raised {type(exc).__name__}: {exc}") from exc
-    finally:
-        _current_runtime.reset(token)
     if not isinstance(result, Pid):
         raise InvalidFactoryReturn(f"factory {ref!r} returned {result!r}, not a pid")
     if result.node != node:

@@ -1,5 +1,6 @@
 """The runtime layer: processes, mailboxes, monitors, supervisors, on one event loop."""
 
+from ._context import current_process, current_runtime
 from ._process import (
     NOREPLY,
     Caller,
@@ -9,8 +10,6 @@ from ._process import (
     Process,
     Restart,
     Resume,
-    current_process,
-    current_runtime,
 )
 from ._runtime import RemoteRouter, Runtime, RuntimeStatistics, run_blocking
 from ._supervisor import RestartPolicy, Supervisor

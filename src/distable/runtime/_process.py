@@ -2,12 +2,14 @@
 
 Theory of operation: a process is an object with a mailbox (a deque, created on the
 first message) and no task of its own while idle. The first message that lands in
-an empty mailbox starts a drain task on the node's task group; the task handles
-messages in order until the mailbox is empty, lingers parked on a future for up to
-about a second (``Runtime._park``: a process that just got a message is likely to get
-another soon, and waking a parked task costs far less than starting one), and then
-ends. Idle processes thus cost only their object (see bench/runtime.py for bytes per
-idle process), and a message to a busy process costs one deque append.
+an empty mailbox starts a drain task, through the runtime's ``spawn_task`` (the node's
+task set, which the node cancels and awaits when it stops; a set, not a TaskGroup, so a
+failing drain takes no sibling with it); the task handles messages in order until the
+mailbox is empty, lingers parked on a future for up to about a second
+(``Runtime._park``: a process that just got a message is likely to get another soon,
+and waking a parked task costs far less than starting one), and then ends. Idle
+processes thus cost only their object (see bench/runtime.py for bytes per idle
+process), and a message to a busy process costs one deque append.
 
 Invariants:
     * At most one drain task per process exists at any time (``_running``), so
@@ -26,12 +28,12 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Coroutine, Generator
-from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 from .._errors import ProcessExited, UndecodableMessage
 from ..wire import SHUTDOWN, Crash, Pid, Ref
+from ._context import CURRENT_PROCESS, CURRENT_RUNTIME, current_runtime
 
 if TYPE_CHECKING:
     from ._runtime import Runtime
@@ -48,9 +50,6 @@ SYSTEM: Final = 5  # (SYSTEM, async callable, future or None): runtime work run 
 FLUSH: Final = 6  # (FLUSH, node, handoff id): a handoff flush marker parked in a frozen mailbox
 
 BATCH: Final = 64
-
-_current_process: ContextVar[Process | None] = ContextVar("distable_current_process", default=None)
-_current_runtime: ContextVar[Runtime | None] = ContextVar("distable_current_runtime", default=None)
 
 #: Exit reason type: "normal", "shutdown", "noproc", "noconnection", "killed" or a Crash.
 Reason = str | Crash
@@ -273,8 +272,7 @@ class Process:
         runtime = current_runtime()
         if name is not _UNNAMED:
             # The runtime cannot import the node layer above it; its owner is the Node.
-            pid: Pid = await runtime.owner.register(name, cls, *args, **kwargs)
-            return pid
+            return await runtime.owner.register(name, cls, *args, **kwargs)
         return await runtime.spawn(cls, args, kwargs)
 
     @property
@@ -288,7 +286,7 @@ class Process:
 
     def stop(self, reason: Any = "normal") -> None:
         """Stop after the current handler returns (or soon, if called from elsewhere)."""
-        if self._running and _current_process.get() is self:
+        if self._running and CURRENT_PROCESS.get() is self:
             if self._stop_reason is None:
                 self._stop_reason = reason
         elif self.alive:
@@ -345,9 +343,9 @@ class Process:
         await _StepTimer(self._drain_steps(), self)
 
     async def _drain_steps(self) -> None:
-        _current_process.set(self)
+        CURRENT_PROCESS.set(self)
         runtime = self._runtime
-        _current_runtime.set(runtime)
+        CURRENT_RUNTIME.set(runtime)
         mb = self._mailbox
         assert mb is not None
         caller: Caller | None = None
@@ -522,16 +520,3 @@ class Gate:
         for node in sorted(self.waiting):
             self.release(node)
         return waiting
-
-
-def current_runtime() -> Runtime:
-    """The runtime of the current node (set by ``async with Node(...)`` and in processes)."""
-    rt = _current_runtime.get()
-    if rt is None:
-        raise RuntimeError("no current distable node: use 'async with Node(...)' first")
-    return rt
-
-
-def current_process() -> Process | None:
-    """The process whose handler is running now, or None outside processes."""
-    return _current_process.get()

@@ -46,10 +46,22 @@ from ..wire._messages import (
     Send,
     Undecoded,
 )
-from ._process import CALL, CAST, FLUSH, INFO, INIT, STOP, SYSTEM, Caller, Down, Gate, Process, _current_process
+from ._context import CURRENT_PROCESS
+from ._process import CALL, CAST, FLUSH, INFO, INIT, STOP, SYSTEM, Caller, Down, Gate, Process
 
 log = logging.getLogger("distable.runtime")
 T = TypeVar("T")
+
+
+class RuntimeOwner(Protocol):
+    """What the runtime uses of the node that owns it (it cannot import the node layer above it).
+
+    ``Process.start(name=...)`` registers through it; ``Process.node`` returns it.
+    """
+
+    async def register(self, name: Any, factory: Any, *args: Any, **kwargs: Any) -> Pid:
+        """Start ``factory(*args, **kwargs)`` on the owner of ``name``, register it, return its pid."""
+        ...
 
 
 class RemoteRouter(Protocol):
@@ -152,7 +164,7 @@ class Runtime:
         self,
         node_name: str,
         incarnation: int,
-        owner: Any,
+        owner: RuntimeOwner,
         loop: asyncio.AbstractEventLoop,
         spawn_task: Callable[[Coroutine[Any, Any, Any]], Any],
         remote: RemoteRouter,
@@ -353,7 +365,7 @@ class Runtime:
         self._remote_messages += 1
         congested = self.remote.post(node, message)
         if congested is not None:
-            me = _current_process.get()
+            me = CURRENT_PROCESS.get()
             if me is not None:
                 me._blocked = congested
 
@@ -376,7 +388,7 @@ class Runtime:
                 raise ValueError(f"call timeout must be >= 0 seconds or None, not {timeout!r}")
             timeout = None
         loop = self.loop
-        me = _current_process.get()
+        me = CURRENT_PROCESS.get()
         sender = me._pid if me is not None else None
         fut: asyncio.Future[Any] = loop.create_future()
         self._calls += 1
@@ -450,7 +462,7 @@ class Runtime:
 
     def monitor(self, target: Pid) -> Ref:
         """The current process monitors ``target``; a ``Down`` arrives as info when it exits."""
-        me = _current_process.get()
+        me = CURRENT_PROCESS.get()
         if me is None:
             raise RuntimeError("monitor() must be called from inside a process")
         ref = self.make_ref()
@@ -473,7 +485,7 @@ class Runtime:
 
     def demonitor(self, ref: Ref) -> None:
         """Remove a monitor the current process set; no ``Down`` arrives for it after this."""
-        me = _current_process.get()
+        me = CURRENT_PROCESS.get()
         if me is None or not me._watching:
             return
         target = me._watching.pop(ref, None)

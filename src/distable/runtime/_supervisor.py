@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from ..wire import NORMAL, SHUTDOWN, Pid, Ref
+from ._context import current_runtime
 from ._process import Caller, Down, Process
-from ._runtime import Runtime
 
 log = logging.getLogger("distable.supervisor")
 
@@ -69,7 +69,7 @@ class Supervisor(Process):
         """
         if restart not in _POLICIES:
             raise ValueError(f"restart must be one of {_POLICIES}, not {restart!r}")
-        rt = _runtime()
+        rt = current_runtime()
         result = await rt.call(supervisor, ("start_child", child, args, kwargs, restart))
         if isinstance(result, BaseException):
             raise result
@@ -79,12 +79,12 @@ class Supervisor(Process):
     @staticmethod
     async def terminate_child(supervisor: Pid, pid: Pid) -> bool:
         """Stop a child (it is not restarted). Returns False if it was not a child."""
-        return bool(await _runtime().call(supervisor, ("terminate_child", pid)))
+        return bool(await current_runtime().call(supervisor, ("terminate_child", pid)))
 
     @staticmethod
     async def which_children(supervisor: Pid) -> list[tuple[Pid, str, str]]:
         """``(pid, class name, restart policy)`` for every running child."""
-        result: list[tuple[Pid, str, str]] = await _runtime().call(supervisor, ("which_children",))
+        result: list[tuple[Pid, str, str]] = await current_runtime().call(supervisor, ("which_children",))
         return result
 
     # --- handlers -------------------------------------------------------------
@@ -163,9 +163,3 @@ class Supervisor(Process):
             except Exception as exc:
                 reason = exc
                 log.error("%s: restart of %s failed", rt.node_name, child.cls.__qualname__, exc_info=exc)
-
-
-def _runtime() -> Runtime:
-    from ._process import current_runtime
-
-    return current_runtime()

@@ -57,7 +57,7 @@ from ..node._events import EventStream
 from ..runtime import Process
 from ..wire import Pid
 from ._cluster import _tuples
-from ._probe import registry_check, registry_stats, rss_bytes
+from ._probe import event_bus, registry_check, registry_stats, rss_bytes
 
 #: Registry probes for benchmarks (see ``_probe``): command -> function of the node.
 _PROBES: dict[str, Any] = {
@@ -76,7 +76,7 @@ def _registry_reply(node: Node, command: str) -> Any:
     if command == "registered":
         return {
             "names": [[name, _pid_json(pid)] for name, pid in node.registered()],
-            "placement": list(node.registry.core.placement.nodes),
+            "placement": list(node.placement().nodes),
         }
     _, _, name = command.partition(" ")
     return _pid_json(node.whereis(_tuples(json.loads(name))))
@@ -154,8 +154,9 @@ async def _main(args: argparse.Namespace) -> None:
     async with node:
         # Only membership events are reported: a stream that takes nothing else, so the
         # registry's events (one per name registered or moved) never wake the reporter.
-        stream = _MembershipEvents(node._bus, 10_000)
-        node._bus.streams.add(stream)
+        bus = event_bus(node)
+        stream = _MembershipEvents(bus, 10_000)
+        bus.streams.add(stream)
 
         async def report() -> None:
             async for event in stream:

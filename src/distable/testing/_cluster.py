@@ -194,12 +194,12 @@ class NodeProcess:
         return result
 
     async def registry_stats(self) -> dict[str, Any]:
-        """Cheap registry sizes and in-flight work (``distable.testing._probe.registry_stats``)."""
+        """Cheap registry sizes and in-flight work (``distable.testing.registry_stats``)."""
         result: dict[str, Any] = await self._ask("registry_stats")
         return result
 
     async def registry_check(self, timeout: float = 30.0) -> dict[str, Any]:
-        """Every name walked once: on its owner, alive, replica digest (``_probe.registry_check``)."""
+        """Every name walked once: on its owner, alive, replica digest (``distable.testing.registry_check``)."""
         result: dict[str, Any] = await self._ask("registry_check", timeout)
         return result
 

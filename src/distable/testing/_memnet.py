@@ -75,6 +75,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..transport import Transport
 from ..transport._transport import Peer, PeerConnection, is_refusal
+from ._probe import abort
 
 if TYPE_CHECKING:
     from ..membership._strategies import DiscoveryContext
@@ -599,7 +600,7 @@ class MemoryNetwork:
             end.closing = end.dead = True
             self._forget(end)
         if not isinstance(node, str):
-            _halt(node)
+            abort(node)  # its timers and tasks: it must do nothing more, visible or not
         if was_paused:
             # What it had set aside runs now: cancelled timers are skipped, cancelled tasks unwind.
             loop = self.loop
@@ -790,15 +791,6 @@ class MemoryNetwork:
             ends = self._ends.get(end.owner)
             if ends is not None:
                 ends.pop(end, None)
-
-
-def _halt(node: Node) -> None:
-    """Stop a crashed node's timers and tasks: it must do nothing more, visible or not."""
-    for stop in (node.membership.stop, node.registry.stop):
-        stop()
-    node.runtime.closing = True
-    for task in list(node._tasks):
-        task.cancel()
 
 
 @dataclass(frozen=True, slots=True)

@@ -154,7 +154,15 @@ class TransportStatistics:
 
 
 class Peer:
-    """What this node knows about one other node's link. Owned by the Transport."""
+    """What this node knows about one other node's link. Owned by the Transport.
+
+    Everything here runs on the node's event loop and no writer awaits, so "owned by"
+    means "written only from": the fields are grouped below by what writes them. A link
+    coming up (``Transport._activate``) also resets the dial-failure fields, ``paused``
+    and the last-traffic times, which a fresh link makes stale. Outside this module,
+    ``distable.testing.crash`` writes ``wanted`` and cancels ``dial_handle`` of a node it
+    stops dead.
+    """
 
     __slots__ = (
         "_congestion",
@@ -189,41 +197,75 @@ class Peer:
     )
 
     def __init__(self, name: str, host: str, port: int, max_frame_size: int) -> None:
+        # Identity: set here, never changed.
         self.name = name
         self.host = host
         self.port = port
+
+        # The link: written only by ``_activate`` (a handshake completed and the link was
+        # kept) and ``_on_closed`` (it closed, whatever closed it).
         self.conn: PeerConnection | None = None
+        self.incarnation = 0
+        self.role = "server"  # what the peer said it is in the last handshake
+        self.connects = 0
+
+        # Dials: ``dialing`` is set by ``_dial`` and cleared by ``_activate`` and
+        # ``_on_closed``; ``dial_handle`` (the pending redial) is written by the dial path
+        # (``_dial_later``, the redial timer ``_dial_due``, ``connect``, ``disconnect``,
+        # ``close``, and ``_activate``, which cancels it). ``accepting`` is set and reset
+        # within one call of ``_decide``, the acceptor's handshake callback: an incoming
+        # link accepted and not active yet; while it replaces the old link, the old one's
+        # drop must not start a dial (see ``_dial_later``).
         self.dialing: PeerConnection | None = None
         self.dial_handle: asyncio.TimerHandle | None = None
-        # An incoming link accepted (``_decide``) and not active yet: while it replaces the
-        # old link, the old one's drop must not start a dial (see ``_dial_later``).
         self.accepting: PeerConnection | None = None
+
+        # Why dials fail, and the redial backoff: written when a dial or a link fails
+        # (``refused`` by the dial task ``_open``; the rest from ``_on_closed`` and
+        # ``_dial_failed``); all reset by ``_activate``.
+        self.refused = False  # the last dial failed with ECONNREFUSED (no link since)
+        self.error = self.error_kind = ""  # why the last dial failed (no link since), see _dial_failed
+        self.backoff = 0.0
+        self.retry_at = 0.0
+
+        # Wanted by membership or the node: written only by ``connect`` (True),
+        # ``disconnect`` and ``close`` (False).
+        self.wanted = False
+
+        # The send path: ``post`` queues, ``_flush`` (a ``call_soon`` callback, or inline)
+        # writes; ``paused`` follows the socket's ``pause_writing``/``resume_writing``
+        # callbacks; ``_congestion`` is made by ``congestion`` (for ``post``) and resolved
+        # by ``relieve``.
         self.writer = BatchWriter(max_frame_size)
         self.flush_scheduled = False
         self.paused = False
         self._congestion: asyncio.Future[None] | None = None
-        self.incarnation = 0
-        self.wanted = False
-        self.refused = False  # the last dial failed with ECONNREFUSED (no link since)
-        self.error = self.error_kind = ""  # why the last dial failed (no link since), see _dial_failed
-        self.role = "server"  # what the peer said it is in the last handshake
-        self.backoff = 0.0
-        self.retry_at = 0.0
-        self.last_recv = 0.0
         self.last_sent = 0.0
-        self.idle_since = 0.0  # when the last reason to keep this entry (link, dial, post) was seen
-        self.bytes_in = self.bytes_out = 0
-        self.messages_in = self.messages_out = 0
-        self.frames_in = self.frames_out = 0
-        self.connects = 0
+        self.bytes_out = 0
+        self.messages_out = 0
+        self.frames_out = 0
+
+        # The receive path: written only by ``data_received`` (``_receive_active``).
+        self.last_recv = 0.0
+        self.bytes_in = 0
+        self.messages_in = 0
+        self.frames_in = 0
+
+        # When the last reason to keep this entry (link, dial, post) was seen: written by
+        # ``post``, ``disconnect``, ``_on_closed`` and ``_dial_failed``; read by ``_tick``,
+        # which forgets the entry ``forget_peer_after`` later.
+        self.idle_since = 0.0
 
     def congestion(self, loop: asyncio.AbstractEventLoop) -> asyncio.Future[None]:
+        """From ``post``; never awaits. The future senders wait on until ``relieve``."""
         fut = self._congestion
         if fut is None or fut.done():
             fut = self._congestion = loop.create_future()
         return fut
 
     def relieve(self) -> None:
+        """From ``_flush``, ``resume_writing``, ``_drop_pending`` and ``_tick``; never awaits.
+        Wakes the senders waiting on ``congestion``."""
         fut, self._congestion = self._congestion, None
         if fut is not None and not fut.done():
             fut.set_result(None)
@@ -510,7 +552,21 @@ class Transport:
 
     Owned by the node; every method runs on the event loop. ``dispatch(node, messages)``
     is called with each decoded batch; ``on_up(node, incarnation)`` and
-    ``on_down(node, incarnation, reason)`` when a link comes up or goes down.
+    ``on_down(node, incarnation, reason)`` when a link comes up or goes down. All three
+    are called from the link callbacks and must not block; ``on_down`` also runs inside
+    the calls that may close a link (``post`` past ``hard_limit``, ``disconnect``,
+    ``_tick``: see ``_on_closed``).
+
+    Concurrency contract: only the node's lifecycle coroutines (``listen``, ``serve``,
+    ``close``) and the dial task (``_open``, one per dial) await. Everything else is a
+    plain call that never awaits: the API (``post``, ``connect``...), called by the
+    runtime, membership, the registry and the node; the socket callbacks of
+    ``PeerConnection`` (``connection_made``, ``data_received``, ``connection_lost``,
+    ``pause_writing``, ``resume_writing``), which run the handshake and call
+    ``_decide``, ``_keep_dialed``, ``_activate`` and ``_on_closed``; and the timers
+    (``_tick``, ``_dial_due``, the ``call_soon`` of ``_flush``). Each method's docstring
+    says which of these it is. The fields are grouped in ``__init__`` (and in ``Peer``)
+    by what writes them.
     """
 
     def __init__(
@@ -529,6 +585,8 @@ class Transport:
         rng: random.Random | None = None,
         role: str = "server",
     ) -> None:
+        # Set here and never changed, except by ``rename``: once, at bind, before any link
+        # (``name`` and the two log prefixes).
         self.name = name
         self.role = role  # said in the handshake: a "client" (a tool) is linked with, not a member
         self.incarnation = incarnation
@@ -546,13 +604,28 @@ class Transport:
         else:
             self._server_tls = self._client_tls = tls
         self._rng = rng or random.Random()
-        self.peers: dict[str, Peer] = {}
-        self._pending_handshakes: set[PeerConnection] = set()
+        self._ratelog = RateLimitedLog(log, f"{name}: ")
+        self._alone_log = RateLimitedLog(log, f"{name}: ", interval=30.0)
+
+        # Lifecycle: written by the node's ``listen`` and ``close`` (``_tick_handle`` also
+        # by ``_tick``, which re-arms itself; ``distable.testing.crash`` sets ``_closing``
+        # and cancels the timer of a node it stops dead).
         self._server: asyncio.AbstractServer | None = None
         self._tick_handle: asyncio.TimerHandle | None = None
         self._closing = False
-        self._ratelog = RateLimitedLog(log, f"{name}: ")
-        self._alone_log = RateLimitedLog(log, f"{name}: ", interval=30.0)
+
+        # The peer table: entries are made by ``_peer`` (from ``post``, ``connect`` and
+        # the acceptor's ``_decide``) and removed only by ``_tick``; each entry's fields
+        # are written as ``Peer`` says.
+        self.peers: dict[str, Peer] = {}
+
+        # Unauthenticated incoming links: added by ``connection_made``, removed when the
+        # handshake completes (``_established``) or the link closes (``_finish``).
+        self._pending_handshakes: set[PeerConnection] = set()
+
+        # Counters, read only by ``statistics``: handshake and protocol failures are
+        # counted by the link callbacks (and the handshake timer), refusals for this
+        # node's cookie by ``_dial_failed``, dropped messages by ``_drop_pending``.
         self._not_authorized = 0
         self._handshake_failures = 0
         self._protocol_errors = 0
@@ -565,6 +638,8 @@ class Transport:
 
         ``serve=False`` binds the port without accepting yet (dialers are refused, as if
         nothing listened) until ``serve()``: a node reserves its port before it joins.
+
+        Node lifecycle (``Node.bind``); awaits the bind.
         """
         self._server = await self.loop.create_server(
             lambda: PeerConnection(self, dialer=False),
@@ -583,19 +658,25 @@ class Transport:
         return int(sock.getsockname()[1])
 
     async def serve(self) -> None:
-        """Start accepting links on the port ``listen(serve=False)`` bound (no-op if already)."""
+        """Start accepting links on the port ``listen(serve=False)`` bound (no-op if already).
+
+        Node lifecycle (``Node.start``); awaits."""
         if self._server is not None and not self._server.is_serving():
             await self._server.start_serving()
 
     def rename(self, name: str) -> None:
-        """Set the full node name once the port is known (before any link exists)."""
+        """Set the full node name once the port is known (before any link exists).
+
+        Node lifecycle (``Node.bind``, after ``listen``); never awaits."""
         assert not self.peers
         self.name = name
         self._ratelog = RateLimitedLog(log, f"{name}: ")
         self._alone_log = RateLimitedLog(log, f"{name}: ", interval=30.0)
 
     async def close(self) -> None:
-        """Close every link and stop listening; pending messages are dropped."""
+        """Close every link and stop listening; pending messages are dropped.
+
+        Node lifecycle (``Node.stop``); awaits the listening socket's close."""
         self._closing = True
         if self._tick_handle is not None:
             self._tick_handle.cancel()
@@ -617,7 +698,10 @@ class Transport:
     # --- sending --------------------------------------------------------------------
 
     def post(self, node: str, message: Any) -> asyncio.Future[None] | None:
-        """Queue ``message`` for ``node``; see ``RemoteRouter.post``."""
+        """Queue ``message`` for ``node``; see ``RemoteRouter.post``.
+
+        API (the runtime, membership, the registry, ``_tick``); never awaits: the sender
+        awaits the future it may return."""
         peer = self.peers.get(node)
         if peer is None:
             peer = self._peer(node)
@@ -646,12 +730,18 @@ class Transport:
     def flush_now(self, node: str) -> None:
         """Write what is queued for ``node`` now rather than at the end of the loop turn
         (frames to other peers queued earlier in the turn then go after it): for a reply
-        someone waits on, when nothing else is likely to join its frame."""
+        someone waits on, when nothing else is likely to join its frame.
+
+        API (the registry server's replies); never awaits."""
         peer = self.peers.get(node)
         if peer is not None and peer.flush_scheduled:
             self._flush(peer)
 
     def _flush(self, peer: Peer) -> None:
+        """Write ``peer``'s batch to its link, if it has one and it is not paused.
+
+        ``call_soon`` callback (scheduled by ``post``), or inline from ``post``,
+        ``flush_now``, ``resume_writing``, ``_activate`` and ``close``; never awaits."""
         peer.flush_scheduled = False
         conn = peer.conn
         if conn is None or peer.paused or conn.closed:
@@ -668,6 +758,7 @@ class Transport:
             peer.relieve()
 
     def _overflow(self, peer: Peer, size: int) -> None:
+        """From ``post``, past ``hard_limit``; never awaits. Disconnects ``peer``."""
         self._ratelog.warning(
             ("overflow", peer.name),
             "peer %s is not keeping up: %d bytes waiting exceed the hard limit %d; disconnecting",
@@ -683,6 +774,11 @@ class Transport:
     # --- connecting ----------------------------------------------------------------------
 
     def _peer(self, node: str) -> Peer:
+        """From ``post``, ``connect`` and ``_decide``; never awaits. A new entry for ``node``.
+
+        Raises:
+            ValueError: ``node`` is not of the form ``name@host:port``.
+        """
         _, host, port = parse_node_name(node)
         peer = self.peers[node] = Peer(node, host, port, self.config.max_frame_size)
         peer.idle_since = self.loop.time()
@@ -691,6 +787,7 @@ class Transport:
     def connect(self, node: str, urgent: bool = False) -> None:
         """Keep a link to ``node`` up: dial now and redial with backoff whenever it drops.
 
+        API (membership's shell, ``Node.connect``, the node's seeds); never awaits.
         ``urgent`` (fresh evidence that the node is reachable, such as its heartbeat)
         skips a backoff delay that is pending.
         """
@@ -708,7 +805,9 @@ class Transport:
         self._dial_later(peer, 0.0)
 
     def disconnect(self, node: str) -> None:
-        """Stop keeping a link to ``node`` and close it."""
+        """Stop keeping a link to ``node`` and close it.
+
+        API (membership's shell when it forgets a member, ``Node.disconnect``); never awaits."""
         peer = self.peers.get(node)
         if peer is None:
             return
@@ -724,16 +823,20 @@ class Transport:
                 conn.close("disconnect requested", level=level)
 
     def peer_version(self, node: str) -> int:
-        """The protocol version agreed with ``node``'s link, or 0 when no link is up."""
+        """The protocol version agreed with ``node``'s link, or 0 when no link is up.
+
+        Query (the runtime); reads only."""
         peer = self.peers.get(node)
         conn = peer.conn if peer is not None else None
         return conn.core.version if conn is not None else 0
 
     def is_connected(self, node: str) -> bool:
+        """Is a link to ``node`` up? Query; reads only."""
         peer = self.peers.get(node)
         return peer is not None and peer.conn is not None
 
     def connected(self) -> list[str]:
+        """The nodes a link is up with, sorted. Query; reads only."""
         return sorted(p.name for p in self.peers.values() if p.conn is not None)
 
     def _dial_later(self, peer: Peer, delay: float) -> None:
@@ -745,7 +848,10 @@ class Transport:
         with what was sent on it unread, although neither side saw it die. Redials come
         from several places at once as a link drops (membership's ``connect`` from
         ``on_down``, the backoff redial, ``post``, a benign refusal): the first one wins,
-        a dial already scheduled keeps its time (``connect(urgent=True)`` cancels it)."""
+        a dial already scheduled keeps its time (``connect(urgent=True)`` cancels it).
+
+        From every dial request (``post``, ``connect``, ``_dial_due``, ``_on_closed``,
+        ``_dial_failed``); never awaits."""
         if self._closing or peer.conn is not None or peer.dialing is not None or peer.accepting is not None:
             return
         if delay <= 0:
@@ -757,16 +863,21 @@ class Transport:
             peer.dial_handle = self.loop.call_later(delay, self._dial_due, peer)
 
     def _dial_due(self, peer: Peer) -> None:
+        """Redial timer callback (``call_later`` from ``_dial_later``); never awaits."""
         peer.dial_handle = None
         self._dial_later(peer, 0.0)  # unless a link came up (or is on its way) meanwhile
 
     def _dial(self, peer: Peer) -> None:
+        """From ``_dial_later`` only; never awaits: it starts the dial task ``_open``."""
         conn = PeerConnection(self, dialer=True, expected=peer.name)
         conn.peer = peer
         peer.dialing = conn
         self._spawn_task(self._open(peer, conn))  # ends by itself: bounded by connect_timeout
 
     async def _open(self, peer: Peer, conn: PeerConnection) -> None:
+        """Dial task, one per dial; awaits the TCP (and TLS) connection, bounded by
+        ``connect_timeout``. The handshake then runs in ``conn``'s callbacks; a failure
+        to connect ends here, through ``conn._finish`` (so ``_on_closed``)."""
         try:
             await asyncio.wait_for(
                 self.loop.create_connection(
@@ -786,18 +897,24 @@ class Transport:
             conn._finish()
 
     def role_of(self, node: str) -> str:
-        """The role ``node`` gave in the handshake of its last link ("server" or "client")."""
+        """The role ``node`` gave in the handshake of its last link ("server" or "client").
+
+        Query (membership's shell); reads only."""
         peer = self.peers.get(node)
         return peer.role if peer is not None else "server"
 
     def dial_refused(self, node: str) -> bool:
         """Was the last dial to ``node`` refused (ECONNREFUSED: its host answered, nothing
-        listens there), with no link since? Membership fails such a node at once."""
+        listens there), with no link since? Membership fails such a node at once.
+
+        Query (membership's shell, from ``on_down``); reads only."""
         peer = self.peers.get(node)
         return peer is not None and peer.refused and peer.conn is None
 
     def _decide(self, conn: PeerConnection) -> str | None:
-        """Acceptor: should this authenticated incoming link be kept? None, or why not."""
+        """Acceptor: should this authenticated incoming link be kept? None, or why not.
+
+        Handshake callback (``data_received`` of the incoming link); never awaits."""
         name = conn.core.peer_name
         assert name is not None
         inc = conn.core.peer_incarnation
@@ -826,7 +943,9 @@ class Transport:
         return None
 
     def _keep_dialed(self, conn: PeerConnection) -> bool:
-        """Dialer, handshake done: keep it unless the peer's own dial won meanwhile."""
+        """Dialer, handshake done: keep it unless the peer's own dial won meanwhile.
+
+        Handshake callback (``data_received`` of the dialed link); never awaits."""
         peer = conn.peer
         assert peer is not None
         active = peer.conn
@@ -838,6 +957,9 @@ class Transport:
         return False
 
     def _activate(self, conn: PeerConnection) -> None:
+        """The link ``conn`` is up and kept: make it ``peer.conn`` and call ``on_up``.
+
+        Handshake callback (``_established``, once per link); never awaits."""
         peer = conn.peer
         assert peer is not None
         if peer.dialing is conn:
@@ -866,6 +988,13 @@ class Transport:
         self._flush(peer)
 
     def _on_closed(self, conn: PeerConnection) -> None:
+        """``conn`` closed: a dial that failed, or a link that went down (``on_down``).
+
+        Called by ``PeerConnection._finish`` whatever closed the link: its socket callbacks
+        (``connection_lost``, a handshake refused), the handshake timer, the dial task
+        after a failed connect, or ``PeerConnection.close`` called from this class
+        (``disconnect``, ``post`` past ``hard_limit``, ``_tick``, ``_decide``,
+        ``_keep_dialed``). So ``on_down`` can run inside those calls. Never awaits."""
         peer = conn.peer
         if peer is None:
             return
@@ -885,6 +1014,9 @@ class Transport:
             self._dial_later(peer, self._next_backoff(peer))
 
     def _dial_failed(self, peer: Peer, conn: PeerConnection) -> None:
+        """A dial ended without a link: report it, back off, redial, call ``on_down``.
+
+        From ``_on_closed`` only; never awaits."""
         reason = conn.close_reason
         benign = any(r in reason for r in _BENIGN_REJECTS)
         if benign:
@@ -906,7 +1038,9 @@ class Transport:
         """Say why a dial failed, once per peer and cause (rate-limited): a wrong cookie, a
         wrong node name or a version at WARNING always; an address that refuses or does
         not answer at WARNING while the peer was never linked (a wrong address, a node not
-        started), else at INFO (a known node went away: membership reports that)."""
+        started), else at INFO (a known node went away: membership reports that).
+
+        From ``_dial_failed`` only; never awaits."""
         peer.error_kind = kind
         if kind == NOT_AUTHORIZED:
             self._not_authorized += 1
@@ -939,11 +1073,14 @@ class Transport:
             )
 
     def _next_backoff(self, peer: Peer) -> float:
+        """From ``_on_closed`` and ``_dial_failed``: double ``peer.backoff``, return it jittered."""
         cfg = self.config
         peer.backoff = min(cfg.backoff_max, peer.backoff * 2 if peer.backoff else cfg.backoff_initial)
         return peer.backoff * (0.5 + self._rng.random() / 2)
 
     def _drop_pending(self, peer: Peer, reason: str) -> None:
+        """From ``_on_closed``, ``_dial_failed`` and ``_overflow``; never awaits. Drops
+        what is queued for ``peer`` and wakes its waiting senders."""
         dropped = peer.writer.clear()
         if dropped:
             self._dropped += dropped
@@ -953,9 +1090,12 @@ class Transport:
     # --- keep-alive ------------------------------------------------------------------------
 
     def _schedule_tick(self) -> None:
+        """From ``listen`` and ``_tick``."""
         self._tick_handle = self.loop.call_later(self.config.tick_interval, self._tick)
 
     def _tick(self) -> None:
+        """Keep-alive timer callback, every ``tick_interval``; never awaits. Sends ``Tick``
+        on idle links, closes silent ones, forgets unneeded peers."""
         now = self.loop.time()
         cfg = self.config
         for peer in list(self.peers.values()):
@@ -984,6 +1124,7 @@ class Transport:
         )
 
     def statistics(self) -> TransportStatistics:
+        """A snapshot of every peer and counter. Query; reads only."""
         return TransportStatistics(
             peers=tuple(
                 PeerStatistics(

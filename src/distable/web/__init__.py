@@ -5,7 +5,7 @@
     ...
     await server.close()
 
-Only the public API and ``statistics()`` snapshots are used (docs/internals.md, "Layers":
+Only the public API and ``statistics()`` snapshots are used (docs/design.md, "Architecture":
 the dashboard and metrics sit on top of every layer). Imported on demand: ``import distable`` does
 not load aiohttp or prometheus_client.
 """

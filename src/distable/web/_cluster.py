@@ -7,7 +7,7 @@ does not answer is reported with an error and never fails the whole answer.
 
 Both run on the node's event loop, in the task of the HTTP request (or of an event
 stream) that asked; neither touches the node's state except through the public API
-and the registry's current placement (read, never written).
+(``Node.placement()`` for the ring).
 """
 
 from __future__ import annotations
@@ -86,7 +86,7 @@ async def cluster_snapshot(node: Node, timeout: float = 2.0) -> dict[str, Any]:
             rows.append({"name": name, "error": _error_text(answer)})
         else:
             rows.append(node_row(answer))
-    placement = node.registry.core.placement
+    placement = node.placement()
     shares = placement.shares() if isinstance(placement, HashRing) else {}
     answered = [r for r in rows if r["error"] is None]
     hosted = {r["name"]: r["local_names"] for r in answered}
