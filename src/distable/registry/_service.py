@@ -69,7 +69,7 @@ from ._core import (
 )
 from ._events import ProcessRestarted
 from ._factory import factory_ref, run_factory
-from ._handoff import FreezeForHandoff, HandoffCoordinator, Incoming, Outgoing, ask_to_die
+from ._handoff import FreezeForHandoff, HandoffCoordinator, ask_to_die
 
 log = logging.getLogger("distable.registry")
 
@@ -839,16 +839,6 @@ class RegistryService:
         return replace(
             self.core.statistics(), gate_releases=handoff.gate_releases, gate_held_messages=handoff.gate_held
         )
-
-    # The handoffs in flight, for the probes of distable.testing and the tests.
-
-    @property
-    def _outgoing(self) -> dict[int, Outgoing]:
-        return self.handoff.outgoing
-
-    @property
-    def _incoming(self) -> dict[tuple[str, int], Incoming]:
-        return self.handoff.incoming
 
 
 # --- small helpers ------------------------------------------------------------------------------------
