@@ -47,7 +47,7 @@ from ..wire._messages import (
     Undecoded,
 )
 from ._context import CURRENT_PROCESS
-from ._process import CALL, CAST, INFO, INIT, STOP, SYSTEM, Caller, Down, Process
+from ._process import CALL, CAST, FLUSH, INFO, INIT, STOP, SYSTEM, Caller, Down, Gate, Process
 
 log = logging.getLogger("distable.runtime")
 T = TypeVar("T")
@@ -602,12 +602,69 @@ class Runtime:
         proc._enqueue((SYSTEM, system, fut))
         return fut
 
+    def run_first(self, proc: Process, op: Callable[[Process], Coroutine[Any, Any, T]]) -> asyncio.Future[T]:
+        """``run_in``, but ahead of everything already in the mailbox."""
+        fut = self.run_in(proc, op)  # appended (and the drain started if idle)...
+        mb = proc._mailbox
+        assert mb is not None
+        mb.appendleft(mb.pop())  # ...then moved to the front
+        return fut
+
+    def freeze(self, proc: Process) -> None:
+        """Stop ``proc`` after its current message: its mailbox keeps filling, nothing
+        more is handled until ``unfreeze`` (or its mailbox is forwarded: a handoff)."""
+        proc._frozen = True
+
     def unfreeze(self, proc: Process) -> None:
         """Resume a frozen process: it handles what queued up meanwhile."""
         proc._frozen = False
         if proc._mailbox and not proc._running and proc.alive:
             proc._running = True
             self._start_drain(proc)
+
+    def forward_mailbox(self, proc: Process, successor: Pid, marker: Callable[[str, int], None] | None = None) -> None:
+        """Forward frozen ``proc``'s queued messages to ``successor``, in order; its system
+        operations stay queued. Each flush marker parked in the mailbox (``park_marker``)
+        goes to ``marker(node, hid)`` in its place in the stream (dropped without one)."""
+        mb = proc._mailbox
+        if not mb:
+            return
+        keep: list[tuple[int, Any, Any]] = []
+        forward = self.forward
+        while mb:
+            entry = mb.popleft()
+            kind = entry[0]
+            if kind == SYSTEM:
+                keep.append(entry)
+            elif kind == FLUSH:
+                if marker is not None:
+                    marker(entry[1], entry[2])
+            else:
+                forward(successor, entry)
+        mb.extend(keep)
+
+    def park_marker(self, proc: Process, node: str, hid: int) -> bool:
+        """Queue handoff ``hid``'s flush marker from ``node`` behind what frozen ``proc``
+        holds (``forward_mailbox`` meets it in its place); False if it has no mailbox."""
+        mb = proc._mailbox
+        if mb is None:
+            return False
+        mb.append((FLUSH, node, hid))
+        return True
+
+    def gate(self, proc: Process, nodes: set[str]) -> Gate:
+        """Hold ``proc``'s direct messages from each of ``nodes`` until the gate releases
+        that node (``Gate.release``); messages forwarded to it pass (see ``Gate``)."""
+        gate = proc._gate = Gate(proc, nodes)
+        return gate
+
+    def gate_of(self, proc: Process) -> Gate | None:
+        """``proc``'s gate while it still holds some node's messages, else None."""
+        return proc._gate
+
+    def ungate(self, proc: Process) -> None:
+        """Drop ``proc``'s gate with what it holds (the process is being stopped)."""
+        proc._gate = None
 
     def retire(self, proc: Process, successor: Pid, ttl: float) -> None:
         """``proc`` was handed off: its pid forwards to ``successor`` for ``ttl`` seconds."""

@@ -62,10 +62,11 @@ class HandoffsInFlight:
 def handoffs_in_flight(node: Node) -> HandoffsInFlight:
     """The handoffs ``node`` takes part in now, as sender or as receiver."""
     service = node.registry
+    handoff = service.handoff
     return HandoffsInFlight(
         moving=frozenset(service.core.moving),
-        outgoing=sum(1 for o in service._outgoing.values() if not o.committed),
-        incoming=tuple((i.name, i.pid) for i in service._incoming.values()),
+        outgoing=sum(1 for o in handoff.outgoing.values() if not o.committed),
+        incoming=tuple((i.name, i.pid) for i in handoff.incoming.values()),
     )
 
 
