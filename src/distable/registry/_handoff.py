@@ -198,6 +198,8 @@ class Outgoing:
     relayed: set[str] = field(default_factory=set)  # nodes whose flush marker was relayed (8) or parked
     # Set once HandoffCancel is sent: the new owner's answer (its pid if it had committed).
     cancel_answer: asyncio.Future[Pid | None] | None = None
+    # Done when the handoff committed (5) or aborted (A); never fails.
+    finished: asyncio.Future[None] | None = None
 
     @property
     def committed(self) -> bool:
@@ -207,6 +209,8 @@ class Outgoing:
         """Go to ``to``, from one of ``leaves`` (anything else is a bug in this module)."""
         assert self.state in leaves, f"handoff {self.hid} of {self.name!r}: {self.state} -> {to}"
         self.state = to
+        if to in (Sending.COMMITTED, Sending.ABORTED) and self.finished is not None and not self.finished.done():
+            self.finished.set_result(None)
 
 
 @dataclass(slots=True)
@@ -321,9 +325,10 @@ class HandoffCoordinator:
     async def settled(self, pid: Pid, timeout: float) -> None:
         """Wait (at most ``timeout`` each) for the handoffs of ``pid`` in flight to commit or fail."""
         moving = [o for o in self.outgoing.values() if o.proc.pid == pid and o.state is not Sending.COMMITTED]
-        for out in moving:  # let it commit or fail first (the handoff's own wait comes first)
-            with contextlib.suppress(Exception):
-                await within(out.accepted, timeout)
+        for out in moving:  # let it commit (5) or abort (A) first, through a cancel (C1, C2) too
+            if out.finished is not None:
+                with contextlib.suppress(TimeoutError):
+                    await within(out.finished, timeout)
 
     def peer_down_incoming(self, node: str) -> None:
         """``node`` is down: what it was handing to this node commits (6: the copy stays
@@ -374,7 +379,7 @@ class HandoffCoordinator:
         if answer is None:
             return
         self._hid += 1
-        out = Outgoing(self._hid, name, proc, target, self.loop.create_future())
+        out = Outgoing(self._hid, name, proc, target, self.loop.create_future(), finished=self.loop.create_future())
         self.outgoing[out.hid] = out
         if not self._request(out, command, answer):
             return
