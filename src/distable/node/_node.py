@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from .._errors import ProcessExited
+from .._errors import AlreadyRegistered, ProcessExited
 from ..membership import (
     MembershipConfig,
     MembershipService,
@@ -569,14 +569,7 @@ class Node:
             TypeError: the name is unhashable, or the factory not importable by reference.
         """
         return await self.registry.register(
-            name,
-            factory,
-            args,
-            kwargs,
-            restart=restart,
-            handoff_timeout=handoff_timeout,
-            mode="register",
-            timeout=timeout,
+            name, factory, args, kwargs, restart=restart, handoff_timeout=handoff_timeout, timeout=timeout
         )
 
     async def whereis_or_register(
@@ -591,16 +584,13 @@ class Node:
     ) -> Pid:
         """The pid registered as ``name``, registering it first if nobody has (a race
         answers with the winner's pid); the arguments are ``register``'s."""
-        return await self.registry.register(
-            name,
-            factory,
-            args,
-            kwargs,
-            restart=restart,
-            handoff_timeout=handoff_timeout,
-            mode="whereis_or_register",
-            timeout=timeout,
-        )
+        try:
+            return await self.register(
+                name, factory, *args, restart=restart, handoff_timeout=handoff_timeout, timeout=timeout, **kwargs
+            )
+        except AlreadyRegistered as exc:
+            pid: Pid = exc.pid
+            return pid
 
     async def register_name(self, name: Any, pid: Pid, timeout: float = 10.0) -> None:
         """Register an existing process under ``name``; it is never moved or restarted.
