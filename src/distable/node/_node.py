@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import contextvars
+import inspect
 import logging
 import math
 import os
@@ -19,7 +20,7 @@ import ssl
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Concatenate, Literal, ParamSpec, TypeVar
 
 import msgspec
 
@@ -61,6 +62,8 @@ from ._events import EventBus, EventStream
 from ._info import INFO_SERVER_ID, InfoServer
 
 log = logging.getLogger("distable.node")
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +123,17 @@ class _NotStarted:
 
 
 _NOT_STARTED = _NotStarted()
+
+
+def _signature_of(template: Callable[P, Any]) -> Callable[[Callable[..., R]], Callable[P, R]]:
+    """Give the decorated function the parameters of ``template``, for type checkers and
+    for ``help()`` and ``inspect`` alike: a signature written once, used twice."""
+
+    def decorate(function: Callable[..., R]) -> Callable[P, R]:
+        function.__signature__ = inspect.signature(template)  # type: ignore[attr-defined]
+        return function
+
+    return decorate
 
 
 class Node:
@@ -572,22 +586,12 @@ class Node:
             name, factory, args, kwargs, restart=restart, handoff_timeout=handoff_timeout, timeout=timeout
         )
 
-    async def whereis_or_register(
-        self,
-        name: Any,
-        factory: Any,
-        *args: Any,
-        restart: str = "transient",
-        handoff_timeout: float = 5.0,
-        timeout: float = 10.0,
-        **kwargs: Any,
-    ) -> Pid:
+    @_signature_of(register)
+    async def whereis_or_register(self, *args: Any, **kwargs: Any) -> Pid:
         """The pid registered as ``name``, registering it first if nobody has (a race
         answers with the winner's pid); the arguments are ``register``'s."""
         try:
-            return await self.register(
-                name, factory, *args, restart=restart, handoff_timeout=handoff_timeout, timeout=timeout, **kwargs
-            )
+            return await self.register(*args, **kwargs)
         except AlreadyRegistered as exc:
             pid: Pid = exc.pid
             return pid
@@ -814,34 +818,33 @@ def run(main: Coroutine[Any, Any, Any]) -> Any:
     return uvloop.run(main)
 
 
-async def register(
-    name: Any,
-    factory: Any,
-    *args: Any,
-    restart: str = "transient",
-    handoff_timeout: float = 5.0,
-    timeout: float = 10.0,
-    **kwargs: Any,
-) -> Pid:
-    """Start ``factory(*args, **kwargs)`` on the owner of ``name``; see ``Node.register``."""
-    return await current_node().register(
-        name, factory, *args, restart=restart, handoff_timeout=handoff_timeout, timeout=timeout, **kwargs
+def _on_current_node(
+    method: Callable[Concatenate[Node, P], Coroutine[Any, Any, R]], doc: str
+) -> Callable[P, Coroutine[Any, Any, R]]:
+    """The module-level form of the ``Node`` method ``method``: its parameters, on the
+    current node, with the docstring ``doc``."""
+
+    async def on_current_node(*args: P.args, **kwargs: P.kwargs) -> R:
+        return await method(current_node(), *args, **kwargs)
+
+    on_current_node.__name__ = on_current_node.__qualname__ = method.__name__
+    on_current_node.__doc__ = doc
+    signature = inspect.signature(method)
+    on_current_node.__signature__ = signature.replace(  # type: ignore[attr-defined]
+        parameters=list(signature.parameters.values())[1:]  # without ``self``
     )
+    return on_current_node
 
 
-async def whereis_or_register(
-    name: Any,
-    factory: Any,
-    *args: Any,
-    restart: str = "transient",
-    handoff_timeout: float = 5.0,
-    timeout: float = 10.0,
-    **kwargs: Any,
-) -> Pid:
-    """The pid of ``name``, registering it first if needed; see ``Node.whereis_or_register``."""
-    return await current_node().whereis_or_register(
-        name, factory, *args, restart=restart, handoff_timeout=handoff_timeout, timeout=timeout, **kwargs
-    )
+# (mypy refuses a method for ``Concatenate[Node, P]``, as ``self`` could be passed by name.)
+register = _on_current_node(
+    Node.register,  # type: ignore[arg-type]
+    """Start ``factory(*args, **kwargs)`` on the owner of ``name``; see ``Node.register``.""",
+)
+whereis_or_register = _on_current_node(
+    Node.whereis_or_register,  # type: ignore[arg-type]
+    """The pid of ``name``, registering it first if needed; see ``Node.whereis_or_register``.""",
+)
 
 
 async def register_name(name: Any, pid: Pid, timeout: float = 10.0) -> None:
