@@ -18,7 +18,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from distable._errors import DecodeError, ProtocolError, UnencodableValue
-from distable.wire import BatchWriter, Crash, Pid, Ref, decode_value, encode_value, register_type, to_wire
+from distable.wire import (
+    BatchWriter,
+    Crash,
+    Pid,
+    Ref,
+    decode_value,
+    encode_value,
+    lists_as_tuples,
+    register_type,
+    to_wire,
+)
 from distable.wire._codec import EXT_CRASH, EXT_MAP, EXT_PID, EXT_SET, EXT_TUPLE, EXT_USER
 from distable.wire._framing import FRAME_HEADER
 from distable.wire._messages import (
@@ -538,3 +548,8 @@ def test_registry_requests_and_replies_keep_their_types_in_a_batch() -> None:
 def test_a_registry_message_with_fields_of_the_wrong_types_is_refused(fields: list[Any]) -> None:
     with pytest.raises(msgspec.ValidationError):
         single_decoder.decode(msgspec.msgpack.encode(fields))
+
+
+def test_a_name_read_from_json_has_tuples_for_lists_at_any_depth() -> None:
+    assert lists_as_tuples(["worker", [1, ["a"]], {"k": [2]}]) == ("worker", (1, ("a",)), {"k": [2]})
+    assert lists_as_tuples("plain") == "plain"
