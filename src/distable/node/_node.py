@@ -18,13 +18,14 @@ import os
 import secrets
 import ssl
 import time
+import typing
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Concatenate, Literal, ParamSpec, TypeVar
 
 import msgspec
 
-from .._errors import AlreadyRegistered, ProcessExited
+from .._errors import ProcessExited
 from ..membership import (
     MembershipConfig,
     MembershipService,
@@ -63,7 +64,11 @@ from ._info import INFO_SERVER_ID, InfoServer
 
 log = logging.getLogger("distable.node")
 P = ParamSpec("P")
-R = TypeVar("R")
+# For the methods and functions made from others (_registering, _on_current_node). C is a
+# whole coroutine type: with Coroutine[Any, Any, R] instead, mypy loses the result types of
+# an ``asyncio.gather(...)`` of them, unpacked ("Cannot determine type").
+S = TypeVar("S")
+C = TypeVar("C", bound=Coroutine[Any, Any, Any])
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,15 +130,31 @@ class _NotStarted:
 _NOT_STARTED = _NotStarted()
 
 
-def _signature_of(template: Callable[P, Any]) -> Callable[[Callable[..., R]], Callable[P, R]]:
-    """Give the decorated function the parameters of ``template``, for type checkers and
-    for ``help()`` and ``inspect`` alike: a signature written once, used twice."""
+def _registering(
+    implementation: Callable[Concatenate[S, bool, P], C], name: str, *, existing_ok: bool, doc: str
+) -> Callable[Concatenate[S, P], C]:
+    """The ``Node`` method ``name`` (docstring ``doc``): ``implementation`` with its
+    argument after ``self`` given (``existing_ok``), and its parameters less that one."""
 
-    def decorate(function: Callable[..., R]) -> Callable[P, R]:
-        function.__signature__ = inspect.signature(template)  # type: ignore[attr-defined]
-        return function
+    async def method(self: S, /, *args: P.args, **kwargs: P.kwargs) -> Any:
+        return await implementation(self, existing_ok, *args, **kwargs)
 
-    return decorate
+    parameters = list(inspect.signature(implementation).parameters.values())
+    parameters[:2] = [parameters[0].replace(kind=inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+    _show_as(method, f"Node.{name}", doc, implementation, parameters)
+    return typing.cast("Callable[Concatenate[S, P], C]", method)  # it awaits and returns what C does
+
+
+def _show_as(
+    function: Callable[..., Any], qualname: str, doc: str, template: Callable[..., Any], parameters: list[Any]
+) -> None:
+    """Show ``function`` to users (``help()``, ``inspect``, tracebacks) named ``qualname``,
+    documented by ``doc``, with ``template``'s signature but ``parameters`` (type checkers
+    see the type its maker declares)."""
+    function.__name__ = qualname.rpartition(".")[2]
+    function.__qualname__ = qualname
+    function.__doc__ = doc
+    function.__signature__ = inspect.signature(template).replace(parameters=parameters)  # type: ignore[attr-defined]
 
 
 class Node:
@@ -557,8 +578,10 @@ class Node:
 
     # --- the registry ------------------------------------------------------------------------
 
-    async def register(
+    async def _register(
         self,
+        existing_ok: bool,
+        /,
         name: Any,
         factory: Any,
         *args: Any,
@@ -567,7 +590,24 @@ class Node:
         timeout: float = 10.0,
         **kwargs: Any,
     ) -> Pid:
-        """Start ``factory(*args, **kwargs)`` on the owner of ``name`` and register it there.
+        # register and whereis_or_register (``existing_ok``), made by ``_registering``: the
+        # one place their parameters are written.
+        return await self.registry.register(
+            name,
+            factory,
+            args,
+            kwargs,
+            restart=restart,
+            handoff_timeout=handoff_timeout,
+            timeout=timeout,
+            existing_ok=existing_ok,
+        )
+
+    register = _registering(
+        _register,
+        "register",
+        existing_ok=False,
+        doc="""Start ``factory(*args, **kwargs)`` on the owner of ``name`` and register it there.
 
         ``factory`` is a ``Process`` subclass or a function returning a pid (or an
         ``"pkg.module:attr"`` reference to one); it must be importable on every node.
@@ -581,20 +621,15 @@ class Node:
             FactoryError: the factory cannot be imported on the owner, or raised.
             InvalidFactoryReturn: it returned something other than a local pid.
             TypeError: the name is unhashable, or the factory not importable by reference.
-        """
-        return await self.registry.register(
-            name, factory, args, kwargs, restart=restart, handoff_timeout=handoff_timeout, timeout=timeout
-        )
-
-    @_signature_of(register)
-    async def whereis_or_register(self, *args: Any, **kwargs: Any) -> Pid:
-        """The pid registered as ``name``, registering it first if nobody has (a race
-        answers with the winner's pid); the arguments are ``register``'s."""
-        try:
-            return await self.register(*args, **kwargs)
-        except AlreadyRegistered as exc:
-            pid: Pid = exc.pid
-            return pid
+        """,
+    )
+    whereis_or_register = _registering(
+        _register,
+        "whereis_or_register",
+        existing_ok=True,
+        doc="""The pid registered as ``name``, registering it first if nobody has (a race
+        answers with the winner's pid); the arguments are ``register``'s.""",
+    )
 
     async def register_name(self, name: Any, pid: Pid, timeout: float = 10.0) -> None:
         """Register an existing process under ``name``; it is never moved or restarted.
@@ -818,31 +853,22 @@ def run(main: Coroutine[Any, Any, Any]) -> Any:
     return uvloop.run(main)
 
 
-def _on_current_node(
-    method: Callable[Concatenate[Node, P], Coroutine[Any, Any, R]], doc: str
-) -> Callable[P, Coroutine[Any, Any, R]]:
-    """The module-level form of the ``Node`` method ``method``: its parameters, on the
-    current node, with the docstring ``doc``."""
+def _on_current_node(method: Callable[Concatenate[Node, P], C], doc: str) -> Callable[P, C]:
+    """The module-level form of the ``Node`` method ``method``, on the current node."""
 
-    async def on_current_node(*args: P.args, **kwargs: P.kwargs) -> R:
+    async def on_current_node(*args: P.args, **kwargs: P.kwargs) -> Any:
         return await method(current_node(), *args, **kwargs)
 
-    on_current_node.__name__ = on_current_node.__qualname__ = method.__name__
-    on_current_node.__doc__ = doc
-    signature = inspect.signature(method)
-    on_current_node.__signature__ = signature.replace(  # type: ignore[attr-defined]
-        parameters=list(signature.parameters.values())[1:]  # without ``self``
-    )
-    return on_current_node
+    parameters = list(inspect.signature(method).parameters.values())[1:]  # without ``self``
+    _show_as(on_current_node, method.__name__, doc, method, parameters)
+    return typing.cast("Callable[P, C]", on_current_node)  # it awaits and returns what C does
 
 
-# (mypy refuses a method for ``Concatenate[Node, P]``, as ``self`` could be passed by name.)
 register = _on_current_node(
-    Node.register,  # type: ignore[arg-type]
-    """Start ``factory(*args, **kwargs)`` on the owner of ``name``; see ``Node.register``.""",
+    Node.register, """Start ``factory(*args, **kwargs)`` on the owner of ``name``; see ``Node.register``."""
 )
 whereis_or_register = _on_current_node(
-    Node.whereis_or_register,  # type: ignore[arg-type]
+    Node.whereis_or_register,
     """The pid of ``name``, registering it first if needed; see ``Node.whereis_or_register``.""",
 )
 

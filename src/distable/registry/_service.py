@@ -556,7 +556,10 @@ class RegistryService:
         restart: str,
         handoff_timeout: float,
         timeout: float,
+        existing_ok: bool,
     ) -> Pid:
+        """Register ``name`` on its owner; ``existing_ok``: answer with the pid that holds
+        it already (``whereis_or_register``) instead of raising ``AlreadyRegistered``."""
         position = _check_name(name)
         if restart not in RESTART_POLICIES:
             raise ValueError(f"restart must be one of {RESTART_POLICIES}, not {restart!r}")
@@ -566,6 +569,8 @@ class RegistryService:
                 encode_value(value)  # refuse arguments that could not reach the owner, here
         existing = self.pids.get(name)
         if existing is not None:
+            if existing_ok:
+                return existing
             raise AlreadyRegistered(existing)
         owner = self.core.placement.owner_of_hash(position)
         if owner is None:
@@ -573,6 +578,8 @@ class RegistryService:
         reply = await self._register_at(
             owner, name, Spec(ref, list(args), dict(kwargs), restart, handoff_timeout), timeout
         )
+        if existing_ok and reply.status == REGISTRY_EXISTS and reply.pid is not None:
+            return reply.pid
         pid = _outcome(reply)
         if pid is None:
             raise FactoryError(f"unexpected registry reply {reply!r}")
