@@ -86,12 +86,18 @@ def claim_key(claim: Claim | Removal) -> Hashable:
     return (CLAIM_GROUP, claim.key, claim.pid)
 
 
+def wire_spec(spec: Spec) -> Spec:
+    """The spec with its arguments prepared for the wire (tuples, pids... as ext types):
+    the spec itself when it has none."""
+    if not (spec.args or spec.kwargs):
+        return spec
+    return Spec(spec.factory, to_wire(spec.args), to_wire(spec.kwargs), spec.restart, spec.handoff_timeout)
+
+
 def wire_claim(claim: Claim) -> Claim:
     """The claim with its user values prepared for the wire (tuples, pids... as ext types):
     the claim itself when nothing needs preparing (a str or int name, no arguments)."""
-    spec = claim.spec
-    if spec is not None and (spec.args or spec.kwargs):
-        spec = Spec(spec.factory, to_wire(spec.args), to_wire(spec.kwargs), spec.restart, spec.handoff_timeout)
+    spec = claim.spec if claim.spec is None else wire_spec(claim.spec)
     key = to_wire(claim.key)
     if key is claim.key and spec is claim.spec:
         return claim

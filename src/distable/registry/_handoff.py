@@ -90,7 +90,7 @@ from ..wire._messages import (
     Spec,
 )
 from ._aio import detached, log_failure, within
-from ._core import HandOff, RegistryConfig, TrackerCore
+from ._core import HandOff, RegistryConfig, TrackerCore, wire_spec
 from ._events import HandoffAborted, HandoffCompleted, HandoffStarted, HandoffStateLost
 from ._factory import run_factory
 
@@ -443,12 +443,12 @@ class HandoffCoordinator:
         instead (FROZEN -> ABORTED: the state cannot cross the wire, and the node is not
         leaving, so the process stays, pinned)."""
         name, spec = out.name, command.spec
-        wire_spec = Spec(spec.factory, to_wire(spec.args), to_wire(spec.kwargs), spec.restart, spec.handoff_timeout)
+        spec_out = wire_spec(spec)
         out.has_state = isinstance(answer, Resume)
         ancestors = self.core.lineage(name, command.pid)
         try:
             state = to_wire(answer.state) if isinstance(answer, Resume) else None
-            request = HandoffRequest(out.hid, to_wire(name), wire_spec, command.pid, out.has_state, state, ancestors)
+            request = HandoffRequest(out.hid, to_wire(name), spec_out, command.pid, out.has_state, state, ancestors)
             self.transport.post(out.target, request)
         except DistableError as exc:
             if not self.core.leaving:
@@ -461,7 +461,7 @@ class HandoffCoordinator:
                 return False
             self._lost_state(name, command.pid, f"its state cannot cross the wire: {exc}")
             out.has_state = False
-            request = HandoffRequest(out.hid, to_wire(name), wire_spec, command.pid, False, None, ancestors)
+            request = HandoffRequest(out.hid, to_wire(name), spec_out, command.pid, False, None, ancestors)
             self.transport.post(out.target, request)
         out.move(Sending.REQUESTED, Sending.FROZEN)
         return True

@@ -24,7 +24,7 @@ import random
 from collections import Counter
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, assert_never
 
 from .._errors import (
     AlreadyRegistered,
@@ -41,19 +41,29 @@ from .._log import RateLimitedLog
 from ..ring import DistributionStrategy, hash_name
 from ..runtime import NOREPLY, Caller, Process, Resume, Runtime
 from ..transport import Transport
-from ..wire import Pid, encode_value, to_wire
+from ..wire import NOPROC, Pid, encode_value, to_wire
 from ..wire._messages import (
+    REGISTRY_ERROR,
+    REGISTRY_EXISTS,
+    REGISTRY_OK,
     CallRequest,
     ConflictState,
     ConflictStateTaken,
     Delta,
     Digest,
     Forwarded,
+    GroupJoinRequest,
+    GroupLeaveRequest,
+    RegisterNameRequest,
+    RegisterRequest,
     RegistryHello,
     RegistryLeaving,
+    RegistryReply,
+    RegistryRequest,
     Spec,
     SyncReply,
     SyncRequest,
+    UnregisterRequest,
 )
 from ._aio import Lane, detached, within
 from ._core import (
@@ -66,6 +76,7 @@ from ._core import (
     StartName,
     StopProcess,
     TrackerCore,
+    wire_spec,
 )
 from ._events import ProcessRestarted
 from ._factory import factory_ref, run_factory
@@ -353,6 +364,12 @@ class RegistryService:
             ConflictStateTaken: self._on_conflict_state_taken,
             Forwarded: self.runtime.on_forwarded,
             CallRequest: self._on_call_request,
+            RegisterRequest: self._on_request,
+            RegisterNameRequest: self._on_request,
+            UnregisterRequest: self._on_request,
+            GroupJoinRequest: self._on_request,
+            GroupLeaveRequest: self._on_request,
+            RegistryReply: self._on_reply,
         }
 
     def _on_call_request(self, node: str, msg: CallRequest) -> None:
@@ -394,9 +411,11 @@ class RegistryService:
         *,
         restart: str,
         handoff_timeout: float,
-        mode: str,
         timeout: float,
+        existing_ok: bool,
     ) -> Pid:
+        """Register ``name`` on its owner; ``existing_ok``: answer with the pid that holds
+        it already (``whereis_or_register``) instead of raising ``AlreadyRegistered``."""
         position = _check_name(name)
         if restart not in RESTART_POLICIES:
             raise ValueError(f"restart must be one of {RESTART_POLICIES}, not {restart!r}")
@@ -406,30 +425,28 @@ class RegistryService:
                 encode_value(value)  # refuse arguments that could not reach the owner, here
         existing = self.pids.get(name)
         if existing is not None:
-            if mode == "whereis_or_register":
+            if existing_ok:
                 return existing
             raise AlreadyRegistered(existing)
         owner = self.core.placement.owner_of_hash(position)
         if owner is None:
             raise NoNodeAvailable(f"no node may own {name!r} now (no server nodes, or no quorum)")
-        if owner == self.node:
-            reply = await self._register_here(name, Spec(ref, list(args), dict(kwargs), restart, handoff_timeout))
-        else:
-            # Requests and replies cross the wire as lists, not tuples: one encoding pass each
-            # (a tuple rides as an extension value, encoded on its own first).
-            request = ["register", name, ref, list(args), dict(kwargs), restart, handoff_timeout]
-            reply = await self.runtime.call(self._server(owner), request, timeout)
-        pid = _interpret(reply, mode)
-        assert isinstance(pid, Pid)
+        reply = await self._register_at(
+            owner, name, Spec(ref, list(args), dict(kwargs), restart, handoff_timeout), timeout
+        )
+        if existing_ok and reply.status == REGISTRY_EXISTS and reply.pid is not None:
+            return reply.pid
+        pid = _outcome(reply)
+        if pid is None:
+            raise FactoryError(f"unexpected registry reply {reply!r}")
         return pid
 
     async def register_name(self, name: Any, pid: Pid, timeout: float) -> None:
         _check_name(name)
         if pid.node == self.node:
-            _interpret(self._register_name_here(name, pid), "register")
+            _outcome(self._register_name_here(name, pid))
         else:
-            reply = await self.runtime.call(self._server(pid.node), ("register_name", name, pid), timeout)
-            _interpret(reply, "register")
+            _outcome(await self._request(pid.node, RegisterNameRequest(0, name, pid), timeout))
 
     async def unregister(self, name: Any, timeout: float) -> None:
         pid = self.pids.get(name)
@@ -438,7 +455,7 @@ class RegistryService:
         if pid.node == self.node:
             await self._unregister_here(name, pid, timeout)
         else:
-            await self.runtime.call(self._server(pid.node), ("unregister", name, pid), timeout)
+            await self._request(pid.node, UnregisterRequest(0, name, pid), timeout)
 
     async def _unregister_here(self, name: Any, pid: Pid, timeout: float) -> bool:
         """Remove this node's claim of ``name`` by ``pid``; whether a claim was removed.
@@ -457,25 +474,21 @@ class RegistryService:
             return removed
         if successor.node == self.node:
             return await self._unregister_here(name, successor, timeout) or removed
-        reply = await self.runtime.call(self._server(successor.node), ("unregister", name, successor), timeout)
-        return bool(reply[1]) or removed
+        reply = await self._request(successor.node, UnregisterRequest(0, name, successor), timeout)
+        return (reply.status == REGISTRY_OK and reply.pid is not None) or removed
 
     async def join(self, group: Any, pid: Pid, timeout: float) -> None:
         _check_name(group)  # here, so a remote join fails as a local one does (TypeError)
         if pid.node == self.node:
-            if self.runtime.local(pid) is None:
-                raise ProcessExited("noproc")
-            self.core.local_join(group, pid)
-            self._changed()
+            _outcome(self._join_here(group, pid))
         else:
-            _interpret(await self.runtime.call(self._server(pid.node), ("join", group, pid), timeout), "register")
+            _outcome(await self._request(pid.node, GroupJoinRequest(0, group, pid), timeout))
 
     async def leave(self, group: Any, pid: Pid, timeout: float) -> None:
         if pid.node == self.node:
-            self.core.local_leave(group, pid)
-            self._changed()
+            self._leave_here(group, pid)
         else:
-            await self.runtime.call(self._server(pid.node), ("leave", group, pid), timeout)
+            await self._request(pid.node, GroupLeaveRequest(0, group, pid), timeout)
 
     async def multi_call(self, group: Any, message: Any, timeout: float) -> list[Reply]:
         members = self.core.members(group)
@@ -488,54 +501,107 @@ class RegistryService:
 
         return list(await asyncio.gather(*(one(pid) for pid in members)))
 
+    # --- requests to registry servers ---------------------------------------------------------
+
+    async def _register_at(self, owner: str, name: Any, spec: Spec, timeout: float) -> RegistryReply:
+        """Start ``name`` from ``spec`` on ``owner`` (this node, or another's registry server)
+        and claim it there: the one place a registration is asked for."""
+        if owner == self.node:
+            return await self._register_here(name, spec)
+        return await self._request(owner, RegisterRequest(0, name, spec), timeout)
+
+    async def _request(self, node: str, request: RegistryRequest, timeout: float) -> RegistryReply:
+        """Send ``request`` (its user values as they are; its ``ref`` is set on the way) to
+        ``node``'s registry server and wait for the reply.
+
+        A node whose link agreed on protocol version 1 or 2 (or with no link up yet, whose
+        version is not known) gets it as a list, in a call to its registry server, as
+        before version 3; its list reply is read as a ``RegistryReply``.
+
+        Raises:
+            NoNodeAvailable: ``node`` is not up.
+            CallTimeout, ProcessExited, UndecodableMessage: as a call to the server.
+        """
+        server = self._server(node)
+        if self.transport.peer_version(node) >= 3:
+            reply = await self.runtime.request(server, _on_wire(request), timeout)
+        else:
+            reply = _reply_from_list(await self.runtime.call(server, _as_list(request), timeout), request)
+        if isinstance(reply, RegistryReply):
+            return reply
+        return _error("FactoryError", f"unexpected registry reply {reply!r}")
+
     def _server(self, node: str) -> Pid:
         creation = self._creation_of(node)
         if creation is None:
             raise NoNodeAvailable(f"node {node} is not up")
         return Pid(node, creation, REGISTRY_SERVER_ID)
 
-    # --- the registry server's requests (on this node, from any node) ---------------------------
+    # --- the registry server: requests from any node, this one's own served directly --------------
+
+    def _on_request(self, node: str, request: RegistryRequest) -> None:
+        """A request from another node (protocol version 3): served in a task of its own."""
+        if self._stopped or self.runtime.closing:
+            self.transport.post(node, RegistryReply(request.ref, REGISTRY_ERROR, None, "ProcessExited", NOPROC))
+            return
+        self.spawn(self._serve_request(node, request))
+
+    async def _serve_request(self, node: str, request: RegistryRequest) -> None:
+        reply = await self._serve(request, node)
+        reply.ref = request.ref
+        self._answer(node, lambda: self.transport.post(node, reply))
+
+    def _on_reply(self, node: str, reply: RegistryReply) -> None:
+        self.runtime.answer(node, reply.ref, reply)
 
     async def serve(self, message: Any, caller: Caller) -> None:
+        """A request as a list: from a node of protocol version 1 or 2 (see ``_request``), or
+        a call to the registry server from this node."""
+        request = _request_from_list(message)
+        if request is None:
+            reply = _error("FactoryError", f"unknown registry request {message!r}")
+        else:
+            reply = await self._serve(request, caller.node)
+        self._answer(caller.node, lambda: caller.reply(_reply_as_list(reply, request)))
+
+    async def _serve(self, request: RegistryRequest, node: str | None) -> RegistryReply:
+        """Carry ``request`` out here (it came from ``node``, None for this node); a failure
+        is an error reply, named by its exception type."""
         try:
-            match message:
-                case ("register", name, ref, args, kwargs, restart, handoff_timeout):
-                    spec = Spec(ref, list(args), dict(kwargs), restart, float(handoff_timeout))
-                    reply: Any = await self._register_here(name, spec)
-                case ("register_name", name, Pid() as pid):
-                    reply = self._register_name_here(name, pid)
-                case ("unregister", name, Pid() as pid):
-                    reply = ("ok", await self._unregister_here(name, pid, 10.0))
-                case ("join", group, Pid() as pid):
-                    if self.runtime.local(pid) is None:
-                        reply = ("error", "ProcessExited", "noproc")
-                    else:
-                        self.core.local_join(group, pid)
-                        self._changed()
-                        reply = ("ok", None)
-                case ("leave", group, Pid() as pid):
-                    reply = ("ok", self.core.local_leave(group, pid))
-                    self._changed()
-                case _:
-                    reply = ("error", "FactoryError", f"unknown registry request {message!r}")
+            if isinstance(request, RegisterRequest):
+                if request.spec.restart not in RESTART_POLICIES:
+                    return _error(
+                        "FactoryError", f"restart must be one of {RESTART_POLICIES}, not {request.spec.restart!r}"
+                    )
+                return await self._register_here(request.name, request.spec)
+            if isinstance(request, RegisterNameRequest):
+                return self._register_name_here(request.name, request.pid)
+            if isinstance(request, UnregisterRequest):
+                removed = await self._unregister_here(request.name, request.pid, 10.0)
+                return RegistryReply(0, REGISTRY_OK, request.pid if removed else None)
+            if isinstance(request, GroupJoinRequest):
+                return self._join_here(request.group, request.pid)
+            return self._leave_here(request.group, request.pid)
         except DistableError as exc:
-            reply = ("error", type(exc).__name__, str(exc))
+            return _error(type(exc).__name__, str(exc))
         except Exception as exc:
-            log.exception("%s: registry request %r failed", self.node, message)
-            reply = ("error", "FactoryError", f"{type(exc).__name__}: {exc}")
+            log.exception("%s: registry request %r from %s failed", self.node, request, node or "this node")
+            return _error("FactoryError", f"{type(exc).__name__}: {exc}")
+
+    def _answer(self, node: str | None, send: Callable[[], object]) -> None:
+        """Send a reply to ``node`` (None: this node) with ``send``."""
         if self._flush_scheduled:
             # Send the change's Delta before the reply, on the same FIFO link: the caller's
             # node then knows the new entry when its register/unregister/join returns.
             self._flush()
-        caller.reply(list(reply))  # a list crosses the wire in one encoding pass (see register)
-        node = caller.node
+        send()
         if node is not None and not self._pending:
             # No other registration is starting here, so no other reply will share the
             # frame: write it before the Deltas to the other replicas (each write wakes a
             # peer, which costs tens of µs on a VM), not after them.
             self.transport.flush_now(node)
 
-    async def _register_here(self, name: Any, spec: Spec) -> tuple[Any, ...]:
+    async def _register_here(self, name: Any, spec: Spec) -> RegistryReply:
         """Start ``name`` here from ``spec`` and claim it, unless it is registered already.
 
         Concurrent attempts for one name are serialized: the later ones answer with the
@@ -544,13 +610,13 @@ class RegistryService:
         for _ in range(3):
             existing = self.pids.get(name)
             if existing is not None:
-                return ("exists", existing)
+                return RegistryReply(0, REGISTRY_EXISTS, existing)
             pending = self._pending.get(name)
             if pending is None:
                 break
             first = await asyncio.shield(pending)
             if first is not None:
-                return ("exists", first)
+                return RegistryReply(0, REGISTRY_EXISTS, first)
         fut: asyncio.Future[Pid | None] = self.loop.create_future()
         self._pending[name] = fut
         pid: Pid | None = None
@@ -559,55 +625,59 @@ class RegistryService:
             self.core.local_claim(name, pid, spec, self.loop.time())
             self._changed()
         except DistableError as exc:
-            return ("error", type(exc).__name__, str(exc))
+            return _error(type(exc).__name__, str(exc))
         finally:
             if self._pending.get(name) is fut:
                 del self._pending[name]
             fut.set_result(pid)  # wakes concurrent attempts: a pid, or None if this one failed
-        return ("ok", pid)
+        return RegistryReply(0, REGISTRY_OK, pid)
 
-    def _register_name_here(self, name: Any, pid: Pid) -> tuple[Any, ...]:
+    def _register_name_here(self, name: Any, pid: Pid) -> RegistryReply:
         if self.runtime.local(pid) is None:
-            return ("error", "ProcessExited", "noproc")
+            return _error("ProcessExited", NOPROC)
         existing = self.pids.get(name)
         if existing is not None:
-            return ("ok", existing) if existing == pid else ("exists", existing)
+            return RegistryReply(0, REGISTRY_OK if existing == pid else REGISTRY_EXISTS, existing)
         self.core.local_claim(name, pid, None, self.loop.time())
         self._changed()
-        return ("ok", pid)
+        return RegistryReply(0, REGISTRY_OK, pid)
+
+    def _join_here(self, group: Any, pid: Pid) -> RegistryReply:
+        if self.runtime.local(pid) is None:
+            return _error("ProcessExited", NOPROC)
+        self.core.local_join(group, pid)
+        self._changed()
+        return RegistryReply(0, REGISTRY_OK, pid)
+
+    def _leave_here(self, group: Any, pid: Pid) -> RegistryReply:
+        left = self.core.local_leave(group, pid)
+        self._changed()
+        return RegistryReply(0, REGISTRY_OK, pid if left else None)
 
     # --- restarts -------------------------------------------------------------------------------
 
     async def _restart(self, name: Any, spec: Spec, reason: str) -> None:
         reply = await self._register_here(name, spec)
-        if reply[0] == "ok":
-            self._publish(ProcessRestarted(name, reply[1], reason))
-        elif reply[0] == "error":
-            self._ratelog.warning(("restart", spec.factory), "cannot restart %r: %s", name, reply[2])
+        if reply.status == REGISTRY_OK and reply.pid is not None:
+            self._publish(ProcessRestarted(name, reply.pid, reason))
+        elif reply.status == REGISTRY_ERROR:
+            self._ratelog.warning(("restart", spec.factory), "cannot restart %r: %s", name, reply.detail)
             self.core.schedule_restart(name, spec, self.loop.time())
             self._changed()
 
     async def _restart_elsewhere(self, command: RestartElsewhere) -> None:
-        request = [
-            "register",
-            command.name,
-            command.spec.factory,
-            command.spec.args,
-            command.spec.kwargs,
-            command.spec.restart,
-            command.spec.handoff_timeout,
-        ]
+        spec = command.spec
         try:
-            reply = await self.runtime.call(self._server(command.owner), request, command.spec.handoff_timeout)
-            if isinstance(reply, tuple | list) and reply and reply[0] == "error":
-                raise DistableError(f"{reply[1]}: {reply[2]}" if len(reply) > 2 else repr(reply))
+            reply = await self._register_at(command.owner, command.name, spec, spec.handoff_timeout)
+            if reply.status == REGISTRY_ERROR:
+                raise DistableError(f"{reply.error}: {reply.detail}")
         except Exception as exc:
             self._ratelog.warning(
-                ("restart", command.spec.factory), "cannot restart %r on %s: %s", command.name, command.owner, exc
+                ("restart", spec.factory), "cannot restart %r on %s: %s", command.name, command.owner, exc
             )
             # Try again (with backoff) unless the name is back meanwhile: the restart may be
             # the only one (the owner never knew the claim of a node that died).
-            self.core.schedule_restart(command.name, command.spec, self.loop.time())
+            self.core.schedule_restart(command.name, spec, self.loop.time())
             self._changed()
 
     def _stop_local(self, pid: Pid) -> None:
@@ -891,16 +961,109 @@ def _check_name(name: Any) -> int:
     return hash_name(name)
 
 
-def _interpret(reply: Any, mode: str) -> Any:
-    match reply:
-        case ("ok", value):
-            return value
-        case ("exists", Pid() as pid):
-            if mode == "whereis_or_register":
-                return pid
-            raise AlreadyRegistered(pid)
-        case ("error", "ProcessExited", reason):
-            raise ProcessExited(reason)
-        case ("error", kind, message):
-            raise _ERRORS.get(kind, FactoryError)(message)
+def _error(error: str, detail: str) -> RegistryReply:
+    """An error reply: ``error`` names the exception the caller raises (see ``_outcome``)."""
+    return RegistryReply(0, REGISTRY_ERROR, None, error, detail)
+
+
+def _outcome(reply: RegistryReply) -> Pid | None:
+    """The pid a successful reply names, or the error it reports, raised.
+
+    Raises:
+        AlreadyRegistered: the name is registered already (``REGISTRY_EXISTS``).
+        ProcessExited: the process was not alive.
+        DistableError: the owner's error, as the type it names (``FactoryError`` for any
+            it does not list in ``_ERRORS``, and for a reply it does not understand).
+    """
+    status = reply.status
+    if status == REGISTRY_OK:
+        return reply.pid
+    if status == REGISTRY_EXISTS and reply.pid is not None:
+        raise AlreadyRegistered(reply.pid)
+    if status == REGISTRY_ERROR:
+        if reply.error == "ProcessExited":
+            raise ProcessExited(reply.detail)
+        raise _ERRORS.get(reply.error, FactoryError)(reply.detail)
     raise FactoryError(f"unexpected registry reply {reply!r}")
+
+
+def _on_wire(request: RegistryRequest) -> RegistryRequest:
+    """``request`` with its user values prepared for the wire (``to_wire``)."""
+    match request:
+        case RegisterRequest(ref, name, spec):
+            return RegisterRequest(ref, to_wire(name), wire_spec(spec))
+        case RegisterNameRequest(ref, name, pid):
+            return RegisterNameRequest(ref, to_wire(name), pid)
+        case UnregisterRequest(ref, name, pid):
+            return UnregisterRequest(ref, to_wire(name), pid)
+        case GroupJoinRequest(ref, group, pid):
+            return GroupJoinRequest(ref, to_wire(group), pid)
+        case GroupLeaveRequest(ref, group, pid):
+            return GroupLeaveRequest(ref, to_wire(group), pid)
+    assert_never(request)
+
+
+# Requests and replies of protocol versions 1 and 2: lists matched by position, carried in a
+# call to the registry server (local id 1). A node still serves them (see ``serve``), and
+# sends them to a node that agreed on one of those versions (see ``_request``).
+
+
+def _as_list(request: RegistryRequest) -> list[Any]:
+    """``request`` as a node of protocol version 1 or 2 reads it."""
+    match request:
+        case RegisterRequest(_, name, spec):
+            return ["register", name, spec.factory, spec.args, spec.kwargs, spec.restart, spec.handoff_timeout]
+        case RegisterNameRequest(_, name, pid):
+            return ["register_name", name, pid]
+        case UnregisterRequest(_, name, pid):
+            return ["unregister", name, pid]
+        case GroupJoinRequest(_, group, pid):
+            return ["join", group, pid]
+        case GroupLeaveRequest(_, group, pid):
+            return ["leave", group, pid]
+    assert_never(request)
+
+
+def _request_from_list(message: Any) -> RegistryRequest | None:
+    """The request a node of protocol version 1 or 2 sent (None if ``message`` is none)."""
+    match message:
+        case ["register", name, str() as factory, list() as args, dict() as kwargs, str() as restart, timeout] if (
+            isinstance(timeout, int | float)
+        ):
+            return RegisterRequest(0, name, Spec(factory, args, kwargs, restart, float(timeout)))
+        case ["register_name", name, Pid() as pid]:
+            return RegisterNameRequest(0, name, pid)
+        case ["unregister", name, Pid() as pid]:
+            return UnregisterRequest(0, name, pid)
+        case ["join", group, Pid() as pid]:
+            return GroupJoinRequest(0, group, pid)
+        case ["leave", group, Pid() as pid]:
+            return GroupLeaveRequest(0, group, pid)
+    return None
+
+
+def _reply_from_list(reply: Any, request: RegistryRequest) -> RegistryReply:
+    """The reply of a node of protocol version 1 or 2 to ``request``."""
+    match reply:
+        case ["ok", Pid() as pid]:
+            return RegistryReply(0, REGISTRY_OK, pid)
+        case ["ok", True] if not isinstance(request, RegisterRequest):  # an unregister or a leave removed a claim
+            return RegistryReply(0, REGISTRY_OK, request.pid)
+        case ["ok", _]:
+            return RegistryReply(0, REGISTRY_OK)
+        case ["exists", Pid() as pid]:
+            return RegistryReply(0, REGISTRY_EXISTS, pid)
+        case ["error", str() as error, detail]:
+            return _error(error, str(detail))
+    return _error("FactoryError", f"unexpected registry reply {reply!r}")
+
+
+def _reply_as_list(reply: RegistryReply, request: RegistryRequest | None) -> list[Any]:
+    """``reply`` to ``request`` as a node of protocol version 1 or 2 reads it."""
+    if reply.status == REGISTRY_OK:
+        if isinstance(request, UnregisterRequest | GroupLeaveRequest):
+            return ["ok", reply.pid is not None]
+        return ["ok", None if isinstance(request, GroupJoinRequest) else reply.pid]
+    if reply.status == REGISTRY_EXISTS:
+        return ["exists", reply.pid]
+    return ["error", reply.error, reply.detail]

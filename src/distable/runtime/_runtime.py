@@ -43,6 +43,7 @@ from ..wire._messages import (
     HandoffRefused,
     HandoffRequest,
     MonitorRequest,
+    RegistryRequest,
     Send,
     Undecoded,
 )
@@ -87,6 +88,12 @@ class RemoteRouter(Protocol):
         ...
 
 
+class Request(Protocol):
+    """A message that asks another node for an answer (see ``Runtime.request``)."""
+
+    ref: int
+
+
 @dataclass(frozen=True, slots=True)
 class RuntimeStatistics:
     """A snapshot of one node's runtime counters."""
@@ -121,6 +128,19 @@ PARK_LIMIT = 4096
 def _expire(fut: asyncio.Future[Any], dest: Pid, timeout: float) -> None:
     if not fut.done():
         fut.set_exception(CallTimeout(f"no reply from {dest!r} within {timeout} s"))
+
+
+def _checked(timeout: float | None) -> float | None:
+    """A call's ``timeout``, infinity as None.
+
+    Raises:
+        ValueError: it is negative or NaN.
+    """
+    if timeout is not None and not 0 <= timeout < math.inf:
+        if timeout != math.inf:
+            raise ValueError(f"call timeout must be >= 0 seconds or None, not {timeout!r}")
+        return None
+    return timeout
 
 
 def _relay(caller: Caller, fut: asyncio.Future[Any]) -> None:
@@ -380,35 +400,49 @@ class Runtime:
             RuntimeError: a process called itself (that would deadlock).
             ValueError: ``timeout`` is negative or NaN.
         """
-        if timeout is not None and not 0 <= timeout < math.inf:
-            if timeout != math.inf:
-                raise ValueError(f"call timeout must be >= 0 seconds or None, not {timeout!r}")
-            timeout = None
-        loop = self.loop
+        timeout = _checked(timeout)
         me = CURRENT_PROCESS.get()
         sender = me._pid if me is not None else None
-        fut: asyncio.Future[Any] = loop.create_future()
+        if dest.node != self.node_name:
+            return await self.request(dest, CallRequest(0, dest, sender, to_wire(message)), timeout)
+        if sender == dest:
+            raise RuntimeError(f"{dest!r} called itself; that would deadlock")
         self._calls += 1
-        if dest.node == self.node_name:
-            if sender == dest:
-                raise RuntimeError(f"{dest!r} called itself; that would deadlock")
-            self._deliver(self.node_name, dest, (CALL, message, Caller(self, sender, fut)))
-            if timeout is None:
-                return await fut
-            waiting = self._arm_deadline(fut, dest, timeout)
-            try:
-                return await fut
-            finally:
-                del waiting[fut]
+        fut: asyncio.Future[Any] = self.loop.create_future()
+        self._deliver(self.node_name, dest, (CALL, message, Caller(self, sender, fut)))
+        if timeout is None:
+            return await fut
+        waiting = self._arm_deadline(fut, dest, timeout)
+        try:
+            return await fut
+        finally:
+            del waiting[fut]
+
+    async def request(self, dest: Pid, message: Request, timeout: float | None) -> Any:
+        """Send ``message`` to ``dest``'s node under a fresh ``ref`` (set here) and wait,
+        as a remote call does, for its answer: ``answer(node, ref, value)``, or a
+        ``CallReply(ref)``. A call is such a request (a ``CallRequest``); so are the
+        registry server's requests.
+
+        ``timeout`` is in seconds (None: no limit); ``dest`` only names the callee in a
+        ``CallTimeout``.
+
+        Raises:
+            CallTimeout, ProcessExited, UndecodableMessage, ValueError: as ``call``.
+            MessageTooLarge: the encoded message exceeds the link's frame limit.
+        """
+        timeout = _checked(timeout)
+        self._calls += 1
         self._call_seq += 1
-        ref = self._call_seq
+        ref = message.ref = self._call_seq
+        fut: asyncio.Future[Any] = self.loop.create_future()
         calls = self._calls_by_node.get(dest.node)
         if calls is None:
             calls = self._calls_by_node[dest.node] = {}
         calls[ref] = fut
         try:
             self._remote_messages += 1
-            self.remote.post(dest.node, CallRequest(ref, dest, sender, to_wire(message)))
+            self.remote.post(dest.node, message)
         except BaseException:
             calls.pop(ref, None)
             raise
@@ -419,6 +453,19 @@ class Runtime:
             if slot is not None:
                 del slot[fut]
             calls.pop(ref, None)
+
+    def answer(self, node: str, ref: int, value: Any) -> None:
+        """``value`` answers the request ``ref`` this node sent ``node`` (see ``request``);
+        ignored when that request is over (answered, timed out, or its node lost)."""
+        fut = self._take_call(node, ref)
+        if fut is not None:
+            fut.set_result(value)
+
+    def _take_call(self, node: str, ref: int) -> asyncio.Future[Any] | None:
+        """The future of the request ``ref`` to ``node`` if it still waits, no longer listed."""
+        calls = self._calls_by_node.get(node)
+        fut = calls.pop(ref, None) if calls is not None else None
+        return fut if fut is not None and not fut.done() else None
 
     def _arm_deadline(
         self, fut: asyncio.Future[Any], dest: Pid, timeout: float
@@ -687,9 +734,8 @@ class Runtime:
         self._deliver(node, msg.to, (CALL, msg.payload, Caller(self, msg.sender, None, node, msg.ref)))
 
     def on_call_reply(self, node: str, msg: CallReply) -> None:
-        calls = self._calls_by_node.get(node)
-        fut = calls.pop(msg.ref, None) if calls is not None else None
-        if fut is None or fut.done():
+        fut = self._take_call(node, msg.ref)
+        if fut is None:
             return  # the call timed out already
         status = msg.status
         if status == REPLY_OK:
@@ -736,13 +782,13 @@ class Runtime:
         kind = type(msg).__name__
         to: Pid | None = getattr(msg, "to", None)
         outcome = "dropped"
-        if isinstance(msg, CallRequest) or (isinstance(msg, Forwarded) and msg.kind == CALL):
+        if isinstance(msg, CallRequest | RegistryRequest) or (isinstance(msg, Forwarded) and msg.kind == CALL):
+            # A registry request is answered as a call is: its caller waits in the same table.
             self._fail_remote_undecodable(node, msg.ref, UndecodableMessage(self.node_name, type_name, detail))
             outcome = "the caller gets UndecodableMessage"
         elif isinstance(msg, CallReply):
-            calls = self._calls_by_node.get(node)
-            fut = calls.pop(msg.ref, None) if calls is not None else None
-            if fut is not None and not fut.done():
+            fut = self._take_call(node, msg.ref)
+            if fut is not None:
                 fut.set_exception(UndecodableMessage(self.node_name, type_name, detail, "reply"))
             outcome = "the caller here gets UndecodableMessage"
         elif isinstance(msg, DownNotice):
