@@ -13,7 +13,7 @@ importing this package without them raises ``MissingExtra``, which says so.
 
 from .._extras import require
 
-require("web", "the dashboard and /metrics")
+require("web", "distable.web (the dashboard and /metrics)")
 
 from ._server import WebServer, start_web  # noqa: E402 (after the check that names the extra)
 
