@@ -1,10 +1,11 @@
 """The ``distable`` command's group and subcommands (click).
 
 Errors are one line on stderr, ``distable: error: ...``, with exit code 1 (a failure:
-port in use, unreadable cookie file, unreachable cluster) or 2 (a usage error: unknown
-option, malformed address), and never a traceback: ``_OneLineGroup`` turns every click
-exception, and any unexpected one, into such a line (``DISTABLE_TRACEBACK=1`` lets
-unexpected exceptions through, for bug reports).
+port in use, unreadable cookie file, unreachable cluster, an extra not installed) or 2
+(a usage error: unknown option, malformed address), and never a traceback:
+``_OneLineGroup`` turns every click exception, ``MissingExtra`` and any unexpected
+exception into such a line (``DISTABLE_TRACEBACK=1`` lets unexpected exceptions through,
+for bug reports).
 """
 
 from __future__ import annotations
@@ -19,9 +20,10 @@ from typing import Any, TypeVar
 import click
 
 import distable
-from distable import Node, run
+from distable import MissingExtra, Node, run
 
 from .._apps import AppError, check_ref, one_line
+from .._extras import require
 from .._log import configure_logging
 from . import _bench, _options, _query
 from ._node import WebEndpoint, run_node
@@ -68,6 +70,8 @@ class _OneLineGroup(click.Group):
             raise  # click's own handling (BrokenPipeError: `distable registered | head`)
         except click.ClickException as exc:
             raise _one_line(exc) from None
+        except MissingExtra as exc:  # names the extra to install
+            raise _OneLineError(str(exc)) from None
         except Exception as exc:
             if os.environ.get("DISTABLE_TRACEBACK"):
                 raise
@@ -285,6 +289,7 @@ def _node_settings(ctx: click.Context, opts: dict[str, Any]) -> dict[str, Any]:
 def _web_endpoint(what: str, text: str | None, *, dashboard: bool) -> WebEndpoint | None:
     if not text:
         return None
+    require("web", what)
     host, port = _options.parse_address(text, what)
     return WebEndpoint(what, host, port, dashboard)
 

@@ -14,7 +14,6 @@ Every error here is a ``CliError`` (or a click ``UsageError``) whose message is 
 
 from __future__ import annotations
 
-import importlib.util
 import ipaddress
 import os
 import ssl
@@ -26,6 +25,8 @@ import click
 from click.core import ParameterSource
 
 from distable import DNSPoll, Gossip, Ring, Static, StaticQuorumRing
+
+from .._extras import require
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -387,7 +388,7 @@ def discovery(opts: dict[str, Any]) -> tuple[str, list[Any], list[str]]:
     Raises:
         click.UsageError: a malformed node or address.
         click.UsageError: options that do not go together.
-        CliError: DNS discovery without the dnspython package.
+        MissingExtra: DNS discovery without the dns extra (dnspython).
     """
     basename = check_short_name(opts["basename"])
     # "a@h:1,b@h:2" is a list: people write one (each node on its own is the other way).
@@ -420,8 +421,7 @@ def discovery(opts: dict[str, Any]) -> tuple[str, list[Any], list[str]]:
 def _dns(opts: dict[str, Any]) -> DNSPoll:
     if not opts["dns_query"]:
         raise click.UsageError("--cluster dns needs --dns-query NAME")
-    if importlib.util.find_spec("dns") is None:
-        raise CliError("--cluster dns needs the dnspython package (pip install 'distable[dns]')")
+    require("dns", "--cluster dns")
     servers = [_nameserver(text) for text in opts["dns_server"]]
     ports = {port for _, port in servers if port is not None}
     if len(ports) > 1:

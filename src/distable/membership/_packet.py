@@ -33,6 +33,7 @@ from typing import Any
 
 import msgspec
 
+from .._extras import require
 from ..transport._handshake import derive_key
 
 MAGIC = b"DSG1"
@@ -73,10 +74,9 @@ class GossipCodec:
         self.encrypt = encrypt
         self._aead: Any = None
         if encrypt:
-            try:
-                from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
-            except ImportError as exc:  # pragma: no cover - depends on the environment
-                raise RuntimeError("gossip encryption needs the 'cryptography' package") from exc
+            require("crypto", "gossip encryption")
+            from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+
             self._aead = ChaCha20Poly1305(derive_key(cookie, b"gossip-aead"))
         self.window = window
         self._seen: OrderedDict[bytes, float] = OrderedDict()
