@@ -20,9 +20,9 @@ from distable.registry import RegistryConfig
 from distable.registry._core import (
     BUCKETS,
     Command,
-    HandOff,
     ResolveConflict,
     RestartElsewhere,
+    StartHandoff,
     StartName,
     StopProcess,
     TrackerCore,
@@ -294,7 +294,7 @@ def test_a_peer_placed_is_handed_the_local_names_it_owns_now_and_only_those() ->
     assert not a.take().commands
     a.on_digest("b", Digest([0] * BUCKETS), 1.0)
     assert a.placement.nodes == ["a", "b"]
-    assert a.take().commands == [HandOff(moves, Pid("a", 1, 1), SPEC, "b")]
+    assert a.take().commands == [StartHandoff(moves, Pid("a", 1, 1), SPEC, "b")]
     assert a.moving == {moves}
     assert a.handoffs_started == 1
     a.rebalance()  # moving already: not again
@@ -310,7 +310,7 @@ def test_a_failed_handoff_is_retried_by_rebalance_and_one_that_chose_to_stay_wai
     a.handoff_failed(name, ignore=False)
     assert a.moving == set()
     a.rebalance()  # the shell's retry
-    assert a.take().commands == [HandOff(name, pid, SPEC, "b")]
+    assert a.take().commands == [StartHandoff(name, pid, SPEC, "b")]
     a.handoff_failed(name, ignore=True)  # the process answered Ignore
     assert a.pinned == {name}
     a.rebalance()
@@ -320,7 +320,7 @@ def test_a_failed_handoff_is_retried_by_rebalance_and_one_that_chose_to_stay_wai
     a.on_hello("c", RegistryHello("server", False), 11.0)
     a.on_digest("c", Digest([0] * BUCKETS), 11.0)  # c is placed: a new placement asks it again
     assert a.pinned == set()
-    assert a.take().commands == [HandOff(name, pid, SPEC, "b")]
+    assert a.take().commands == [StartHandoff(name, pid, SPEC, "b")]
     assert a.statistics().handoffs_aborted == 2
     assert a.handoffs_started == 3
 
@@ -457,10 +457,10 @@ def test_a_winner_is_not_handed_off_while_its_conflict_is_being_settled() -> Non
     a.on_hello("c", RegistryHello("server", False), 2.0)
     a.on_digest("c", Digest([0] * 64), 2.0)
     assert a.placement.owner(name) == "c"
-    assert not [c for c in a.take().commands if isinstance(c, HandOff)]
+    assert not [c for c in a.take().commands if isinstance(c, StartHandoff)]
     # b's copy retires (its host removes its claim): the move goes ahead now.
     a.on_delta("b", Delta([], [_removal(name, theirs, 3)]), 3.0)
-    assert [c.name for c in a.take().commands if isinstance(c, HandOff)] == [name]
+    assert [c.name for c in a.take().commands if isinstance(c, StartHandoff)] == [name]
 
 
 def _removal(name: str, pid: Pid, clock: int) -> Removal:
@@ -628,7 +628,10 @@ def test_a_leaving_node_tells_every_peer_and_hands_every_local_name_off() -> Non
         ("c", RegistryLeaving()),
     ]
     assert a.placement.nodes == ["b", "c"]
-    assert out.commands == [HandOff(names[0], Pid("a", 1, 0), SPEC, "b"), HandOff(names[1], Pid("a", 1, 1), SPEC, "c")]
+    assert out.commands == [
+        StartHandoff(names[0], Pid("a", 1, 0), SPEC, "b"),
+        StartHandoff(names[1], Pid("a", 1, 1), SPEC, "c"),
+    ]
 
 
 def test_a_leaving_node_passes_every_restart_it_owes_to_the_owner_at_once() -> None:
@@ -681,7 +684,7 @@ def test_a_leaving_node_that_has_not_synced_with_a_peer_yet_keeps_its_names_unti
     a.start_leaving(1.0)
     assert not a.take().commands  # not a loss of quorum: b is about to be placed
     a.on_digest("b", Digest([0] * BUCKETS), 1.5)
-    assert a.take().commands == [HandOff("job", Pid("a", 1, 1), SPEC, "b")]
+    assert a.take().commands == [StartHandoff("job", Pid("a", 1, 1), SPEC, "b")]
 
 
 def test_a_peer_that_leaves_is_left_out_of_the_placement() -> None:

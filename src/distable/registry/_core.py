@@ -27,7 +27,7 @@ Rules:
       registration there is idempotent.
     * Placement covers server nodes that are up, have said hello, and are not
       draining (``RegistryLeaving``). When it changes, every local factory-registered
-      name whose owner moved is handed off (``HandOff`` command); with no owner (no
+      name whose owner moved is handed off (``StartHandoff`` command); with no owner (no
       quorum) the local process is stopped.
 
 The core never calls user code and never waits: it emits commands (start a process
@@ -128,7 +128,7 @@ class StartName:
 
 
 @dataclass(frozen=True, slots=True)
-class HandOff:
+class StartHandoff:
     """Move the local process ``pid`` holding ``name`` to ``target``."""
 
     name: Any
@@ -164,11 +164,11 @@ class RestartElsewhere:
     owner: str
 
 
-Command = StartName | HandOff | StopProcess | ResolveConflict | RestartElsewhere
+Command = StartName | StartHandoff | StopProcess | ResolveConflict | RestartElsewhere
 
 
 @dataclass(slots=True)
-class Output:
+class TrackerOutput:
     send: list[tuple[str, Any]] = field(default_factory=list)
     commands: list[Command] = field(default_factory=list)
     events: list[RegistryEvent] = field(default_factory=list)
@@ -293,7 +293,7 @@ class TrackerCore:
         # name -> its restart backoff, while it may still matter (see _prune_backoffs)
         self._backoff: dict[Any, Backoff] = {}
         self._next_sync = now + config.sync_interval
-        self._out = Output()
+        self._out = TrackerOutput()
         self._n_conflicts = self._n_restarts = self._n_handoffs = 0
         self._n_syncs = self._n_repaired = 0
         self._n_handoffs_done = self._n_handoffs_failed = 0
@@ -320,7 +320,7 @@ class TrackerCore:
     def local_names(self) -> list[Claim]:
         return [c for c in self.claims[self.node].values() if c.kind == CLAIM_NAME]
 
-    def take(self) -> Output:
+    def take(self) -> TrackerOutput:
         """Everything to do since the last call, with this node's new claims batched into
         one ``Delta`` for every peer."""
         if self._pending_claims or self._pending_removals:
@@ -332,7 +332,7 @@ class TrackerCore:
             self._pending_removals = []
             for peer in self.peers:
                 self._out.send.append((peer, delta))
-        out, self._out = self._out, Output()
+        out, self._out = self._out, TrackerOutput()
         return out
 
     def next_deadline(self) -> float:
@@ -514,7 +514,7 @@ class TrackerCore:
 
     @property
     def handoffs_started(self) -> int:
-        """Handoffs this core commanded (``HandOff``), since it started."""
+        """Handoffs this core commanded (``StartHandoff``), since it started."""
         return self._n_handoffs
 
     def _replace_placement(self, now: float) -> bool:
@@ -568,7 +568,7 @@ class TrackerCore:
         else:
             self._n_handoffs += 1
             self.moving.add(name)
-            self._out.commands.append(HandOff(name, claim.pid, claim.spec, owner))
+            self._out.commands.append(StartHandoff(name, claim.pid, claim.spec, owner))
 
     def servers_not_placed_yet(self) -> bool:
         """Whether a peer that may be a server, and is not leaving, still waits for its

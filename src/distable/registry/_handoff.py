@@ -90,7 +90,7 @@ from ..wire._messages import (
     Spec,
 )
 from ._aio import detached, log_failure, within
-from ._core import HandOff, RegistryConfig, TrackerCore, wire_spec
+from ._core import RegistryConfig, StartHandoff, TrackerCore, wire_spec
 from ._events import HandoffAborted, HandoffCompleted, HandoffStarted, HandoffStateLost
 from ._factory import run_factory
 
@@ -148,16 +148,6 @@ def ask_to_die(runtime: Runtime, proc: Process) -> None:
 
 async def _die(proc: Process) -> None:
     await proc.die()
-
-
-class _EndHandoff:
-    __slots__ = ("state",)
-
-    def __init__(self, state: Any) -> None:
-        self.state = state
-
-    async def __call__(self, proc: Process) -> None:
-        await proc.end_handoff(self.state)
 
 
 class Sending(Enum):
@@ -359,7 +349,7 @@ class HandoffCoordinator:
 
     # --- the old host: one task per handoff runs the steps in order --------------------------------
 
-    async def hand_off(self, command: HandOff) -> None:
+    async def hand_off(self, command: StartHandoff) -> None:
         """Move the local process ``command.pid`` to ``command.target``: the whole of the old
         host's side. Its outcome goes to the core (handoff_done or handoff_failed)."""
         name, target, spec = command.name, command.target, command.spec
@@ -410,7 +400,7 @@ class HandoffCoordinator:
         how = "resume" if out.has_state else "restart"
         self._publish(HandoffCompleted(name, command.pid, new_pid, how, time.perf_counter() - started))
 
-    async def _freeze(self, command: HandOff, proc: Process) -> HandoffAnswer | None:
+    async def _freeze(self, command: StartHandoff, proc: Process) -> HandoffAnswer | None:
         """Step 1: ``begin_handoff`` inside the process, which then freezes. Returns its
         answer, or None if the handoff ends here (the process stays)."""
         name, spec = command.name, command.spec
@@ -438,7 +428,7 @@ class HandoffCoordinator:
             answer = Restart()
         return answer
 
-    def _request(self, out: Outgoing, command: HandOff, answer: HandoffAnswer) -> bool:
+    def _request(self, out: Outgoing, command: StartHandoff, answer: HandoffAnswer) -> bool:
         """Step 2, FROZEN -> REQUESTED: send HandoffRequest. False if the handoff ends here
         instead (FROZEN -> ABORTED: the state cannot cross the wire, and the node is not
         leaving, so the process stays, pinned)."""
@@ -487,7 +477,7 @@ class HandoffCoordinator:
         outcome is unknown, and wait for the answer (C2): the new owner's pid if it had
         committed (then the move stands: step 5), else None (it stopped its copy, or cannot
         answer: it is down, or silent for ``timeout``, and a copy it kept anyway is retired
-        as superseded once its claim arrives, see TrackerCore._resolve)."""
+        as superseded once its claim arrives, see TrackerCore._pick_winner)."""
         out.move(Sending.CANCELLING, Sending.REQUESTED, Sending.ACCEPTED)
         out.accepted.cancel()  # a late HandoffAccepted changes nothing now: the answer decides
         out.cancel_answer = self.loop.create_future()
@@ -613,7 +603,9 @@ class HandoffCoordinator:
             self._refuse(inc, "the new process exited at once")
             return
         if has_state:
-            self.runtime.run_first(proc, _EndHandoff(state)).add_done_callback(log_failure(proc, "end_handoff"))
+            self.runtime.run_first(proc, lambda p: p.end_handoff(state)).add_done_callback(
+                log_failure(proc, "end_handoff")
+            )
         # The gate waits only for nodes that can be sending: up here (they get the new
         # claim in a Delta, and answer with a marker) and not suspected. A node linked but
         # not up, or silent, would hold the gate to its timeout for nothing.

@@ -26,6 +26,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, replace
 from typing import Any, assert_never
 
+from .._backoff import Backoff
 from .._errors import (
     AlreadyRegistered,
     DistableError,
@@ -68,11 +69,11 @@ from ..wire._messages import (
 from ._aio import Lane, detached, within
 from ._core import (
     BUCKETS,
-    HandOff,
     RegistryConfig,
     RegistryStatistics,
     ResolveConflict,
     RestartElsewhere,
+    StartHandoff,
     StartName,
     StopProcess,
     TrackerCore,
@@ -163,7 +164,6 @@ class RegistryService:
         self._conflict_seen: dict[tuple[str, int], None] = {}  # (node, ref) of states taken (dedup)
         self._pending: dict[Any, asyncio.Future[Pid | None]] = {}
         first_hid = rng.getrandbits(40)  # handoff ids, random from the start too (see _conflict_ref)
-        self._slots = asyncio.Semaphore(max_concurrent_handoffs)
         # A node's death or a join makes thousands of restarts or handoffs at once: they run
         # a bounded number at a time, so no loop turn starts them all (a turn that long would
         # stall heartbeats and make peers suspect this node).
@@ -175,7 +175,8 @@ class RegistryService:
         self._timer: asyncio.Handle | None = None
         self._timer_at = 0.0
         self._idle = asyncio.Event()
-        self._retry_delay = 0.05
+        # Retries of failed moves: per retry round that still fails, capped at the sync interval.
+        self._retry_backoff = Backoff(0.1, config.sync_interval)
         self.drained = False  # set by drain(): whether every name was handed off in time
         self._retry_handle: asyncio.TimerHandle | None = None
         self._ratelog = RateLimitedLog(log, f"{node}: ")
@@ -252,7 +253,7 @@ class RegistryService:
         """One INFO line per wave of handoffs or restarts (a join, a leave, a node's death
         moves thousands of names at once: a line per name would drown the log), and one
         when the handoff wave is over, with how it went."""
-        handoffs = Counter(c.target for c in commands if isinstance(c, HandOff))
+        handoffs = Counter(c.target for c in commands if isinstance(c, StartHandoff))
         restarts = Counter(
             f"of {c.origin}, which went down" if c.origin else _RESTART_REASONS.get(c.reason, c.reason)
             for c in commands
@@ -312,7 +313,7 @@ class RegistryService:
         self._flush()
 
     def _command(self, command: Any) -> None:
-        if isinstance(command, HandOff):
+        if isinstance(command, StartHandoff):
             self._handoffs.put(lambda: self._hand_off(command))
         elif isinstance(command, StartName):
             self._restarts.put(lambda: self._restart(command.name, command.spec, command.reason))
@@ -687,10 +688,9 @@ class RegistryService:
 
     # --- handoffs (the protocol itself is in _handoff.py) -----------------------------------------
 
-    async def _hand_off(self, command: HandOff) -> None:
+    async def _hand_off(self, command: StartHandoff) -> None:
         try:
-            async with self._slots:
-                await self.handoff.hand_off(command)
+            await self.handoff.hand_off(command)
         finally:
             self._handoff_finished()
         self._changed()  # carry out what the outcome made the core decide (handoff_failed)
@@ -702,11 +702,11 @@ class RegistryService:
         interval. Per round, not per failure: a wave of refusals (every node draining at once)
         is one failure, and doubling per failure pushed the retry past the drain's own deadline."""
         if self._retry_handle is None:
-            self._retry_delay = min(self.config.sync_interval, max(0.1, self._retry_delay * 2))
-            self._retry_handle = self.loop.call_later(self._retry_delay, self._retry_rebalance)
+            delay = self._retry_backoff.next_delay(self.loop.time())
+            self._retry_handle = self.loop.call_later(delay, self._retry_rebalance)
 
     def _retry_reset(self) -> None:
-        self._retry_delay = 0.05
+        self._retry_backoff.reset()
 
     def _retry_rebalance(self) -> None:
         self._retry_handle = None
@@ -822,7 +822,7 @@ class RegistryService:
                 return winner.node
             proc = self.runtime.local(winner)
             if proc is not None:
-                detached(self.runtime.run_in(proc, _ResolveConflict(state)))
+                detached(self.runtime.run_in(proc, lambda p: p.resolve_conflict(state)))
                 return None
             if winner.incarnation != self.runtime.incarnation:
                 break  # a pid of this node's previous life: nothing forwards it
@@ -909,20 +909,6 @@ class RegistryService:
 
 
 # --- small helpers ------------------------------------------------------------------------------------
-
-
-async def _ask_state(proc: Process) -> Any:
-    return await proc.begin_handoff()
-
-
-class _ResolveConflict:
-    __slots__ = ("state",)
-
-    def __init__(self, state: Any) -> None:
-        self.state = state
-
-    async def __call__(self, proc: Process) -> None:
-        await proc.resolve_conflict(self.state)
 
 
 def _halves(msg: Any) -> list[Any] | None:

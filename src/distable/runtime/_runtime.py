@@ -206,9 +206,9 @@ class Runtime:
         # remote calls waiting for a reply, by the callee's node
         self._calls_by_node: dict[str, dict[int, asyncio.Future[Any]]] = {}
         # monitors set by local processes on remote pids: node -> ref -> watcher
-        self._outgoing: dict[str, dict[Ref, Process]] = {}
+        self._monitoring: dict[str, dict[Ref, Process]] = {}
         # monitors set by remote processes on local pids: node -> ref -> target
-        self._incoming: dict[str, dict[Ref, Process]] = {}
+        self._monitored: dict[str, dict[Ref, Process]] = {}
         self.exit_listeners: list[Callable[[Pid, Any], None]] = []
         # local ids of handed-off processes -> their successors (for stragglers)
         self.forwarding: dict[int, Pid] = {}
@@ -523,7 +523,7 @@ class Runtime:
             me._watching[ref] = target
             return ref
         me._watching[ref] = target
-        self._outgoing.setdefault(target.node, {})[ref] = me
+        self._monitoring.setdefault(target.node, {})[ref] = me
         self._post(target.node, MonitorRequest(ref, me.pid, target))
         return ref
 
@@ -542,7 +542,7 @@ class Runtime:
             if proc is not None and proc._watchers:
                 proc._watchers.pop(ref, None)
             return
-        outgoing = self._outgoing.get(target.node)
+        outgoing = self._monitoring.get(target.node)
         if outgoing is not None and outgoing.pop(ref, None) is not None:
             self.remote.post(target.node, DemonitorRequest(ref, target))
 
@@ -554,7 +554,7 @@ class Runtime:
                     proc._watching.pop(ref, None)
                 proc._enqueue((INFO, Down(ref, target, reason), None))
             return
-        incoming = self._incoming.get(watcher.node)
+        incoming = self._monitored.get(watcher.node)
         if incoming is not None:
             incoming.pop(ref, None)
         self.remote.post(watcher.node, DownNotice(ref, watcher, target, _wire_reason(reason)))
@@ -754,16 +754,16 @@ class Runtime:
         if proc._watchers is None:
             proc._watchers = {}
         proc._watchers[msg.ref] = msg.watcher
-        self._incoming.setdefault(node, {})[msg.ref] = proc
+        self._monitored.setdefault(node, {})[msg.ref] = proc
 
     def on_demonitor_request(self, node: str, msg: DemonitorRequest) -> None:
-        incoming = self._incoming.get(node)
+        incoming = self._monitored.get(node)
         proc = incoming.pop(msg.ref, None) if incoming is not None else None
         if proc is not None and proc._watchers:
             proc._watchers.pop(msg.ref, None)
 
     def on_down_notice(self, node: str, msg: DownNotice) -> None:
-        outgoing = self._outgoing.get(node)
+        outgoing = self._monitoring.get(node)
         if outgoing is None or outgoing.pop(msg.ref, None) is None:
             return  # demonitored meanwhile
         self._notify_down(msg.ref, msg.watcher, msg.target, msg.reason)
@@ -836,14 +836,14 @@ class Runtime:
             for fut in calls.values():
                 if not fut.done():
                     fut.set_exception(ProcessExited(NOCONNECTION))
-        outgoing = self._outgoing.pop(node, None)
+        outgoing = self._monitoring.pop(node, None)
         if outgoing:
             for ref, watcher in outgoing.items():
                 if watcher.alive and watcher._watching:
                     target = watcher._watching.pop(ref, None)
                     if target is not None:
                         watcher._enqueue((INFO, Down(ref, target, NOCONNECTION), None))
-        incoming = self._incoming.pop(node, None)
+        incoming = self._monitored.pop(node, None)
         if incoming:
             for ref, proc in incoming.items():
                 if proc._watchers:
