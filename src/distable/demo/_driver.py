@@ -38,11 +38,12 @@ from pathlib import Path
 from typing import IO, Any, TypeVar
 
 from distable import CallTimeout, DistableError, Gossip, MembershipConfig, Node, Pid, ProcessExited
+from distable.cli._watch import Watch
 from distable.ring import Ring, hash_name
 from distable.testing import NodeProcess, free_gossip_port
 
 from ._app import CENSUS, Worker
-from ._view import LiveView, PlainView, Progress, View, Watch
+from ._view import LiveView, PlainView, Progress, View
 
 T = TypeVar("T")
 Name = tuple[str, int]
