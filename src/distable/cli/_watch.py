@@ -259,7 +259,8 @@ class Watch:
         at = time.strftime("%H:%M:%S", time.localtime(event["time"])) + f".{int(event['time'] * 1000) % 1000:03d}"
         if row.role == "client":  # membership, as the client's node sees it
             if kind == "NodeUp":
-                return f"{at}  {self.short(event['node'])} is up: {event['node']}"
+                node, short = event["node"], self.short(event["node"])
+                return f"{at}  {short} is up" + ("" if short == node else f": {node}")
             if kind == "NodeDown":
                 return f"{at}  {self.short(event['node'])} is down ({event['reason']})"
             return None
