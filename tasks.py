@@ -72,8 +72,8 @@ def ensure_env() -> None:
 
 
 #: Debian packages the test suite uses (netns tests, DNS discovery, the dashboard's browser
-#: tests), by the command each provides.
-SYSTEM_PACKAGES = {"ip": "iproute2", "nft": "nftables", "dnsmasq": "dnsmasq", "chromium": "chromium"}
+#: tests, `distable top` in a terminal), by the command each provides.
+SYSTEM_PACKAGES = {"ip": "iproute2", "nft": "nftables", "dnsmasq": "dnsmasq", "chromium": "chromium", "tmux": "tmux"}
 
 
 def ensure_system_packages() -> None:

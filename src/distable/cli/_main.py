@@ -126,7 +126,7 @@ def cli() -> None:
     """distable: a distributed process registry for Python.
 
     Run a node with `distable node`, ask a running cluster with `distable status`,
-    `distable whereis NAME` and `distable registered`. Every option also reads an
+    `distable whereis NAME` and `distable registered`, watch it live with `distable top`. Every option also reads an
     environment variable, DISTABLE_ + its name (--cookie-file: DISTABLE_COOKIE_FILE), and
     `--config FILE` reads the [node] table of a TOML file; flags win over the
     environment, which wins over the file.
@@ -417,6 +417,39 @@ def registered(ctx: click.Context, /, limit: int | None, **opts: Any) -> None:
         return
     caption = f"{len(entries)} name(s)" + (f", {len(shown)} shown" if len(shown) < len(entries) else "")
     _query.print_entries(shown, caption=caption)
+
+
+@cli.command()
+@click.option(
+    "--interval",
+    type=click.FloatRange(min=0.1),
+    default=1.0,
+    show_default=True,
+    help="Seconds between two refreshes (and between the two snapshots of --once).",
+)
+@click.option("--once", is_flag=True, help="Print one snapshot and exit (rates over --interval).")
+@query_options()
+@click.pass_context
+def top(ctx: click.Context, /, interval: float, once: bool, **opts: Any) -> None:
+    """A live view of a running cluster, like top: nodes, names, rates, lag, events.
+
+    One row per server node: its status (up, suspect, unreachable, failed, left), the
+    names it hosts, its processes, the handoffs it starts and the names it restarts per
+    second, its event-loop lag and uptime; below, the latest events of every node. In a
+    terminal, keys sort by a column (n node, s status, m names, p processes, h handoffs,
+    r restarts, l lag, u uptime; again: the other way), space or z pauses, q quits.
+    When stdout is not a terminal: one table per --interval (--json: one JSON object per
+    line). It connects as `distable status` does, with the same options.
+    """
+    require("cli", "distable top")  # the live view is rich's: say which extra brings it
+    from . import _top  # loaded for this command only
+
+    settings = _client_settings(ctx, opts)
+    setup_logging(opts["log_level"], opts["log_format"])
+    keys = _top.keyboard() if _top.live_output(once, opts["as_json"]) else None
+    as_json = opts["as_json"]
+    with _top.cbreak(keys):
+        _run(_top.main(settings, timeout=opts["timeout"], interval=interval, once=once, as_json=as_json, keys=keys))
 
 
 # --- demo and bench --------------------------------------------------------------------------

@@ -47,11 +47,12 @@ from distable import (
     Pid,
     ProcessExited,
 )
+from distable.cli._watch import Watch
 from distable.ring import Ring, hash_name
 from distable.testing import NodeProcess, free_gossip_port
 
 from ._app import CENSUS, Worker
-from ._view import LiveView, PlainView, Progress, View, Watch
+from ._view import LiveView, PlainView, Progress, View
 
 if TYPE_CHECKING:
     from distable.web import WebServer
