@@ -348,6 +348,7 @@ async def test_core_only(dist: Dist, tmp_path: Path) -> None:
     command = str(venv.bin / "distable")
     await fails_naming(venv, "web", command, "node", "--cookie-file", "cookie", "--dashboard", "127.0.0.1:0")
     await fails_naming(venv, "cli", command, "demo", "--plain")
+    await fails_naming(venv, "cli", command, "top", "--once", "--cookie", "c", "--static", "a@127.0.0.1:1")
 
 
 @pytest.mark.timeout(INSTALL_TIMEOUT + 120)
