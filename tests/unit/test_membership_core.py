@@ -15,9 +15,10 @@ from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
+import msgspec
 import pytest
 
-from distable.membership import MembershipConfig, MembershipCore, NodeDown, NodeUp, Output
+from distable.membership import MemberInfo, MembershipConfig, MembershipCore, NodeDown, NodeUp, Output
 from distable.membership._core import ALIVE, DEAD, LEFT, SUSPECT
 from distable.wire._messages import Ack, MemberSync, Ping, PingReq, Rumor
 
@@ -44,8 +45,8 @@ def sent(out: Output, kind: type[Any]) -> list[tuple[str, Any]]:
     return [(dst, msg) for dst, msg in out.send if isinstance(msg, kind)]
 
 
-def alive(name: str, incarnation: int = 0, creation: int = 1) -> Rumor:
-    return Rumor(name, creation, incarnation, ALIVE)
+def alive(name: str, refutation: int = 0, creation: int = 1) -> Rumor:
+    return Rumor(name, creation, refutation, ALIVE)
 
 
 def advance(core: MembershipCore, until: float, answer: Iterable[str] = ()) -> list[tuple[float, NodeUp | NodeDown]]:
@@ -207,19 +208,19 @@ def suspected(seed: int = 1) -> tuple[MembershipCore, str]:
 def test_a_suspect_that_refutes_is_alive_again_without_events() -> None:
     core, target = suspected()
     helper = min({A, B, C, D} - {target})
-    core.receive(helper, MemberSync([alive(target, incarnation=1)], False), 2.0)
+    core.receive(helper, MemberSync([alive(target, refutation=1)], False), 2.0)
     out = core.take()
     assert out.events == []
     m = core.member(target)
     assert m is not None
-    assert (m.status, m.incarnation, m.suspect_deadline) == (ALIVE, 1, math.inf)
+    assert (m.status, m.refutation, m.suspect_deadline) == (ALIVE, 1, math.inf)
     assert advance(core, 20.0, answer=[A, B, C, D]) == []
     assert core.up_members() == sorted([A, B, C, D])
 
 
-def test_an_alive_rumor_of_the_same_incarnation_does_not_clear_a_suspicion() -> None:
+def test_an_alive_rumor_of_the_same_refutation_does_not_clear_a_suspicion() -> None:
     core, target = suspected()
-    core.receive(A if target != A else B, MemberSync([alive(target, incarnation=0)], False), 2.0)
+    core.receive(A if target != A else B, MemberSync([alive(target, refutation=0)], False), 2.0)
     m = core.member(target)
     assert m is not None
     assert m.status == SUSPECT
@@ -254,9 +255,9 @@ def test_link_flapping_inside_the_suspicion_timeout_produces_no_events() -> None
     # The push on the new link tells A it is suspected; A refutes in its reply.
     push = MemberSync([Rumor(ME, ME_CREATION, 0, ALIVE), Rumor(A, 1, 0, SUSPECT), alive(B)], True)
     assert sent(out, MemberSync) == [(A, push)]
-    core.receive(A, MemberSync([alive(A, incarnation=1)], False), 1.51)
+    core.receive(A, MemberSync([alive(A, refutation=1)], False), 1.51)
     assert not core.take().events
-    assert (m.status, m.incarnation, m.link) == (ALIVE, 1, True)
+    assert (m.status, m.refutation, m.link) == (ALIVE, 1, True)
     assert advance(core, 30.0, answer=[A, B]) == []
     assert core.up_members() == [A, B]
 
@@ -267,7 +268,7 @@ def test_a_newer_creation_replaces_the_old_one_with_down_restarted_then_up() -> 
     assert core.take().events == [NodeDown(A, "restarted"), NodeUp(A, 2)]
     m = core.member(A)
     assert m is not None
-    assert (m.creation, m.incarnation, m.status) == (2, 0, ALIVE)
+    assert (m.creation, m.refutation, m.status) == (2, 0, ALIVE)
 
 
 def test_a_rumor_of_a_newer_creation_downs_the_old_one_and_dials_the_new() -> None:
@@ -292,7 +293,7 @@ def test_rumors_and_links_of_an_older_creation_are_ignored() -> None:
     assert out.connect == []
     m = core.member(A)
     assert m is not None
-    assert (m.creation, m.incarnation, m.status) == (2, 0, ALIVE)
+    assert (m.creation, m.refutation, m.status) == (2, 0, ALIVE)
 
 
 def test_a_left_member_is_reported_down_left_and_disconnected() -> None:
@@ -302,8 +303,8 @@ def test_a_left_member_is_reported_down_left_and_disconnected() -> None:
     assert out.events == [NodeDown(A, "left")]
     assert out.disconnect == [A]
     assert core.up_members() == [B]
-    # Leaving is final for that creation: not even a higher incarnation brings it back.
-    core.receive(B, MemberSync([alive(A, incarnation=5)], False), 3.0)
+    # Leaving is final for that creation: not even a higher refutation number brings it back.
+    core.receive(B, MemberSync([alive(A, refutation=5)], False), 3.0)
     core.link_down(A, 3.0)
     assert not core.take().events
     m = core.member(A)
@@ -325,17 +326,17 @@ def test_leave_tells_every_linked_member_then_ignores_everything() -> None:
 
 
 @pytest.mark.parametrize("status", [SUSPECT, DEAD])
-def test_the_node_refutes_rumors_about_itself_by_bumping_its_incarnation(status: int) -> None:
+def test_the_node_refutes_rumors_about_itself_by_bumping_its_refutation(status: int) -> None:
     core = linked(A)
     core.receive(A, MemberSync([Rumor(ME, ME_CREATION, 0, status)], False), 1.0)
-    assert core.incarnation == 1
+    assert core.refutation == 1
     assert core.statistics().refutations == 1
     core.receive(A, Ping(5, []), 1.1)
     ((_, ack),) = core.take().send
     assert isinstance(ack, Ack)
     assert Rumor(ME, ME_CREATION, 1, ALIVE) in ack.rumors
     core.receive(A, MemberSync([Rumor(ME, ME_CREATION, 3, status)], False), 1.2)
-    assert core.incarnation == 4  # always above what was said
+    assert core.refutation == 4  # always above what was said
     # Old news, another creation's news, and good news need no refutation.
     core.receive(
         A,
@@ -349,23 +350,23 @@ def test_the_node_refutes_rumors_about_itself_by_bumping_its_incarnation(status:
         ),
         1.3,
     )
-    assert core.incarnation == 4
+    assert core.refutation == 4
     assert ME not in core.members
 
 
 def test_an_older_suspicion_about_itself_makes_the_node_repeat_its_refutation() -> None:
     core = linked(A, B)
     core.receive(A, MemberSync([Rumor(ME, ME_CREATION, 0, SUSPECT)], False), 1.0)
-    assert core.incarnation == 1
+    assert core.refutation == 1
     for seq in range(1, 20):  # A and others hear the refutation until its retransmits are spent
         core.receive(A, Ping(seq, []), 1.0)
         core.take()
-    # B never heard it and still suspects incarnation 0: its ping gets the refutation back.
+    # B never heard it and still suspects it at refutation 0: its ping gets the refutation back.
     core.receive(B, Ping(99, [Rumor(ME, ME_CREATION, 0, SUSPECT)]), 2.0)
     ((_, ack),) = core.take().send
     assert isinstance(ack, Ack)
     assert Rumor(ME, ME_CREATION, 1, ALIVE) in ack.rumors
-    assert core.incarnation == 1  # nothing new to refute
+    assert core.refutation == 1  # nothing new to refute
     assert core.statistics().refutations == 1
 
 
@@ -406,7 +407,7 @@ def test_tombstones_are_reclaimed_after_reclaim_after() -> None:
     # While the tombstone stands, neither a rediscovery (creation unknown) nor stale news revives A.
     advance(core, 10.0, answer=[B])
     core.discovered(A, 10.0)
-    core.receive(B, MemberSync([alive(A, incarnation=0)], False), 10.0)
+    core.receive(B, MemberSync([alive(A, refutation=0)], False), 10.0)
     out = core.take()
     assert (out.connect, out.events) == ([], [])
     assert advance(core, 61.999, answer=[B]) == []
@@ -438,9 +439,9 @@ def test_a_left_member_is_forgotten_at_forget_left_after_and_stale_news_cannot_r
     assert (out.events, out.disconnect) == ([], [A])  # the transport may drop it too
     assert core.member(A) is None
     assert [m.name for m in core.statistics().members] == [B]
-    # Stale news of that creation, whatever its incarnation, brings nothing back: no
+    # Stale news of that creation, whatever its refutation number, brings nothing back: no
     # entry, no dial; a late heartbeat dials nothing and a late link is hung up.
-    stale = [alive(A, incarnation=9), Rumor(A, 1, 9, SUSPECT), Rumor(A, 1, 9, DEAD), Rumor(A, 1, 3, LEFT)]
+    stale = [alive(A, refutation=9), Rumor(A, 1, 9, SUSPECT), Rumor(A, 1, 9, DEAD), Rumor(A, 1, 3, LEFT)]
     core.receive(B, MemberSync(stale, False), 33.0)
     core.discovered(A, 33.0, creation=1)
     core.link_up(A, 1, 33.0)
@@ -497,16 +498,16 @@ def test_a_forgotten_dead_member_comes_back_by_fresh_evidence_only(how: str) -> 
     core = dead_without_link(2.0)
     advance(core, 62.0, answer=[B])
     assert core.member(A) is None
-    # Stale news (the incarnation that was declared dead) makes no entry and wants no
+    # Stale news (at the refutation number declared dead) makes no entry and wants no
     # link. As the tombstone's push-pull would have, it sends A its verdict, once (one
     # dial): if A still runs (a partition outlasted the tombstone), the link brings it up
     # and A refutes.
-    core.receive(B, MemberSync([alive(A, incarnation=0), Rumor(A, 1, 0, SUSPECT)], False), 63.0)
+    core.receive(B, MemberSync([alive(A, refutation=0), Rumor(A, 1, 0, SUSPECT)], False), 63.0)
     out = core.take()
     assert (out.connect, out.events) == ([], [])
     assert out.send == [(A, MemberSync([Rumor(A, 1, 0, DEAD)], False))]
     assert core.member(A) is None
-    core.receive(B, MemberSync([alive(A, incarnation=0)], False), 63.5)
+    core.receive(B, MemberSync([alive(A, refutation=0)], False), 63.5)
     assert not core.take()
     if how == "verdict":  # it ran: the verdict's link comes up, and from now on it is wanted
         core.link_up(A, 1, 63.6)
@@ -518,7 +519,7 @@ def test_a_forgotten_dead_member_comes_back_by_fresh_evidence_only(how: str) -> 
     if how == "heartbeat":  # it still runs: a partition healed
         core.discovered(A, 64.0, creation=1)
     else:
-        core.receive(B, MemberSync([alive(A, incarnation=1, creation=creation)], False), 64.0)
+        core.receive(B, MemberSync([alive(A, refutation=1, creation=creation)], False), 64.0)
     assert core.take().connect == [A]
     core.link_up(A, creation, 64.1)
     assert core.take().events == [NodeUp(A, creation)]
@@ -538,14 +539,14 @@ def test_news_that_an_unknown_member_is_dead_or_left_makes_no_entry() -> None:
     assert {r.name for r in ack.rumors} <= {ME, B}  # not gossiped on either
     assert (core.forgotten[A].until, core.forgotten[C].until) == (65.0, 35.0)
     # The record filters stale news as a tombstone would; A's refutation passes.
-    core.receive(B, MemberSync([alive(A, incarnation=2), alive(C, incarnation=7)], False), 6.0)
+    core.receive(B, MemberSync([alive(A, refutation=2), alive(C, refutation=7)], False), 6.0)
     out = core.take()
     assert (out.connect, out.events) == ([], [])
     assert out.send == [(A, MemberSync([Rumor(A, 1, 2, DEAD)], False))]  # its verdict, once
     assert sorted(core.members) == [B]
     core.receive(B, MemberSync([Rumor(A, 1, 2, DEAD)], False), 30.0)  # the same news again
     assert core.forgotten[A].until == 65.0  # does not extend the record
-    core.receive(B, MemberSync([alive(A, incarnation=3)], False), 31.0)
+    core.receive(B, MemberSync([alive(A, refutation=3)], False), 31.0)
     assert core.take().connect == [A]
     assert A in core.members
     advance(core, 35.0, answer=[B])
@@ -554,7 +555,7 @@ def test_news_that_an_unknown_member_is_dead_or_left_makes_no_entry() -> None:
 
 def test_a_dead_member_that_refutes_is_dialed_and_comes_back_up() -> None:
     core = dead_without_link(2.0)
-    core.receive(B, MemberSync([alive(A, incarnation=1)], False), 3.0)
+    core.receive(B, MemberSync([alive(A, refutation=1)], False), 3.0)
     out = core.take()
     assert (out.connect, out.events) == ([A], [])
     core.link_up(A, 1, 3.1)
@@ -704,3 +705,20 @@ def test_a_client_is_announced_flagged_never_gossiped_or_probed_and_forgotten_wh
     assert out.events == [NodeDown(C, "left", client=True)]
     assert core.member(C) is None  # no tombstone left behind
     assert C in out.disconnect
+
+
+def test_a_statistics_row_as_plain_data_keeps_the_names_earlier_versions_use() -> None:
+    # Node.statistics_of sends it as a dict keyed by field name, to nodes of any version.
+    core = linked(A)
+    (row,) = core.statistics().members
+    data = msgspec.to_builtins(row)
+    assert data == {
+        "name": A,
+        "creation": 1,
+        "incarnation": 0,
+        "status": "alive",
+        "link": True,
+        "up": True,
+        "role": "server",
+    }
+    assert msgspec.convert(data, MemberInfo) == row

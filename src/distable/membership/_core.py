@@ -1,5 +1,12 @@
 """The membership core: who is in the cluster, and who has failed. Sans-I/O.
 
+Words:
+    * *refutation* (the refutation number): SWIM's "incarnation number", renamed
+      because in distable "incarnation" is a node's restart stamp. It starts at 0 with
+      each creation, and only the node itself raises it: each time it refutes a
+      suspicion or a death verdict of itself, to above the number that verdict carried.
+      Rumors about one creation are ordered by it.
+
 Rules:
     * No I/O, no clock, no global randomness: every input carries ``now``, randomness
       comes from an injected ``random.Random``, and outputs are collected in an
@@ -7,9 +14,9 @@ Rules:
     * A member is identified by its name *and* its creation stamp. A newer creation of a
       name replaces the older one (``NodeDown(old, "restarted")`` then ``NodeUp(new)``);
       a rumor about an older creation is ignored. Nothing is ever mixed across creations.
-    * Within one creation, rumors are ordered by SWIM's incarnation rules (see
-      ``_supersedes``); only the member itself raises its incarnation, to refute a
-      suspicion or a false death.
+    * Within one creation, rumors are ordered by their refutation number (see
+      ``_supersedes``); only the member itself raises its own, to refute a suspicion
+      or a false death.
     * A member is *up* (listed by ``up_members``, announced with ``NodeUp``) while it is
       alive or suspected and this node holds a link to it; it goes *down*
       (``NodeDown``) only when it fails (suspicion timed out), leaves, or is replaced by
@@ -34,9 +41,9 @@ Invariants:
       when a ``NodeUp`` was emitted for that creation and no ``NodeDown`` since.
     * A dead member stays as a tombstone for ``reclaim_after`` seconds, a departed one
       for ``forget_left_after``, so stale rumors cannot resurrect it; only its own
-      refutation (a higher incarnation; never after leaving) or a newer creation can.
+      refutation (a higher refutation number; never after leaving) or a newer creation can.
       Then it is forgotten: its entry goes, its link is given up (``disconnect``), and
-      for as long again a *forgotten* record (name, creation, incarnation, status) is
+      for as long again a *forgotten* record (name, creation, refutation, status) is
       kept, which appears nowhere else and only filters rumors: stale news about that
       creation makes no entry (news that a dead one is alive makes this node send it
       its verdict, once: a refutation follows if it runs), a refutation or a newer
@@ -52,6 +59,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from fnmatch import fnmatchcase
 from typing import TYPE_CHECKING, Any
+
+import msgspec
 
 from ..wire._messages import (
     MEMBER_ALIVE,
@@ -85,7 +94,7 @@ class Member:
 
     name: str
     creation: int
-    incarnation: int
+    refutation: int
     status: int
     since: float
     link: bool = False
@@ -96,7 +105,7 @@ class Member:
     client: bool = False  # a role="client" node: linked with, never gossiped, probed or buried
 
     def rumor(self) -> Rumor:
-        return Rumor(self.name, self.creation, self.incarnation, self.status)
+        return Rumor(self.name, self.creation, self.refutation, self.status)
 
 
 @dataclass(slots=True)
@@ -117,7 +126,7 @@ class _Forgotten:
     """What is left of a member once its tombstone is gone: enough to spot stale news."""
 
     creation: int
-    incarnation: int
+    refutation: int
     status: int  # DEAD or LEFT
     until: float
     told: bool = False  # a dead one was sent its verdict (see _news_of_unknown)
@@ -132,13 +141,16 @@ class _Probe:
     indirect_sent: bool = False
 
 
-@dataclass(frozen=True, slots=True)
-class MemberInfo:
-    """A snapshot row of the member table."""
+class MemberInfo(msgspec.Struct, frozen=True, rename={"refutation": "incarnation"}):
+    """A snapshot row of the member table.
+
+    Another node receives it as plain data (``Node.statistics_of``), keyed by field
+    name: ``rename`` keeps the names that earlier versions send and expect.
+    """
 
     name: str
     creation: int
-    incarnation: int
+    refutation: int
     status: str
     link: bool
     up: bool
@@ -162,18 +174,18 @@ class MembershipStatistics:
         return sum(1 for m in self.members if m.up and m.role == "server")
 
 
-def _supersedes(new: Rumor, status: int, incarnation: int) -> bool:
-    """Does ``new`` replace what is known (``status`` at ``incarnation``, same creation)?"""
+def _supersedes(new: Rumor, status: int, refutation: int) -> bool:
+    """Does ``new`` replace what is known (``status`` at ``refutation``, same creation)?"""
     if status == LEFT:
         return False
     if new.status == LEFT:
         return True
     if new.status == ALIVE:
-        return new.incarnation > incarnation
+        return new.refutation > refutation
     if new.status == SUSPECT:
-        return new.incarnation >= incarnation if status == ALIVE else new.incarnation > incarnation
+        return new.refutation >= refutation if status == ALIVE else new.refutation > refutation
     # DEAD
-    return new.incarnation >= incarnation if status in (ALIVE, SUSPECT) else new.incarnation > incarnation
+    return new.refutation >= refutation if status in (ALIVE, SUSPECT) else new.refutation > refutation
 
 
 class MembershipCore:
@@ -192,7 +204,7 @@ class MembershipCore:
     ) -> None:
         self.name = name
         self.creation = creation
-        self.incarnation = 0
+        self.refutation = 0
         self.config = config
         self._rng = rng
         self.allow = allow
@@ -257,7 +269,7 @@ class MembershipCore:
                 MemberInfo(
                     m.name,
                     m.creation,
-                    m.incarnation,
+                    m.refutation,
                     STATUS_NAMES[m.status],
                     m.link,
                     m.announced,
@@ -454,7 +466,7 @@ class MembershipCore:
         """Graceful leave: tell every linked member directly, then stop taking part."""
         if self.left:
             return
-        rumor = Rumor(self.name, self.creation, self.incarnation, LEFT)
+        rumor = Rumor(self.name, self.creation, self.refutation, LEFT)
         for m in self.members.values():
             if m.link:
                 self._out.send.append((m.name, MemberSync([rumor], False)))
@@ -463,7 +475,7 @@ class MembershipCore:
     # --- internals ---------------------------------------------------------------------------
 
     def _self_rumor(self) -> Rumor:
-        return Rumor(self.name, self.creation, self.incarnation, ALIVE)
+        return Rumor(self.name, self.creation, self.refutation, ALIVE)
 
     def _table(self) -> list[Rumor]:
         return [self._self_rumor(), *(m.rumor() for m in self.members.values() if not m.client)]
@@ -512,10 +524,10 @@ class MembershipCore:
     def _apply(self, r: Rumor, now: float) -> None:
         if r.name == self.name:
             if r.creation == self.creation and r.status in (SUSPECT, DEAD):
-                if r.incarnation >= self.incarnation:
-                    self.incarnation = r.incarnation + 1  # refute: "I am alive, and newer than that"
+                if r.refutation >= self.refutation:
+                    self.refutation = r.refutation + 1  # refute: "I am alive, and newer than that"
                     self._refutations += 1
-                # Also for an older incarnation: whoever still spreads it has not heard our
+                # Also for an older refutation number: whoever still spreads it has not heard our
                 # refutation, whose retransmits may be spent; it rides on our very next reply.
                 self._queue_rumor(self._self_rumor())
             return
@@ -525,7 +537,7 @@ class MembershipCore:
         if m is None:
             if not self._news_of_unknown(r, now):
                 return
-            m = self.members[r.name] = Member(r.name, r.creation, r.incarnation, r.status, now)
+            m = self.members[r.name] = Member(r.name, r.creation, r.refutation, r.status, now)
             if r.status == SUSPECT:
                 m.suspect_deadline = now + self._suspicion_timeout()
             if r.status in (ALIVE, SUSPECT):
@@ -538,27 +550,27 @@ class MembershipCore:
             if r.status in (DEAD, LEFT):
                 self._drop_client(m, "left")
             elif r.creation == m.creation:
-                m.incarnation = max(m.incarnation, r.incarnation)
+                m.refutation = max(m.refutation, r.refutation)
             return
         if r.creation > m.creation:
             self._down(m, "restarted")
-            new = self.members[r.name] = Member(r.name, r.creation, r.incarnation, r.status, now)
+            new = self.members[r.name] = Member(r.name, r.creation, r.refutation, r.status, now)
             if r.status == SUSPECT:
                 new.suspect_deadline = now + self._suspicion_timeout()
             if r.status in (ALIVE, SUSPECT):
                 self._out.connect.append(r.name)
             self._queue_rumor(r)
             return
-        if not _supersedes(r, m.status, m.incarnation):
+        if not _supersedes(r, m.status, m.refutation):
             return
         if r.status == DEAD and m.link and m.status in (ALIVE, SUSPECT):
             # Another node's verdict on a member we still hold a link to may be stale (sent
             # across a partition and delivered when it healed) or come from the cut-off
             # side: it only starts our own suspicion, which the member refutes if it is
             # alive and our own timeout confirms if it is not (memberlist's push-pull rule).
-            r = Rumor(r.name, r.creation, r.incarnation, SUSPECT)
+            r = Rumor(r.name, r.creation, r.refutation, SUSPECT)
         old_status = m.status
-        m.incarnation = r.incarnation
+        m.refutation = r.refutation
         if r.status != old_status:
             m.status = r.status
             m.since = now
@@ -606,11 +618,11 @@ class MembershipCore:
         # Stop redialing it: a failed node is retried only until forgotten (so a healed
         # partition reconnects), then only fresh discovery or its own news brings it back.
         self._out.disconnect.append(m.name)
-        self._remember(m.name, m.creation, m.incarnation, m.status, now)
+        self._remember(m.name, m.creation, m.refutation, m.status, now)
 
-    def _remember(self, name: str, creation: int, incarnation: int, status: int, now: float) -> None:
+    def _remember(self, name: str, creation: int, refutation: int, status: int, now: float) -> None:
         span = self.config.forget_left_after if status == LEFT else self.config.reclaim_after
-        self.forgotten[name] = _Forgotten(creation, incarnation, status, now + span)
+        self.forgotten[name] = _Forgotten(creation, refutation, status, now + span)
 
     def _recall(self, name: str, now: float) -> _Forgotten | None:
         gone = self.forgotten.get(name)
@@ -636,22 +648,22 @@ class MembershipCore:
         if gone is not None and r.creation <= gone.creation:
             if r.creation < gone.creation:
                 return False
-            if not _supersedes(r, gone.status, gone.incarnation):
+            if not _supersedes(r, gone.status, gone.refutation):
                 if gone.status == DEAD and r.status in (ALIVE, SUSPECT) and not gone.told:
                     # Someone still holds it alive. It may be (a partition that outlasted
                     # the tombstone healed): tell it the verdict, once, as the tombstone's
                     # push-pull would have. If it runs, the link brings it back up and its
                     # refutation reaches everyone; if not, that costs one failed dial.
                     self.forgotten[r.name] = replace(gone, told=True)
-                    verdict = Rumor(r.name, gone.creation, gone.incarnation, DEAD)
+                    verdict = Rumor(r.name, gone.creation, gone.refutation, DEAD)
                     self._out.send.append((r.name, MemberSync([verdict], False)))
                 return False
         if r.status in (ALIVE, SUSPECT):
             self.forgotten.pop(r.name, None)
             return True
-        # Fresher news that it is gone (a first hearing, a newer creation or incarnation, a
+        # Fresher news that it is gone (a first hearing, a newer creation or refutation number, a
         # leave after a death): remember that, for as long as a tombstone would stand.
-        self._remember(r.name, r.creation, r.incarnation, r.status, now)
+        self._remember(r.name, r.creation, r.refutation, r.status, now)
         return False
 
     def _suspect(self, m: Member, now: float) -> None:

@@ -49,7 +49,7 @@ class Heartbeat(msgspec.Struct, array_like=True, frozen=True):
 
     name: str
     creation: int
-    incarnation: int
+    refutation: int
 
 
 _heartbeat_decoder = msgspec.msgpack.Decoder(Heartbeat)

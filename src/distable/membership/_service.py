@@ -64,8 +64,8 @@ class MembershipService:
         self._apply()
         self._urgent = False
 
-    def incarnation(self) -> int:
-        return self.core.incarnation
+    def refutation(self) -> int:
+        return self.core.refutation
 
     def is_up(self, name: str) -> bool:
         m = self.core.member(name)

@@ -33,7 +33,7 @@ class DiscoveryContext(Protocol):
 
     def discovered(self, name: str, creation: int = 0, urgent: bool = False) -> None: ...
 
-    def incarnation(self) -> int: ...
+    def refutation(self) -> int: ...
 
     def is_up(self, name: str) -> bool: ...
 
@@ -121,7 +121,7 @@ class Gossip:
         rng = random.Random()
         try:
             while True:
-                heartbeat = Heartbeat(ctx.name, ctx.creation, ctx.incarnation())
+                heartbeat = Heartbeat(ctx.name, ctx.creation, ctx.refutation())
                 try:
                     transport.sendto(codec.seal(heartbeat, time.time(), os.urandom(16)), destination)
                 except OSError as exc:
