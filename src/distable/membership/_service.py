@@ -29,7 +29,7 @@ class MembershipService:
         self,
         *,
         name: str,
-        creation: int,
+        incarnation: int,
         cookie: bytes,
         loop: asyncio.AbstractEventLoop,
         transport: Transport,
@@ -42,14 +42,16 @@ class MembershipService:
         rng: random.Random | None = None,
     ) -> None:
         self.name = name
-        self.creation = creation
+        self.incarnation = incarnation
         self.cookie = cookie
         self.loop = loop
         self.transport = transport
         self.strategies = strategies
         self._publish = publish
         self._spawn = spawn
-        self.core = MembershipCore(name, creation, config, rng or random.Random(), loop.time(), allow=allow, deny=deny)
+        self.core = MembershipCore(
+            name, incarnation, config, rng or random.Random(), loop.time(), allow=allow, deny=deny
+        )
         self._timer: asyncio.Handle | None = None
         self._timer_at = 0.0  # the deadline ``_timer`` was armed for
         self._ratelog = RateLimitedLog(log, f"{name}: ", interval=30.0)
@@ -58,9 +60,9 @@ class MembershipService:
 
     # --- DiscoveryContext -------------------------------------------------------------
 
-    def discovered(self, name: str, creation: int = 0, urgent: bool = False) -> None:
+    def discovered(self, name: str, incarnation: int = 0, urgent: bool = False) -> None:
         self._urgent = urgent
-        self.core.discovered(name, self.loop.time(), creation)
+        self.core.discovered(name, self.loop.time(), incarnation)
         self._apply()
         self._urgent = False
 
@@ -104,9 +106,9 @@ class MembershipService:
         self.core.receive(sender, msg, self.loop.time())
         self._apply()
 
-    def link_up(self, name: str, creation: int) -> None:
+    def link_up(self, name: str, incarnation: int) -> None:
         client = self.transport.role_of(name) == "client"
-        self.core.link_up(name, creation, self.loop.time(), client)
+        self.core.link_up(name, incarnation, self.loop.time(), client)
         self._apply()
 
     def link_down(self, name: str) -> None:

@@ -165,10 +165,10 @@ MEMBER_LEFT = 3
 
 
 class Rumor(msgspec.Struct, array_like=True, gc=False, frozen=True):
-    """What one node says about one member: its name, creation, refutation and status."""
+    """What one node says about one member: its name, incarnation, refutation and status."""
 
     name: str
-    creation: int
+    incarnation: int
     refutation: int
     status: int
 
