@@ -18,7 +18,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from distable.membership import MemberInfo, MembershipConfig, MembershipCore, NodeDown, NodeUp, Output
+from distable.membership import MemberInfo, MembershipConfig, MembershipCore, MembershipOutput, NodeDown, NodeUp
 from distable.membership._core import ALIVE, DEAD, LEFT, SUSPECT
 from distable.wire._messages import Ack, MemberSync, Ping, PingReq, Rumor
 
@@ -41,7 +41,7 @@ def linked(*names: str, seed: int = 0) -> MembershipCore:
     return core
 
 
-def sent(out: Output, kind: type[Any]) -> list[tuple[str, Any]]:
+def sent(out: MembershipOutput, kind: type[Any]) -> list[tuple[str, Any]]:
     return [(dst, msg) for dst, msg in out.send if isinstance(msg, kind)]
 
 

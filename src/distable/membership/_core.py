@@ -9,8 +9,8 @@ Words:
 
 Rules:
     * No I/O, no clock, no global randomness: every input carries ``now``, randomness
-      comes from an injected ``random.Random``, and outputs are collected in an
-      ``Output`` that the shell (or the simulator) carries out.
+      comes from an injected ``random.Random``, and outputs are collected in a
+      ``MembershipOutput`` that the shell (or the simulator) carries out.
     * A member is identified by its name *and* its incarnation (the stamp a node takes
       when it starts, as in its pids). A newer incarnation of a name replaces the older
       one (``NodeDown(old, "restarted")`` then ``NodeUp(new)``); a rumor about an older
@@ -110,7 +110,7 @@ class Member:
 
 
 @dataclass(slots=True)
-class Output:
+class MembershipOutput:
     """What the shell must do after an input: send, dial, hang up, publish."""
 
     send: list[tuple[str, Any]] = field(default_factory=list)
@@ -221,7 +221,7 @@ class MembershipCore:
         self._seq = 0
         self._next_probe = now
         self._next_push_pull = now + config.push_pull_interval
-        self._out = Output()
+        self._out = MembershipOutput()
         self._probes = self._probe_failures = self._suspicions = 0
         self._refutations = self._failures = self._rumors_sent = 0
         self._refused = 0
@@ -244,9 +244,9 @@ class MembershipCore:
     def member(self, name: str) -> Member | None:
         return self.members.get(name)
 
-    def take(self) -> Output:
+    def take(self) -> MembershipOutput:
         """Everything the shell must do since the last call."""
-        out, self._out = self._out, Output()
+        out, self._out = self._out, MembershipOutput()
         return out
 
     def next_deadline(self) -> float:

@@ -14,7 +14,7 @@ Theory of operation:
 
     ``SimNetwork`` decides, through its ``route`` hook, how long a datagram, a dial or
     a message takes, and whether a datagram is lost or a dial fails. ``SimCluster``
-    carries out each core's ``Output``:
+    carries out each core's ``MembershipOutput``:
 
     * ``send`` goes over the *link* between the two nodes: reliable and ordered in each
       direction, like TCP. A message is lost only when its link is down (no link, a
