@@ -26,6 +26,7 @@ import click
 from click.core import ParameterSource
 
 from distable import DNSPoll, Gossip, Ring, Static, StaticQuorumRing
+from distable.transport import format_node_name
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -118,11 +119,6 @@ def parse_address(
     return parse_ip(host, what, unspecified=unspecified), parse_port(port, what, zero=True)
 
 
-def format_name(short: str, host: str, port: int) -> str:
-    """The node name ``short@host:port`` (``[host]`` for IPv6), as nodes spell their own."""
-    return f"{short}@[{host}]:{port}" if ":" in host else f"{short}@{host}:{port}"
-
-
 def parse_node(text: str, what: str, basename: str) -> str:
     """A peer given as ``NAME@HOST:PORT``, or ``HOST:PORT`` meaning ``BASENAME@HOST:PORT``.
 
@@ -137,7 +133,7 @@ def parse_node(text: str, what: str, basename: str) -> str:
     host, colon, port = address.rpartition(":")
     if not colon or not host or not port:
         raise click.UsageError(f"{what} {text!r} is not NAME@HOST:PORT or HOST:PORT")
-    return format_name(short or basename, parse_ip(host, what), parse_port(port, what))
+    return format_node_name(short or basename, parse_ip(host, what), parse_port(port, what))
 
 
 def _items(text: str) -> list[str]:
