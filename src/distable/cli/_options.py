@@ -39,10 +39,15 @@ PATH_KEYS = frozenset({"cookie_file", "tls_cert", "tls_key", "tls_ca", "app_dir"
 
 
 class CliError(click.ClickException):
-    """A failure the user can act on; shown as one line, exit code 1."""
+    """A failure the user can act on: ``distable: error: <message>`` on one line, exit
+    code 1; ``hint`` is appended as is (a usage error's "see --help")."""
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, hint: str = "") -> None:
         super().__init__(" ".join(message.split()))
+        self.hint = hint
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"distable: error: {self.format_message()}{self.hint}", err=True)
 
 
 def option(*decls: str, **attrs: Any) -> Callable[[F], F]:
