@@ -71,4 +71,4 @@ def test_cancel_disarms_and_a_second_cancel_does_nothing() -> None:
     timer.cancel()
     assert (loop.armed(), timer.when) == ([], None)
     timer.arm(4.0)
-    assert (loop.armed(), timer.when) == ([4.0], 4.0)
+    assert (loop.armed(), timer.when, fired) == ([4.0], 4.0, [])

@@ -37,6 +37,7 @@ from rich.table import Table
 from rich.text import Text
 
 from distable import MembershipConfig, Node, NodeStatistics, Pid
+from distable.wire import lists_as_tuples
 
 from ._options import CliError
 
@@ -236,17 +237,11 @@ def name_from_json(text: str) -> Any:
         click.UsageError: not JSON, or not a hashable name.
     """
     try:
-        value = _tuples(json.loads(text))
+        value = lists_as_tuples(json.loads(text))
     except json.JSONDecodeError as exc:
         raise click.UsageError(f"--json-name {text!r} is not JSON: {exc.msg}") from None
     if isinstance(value, dict):
         raise click.UsageError(f"--json-name {text!r}: a name cannot be a JSON object")
-    return value
-
-
-def _tuples(value: Any) -> Any:
-    if isinstance(value, list):
-        return tuple(_tuples(v) for v in value)
     return value
 
 

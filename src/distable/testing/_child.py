@@ -57,8 +57,7 @@ from ..membership import Gossip, MembershipConfig, NodeDown, NodeUp, Static, Str
 from ..node import Node, run
 from ..node._events import EventStream
 from ..runtime import Process
-from ..wire import Pid
-from ._cluster import _tuples
+from ..wire import Pid, lists_as_tuples
 from ._probe import event_bus, registry_check, registry_stats, rss_bytes
 
 #: Registry probes for benchmarks (see ``_probe``): command -> function of the node.
@@ -81,7 +80,7 @@ def _registry_reply(node: Node, command: str) -> Any:
             "placement": list(node.placement().nodes),
         }
     _, _, name = command.partition(" ")
-    return _pid_json(node.whereis(_tuples(json.loads(name))))
+    return _pid_json(node.whereis(lists_as_tuples(json.loads(name))))
 
 
 class _MembershipEvents(EventStream):
@@ -125,7 +124,7 @@ async def _register(node: Node, request: dict[str, Any]) -> dict[str, Any]:
     """The ``register`` command: each name in ``request["names"]`` registered at once."""
     factory = request["factory"]
     restart = request.get("restart", "temporary")
-    names = [_tuples(name) for name in request["names"]]
+    names = [lists_as_tuples(name) for name in request["names"]]
     results = await asyncio.gather(
         *(node.register(name, factory, restart=restart) for name in names), return_exceptions=True
     )
