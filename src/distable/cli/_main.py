@@ -35,25 +35,14 @@ F = TypeVar("F", bound=Callable[..., Any])
 LOG_LEVELS = ["debug", "info", "warning", "error", "critical"]
 
 
-class _OneLineError(click.ClickException):
-    """A failure, shown as ``distable: error: <message>`` on one line (exit code 1)."""
-
-    def __init__(self, message: str, hint: str = "") -> None:
-        super().__init__(" ".join(message.split()))
-        self.hint = hint
-
-    def show(self, file: Any = None) -> None:
-        click.echo(f"distable: error: {self.format_message()}{self.hint}", err=True)
-
-
-class _OneLineUsageError(_OneLineError):
+class _CliUsageError(CliError):
     """A usage error (exit code 2)."""
 
     exit_code = 2
 
 
 class _OneLineGroup(click.Group):
-    """A group whose errors, and those of its subcommands, are ``_OneLineError`` s."""
+    """A group whose errors, and those of its subcommands, are ``CliError`` s."""
 
     def make_context(
         self, info_name: str | None, args: list[str], parent: click.Context | None = None, **extra: Any
@@ -66,7 +55,7 @@ class _OneLineGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except (_OneLineError, click.exceptions.Exit, click.Abort, BrokenPipeError):
+        except (CliError, click.exceptions.Exit, click.Abort, BrokenPipeError):
             raise  # click's own handling (BrokenPipeError: `distable registered | head`)
         except click.ClickException as exc:
             raise _one_line(exc) from None
@@ -75,14 +64,14 @@ class _OneLineGroup(click.Group):
         except Exception as exc:
             if os.environ.get("DISTABLE_TRACEBACK"):
                 raise
-            raise _OneLineError(f"unexpected {one_line(exc)} (DISTABLE_TRACEBACK=1 shows where)") from None
+            raise CliError(f"unexpected {one_line(exc)} (DISTABLE_TRACEBACK=1 shows where)") from None
 
 
-def _one_line(exc: click.ClickException) -> _OneLineError:
+def _one_line(exc: click.ClickException) -> CliError:
     if isinstance(exc, click.UsageError):
         hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
-        return _OneLineUsageError(exc.format_message(), hint)
-    return _OneLineError(exc.format_message())
+        return _CliUsageError(exc.format_message(), hint)
+    return CliError(exc.format_message())
 
 
 def _run(main: Coroutine[Any, Any, T]) -> T:

@@ -25,6 +25,7 @@ import click
 from click.core import ParameterSource
 
 from distable import DNSPoll, Gossip, Ring, Static, StaticQuorumRing
+from distable.transport import format_node_name
 
 from .._extras import require
 
@@ -39,10 +40,15 @@ PATH_KEYS = frozenset({"cookie_file", "tls_cert", "tls_key", "tls_ca", "app_dir"
 
 
 class CliError(click.ClickException):
-    """A failure the user can act on; shown as one line, exit code 1."""
+    """A failure the user can act on: ``distable: error: <message>`` on one line, exit
+    code 1; ``hint`` is appended as is (a usage error's "see --help")."""
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, hint: str = "") -> None:
         super().__init__(" ".join(message.split()))
+        self.hint = hint
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"distable: error: {self.format_message()}{self.hint}", err=True)
 
 
 def option(*decls: str, **attrs: Any) -> Callable[[F], F]:
@@ -119,11 +125,6 @@ def parse_address(
     return parse_ip(host, what, unspecified=unspecified), parse_port(port, what, zero=True)
 
 
-def format_name(short: str, host: str, port: int) -> str:
-    """The node name ``short@host:port`` (``[host]`` for IPv6), as nodes spell their own."""
-    return f"{short}@[{host}]:{port}" if ":" in host else f"{short}@{host}:{port}"
-
-
 def parse_node(text: str, what: str, basename: str) -> str:
     """A peer given as ``NAME@HOST:PORT``, or ``HOST:PORT`` meaning ``BASENAME@HOST:PORT``.
 
@@ -138,7 +139,7 @@ def parse_node(text: str, what: str, basename: str) -> str:
     host, colon, port = address.rpartition(":")
     if not colon or not host or not port:
         raise click.UsageError(f"{what} {text!r} is not NAME@HOST:PORT or HOST:PORT")
-    return format_name(short or basename, parse_ip(host, what), parse_port(port, what))
+    return format_node_name(short or basename, parse_ip(host, what), parse_port(port, what))
 
 
 def _items(text: str) -> list[str]:

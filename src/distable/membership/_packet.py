@@ -46,11 +46,11 @@ MAX_PACKET = 1400  # fits one Ethernet frame with IP and UDP headers
 
 
 class Heartbeat(msgspec.Struct, array_like=True, frozen=True):
-    """A node announcing itself: its name (which holds its TCP address) and creation."""
+    """A node announcing itself: its name (which holds its TCP address) and incarnation."""
 
     name: str
-    creation: int
     incarnation: int
+    refutation: int
 
 
 _heartbeat_decoder = msgspec.msgpack.Decoder(Heartbeat)

@@ -29,12 +29,12 @@ class DiscoveryContext(Protocol):
     """What a running strategy may use. Called on the event loop; must not block."""
 
     name: str
-    creation: int
+    incarnation: int
     cookie: bytes
 
-    def discovered(self, name: str, creation: int = 0, urgent: bool = False) -> None: ...
+    def discovered(self, name: str, incarnation: int = 0, urgent: bool = False) -> None: ...
 
-    def incarnation(self) -> int: ...
+    def refutation(self) -> int: ...
 
     def is_up(self, name: str) -> bool: ...
 
@@ -126,7 +126,7 @@ class Gossip:
         rng = random.Random()
         try:
             while True:
-                heartbeat = Heartbeat(ctx.name, ctx.creation, ctx.incarnation())
+                heartbeat = Heartbeat(ctx.name, ctx.incarnation, ctx.refutation())
                 try:
                     transport.sendto(codec.seal(heartbeat, time.time(), os.urandom(16)), destination)
                 except OSError as exc:
@@ -167,7 +167,7 @@ class _GossipProtocol(asyncio.DatagramProtocol):
             )
             return
         if heartbeat.name != self.ctx.name:
-            self.ctx.discovered(heartbeat.name, heartbeat.creation, urgent=not self.ctx.is_up(heartbeat.name))
+            self.ctx.discovered(heartbeat.name, heartbeat.incarnation, urgent=not self.ctx.is_up(heartbeat.name))
 
     def error_received(self, exc: Exception) -> None:
         self.ratelog.warning("error", "gossip socket error: %s", exc)

@@ -325,7 +325,7 @@ class Node:
         self._context = context_with(rt)
         self._membership = MembershipService(
             name=self.name,
-            creation=self.incarnation,
+            incarnation=self.incarnation,
             cookie=self._cookie,
             loop=loop,
             transport=transport,
@@ -344,7 +344,7 @@ class Node:
             transport=transport,
             strategy=self._strategy,
             config=self._registry_config,
-            creation_of=self._creation_of,
+            creation_of=self._incarnation_of,
             suspected=self._suspected,
             spawn=self._spawn,
             publish=self._bus.publish,
@@ -545,9 +545,9 @@ class Node:
                 registry.peer_down(event.node)
         self._bus.publish(event)
 
-    def _creation_of(self, node: str) -> int | None:
+    def _incarnation_of(self, node: str) -> int | None:
         member = self.membership.core.member(node)
-        return member.creation if member is not None and member.announced else None
+        return member.incarnation if member is not None and member.announced else None
 
     def _suspected(self, node: str) -> bool:
         """Whether membership suspects ``node`` (or holds it failed): it may be paused or cut off."""
@@ -756,10 +756,10 @@ class Node:
         return answer
 
     def _info_pid(self, node: str) -> Pid:
-        creation = self._creation_of(node)
-        if creation is None:
+        incarnation = self._incarnation_of(node)
+        if incarnation is None:
             raise ProcessExited(f"node {node!r} is not connected to {self.name}")
-        return Pid(node, creation, INFO_SERVER_ID)
+        return Pid(node, incarnation, INFO_SERVER_ID)
 
     def __repr__(self) -> str:
         return f"<Node {self.name or self.short_name}>"

@@ -49,6 +49,8 @@ import sys
 import time
 from typing import Any
 
+import msgspec
+
 from .._apps import load_app, resolve, run_app
 from .._log import configure_logging
 from ..membership import Gossip, MembershipConfig, NodeDown, NodeUp, Static, Strategy
@@ -190,7 +192,7 @@ async def _main(args: argparse.Namespace) -> None:
                     _emit(
                         {
                             "reply": {
-                                "membership": dataclasses.asdict(stats.membership),
+                                "membership": msgspec.to_builtins(stats.membership),
                                 "transport": dataclasses.asdict(stats.transport),
                                 "registry": dataclasses.asdict(stats.registry),
                                 "runtime": dataclasses.asdict(stats.runtime),

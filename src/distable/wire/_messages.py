@@ -168,11 +168,11 @@ MEMBER_LEFT = 3
 
 
 class Rumor(msgspec.Struct, array_like=True, gc=False, frozen=True):
-    """What one node says about one member: its name, creation, incarnation and status."""
+    """What one node says about one member: its name, incarnation, refutation and status."""
 
     name: str
-    creation: int
     incarnation: int
+    refutation: int
     status: int
 
 
