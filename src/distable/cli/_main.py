@@ -60,7 +60,7 @@ class _OneLineGroup(click.Group):
         except click.ClickException as exc:
             raise _one_line(exc) from None
         except MissingExtra as exc:  # names the extra to install
-            raise _OneLineError(str(exc)) from None
+            raise CliError(str(exc)) from None
         except Exception as exc:
             if os.environ.get("DISTABLE_TRACEBACK"):
                 raise

@@ -109,8 +109,8 @@ def member_status(name: str, answered: bool, views: Sequence[Sequence[MemberInfo
     entries = [m for members in views for m in members if m.name == name and m.role == "server"]
     if not entries:
         return "up" if answered else None
-    newest = max(m.creation for m in entries)
-    rank = max(_MEMBER_RANK.get(m.status, 0) for m in entries if m.creation == newest)
+    newest = max(m.incarnation for m in entries)
+    rank = max(_MEMBER_RANK.get(m.status, 0) for m in entries if m.incarnation == newest)
     if rank == 0 and not answered:
         return "unreachable"
     return _STATUS_OF_RANK[rank]

@@ -344,7 +344,7 @@ class Node:
             transport=transport,
             strategy=self._strategy,
             config=self._registry_config,
-            creation_of=self._incarnation_of,
+            incarnation_of=self._incarnation_of,
             suspected=self._suspected,
             spawn=self._spawn,
             publish=self._bus.publish,

@@ -234,7 +234,7 @@ class HandoffCoordinator:
     * ``pending``: the service's registrations still starting their process, by name (a
       handoff in waits for one of its name, and is one itself while its factory runs);
     * ``first_hid``: where this node's handoff ids start (random: see the service);
-    * ``creation_of(node)``, ``suspected(node)``: membership's view of a peer;
+    * ``incarnation_of(node)``, ``suspected(node)``: membership's view of a peer;
     * ``spawn(coro)``: run a task on the node's task group; ``publish(event)``: a registry event;
     * ``changed()``: the core has outputs: carry them out at the end of this loop turn;
     * ``progressed()``: a marker was relayed: wake a drain waiting for its handoffs' markers;
@@ -253,7 +253,7 @@ class HandoffCoordinator:
         *,
         pending: dict[Any, asyncio.Future[Pid | None]],
         first_hid: int,
-        creation_of: Callable[[str], int | None],
+        incarnation_of: Callable[[str], int | None],
         suspected: Callable[[str], bool],
         spawn: Callable[[Coroutine[Any, Any, Any]], Any],
         publish: Callable[[Any], None],
@@ -270,7 +270,7 @@ class HandoffCoordinator:
         self.loop = runtime.loop
         self._pending = pending
         self._hid = first_hid
-        self._creation_of = creation_of
+        self._incarnation_of = incarnation_of
         self._suspected = suspected
         self._spawn = spawn
         self._publish = publish
@@ -534,7 +534,7 @@ class HandoffCoordinator:
 
     def _linked(self, pid: Pid) -> bool:
         """Whether this node has a link to ``pid``'s node, in ``pid``'s incarnation."""
-        return self._creation_of(pid.node) == pid.incarnation and pid.node in self.transport.connected()
+        return self._incarnation_of(pid.node) == pid.incarnation and pid.node in self.transport.connected()
 
     def _lost_state(self, name: Any, pid: Pid, cause: str) -> None:
         """A leaving node hands ``name`` off without its state (it starts fresh there)."""
@@ -733,7 +733,9 @@ class HandoffCoordinator:
             # The old host relays every marker: once it is down, suspected or replaced by a
             # new incarnation (the old pid's), none will come, this node's own included.
             source_gone = (
-                source not in peers or self._suspected(source) or self._creation_of(source) != inc.old_pid.incarnation
+                source not in peers
+                or self._suspected(source)
+                or self._incarnation_of(source) != inc.old_pid.incarnation
             )
             if now >= deadline or source_gone:
                 stuck = sorted(gate.waiting)

@@ -39,6 +39,7 @@ from .._errors import (
     UnencodableValue,
 )
 from .._log import RateLimitedLog
+from .._timer import Timer
 from ..ring import DistributionStrategy, hash_name
 from ..runtime import NOREPLY, Caller, Process, Resume, Runtime
 from ..transport import Transport
@@ -134,61 +135,85 @@ class RegistryService:
         transport: Transport,
         strategy: DistributionStrategy,
         config: RegistryConfig,
-        creation_of: Callable[[str], int | None],
+        incarnation_of: Callable[[str], int | None],
         suspected: Callable[[str], bool] = lambda node: False,
         spawn: Callable[[Coroutine[Any, Any, Any]], Any],
         publish: Callable[[Any], None],
         max_concurrent_handoffs: int = 256,
         rng: random.Random | None = None,
     ) -> None:
+        # Field ownership. Every method runs on the node's event loop; those that never
+        # await are called from the dispatcher (a peer's message), the runtime (a local
+        # exit), a timer, or the node; the ``async`` ones run in a serve task (a request
+        # to the registry server), a lane task (a handoff or restart job) or the node's
+        # task (API calls, drain). Each group below says who writes its fields.
+
+        # Set here, never reassigned.
         self.node = node
         self.role = role
         self.runtime = runtime
         self.transport = transport
         self.loop = runtime.loop
         self.config = config
-        self._creation_of = creation_of
+        self._incarnation_of = incarnation_of
         self._suspected = suspected
-        self._lost_at_leave = 0  # names stopped while leaving: no other server could take them
-        self._wave_pending = 0  # handoffs of the current wave not finished yet (see _log_waves)
-        self._wave_base = (0, 0)  # completed and aborted handoffs when the wave began
         self.spawn = spawn
         self._publish = publish
+        self._ratelog = RateLimitedLog(log, f"{node}: ")
         rng = rng or random.Random()
+        # The tracker core: changed only by this service's plain methods (inputs), and read
+        # by anyone (``pids`` is the very dict ``whereis`` reads).
         self.core = TrackerCore(node, role=role, strategy=strategy, config=config, rng=rng, now=self.loop.time())
-        self.pids = self.core.pids  # whereis reads this dict directly
-        # Refs start at random: a receiver takes a ref once per sending node name, and a node
-        # restarted under the same name must not repeat its previous life's refs.
+        self.pids = self.core.pids
+
+        # Carrying out the core's outputs: written by _changed/_flush/_on_timer (never await)
+        # and stop().
+        self._flush_scheduled = False
+        self._timer = Timer(self.loop, self._on_timer)
+        self._stopped = False
+        # A node's death or a join makes thousands of restarts or handoffs at once: _command
+        # puts them on these lanes, whose tasks run a bounded number at a time, so no loop
+        # turn starts them all (a turn that long would stall heartbeats and make peers
+        # suspect this node).
+        self._handoffs = Lane(spawn, max_concurrent_handoffs)
+        self._restarts = Lane(spawn, max_concurrent_handoffs)
+        # Handoff waves, for their log lines: _log_waves (at a flush) and _handoff_finished
+        # (a lane task, as each handoff ends).
+        self._wave_pending = 0  # handoffs of the current wave not finished yet
+        self._wave_base = (0, 0)  # completed and aborted handoffs when the wave began
+        # Retries of failed moves: _retry_later/_retry_reset (called by the handoff
+        # coordinator) and _retry_rebalance (the timer). Per retry round that still fails,
+        # capped at the sync interval.
+        self._retry_backoff = Backoff(0.1, config.sync_interval)
+        self._retry_handle: asyncio.TimerHandle | None = None
+
+        # Registrations starting a process here: name -> its outcome. Written by the serve
+        # task of the registration (_register_here); read by the handoff coordinator.
+        self._pending: dict[Any, asyncio.Future[Pid | None]] = {}
+        # Conflicts: the _resolve_conflict lane task writes the acks it waits for; the
+        # dispatcher (_on_conflict_state*) answers them and dedups states taken here.
+        # Refs start at random: a receiver takes a ref once per sending node name, and a
+        # node restarted under the same name must not repeat its previous life's refs.
         self._conflict_ref = rng.getrandbits(62)
         self._conflict_acks: dict[int, tuple[str, asyncio.Future[bool]]] = {}  # ref -> (node, taken)
         self._conflict_seen: dict[tuple[str, int], None] = {}  # (node, ref) of states taken (dedup)
-        self._pending: dict[Any, asyncio.Future[Pid | None]] = {}
-        first_hid = rng.getrandbits(40)  # handoff ids, random from the start too (see _conflict_ref)
-        # A node's death or a join makes thousands of restarts or handoffs at once: they run
-        # a bounded number at a time, so no loop turn starts them all (a turn that long would
-        # stall heartbeats and make peers suspect this node).
-        self._handoffs = Lane(spawn, max_concurrent_handoffs)
-        self._restarts = Lane(spawn, max_concurrent_handoffs)
-        self._flush_scheduled = False
-        # uvloop's call_at returns a plain Handle (no ``when()``) for a deadline already past,
-        # so the deadline the timer was armed for is kept beside it.
-        self._timer: asyncio.Handle | None = None
-        self._timer_at = 0.0
+        # The graceful leave: drain() (the node's task) writes ``drained``; _command counts
+        # names no server was left to take; anything that makes progress sets ``_idle``,
+        # which drain's waits clear.
+        self.drained = False  # whether every name was handed off in time
+        self._lost_at_leave = 0
         self._idle = asyncio.Event()
-        # Retries of failed moves: per retry round that still fails, capped at the sync interval.
-        self._retry_backoff = Backoff(0.1, config.sync_interval)
-        self.drained = False  # set by drain(): whether every name was handed off in time
-        self._retry_handle: asyncio.TimerHandle | None = None
-        self._ratelog = RateLimitedLog(log, f"{node}: ")
-        self._stopped = False
+
+        # The handoff protocol, both sides (its own fields are documented there). Handoff
+        # ids start at random too (see _conflict_ref).
         self.handoff = HandoffCoordinator(
             runtime,
             transport,
             self.core,
             config,
             pending=self._pending,
-            first_hid=first_hid,
-            creation_of=creation_of,
+            first_hid=rng.getrandbits(40),
+            incarnation_of=incarnation_of,
             suspected=suspected,
             spawn=spawn,
             publish=publish,
@@ -206,11 +231,12 @@ class RegistryService:
         self._changed()
 
     def stop(self) -> None:
+        """The node stops: no timer fires from now on (the node's task; never awaits)."""
         self._stopped = True
-        for handle in (self._timer, self._retry_handle):
-            if handle is not None:
-                handle.cancel()
-        self._timer = self._retry_handle = None
+        self._timer.cancel()
+        if self._retry_handle is not None:
+            self._retry_handle.cancel()
+            self._retry_handle = None
 
     # --- the core's outputs ---------------------------------------------------------------
 
@@ -238,16 +264,8 @@ class RegistryService:
             self._log_waves(out.commands)
         for command in out.commands:
             self._command(command)
-        if self._stopped:
-            return
-        deadline = self.core.next_deadline()
-        timer = self._timer
-        if timer is not None:
-            if self._timer_at <= deadline:
-                return
-            timer.cancel()
-        self._timer_at = deadline
-        self._timer = self.loop.call_at(deadline, self._on_timer)
+        if not self._stopped:
+            self._timer.arm(self.core.next_deadline())
 
     def _log_waves(self, commands: list[Any]) -> None:
         """One INFO line per wave of handoffs or restarts (a join, a leave, a node's death
@@ -308,7 +326,6 @@ class RegistryService:
                 return
 
     def _on_timer(self) -> None:
-        self._timer = None
         self.core.handle_timer(self.loop.time())
         self._flush()
 
@@ -533,10 +550,10 @@ class RegistryService:
         return _error("FactoryError", f"unexpected registry reply {reply!r}")
 
     def _server(self, node: str) -> Pid:
-        creation = self._creation_of(node)
-        if creation is None:
+        incarnation = self._incarnation_of(node)
+        if incarnation is None:
             raise NoNodeAvailable(f"node {node} is not up")
-        return Pid(node, creation, REGISTRY_SERVER_ID)
+        return Pid(node, incarnation, REGISTRY_SERVER_ID)
 
     # --- the registry server: requests from any node, this one's own served directly --------------
 
