@@ -13,10 +13,11 @@ wall time of one operation (a message, a call) in seconds; a figure's rate is
 
 Beside the wall clock, each worker takes the CPU time (user + system, from /proc) every OS
 process of the workload spent per operation in the values pyperf keeps (not in warm-ups
-nor in the calibration runs), and writes it to a side file; once every worker has run,
-the manager stores the medians in the benchmark's metadata (``cpu_us_per_op_self``, or
-``_a`` and ``_b`` for two nodes), in the ``-o`` file. A busy machine distorts them far
-less than the wall clock.
+nor in the calibration runs), and writes their median to a side file; once every worker
+has run, the manager stores them in the metadata of each worker's run
+(``cpu_us_per_op_self``, or ``_a`` and ``_b`` for two nodes) in the ``-o`` (or
+``--append``) file, and ``figures()`` reports the median over the runs. A busy machine
+distorts them far less than the wall clock.
 
 Each worker runs one benchmark: ``setup`` (on its first value) starts what the workloads
 need on one event loop (uvloop when installed, as ``distable.run``), kept for every value
@@ -30,6 +31,7 @@ import asyncio
 import atexit
 import json
 import os
+import secrets
 import statistics
 import subprocess
 import tempfile
@@ -45,7 +47,8 @@ C = TypeVar("C")
 #: Metadata keys this harness adds to a benchmark (pyperf keeps any key it does not know).
 UNIT = "figure_unit"  # the figure's unit: "msg/s", "calls/s" (a rate of operations), or "bytes"
 LATENCY = "figure_latency"  # also report the mean time of one operation as this figure, in µs
-CPU = "cpu_us_per_op_"  # + the process's label: CPU µs per operation (median over kept values)
+CPU = "cpu_us_per_op_"  # + the process's label: CPU µs per operation (a run's: the median of its values)
+TOKEN = "cpu_token"  # names a worker's run until the manager gives it its CPU times
 CONFIG = "config_"  # + a workload parameter (senders, callers, payload...)
 
 Workload = Callable[[C, int], Awaitable[Timer]]
@@ -161,13 +164,17 @@ class PerfRunner(Generic[C]):
             metadata[LATENCY] = latency
         self._kept = []
         self._calls = 0
+        token = secrets.token_hex(8)
+        if self.worker:  # names this worker's run, so the manager can give it its CPU times
+            self.runner.metadata[TOKEN] = token
         bench = self.runner.bench_time_func(
             name, self._time, workload, per_loop, inner_loops=per_loop, metadata=metadata
         )
         if self.worker:
             if self._kept and self.args.cpu_samples:  # it ran this benchmark: hand its CPU times over
+                cpu = {k: statistics.median(v[k] for v in self._kept) for k in self._kept[0]}
                 with open(self.args.cpu_samples, "a") as f:
-                    f.write(json.dumps({"name": name, "cpu_us_per_op": self._kept}) + "\n")
+                    f.write(json.dumps({"name": name, "token": token, "cpu_us_per_op": cpu}) + "\n")
         elif bench is not None:
             self._benches.append(bench)
 
@@ -189,9 +196,9 @@ class PerfRunner(Generic[C]):
         return timer.elapsed
 
     def finish(self, *extra: Any) -> None:
-        """Stop the workloads' context (a worker), or (the manager) add each benchmark's CPU
-        medians and the ``extra`` benchmarks (``measured()`` by the manager itself)
-        to the ``-o`` or ``--append`` file."""
+        """Stop the workloads' context (a worker), or (the manager) give each worker's run its
+        CPU times and add the ``extra`` benchmarks (``measured()`` by the manager itself) to
+        the ``-o`` or ``--append`` file."""
         if self._loop is not None:
             if self._context is not None:
                 self._loop.run_until_complete(self._teardown(self._context))
@@ -199,39 +206,43 @@ class PerfRunner(Generic[C]):
             asyncio.set_event_loop(None)
         if self.worker:
             return
-        cpu = self._cpu_medians()
-        for name, medians in cpu.items():
+        side = Path(self.args.cpu_samples)
+        records = [json.loads(line) for line in side.read_text().splitlines()] if side.exists() else []
+        side.unlink(missing_ok=True)
+        cpu = {r["token"]: r["cpu_us_per_op"] for r in records}
+        for name in dict.fromkeys(r["name"] for r in records):
+            runs = [r["cpu_us_per_op"] for r in records if r["name"] == name]
+            medians = {k: statistics.median(run[k] for run in runs) for k in runs[0]}
             note(f"{name}: CPU µs/op " + ", ".join(f"{k} {v:.3f}" for k, v in medians.items()))
         for bench in extra:
             bench.update_metadata(dict(self.runner.metadata))  # which tree, as the workers' benchmarks say
         path = self.args.output or self.args.append
-        if path and (self._benches or extra):
-            target = Path(path)
-            benches = [*extra, *self._benches]
-            if target.exists():  # pyperf wrote it (or --append's earlier runs): read it back
-                suite = pyperf.BenchmarkSuite.load(str(target))
-                for bench in extra:
-                    suite.add_runs(bench)
-                first = {bench.get_name() for bench in extra}  # measured first: listed first
-                benches = sorted(suite.get_benchmarks(), key=lambda bench: bench.get_name() not in first)
-            for bench in benches:
-                if bench.get_name() in cpu:
-                    bench.update_metadata({CPU + k: v for k, v in cpu[bench.get_name()].items()})
-            pyperf.BenchmarkSuite(benches).dump(str(target), replace=True)
+        if not path or not (self._benches or extra):
+            return
+        target = Path(path)
+        benches = list(extra)
+        if target.exists():  # pyperf wrote it (and --append's earlier runs): read it back
+            suite = pyperf.BenchmarkSuite.load(str(target))
+            for bench in extra:
+                suite.add_runs(bench)
+            first = {bench.get_name() for bench in extra}  # measured first: listed first
+            benches = sorted(suite.get_benchmarks(), key=lambda bench: bench.get_name() not in first)
+        pyperf.BenchmarkSuite([with_cpu(bench, cpu) for bench in benches]).dump(str(target), replace=True)
 
-    def _cpu_medians(self) -> dict[str, dict[str, float]]:
-        """{benchmark: {label: median CPU µs per operation}} from the workers' side file (then removed)."""
-        samples: dict[str, list[dict[str, float]]] = {}
-        side = Path(self.args.cpu_samples)
-        if side.exists():
-            for line in side.read_text().splitlines():
-                record = json.loads(line)
-                samples.setdefault(record["name"], []).extend(record["cpu_us_per_op"])
-            side.unlink()
-        return {
-            name: {k: round(statistics.median(v[k] for v in values), 3) for k in values[0]}
-            for name, values in samples.items()
-        }
+
+def with_cpu(bench: Any, cpu: dict[str, dict[str, float]]) -> Any:
+    """``bench`` with the CPU µs per operation of each process in the metadata of each run
+    that a worker measured (``cpu``: by the token the worker gave its run)."""
+    runs = []
+    for run in bench.get_runs():
+        metadata = run.get_metadata()
+        token = metadata.pop(TOKEN, None)
+        if token is None:
+            runs.append(run)
+            continue
+        metadata.update({CPU + k: round(v, 3) for k, v in cpu.get(token, {}).items()})
+        runs.append(pyperf.Run(run.values, warmups=run.warmups, metadata=metadata, collect_metadata=False))
+    return pyperf.Benchmark(runs)
 
 
 def measured(
@@ -260,12 +271,40 @@ def figures(path: str | Path) -> list[dict[str, Any]]:
         config.update(runs=bench.get_nrun(), values=len(values))
         if len(values) > 1:
             config["stdev_pct"] = round(100 * bench.stdev() / bench.mean(), 1)
-        cpu = {k.removeprefix(CPU): v for k, v in sorted(md.items()) if k.startswith(CPU)}
-        if cpu:
-            config["cpu_us_per_op"] = cpu
+        per_run = [run.get_metadata() for run in bench.get_runs()]
+        labels = sorted({k for run in per_run for k in run if k.startswith(CPU)})
+        if labels:  # the median over the runs (each a worker's median)
+            cpu = {k: statistics.median(run[k] for run in per_run if k in run) for k in labels}
+            config["cpu_us_per_op"] = {k.removeprefix(CPU): round(v, 3) for k, v in cpu.items()}
         value = median if md.get("unit") == "byte" else 1 / median
         out.append({"name": bench.get_name(), "value": value, "unit": unit, "config": config})
         if LATENCY in md:
             latency = {k: v for k, v in config.items() if k != "cpu_us_per_op"}
             out.append({"name": md[LATENCY], "value": median * 1e6, "unit": "us", "config": latency})
     return out
+
+
+def main() -> None:
+    """``python bench/_perf.py OLD.json NEW.json ...``: each figure of each file side by side,
+    with its CPU µs per operation (what ``pyperf compare_to`` does not compare)."""
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("files", nargs="+", help="pyperf files written by runtime.py or transport.py")
+    files = parser.parse_args().files
+    by_file = [{f["name"]: f for f in figures(path)} for path in files]
+    names = list(dict.fromkeys(name for found in by_file for name in found))
+    rows = [["figure", *(f"{Path(p).name} ({n})" for n, p in enumerate(files, 1)), "CPU µs/op"]]
+    for name in names:
+        cells, cpus = [], []
+        for found in by_file:
+            f = found.get(name)
+            cells.append(f"{f['value']:,.1f} {f['unit']}" if f else "")
+            cpu = f["config"].get("cpu_us_per_op", {}) if f else {}
+            cpus.append(" ".join(f"{k} {v:.2f}" for k, v in cpu.items()) or "-")
+        rows.append([name, *cells, " | ".join(cpus)])
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+
+
+if __name__ == "__main__":
+    main()

@@ -9,7 +9,7 @@ uvloop (as ``distable.run``), its loops calibrated; a value is the wall time of 
 or call. Beside each figure the script measures a bare-bones loop with no runtime at all
 (a deque mailbox drained in batches by an async handler; futures for calls), the
 ``bare_*`` benchmarks, so the ratio to "the limit" comes from the same run on the same
-machine. Each benchmark's metadata also holds the CPU time per operation
+machine. The metadata of each worker's run also holds the CPU time per operation
 (``cpu_us_per_op_self``), which a busy machine distorts far less than the wall clock.
 The memory per idle process is measured before the workers run, in three fresh OS
 processes (an RSS delta means something only on a fresh heap), and written to the same

@@ -11,8 +11,8 @@ a ``Sink`` and an ``Echo`` from ``bench/_procs.py``. The ``bare_*`` benchmarks r
 same workloads on the bare-bones link of ``_bare.py`` (msgspec frames over asyncio
 protocols on uvloop, writes coalesced per loop turn, no distable) against a child
 process of their own, so the ratio to "the limit" is measured in the same run.
-Each benchmark's metadata also holds the CPU time per operation of node a and node b
-(``cpu_us_per_op_a``, ``_b``, from /proc), which a busy machine distorts far less than
+The metadata of each worker's run also holds the CPU time per operation of node a and
+node b (``cpu_us_per_op_a``, ``_b``, from /proc), which a busy machine distorts far less than
 the wall clock.
 
 Benchmarks (``run_all.py`` reads the file and reports each as a figure):
