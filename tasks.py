@@ -6,6 +6,10 @@
     python3 tasks.py bench    run the benchmarks in bench/ (JSON lines)
     python3 tasks.py chaos    the long fault campaign against real node processes
                               (--minutes 30, --runs N, --seed S; see tests/chaos/__main__.py)
+    python3 tasks.py constraints
+                              regenerate constraints.txt from pyproject.toml (uv pip compile:
+                              every extra and dependency group, the versions already pinned
+                              kept where they still fit; --upgrade takes the newest)
 
 Each creates ``.venv`` on first use and installs the exact versions from
 constraints.txt (again only when that file or pyproject.toml changes).
@@ -25,6 +29,24 @@ ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
 BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 PY = BIN / "python"
+
+
+#: ``uv pip compile`` arguments that make constraints.txt from pyproject.toml (the output
+#: file comes after ``-o``; tests/packaging/test_constraints.py checks the file is current).
+COMPILE = [
+    "pip",
+    "compile",
+    "pyproject.toml",
+    "--all-extras",
+    "--group",
+    "dev",
+    "--group",
+    "bench",
+    "--universal",
+    "--quiet",
+    "--custom-compile-command",
+    "python3 tasks.py constraints",
+]
 
 
 def _stamp() -> str:
@@ -50,8 +72,8 @@ def ensure_env() -> None:
 
 
 #: Debian packages the test suite uses (netns tests, DNS discovery, the dashboard's browser
-#: tests), by the command each provides.
-SYSTEM_PACKAGES = {"ip": "iproute2", "nft": "nftables", "dnsmasq": "dnsmasq", "chromium": "chromium"}
+#: tests, `distable top` in a terminal), by the command each provides.
+SYSTEM_PACKAGES = {"ip": "iproute2", "nft": "nftables", "dnsmasq": "dnsmasq", "chromium": "chromium", "tmux": "tmux"}
 
 
 def ensure_system_packages() -> None:
@@ -80,7 +102,7 @@ def run(*cmd: str) -> None:
 
 
 def main(argv: list[str]) -> None:
-    if not argv or argv[0] not in ("demo", "test", "bench", "chaos", "env"):
+    if not argv or argv[0] not in ("demo", "test", "bench", "chaos", "constraints", "env"):
         sys.exit(__doc__)
     ensure_env()
     task, rest = argv[0], argv[1:]
@@ -97,6 +119,8 @@ def main(argv: list[str]) -> None:
         run(py, "bench/run_all.py", *rest)
     elif task == "chaos":
         run(py, "-m", "tests.chaos", *rest)
+    elif task == "constraints":
+        run(str(BIN / "uv"), *COMPILE, "-o", "constraints.txt", *rest)
 
 
 if __name__ == "__main__":

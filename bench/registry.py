@@ -1,13 +1,22 @@
-"""Registry benchmarks on 3 real server nodes, beside Swarm 3.4's figures on this machine.
+"""Registry benchmarks on 3 real server nodes, the scenario of Swarm 3.4's (bench/swarm).
 
-    .venv/bin/python bench/registry.py [--n 10000,50000] [--repeats 5] [--quick] [--only NAME,...]
+    .venv/bin/python bench/registry.py [--n 10000,50000] [--repeats 5] [--from client|server] [--quick]
 
-Setup: three server nodes a, b, c, each in its own OS process (``NodeProcess``, membership
-preset "local", linked by ``--connect``), host the registered workers (``_workers.Worker``,
-idle). This process runs the benchmark's own node as a *client* node (``role="client"``):
-it holds a full replica, registers, looks up and calls, but owns no names, so the
-cluster that places and hosts names is exactly three nodes, as in Swarm's run, and a
-registration from here is a real request to the owner (2 of 3 would be remote in Swarm).
+Setup: three server nodes a, b, c host the registered workers (``_workers.Worker``, idle),
+membership preset "local". Where this process's own node stands is ``--from``:
+
+  client (default)  a, b, c each run in their own OS process (``NodeProcess``, linked by
+                    ``--connect``); this process is a *client* node (``role="client"``): it
+                    holds a full replica, registers, looks up and calls, but owns no names,
+                    so every registration from here is a real request to the owner
+  server            this process is server node a itself (b and c are OS processes): it
+                    registers, looks up and calls as Swarm's harness does from its node a,
+                    so a third of the names start locally, and calls go only to the names
+                    that live on other nodes
+
+The cluster that places and hosts names is exactly three nodes either way. Swarm's
+harness (bench/swarm) runs the same phases with the same N, callers and calls;
+``bench/swarm/side_by_side.sh`` alternates both in one sitting and reports ratios.
 
 Each repeat uses two fresh clusters and N workers (names "worker-0"...):
 
@@ -24,15 +33,18 @@ Each repeat uses two fresh clusters and N workers (names "worker-0"...):
                      in a tight loop, median of 5 passes (µs per lookup; ``bare_`` is a
                      plain ``dict.get`` on a copy of the replica: the limit)
     call_name        a process here calls the names round-robin by name, one caller and
-                     then 64; ``call_pid`` is the same by pid, measured pid, name, name, pid
-                     so that both see the same machine (what resolving the name costs)
+                     then 64 (20,000 and 100,000 calls; from a server node, only the names
+                     on other nodes); ``call_pid`` is the same by pid, measured pid, name,
+                     name, pid so that both see the same machine (what resolving the name
+                     costs)
     join             a 4th server node d starts (connected to a): seconds from d's "up"
                      line until every name is on its owner in the 4-node placement and
                      every replica (a, b, c, d and this one) is equal
+    kill             b is SIGKILLed, d still in, as in Swarm's run: seconds until every
+                     name runs again on a, c or d and every replica (a, c, d, this one) is
+                     equal (b's quarter of the names restarts)
     leave            d leaves gracefully (SIGTERM: it hands its names back), seconds
-                     until the same holds for a, b, c (no Swarm anchor; the way back to 3)
-    kill             c is SIGKILLed: seconds until every name runs again on a or b and
-                     every replica (a, b, this one) is equal (1/3 of the names restart)
+                     until the same holds for a and c (Swarm's run has no such step)
 
 "Done" is measured the same way for join, leave and kill: poll every node cheaply
 (``registry_stats``: names, local claims, handoffs and restarts in flight) until each
@@ -43,8 +55,9 @@ on its owner); the time is that of the poll that was confirmed. After the timing
 random names are called to check that they answer.
 
 Figures (JSON lines, see _common.py), each with its N in the name (``_10k``, ``_50k``...),
-the Swarm 3.4 anchor and the target in its config where there is one, and the CPU each
-process spent (µs per registration, or CPU seconds for join, leave and kill).
+``from`` and the target in its config where there is one, and the CPU each process spent
+(µs per registration, or CPU seconds for join, kill and leave). No figure of Swarm's is
+built in: compare with Swarm only within one sitting (bench/swarm/side_by_side.sh).
 """
 
 from __future__ import annotations
@@ -70,18 +83,6 @@ from distable.testing import NodeProcess, registry_check, registry_stats, rss_by
 HERE = Path(__file__).resolve().parent
 WORKER = "_workers:Worker"
 POLL = 0.02  # seconds between cheap polls
-
-#: Swarm 3.4 (Elixir 1.14, OTP 25), 3 nodes on this machine, N = 10,000, median of 5 runs;
-#: join and kill also at N = 50,000 (from the issue).
-SWARM: dict[str, dict[int, float]] = {
-    "register_one": {10_000: 5_190},
-    "register_32": {10_000: 17_400},
-    "whereis_node": {10_000: 0.55},
-    "whereis_module": {10_000: 0.55},
-    "call_name": {10_000: 14_390},
-    "join": {10_000: 4.6, 50_000: 151.0},
-    "kill": {10_000: 3.8, 50_000: 311.0},
-}
 
 #: Our targets: (value, "min" | "max"), by figure and N (None: any N).
 TARGETS: dict[str, dict[int | None, float]] = {
@@ -123,13 +124,29 @@ class NameCaller(Process):
 
 
 class Cluster:
-    """Three (or four) server nodes in child processes and the client node of this process."""
+    """Three (or four) server nodes and the node of this process: a client beside them, or
+    (``origin="server"``) server node a itself."""
 
-    def __init__(self, cookie: str) -> None:
+    def __init__(self, cookie: str, origin: str = "client") -> None:
         self.cookie = cookie
+        self.origin = origin
         self.children: dict[str, NodeProcess] = {}
         self.gone: set[str] = set()  # stopping or killed: no longer asked anything
         self.node: Node | None = None
+
+    def servers(self) -> list[str]:
+        """The live server nodes (this one first when it is one)."""
+        own = [self.client.name] if self.origin == "server" else []
+        return own + [c.name for c in self.live()]
+
+    def server(self, short: str) -> str:
+        """The full name of server node ``short`` ("a", "b"...), this one or a child."""
+        return self.client.name if self.origin == "server" and short == "a" else self.children[short].name
+
+    async def server_rss(self) -> int:
+        """Resident set sizes of the server nodes together (this process's when it is one)."""
+        total = sum(await asyncio.gather(*(c.rss() for c in self.live())))
+        return total + (rss_bytes() if self.origin == "server" else 0)
 
     async def start_child(self, short: str, connect: Sequence[str]) -> NodeProcess:
         child = await NodeProcess.start(short, self.cookie, connect=connect, paths=[str(HERE)], preset="local")
@@ -200,7 +217,9 @@ async def settle(
             and not (s["moving"] or s["outgoing"] or s["incoming"] or s["pending"] or s["restarts_due"])
             for s in [*stats, mine]
         )
-        placed = all(s["local"] == expect.count.get(c.name, 0) for c, s in zip(children, stats, strict=True))
+        placed = mine["local"] == expect.count.get(node.name, 0) and all(
+            s["local"] == expect.count.get(c.name, 0) for c, s in zip(children, stats, strict=True)
+        )
         if quiet and placed:
             confirms += 1
             checks = await asyncio.gather(*(c.registry_check() for c in children))
@@ -209,6 +228,7 @@ async def settle(
             ok = (
                 len(digests) == 1
                 and own["on_owner"] == n
+                and own["local_alive"] == own["local"] == expect.count.get(node.name, 0)
                 and all(
                     ch["on_owner"] == n and ch["local_alive"] == ch["local"] == expect.count[c.name]
                     for c, ch in zip(children, checks, strict=True)
@@ -295,16 +315,24 @@ async def call_by_name(node: Node, names: Sequence[Any], callers: int, n: int, t
 
 
 @contextlib.asynccontextmanager
-async def three_nodes() -> AsyncIterator[tuple[Cluster, Node]]:
-    """A fresh cluster: server nodes a, b, c in child processes, and the client node here."""
-    cluster = Cluster(secrets.token_hex(16))
+async def three_nodes(origin: str) -> AsyncIterator[tuple[Cluster, Node]]:
+    """A fresh cluster of server nodes a, b, c: a, b, c in child processes and the client
+    node here (``origin="client"``), or a here and b, c in child processes ("server")."""
+    cluster = Cluster(secrets.token_hex(16), origin)
     try:
+        if origin == "server":
+            async with Node("a", cookie=cluster.cookie, membership=MembershipConfig.local()) as node:
+                cluster.node = node
+                await asyncio.gather(cluster.start_child("b", [node.name]), cluster.start_child("c", [node.name]))
+                await cluster.wait_placement(cluster.servers())
+                yield cluster, node
+            return
         a = await cluster.start_child("a", ())
         await asyncio.gather(cluster.start_child("b", [a.name]), cluster.start_child("c", [a.name]))
         async with Node("bench", cookie=cluster.cookie, role="client", membership=MembershipConfig.local()) as node:
             cluster.node = node
             await node.connect(a.name, timeout=20.0)
-            await cluster.wait_placement([c.name for c in cluster.children.values()])
+            await cluster.wait_placement(cluster.servers())
             yield cluster, node
     finally:
         await cluster.close()
@@ -337,28 +365,31 @@ async def one_run(
     out: dict[str, float] = {}
     names = [f"worker-{i}" for i in range(n)]
     positions = [hash_name(name) for name in names]
+    origin = args.origin
 
-    async with three_nodes() as (cluster, node):
-        a, b, c = (cluster.children[k] for k in "abc")
-        pids = {"a": a.proc.pid, "b": b.proc.pid, "c": c.proc.pid}
-        expect3 = Expectation(names, positions, [a.name, b.name, c.name])
-        rss0 = await asyncio.gather(a.rss(), b.rss(), c.rss())
+    async with three_nodes(origin) as (cluster, node):
+        pids = {short: child.proc.pid for short, child in cluster.children.items()}
+        expect3 = Expectation(names, positions, cluster.servers())
+        rss0 = await cluster.server_rss()
         own0 = rss_bytes()
         rate, per_op = await register_all(node, names, 1, pids)
         out["register_one"] = rate
         cpu.setdefault("register_one", []).append(per_op)
         note(f"  register_one: {rate:,.0f}/s cpu µs/op {per_op}")
         await settle(cluster, expect3, n, 60 + n / 500, time.monotonic())
-        rss1 = await asyncio.gather(a.rss(), b.rss(), c.rss())
+        rss1 = await cluster.server_rss()
         own1 = rss_bytes()
-        out["memory_per_worker"] = (sum(rss1) - sum(rss0)) / n
-        out["client_replica_bytes"] = (own1 - own0) / n
-        note(f"  memory: {out['memory_per_worker']:.0f} B/worker (client replica {out['client_replica_bytes']:.0f} B)")
+        out["memory_per_worker"] = (rss1 - rss0) / n
+        if origin == "client":
+            out["client_replica_bytes"] = (own1 - own0) / n
+            note(f"  client replica: {out['client_replica_bytes']:.0f} B/name")
+        note(f"  memory: {out['memory_per_worker']:.0f} B/worker")
 
-    async with three_nodes() as (cluster, node):
-        a, b, c = (cluster.children[k] for k in "abc")
-        pids = {"a": a.proc.pid, "b": b.proc.pid, "c": c.proc.pid}
-        three = [a.name, b.name, c.name]
+    async with three_nodes(origin) as (cluster, node):
+        b, c = cluster.children["b"], cluster.children["c"]
+        pids = {short: child.proc.pid for short, child in cluster.children.items()}
+        a_name = cluster.server("a")
+        three = cluster.servers()
         expect3 = Expectation(names, positions, three)
         rate, per_op = await register_all(node, names, 32, pids)
         out["register_32"] = rate
@@ -371,12 +402,14 @@ async def one_run(
             out[key] = value
         note(f"  whereis µs: node {out['whereis_node']:.3f} module {out['whereis_module']:.3f}")
         n_calls = 5_000 if args.quick else 20_000
-        by_pid = [pid for name in names if (pid := node.whereis(name)) is not None]
+        # the names on other nodes (all of them from a client node), as Swarm's harness calls
+        remote = [name for name, owner in zip(names, expect3.owners, strict=True) if owner != node.name]
+        by_pid = [pid for name in remote if (pid := node.whereis(name)) is not None]
         for callers, suffix, count in ((1, "", n_calls), (64, "_64", n_calls * 5)):
             # pid, name, name, pid: both see the same drift of the machine's load
             rates: dict[str, list[float]] = {"pid": [], "name": []}
             for kind in ("pid", "name", "name", "pid"):
-                targets = by_pid if kind == "pid" else names
+                targets = by_pid if kind == "pid" else remote
                 rates[kind].append(await call_by_name(node, targets, callers, count // 2, pids))
             for kind, pair in rates.items():
                 out[f"call_{kind}{suffix}"] = sum(pair) / len(pair)
@@ -388,7 +421,7 @@ async def one_run(
         # a 4th node joins
         cpu0 = cpu_of(cluster)
         launched = time.monotonic()
-        d = await cluster.start_child("d", [a.name])
+        d = await cluster.start_child("d", [a_name])
         up = time.monotonic()
         expect4 = Expectation(names, positions, [*three, d.name])
         seconds, detail = await settle(cluster, expect4, n, 60 + n / 200, up)
@@ -400,38 +433,29 @@ async def one_run(
         note(f"    {cpu_note(cpu0, cpu1)}")
         await call_sample(node, names, rng)
 
-        # d leaves gracefully
-        cpu0 = cpu_of(cluster)
-        started = time.monotonic()
-        cluster.gone.add(d.name)
-        d.terminate()
-        seconds, detail = await settle(cluster, expect3, n, 60 + n / 200, started)
-        out["leave"] = seconds
-        cpu1 = cpu_of(cluster)
-        cpu.setdefault("leave", []).append(cpu_delta(cpu0, cpu1))
-        note(f"  leave: {seconds:.3f} s {detail}")
-        note(f"    {cpu_note(cpu0, cpu1)}")
-        await d.wait(30)
-        await call_sample(node, names, rng)
+        async def goes(key: str, child: NodeProcess, stop: Callable[[], None], servers: list[str]) -> None:
+            """``stop`` ``child`` (kill or terminate); seconds until the rest settles on ``servers``."""
+            expect = Expectation(names, positions, servers)
+            cpu0 = cpu_of(cluster)
+            started = time.monotonic()
+            cluster.gone.add(child.name)
+            stop()
+            seconds, detail = await settle(cluster, expect, n, 60 + n / 200, started)
+            out[key] = seconds
+            cpu1 = cpu_of(cluster)
+            cpu.setdefault(key, []).append(cpu_delta(cpu0, cpu1))
+            note(f"  {key}: {seconds:.3f} s {detail}")
+            note(f"    {cpu_note(cpu0, cpu1)}")
+            await child.wait(30)
+            await call_sample(node, names, rng)
 
-        # c is SIGKILLed
-        expect2 = Expectation(names, positions, [a.name, b.name])
-        cpu0 = cpu_of(cluster)
-        started = time.monotonic()
-        cluster.gone.add(c.name)
-        c.kill()
-        seconds, detail = await settle(cluster, expect2, n, 60 + n / 200, started)
-        out["kill"] = seconds
-        cpu1 = cpu_of(cluster)
-        cpu.setdefault("kill", []).append(cpu_delta(cpu0, cpu1))
-        note(f"  kill: {seconds:.3f} s {detail}")
-        note(f"    {cpu_note(cpu0, cpu1)}")
-        await c.wait(30)
-        await call_sample(node, names, rng)
+        # b is SIGKILLed, d still in (Swarm's run kills b of a, b, c, d); then d leaves gracefully
+        await goes("kill", b, b.kill, [a_name, c.name, d.name])
+        await goes("leave", d, d.terminate, [a_name, c.name])
     return out
 
 
-def report(n: int, runs: list[dict[str, float]], cpu: dict[str, list[dict[str, float]]]) -> None:
+def report(n: int, origin: str, runs: list[dict[str, float]], cpu: dict[str, list[dict[str, float]]]) -> None:
     units = {
         "register_one": "reg/s",
         "register_32": "reg/s",
@@ -454,15 +478,12 @@ def report(n: int, runs: list[dict[str, float]], cpu: dict[str, list[dict[str, f
         if not samples:
             continue
         value = median(samples)
-        config: dict[str, Any] = {"n": n, "nodes": 3, "repeats": len(samples), "samples": samples}
+        config: dict[str, Any] = {"n": n, "nodes": 3, "from": origin, "repeats": len(samples), "samples": samples}
         if key == "client_replica_bytes":
             # Later runs reuse the memory the earlier clusters' replicas freed in this process:
             # only the first run's growth (a fresh heap) measures the replica.
             value = samples[0]
             config["measured"] = "first run only"
-        swarm = SWARM.get(key, {}).get(n)
-        if swarm is not None:
-            config["swarm"] = swarm
         goal = target_of(key, n)
         if goal is not None:
             config["target"] = goal
@@ -483,6 +504,13 @@ def parse() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", default="", help="comma-separated worker counts (default 10000,50000)")
     parser.add_argument("--repeats", type=int, default=0, help="runs per N (default 5 at 10k, 3 above)")
+    parser.add_argument(
+        "--from",
+        dest="origin",
+        choices=("client", "server"),
+        default="client",
+        help="register, look up and call from a client node beside a, b, c (default) or from server node a",
+    )
     parser.add_argument("--quick", action="store_true", help="N = 2000, 1 run (a smoke run)")
     parser.add_argument("--only", default="", help="accepted for run_all.py; every phase always runs")
     return parser.parse_args()
@@ -499,7 +527,7 @@ async def main() -> None:
         for i in range(repeats):
             note(f"registry N={n:,} run {i + 1}/{repeats}")
             runs.append(await one_run(n, args, rng, cpu))
-        report(n, runs, cpu)
+        report(n, args.origin, runs, cpu)
 
 
 if __name__ == "__main__":

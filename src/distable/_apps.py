@@ -51,15 +51,17 @@ def one_line(exc: BaseException) -> str:
 def resolve(ref: str) -> Any:
     """Import ``"package.module:attribute"`` (``attribute`` may be dotted) and return it.
 
+    The one lookup of a reference: app functions here, and registry factories
+    (``registry.resolve`` caches it and reports failures as ``FactoryError``).
+
     Raises:
         ImportError: the module cannot be imported.
-        AttributeError: the module has no such attribute.
+        AttributeError: the module has no such attribute, or ``ref`` names none.
     """
     module, _, attr = ref.partition(":")
     obj: Any = importlib.import_module(module)
-    if attr:
-        for part in attr.split("."):
-            obj = getattr(obj, part)
+    for part in attr.split("."):
+        obj = getattr(obj, part)
     return obj
 
 

@@ -111,3 +111,18 @@ class DecodeError(ProtocolError):
 
 class HandshakeError(ProtocolError):
     """The node-to-node handshake failed (wrong cookie, wrong node, bad version...)."""
+
+
+class MissingExtra(DistableError, ImportError):
+    """A feature needs an optional package that is not installed.
+
+    ``extra`` is the pip extra that installs it (``pip install 'distable[web]'``),
+    ``packages`` the missing packages' names on the package index, ``feature`` what
+    needs them. Also an ``ImportError``, which is what it is.
+    """
+
+    def __init__(self, feature: str, extra: str, packages: tuple[str, ...]) -> None:
+        super().__init__(f"{feature} needs {' and '.join(packages)}: pip install 'distable[{extra}]'")
+        self.feature = feature
+        self.extra = extra
+        self.packages = packages

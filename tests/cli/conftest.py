@@ -27,7 +27,7 @@ COOKIE = "cli-test-cookie"
 UP = re.compile(r"^distable: node (\S+) up \((.*)\)$")
 TIMEOUT = 30.0  # bound on each process's start and each query (generous: the machine is shared)
 
-__all__ = ["COOKIE", "ROOT", "TIMEOUT", "Answer", "NodeProc", "Processes", "distable", "free_ports"]
+__all__ = ["COOKIE", "ROOT", "TIMEOUT", "Answer", "Cluster", "NodeProc", "Processes", "distable", "free_ports"]
 
 
 @dataclass
@@ -104,6 +104,27 @@ async def processes(tmp_path: Path) -> AsyncIterator[Processes]:
         yield procs
     finally:
         await procs.close()
+
+
+@dataclass
+class Cluster:
+    a: NodeProc
+    b: NodeProc
+    discovery: list[str]  # the options a query needs to find the cluster
+
+
+@pytest.fixture
+async def cluster(processes: Processes) -> Cluster:
+    """Nodes ``a`` and ``b``, a static cluster on two free loopback ports, running cliapp."""
+    port_a, port_b = free_ports(2)
+    static = ["--static", f"a@127.0.0.1:{port_a}", "--static", f"b@127.0.0.1:{port_b}"]
+    common = ["--cookie", COOKIE, *static, "--membership", "local", "--app", "tests.cli.cliapp:start"]
+    common += ["--log-level", "warning"]
+    a = await processes.start("a", "--port", str(port_a), *common)
+    b = await processes.start("b", "--port", str(port_b), *common)
+    assert (a.name, b.name) == (f"a@127.0.0.1:{port_a}", f"b@127.0.0.1:{port_b}")
+    assert a.details == "role server, cluster static"
+    return Cluster(a, b, ["--cookie", COOKIE, *static])
 
 
 @dataclass(frozen=True)

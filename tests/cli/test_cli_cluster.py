@@ -13,7 +13,6 @@ import asyncio
 import json
 import re
 import urllib.request
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,30 +22,9 @@ import trustme
 from distable import Node, Static
 from distable.testing import eventually
 from tests.cli import cliapp
-from tests.cli.conftest import COOKIE, TIMEOUT, NodeProc, Processes, distable, free_ports
+from tests.cli.conftest import COOKIE, TIMEOUT, Cluster, Processes, distable, free_ports
 
 pytestmark = pytest.mark.cluster
-
-
-@dataclass
-class Cluster:
-    a: NodeProc
-    b: NodeProc
-    discovery: list[str]  # the options a query needs to find the cluster
-
-
-@pytest.fixture
-async def cluster(processes: Processes) -> Cluster:
-    """Nodes ``a`` and ``b``, a static cluster on two free loopback ports, running cliapp."""
-    port_a, port_b = free_ports(2)
-    static = ["--static", f"a@127.0.0.1:{port_a}", "--static", f"b@127.0.0.1:{port_b}"]
-    common = ["--cookie", COOKIE, *static, "--membership", "local", "--app", "tests.cli.cliapp:start"]
-    common += ["--log-level", "warning"]
-    a = await processes.start("a", "--port", str(port_a), *common)
-    b = await processes.start("b", "--port", str(port_b), *common)
-    assert (a.name, b.name) == (f"a@127.0.0.1:{port_a}", f"b@127.0.0.1:{port_b}")
-    assert a.details == "role server, cluster static"
-    return Cluster(a, b, ["--cookie", COOKIE, *static])
 
 
 def expected_names() -> set[Any]:

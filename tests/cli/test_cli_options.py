@@ -104,7 +104,7 @@ def test_version() -> None:
 def test_help_lists_the_commands() -> None:
     result = invoke(["--help"])
     assert result.exit_code == 0
-    for command in ("node", "status", "whereis", "registered", "demo", "bench"):
+    for command in ("node", "status", "whereis", "registered", "top", "demo", "bench"):
         assert command in result.stdout
 
 

@@ -17,9 +17,25 @@ import msgspec
 import pytest
 
 from distable import Node, Pid, TransportConfig
+from distable.registry import REGISTRY_SERVER_ID
 from distable.testing import eventually, pending_handshakes
 from distable.wire import encode_frame
-from distable.wire._messages import REPLY_EXIT, CallReply, CallRequest, Reject, Send, handshake_decoder
+from distable.wire._messages import (
+    REGISTRY_ERROR,
+    REGISTRY_OK,
+    REPLY_EXIT,
+    REPLY_OK,
+    CallReply,
+    CallRequest,
+    GroupJoinRequest,
+    RegisterNameRequest,
+    RegisterRequest,
+    RegistryReply,
+    Reject,
+    Send,
+    Spec,
+    handshake_decoder,
+)
 
 from ._support import (
     COOKIE,
@@ -255,6 +271,42 @@ async def test_messages_for_a_pid_that_no_longer_exists_are_dropped_and_counted_
 
         assert node.transport.is_connected(target.raw_name)  # nothing wrong with the peer: the link stays
         assert not [r for r in caplog.records if r.levelno >= WARNING], describe_log(caplog)  # silent
+    await assert_still_serves(node, target.echo)
+
+
+async def test_registry_requests_get_typed_error_replies_and_a_malformed_one_a_warning(
+    target: Target, caplog: pytest.LogCaptureFixture
+) -> None:
+    node = target.node
+    server = Pid(node.name, node.incarnation, REGISTRY_SERVER_ID)
+    async with raw_peer(node.port) as raw:
+        await raw.handshake(name=target.raw_name, expected=node.name)
+        raw.send_batch(
+            [
+                [46, "not a ref", "name", "not a spec"],  # a RegisterRequest with fields of the wrong types
+                RegisterNameRequest(1, "by-hand", Pid(target.raw_name, 1, 5)),  # no process of this node
+                RegisterRequest(2, "odd", Spec("tests.registry.apps:Counter", [], {}, "sometimes", 5.0)),
+                GroupJoinRequest(3, "group", target.echo),
+                CallRequest(4, server, None, ["register", "too short"]),  # the list form of version 2
+            ]
+        )
+        replies: dict[int, Any] = {}
+        for _ in range(20):
+            if len(replies) == 4:
+                break
+            for message in await raw.read_messages():
+                if isinstance(message, RegistryReply | CallReply):
+                    replies[message.ref] = message
+        assert replies[1] == RegistryReply(1, REGISTRY_ERROR, None, "ProcessExited", "noproc")
+        assert (replies[2].status, replies[2].error) == (REGISTRY_ERROR, "FactoryError")
+        assert "restart must be one of" in replies[2].detail
+        assert replies[3] == RegistryReply(3, REGISTRY_OK, target.echo)
+        assert (replies[4].status, replies[4].payload[:2]) == (REPLY_OK, ["error", "FactoryError"])
+        assert node.members("group") == [target.echo]
+        assert node.registered() == []
+        dropped = log_lines(caplog, WARNING, "dropped a message from", target.raw_name, f"({raw.address})")
+        assert dropped, describe_log(caplog)
+        assert node.transport.is_connected(target.raw_name)
     await assert_still_serves(node, target.echo)
 
 

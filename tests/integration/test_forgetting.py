@@ -82,7 +82,7 @@ async def test_client_nodes_that_join_and_leave_one_after_another_are_forgotten_
                 assert all(cli.name in tables(s)["transport peers"] for s in servers)
         (restarted, first), (again, second) = seen[3:]
         assert again == restarted
-        assert second > first  # a newer creation
+        assert second > first  # a newer incarnation
 
         await eventually(
             lambda: all(tables(s) == steady[s] for s in servers),

@@ -241,6 +241,24 @@ async def test_a_negative_or_nan_timeout_is_refused_before_anything_is_sent(
 
 
 @pytest.mark.usefixtures("unknown_on_receipt")
+async def test_a_registration_whose_arguments_the_owner_cannot_decode_fails_at_once_with_a_typed_error(
+    pair: tuple[Node, Node], caplog: pytest.LogCaptureFixture
+) -> None:
+    a, b = pair
+    placement = a.registry.core.placement
+    await eventually(lambda: b.name in placement.nodes)
+    name = next(f"room-{i}" for i in range(1000) if placement.owner(f"room-{i}") == b.name)
+    with pytest.raises(UndecodableMessage) as caught:
+        await a.register(name, Holder, Room("lobby"), timeout=CALL_TIMEOUT)
+    assert (caught.value.node, caught.value.type_name) == (b.name, WIRE_NAME)
+    assert log_lines(caplog, WARNING, "could not decode a RegisterRequest from", a.name, WIRE_NAME), describe_log(
+        caplog
+    )
+    assert a.whereis(name) is None
+    assert (await a.register(name, Echo, timeout=CALL_TIMEOUT)).node == b.name  # the link still serves
+
+
+@pytest.mark.usefixtures("unknown_on_receipt")
 async def test_a_handoff_whose_state_the_new_owner_cannot_decode_is_refused_at_once(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

@@ -434,3 +434,24 @@ def suspecting(by: Node, who: Node) -> Iterator[None]:
 async def _count_is(node: Node, name: Any, expected: int) -> bool:
     count, _ = await node.call(name, "get")
     return bool(count == expected)
+
+
+async def test_unregister_of_a_name_whose_handoff_was_withdrawn_waits_for_the_answer(cluster: Cluster) -> None:
+    # X timed out waiting for HandoffAccepted and withdrew the handoff (C1); the answer
+    # (C2) is lost too. An unregister on X meanwhile waits for the outcome instead of
+    # failing with the cancelled wait for the acceptance (it raised CancelledError). The
+    # name is then gone everywhere; the process stays, unnamed, as after any unregister.
+    x, y, _, name, old = await _counter_to_be_moved(cluster, "unreg", handoff_timeout=1.0)
+    with dropping(y, "HandoffAccepted", "HandoffCancelled"):
+        await cluster.join(y)
+        await eventually(
+            lambda: any(o.name == name and o.cancel_answer is not None for o in x.registry.handoff.outgoing.values()),
+            timeout=10,
+            message=lambda: copies_of(cluster, name),
+        )
+        await x.unregister(name)
+    await eventually(
+        lambda: cluster.live_copies(name) == [old] and all(n.whereis(name) is None for n in cluster.nodes),
+        timeout=20,
+        message=lambda: copies_of(cluster, name),
+    )

@@ -86,7 +86,7 @@ def stays_quiet(cluster: SimCluster, duration: float) -> None:
 
 
 def history(cluster: SimCluster, since: float = 0.0) -> dict[tuple[str, str], list[NodeUp | NodeDown]]:
-    """(observer, node) -> what that observer (any creation) reported about that node since ``since``."""
+    """(observer, node) -> what that observer (any incarnation) reported about that node since ``since``."""
     seen: dict[tuple[str, str], list[NodeUp | NodeDown]] = defaultdict(list)
     for o in cluster.log:
         if o.at >= since:
@@ -95,17 +95,17 @@ def history(cluster: SimCluster, since: float = 0.0) -> dict[tuple[str, str], li
 
 
 def check_alternation(cluster: SimCluster) -> None:
-    """Per observer creation: NodeUp and NodeDown alternate, starting with NodeUp, and creations never go back."""
+    """Per observer incarnation: NodeUp and NodeDown alternate, starting with NodeUp, and incarnations never go back."""
     per_observer: dict[tuple[str, int, str], list[Observed]] = defaultdict(list)
     for o in cluster.log:
-        per_observer[o.observer, o.creation, o.event.node].append(o)
+        per_observer[o.observer, o.incarnation, o.event.node].append(o)
     for (observer, _, node), seen in per_observer.items():
         kinds = [type(o.event) for o in seen]
         assert kinds == [NodeUp, NodeDown] * (len(kinds) // 2) + [NodeUp] * (len(kinds) % 2), (
             f"seed {cluster.seed}: {observer} reported {node} as {[o.event for o in seen]}"
         )
         ups = [o.event.incarnation for o in seen if isinstance(o.event, NodeUp)]
-        assert ups == sorted(ups), f"seed {cluster.seed}: {observer} saw {node}'s creations go back: {ups}"
+        assert ups == sorted(ups), f"seed {cluster.seed}: {observer} saw {node}'s incarnations go back: {ups}"
 
 
 def check_run(cluster: SimCluster) -> None:
@@ -240,7 +240,7 @@ def test_a_killed_node_is_down_everywhere_at_once_without_suspicion_and_may_come
                 f"seed {seed}: {observer} reported killed {victim} as {seen[observer, victim]} within {KILL_BOUND} s"
             )
     assert sum(cluster.nodes[s].core.statistics().refused for s in survivors) >= len(victims)
-    if back_after is not None:  # restarted on the same address: a new creation
+    if back_after is not None:  # restarted on the same address: a new incarnation
         cluster.run_for(back_after)
         for victim in victims:
             cluster.start(victim)
@@ -283,7 +283,7 @@ def test_a_partition_downs_the_other_side_and_healing_brings_everyone_back(
                 )
     healed = cluster.now
     cluster.heal()
-    # A heartbeat of the very creation a node holds as failed makes it dial that node,
+    # A heartbeat of the very incarnation a node holds as failed makes it dial that node,
     # which learns the verdict and refutes it: healing does not wait for tombstones to go.
     converge(cluster, 2 * JOIN_BOUND, "after healing")
     stays_quiet(cluster, STABLE_FOR)
@@ -292,7 +292,7 @@ def test_a_partition_downs_the_other_side_and_healing_brings_everyone_back(
         for observer in side:
             for node in other:
                 assert NodeUp(node, 1) in seen[observer, node], f"seed {seed}: {observer} never saw {node} again"
-    # One creation each: every NodeUp ever reported carries it (no restart, nothing mixed).
+    # One incarnation each: every NodeUp ever reported carries it (no restart, nothing mixed).
     assert {o.event.incarnation for o in cluster.log if isinstance(o.event, NodeUp)} == {1}
     check_run(cluster)
 
@@ -305,7 +305,7 @@ def test_a_partition_downs_the_other_side_and_healing_brings_everyone_back(
     loss=losses,
     max_latency=max_latencies,
 )
-def test_a_restarted_node_is_seen_as_its_new_creation_by_everyone(
+def test_a_restarted_node_is_seen_as_its_new_incarnation_by_everyone(
     seed: int, n: int, restarts: int, loss: float, max_latency: float
 ) -> None:
     cluster, plan, _ = started(seed, n, loss, max_latency)
@@ -319,12 +319,12 @@ def test_a_restarted_node_is_seen_as_its_new_creation_by_everyone(
     stays_quiet(cluster, STABLE_FOR)
     for observer in everyone:
         for node in set(everyone) - {observer}:
-            creation = cluster.nodes[node].creation
+            incarnation = cluster.nodes[node].incarnation
             m = cluster.nodes[observer].core.member(node)
             assert m is not None
-            assert m.creation == creation, f"seed {seed}: {observer} holds {node} at creation {m.creation}"
+            assert m.incarnation == incarnation, f"seed {seed}: {observer} holds {node} at incarnation {m.incarnation}"
             events = cluster.events_about(observer, node)
-            assert events[-1].event == NodeUp(node, creation), f"seed {seed}: {observer} last saw {events[-1]}"
+            assert events[-1].event == NodeUp(node, incarnation), f"seed {seed}: {observer} last saw {events[-1]}"
             reasons = {o.event.reason for o in events if isinstance(o.event, NodeDown)}
             assert reasons <= {"restarted", "failed"}, f"seed {seed}: {observer} about {node}: {reasons}"
     check_run(cluster)
@@ -368,11 +368,11 @@ def test_a_graceful_leave_is_one_node_down_left_everywhere(seed: int, n: int, le
     loss=losses,
     max_latency=max_latencies,
 )
-def test_a_node_paused_past_failure_detection_wakes_up_and_everyone_settles_on_its_creation(
+def test_a_node_paused_past_failure_detection_wakes_up_and_everyone_settles_on_its_incarnation(
     seed: int, n: int, pauses: list[tuple[float, float]], loss: float, max_latency: float
 ) -> None:
     """A SIGSTOP (a GC or VM stall): its peers declare it failed, it wakes with its stale
-    view and late timer, refutes the verdict with the same creation, and all settle."""
+    view and late timer, refutes the verdict with the same incarnation, and all settle."""
     cluster, plan, _ = started(seed, n, loss, max_latency)
     cluster.run_until(START_WINDOW)
     converge(cluster, JOIN_BOUND, "before the pauses")
@@ -399,12 +399,12 @@ def test_a_node_paused_past_failure_detection_wakes_up_and_everyone_settles_on_i
             assert NodeDown(victim, "failed") in seen[observer, victim], (
                 f"seed {seed}: {observer} never declared paused {victim} failed: {seen[observer, victim]}"
             )
-    # A pause is not a restart: every node is still at its first creation, everywhere.
+    # A pause is not a restart: every node is still at its first incarnation, everywhere.
     for observer in everyone:
         for node in set(everyone) - {observer}:
             m = cluster.nodes[observer].core.member(node)
             assert m is not None, f"seed {seed}: {observer} forgot {node}"
-            assert m.creation == 1, f"seed {seed}: {observer} holds {node} at creation {m.creation}"
+            assert m.incarnation == 1, f"seed {seed}: {observer} holds {node} at incarnation {m.incarnation}"
     check_run(cluster)
 
 
@@ -423,7 +423,7 @@ def test_a_node_paused_past_failure_detection_wakes_up_and_everyone_settles_on_i
     loss=losses,
     max_latency=max_latencies,
 )
-def test_after_any_mix_of_faults_the_live_nodes_settle_on_their_current_creations(
+def test_after_any_mix_of_faults_the_live_nodes_settle_on_their_current_incarnations(
     seed: int, n: int, faults: list[tuple[float, str]], loss: float, max_latency: float
 ) -> None:
     cluster, plan, _ = started(seed, n, loss, max_latency)

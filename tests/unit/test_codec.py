@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import math
-from typing import Any
+from typing import Any, get_args
 
 import msgspec
 import pytest
@@ -18,10 +18,34 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from distable._errors import DecodeError, ProtocolError, UnencodableValue
-from distable.wire import BatchWriter, Crash, Pid, Ref, decode_value, encode_value, register_type, to_wire
+from distable.wire import (
+    BatchWriter,
+    Crash,
+    Pid,
+    Ref,
+    decode_value,
+    encode_value,
+    lists_as_tuples,
+    register_type,
+    to_wire,
+)
 from distable.wire._codec import EXT_CRASH, EXT_MAP, EXT_PID, EXT_SET, EXT_TUPLE, EXT_USER
 from distable.wire._framing import FRAME_HEADER
-from distable.wire._messages import Send, batch_decoder
+from distable.wire._messages import (
+    REGISTRY_ERROR,
+    REGISTRY_OK,
+    GroupJoinRequest,
+    GroupLeaveRequest,
+    PeerMessage,
+    RegisterNameRequest,
+    RegisterRequest,
+    RegistryReply,
+    Send,
+    Spec,
+    UnregisterRequest,
+    batch_decoder,
+    single_decoder,
+)
 
 SETTINGS = settings(derandomize=True, deadline=None, database=None, print_blob=True, max_examples=200)
 
@@ -473,3 +497,59 @@ def test_send_envelopes_in_a_batch_decode_to_equal_payloads(payloads: list[Any])
         assert type(message) is Send
         assert message.to == dest
         assert same(payload, message.payload), f"{payload!r} came back as {message.payload!r}"
+
+
+# --- the messages ------------------------------------------------------------------------
+
+
+def test_every_peer_message_has_its_own_tag() -> None:
+    tags = [cls.__struct_config__.tag for cls in get_args(PeerMessage)]
+    assert len(tags) == len(set(tags)), sorted(tags)
+
+
+def test_registry_requests_and_replies_keep_their_types_in_a_batch() -> None:
+    pid = Pid("b@127.0.0.1:4370", 17, 5)
+    name = ("worker", 7)
+    spec = Spec("pkg.mod:Worker", to_wire([(1, 2), pid]), to_wire({"key": name}), "transient", 2.5)
+    messages = [
+        RegisterRequest(1, to_wire(name), spec),
+        RegisterNameRequest(2, to_wire(name), pid),
+        UnregisterRequest(3, "plain", pid),
+        GroupJoinRequest(4, to_wire(frozenset({"g"})), pid),
+        GroupLeaveRequest(5, "g", pid),
+        RegistryReply(6, REGISTRY_OK, pid),
+        RegistryReply(7, REGISTRY_ERROR, None, "FactoryError", "no such factory"),
+    ]
+    writer = BatchWriter()
+    for message in messages:
+        writer.add(message)
+    frame = writer.take()
+    assert frame is not None
+    decoded: list[Any] = batch_decoder.decode(memoryview(frame)[FRAME_HEADER:])
+    assert [type(m) for m in decoded] == [type(m) for m in messages]
+    register, by_hand, _, join, _, ok, error = decoded
+    assert register.name == name
+    assert type(register.name) is tuple
+    assert (register.spec.args, register.spec.kwargs) == ([(1, 2), pid], {"key": name})
+    assert by_hand == RegisterNameRequest(2, name, pid)
+    assert join.group == frozenset({"g"})
+    assert (ok, error) == (messages[5], messages[6])
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        [46, "1", "name", ["f:g", [], {}, "transient", 1.0]],  # ref not an int
+        [46, 1, "name", "not a spec"],
+        [47, 1, "name", "not a pid"],
+        [51, 1, "ok"],  # status not an int
+    ],
+)
+def test_a_registry_message_with_fields_of_the_wrong_types_is_refused(fields: list[Any]) -> None:
+    with pytest.raises(msgspec.ValidationError):
+        single_decoder.decode(msgspec.msgpack.encode(fields))
+
+
+def test_a_name_read_from_json_has_tuples_for_lists_at_any_depth() -> None:
+    assert lists_as_tuples(["worker", [1, ["a"]], {"k": [2]}]) == ("worker", (1, ("a",)), {"k": [2]})
+    assert lists_as_tuples("plain") == "plain"

@@ -201,7 +201,7 @@ def heartbeat_of_packet_size(size: int, trailer: int) -> Heartbeat:
     """A heartbeat whose packet is exactly ``size`` bytes with a ``trailer``-byte MAC or tag."""
     payload = size - HEADER_SIZE - trailer
     for length in range(payload, 0, -1):
-        beat = Heartbeat("n" * length, BEAT.creation, BEAT.incarnation)
+        beat = Heartbeat("n" * length, BEAT.incarnation, BEAT.refutation)
         if len(msgspec.msgpack.encode(beat)) == payload:
             return beat
     raise AssertionError(f"no heartbeat makes a packet of {size} bytes")
@@ -215,7 +215,7 @@ def test_a_packet_of_max_size_round_trips_and_one_byte_more_cannot_be_sealed(enc
 
     assert len(packet) == MAX_PACKET
     assert GossipCodec(COOKIE, encrypt=encrypt).open(packet, NOW) == largest
-    too_big = Heartbeat(largest.name + "n", largest.creation, largest.incarnation)
+    too_big = Heartbeat(largest.name + "n", largest.incarnation, largest.refutation)
     with pytest.raises(ValueError, match="exceeds"):
         codec.seal(too_big, NOW, nonce())
 

@@ -15,24 +15,25 @@ from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
+import msgspec
 import pytest
 
-from distable.membership import MembershipConfig, MembershipCore, NodeDown, NodeUp, Output
+from distable.membership import MemberInfo, MembershipConfig, MembershipCore, MembershipOutput, NodeDown, NodeUp
 from distable.membership._core import ALIVE, DEAD, LEFT, SUSPECT
 from distable.wire._messages import Ack, MemberSync, Ping, PingReq, Rumor
 
 CFG = MembershipConfig.lan()
 ME = "me@127.0.0.1:4000"
-ME_CREATION = 7
+ME_INCARNATION = 7
 A, B, C, D, E, F = (f"{x}@127.0.0.1:{4000 + i}" for i, x in enumerate("abcdef", 1))
 
 
 def make_core(*, seed: int = 0, allow: tuple[str, ...] = (), deny: tuple[str, ...] = ()) -> MembershipCore:
-    return MembershipCore(ME, ME_CREATION, CFG, random.Random(seed), 0.0, allow=allow, deny=deny)
+    return MembershipCore(ME, ME_INCARNATION, CFG, random.Random(seed), 0.0, allow=allow, deny=deny)
 
 
 def linked(*names: str, seed: int = 0) -> MembershipCore:
-    """A core at 0.0 with a link to each of ``names`` (creation 1), output taken."""
+    """A core at 0.0 with a link to each of ``names`` (incarnation 1), output taken."""
     core = make_core(seed=seed)
     for name in names:
         core.link_up(name, 1, 0.0)
@@ -40,12 +41,12 @@ def linked(*names: str, seed: int = 0) -> MembershipCore:
     return core
 
 
-def sent(out: Output, kind: type[Any]) -> list[tuple[str, Any]]:
+def sent(out: MembershipOutput, kind: type[Any]) -> list[tuple[str, Any]]:
     return [(dst, msg) for dst, msg in out.send if isinstance(msg, kind)]
 
 
-def alive(name: str, incarnation: int = 0, creation: int = 1) -> Rumor:
-    return Rumor(name, creation, incarnation, ALIVE)
+def alive(name: str, refutation: int = 0, incarnation: int = 1) -> Rumor:
+    return Rumor(name, incarnation, refutation, ALIVE)
 
 
 def advance(core: MembershipCore, until: float, answer: Iterable[str] = ()) -> list[tuple[float, NodeUp | NodeDown]]:
@@ -75,12 +76,12 @@ def test_link_up_announces_node_up_once_and_sends_member_sync() -> None:
     core.link_up(A, 1, 0.0)
     out = core.take()
     assert out.events == [NodeUp(A, 1)]
-    assert out.send == [(A, MemberSync([Rumor(ME, ME_CREATION, 0, ALIVE), alive(A)], True))]
+    assert out.send == [(A, MemberSync([Rumor(ME, ME_INCARNATION, 0, ALIVE), alive(A)], True))]
     assert core.up_members() == [A]
-    core.link_up(A, 1, 0.5)  # the same creation again (a replaced connection)
+    core.link_up(A, 1, 0.5)  # the same incarnation again (a replaced connection)
     out = core.take()
     assert out.events == []
-    assert sent(out, MemberSync) == [(A, MemberSync([Rumor(ME, ME_CREATION, 0, ALIVE), alive(A)], True))]
+    assert sent(out, MemberSync) == [(A, MemberSync([Rumor(ME, ME_INCARNATION, 0, ALIVE), alive(A)], True))]
 
 
 def test_a_fresh_core_is_due_at_once_then_every_protocol_period() -> None:
@@ -207,19 +208,19 @@ def suspected(seed: int = 1) -> tuple[MembershipCore, str]:
 def test_a_suspect_that_refutes_is_alive_again_without_events() -> None:
     core, target = suspected()
     helper = min({A, B, C, D} - {target})
-    core.receive(helper, MemberSync([alive(target, incarnation=1)], False), 2.0)
+    core.receive(helper, MemberSync([alive(target, refutation=1)], False), 2.0)
     out = core.take()
     assert out.events == []
     m = core.member(target)
     assert m is not None
-    assert (m.status, m.incarnation, m.suspect_deadline) == (ALIVE, 1, math.inf)
+    assert (m.status, m.refutation, m.suspect_deadline) == (ALIVE, 1, math.inf)
     assert advance(core, 20.0, answer=[A, B, C, D]) == []
     assert core.up_members() == sorted([A, B, C, D])
 
 
-def test_an_alive_rumor_of_the_same_incarnation_does_not_clear_a_suspicion() -> None:
+def test_an_alive_rumor_of_the_same_refutation_does_not_clear_a_suspicion() -> None:
     core, target = suspected()
-    core.receive(A if target != A else B, MemberSync([alive(target, incarnation=0)], False), 2.0)
+    core.receive(A if target != A else B, MemberSync([alive(target, refutation=0)], False), 2.0)
     m = core.member(target)
     assert m is not None
     assert m.status == SUSPECT
@@ -252,27 +253,27 @@ def test_link_flapping_inside_the_suspicion_timeout_produces_no_events() -> None
     out = core.take()
     assert out.events == []
     # The push on the new link tells A it is suspected; A refutes in its reply.
-    push = MemberSync([Rumor(ME, ME_CREATION, 0, ALIVE), Rumor(A, 1, 0, SUSPECT), alive(B)], True)
+    push = MemberSync([Rumor(ME, ME_INCARNATION, 0, ALIVE), Rumor(A, 1, 0, SUSPECT), alive(B)], True)
     assert sent(out, MemberSync) == [(A, push)]
-    core.receive(A, MemberSync([alive(A, incarnation=1)], False), 1.51)
+    core.receive(A, MemberSync([alive(A, refutation=1)], False), 1.51)
     assert not core.take().events
-    assert (m.status, m.incarnation, m.link) == (ALIVE, 1, True)
+    assert (m.status, m.refutation, m.link) == (ALIVE, 1, True)
     assert advance(core, 30.0, answer=[A, B]) == []
     assert core.up_members() == [A, B]
 
 
-def test_a_newer_creation_replaces_the_old_one_with_down_restarted_then_up() -> None:
+def test_a_newer_incarnation_replaces_the_old_one_with_down_restarted_then_up() -> None:
     core = linked(A)
     core.link_up(A, 2, 3.0)
     assert core.take().events == [NodeDown(A, "restarted"), NodeUp(A, 2)]
     m = core.member(A)
     assert m is not None
-    assert (m.creation, m.incarnation, m.status) == (2, 0, ALIVE)
+    assert (m.incarnation, m.refutation, m.status) == (2, 0, ALIVE)
 
 
-def test_a_rumor_of_a_newer_creation_downs_the_old_one_and_dials_the_new() -> None:
+def test_a_rumor_of_a_newer_incarnation_downs_the_old_one_and_dials_the_new() -> None:
     core = linked(A, B)
-    core.receive(B, MemberSync([alive(A, creation=2)], False), 3.0)
+    core.receive(B, MemberSync([alive(A, incarnation=2)], False), 3.0)
     out = core.take()
     assert out.events == [NodeDown(A, "restarted")]
     assert out.connect == [A]
@@ -280,19 +281,19 @@ def test_a_rumor_of_a_newer_creation_downs_the_old_one_and_dials_the_new() -> No
     assert core.take().events == [NodeUp(A, 2)]
 
 
-def test_rumors_and_links_of_an_older_creation_are_ignored() -> None:
+def test_rumors_and_links_of_an_older_incarnation_are_ignored() -> None:
     core = make_core()
     core.link_up(A, 2, 0.0)
     core.take()
     core.receive(B, MemberSync([Rumor(A, 1, 9, DEAD), Rumor(A, 1, 9, LEFT)], False), 1.0)
     core.link_up(A, 1, 1.0)
-    core.discovered(A, 1.0, creation=1)
+    core.discovered(A, 1.0, incarnation=1)
     out = core.take()
     assert out.events == []
     assert out.connect == []
     m = core.member(A)
     assert m is not None
-    assert (m.creation, m.incarnation, m.status) == (2, 0, ALIVE)
+    assert (m.incarnation, m.refutation, m.status) == (2, 0, ALIVE)
 
 
 def test_a_left_member_is_reported_down_left_and_disconnected() -> None:
@@ -302,8 +303,8 @@ def test_a_left_member_is_reported_down_left_and_disconnected() -> None:
     assert out.events == [NodeDown(A, "left")]
     assert out.disconnect == [A]
     assert core.up_members() == [B]
-    # Leaving is final for that creation: not even a higher incarnation brings it back.
-    core.receive(B, MemberSync([alive(A, incarnation=5)], False), 3.0)
+    # Leaving is final for that incarnation: not even a higher refutation number brings it back.
+    core.receive(B, MemberSync([alive(A, refutation=5)], False), 3.0)
     core.link_down(A, 3.0)
     assert not core.take().events
     m = core.member(A)
@@ -317,7 +318,7 @@ def test_leave_tells_every_linked_member_then_ignores_everything() -> None:
     core.take()
     core.leave(1.0)
     out = core.take()
-    goodbye = MemberSync([Rumor(ME, ME_CREATION, 0, LEFT)], False)
+    goodbye = MemberSync([Rumor(ME, ME_INCARNATION, 0, LEFT)], False)
     assert out.send == [(A, goodbye), (B, goodbye)]  # C has no link
     core.receive(A, Ping(1, []), 1.5)
     core.handle_timer(5.0)
@@ -325,47 +326,47 @@ def test_leave_tells_every_linked_member_then_ignores_everything() -> None:
 
 
 @pytest.mark.parametrize("status", [SUSPECT, DEAD])
-def test_the_node_refutes_rumors_about_itself_by_bumping_its_incarnation(status: int) -> None:
+def test_the_node_refutes_rumors_about_itself_by_bumping_its_refutation(status: int) -> None:
     core = linked(A)
-    core.receive(A, MemberSync([Rumor(ME, ME_CREATION, 0, status)], False), 1.0)
-    assert core.incarnation == 1
+    core.receive(A, MemberSync([Rumor(ME, ME_INCARNATION, 0, status)], False), 1.0)
+    assert core.refutation == 1
     assert core.statistics().refutations == 1
     core.receive(A, Ping(5, []), 1.1)
     ((_, ack),) = core.take().send
     assert isinstance(ack, Ack)
-    assert Rumor(ME, ME_CREATION, 1, ALIVE) in ack.rumors
-    core.receive(A, MemberSync([Rumor(ME, ME_CREATION, 3, status)], False), 1.2)
-    assert core.incarnation == 4  # always above what was said
-    # Old news, another creation's news, and good news need no refutation.
+    assert Rumor(ME, ME_INCARNATION, 1, ALIVE) in ack.rumors
+    core.receive(A, MemberSync([Rumor(ME, ME_INCARNATION, 3, status)], False), 1.2)
+    assert core.refutation == 4  # always above what was said
+    # Old news, another incarnation's news, and good news need no refutation.
     core.receive(
         A,
         MemberSync(
             [
-                Rumor(ME, ME_CREATION, 2, status),
-                Rumor(ME, ME_CREATION - 1, 9, status),
-                Rumor(ME, ME_CREATION, 9, ALIVE),
+                Rumor(ME, ME_INCARNATION, 2, status),
+                Rumor(ME, ME_INCARNATION - 1, 9, status),
+                Rumor(ME, ME_INCARNATION, 9, ALIVE),
             ],
             False,
         ),
         1.3,
     )
-    assert core.incarnation == 4
+    assert core.refutation == 4
     assert ME not in core.members
 
 
 def test_an_older_suspicion_about_itself_makes_the_node_repeat_its_refutation() -> None:
     core = linked(A, B)
-    core.receive(A, MemberSync([Rumor(ME, ME_CREATION, 0, SUSPECT)], False), 1.0)
-    assert core.incarnation == 1
+    core.receive(A, MemberSync([Rumor(ME, ME_INCARNATION, 0, SUSPECT)], False), 1.0)
+    assert core.refutation == 1
     for seq in range(1, 20):  # A and others hear the refutation until its retransmits are spent
         core.receive(A, Ping(seq, []), 1.0)
         core.take()
-    # B never heard it and still suspects incarnation 0: its ping gets the refutation back.
-    core.receive(B, Ping(99, [Rumor(ME, ME_CREATION, 0, SUSPECT)]), 2.0)
+    # B never heard it and still suspects it at refutation 0: its ping gets the refutation back.
+    core.receive(B, Ping(99, [Rumor(ME, ME_INCARNATION, 0, SUSPECT)]), 2.0)
     ((_, ack),) = core.take().send
     assert isinstance(ack, Ack)
-    assert Rumor(ME, ME_CREATION, 1, ALIVE) in ack.rumors
-    assert core.incarnation == 1  # nothing new to refute
+    assert Rumor(ME, ME_INCARNATION, 1, ALIVE) in ack.rumors
+    assert core.refutation == 1  # nothing new to refute
     assert core.statistics().refutations == 1
 
 
@@ -403,10 +404,10 @@ def dead_without_link(at: float) -> MembershipCore:
 
 def test_tombstones_are_reclaimed_after_reclaim_after() -> None:
     core = dead_without_link(2.0)
-    # While the tombstone stands, neither a rediscovery (creation unknown) nor stale news revives A.
+    # While the tombstone stands, neither a rediscovery (incarnation unknown) nor stale news revives A.
     advance(core, 10.0, answer=[B])
     core.discovered(A, 10.0)
-    core.receive(B, MemberSync([alive(A, incarnation=0)], False), 10.0)
+    core.receive(B, MemberSync([alive(A, refutation=0)], False), 10.0)
     out = core.take()
     assert (out.connect, out.events) == ([], [])
     assert advance(core, 61.999, answer=[B]) == []
@@ -438,11 +439,11 @@ def test_a_left_member_is_forgotten_at_forget_left_after_and_stale_news_cannot_r
     assert (out.events, out.disconnect) == ([], [A])  # the transport may drop it too
     assert core.member(A) is None
     assert [m.name for m in core.statistics().members] == [B]
-    # Stale news of that creation, whatever its incarnation, brings nothing back: no
+    # Stale news of that incarnation, whatever its refutation number, brings nothing back: no
     # entry, no dial; a late heartbeat dials nothing and a late link is hung up.
-    stale = [alive(A, incarnation=9), Rumor(A, 1, 9, SUSPECT), Rumor(A, 1, 9, DEAD), Rumor(A, 1, 3, LEFT)]
+    stale = [alive(A, refutation=9), Rumor(A, 1, 9, SUSPECT), Rumor(A, 1, 9, DEAD), Rumor(A, 1, 3, LEFT)]
     core.receive(B, MemberSync(stale, False), 33.0)
-    core.discovered(A, 33.0, creation=1)
+    core.discovered(A, 33.0, incarnation=1)
     core.link_up(A, 1, 33.0)
     out = core.take()
     assert (out.connect, out.events, out.disconnect) == ([], [], [A])
@@ -450,8 +451,8 @@ def test_a_left_member_is_forgotten_at_forget_left_after_and_stale_news_cannot_r
     core.receive(B, Ping(1, []), 33.0)
     ((_, ack),) = core.take().send
     assert A not in {r.name for r in ack.rumors}  # and nothing about it is gossiped on
-    # A restart under the same name (a newer creation) joins as usual.
-    core.receive(B, MemberSync([alive(A, creation=2)], False), 34.0)
+    # A restart under the same name (a newer incarnation) joins as usual.
+    core.receive(B, MemberSync([alive(A, incarnation=2)], False), 34.0)
     assert core.take().connect == [A]
     core.link_up(A, 2, 34.1)
     assert core.take().events == [NodeUp(A, 2)]
@@ -466,11 +467,11 @@ def test_the_forgotten_record_lasts_as_long_again_then_nothing_of_the_member_is_
     assert core.member(A) is None
     assert core.forgotten[A].until == 62.5 == 32.5 + CFG.forget_left_after
     advance(core, 62.499, answer=[B])
-    core.discovered(A, 62.499, creation=1)  # a heartbeat of the creation that left
+    core.discovered(A, 62.499, incarnation=1)  # a heartbeat of the incarnation that left
     assert core.take().connect == []
     # At 62.5 the record no longer counts (it is checked where used, so it needs no
     # deadline of its own) and the next timer drops it.
-    core.discovered(A, 62.5, creation=1)
+    core.discovered(A, 62.5, incarnation=1)
     assert core.take().connect == [A]
     assert core.next_deadline() == 63.0
     advance(core, 63.0, answer=[B])
@@ -497,16 +498,16 @@ def test_a_forgotten_dead_member_comes_back_by_fresh_evidence_only(how: str) -> 
     core = dead_without_link(2.0)
     advance(core, 62.0, answer=[B])
     assert core.member(A) is None
-    # Stale news (the incarnation that was declared dead) makes no entry and wants no
+    # Stale news (at the refutation number declared dead) makes no entry and wants no
     # link. As the tombstone's push-pull would have, it sends A its verdict, once (one
     # dial): if A still runs (a partition outlasted the tombstone), the link brings it up
     # and A refutes.
-    core.receive(B, MemberSync([alive(A, incarnation=0), Rumor(A, 1, 0, SUSPECT)], False), 63.0)
+    core.receive(B, MemberSync([alive(A, refutation=0), Rumor(A, 1, 0, SUSPECT)], False), 63.0)
     out = core.take()
     assert (out.connect, out.events) == ([], [])
     assert out.send == [(A, MemberSync([Rumor(A, 1, 0, DEAD)], False))]
     assert core.member(A) is None
-    core.receive(B, MemberSync([alive(A, incarnation=0)], False), 63.5)
+    core.receive(B, MemberSync([alive(A, refutation=0)], False), 63.5)
     assert not core.take()
     if how == "verdict":  # it ran: the verdict's link comes up, and from now on it is wanted
         core.link_up(A, 1, 63.6)
@@ -514,14 +515,14 @@ def test_a_forgotten_dead_member_comes_back_by_fresh_evidence_only(how: str) -> 
         assert (out.events, out.connect) == ([NodeUp(A, 1)], [A])
         assert A not in core.forgotten
         return
-    creation = 2 if how == "restart" else 1
+    incarnation = 2 if how == "restart" else 1
     if how == "heartbeat":  # it still runs: a partition healed
-        core.discovered(A, 64.0, creation=1)
+        core.discovered(A, 64.0, incarnation=1)
     else:
-        core.receive(B, MemberSync([alive(A, incarnation=1, creation=creation)], False), 64.0)
+        core.receive(B, MemberSync([alive(A, refutation=1, incarnation=incarnation)], False), 64.0)
     assert core.take().connect == [A]
-    core.link_up(A, creation, 64.1)
-    assert core.take().events == [NodeUp(A, creation)]
+    core.link_up(A, incarnation, 64.1)
+    assert core.take().events == [NodeUp(A, incarnation)]
     assert A not in core.forgotten
 
 
@@ -538,14 +539,14 @@ def test_news_that_an_unknown_member_is_dead_or_left_makes_no_entry() -> None:
     assert {r.name for r in ack.rumors} <= {ME, B}  # not gossiped on either
     assert (core.forgotten[A].until, core.forgotten[C].until) == (65.0, 35.0)
     # The record filters stale news as a tombstone would; A's refutation passes.
-    core.receive(B, MemberSync([alive(A, incarnation=2), alive(C, incarnation=7)], False), 6.0)
+    core.receive(B, MemberSync([alive(A, refutation=2), alive(C, refutation=7)], False), 6.0)
     out = core.take()
     assert (out.connect, out.events) == ([], [])
     assert out.send == [(A, MemberSync([Rumor(A, 1, 2, DEAD)], False))]  # its verdict, once
     assert sorted(core.members) == [B]
     core.receive(B, MemberSync([Rumor(A, 1, 2, DEAD)], False), 30.0)  # the same news again
     assert core.forgotten[A].until == 65.0  # does not extend the record
-    core.receive(B, MemberSync([alive(A, incarnation=3)], False), 31.0)
+    core.receive(B, MemberSync([alive(A, refutation=3)], False), 31.0)
     assert core.take().connect == [A]
     assert A in core.members
     advance(core, 35.0, answer=[B])
@@ -554,11 +555,11 @@ def test_news_that_an_unknown_member_is_dead_or_left_makes_no_entry() -> None:
 
 def test_a_dead_member_that_refutes_is_dialed_and_comes_back_up() -> None:
     core = dead_without_link(2.0)
-    core.receive(B, MemberSync([alive(A, incarnation=1)], False), 3.0)
+    core.receive(B, MemberSync([alive(A, refutation=1)], False), 3.0)
     out = core.take()
     assert (out.connect, out.events) == ([A], [])
     core.link_up(A, 1, 3.1)
-    assert core.take().events == [NodeUp(A, 1)]  # NodeUp carries the creation
+    assert core.take().events == [NodeUp(A, 1)]  # NodeUp carries the incarnation
 
 
 def test_piggyback_respects_max_piggyback_and_retransmit_counts() -> None:
@@ -670,7 +671,7 @@ def test_a_link_in_between_resets_the_refusals_and_a_linked_member_is_never_fail
 
 
 def test_refusals_to_fail_zero_leaves_refused_members_to_suspicion() -> None:
-    core = MembershipCore(ME, ME_CREATION, MembershipConfig(refusals_to_fail=0), random.Random(0), 0.0)
+    core = MembershipCore(ME, ME_INCARNATION, MembershipConfig(refusals_to_fail=0), random.Random(0), 0.0)
     core.link_up(A, 1, 0.0)
     core.link_down(A, 0.1)
     for t in (0.2, 0.3, 0.4):
@@ -704,3 +705,20 @@ def test_a_client_is_announced_flagged_never_gossiped_or_probed_and_forgotten_wh
     assert out.events == [NodeDown(C, "left", client=True)]
     assert core.member(C) is None  # no tombstone left behind
     assert C in out.disconnect
+
+
+def test_a_statistics_row_as_plain_data_keeps_the_names_earlier_versions_use() -> None:
+    # Node.statistics_of sends it as a dict keyed by field name, to nodes of any version.
+    core = linked(A)
+    (row,) = core.statistics().members
+    data = msgspec.to_builtins(row)
+    assert data == {
+        "name": A,
+        "creation": 1,
+        "incarnation": 0,
+        "status": "alive",
+        "link": True,
+        "up": True,
+        "role": "server",
+    }
+    assert msgspec.convert(data, MemberInfo) == row

@@ -20,6 +20,7 @@ PACKAGE = SRC / "distable"
 #: Source files of the sans-I/O cores, relative to src/distable. A directory means
 #: every module in it.
 CORE_MODULES: tuple[str, ...] = (
+    "_backoff.py",
     "wire",
     "transport/_handshake.py",
     "membership/_packet.py",
@@ -27,6 +28,8 @@ CORE_MODULES: tuple[str, ...] = (
     "membership/_config.py",
     "membership/_events.py",
     "ring",
+    "registry/_core.py",
+    "registry/_events.py",
 )
 
 #: Top-level modules a core must not import, directly or through distable modules.

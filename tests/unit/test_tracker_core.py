@@ -1,25 +1,63 @@
 """The tracker core on its own: claims in, decisions out, no sockets, exact times.
 
 Each test drives one or two ``TrackerCore`` objects by hand (``peer_up``, ``on_hello``,
-``on_digest``, ``on_delta``, ``local_claim``) and reads what they decide from ``take()``.
+``on_digest``, ``on_delta``, ``local_claim``, ``handle_timer``...) and reads what they
+decide from ``take()``. Time starts at 0.0 and is passed explicitly; deadlines are
+asserted exactly (a deadline is the time of its cause plus its delay, so it is written
+that way). The configuration is ``RegistryConfig()``'s: a sync every 10 s, restarts
+after 0.05 s doubled per crash up to 5 s and reset by a run of 30 s, orphan checks 2 s
+after a node's death. The placement is ``Ring()`` over the placed server nodes.
 """
 
 from __future__ import annotations
 
 import random
-from typing import Any
+from typing import Any, TypeVar
+
+import pytest
 
 from distable.registry import RegistryConfig
-from distable.registry._core import HandOff, ResolveConflict, TrackerCore
-from distable.ring import Ring, hash_name
-from distable.wire import Pid
-from distable.wire._messages import CLAIM_NAME, Claim, Delta, Digest, RegistryHello, Removal, Spec
+from distable.registry._core import (
+    BUCKETS,
+    Command,
+    ResolveConflict,
+    RestartElsewhere,
+    StartHandoff,
+    StartName,
+    StopProcess,
+    TrackerCore,
+)
+from distable.registry._events import (
+    ConflictResolved,
+    GroupJoined,
+    GroupLeft,
+    NameRegistered,
+    NameUnregistered,
+)
+from distable.ring import DistributionStrategy, Ring, StaticQuorumRing, hash_name
+from distable.wire import NORMAL, SHUTDOWN, Pid
+from distable.wire._messages import (
+    CLAIM_GROUP,
+    CLAIM_NAME,
+    Claim,
+    Delta,
+    Digest,
+    RegistryHello,
+    RegistryLeaving,
+    Removal,
+    Spec,
+    SyncReply,
+    SyncRequest,
+)
 
 SPEC = Spec("tests.registry.apps:Counter", [], {}, "transient", 5.0)
+C = TypeVar("C", bound=Command)
 
 
-def core(node: str) -> TrackerCore:
-    return TrackerCore(node, role="server", strategy=Ring(), config=RegistryConfig(), rng=random.Random(0), now=0.0)
+def core(node: str, strategy: DistributionStrategy | None = None) -> TrackerCore:
+    return TrackerCore(
+        node, role="server", strategy=strategy or Ring(), config=RegistryConfig(), rng=random.Random(0), now=0.0
+    )
 
 
 def joined(me: TrackerCore, *others: str) -> TrackerCore:
@@ -37,15 +75,179 @@ def sent(me: TrackerCore) -> list[tuple[str, Any]]:
     return me.take().send
 
 
+def commands(me: TrackerCore, kind: type[C]) -> list[C]:
+    """The commands of type ``kind`` in ``me``'s output (taken)."""
+    return [c for c in me.take().commands if isinstance(c, kind)]
+
+
+def claim(name: Any, pid: Pid, clock: int, spec: Spec | None = SPEC, kind: int = CLAIM_NAME) -> Claim:
+    """The claim ``pid``'s host makes of ``name`` (a group, with ``kind=CLAIM_GROUP``)."""
+    return Claim(kind, name, pid, clock, hash_name(name), spec)
+
+
+def name_placed(*owners: tuple[str, list[str]]) -> str:
+    """A name each ``(owner, nodes)`` pair's owner owns among its nodes."""
+    rings = [(owner, Ring().place(nodes)) for owner, nodes in owners]
+    return next(n for i in range(10_000) if all(r.owner(n := f"name-{i}") == o for o, r in rings))
+
+
+def names_in_distinct_buckets(count: int) -> list[str]:
+    names: list[str] = []
+    buckets: set[int] = set()
+    for i in range(10_000):
+        name = f"spread-{i}"
+        if hash_name(name) % BUCKETS not in buckets:
+            buckets.add(hash_name(name) % BUCKETS)
+            names.append(name)
+            if len(names) == count:
+                return names
+    raise AssertionError("not enough buckets")
+
+
 def name_owned_by(owner: str, nodes: list[str], then: str | None = None, after: list[str] | None = None) -> str:
     """A name ``owner`` owns among ``nodes`` (and ``then`` owns among ``after``, if given)."""
-    placement = Ring().place(nodes)
-    later = Ring().place(after or nodes)
-    return next(
-        n
-        for i in range(10_000)
-        if placement.owner(n := f"name-{i}") == owner and (then is None or later.owner(n) == then)
-    )
+    return name_placed((owner, nodes), *([(then, after or nodes)] if then is not None else []))
+
+
+# --- claims and deltas ------------------------------------------------------------------------
+
+
+def test_the_claims_of_one_turn_go_to_every_peer_in_one_delta() -> None:
+    a = joined(core("a"), "b", "c")
+    x, y = Pid("a", 1, 1), Pid("a", 1, 2)
+    a.local_claim("x", x, None, 1.0)
+    a.local_claim("y", y, None, 1.0)
+    assert a.pids == {"x": x, "y": y}  # read-your-writes: before anything is sent
+    out = a.take()
+    delta = Delta([claim("x", x, 1, None), claim("y", y, 2, None)], [])
+    assert out.send == [("b", delta), ("c", delta)]
+    assert out.events == [NameRegistered("x", x), NameRegistered("y", y)]
+    assert a.local_unclaim("x", x)
+    assert not a.local_unclaim("x", x)  # gone already
+    assert a.take().send == [(peer, Delta([], [Removal(CLAIM_NAME, "x", x, 3)])) for peer in ("b", "c")]
+
+
+def test_a_delta_applies_a_hosts_newer_changes_and_ignores_older_ones() -> None:
+    b = joined(core("b"), "a")
+    new, old = Pid("a", 1, 2), Pid("a", 1, 1)
+    b.on_delta("a", Delta([claim("x", new, 5, None)], []), 1.0)
+    assert b.take().events == [NameRegistered("x", new)]
+    b.on_delta("a", Delta([claim("x", old, 4, None)], [Removal(CLAIM_NAME, "x", new, 3)]), 1.0)
+    assert b.pids == {"x": new}  # a claim and a removal older than the entry: ignored
+    assert not b.take().events
+    b.on_delta("a", Delta([], [Removal(CLAIM_NAME, "x", new, 6)]), 2.0)
+    assert b.pids == {}
+    assert b.take().events == [NameUnregistered("x", new)]
+
+
+def test_a_delta_from_a_host_that_is_not_up_here_is_ignored() -> None:
+    """Its claims would stay forever: no peer_down would ever drop them."""
+    b = joined(core("b"), "a")
+    b.on_delta("z", Delta([claim("x", Pid("z", 1, 1), 1, None)], []), 1.0)
+    assert b.pids == {}
+    assert "z" not in b.claims
+
+
+def test_group_members_come_and_go_with_their_claims() -> None:
+    a = joined(core("a"), "b")
+    mine, theirs = Pid("a", 1, 1), Pid("b", 1, 1)
+    a.local_join("g", mine)
+    a.local_join("g", mine)  # once only
+    a.on_delta("b", Delta([claim("g", theirs, 1, None, kind=CLAIM_GROUP)], []), 1.0)
+    assert a.members("g") == [mine, theirs]
+    assert a.take().events == [GroupJoined("g", mine), GroupJoined("g", theirs)]
+    assert a.local_leave("g", mine)
+    a.peer_down("b", 2.0)
+    assert a.members("g") == []
+    assert a.take().events == [GroupLeft("g", mine), GroupLeft("g", theirs)]
+
+
+# --- digests and syncs ------------------------------------------------------------------------
+
+
+def test_every_peer_gets_a_hello_and_a_digest_at_each_sync_interval_exactly() -> None:
+    a = joined(core("a"), "b", "c")
+    a.local_claim("x", Pid("a", 1, 1), None, 1.0)
+    a.take()
+    assert a.next_deadline() == 10.0
+    a.handle_timer(10.0 - 1e-9)
+    assert not a.take().send
+    a.handle_timer(10.0)
+    hello, digest = RegistryHello("server", False), Digest(a.digest("a"))
+    assert a.take().send == [("b", hello), ("b", digest), ("c", hello), ("c", digest)]
+    assert a.next_deadline() == 10.0 + 10.0
+    assert a.statistics().syncs_sent == 2
+
+
+def test_a_peer_is_placed_once_every_bucket_that_differed_has_come_back_in_a_sync() -> None:
+    x, y = names_in_distinct_buckets(2)
+    a = core("a")
+    a.local_claim(x, Pid("a", 1, 1), None, 0.0)
+    a.local_claim(y, Pid("a", 1, 2), None, 0.0)
+    b = core("b")
+    b.peer_up("a", 0.0)
+    b.on_hello("a", RegistryHello("server", False), 0.0)
+    b.take()
+    b.on_digest("a", Digest(a.digest("a")), 0.0)
+    request = SyncRequest(sorted([hash_name(x) % BUCKETS, hash_name(y) % BUCKETS]))
+    assert b.take().send == [("a", request)]
+    assert not b.synced_with("a")
+    assert b.placement.nodes == ["b"]  # greeted, but its claims are not in yet
+    a.take()
+    a.on_sync_request("b", request, 0.0)
+    ((to, reply),) = a.take().send
+    assert to == "b"
+    assert isinstance(reply, SyncReply)
+    assert reply.buckets == request.buckets
+    assert sorted(c.key for c in reply.claims) == sorted([x, y])
+    b.on_sync_reply("a", reply, 0.1)
+    assert b.synced_with("a")
+    assert b.placement.nodes == ["a", "b"]
+    assert b.digest("a") == a.digest("a")
+    assert set(b.pids) == {x, y}
+
+
+def test_a_sync_request_is_answered_with_the_claims_in_those_buckets_only() -> None:
+    x, y = names_in_distinct_buckets(2)
+    a = joined(core("a"), "b")
+    a.local_claim(x, Pid("a", 1, 1), None, 0.0)
+    a.local_claim(y, Pid("a", 1, 2), None, 0.0)
+    a.take()
+    a.on_sync_request("b", SyncRequest([hash_name(x) % BUCKETS, BUCKETS, -1]), 0.0)
+    assert a.take().send == [("b", SyncReply([hash_name(x) % BUCKETS], [claim(x, Pid("a", 1, 1), 1, None)]))]
+
+
+def test_a_bucket_that_caught_up_through_a_delta_no_longer_holds_the_peer_back() -> None:
+    """What differs in the latest digest is what is missing: a bucket that differed in an
+    earlier one and caught up since would never come back in a SyncReply."""
+    x = claim("x", Pid("a", 1, 1), 1, None)
+    b = core("b")
+    b.peer_up("a", 0.0)
+    b.on_hello("a", RegistryHello("server", False), 0.0)
+    a = core("a")
+    a.local_claim("x", x.pid, None, 0.0)
+    b.on_digest("a", Digest(a.digest("a")), 0.0)  # x's bucket differs: b asks for it
+    assert not b.synced_with("a")
+    b.on_delta("a", Delta([x], []), 0.5)  # ... and x arrives in a Delta first
+    b.take()
+    b.on_digest("a", Digest(a.digest("a")), 10.0)  # the next digest matches
+    assert not [m for _, m in b.take().send if isinstance(m, SyncRequest)]
+    assert b.synced_with("a")
+    assert b.placement.nodes == ["a", "b"]
+
+
+def test_a_sync_reply_replaces_the_replica_in_its_buckets_and_nowhere_else() -> None:
+    stale, kept, missing = names_in_distinct_buckets(3)
+    b = joined(core("b"), "a")
+    b.on_delta("a", Delta([claim(stale, Pid("a", 1, 1), 1, None), claim(kept, Pid("a", 1, 2), 2, None)], []), 1.0)
+    b.take()
+    # a's table has no ``stale`` any more (b missed the removal: a one-sided verdict) and
+    # has ``missing``; the reply covers those two buckets.
+    fresh = claim(missing, Pid("a", 1, 3), 4, None)
+    b.on_sync_reply("a", SyncReply([hash_name(stale) % BUCKETS, hash_name(missing) % BUCKETS], [fresh]), 2.0)
+    assert b.pids == {kept: Pid("a", 1, 2), missing: Pid("a", 1, 3)}
+    assert b.take().events == [NameUnregistered(stale, Pid("a", 1, 1)), NameRegistered(missing, Pid("a", 1, 3))]
+    assert b.statistics().buckets_repaired == 2
 
 
 def test_a_peer_that_greets_a_node_which_never_saw_it_down_gets_its_digest_and_a_request_back() -> None:
@@ -74,6 +276,143 @@ def test_both_sides_greeting_each_other_exchange_one_digest_each() -> None:
     # each answers the other's request with its digest, and asks nothing back
     assert [type(m).__name__ for _, m in sent(a)] == ["Digest"]
     assert [type(m).__name__ for _, m in sent(b)] == ["Digest"]
+
+
+# --- placement and handoffs -------------------------------------------------------------------
+
+
+def test_a_peer_placed_is_handed_the_local_names_it_owns_now_and_only_those() -> None:
+    a = core("a")
+    moves, stays = name_owned_by("b", ["a", "b"]), name_owned_by("a", ["a", "b"])
+    a.local_claim(moves, Pid("a", 1, 1), SPEC, 0.0)
+    a.local_claim(stays, Pid("a", 1, 2), SPEC, 0.0)
+    a.local_claim("plain", Pid("a", 1, 3), None, 0.0)  # no factory: it stays wherever it is
+    a.take()
+    a.peer_up("b", 1.0)
+    a.on_hello("b", RegistryHello("server", False), 1.0)
+    assert a.placement.nodes == ["a"]  # greeted, not synced: not placed yet
+    assert not a.take().commands
+    a.on_digest("b", Digest([0] * BUCKETS), 1.0)
+    assert a.placement.nodes == ["a", "b"]
+    assert a.take().commands == [StartHandoff(moves, Pid("a", 1, 1), SPEC, "b")]
+    assert a.moving == {moves}
+    assert a.handoffs_started == 1
+    a.rebalance()  # moving already: not again
+    assert not a.take().commands
+
+
+def test_a_failed_handoff_is_retried_by_rebalance_and_one_that_chose_to_stay_waits_for_a_new_placement() -> None:
+    name = name_owned_by("b", ["a", "b"], then="b", after=["a", "b", "c"])
+    a = core("a")
+    pid = Pid("a", 1, 1)
+    a.local_claim(name, pid, SPEC, 0.0)
+    joined(a, "b")
+    a.handoff_failed(name, ignore=False)
+    assert a.moving == set()
+    a.rebalance()  # the shell's retry
+    assert a.take().commands == [StartHandoff(name, pid, SPEC, "b")]
+    a.handoff_failed(name, ignore=True)  # the process answered Ignore
+    assert a.pinned == {name}
+    a.rebalance()
+    a.handle_timer(10.0)  # the sync tick rebalances too
+    assert not a.take().commands
+    a.peer_up("c", 11.0)
+    a.on_hello("c", RegistryHello("server", False), 11.0)
+    a.on_digest("c", Digest([0] * BUCKETS), 11.0)  # c is placed: a new placement asks it again
+    assert a.pinned == set()
+    assert a.take().commands == [StartHandoff(name, pid, SPEC, "b")]
+    assert a.statistics().handoffs_aborted == 2
+    assert a.handoffs_started == 3
+
+
+def test_a_completed_handoff_resolves_to_the_successor_until_its_own_claim_arrives() -> None:
+    name = name_owned_by("b", ["a", "b"])
+    a = core("a")
+    old, new = Pid("a", 1, 1), Pid("b", 1, 7)
+    a.local_claim(name, old, SPEC, 0.0)
+    joined(a, "b")
+    a.handoff_done(name, old, new)
+    assert a.pids[name] == new  # the name never disappears while it moves
+    out = a.take()
+    assert out.events == [NameRegistered(name, new)]
+    assert out.send == [("b", Delta([], [Removal(CLAIM_NAME, name, old, 2, successor=new)]))]
+    b_claim = Claim(CLAIM_NAME, name, new, 1, hash_name(name), SPEC, old, 5)
+    a.on_delta("b", Delta([b_claim], []), 1.0)
+    assert a.pids[name] == new
+    assert a.winners[name] == b_claim
+    assert not a.take().events  # the same pid: nothing to announce
+    assert a.statistics().handoffs_completed == 1
+
+
+def test_without_a_quorum_every_local_factory_name_is_stopped() -> None:
+    name = "job"
+    a = joined(core("a", StaticQuorumRing(2)), "b")
+    pid = Pid("a", 1, 1)
+    a.local_claim(name, pid, SPEC, 0.0)
+    a.local_claim("plain", Pid("a", 1, 2), None, 0.0)
+    a.take()
+    a.peer_down("b", 1.0)
+    assert a.placement.owner(name) is None
+    assert a.take().commands == [StopProcess(name, pid, "noquorum")]
+
+
+# --- conflicts --------------------------------------------------------------------------------
+
+
+def test_after_a_netsplit_both_sides_pick_the_copy_on_the_names_ring_owner() -> None:
+    """Each side registered the name while apart; once the claims meet, both nodes pick the
+    same winner (the claim on the ring owner among the claimants' hosts: here b, although
+    a has the smaller name), and only the loser's host is told to retire its copy."""
+    name = name_owned_by("b", ["a", "b"])
+    a, b = joined(core("a"), "b"), joined(core("b"), "a")
+    on_a, on_b = Pid("a", 1, 1), Pid("b", 1, 1)
+    a.local_claim(name, on_a, None, 1.0)
+    b.local_claim(name, on_b, None, 1.0)
+    (_, from_a), *_ = a.take().send
+    (_, from_b), *_ = b.take().send
+    a.on_delta("b", from_b, 2.0)
+    b.on_delta("a", from_a, 2.0)
+    assert a.pids[name] == b.pids[name] == on_b
+    out_a, out_b = a.take(), b.take()
+    assert out_a.commands == [ResolveConflict(name, on_a, on_b)]
+    assert ConflictResolved(name, on_b, on_a) in out_a.events
+    assert NameRegistered(name, on_b) in out_a.events
+    assert not out_b.commands
+    assert a.statistics().conflicts == 1
+    assert b.statistics().conflicts == 0
+
+
+def test_when_no_claimant_host_owns_the_name_the_smallest_host_name_wins_on_every_node() -> None:
+    """No owner among the claimants' hosts (a quorum of 3 over 2 hosts): the smallest host
+    name decides, whichever node resolves and whatever order the claims came in."""
+    on_a, on_c = Pid("a", 1, 1), Pid("c", 1, 1)
+    winners = []
+    for me, order in [("b", ["c", "a"]), ("b", ["a", "c"]), ("d", ["a", "c"])]:
+        node = joined(core(me, StaticQuorumRing(3)), "a", "c")
+        for host in order:
+            node.on_delta(host, Delta([claim("x", on_a if host == "a" else on_c, 1, None)], []), 1.0)
+        winners.append(node.pids["x"])
+        assert not node.take().commands  # neither copy is local
+    assert winners == [on_a, on_a, on_a]
+
+
+def test_a_conflict_is_commanded_once_and_again_only_after_it_failed() -> None:
+    name = name_owned_by("b", ["a", "b"], then="b", after=["a", "b", "c"])
+    a = joined(core("a"), "b")
+    mine, theirs = Pid("a", 1, 1), Pid("b", 1, 1)
+    a.local_claim(name, mine, None, 1.0)
+    a.on_delta("b", Delta([claim(name, theirs, 1, None)], []), 1.0)
+    assert a.take().commands == [ResolveConflict(name, mine, theirs)]
+    joined(a, "c")  # a new placement settles contested names again: nothing new to do
+    assert not commands(a, ResolveConflict)
+    a.conflict_failed(name, mine)  # the winner did not confirm it took the state
+    assert a.take().commands == [ResolveConflict(name, mine, theirs)]
+    a.conflict_done(name, mine)
+    out = a.take()
+    assert ("b", Delta([], [Removal(CLAIM_NAME, name, mine, 2)])) in out.send
+    assert a.pids[name] == theirs
+    assert (CLAIM_NAME, name) not in a.claims["a"]
+    assert a.statistics().conflicts == 2
 
 
 def test_a_handoff_claim_supersedes_every_pid_its_name_moved_through() -> None:
@@ -118,11 +457,328 @@ def test_a_winner_is_not_handed_off_while_its_conflict_is_being_settled() -> Non
     a.on_hello("c", RegistryHello("server", False), 2.0)
     a.on_digest("c", Digest([0] * 64), 2.0)
     assert a.placement.owner(name) == "c"
-    assert not [c for c in a.take().commands if isinstance(c, HandOff)]
+    assert not [c for c in a.take().commands if isinstance(c, StartHandoff)]
     # b's copy retires (its host removes its claim): the move goes ahead now.
     a.on_delta("b", Delta([], [_removal(name, theirs, 3)]), 3.0)
-    assert [c.name for c in a.take().commands if isinstance(c, HandOff)] == [name]
+    assert [c.name for c in a.take().commands if isinstance(c, StartHandoff)] == [name]
 
 
 def _removal(name: str, pid: Pid, clock: int) -> Removal:
     return Removal(CLAIM_NAME, name, pid, clock)
+
+
+# --- restarts ---------------------------------------------------------------------------------
+
+
+def test_the_backoff_of_a_name_that_went_is_forgotten_once_it_would_reset_anyway() -> None:
+    """The backoffs of names that crashed once and went (handed off, unregistered,
+    restarted elsewhere) do not pile up: the sync tick after ``restart_reset`` drops them."""
+    a = core("a")
+    names = [f"crashed-{i}" for i in range(3)]
+    for i, name in enumerate(names):
+        a.local_claim(name, Pid("a", 1, i), SPEC, 0.0)
+        a.local_exit(Pid("a", 1, i), "boom", 1.0)
+    a.handle_timer(1.05)
+    assert [c.name for c in commands(a, StartName)] == names
+    # The restarts never claim (say their factory failed for good): the names are gone.
+    assert set(a._backoff) == set(names)
+    a.handle_timer(30.0)  # a sync tick 28.95 s after the restarts started: kept
+    assert set(a._backoff) == set(names)
+    a.handle_timer(40.0)  # the first tick 30 s after: dropped
+    assert a._backoff == {}
+    # A name that crashes again starts from restart_backoff, as it would have anyway.
+    a.local_claim(names[0], Pid("a", 1, 9), SPEC, 41.0)
+    a.local_exit(Pid("a", 1, 9), "boom", 42.0)
+    assert a.next_deadline() == 42.05
+
+
+def test_a_crashed_process_restarts_after_a_backoff_that_doubles_per_crash() -> None:
+    a = core("a")
+    pid = Pid("a", 1, 1)
+    a.local_claim("job", pid, SPEC, 0.0)
+    a.take()
+    assert a.next_deadline() == 10.0  # only the sync
+    for i, (crash, delay) in enumerate([(1.0, 0.05), (2.0, 0.1), (3.0, 0.2), (4.0, 0.4)]):
+        a.local_exit(pid, "boom", crash)
+        out = a.take()
+        assert out.events == [NameUnregistered("job", pid)]
+        assert a.restarts_owed()
+        assert a.restarts_due() == ["job"]
+        assert a.next_deadline() == crash + delay
+        a.handle_timer(crash + delay - 1e-9)
+        assert not a.take().commands
+        a.handle_timer(crash + delay)
+        assert a.take().commands == [StartName("job", SPEC, "exit")]
+        assert a.restarts_made == i + 1
+        assert not a.restarts_owed()
+        pid = Pid("a", 1, 10 + i)
+        a.local_claim("job", pid, SPEC, crash + delay)  # the shell started it again
+        a.take()
+
+
+def test_a_process_that_ran_restart_reset_restarts_after_restart_backoff_again() -> None:
+    a = core("a")
+    pids = iter(Pid("a", 1, i) for i in range(10))
+    pid = next(pids)
+    a.local_claim("job", pid, SPEC, 0.0)
+    for crash, delay in [(1.0, 0.05), (2.0, 0.1), (31.0, 0.2), (62.0, 0.05)]:
+        # The restart at 2.0 + 0.1 ran 28.9 s until 31.0: the backoff doubles. The one at
+        # 31.0 + 0.2 ran 30.8 s until 62.0: it starts over.
+        a.handle_timer(crash)  # the sync ticks meanwhile
+        a.local_exit(pid, "boom", crash)
+        assert a.next_deadline() == crash + delay
+        a.handle_timer(crash + delay)
+        a.take()
+        pid = next(pids)
+        a.local_claim("job", pid, SPEC, crash + delay)
+
+
+@pytest.mark.parametrize(
+    ("policy", "reason", "restarts"),
+    [
+        ("transient", "boom", True),
+        ("transient", NORMAL, False),
+        ("transient", SHUTDOWN, False),
+        ("temporary", "boom", False),
+        ("permanent", NORMAL, True),
+        ("permanent", SHUTDOWN, True),
+    ],
+)
+def test_an_exit_restarts_the_name_by_its_specs_policy(policy: str, reason: str, restarts: bool) -> None:
+    spec = Spec("tests.registry.apps:Counter", [], {}, policy, 5.0)
+    a = core("a")
+    a.local_claim("job", Pid("a", 1, 1), spec, 0.0)
+    a.local_exit(Pid("a", 1, 1), reason, 1.0)
+    assert a.restarts_owed() == restarts
+    a.handle_timer(1.0 + 0.05)
+    assert commands(a, StartName) == ([StartName("job", spec, "exit")] if restarts else [])
+
+
+def test_a_name_registered_without_a_factory_is_never_restarted() -> None:
+    a = core("a")
+    a.local_claim("plain", Pid("a", 1, 1), None, 0.0)
+    a.local_exit(Pid("a", 1, 1), "boom", 1.0)
+    assert not a.restarts_owed()
+    assert a.pids == {}
+
+
+def test_a_restart_due_when_another_node_owns_the_name_goes_to_that_owner() -> None:
+    a = core("a")
+    name = name_owned_by("b", ["a", "b"])
+    a.local_claim(name, Pid("a", 1, 1), SPEC, 0.0)
+    a.local_exit(Pid("a", 1, 1), "boom", 1.0)
+    joined(a, "b")  # b joins while the restart waits out its backoff
+    a.handle_timer(1.0 + 0.05)
+    assert a.take().commands == [RestartElsewhere(name, SPEC, "b")]
+    assert a.restarts_made == 1
+
+
+def test_a_dead_hosts_name_is_restarted_at_once_by_its_new_owner_and_checked_by_the_others() -> None:
+    """The owner in the new placement restarts the name at once; every other node that
+    knew the claim checks on it exactly ``orphan_check`` later and asks the owner then."""
+    name = name_owned_by("b", ["a", "b", "c"], then="a", after=["a", "c"])
+    a, c = joined(core("a"), "b", "c"), joined(core("c"), "a", "b")
+    lost = claim(name, Pid("b", 1, 1), 1)
+    for node in (a, c):
+        node.on_delta("b", Delta([lost], []), 1.0)
+        node.take()
+        node.peer_down("b", 5.0)
+    out = a.take()
+    assert out.commands == [StartName(name, SPEC, "nodedown", "b")]
+    assert NameUnregistered(name, lost.pid) in out.events
+    assert a.restarts_made == 1
+    assert not c.take().commands
+    assert c.restarts_due() == [name]
+    assert c.next_deadline() == 5.0 + 2.0
+    c.handle_timer(5.0 + 2.0 - 1e-9)
+    assert not c.take().commands
+    c.handle_timer(5.0 + 2.0)
+    assert c.take().commands == [RestartElsewhere(name, SPEC, "a")]
+    assert c.restarts_made == 1
+
+
+def test_an_orphan_check_of_a_name_that_is_back_makes_no_restart() -> None:
+    name = name_owned_by("b", ["a", "b", "c"], then="a", after=["a", "c"])
+    c = joined(core("c"), "a", "b")
+    c.on_delta("b", Delta([claim(name, Pid("b", 1, 1), 1)], []), 1.0)
+    c.peer_down("b", 5.0)
+    c.on_delta("a", Delta([claim(name, Pid("a", 1, 1), 1)], []), 5.5)  # a restarted it
+    assert c.restarts_owed()
+    assert c.restarts_due() == []  # still queued, but no restart is to come
+    c.take()
+    c.handle_timer(5.0 + 2.0)
+    assert not c.take().commands
+    assert not c.restarts_owed()
+    assert c.restarts_made == 0
+
+
+# --- leaving (drain) --------------------------------------------------------------------------
+
+
+def test_a_leaving_node_tells_every_peer_and_hands_every_local_name_off() -> None:
+    a = joined(core("a"), "b", "c")
+    names = [name_owned_by("a", ["a", "b", "c"], then=owner, after=["b", "c"]) for owner in ("b", "c")]
+    for i, name in enumerate(names):
+        a.local_claim(name, Pid("a", 1, i), SPEC, 0.0)
+    a.take()
+    a.start_leaving(1.0)
+    out = a.take()
+    assert [(to, m) for to, m in out.send if isinstance(m, RegistryLeaving)] == [
+        ("b", RegistryLeaving()),
+        ("c", RegistryLeaving()),
+    ]
+    assert a.placement.nodes == ["b", "c"]
+    assert out.commands == [
+        StartHandoff(names[0], Pid("a", 1, 0), SPEC, "b"),
+        StartHandoff(names[1], Pid("a", 1, 1), SPEC, "c"),
+    ]
+
+
+def test_a_leaving_node_passes_every_restart_it_owes_to_the_owner_at_once() -> None:
+    """A crash waiting out its backoff and the orphan check of a dead node's name fall due
+    when the leave starts: this node may be the last that knows of them."""
+    crashed = name_placed(("a", ["a", "b", "c", "d"]), ("a", ["a", "b", "c"]), ("b", ["b", "c"]))
+    orphan = name_placed(("d", ["a", "b", "c", "d"]), ("c", ["a", "b", "c"]))
+    a = joined(core("a"), "b", "c", "d")
+    a.local_claim(crashed, Pid("a", 1, 1), SPEC, 0.0)
+    a.on_delta("d", Delta([claim(orphan, Pid("d", 1, 1), 1)], []), 0.0)
+    a.local_exit(Pid("a", 1, 1), "boom", 1.0)  # due at 1.05
+    a.peer_down("d", 1.0)  # checked at 3.0
+    a.take()
+    assert a.restarts_due() == [crashed, orphan]
+    a.start_leaving(1.01)
+    assert commands(a, RestartElsewhere) == [
+        RestartElsewhere(crashed, SPEC, "b"),
+        RestartElsewhere(orphan, SPEC, "c"),
+    ]
+    assert not a.restarts_owed()
+    assert a.restarts_made == 2
+
+
+def test_a_leaving_node_passes_a_crash_on_within_a_tenth_of_a_second() -> None:
+    a = joined(core("a"), "b")
+    a.start_leaving(0.0)
+    a.take()
+    for now, delay in [(1.0, 0.05), (2.0, 0.1), (3.0, 0.1), (4.0, 0.1)]:  # not 0.2, 0.4
+        a.schedule_restart("job", SPEC, now)
+        assert a.next_deadline() == now + delay
+        a.handle_timer(now + delay)
+        assert a.take().commands == [RestartElsewhere("job", SPEC, "b")]
+
+
+def test_the_last_server_to_leave_stops_its_names() -> None:
+    a = core("a")
+    a.local_claim("job", Pid("a", 1, 1), SPEC, 0.0)
+    a.take()
+    a.start_leaving(1.0)
+    assert a.take().commands == [StopProcess("job", Pid("a", 1, 1), "lastnode")]
+
+
+def test_a_leaving_node_that_has_not_synced_with_a_peer_yet_keeps_its_names_until_it_has() -> None:
+    a = core("a")
+    a.local_claim("job", Pid("a", 1, 1), SPEC, 0.0)
+    a.peer_up("b", 0.0)
+    a.on_hello("b", RegistryHello("server", False), 0.0)
+    a.take()
+    assert a.servers_not_placed_yet()
+    a.start_leaving(1.0)
+    assert not a.take().commands  # not a loss of quorum: b is about to be placed
+    a.on_digest("b", Digest([0] * BUCKETS), 1.5)
+    assert a.take().commands == [StartHandoff("job", Pid("a", 1, 1), SPEC, "b")]
+
+
+def test_a_peer_that_leaves_is_left_out_of_the_placement() -> None:
+    a = joined(core("a"), "b")
+    name = name_owned_by("b", ["a", "b"])
+    assert a.owner(name) == "b"
+    a.on_leaving("b", RegistryLeaving(), 1.0)
+    assert a.placement.nodes == ["a"]
+    assert a.owner(name) == "a"
+    a.on_leaving("z", RegistryLeaving(), 1.0)  # not up here: ignored
+    assert "z" not in a.peers
+
+
+# --- peers down -------------------------------------------------------------------------------
+
+
+def test_a_peer_down_takes_its_claims_with_it_and_only_factory_names_come_back() -> None:
+    name = name_owned_by("b", ["a", "b", "c"], then="c", after=["a", "c"])
+    a = joined(core("a"), "b", "c")
+    held = [claim(name, Pid("b", 1, 1), 1), claim("plain", Pid("b", 1, 2), 2, None)]
+    a.on_delta("b", Delta([*held, claim("g", Pid("b", 1, 3), 3, None, kind=CLAIM_GROUP)], []), 1.0)
+    a.take()
+    a.peer_down("b", 5.0)
+    out = a.take()
+    assert set(out.events) == {
+        NameUnregistered(name, Pid("b", 1, 1)),
+        NameUnregistered("plain", Pid("b", 1, 2)),
+        GroupLeft("g", Pid("b", 1, 3)),
+    }
+    assert a.pids == {}
+    assert "b" not in a.claims
+    assert "b" not in a.peers
+    assert a.placement.nodes == ["a", "c"]
+    assert not out.commands  # c owns the name: a checks on it later, for the factory name only
+    assert a.restarts_due() == [name]
+    assert a.next_deadline() == 5.0 + 2.0
+
+
+def test_a_peer_declared_down_is_placed_again_only_once_its_claims_are_back() -> None:
+    """A suspicion that turned into a verdict while the peer was only paused: its claims
+    were dropped here; when it comes back, it is greeted, and placed once synced again."""
+    name = name_owned_by("b", ["a", "b"])
+    a = joined(core("a"), "b")
+    theirs = claim(name, Pid("b", 1, 1), 1)
+    a.on_delta("b", Delta([theirs], []), 1.0)
+    a.peer_down("b", 2.0)
+    a.take()
+    a.peer_up("b", 3.0)
+    assert a.take().send == [("b", RegistryHello("server", False, wants_digest=True))]
+    a.on_hello("b", RegistryHello("server", False), 3.1)
+    digest = [0] * BUCKETS
+    digest[theirs.position % BUCKETS] = 1  # any difference
+    a.on_digest("b", Digest(digest), 3.1)
+    assert a.take().send == [("b", SyncRequest([theirs.position % BUCKETS]))]
+    assert a.placement.nodes == ["a"]
+    a.on_sync_reply("b", SyncReply([theirs.position % BUCKETS], [theirs]), 3.2)
+    assert a.placement.nodes == ["a", "b"]
+    assert a.pids == {name: theirs.pid}
+    assert not a.take().commands  # b runs it: nothing to restart or move
+
+
+def test_a_digest_asked_for_before_the_peer_is_up_here_goes_out_when_it_comes_up() -> None:
+    a = core("a")
+    a.on_hello("b", RegistryHello("server", False, wants_digest=True), 0.0)
+    assert not a.take().send
+    assert "b" not in a.peers
+    a.peer_up("b", 0.5)
+    assert a.take().send == [("b", RegistryHello("server", False, wants_digest=True)), ("b", Digest(a.digest("a")))]
+
+
+def test_a_name_handed_to_a_node_that_died_before_claiming_it_is_restarted() -> None:
+    name = name_owned_by("b", ["a", "b"])
+    a = core("a")
+    old = Pid("a", 1, 1)
+    a.local_claim(name, old, SPEC, 0.0)
+    joined(a, "b")
+    a.handoff_done(name, old, Pid("b", 1, 7))
+    a.take()
+    a.peer_down("b", 1.0)  # before b's claim came
+    out = a.take()
+    assert out.commands == [StartName(name, SPEC, "nodedown", "b")]
+    assert NameUnregistered(name, Pid("b", 1, 7)) in out.events
+
+
+def test_a_successor_whose_node_died_before_claiming_is_forgotten() -> None:
+    """b handed the name to c; c died before its claim reached a: a forgets the name
+    (b, which handed it, restarts it: see the test above)."""
+    a = joined(core("a"), "b", "c")
+    old, new = Pid("b", 1, 1), Pid("c", 1, 1)
+    a.on_delta("b", Delta([claim("x", old, 1)], []), 1.0)
+    a.on_delta("b", Delta([], [Removal(CLAIM_NAME, "x", old, 2, successor=new)]), 2.0)
+    assert a.pids == {"x": new}
+    a.take()
+    a.peer_down("c", 3.0)
+    assert a.pids == {}
+    assert NameUnregistered("x", new) in a.take().events
+    assert not a.restarts_owed()

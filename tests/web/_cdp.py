@@ -3,7 +3,8 @@
 No dependency beyond aiohttp: ``Chromium.launch`` starts ``chromium --headless=new``
 with ``--remote-debugging-port=0``, reads the port it picked from
 ``<profile>/DevToolsActivePort``, and connects to its page target's websocket;
-``Page.navigate`` and ``Runtime.evaluate`` are all the dashboard tests need.
+``Page.navigate``, ``Runtime.evaluate`` and ``Page.captureScreenshot`` are all the
+dashboard tests need.
 
 Network safety: every request that is not to loopback goes to a proxy address where
 nothing listens (127.0.0.1:9), host names other than localhost do not resolve, and
@@ -17,6 +18,7 @@ whole process group, which it started in a session of its own.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import itertools
 import json
@@ -194,6 +196,35 @@ class Chromium:
             return bool(state == "complete" and href.rstrip("/") == url.rstrip("/"))
 
         await eventually(loaded, timeout=timeout, interval=0.05, message=f"{url} did not load")
+
+    async def set_viewport(self, width: int, height: int) -> None:
+        """Lay the page out as in a ``width`` x ``height`` window (CSS pixels)."""
+        await self.send(
+            "Emulation.setDeviceMetricsOverride",
+            {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False},
+        )
+
+    async def screenshot(self, path: Path) -> Path:
+        """Save the whole page (beyond the viewport too) as a PNG at ``path``."""
+        width, height = await self.evaluate(
+            "[document.documentElement.scrollWidth, document.documentElement.scrollHeight]"
+        )
+        result = await self.send(
+            "Page.captureScreenshot",
+            {
+                "format": "png",
+                "captureBeyondViewport": True,
+                "clip": {"x": 0, "y": 0, "width": width, "height": height, "scale": 1},
+            },
+            timeout=30.0,
+        )
+
+        def save() -> None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(base64.b64decode(result["data"]))
+
+        await asyncio.to_thread(save)
+        return path
 
     async def close(self) -> None:
         """Close the session and end the browser (its whole process group). Idempotent."""

@@ -98,6 +98,10 @@ async def test_a_node_that_does_not_answer_is_listed_with_its_error(nodes: Nodes
         ('/api/events?since={"a":true}', "must be a non-negative integer"),
         ("/api/events?limit=3", "unknown query parameter 'limit'"),
         ("/api/events/stream?since=nope", "since must be a JSON object"),
+        ("/api/history?since=abc", "since must be a sample time"),
+        ("/api/history?since=inf", "since must be a sample time"),
+        ("/api/history?since=1&since=2", "given more than once"),
+        ("/api/history?limit=3", "unknown query parameter 'limit'"),
     ],
 )
 async def test_bad_query_gets_a_clear_400(nodes: Nodes, http: aiohttp.ClientSession, query: str, expected: str) -> None:
@@ -116,7 +120,7 @@ async def test_bad_query_gets_a_clear_400(nodes: Nodes, http: aiohttp.ClientSess
 async def test_read_only(nodes: Nodes, http: aiohttp.ClientSession) -> None:
     (a,) = await nodes.start(1)
     async with await start_web(a, port=0) as web:
-        for path in ("/", "/metrics", "/api/cluster", "/api/events"):
+        for path in ("/", "/metrics", "/api/cluster", "/api/events", "/api/history"):
             for method in ("POST", "PUT", "DELETE", "PATCH"):
                 async with http.request(method, web.url + path) as response:
                     assert response.status == 405, (method, path)
@@ -125,7 +129,7 @@ async def test_read_only(nodes: Nodes, http: aiohttp.ClientSession) -> None:
             assert response.headers["Content-Type"] == "text/html; charset=utf-8"
             assert "default-src 'self'" in response.headers["Content-Security-Policy"]
             page = await response.text()
-        for asset in ("/static/app.js", "/static/style.css"):
+        for asset in ("/static/app.js", "/static/style.css", "/static/uPlot.iife.min.js", "/static/uPlot.min.css"):
             assert asset in page
             async with http.get(web.url + asset) as response:
                 assert response.status == 200, asset

@@ -22,12 +22,11 @@ from pathlib import Path
 from typing import IO, Any
 
 import click
-from rich.table import Table
 
 import distable
 
 from ._options import CliError
-from ._query import console, print_json
+from ._query import Cell, print_json, print_table
 
 RUN_ALL = Path("bench") / "run_all.py"
 
@@ -148,10 +147,8 @@ def show(table_rows: Sequence[dict[str, Any]], as_json: bool) -> None:
     if as_json:
         print_json(list(table_rows))
         return
-    table = Table()
-    for header in ("name", "value", "unit", "target", "met"):
-        table.add_column(header, justify="right" if header == "value" else "left")
+    rows: list[list[Cell]] = []
     for r in table_rows:
-        met = "" if r["met"] is None else "[green]yes[/]" if r["met"] else "[bold red]NO[/]"
-        table.add_row(r["name"], fmt(float(r["value"])), str(r.get("unit", "")), r["target"], met)
-    console().print(table)
+        met: Cell = "" if r["met"] is None else ("yes", "green") if r["met"] else ("NO", "bold red")
+        rows.append([r["name"], fmt(float(r["value"])), str(r.get("unit", "")), r["target"], met])
+    print_table(("name", "value", "unit", "target", "met"), rows, right=("value",))

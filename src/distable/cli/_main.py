@@ -1,10 +1,11 @@
 """The ``distable`` command's group and subcommands (click).
 
 Errors are one line on stderr, ``distable: error: ...``, with exit code 1 (a failure:
-port in use, unreadable cookie file, unreachable cluster) or 2 (a usage error: unknown
-option, malformed address), and never a traceback: ``_OneLineGroup`` turns every click
-exception, and any unexpected one, into such a line (``DISTABLE_TRACEBACK=1`` lets
-unexpected exceptions through, for bug reports).
+port in use, unreadable cookie file, unreachable cluster, an extra not installed) or 2
+(a usage error: unknown option, malformed address), and never a traceback:
+``_OneLineGroup`` turns every click exception, ``MissingExtra`` and any unexpected
+exception into such a line (``DISTABLE_TRACEBACK=1`` lets unexpected exceptions through,
+for bug reports).
 """
 
 from __future__ import annotations
@@ -19,9 +20,10 @@ from typing import Any, TypeVar
 import click
 
 import distable
-from distable import Node, run
+from distable import MissingExtra, Node, run
 
 from .._apps import AppError, check_ref, one_line
+from .._extras import require
 from .._log import configure_logging
 from . import _bench, _options, _query
 from ._node import WebEndpoint, run_node
@@ -33,25 +35,14 @@ F = TypeVar("F", bound=Callable[..., Any])
 LOG_LEVELS = ["debug", "info", "warning", "error", "critical"]
 
 
-class _OneLineError(click.ClickException):
-    """A failure, shown as ``distable: error: <message>`` on one line (exit code 1)."""
-
-    def __init__(self, message: str, hint: str = "") -> None:
-        super().__init__(" ".join(message.split()))
-        self.hint = hint
-
-    def show(self, file: Any = None) -> None:
-        click.echo(f"distable: error: {self.format_message()}{self.hint}", err=True)
-
-
-class _OneLineUsageError(_OneLineError):
+class _CliUsageError(CliError):
     """A usage error (exit code 2)."""
 
     exit_code = 2
 
 
 class _OneLineGroup(click.Group):
-    """A group whose errors, and those of its subcommands, are ``_OneLineError`` s."""
+    """A group whose errors, and those of its subcommands, are ``CliError`` s."""
 
     def make_context(
         self, info_name: str | None, args: list[str], parent: click.Context | None = None, **extra: Any
@@ -64,21 +55,23 @@ class _OneLineGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except (_OneLineError, click.exceptions.Exit, click.Abort, BrokenPipeError):
+        except (CliError, click.exceptions.Exit, click.Abort, BrokenPipeError):
             raise  # click's own handling (BrokenPipeError: `distable registered | head`)
         except click.ClickException as exc:
             raise _one_line(exc) from None
+        except MissingExtra as exc:  # names the extra to install
+            raise _OneLineError(str(exc)) from None
         except Exception as exc:
             if os.environ.get("DISTABLE_TRACEBACK"):
                 raise
-            raise _OneLineError(f"unexpected {one_line(exc)} (DISTABLE_TRACEBACK=1 shows where)") from None
+            raise CliError(f"unexpected {one_line(exc)} (DISTABLE_TRACEBACK=1 shows where)") from None
 
 
-def _one_line(exc: click.ClickException) -> _OneLineError:
+def _one_line(exc: click.ClickException) -> CliError:
     if isinstance(exc, click.UsageError):
         hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
-        return _OneLineUsageError(exc.format_message(), hint)
-    return _OneLineError(exc.format_message())
+        return _CliUsageError(exc.format_message(), hint)
+    return CliError(exc.format_message())
 
 
 def _run(main: Coroutine[Any, Any, T]) -> T:
@@ -122,7 +115,7 @@ def cli() -> None:
     """distable: a distributed process registry for Python.
 
     Run a node with `distable node`, ask a running cluster with `distable status`,
-    `distable whereis NAME` and `distable registered`. Every option also reads an
+    `distable whereis NAME` and `distable registered`, watch it live with `distable top`. Every option also reads an
     environment variable, DISTABLE_ + its name (--cookie-file: DISTABLE_COOKIE_FILE), and
     `--config FILE` reads the [node] table of a TOML file; flags win over the
     environment, which wins over the file.
@@ -285,6 +278,7 @@ def _node_settings(ctx: click.Context, opts: dict[str, Any]) -> dict[str, Any]:
 def _web_endpoint(what: str, text: str | None, *, dashboard: bool) -> WebEndpoint | None:
     if not text:
         return None
+    require("web", what)
     host, port = _options.parse_address(text, what)
     return WebEndpoint(what, host, port, dashboard)
 
@@ -412,6 +406,39 @@ def registered(ctx: click.Context, /, limit: int | None, **opts: Any) -> None:
         return
     caption = f"{len(entries)} name(s)" + (f", {len(shown)} shown" if len(shown) < len(entries) else "")
     _query.print_entries(shown, caption=caption)
+
+
+@cli.command()
+@click.option(
+    "--interval",
+    type=click.FloatRange(min=0.1),
+    default=1.0,
+    show_default=True,
+    help="Seconds between two refreshes (and between the two snapshots of --once).",
+)
+@click.option("--once", is_flag=True, help="Print one snapshot and exit (rates over --interval).")
+@query_options()
+@click.pass_context
+def top(ctx: click.Context, /, interval: float, once: bool, **opts: Any) -> None:
+    """A live view of a running cluster, like top: nodes, names, rates, lag, events.
+
+    One row per server node: its status (up, suspect, unreachable, failed, left), the
+    names it hosts, its processes, the handoffs it starts and the names it restarts per
+    second, its event-loop lag and uptime; below, the latest events of every node. In a
+    terminal, keys sort by a column (n node, s status, m names, p processes, h handoffs,
+    r restarts, l lag, u uptime; again: the other way), space or z pauses, q quits.
+    When stdout is not a terminal: one table per --interval (--json: one JSON object per
+    line). It connects as `distable status` does, with the same options.
+    """
+    require("cli", "distable top")  # the live view is rich's: say which extra brings it
+    from . import _top  # loaded for this command only
+
+    settings = _client_settings(ctx, opts)
+    setup_logging(opts["log_level"], opts["log_format"])
+    keys = _top.keyboard() if _top.live_output(once, opts["as_json"]) else None
+    as_json = opts["as_json"]
+    with _top.cbreak(keys):
+        _run(_top.main(settings, timeout=opts["timeout"], interval=interval, once=once, as_json=as_json, keys=keys))
 
 
 # --- demo and bench --------------------------------------------------------------------------

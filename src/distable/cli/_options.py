@@ -14,7 +14,6 @@ Every error here is a ``CliError`` (or a click ``UsageError``) whose message is 
 
 from __future__ import annotations
 
-import importlib.util
 import ipaddress
 import os
 import ssl
@@ -26,6 +25,9 @@ import click
 from click.core import ParameterSource
 
 from distable import DNSPoll, Gossip, Ring, Static, StaticQuorumRing
+from distable.transport import format_node_name
+
+from .._extras import require
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -38,10 +40,15 @@ PATH_KEYS = frozenset({"cookie_file", "tls_cert", "tls_key", "tls_ca", "app_dir"
 
 
 class CliError(click.ClickException):
-    """A failure the user can act on; shown as one line, exit code 1."""
+    """A failure the user can act on: ``distable: error: <message>`` on one line, exit
+    code 1; ``hint`` is appended as is (a usage error's "see --help")."""
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, hint: str = "") -> None:
         super().__init__(" ".join(message.split()))
+        self.hint = hint
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"distable: error: {self.format_message()}{self.hint}", err=True)
 
 
 def option(*decls: str, **attrs: Any) -> Callable[[F], F]:
@@ -118,11 +125,6 @@ def parse_address(
     return parse_ip(host, what, unspecified=unspecified), parse_port(port, what, zero=True)
 
 
-def format_name(short: str, host: str, port: int) -> str:
-    """The node name ``short@host:port`` (``[host]`` for IPv6), as nodes spell their own."""
-    return f"{short}@[{host}]:{port}" if ":" in host else f"{short}@{host}:{port}"
-
-
 def parse_node(text: str, what: str, basename: str) -> str:
     """A peer given as ``NAME@HOST:PORT``, or ``HOST:PORT`` meaning ``BASENAME@HOST:PORT``.
 
@@ -137,7 +139,7 @@ def parse_node(text: str, what: str, basename: str) -> str:
     host, colon, port = address.rpartition(":")
     if not colon or not host or not port:
         raise click.UsageError(f"{what} {text!r} is not NAME@HOST:PORT or HOST:PORT")
-    return format_name(short or basename, parse_ip(host, what), parse_port(port, what))
+    return format_node_name(short or basename, parse_ip(host, what), parse_port(port, what))
 
 
 def _items(text: str) -> list[str]:
@@ -387,7 +389,7 @@ def discovery(opts: dict[str, Any]) -> tuple[str, list[Any], list[str]]:
     Raises:
         click.UsageError: a malformed node or address.
         click.UsageError: options that do not go together.
-        CliError: DNS discovery without the dnspython package.
+        MissingExtra: DNS discovery without the dns extra (dnspython).
     """
     basename = check_short_name(opts["basename"])
     # "a@h:1,b@h:2" is a list: people write one (each node on its own is the other way).
@@ -420,8 +422,7 @@ def discovery(opts: dict[str, Any]) -> tuple[str, list[Any], list[str]]:
 def _dns(opts: dict[str, Any]) -> DNSPoll:
     if not opts["dns_query"]:
         raise click.UsageError("--cluster dns needs --dns-query NAME")
-    if importlib.util.find_spec("dns") is None:
-        raise CliError("--cluster dns needs the dnspython package (pip install 'distable[dns]')")
+    require("dns", "--cluster dns")
     servers = [_nameserver(text) for text in opts["dns_server"]]
     ports = {port for _, port in servers if port is not None}
     if len(ports) > 1:

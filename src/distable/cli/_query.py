@@ -26,19 +26,21 @@ import asyncio
 import json
 import os
 import sys
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Collection, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
 
 from distable import MembershipConfig, Node, NodeStatistics, Pid
+from distable.wire import lists_as_tuples
 
+from .._extras import installed
 from ._options import CliError
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 #: How often the client re-checks whether its view is complete, in seconds.
 POLL_INTERVAL = 0.05
@@ -193,25 +195,27 @@ def print_status(rows: Sequence[dict[str, Any]], names: int, as_json: bool) -> N
     servers = sum(1 for r in rows if r["role"] == "server")
     lost = sum(1 for r in rows if r["state"] != "up")
     caption = f"{servers} server node(s), {names} registered name(s)"
-    table = Table(caption=caption + (f"; {lost} node(s) not answering" if lost else ""))
-    headers = ("node", "state", "role", "uptime", "processes", "local names", "peers")
-    for header in (*headers, "handoffs started/completed/aborted", "restarts"):
-        table.add_column(header, justify="left" if header in ("node", "state", "role") else "right")
+    caption += f"; {lost} node(s) not answering" if lost else ""
+    headers = ["node", "state", "role", "uptime", "processes", "local names", "peers"]
+    headers += ["handoffs started/completed/aborted", "restarts"]
+    cells: list[list[Cell]] = []
     for r in rows:
         if r["state"] != "up":
-            table.add_row(Text(r["name"]), Text(r["state"], style="bold red"), *(["-"] * 7))
+            cells.append([r["name"], (r["state"], "bold red"), *(["-"] * 7)])
             continue
         h = r["handoffs"]
-        table.add_row(
-            Text(r["name"]),
-            r["state"],
-            r["role"],
-            format_duration(r["uptime"]),
-            *(str(r[k]) for k in ("processes", "local_names", "peers")),
-            f"{h['started']}/{h['completed']}/{h['aborted']}",
-            str(r["restarts"]),
+        cells.append(
+            [
+                r["name"],
+                r["state"],
+                r["role"],
+                format_duration(r["uptime"]),
+                *(str(r[k]) for k in ("processes", "local_names", "peers")),
+                f"{h['started']}/{h['completed']}/{h['aborted']}",
+                str(r["restarts"]),
+            ]
         )
-    console().print(table)
+    print_table(headers, cells, caption=caption, right=headers[3:])
 
 
 def format_duration(seconds: float) -> str:
@@ -236,17 +240,11 @@ def name_from_json(text: str) -> Any:
         click.UsageError: not JSON, or not a hashable name.
     """
     try:
-        value = _tuples(json.loads(text))
+        value = lists_as_tuples(json.loads(text))
     except json.JSONDecodeError as exc:
         raise click.UsageError(f"--json-name {text!r} is not JSON: {exc.msg}") from None
     if isinstance(value, dict):
         raise click.UsageError(f"--json-name {text!r}: a name cannot be a JSON object")
-    return value
-
-
-def _tuples(value: Any) -> Any:
-    if isinstance(value, list):
-        return tuple(_tuples(v) for v in value)
     return value
 
 
@@ -278,12 +276,9 @@ def sort_names(entries: list[tuple[Any, Pid]]) -> list[tuple[Any, Pid]]:
 
 def print_entries(entries: Sequence[tuple[Any, Pid]], *, caption: str | None = None) -> None:
     """A table of names (strings as themselves, other names as Python writes them)."""
-    table = Table(caption=caption)
-    for header in ("name", "pid", "node"):
-        table.add_column(header)
-    for name, pid in entries:
-        table.add_row(Text(name_text(name)), Text(str(pid)), Text(pid.node))
-    console().print(table)
+    print_table(
+        ("name", "pid", "node"), [[name_text(name), str(pid), pid.node] for name, pid in entries], caption=caption
+    )
 
 
 # --- output ----------------------------------------------------------------------------------
@@ -293,8 +288,41 @@ def print_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2))
 
 
+#: A table cell: its text, or its text and a rich style ("bold red"), which plain tables drop.
+Cell = str | tuple[str, str]
+
+
+def print_table(
+    headers: Sequence[str], rows: Iterable[Sequence[Cell]], *, caption: str | None = None, right: Collection[str] = ()
+) -> None:
+    """A table on stdout, the columns named in ``right`` aligned right: drawn by rich with
+    the ``cli`` extra, else plain columns two spaces apart, then the caption (so the
+    commands work with ``pip install distable`` alone)."""
+    if installed("cli"):
+        from rich.table import Table
+        from rich.text import Text
+
+        table = Table(caption=caption)
+        for header in headers:
+            table.add_column(header, justify="right" if header in right else "left")
+        for row in rows:
+            table.add_row(*(Text(c) if isinstance(c, str) else Text(c[0], style=c[1]) for c in row))
+        console().print(table)
+        return
+    texts = [[c if isinstance(c, str) else c[0] for c in row] for row in rows]
+    widths = [max([len(header)] + [len(row[i]) for row in texts]) for i, header in enumerate(headers)]
+    for line in [list(headers), *texts]:
+        cells = (t.rjust(w) if h in right else t.ljust(w) for t, w, h in zip(line, widths, headers, strict=True))
+        click.echo("  ".join(cells).rstrip())
+    if caption:
+        click.echo(caption)
+
+
 def console() -> Console:
-    """A console on stdout; wide when stdout is not a terminal (so pipes get whole rows)."""
+    """A console on stdout; wide when stdout is not a terminal (so pipes get whole rows).
+    Needs the ``cli`` extra (rich)."""
+    from rich.console import Console
+
     out = Console(file=sys.stdout)
     if not out.is_terminal:
         out = Console(file=sys.stdout, width=200)

@@ -35,14 +35,27 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import IO, TYPE_CHECKING, Any, TypeVar
 
-from distable import CallTimeout, DistableError, Gossip, MembershipConfig, Node, Pid, ProcessExited
+from distable import (
+    CallTimeout,
+    DistableError,
+    Gossip,
+    MembershipConfig,
+    MissingExtra,
+    Node,
+    Pid,
+    ProcessExited,
+)
+from distable.cli._watch import Watch
 from distable.ring import Ring, hash_name
 from distable.testing import NodeProcess, free_gossip_port
 
 from ._app import CENSUS, Worker
-from ._view import LiveView, PlainView, Progress, View, Watch
+from ._view import LiveView, PlainView, Progress, View
+
+if TYPE_CHECKING:
+    from distable.web import WebServer
 
 T = TypeVar("T")
 Name = tuple[str, int]
@@ -670,13 +683,13 @@ class Demo:
     async def keep_running(self) -> None:
         """Keep the cluster up, with the web dashboard on the driver's node, until
         cancelled (Ctrl-C or SIGTERM); then the nodes stop gracefully."""
-        from distable.web import WebServer, start_web  # only here: it loads aiohttp
-
         server: WebServer | None = None
         try:
+            from distable.web import start_web  # only here: it loads aiohttp (the web extra)
+
             server = await start_web(self.client, "127.0.0.1", self.options.dashboard_port)
             where = f"the dashboard is at {server.url}"
-        except OSError as exc:
+        except (OSError, MissingExtra) as exc:
             where = f"no dashboard ({exc})"
         self.view.step("Running", f"the cluster stays up, {where}; Ctrl-C stops every node gracefully")
         try:

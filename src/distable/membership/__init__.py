@@ -1,7 +1,7 @@
 """The membership layer: discovery strategies, failure detection, NodeUp/NodeDown."""
 
 from ._config import MembershipConfig
-from ._core import MemberInfo, MembershipCore, MembershipStatistics, Output
+from ._core import MemberInfo, MembershipCore, MembershipOutput, MembershipStatistics
 from ._events import NodeDown, NodeUp
 from ._packet import GossipCodec, Heartbeat, PacketRejected
 from ._service import MembershipService
@@ -15,11 +15,11 @@ __all__ = [
     "MemberInfo",
     "MembershipConfig",
     "MembershipCore",
+    "MembershipOutput",
     "MembershipService",
     "MembershipStatistics",
     "NodeDown",
     "NodeUp",
-    "Output",
     "PacketRejected",
     "Static",
     "Strategy",

@@ -1,19 +1,27 @@
 """The membership core: who is in the cluster, and who has failed. Sans-I/O.
 
+Words:
+    * *refutation* (the refutation number): SWIM's "incarnation number", renamed
+      because in distable "incarnation" is a node's restart stamp. It starts at 0 with
+      each incarnation, and only the node itself raises it: each time it refutes a
+      suspicion or a death verdict of itself, to above the number that verdict carried.
+      Rumors about one incarnation are ordered by it.
+
 Rules:
     * No I/O, no clock, no global randomness: every input carries ``now``, randomness
-      comes from an injected ``random.Random``, and outputs are collected in an
-      ``Output`` that the shell (or the simulator) carries out.
-    * A member is identified by its name *and* its creation stamp. A newer creation of a
-      name replaces the older one (``NodeDown(old, "restarted")`` then ``NodeUp(new)``);
-      a rumor about an older creation is ignored. Nothing is ever mixed across creations.
-    * Within one creation, rumors are ordered by SWIM's incarnation rules (see
-      ``_supersedes``); only the member itself raises its incarnation, to refute a
-      suspicion or a false death.
+      comes from an injected ``random.Random``, and outputs are collected in a
+      ``MembershipOutput`` that the shell (or the simulator) carries out.
+    * A member is identified by its name *and* its incarnation (the stamp a node takes
+      when it starts, as in its pids). A newer incarnation of a name replaces the older
+      one (``NodeDown(old, "restarted")`` then ``NodeUp(new)``); a rumor about an older
+      incarnation is ignored. Nothing is ever mixed across incarnations.
+    * Within one incarnation, rumors are ordered by their refutation number (see
+      ``_supersedes``); only the member itself raises its own, to refute a suspicion
+      or a false death.
     * A member is *up* (listed by ``up_members``, announced with ``NodeUp``) while it is
       alive or suspected and this node holds a link to it; it goes *down*
       (``NodeDown``) only when it fails (suspicion timed out), leaves, or is replaced by
-      a newer creation. A link that drops and returns inside the suspicion timeout
+      a newer incarnation. A link that drops and returns inside the suspicion timeout
       therefore produces no event at all: a flapping link cannot cause an event storm.
 
 Theory of operation (SWIM, Das et al. 2002, with Lifeguard-style refutation):
@@ -30,17 +38,17 @@ Theory of operation (SWIM, Das et al. 2002, with Lifeguard-style refutation):
 
 Invariants:
     * ``members`` never holds this node itself.
-    * For each name, at most one creation is tracked; ``announced`` is True exactly
-      when a ``NodeUp`` was emitted for that creation and no ``NodeDown`` since.
+    * For each name, at most one incarnation is tracked; ``announced`` is True exactly
+      when a ``NodeUp`` was emitted for that incarnation and no ``NodeDown`` since.
     * A dead member stays as a tombstone for ``reclaim_after`` seconds, a departed one
       for ``forget_left_after``, so stale rumors cannot resurrect it; only its own
-      refutation (a higher incarnation; never after leaving) or a newer creation can.
-      Then it is forgotten: its entry goes, its link is given up (``disconnect``), and
-      for as long again a *forgotten* record (name, creation, incarnation, status) is
-      kept, which appears nowhere else and only filters rumors: stale news about that
-      creation makes no entry (news that a dead one is alive makes this node send it
-      its verdict, once: a refutation follows if it runs), a refutation or a newer
-      creation is taken as usual.
+      refutation (a higher refutation number; never after leaving) or a newer
+      incarnation can. Then it is forgotten: its entry goes, its link is given up
+      (``disconnect``), and for as long again a *forgotten* record (name, incarnation,
+      refutation, status) is kept, which appears nowhere else and only filters rumors:
+      stale news about that incarnation makes no entry (news that a dead one is alive
+      makes this node send it its verdict, once: a refutation follows if it runs), a
+      refutation or a newer incarnation is taken as usual.
     * A rumor that a member this node does not hold is dead or has left creates no
       entry (SWIM has nothing to bury): it leaves a forgotten record at most. Otherwise
       two nodes that forget a member at slightly different times would hand its
@@ -52,6 +60,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from fnmatch import fnmatchcase
 from typing import TYPE_CHECKING, Any
+
+import msgspec
 
 from ..wire._messages import (
     MEMBER_ALIVE,
@@ -84,23 +94,23 @@ class Member:
     """This node's view of one other node."""
 
     name: str
-    creation: int
     incarnation: int
+    refutation: int
     status: int
     since: float
     link: bool = False
     announced: bool = False
     suspect_deadline: float = _NEVER
-    was_linked: bool = False  # a link to this creation came up (since it was last failed by refusal)
+    was_linked: bool = False  # a link to this incarnation came up (since it was last failed by refusal)
     refusals: int = 0  # dials refused in a row since its link dropped
     client: bool = False  # a role="client" node: linked with, never gossiped, probed or buried
 
     def rumor(self) -> Rumor:
-        return Rumor(self.name, self.creation, self.incarnation, self.status)
+        return Rumor(self.name, self.incarnation, self.refutation, self.status)
 
 
 @dataclass(slots=True)
-class Output:
+class MembershipOutput:
     """What the shell must do after an input: send, dial, hang up, publish."""
 
     send: list[tuple[str, Any]] = field(default_factory=list)
@@ -116,8 +126,8 @@ class Output:
 class _Forgotten:
     """What is left of a member once its tombstone is gone: enough to spot stale news."""
 
-    creation: int
     incarnation: int
+    refutation: int
     status: int  # DEAD or LEFT
     until: float
     told: bool = False  # a dead one was sent its verdict (see _news_of_unknown)
@@ -132,13 +142,16 @@ class _Probe:
     indirect_sent: bool = False
 
 
-@dataclass(frozen=True, slots=True)
-class MemberInfo:
-    """A snapshot row of the member table."""
+class MemberInfo(msgspec.Struct, frozen=True, rename={"incarnation": "creation", "refutation": "incarnation"}):
+    """A snapshot row of the member table.
+
+    Another node receives it as plain data (``Node.statistics_of``), keyed by field
+    name: ``rename`` keeps the names that earlier versions send and expect.
+    """
 
     name: str
-    creation: int
     incarnation: int
+    refutation: int
     status: str
     link: bool
     up: bool
@@ -162,18 +175,18 @@ class MembershipStatistics:
         return sum(1 for m in self.members if m.up and m.role == "server")
 
 
-def _supersedes(new: Rumor, status: int, incarnation: int) -> bool:
-    """Does ``new`` replace what is known (``status`` at ``incarnation``, same creation)?"""
+def _supersedes(new: Rumor, status: int, refutation: int) -> bool:
+    """Does ``new`` replace what is known (``status`` at ``refutation``, same incarnation)?"""
     if status == LEFT:
         return False
     if new.status == LEFT:
         return True
     if new.status == ALIVE:
-        return new.incarnation > incarnation
+        return new.refutation > refutation
     if new.status == SUSPECT:
-        return new.incarnation >= incarnation if status == ALIVE else new.incarnation > incarnation
+        return new.refutation >= refutation if status == ALIVE else new.refutation > refutation
     # DEAD
-    return new.incarnation >= incarnation if status in (ALIVE, SUSPECT) else new.incarnation > incarnation
+    return new.refutation >= refutation if status in (ALIVE, SUSPECT) else new.refutation > refutation
 
 
 class MembershipCore:
@@ -182,7 +195,7 @@ class MembershipCore:
     def __init__(
         self,
         name: str,
-        creation: int,
+        incarnation: int,
         config: MembershipConfig,
         rng: random.Random,
         now: float,
@@ -191,8 +204,8 @@ class MembershipCore:
         deny: tuple[str, ...] = (),
     ) -> None:
         self.name = name
-        self.creation = creation
-        self.incarnation = 0
+        self.incarnation = incarnation
+        self.refutation = 0
         self.config = config
         self._rng = rng
         self.allow = allow
@@ -208,7 +221,7 @@ class MembershipCore:
         self._seq = 0
         self._next_probe = now
         self._next_push_pull = now + config.push_pull_interval
-        self._out = Output()
+        self._out = MembershipOutput()
         self._probes = self._probe_failures = self._suspicions = 0
         self._refutations = self._failures = self._rumors_sent = 0
         self._refused = 0
@@ -231,9 +244,9 @@ class MembershipCore:
     def member(self, name: str) -> Member | None:
         return self.members.get(name)
 
-    def take(self) -> Output:
+    def take(self) -> MembershipOutput:
         """Everything the shell must do since the last call."""
-        out, self._out = self._out, Output()
+        out, self._out = self._out, MembershipOutput()
         return out
 
     def next_deadline(self) -> float:
@@ -256,8 +269,8 @@ class MembershipCore:
             members=tuple(
                 MemberInfo(
                     m.name,
-                    m.creation,
                     m.incarnation,
+                    m.refutation,
                     STATUS_NAMES[m.status],
                     m.link,
                     m.announced,
@@ -276,17 +289,17 @@ class MembershipCore:
 
     # --- inputs: discovery and links --------------------------------------------------------
 
-    def discovered(self, name: str, now: float, creation: int = 0) -> None:
-        """A discovery strategy saw ``name`` (``creation`` if the source tells it): dial it."""
+    def discovered(self, name: str, now: float, incarnation: int = 0) -> None:
+        """A discovery strategy saw ``name`` (``incarnation`` if the source tells it): dial it."""
         if self.left or not self.allowed(name):
             return
         m = self.members.get(name)
         if m is None:
-            if creation and self._left_for_good(name, creation, now):
+            if incarnation and self._left_for_good(name, incarnation, now):
                 return  # a late heartbeat
         else:
-            if m.status == DEAD and creation and creation == m.creation:
-                # A heartbeat from the very creation we hold as failed: it still runs (a
+            if m.status == DEAD and incarnation and incarnation == m.incarnation:
+                # A heartbeat from the very incarnation we hold as failed: it still runs (a
                 # partition healed, a stall ended). A link we still hold to it is stale (it
                 # carried no refutation; across a partition TCP may be backing off for
                 # seconds): drop it, and the next heartbeat dials afresh; the new link's
@@ -296,14 +309,14 @@ class MembershipCore:
                 else:
                     self._out.connect.append(name)
                 return
-            if m.link or (creation and creation < m.creation):
+            if m.link or (incarnation and incarnation < m.incarnation):
                 return
-            if m.status in (DEAD, LEFT) and creation <= m.creation:
+            if m.status in (DEAD, LEFT) and incarnation <= m.incarnation:
                 return  # a tombstone; only the node's own refutation or a restart revives it
         self._out.connect.append(name)
 
-    def link_up(self, name: str, creation: int, now: float, client: bool = False) -> None:
-        """The transport authenticated a link to ``name`` (creation ``creation``); ``client``:
+    def link_up(self, name: str, incarnation: int, now: float, client: bool = False) -> None:
+        """The transport authenticated a link to ``name`` (incarnation ``incarnation``); ``client``:
         it said it is a ``role="client"`` node (a tool), tracked only while linked."""
         if self.left:
             return
@@ -312,20 +325,20 @@ class MembershipCore:
             return
         m = self.members.get(name)
         if m is None:
-            if self._left_for_good(name, creation, now):
+            if self._left_for_good(name, incarnation, now):
                 self._out.disconnect.append(name)  # a late link
                 return
             gone = self.forgotten.pop(name, None)
-            if gone is not None and gone.told and creation == gone.creation:
+            if gone is not None and gone.told and incarnation == gone.incarnation:
                 # Back from the dead after this node sent it its verdict (a one-off
                 # message, see _news_of_unknown): want the link, as its tombstone did.
                 self._out.connect.append(name)
-        if m is None or creation > m.creation:
+        if m is None or incarnation > m.incarnation:
             if m is not None:
                 self._down(m, "restarted")
-            m = self.members[name] = Member(name, creation, 0, ALIVE, now, client=client)
+            m = self.members[name] = Member(name, incarnation, 0, ALIVE, now, client=client)
             self._queue_rumor(m.rumor())
-        elif creation < m.creation:
+        elif incarnation < m.incarnation:
             return
         m.client = client
         m.link = m.was_linked = True
@@ -354,7 +367,7 @@ class MembershipCore:
         """A dial to ``name`` was refused (ECONNREFUSED): its host answered, and nothing
         listens at its address.
 
-        After ``refusals_to_fail`` refusals in a row, once a link to this creation had
+        After ``refusals_to_fail`` refusals in a row, once a link to this incarnation had
         been up and dropped, the member is failed at once, without waiting for its
         suspicion to time out: its process is gone (a paused or cut-off one is never
         refused, it goes through suspicion). The verdict is sent straight to every linked
@@ -454,7 +467,7 @@ class MembershipCore:
         """Graceful leave: tell every linked member directly, then stop taking part."""
         if self.left:
             return
-        rumor = Rumor(self.name, self.creation, self.incarnation, LEFT)
+        rumor = Rumor(self.name, self.incarnation, self.refutation, LEFT)
         for m in self.members.values():
             if m.link:
                 self._out.send.append((m.name, MemberSync([rumor], False)))
@@ -463,7 +476,7 @@ class MembershipCore:
     # --- internals ---------------------------------------------------------------------------
 
     def _self_rumor(self) -> Rumor:
-        return Rumor(self.name, self.creation, self.incarnation, ALIVE)
+        return Rumor(self.name, self.incarnation, self.refutation, ALIVE)
 
     def _table(self) -> list[Rumor]:
         return [self._self_rumor(), *(m.rumor() for m in self.members.values() if not m.client)]
@@ -511,11 +524,11 @@ class MembershipCore:
 
     def _apply(self, r: Rumor, now: float) -> None:
         if r.name == self.name:
-            if r.creation == self.creation and r.status in (SUSPECT, DEAD):
-                if r.incarnation >= self.incarnation:
-                    self.incarnation = r.incarnation + 1  # refute: "I am alive, and newer than that"
+            if r.incarnation == self.incarnation and r.status in (SUSPECT, DEAD):
+                if r.refutation >= self.refutation:
+                    self.refutation = r.refutation + 1  # refute: "I am alive, and newer than that"
                     self._refutations += 1
-                # Also for an older incarnation: whoever still spreads it has not heard our
+                # Also for an older refutation number: whoever still spreads it has not heard our
                 # refutation, whose retransmits may be spent; it rides on our very next reply.
                 self._queue_rumor(self._self_rumor())
             return
@@ -525,40 +538,40 @@ class MembershipCore:
         if m is None:
             if not self._news_of_unknown(r, now):
                 return
-            m = self.members[r.name] = Member(r.name, r.creation, r.incarnation, r.status, now)
+            m = self.members[r.name] = Member(r.name, r.incarnation, r.refutation, r.status, now)
             if r.status == SUSPECT:
                 m.suspect_deadline = now + self._suspicion_timeout()
             if r.status in (ALIVE, SUSPECT):
                 self._out.connect.append(r.name)
             self._queue_rumor(r)
             return
-        if r.creation < m.creation:
+        if r.incarnation < m.incarnation:
             return
         if m.client:  # only its own news, over its link: nothing to spread
             if r.status in (DEAD, LEFT):
                 self._drop_client(m, "left")
-            elif r.creation == m.creation:
-                m.incarnation = max(m.incarnation, r.incarnation)
+            elif r.incarnation == m.incarnation:
+                m.refutation = max(m.refutation, r.refutation)
             return
-        if r.creation > m.creation:
+        if r.incarnation > m.incarnation:
             self._down(m, "restarted")
-            new = self.members[r.name] = Member(r.name, r.creation, r.incarnation, r.status, now)
+            new = self.members[r.name] = Member(r.name, r.incarnation, r.refutation, r.status, now)
             if r.status == SUSPECT:
                 new.suspect_deadline = now + self._suspicion_timeout()
             if r.status in (ALIVE, SUSPECT):
                 self._out.connect.append(r.name)
             self._queue_rumor(r)
             return
-        if not _supersedes(r, m.status, m.incarnation):
+        if not _supersedes(r, m.status, m.refutation):
             return
         if r.status == DEAD and m.link and m.status in (ALIVE, SUSPECT):
             # Another node's verdict on a member we still hold a link to may be stale (sent
             # across a partition and delivered when it healed) or come from the cut-off
             # side: it only starts our own suspicion, which the member refutes if it is
             # alive and our own timeout confirms if it is not (memberlist's push-pull rule).
-            r = Rumor(r.name, r.creation, r.incarnation, SUSPECT)
+            r = Rumor(r.name, r.incarnation, r.refutation, SUSPECT)
         old_status = m.status
-        m.incarnation = r.incarnation
+        m.refutation = r.refutation
         if r.status != old_status:
             m.status = r.status
             m.since = now
@@ -606,11 +619,11 @@ class MembershipCore:
         # Stop redialing it: a failed node is retried only until forgotten (so a healed
         # partition reconnects), then only fresh discovery or its own news brings it back.
         self._out.disconnect.append(m.name)
-        self._remember(m.name, m.creation, m.incarnation, m.status, now)
+        self._remember(m.name, m.incarnation, m.refutation, m.status, now)
 
-    def _remember(self, name: str, creation: int, incarnation: int, status: int, now: float) -> None:
+    def _remember(self, name: str, incarnation: int, refutation: int, status: int, now: float) -> None:
         span = self.config.forget_left_after if status == LEFT else self.config.reclaim_after
-        self.forgotten[name] = _Forgotten(creation, incarnation, status, now + span)
+        self.forgotten[name] = _Forgotten(incarnation, refutation, status, now + span)
 
     def _recall(self, name: str, now: float) -> _Forgotten | None:
         gone = self.forgotten.get(name)
@@ -619,39 +632,41 @@ class MembershipCore:
             return None
         return gone
 
-    def _left_for_good(self, name: str, creation: int, now: float) -> bool:
-        """Is ``creation`` of the forgotten ``name`` one that left, or older than one forgotten?"""
+    def _left_for_good(self, name: str, incarnation: int, now: float) -> bool:
+        """Is ``incarnation`` of the forgotten ``name`` one that left, or older than one forgotten?"""
         gone = self._recall(name, now)
-        return gone is not None and (creation < gone.creation or (creation == gone.creation and gone.status == LEFT))
+        return gone is not None and (
+            incarnation < gone.incarnation or (incarnation == gone.incarnation and gone.status == LEFT)
+        )
 
     def _news_of_unknown(self, r: Rumor, now: float) -> bool:
         """A rumor about a member not in the table: should it make an entry?
 
-        Only news that it is alive or suspected does, unless it is stale: about a creation
+        Only news that it is alive or suspected does, unless it is stale: about an incarnation
         older than one forgotten, or the same one without superseding what was known of
         it (after a leave nothing does). Dead and left make no entry, only a record. Stale
         news that a forgotten dead member is alive makes this node tell it its verdict.
         """
         gone = self._recall(r.name, now)
-        if gone is not None and r.creation <= gone.creation:
-            if r.creation < gone.creation:
+        if gone is not None and r.incarnation <= gone.incarnation:
+            if r.incarnation < gone.incarnation:
                 return False
-            if not _supersedes(r, gone.status, gone.incarnation):
+            if not _supersedes(r, gone.status, gone.refutation):
                 if gone.status == DEAD and r.status in (ALIVE, SUSPECT) and not gone.told:
                     # Someone still holds it alive. It may be (a partition that outlasted
                     # the tombstone healed): tell it the verdict, once, as the tombstone's
                     # push-pull would have. If it runs, the link brings it back up and its
                     # refutation reaches everyone; if not, that costs one failed dial.
                     self.forgotten[r.name] = replace(gone, told=True)
-                    verdict = Rumor(r.name, gone.creation, gone.incarnation, DEAD)
+                    verdict = Rumor(r.name, gone.incarnation, gone.refutation, DEAD)
                     self._out.send.append((r.name, MemberSync([verdict], False)))
                 return False
         if r.status in (ALIVE, SUSPECT):
             self.forgotten.pop(r.name, None)
             return True
-        # Fresher news that it is gone (a first hearing, a newer creation or incarnation, a
+        # Fresher news that it is gone (a first hearing, a newer incarnation or refutation number, a
         # leave after a death): remember that, for as long as a tombstone would stand.
-        self._remember(r.name, r.creation, r.incarnation, r.status, now)
+        self._remember(r.name, r.incarnation, r.refutation, r.status, now)
         return False
 
     def _suspect(self, m: Member, now: float) -> None:
@@ -677,7 +692,7 @@ class MembershipCore:
     def _maybe_announce(self, m: Member) -> None:
         if not m.announced and m.link and m.status in (ALIVE, SUSPECT):
             m.announced = True
-            self._out.events.append(NodeUp(m.name, m.creation, m.client))
+            self._out.events.append(NodeUp(m.name, m.incarnation, m.client))
 
     def _suspicion_timeout(self) -> float:
         return self.config.suspicion_timeout(len(self.members) + 1)

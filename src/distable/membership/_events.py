@@ -9,7 +9,7 @@ from dataclasses import dataclass
 class NodeUp:
     """``node`` joined this node's view: it is alive and linked.
 
-    ``incarnation`` is the node's creation stamp: a node restarted under the same name
+    ``incarnation`` is the node's restart stamp: a node restarted under the same name
     comes back with a larger one (after a ``NodeDown`` for the old one).
     """
 

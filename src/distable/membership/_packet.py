@@ -33,6 +33,7 @@ from typing import Any
 
 import msgspec
 
+from .._extras import require
 from ..transport._handshake import derive_key
 
 MAGIC = b"DSG1"
@@ -45,11 +46,11 @@ MAX_PACKET = 1400  # fits one Ethernet frame with IP and UDP headers
 
 
 class Heartbeat(msgspec.Struct, array_like=True, frozen=True):
-    """A node announcing itself: its name (which holds its TCP address) and creation."""
+    """A node announcing itself: its name (which holds its TCP address) and incarnation."""
 
     name: str
-    creation: int
     incarnation: int
+    refutation: int
 
 
 _heartbeat_decoder = msgspec.msgpack.Decoder(Heartbeat)
@@ -73,10 +74,9 @@ class GossipCodec:
         self.encrypt = encrypt
         self._aead: Any = None
         if encrypt:
-            try:
-                from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
-            except ImportError as exc:  # pragma: no cover - depends on the environment
-                raise RuntimeError("gossip encryption needs the 'cryptography' package") from exc
+            require("crypto", "gossip encryption")
+            from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+
             self._aead = ChaCha20Poly1305(derive_key(cookie, b"gossip-aead"))
         self.window = window
         self._seen: OrderedDict[bytes, float] = OrderedDict()

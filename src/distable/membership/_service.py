@@ -1,7 +1,7 @@
 """The asyncio shell around ``MembershipCore``: timers, the transport, discovery tasks.
 
-Runs on the node's event loop. One timer (``loop.call_at``) is re-armed to the core's
-next deadline after every input, in the style of aioquic's protocol shell.
+Runs on the node's event loop. One ``Timer`` is re-armed to the core's next deadline
+after every input, in the style of aioquic's protocol shell.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from .._log import RateLimitedLog
+from .._timer import Timer
 from ..transport import Transport
 from ._config import MembershipConfig
 from ._core import MembershipCore, MembershipStatistics
@@ -29,7 +30,7 @@ class MembershipService:
         self,
         *,
         name: str,
-        creation: int,
+        incarnation: int,
         cookie: bytes,
         loop: asyncio.AbstractEventLoop,
         transport: Transport,
@@ -42,30 +43,31 @@ class MembershipService:
         rng: random.Random | None = None,
     ) -> None:
         self.name = name
-        self.creation = creation
+        self.incarnation = incarnation
         self.cookie = cookie
         self.loop = loop
         self.transport = transport
         self.strategies = strategies
         self._publish = publish
         self._spawn = spawn
-        self.core = MembershipCore(name, creation, config, rng or random.Random(), loop.time(), allow=allow, deny=deny)
-        self._timer: asyncio.Handle | None = None
-        self._timer_at = 0.0  # the deadline ``_timer`` was armed for
+        self.core = MembershipCore(
+            name, incarnation, config, rng or random.Random(), loop.time(), allow=allow, deny=deny
+        )
+        self._timer = Timer(loop, self._on_timer)
         self._ratelog = RateLimitedLog(log, f"{name}: ", interval=30.0)
         self._stopped = False
         self._urgent = False
 
     # --- DiscoveryContext -------------------------------------------------------------
 
-    def discovered(self, name: str, creation: int = 0, urgent: bool = False) -> None:
+    def discovered(self, name: str, incarnation: int = 0, urgent: bool = False) -> None:
         self._urgent = urgent
-        self.core.discovered(name, self.loop.time(), creation)
+        self.core.discovered(name, self.loop.time(), incarnation)
         self._apply()
         self._urgent = False
 
-    def incarnation(self) -> int:
-        return self.core.incarnation
+    def refutation(self) -> int:
+        return self.core.refutation
 
     def is_up(self, name: str) -> bool:
         m = self.core.member(name)
@@ -94,9 +96,7 @@ class MembershipService:
 
     def stop(self) -> None:
         self._stopped = True
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._timer.cancel()
 
     # --- inputs ------------------------------------------------------------------------------
 
@@ -104,9 +104,9 @@ class MembershipService:
         self.core.receive(sender, msg, self.loop.time())
         self._apply()
 
-    def link_up(self, name: str, creation: int) -> None:
+    def link_up(self, name: str, incarnation: int) -> None:
         client = self.transport.role_of(name) == "client"
-        self.core.link_up(name, creation, self.loop.time(), client)
+        self.core.link_up(name, incarnation, self.loop.time(), client)
         self._apply()
 
     def link_down(self, name: str) -> None:
@@ -119,7 +119,6 @@ class MembershipService:
         self._apply()
 
     def _on_timer(self) -> None:
-        self._timer = None
         self.core.handle_timer(self.loop.time())
         self._apply()
 
@@ -144,18 +143,8 @@ class MembershipService:
             # A tool's visit (distable status...) is no membership news: not at INFO.
             log.log(logging.DEBUG if event.client else logging.INFO, "%s: %s", self.name, event)
             self._publish(event)
-        if self._stopped:
-            return
-        deadline = self.core.next_deadline()
-        timer = self._timer
-        if timer is not None:
-            # Not ``timer.when()``: for a deadline already due, uvloop's ``call_at`` returns a
-            # plain ``Handle`` that has no ``when``.
-            if self._timer_at <= deadline:
-                return
-            timer.cancel()
-        self._timer = self.loop.call_at(deadline, self._on_timer)
-        self._timer_at = deadline
+        if not self._stopped:
+            self._timer.arm(self.core.next_deadline())
 
     # --- queries ------------------------------------------------------------------------------
 

@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from .._extras import require
 from .._log import RateLimitedLog
 from ..transport import format_node_name
 from ._packet import GossipCodec, Heartbeat, PacketRejected
@@ -28,12 +29,12 @@ class DiscoveryContext(Protocol):
     """What a running strategy may use. Called on the event loop; must not block."""
 
     name: str
-    creation: int
+    incarnation: int
     cookie: bytes
 
-    def discovered(self, name: str, creation: int = 0, urgent: bool = False) -> None: ...
+    def discovered(self, name: str, incarnation: int = 0, urgent: bool = False) -> None: ...
 
-    def incarnation(self) -> int: ...
+    def refutation(self) -> int: ...
 
     def is_up(self, name: str) -> bool: ...
 
@@ -53,7 +54,7 @@ class Gossip:
 
     Every packet is authenticated with a key derived from the cookie and carries a
     timestamp and a nonce, so forgeries and replays are dropped; ``encrypt=True`` also
-    encrypts it (ChaCha20-Poly1305, needs the ``cryptography`` package). Clusters with
+    encrypts it (ChaCha20-Poly1305, needs the ``crypto`` extra: ``cryptography``). Clusters with
     different cookies can share one group without seeing each other.
 
     Attributes:
@@ -77,6 +78,10 @@ class Gossip:
     broadcast_addr: str | None = None
     encrypt: bool = False
     window: float = 30.0
+
+    def __post_init__(self) -> None:
+        if self.encrypt:
+            require("crypto", "Gossip(encrypt=True)")
 
     def destination(self) -> tuple[str, int]:
         if not self.broadcast_only:
@@ -121,7 +126,7 @@ class Gossip:
         rng = random.Random()
         try:
             while True:
-                heartbeat = Heartbeat(ctx.name, ctx.creation, ctx.incarnation())
+                heartbeat = Heartbeat(ctx.name, ctx.incarnation, ctx.refutation())
                 try:
                     transport.sendto(codec.seal(heartbeat, time.time(), os.urandom(16)), destination)
                 except OSError as exc:
@@ -162,7 +167,7 @@ class _GossipProtocol(asyncio.DatagramProtocol):
             )
             return
         if heartbeat.name != self.ctx.name:
-            self.ctx.discovered(heartbeat.name, heartbeat.creation, urgent=not self.ctx.is_up(heartbeat.name))
+            self.ctx.discovered(heartbeat.name, heartbeat.incarnation, urgent=not self.ctx.is_up(heartbeat.name))
 
     def error_received(self, exc: Exception) -> None:
         self.ratelog.warning("error", "gossip socket error: %s", exc)
@@ -195,7 +200,7 @@ class DNSPoll:
 
     Fits a Kubernetes headless service: every pod runs a node named ``basename`` on
     ``port``, and the service's name resolves to every pod's address. ``nameservers``
-    (with ``dns_port``) overrides the system resolver; resolving uses dnspython.
+    (with ``dns_port``) overrides the system resolver; resolving uses dnspython (the ``dns`` extra).
     """
 
     query: str
@@ -206,11 +211,12 @@ class DNSPoll:
     dns_port: int = 53
     timeout: float = 2.0
 
+    def __post_init__(self) -> None:
+        require("dns", "DNSPoll")
+
     def _resolver(self) -> Any:
-        try:
-            import dns.asyncresolver
-        except ImportError as exc:  # pragma: no cover - depends on the environment
-            raise RuntimeError("DNSPoll needs the 'dnspython' package (pip install distable[dns])") from exc
+        import dns.asyncresolver
+
         if self.nameservers:
             resolver = dns.asyncresolver.Resolver(configure=False)
             resolver.nameservers = list(self.nameservers)

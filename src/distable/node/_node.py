@@ -13,15 +13,17 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import inspect
 import logging
 import math
 import os
 import secrets
 import ssl
 import time
+import typing
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Concatenate, Literal, ParamSpec, TypeVar
 
 import msgspec
 
@@ -63,6 +65,12 @@ from ._events import EventBus, EventStream
 from ._info import INFO_SERVER_ID, InfoServer
 
 log = logging.getLogger("distable.node")
+P = ParamSpec("P")
+# For the methods and functions made from others (_registering, _on_current_node). C is a
+# whole coroutine type: with Coroutine[Any, Any, R] instead, mypy loses the result types of
+# an ``asyncio.gather(...)`` of them, unpacked ("Cannot determine type").
+S = TypeVar("S")
+C = TypeVar("C", bound=Coroutine[Any, Any, Any])
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +130,33 @@ class _NotStarted:
 
 
 _NOT_STARTED = _NotStarted()
+
+
+def _registering(
+    implementation: Callable[Concatenate[S, bool, P], C], name: str, *, existing_ok: bool, doc: str
+) -> Callable[Concatenate[S, P], C]:
+    """The ``Node`` method ``name`` (docstring ``doc``): ``implementation`` with its
+    argument after ``self`` given (``existing_ok``), and its parameters less that one."""
+
+    async def method(self: S, /, *args: P.args, **kwargs: P.kwargs) -> Any:
+        return await implementation(self, existing_ok, *args, **kwargs)
+
+    parameters = list(inspect.signature(implementation).parameters.values())
+    parameters[:2] = [parameters[0].replace(kind=inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+    _show_as(method, f"Node.{name}", doc, implementation, parameters)
+    return typing.cast("Callable[Concatenate[S, P], C]", method)  # it awaits and returns what C does
+
+
+def _show_as(
+    function: Callable[..., Any], qualname: str, doc: str, template: Callable[..., Any], parameters: list[Any]
+) -> None:
+    """Show ``function`` to users (``help()``, ``inspect``, tracebacks) named ``qualname``,
+    documented by ``doc``, with ``template``'s signature but ``parameters`` (type checkers
+    see the type its maker declares)."""
+    function.__name__ = qualname.rpartition(".")[2]
+    function.__qualname__ = qualname
+    function.__doc__ = doc
+    function.__signature__ = inspect.signature(template).replace(parameters=parameters)  # type: ignore[attr-defined]
 
 
 class Node:
@@ -290,7 +325,7 @@ class Node:
         self._context = context_with(rt)
         self._membership = MembershipService(
             name=self.name,
-            creation=self.incarnation,
+            incarnation=self.incarnation,
             cookie=self._cookie,
             loop=loop,
             transport=transport,
@@ -309,7 +344,7 @@ class Node:
             transport=transport,
             strategy=self._strategy,
             config=self._registry_config,
-            creation_of=self._creation_of,
+            creation_of=self._incarnation_of,
             suspected=self._suspected,
             spawn=self._spawn,
             publish=self._bus.publish,
@@ -510,9 +545,9 @@ class Node:
                 registry.peer_down(event.node)
         self._bus.publish(event)
 
-    def _creation_of(self, node: str) -> int | None:
+    def _incarnation_of(self, node: str) -> int | None:
         member = self.membership.core.member(node)
-        return member.creation if member is not None and member.announced else None
+        return member.incarnation if member is not None and member.announced else None
 
     def _suspected(self, node: str) -> bool:
         """Whether membership suspects ``node`` (or holds it failed): it may be paused or cut off."""
@@ -548,8 +583,10 @@ class Node:
 
     # --- the registry ------------------------------------------------------------------------
 
-    async def register(
+    async def _register(
         self,
+        existing_ok: bool,
+        /,
         name: Any,
         factory: Any,
         *args: Any,
@@ -558,7 +595,24 @@ class Node:
         timeout: float = 10.0,
         **kwargs: Any,
     ) -> Pid:
-        """Start ``factory(*args, **kwargs)`` on the owner of ``name`` and register it there.
+        # register and whereis_or_register (``existing_ok``), made by ``_registering``: the
+        # one place their parameters are written.
+        return await self.registry.register(
+            name,
+            factory,
+            args,
+            kwargs,
+            restart=restart,
+            handoff_timeout=handoff_timeout,
+            timeout=timeout,
+            existing_ok=existing_ok,
+        )
+
+    register = _registering(
+        _register,
+        "register",
+        existing_ok=False,
+        doc="""Start ``factory(*args, **kwargs)`` on the owner of ``name`` and register it there.
 
         ``factory`` is a ``Process`` subclass or a function returning a pid (or an
         ``"pkg.module:attr"`` reference to one); it must be importable on every node.
@@ -572,40 +626,15 @@ class Node:
             FactoryError: the factory cannot be imported on the owner, or raised.
             InvalidFactoryReturn: it returned something other than a local pid.
             TypeError: the name is unhashable, or the factory not importable by reference.
-        """
-        return await self.registry.register(
-            name,
-            factory,
-            args,
-            kwargs,
-            restart=restart,
-            handoff_timeout=handoff_timeout,
-            mode="register",
-            timeout=timeout,
-        )
-
-    async def whereis_or_register(
-        self,
-        name: Any,
-        factory: Any,
-        *args: Any,
-        restart: str = "transient",
-        handoff_timeout: float = 5.0,
-        timeout: float = 10.0,
-        **kwargs: Any,
-    ) -> Pid:
-        """The pid registered as ``name``, registering it first if nobody has (a race
-        answers with the winner's pid); the arguments are ``register``'s."""
-        return await self.registry.register(
-            name,
-            factory,
-            args,
-            kwargs,
-            restart=restart,
-            handoff_timeout=handoff_timeout,
-            mode="whereis_or_register",
-            timeout=timeout,
-        )
+        """,
+    )
+    whereis_or_register = _registering(
+        _register,
+        "whereis_or_register",
+        existing_ok=True,
+        doc="""The pid registered as ``name``, registering it first if nobody has (a race
+        answers with the winner's pid); the arguments are ``register``'s.""",
+    )
 
     async def register_name(self, name: Any, pid: Pid, timeout: float = 10.0) -> None:
         """Register an existing process under ``name``; it is never moved or restarted.
@@ -727,10 +756,10 @@ class Node:
         return answer
 
     def _info_pid(self, node: str) -> Pid:
-        creation = self._creation_of(node)
-        if creation is None:
+        incarnation = self._incarnation_of(node)
+        if incarnation is None:
             raise ProcessExited(f"node {node!r} is not connected to {self.name}")
-        return Pid(node, creation, INFO_SERVER_ID)
+        return Pid(node, incarnation, INFO_SERVER_ID)
 
     def __repr__(self) -> str:
         return f"<Node {self.name or self.short_name}>"
@@ -833,34 +862,24 @@ def run(main: Coroutine[Any, Any, Any]) -> Any:
     return uvloop.run(main)
 
 
-async def register(
-    name: Any,
-    factory: Any,
-    *args: Any,
-    restart: str = "transient",
-    handoff_timeout: float = 5.0,
-    timeout: float = 10.0,
-    **kwargs: Any,
-) -> Pid:
-    """Start ``factory(*args, **kwargs)`` on the owner of ``name``; see ``Node.register``."""
-    return await current_node().register(
-        name, factory, *args, restart=restart, handoff_timeout=handoff_timeout, timeout=timeout, **kwargs
-    )
+def _on_current_node(method: Callable[Concatenate[Node, P], C], doc: str) -> Callable[P, C]:
+    """The module-level form of the ``Node`` method ``method``, on the current node."""
+
+    async def on_current_node(*args: P.args, **kwargs: P.kwargs) -> Any:
+        return await method(current_node(), *args, **kwargs)
+
+    parameters = list(inspect.signature(method).parameters.values())[1:]  # without ``self``
+    _show_as(on_current_node, method.__name__, doc, method, parameters)
+    return typing.cast("Callable[P, C]", on_current_node)  # it awaits and returns what C does
 
 
-async def whereis_or_register(
-    name: Any,
-    factory: Any,
-    *args: Any,
-    restart: str = "transient",
-    handoff_timeout: float = 5.0,
-    timeout: float = 10.0,
-    **kwargs: Any,
-) -> Pid:
-    """The pid of ``name``, registering it first if needed; see ``Node.whereis_or_register``."""
-    return await current_node().whereis_or_register(
-        name, factory, *args, restart=restart, handoff_timeout=handoff_timeout, timeout=timeout, **kwargs
-    )
+register = _on_current_node(
+    Node.register, """Start ``factory(*args, **kwargs)`` on the owner of ``name``; see ``Node.register``."""
+)
+whereis_or_register = _on_current_node(
+    Node.whereis_or_register,
+    """The pid of ``name``, registering it first if needed; see ``Node.whereis_or_register``.""",
+)
 
 
 async def register_name(name: Any, pid: Pid, timeout: float = 10.0) -> None:

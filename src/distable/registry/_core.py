@@ -27,7 +27,7 @@ Rules:
       registration there is idempotent.
     * Placement covers server nodes that are up, have said hello, and are not
       draining (``RegistryLeaving``). When it changes, every local factory-registered
-      name whose owner moved is handed off (``HandOff`` command); with no owner (no
+      name whose owner moved is handed off (``StartHandoff`` command); with no owner (no
       quorum) the local process is stopped.
 
 The core never calls user code and never waits: it emits commands (start a process
@@ -43,8 +43,10 @@ from collections.abc import Hashable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ..ring import DistributionStrategy, Placement, hash_name
-from ..wire import NORMAL, SHUTDOWN, Pid, to_wire
+from .._backoff import Backoff
+from ..ring._ring import hash_name
+from ..ring._strategy import DistributionStrategy, Placement
+from ..wire._codec import to_wire
 from ..wire._messages import (
     CLAIM_GROUP,
     CLAIM_NAME,
@@ -59,6 +61,7 @@ from ..wire._messages import (
     SyncReply,
     SyncRequest,
 )
+from ..wire._types import NORMAL, SHUTDOWN, Pid
 from ._events import (
     ConflictResolved,
     GroupJoined,
@@ -83,12 +86,18 @@ def claim_key(claim: Claim | Removal) -> Hashable:
     return (CLAIM_GROUP, claim.key, claim.pid)
 
 
+def wire_spec(spec: Spec) -> Spec:
+    """The spec with its arguments prepared for the wire (tuples, pids... as ext types):
+    the spec itself when it has none."""
+    if not (spec.args or spec.kwargs):
+        return spec
+    return Spec(spec.factory, to_wire(spec.args), to_wire(spec.kwargs), spec.restart, spec.handoff_timeout)
+
+
 def wire_claim(claim: Claim) -> Claim:
     """The claim with its user values prepared for the wire (tuples, pids... as ext types):
     the claim itself when nothing needs preparing (a str or int name, no arguments)."""
-    spec = claim.spec
-    if spec is not None and (spec.args or spec.kwargs):
-        spec = Spec(spec.factory, to_wire(spec.args), to_wire(spec.kwargs), spec.restart, spec.handoff_timeout)
+    spec = claim.spec if claim.spec is None else wire_spec(claim.spec)
     key = to_wire(claim.key)
     if key is claim.key and spec is claim.spec:
         return claim
@@ -119,7 +128,7 @@ class StartName:
 
 
 @dataclass(frozen=True, slots=True)
-class HandOff:
+class StartHandoff:
     """Move the local process ``pid`` holding ``name`` to ``target``."""
 
     name: Any
@@ -155,11 +164,11 @@ class RestartElsewhere:
     owner: str
 
 
-Command = StartName | HandOff | StopProcess | ResolveConflict | RestartElsewhere
+Command = StartName | StartHandoff | StopProcess | ResolveConflict | RestartElsewhere
 
 
 @dataclass(slots=True)
-class Output:
+class TrackerOutput:
     send: list[tuple[str, Any]] = field(default_factory=list)
     commands: list[Command] = field(default_factory=list)
     events: list[RegistryEvent] = field(default_factory=list)
@@ -273,7 +282,7 @@ class TrackerCore:
         self._pending_claims: list[Claim] = []
         self._pending_removals: list[Removal] = []
         self._resolving: set[tuple[Any, Pid]] = set()
-        self._claimant_placements: dict[tuple[str, ...], Placement] = {}  # see _resolve
+        self._claimant_placements: dict[tuple[str, ...], Placement] = {}  # see _pick_winner
         self._flushed: set[tuple[str, int]] = set()
         # nodes that asked for this node's digest while not up here (see on_hello)
         self._digest_owed: set[str] = set()
@@ -281,17 +290,15 @@ class TrackerCore:
         # of names a dead node hosted ("nodedown", see RegistryConfig.orphan_check)
         self._restarts: list[tuple[float, int, Any, Spec, str]] = []
         self._restart_seq = 0
-        self._backoff: dict[Any, tuple[float, float]] = {}  # name -> (delay, started at)
+        # name -> its restart backoff, while it may still matter (see _prune_backoffs)
+        self._backoff: dict[Any, Backoff] = {}
         self._next_sync = now + config.sync_interval
-        self._out = Output()
+        self._out = TrackerOutput()
         self._n_conflicts = self._n_restarts = self._n_handoffs = 0
         self._n_syncs = self._n_repaired = 0
         self._n_handoffs_done = self._n_handoffs_failed = 0
 
     # --- queries -----------------------------------------------------------------------------
-
-    def whereis(self, name: Any) -> Pid | None:
-        return self.pids.get(name)
 
     def owner(self, name: Any) -> str | None:
         return self.placement.owner(name)
@@ -313,7 +320,7 @@ class TrackerCore:
     def local_names(self) -> list[Claim]:
         return [c for c in self.claims[self.node].values() if c.kind == CLAIM_NAME]
 
-    def take(self) -> Output:
+    def take(self) -> TrackerOutput:
         """Everything to do since the last call, with this node's new claims batched into
         one ``Delta`` for every peer."""
         if self._pending_claims or self._pending_removals:
@@ -325,7 +332,7 @@ class TrackerCore:
             self._pending_removals = []
             for peer in self.peers:
                 self._out.send.append((peer, delta))
-        out, self._out = self._out, Output()
+        out, self._out = self._out, TrackerOutput()
         return out
 
     def next_deadline(self) -> float:
@@ -369,7 +376,7 @@ class TrackerCore:
             self._send_digest(node)
 
     def _send_digest(self, node: str) -> None:
-        self._out.send.append((node, Digest(self._digest(self.node))))
+        self._out.send.append((node, Digest(self.digest(self.node))))
         self._n_syncs += 1
 
     def _check_synced(self, peer: _Peer, now: float) -> None:
@@ -377,7 +384,7 @@ class TrackerCore:
         if not peer.unsynced:
             peer.synced = True
             if peer.hello and self._replace_placement(now):
-                self._rebalance()
+                self.rebalance()
 
     def synced_with(self, node: str) -> bool:
         """Has this node greeted ``node`` and caught up with its claims (its first digest
@@ -392,7 +399,7 @@ class TrackerCore:
         self._digest_owed.discard(node)
         for name in [n for n, p in self._successors.items() if p.node == node]:
             del self._successors[name]  # its claim will never come: forget the name
-            self._resolve(name)
+            self._pick_winner(name)
         self._flushed = {f for f in self._flushed if f[0] != node}
         self._replace_placement(now)
         # Names this node handed to ``node`` that it died before claiming: nobody else holds
@@ -405,12 +412,12 @@ class TrackerCore:
         for claim in gone.values():
             if claim.kind == CLAIM_NAME:
                 was_winner = self.winners.get(claim.key) is claim
-                self._resolve(claim.key)
+                self._pick_winner(claim.key)
                 if was_winner and claim.spec is not None and claim.key not in self.winners:
                     self._restart_orphan(claim.key, claim.spec, claim.position, now, node)
             else:
                 self._group_remove(claim)
-        self._rebalance()
+        self.rebalance()
 
     def _restart_orphan(self, name: Any, spec: Spec, position: int, now: float, origin: str) -> None:
         """``name`` lost its only claim with a node that went down: see that its owner
@@ -462,7 +469,7 @@ class TrackerCore:
         peer.role, peer.leaving, peer.hello = msg.role, msg.leaving, True
         if changed:
             self._replace_placement(now)
-            self._rebalance()
+            self.rebalance()
 
     def on_leaving(self, node: str, msg: RegistryLeaving, now: float) -> None:
         peer = self.peers.get(node)
@@ -471,7 +478,7 @@ class TrackerCore:
         if not peer.leaving:
             peer.leaving = True
             self._replace_placement(now)
-            self._rebalance()
+            self.rebalance()
 
     def start_leaving(self, now: float) -> None:
         """Drain: leave this node out of placement and hand every local name off."""
@@ -482,7 +489,7 @@ class TrackerCore:
         for peer in self.peers:
             self._out.send.append((peer, RegistryLeaving()))
         self._replace_placement(now)
-        self._rebalance()
+        self.rebalance()
         # Restarts this node still owes (crashed processes waiting out their backoff, orphan
         # checks of a dead node's names) are due now: they go to their owners before this
         # node goes, or nobody may ever make them.
@@ -493,6 +500,22 @@ class TrackerCore:
     def restarts_owed(self) -> bool:
         """Whether a restart is still waiting to be made or passed on (a drain waits for it)."""
         return bool(self._restarts)
+
+    def restarts_due(self) -> list[Any]:
+        """The names with a restart still to come, the soonest due first: those waiting whose
+        name is not registered again already (the orphan check of a name that came back
+        meanwhile is no restart)."""
+        return [entry[2] for entry in sorted(self._restarts) if entry[2] not in self.pids]
+
+    @property
+    def restarts_made(self) -> int:
+        """Restarts made here or passed on to the name's owner, since this core started."""
+        return self._n_restarts
+
+    @property
+    def handoffs_started(self) -> int:
+        """Handoffs this core commanded (``StartHandoff``), since it started."""
+        return self._n_handoffs
 
     def _replace_placement(self, now: float) -> bool:
         """Recompute the placement from the peers' states; whether it changed."""
@@ -507,11 +530,14 @@ class TrackerCore:
         self.placement = self.strategy.place(nodes)
         self.pinned.clear()  # a process that chose to stay is asked again on each change
         for name in [n for n in self._contested_names if n in self.winners]:
-            self._resolve(name)
+            self._pick_winner(name)
         return True
 
-    def _rebalance(self) -> None:
-        """Hand off (or stop) every local factory-registered name this node no longer owns."""
+    def rebalance(self) -> None:
+        """Hand off (or stop) every local factory-registered name this node no longer owns.
+
+        The core calls it on each placement change and sync tick; the shell calls it to retry
+        failed handoffs sooner."""
         for claim in list(self.claims[self.node].values()):
             self._rebalance_one(claim)
 
@@ -542,7 +568,7 @@ class TrackerCore:
         else:
             self._n_handoffs += 1
             self.moving.add(name)
-            self._out.commands.append(HandOff(name, claim.pid, claim.spec, owner))
+            self._out.commands.append(StartHandoff(name, claim.pid, claim.spec, owner))
 
     def servers_not_placed_yet(self) -> bool:
         """Whether a peer that may be a server, and is not leaving, still waits for its
@@ -569,7 +595,7 @@ class TrackerCore:
         claim = Claim(CLAIM_NAME, name, pid, self.clock, hash_name(name), spec, moved_from, handoff, ancestors)
         displaced = self.claims[self.node].get((CLAIM_NAME, name))
         self._add_local(claim)
-        self._resolve(name)
+        self._pick_winner(name)
         if displaced is not None and displaced.pid != pid and (name, displaced.pid) not in self._resolving:
             # Two local processes for one name (two handoffs of it came in at once, say):
             # this claim replaces the other in this host's table, so that process would run
@@ -602,7 +628,7 @@ class TrackerCore:
         self._remove_local(key, claim, successor=successor)
         self.moving.discard(name)
         self.pinned.discard(name)
-        self._resolve(name)
+        self._pick_winner(name)
         return True
 
     def local_join(self, group: Any, pid: Pid) -> None:
@@ -641,7 +667,7 @@ class TrackerCore:
             moving = name in self.moving
             self.moving.discard(name)
             self.pinned.discard(name)
-            self._resolve(name)
+            self._pick_winner(name)
             if moving or claim.spec is None:
                 continue
             policy = claim.spec.restart
@@ -666,7 +692,7 @@ class TrackerCore:
         if ignore:
             self.pinned.add(name)
         if self._contested(name):
-            self._resolve(name)  # a conflict found while it was moving (see _resolve)
+            self._pick_winner(name)  # a conflict found while it was moving (see _pick_winner)
 
     def _add_local(self, claim: Claim) -> None:
         key = claim_key(claim)
@@ -695,12 +721,15 @@ class TrackerCore:
         self._pending_removals.append(Removal(claim.kind, claim.key, claim.pid, self.clock, successor))
 
     def schedule_restart(self, name: Any, spec: Spec, now: float) -> None:
-        cfg = self.config
-        delay, started = self._backoff.get(name, (0.0, now))
-        if now - started >= cfg.restart_reset:
-            delay = 0.0
-        delay = min(cfg.restart_backoff_max, delay * 2 if delay else cfg.restart_backoff)
-        self._backoff[name] = (delay, now + delay)
+        """Restart ``name`` (its local process exited) after its backoff: ``restart_backoff``,
+        doubled per consecutive exit up to ``restart_backoff_max``, reset by a run of
+        ``restart_reset``. The owner of the name then makes or is passed the restart."""
+        backoff = self._backoff.get(name)
+        if backoff is None:
+            cfg = self.config
+            backoff = Backoff(cfg.restart_backoff, cfg.restart_backoff_max, reset_after=cfg.restart_reset)
+            self._backoff[name] = backoff
+        delay = backoff.next_delay(now)
         self._restart_seq += 1
         # A leaving node passes the restart to the name's owner soon: it cannot wait out
         # the backoff (still bounded: a failing attempt repeats at most 10 times a second).
@@ -729,7 +758,7 @@ class TrackerCore:
             if old.kind == CLAIM_NAME:
                 if removal.successor is not None:
                     self._successors[old.key] = removal.successor
-                self._resolve(old.key)
+                self._pick_winner(old.key)
             else:
                 self._group_remove(old)
 
@@ -784,9 +813,9 @@ class TrackerCore:
             if current is None or (current is old and claim.key not in self._contested_names):
                 # No claimant before this one (a name has a winner whenever it has a claim),
                 # or only the claim this one replaced: it is the only claimant, no search.
-                self._resolve(claim.key, [claim])
+                self._pick_winner(claim.key, [claim])
             else:
-                self._resolve(claim.key)
+                self._pick_winner(claim.key)
             moved = claim.moved_from
             if moved is not None and moved.node != self.node and moved.node != claim.pid.node:
                 self._send_flush(moved.node, claim.handoff)
@@ -809,7 +838,7 @@ class TrackerCore:
         peer = self.peers.get(host)
         if peer is not None:
             peer.awaiting_digest = False
-        mine = self._digest(host)
+        mine = self.digest(host)
         differ = [b for b in range(BUCKETS) if mine[b] != msg.buckets[b]]
         if differ:
             self._out.send.append((host, SyncRequest(differ)))
@@ -837,7 +866,7 @@ class TrackerCore:
             if new is None or new.pid != held.pid or new.clock != held.clock:
                 del table[key]
                 if held.kind == CLAIM_NAME:
-                    self._resolve(held.key)
+                    self._pick_winner(held.key)
                 else:
                     self._group_remove(held)
         for key, claim in incoming.items():
@@ -868,8 +897,9 @@ class TrackerCore:
                 self._out.commands.append(RestartElsewhere(name, spec, owner))
         if now >= self._next_sync:
             self._next_sync = now + self.config.sync_interval
-            self._rebalance()  # retries handoffs that failed or were refused
-            digest = Digest(self._digest(self.node))
+            self._prune_backoffs(now)
+            self.rebalance()  # retries handoffs that failed or were refused
+            digest = Digest(self.digest(self.node))
             # The hello goes again too: a peer that saw this node go down and come back (a
             # one-sided suspicion) dropped it, and waits for it to place names here again.
             hello = RegistryHello(self.role, self.leaving)
@@ -878,9 +908,19 @@ class TrackerCore:
                 self._out.send.append((peer, digest))
                 self._n_syncs += 1
 
+    def _prune_backoffs(self, now: float) -> None:
+        """Forget the backoffs that would start again at ``restart_backoff`` anyway: the last
+        restart of their name started ``restart_reset`` ago or more (it ran that long, or the
+        name went: handed off, unregistered, restarted elsewhere). The table holds the names
+        that exited lately, not every name that ever did; nothing else changes."""
+        for name in [n for n, b in self._backoff.items() if b.expired(now)]:
+            del self._backoff[name]
+
     # --- resolution -------------------------------------------------------------------------------
 
-    def _claimants(self, name: Any) -> list[Claim]:
+    def claimants(self, name: Any) -> list[Claim]:
+        """Every claim of ``name`` in this replica, one per host that claims it (more than
+        one: a conflict not settled yet)."""
         key = (CLAIM_NAME, name)
         return [c for table in self.claims.values() if (c := table.get(key)) is not None]
 
@@ -888,10 +928,10 @@ class TrackerCore:
         key = (CLAIM_NAME, name)
         return sum(1 for table in self.claims.values() if key in table) > 1
 
-    def _resolve(self, name: Any, cands: list[Claim] | None = None) -> None:
+    def _pick_winner(self, name: Any, cands: list[Claim] | None = None) -> None:
         """Pick ``name``'s winner among its claimants (``cands``, when the caller knows them)."""
         if cands is None:
-            cands = self._claimants(name)
+            cands = self.claimants(name)
         was_contested = name in self._contested_names
         if len(cands) > 1:
             self._contested_names.add(name)
@@ -974,7 +1014,7 @@ class TrackerCore:
         """The winner did not confirm it took ``loser``'s state: settle the conflict again
         (the loser, resumed meanwhile, is asked for its state anew if it still loses)."""
         self._resolving.discard((name, loser))
-        self._resolve(name)
+        self._pick_winner(name)
 
     def conflict_done(self, name: Any, loser: Pid) -> None:
         self._resolving.discard((name, loser))
@@ -999,7 +1039,9 @@ class TrackerCore:
 
     # --- digests ----------------------------------------------------------------------------------
 
-    def _digest(self, host: str) -> list[int]:
+    def digest(self, host: str) -> list[int]:
+        """The ``BUCKETS`` hashes of ``host``'s claims in this replica (what its ``Digest``
+        would say when this replica holds exactly its table): equal tables, equal digests."""
         buckets = [0] * BUCKETS
         for claim in self.claims.get(host, {}).values():
             buckets[claim.position % BUCKETS] ^= _mix(claim)

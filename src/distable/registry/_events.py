@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ..wire import Pid
+from ..wire._types import Pid
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,12 +14,11 @@ exception it raises is a ``FactoryError``. Either way nothing is registered.
 from __future__ import annotations
 
 import fnmatch
-import importlib
-import importlib.util
 import inspect
 from typing import Any
 
 from .._apps import main_module_name
+from .._apps import resolve as import_ref
 from .._errors import FactoryError, InvalidFactoryReturn
 from ..runtime import Process, Runtime
 from ..runtime._context import running_on
@@ -79,11 +78,8 @@ def resolve(ref: str) -> Any:
     found = _cache.get(ref)
     if found is not None:
         return found
-    module, _, attr = ref.partition(":")
     try:
-        obj: Any = importlib.import_module(module)
-        for part in attr.split("."):
-            obj = getattr(obj, part)
+        obj = import_ref(ref)
     except Exception as exc:
         hint = ""
         if isinstance(exc, ImportError):

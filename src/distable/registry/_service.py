@@ -1,24 +1,18 @@
 """The registry shell: runs the tracker core's commands on the node's event loop.
 
-It owns the tracker core (one owner per piece of state: no other task changes it), the node's registry server
-process (well-known local id 1, which other nodes call to register names here), the
-handoff coordinator on both sides, conflict resolution and restarts.
+It owns the tracker core (one owner per piece of state: no other task changes it) and
+carries out its outputs (Deltas, events, commands), and it keeps:
 
-Handoff, old host X to new owner Y (see docs/internals.md for the full table)::
+* the public API the node calls (register, unregister, join, leave, multi_call...);
+* the node's registry server (process of well-known local id 1, which other nodes call to
+  register names here) and the requests it serves;
+* restarts (here, or asked of a name's owner) and stopping processes the core lets go;
+* conflict resolution (a losing copy's state goes to the winner, then it retires);
+* the graceful leave (drain).
 
-    X  begin_handoff() inside the process, which then freezes (its mailbox fills,
-       nothing is handled)                  -> HandoffRequest(hid, name, spec, state)
-    Y  starts the process from the spec, puts end_handoff(state) first in its mailbox,
-       gates it (direct messages from each node are held)   -> HandoffAccepted(new pid)
-    X  forwards the frozen mailbox in order (Forwarded), retires the old pid (it now
-       forwards stragglers), tells the old process to die()  -> HandoffCommit
-    Y  claims the name (moved_from = old pid) and broadcasts the claim
-    *  every node that sees that claim sends FlushMarker(hid) to X; X relays it to Y as
-       Flushed(hid, node) after everything that node sent along the old route; Y then
-       releases that node's held messages.
-
-If X gives up before Y accepts (timeout, Y refuses or dies), X sends HandoffCancel and
-unfreezes the process: it simply stays, and the move is retried later.
+The handoff protocol, both sides, is in ``_handoff.py`` (``HandoffCoordinator``, which the
+service owns and feeds: its commands, its wire messages, peers going down); the asyncio
+helpers are in ``_aio.py``. Imports run one way: service -> handoff -> runtime.
 """
 
 from __future__ import annotations
@@ -27,12 +21,12 @@ import asyncio
 import contextlib
 import logging
 import random
-import time
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass, field, replace
-from typing import Any, TypeVar
+from dataclasses import dataclass, replace
+from typing import Any, assert_never
 
+from .._backoff import Backoff
 from .._errors import (
     AlreadyRegistered,
     DistableError,
@@ -46,52 +40,53 @@ from .._errors import (
 )
 from .._log import RateLimitedLog
 from ..ring import DistributionStrategy, hash_name
-from ..runtime import NOREPLY, Caller, Ignore, Process, Restart, Resume, Runtime
-from ..runtime._process import SYSTEM, Gate
+from ..runtime import NOREPLY, Caller, Process, Resume, Runtime
 from ..transport import Transport
-from ..wire import Pid, encode_value, to_wire
+from ..wire import NOPROC, Pid, encode_value, to_wire
 from ..wire._messages import (
-    CLAIM_NAME,
+    REGISTRY_ERROR,
+    REGISTRY_EXISTS,
+    REGISTRY_OK,
     CallRequest,
     ConflictState,
     ConflictStateTaken,
     Delta,
     Digest,
-    Flushed,
-    FlushMarker,
     Forwarded,
-    HandoffAccepted,
-    HandoffCancel,
-    HandoffCancelled,
-    HandoffCommit,
-    HandoffRefused,
-    HandoffRequest,
+    GroupJoinRequest,
+    GroupLeaveRequest,
+    RegisterNameRequest,
+    RegisterRequest,
     RegistryHello,
     RegistryLeaving,
+    RegistryReply,
+    RegistryRequest,
     Spec,
     SyncReply,
     SyncRequest,
+    UnregisterRequest,
 )
+from ._aio import Lane, detached, within
 from ._core import (
     BUCKETS,
-    HandOff,
     RegistryConfig,
     RegistryStatistics,
     ResolveConflict,
     RestartElsewhere,
+    StartHandoff,
     StartName,
     StopProcess,
     TrackerCore,
+    wire_spec,
 )
-from ._events import HandoffAborted, HandoffCompleted, HandoffStarted, HandoffStateLost, ProcessRestarted
+from ._events import ProcessRestarted
 from ._factory import factory_ref, run_factory
+from ._handoff import FreezeForHandoff, HandoffCoordinator, ask_to_die
 
 log = logging.getLogger("distable.registry")
-T = TypeVar("T")
 
 REGISTRY_SERVER_ID = 1
 _RESTART_REASONS = {"nodedown": "of a node that went down", "exit": "whose process exited"}
-_GATE_CHECK = 0.25  # how often a handed-in process's gate looks for senders that went silent
 RESTART_POLICIES = ("temporary", "transient", "permanent")
 _ERRORS: dict[str, type[DistableError]] = {
     "FactoryError": FactoryError,
@@ -127,118 +122,6 @@ class RegistryServer(Process):
         return NOREPLY
 
 
-class _Lane:
-    """Runs queued jobs in order, at most ``limit`` at once, in at most ``limit`` tasks.
-
-    Each task takes the next job when its current one is done; a job's exception is logged
-    and does not stop the others. Event loop only.
-    """
-
-    __slots__ = ("_jobs", "_limit", "_spawn", "_workers")
-
-    def __init__(self, spawn: Callable[[Coroutine[Any, Any, Any]], Any], limit: int) -> None:
-        self._jobs: deque[Callable[[], Coroutine[Any, Any, None]]] = deque()
-        self._limit = max(1, limit)
-        self._spawn = spawn
-        self._workers = 0
-
-    def put(self, job: Callable[[], Coroutine[Any, Any, None]]) -> None:
-        self._jobs.append(job)
-        if self._workers < self._limit:
-            self._workers += 1
-            self._spawn(self._work())
-
-    def __len__(self) -> int:
-        """Jobs waiting for a task (not counting those running)."""
-        return len(self._jobs)
-
-    @property
-    def busy(self) -> bool:
-        """Whether a job is waiting or running."""
-        return bool(self._jobs) or self._workers > 0
-
-    async def _work(self) -> None:
-        try:
-            while self._jobs:
-                job = self._jobs.popleft()
-                try:
-                    await job()
-                except Exception:
-                    log.exception("registry job %r failed", job)
-        finally:
-            self._workers -= 1
-
-
-class _FreezeForHandoff:
-    """Runs ``begin_handoff`` inside the process and freezes it unless it says Ignore
-    (``always``: whatever it says, for a copy that must stop: a conflict's loser).
-
-    If the handoff gave up waiting before this ran, it answers Ignore without freezing.
-    """
-
-    __slots__ = ("always", "cancelled", "name")
-
-    def __init__(self, name: Any, always: bool = False) -> None:
-        self.cancelled = False
-        self.always = always
-        self.name = name
-
-    async def __call__(self, proc: Process) -> Any:
-        if self.cancelled:
-            return Ignore()
-        try:
-            answer = await proc.begin_handoff()
-        except Exception as exc:
-            log.error(
-                "%r (%r): begin_handoff raised %r; it starts afresh on its new owner",
-                self.name,
-                proc,
-                exc,
-                exc_info=exc,
-            )
-            answer = Restart()
-        if not isinstance(answer, Restart | Resume | Ignore):
-            log.error(
-                "%r (%r): begin_handoff returned %r, not Restart/Resume/Ignore; it starts afresh on its new owner",
-                self.name,
-                proc,
-                answer,
-            )
-            answer = Restart()
-        if (self.always or not isinstance(answer, Ignore)) and not self.cancelled:
-            proc._frozen = True
-        return answer
-
-
-@dataclass(slots=True)
-class _Outgoing:
-    hid: int
-    name: Any
-    proc: Process
-    target: str
-    accepted: asyncio.Future[Pid]
-    committed: bool = False
-    relayed: set[str] = field(default_factory=set)
-    # Set once HandoffCancel is sent: the new owner's answer (its pid if it had committed).
-    cancel_answer: asyncio.Future[Pid | None] | None = None
-
-
-@dataclass(slots=True)
-class _Incoming:
-    source: str
-    hid: int
-    name: Any
-    spec: Spec
-    old_pid: Pid
-    ancestors: tuple[Pid, ...]
-    pid: Pid | None = None
-    proc: Process | None = None
-    commit_pending: bool = False
-    cancelled: bool = False
-    committed: bool = False
-    timer: asyncio.TimerHandle | None = None
-
-
 class RegistryService:
     """Owns the tracker core of one node. Every method runs on the event loop."""
 
@@ -269,40 +152,51 @@ class RegistryService:
         self._lost_at_leave = 0  # names stopped while leaving: no other server could take them
         self._wave_pending = 0  # handoffs of the current wave not finished yet (see _log_waves)
         self._wave_base = (0, 0)  # completed and aborted handoffs when the wave began
-        self._gate_releases = 0  # gates opened for a sender without its flush (see _gate_check)
-        self._gate_held = 0  # messages those gates had held
         self.spawn = spawn
         self._publish = publish
         rng = rng or random.Random()
         self.core = TrackerCore(node, role=role, strategy=strategy, config=config, rng=rng, now=self.loop.time())
         self.pids = self.core.pids  # whereis reads this dict directly
-        self._outgoing: dict[int, _Outgoing] = {}
-        self._incoming: dict[tuple[str, int], _Incoming] = {}
-        self._committed_in: dict[tuple[str, int], Pid] = {}  # (old host, hid) -> new pid
         # Refs start at random: a receiver takes a ref once per sending node name, and a node
         # restarted under the same name must not repeat its previous life's refs.
         self._conflict_ref = rng.getrandbits(62)
         self._conflict_acks: dict[int, tuple[str, asyncio.Future[bool]]] = {}  # ref -> (node, taken)
         self._conflict_seen: dict[tuple[str, int], None] = {}  # (node, ref) of states taken (dedup)
         self._pending: dict[Any, asyncio.Future[Pid | None]] = {}
-        self._hid = rng.getrandbits(40)  # handoff ids, random from the start too (see _conflict_ref)
-        self._slots = asyncio.Semaphore(max_concurrent_handoffs)
+        first_hid = rng.getrandbits(40)  # handoff ids, random from the start too (see _conflict_ref)
         # A node's death or a join makes thousands of restarts or handoffs at once: they run
         # a bounded number at a time, so no loop turn starts them all (a turn that long would
         # stall heartbeats and make peers suspect this node).
-        self._handoffs = _Lane(spawn, max_concurrent_handoffs)
-        self._restarts = _Lane(spawn, max_concurrent_handoffs)
+        self._handoffs = Lane(spawn, max_concurrent_handoffs)
+        self._restarts = Lane(spawn, max_concurrent_handoffs)
         self._flush_scheduled = False
         # uvloop's call_at returns a plain Handle (no ``when()``) for a deadline already past,
         # so the deadline the timer was armed for is kept beside it.
         self._timer: asyncio.Handle | None = None
         self._timer_at = 0.0
         self._idle = asyncio.Event()
-        self._retry_delay = 0.05
+        # Retries of failed moves: per retry round that still fails, capped at the sync interval.
+        self._retry_backoff = Backoff(0.1, config.sync_interval)
         self.drained = False  # set by drain(): whether every name was handed off in time
         self._retry_handle: asyncio.TimerHandle | None = None
         self._ratelog = RateLimitedLog(log, f"{node}: ")
         self._stopped = False
+        self.handoff = HandoffCoordinator(
+            runtime,
+            transport,
+            self.core,
+            config,
+            pending=self._pending,
+            first_hid=first_hid,
+            creation_of=creation_of,
+            suspected=suspected,
+            spawn=spawn,
+            publish=publish,
+            changed=self._changed,
+            progressed=self._idle.set,
+            retry_later=self._retry_later,
+            retry_reset=self._retry_reset,
+        )
         runtime.exit_listeners.append(self._on_exit)
 
     async def start(self) -> None:
@@ -359,7 +253,7 @@ class RegistryService:
         """One INFO line per wave of handoffs or restarts (a join, a leave, a node's death
         moves thousands of names at once: a line per name would drown the log), and one
         when the handoff wave is over, with how it went."""
-        handoffs = Counter(c.target for c in commands if isinstance(c, HandOff))
+        handoffs = Counter(c.target for c in commands if isinstance(c, StartHandoff))
         restarts = Counter(
             f"of {c.origin}, which went down" if c.origin else _RESTART_REASONS.get(c.reason, c.reason)
             for c in commands
@@ -419,7 +313,7 @@ class RegistryService:
         self._flush()
 
     def _command(self, command: Any) -> None:
-        if isinstance(command, HandOff):
+        if isinstance(command, StartHandoff):
             self._handoffs.put(lambda: self._hand_off(command))
         elif isinstance(command, StartName):
             self._restarts.put(lambda: self._restart(command.name, command.spec, command.reason))
@@ -440,27 +334,11 @@ class RegistryService:
 
     def peer_down(self, node: str) -> None:
         now = self.loop.time()
-        for key, inc in list(self._incoming.items()):
-            if inc.source == node and not inc.committed and inc.pid is not None and not inc.cancelled:
-                # The old host died mid-handoff: keep the process it handed us.
-                self._commit(inc)
-            if inc.proc is not None and inc.proc._gate is not None:
-                if inc.source == node:
-                    inc.proc._gate.release_all()
-                else:
-                    inc.proc._gate.release(node)
-            if inc.source == node and inc.pid is None:
-                inc.commit_pending = True
-            if inc.proc is not None and inc.proc._gate is None and inc.committed:
-                self._finish_incoming(key)
+        self.handoff.peer_down_incoming(node)
         for sent_to, taken in list(self._conflict_acks.values()):
             if sent_to == node and not taken.done():
                 taken.set_result(False)
-        for out in list(self._outgoing.values()):
-            if out.target == node and not out.accepted.done():
-                out.accepted.set_exception(ProcessExited("noconnection"))
-            if out.target == node and out.cancel_answer is not None and not out.cancel_answer.done():
-                out.cancel_answer.set_result(None)
+        self.handoff.peer_down_outgoing(node)
         self.core.peer_down(node, now)
         self._flush()
 
@@ -482,18 +360,17 @@ class RegistryService:
             SyncRequest: wrap(core.on_sync_request),
             SyncReply: wrap(core.on_sync_reply),
             RegistryLeaving: wrap(core.on_leaving),
-            HandoffRequest: self._on_handoff_request,
-            HandoffAccepted: self._on_handoff_accepted,
-            HandoffRefused: self._on_handoff_refused,
-            HandoffCommit: self._on_handoff_commit,
-            HandoffCancel: self._on_handoff_cancel,
-            HandoffCancelled: self._on_handoff_cancelled,
-            FlushMarker: self._on_flush_marker,
-            Flushed: self._on_flushed,
+            **self.handoff.handlers(),
             ConflictState: self._on_conflict_state,
             ConflictStateTaken: self._on_conflict_state_taken,
             Forwarded: self.runtime.on_forwarded,
             CallRequest: self._on_call_request,
+            RegisterRequest: self._on_request,
+            RegisterNameRequest: self._on_request,
+            UnregisterRequest: self._on_request,
+            GroupJoinRequest: self._on_request,
+            GroupLeaveRequest: self._on_request,
+            RegistryReply: self._on_reply,
         }
 
     def _on_call_request(self, node: str, msg: CallRequest) -> None:
@@ -520,9 +397,6 @@ class RegistryService:
 
     # --- the public API (called by Node) ----------------------------------------------------
 
-    def whereis(self, name: Any) -> Pid | None:
-        return self.pids.get(name)
-
     def resolve(self, name: Any) -> Pid:
         pid = self.pids.get(name)
         if pid is None:
@@ -538,9 +412,11 @@ class RegistryService:
         *,
         restart: str,
         handoff_timeout: float,
-        mode: str,
         timeout: float,
+        existing_ok: bool,
     ) -> Pid:
+        """Register ``name`` on its owner; ``existing_ok``: answer with the pid that holds
+        it already (``whereis_or_register``) instead of raising ``AlreadyRegistered``."""
         position = _check_name(name)
         if restart not in RESTART_POLICIES:
             raise ValueError(f"restart must be one of {RESTART_POLICIES}, not {restart!r}")
@@ -550,30 +426,28 @@ class RegistryService:
                 encode_value(value)  # refuse arguments that could not reach the owner, here
         existing = self.pids.get(name)
         if existing is not None:
-            if mode == "whereis_or_register":
+            if existing_ok:
                 return existing
             raise AlreadyRegistered(existing)
         owner = self.core.placement.owner_of_hash(position)
         if owner is None:
             raise NoNodeAvailable(f"no node may own {name!r} now (no server nodes, or no quorum)")
-        if owner == self.node:
-            reply = await self._register_here(name, Spec(ref, list(args), dict(kwargs), restart, handoff_timeout))
-        else:
-            # Requests and replies cross the wire as lists, not tuples: one encoding pass each
-            # (a tuple rides as an extension value, encoded on its own first).
-            request = ["register", name, ref, list(args), dict(kwargs), restart, handoff_timeout]
-            reply = await self.runtime.call(self._server(owner), request, timeout)
-        pid = _interpret(reply, mode)
-        assert isinstance(pid, Pid)
+        reply = await self._register_at(
+            owner, name, Spec(ref, list(args), dict(kwargs), restart, handoff_timeout), timeout
+        )
+        if existing_ok and reply.status == REGISTRY_EXISTS and reply.pid is not None:
+            return reply.pid
+        pid = _outcome(reply)
+        if pid is None:
+            raise FactoryError(f"unexpected registry reply {reply!r}")
         return pid
 
     async def register_name(self, name: Any, pid: Pid, timeout: float) -> None:
         _check_name(name)
         if pid.node == self.node:
-            _interpret(self._register_name_here(name, pid), "register")
+            _outcome(self._register_name_here(name, pid))
         else:
-            reply = await self.runtime.call(self._server(pid.node), ("register_name", name, pid), timeout)
-            _interpret(reply, "register")
+            _outcome(await self._request(pid.node, RegisterNameRequest(0, name, pid), timeout))
 
     async def unregister(self, name: Any, timeout: float) -> None:
         pid = self.pids.get(name)
@@ -582,7 +456,7 @@ class RegistryService:
         if pid.node == self.node:
             await self._unregister_here(name, pid, timeout)
         else:
-            await self.runtime.call(self._server(pid.node), ("unregister", name, pid), timeout)
+            await self._request(pid.node, UnregisterRequest(0, name, pid), timeout)
 
     async def _unregister_here(self, name: Any, pid: Pid, timeout: float) -> bool:
         """Remove this node's claim of ``name`` by ``pid``; whether a claim was removed.
@@ -593,10 +467,7 @@ class RegistryService:
         """
         removed = self.core.local_unclaim(name, pid)
         self._changed()
-        moving = [o for o in self._outgoing.values() if o.proc.pid == pid and not o.committed]
-        for out in moving:  # let it commit or fail first (the handoff's own wait comes first)
-            with contextlib.suppress(Exception):
-                await _within(out.accepted, timeout)
+        await self.handoff.settled(pid, timeout)  # let it commit or fail first
         if pid.incarnation != self.runtime.incarnation:
             return removed
         successor = self.runtime.forwarding.get(pid.id)
@@ -604,25 +475,21 @@ class RegistryService:
             return removed
         if successor.node == self.node:
             return await self._unregister_here(name, successor, timeout) or removed
-        reply = await self.runtime.call(self._server(successor.node), ("unregister", name, successor), timeout)
-        return bool(reply[1]) or removed
+        reply = await self._request(successor.node, UnregisterRequest(0, name, successor), timeout)
+        return (reply.status == REGISTRY_OK and reply.pid is not None) or removed
 
     async def join(self, group: Any, pid: Pid, timeout: float) -> None:
         _check_name(group)  # here, so a remote join fails as a local one does (TypeError)
         if pid.node == self.node:
-            if self.runtime.local(pid) is None:
-                raise ProcessExited("noproc")
-            self.core.local_join(group, pid)
-            self._changed()
+            _outcome(self._join_here(group, pid))
         else:
-            _interpret(await self.runtime.call(self._server(pid.node), ("join", group, pid), timeout), "register")
+            _outcome(await self._request(pid.node, GroupJoinRequest(0, group, pid), timeout))
 
     async def leave(self, group: Any, pid: Pid, timeout: float) -> None:
         if pid.node == self.node:
-            self.core.local_leave(group, pid)
-            self._changed()
+            self._leave_here(group, pid)
         else:
-            await self.runtime.call(self._server(pid.node), ("leave", group, pid), timeout)
+            await self._request(pid.node, GroupLeaveRequest(0, group, pid), timeout)
 
     async def multi_call(self, group: Any, message: Any, timeout: float) -> list[Reply]:
         members = self.core.members(group)
@@ -635,54 +502,107 @@ class RegistryService:
 
         return list(await asyncio.gather(*(one(pid) for pid in members)))
 
+    # --- requests to registry servers ---------------------------------------------------------
+
+    async def _register_at(self, owner: str, name: Any, spec: Spec, timeout: float) -> RegistryReply:
+        """Start ``name`` from ``spec`` on ``owner`` (this node, or another's registry server)
+        and claim it there: the one place a registration is asked for."""
+        if owner == self.node:
+            return await self._register_here(name, spec)
+        return await self._request(owner, RegisterRequest(0, name, spec), timeout)
+
+    async def _request(self, node: str, request: RegistryRequest, timeout: float) -> RegistryReply:
+        """Send ``request`` (its user values as they are; its ``ref`` is set on the way) to
+        ``node``'s registry server and wait for the reply.
+
+        A node whose link agreed on protocol version 1 or 2 (or with no link up yet, whose
+        version is not known) gets it as a list, in a call to its registry server, as
+        before version 3; its list reply is read as a ``RegistryReply``.
+
+        Raises:
+            NoNodeAvailable: ``node`` is not up.
+            CallTimeout, ProcessExited, UndecodableMessage: as a call to the server.
+        """
+        server = self._server(node)
+        if self.transport.peer_version(node) >= 3:
+            reply = await self.runtime.request(server, _on_wire(request), timeout)
+        else:
+            reply = _reply_from_list(await self.runtime.call(server, _as_list(request), timeout), request)
+        if isinstance(reply, RegistryReply):
+            return reply
+        return _error("FactoryError", f"unexpected registry reply {reply!r}")
+
     def _server(self, node: str) -> Pid:
         creation = self._creation_of(node)
         if creation is None:
             raise NoNodeAvailable(f"node {node} is not up")
         return Pid(node, creation, REGISTRY_SERVER_ID)
 
-    # --- the registry server's requests (on this node, from any node) ---------------------------
+    # --- the registry server: requests from any node, this one's own served directly --------------
+
+    def _on_request(self, node: str, request: RegistryRequest) -> None:
+        """A request from another node (protocol version 3): served in a task of its own."""
+        if self._stopped or self.runtime.closing:
+            self.transport.post(node, RegistryReply(request.ref, REGISTRY_ERROR, None, "ProcessExited", NOPROC))
+            return
+        self.spawn(self._serve_request(node, request))
+
+    async def _serve_request(self, node: str, request: RegistryRequest) -> None:
+        reply = await self._serve(request, node)
+        reply.ref = request.ref
+        self._answer(node, lambda: self.transport.post(node, reply))
+
+    def _on_reply(self, node: str, reply: RegistryReply) -> None:
+        self.runtime.answer(node, reply.ref, reply)
 
     async def serve(self, message: Any, caller: Caller) -> None:
+        """A request as a list: from a node of protocol version 1 or 2 (see ``_request``), or
+        a call to the registry server from this node."""
+        request = _request_from_list(message)
+        if request is None:
+            reply = _error("FactoryError", f"unknown registry request {message!r}")
+        else:
+            reply = await self._serve(request, caller.node)
+        self._answer(caller.node, lambda: caller.reply(_reply_as_list(reply, request)))
+
+    async def _serve(self, request: RegistryRequest, node: str | None) -> RegistryReply:
+        """Carry ``request`` out here (it came from ``node``, None for this node); a failure
+        is an error reply, named by its exception type."""
         try:
-            match message:
-                case ("register", name, ref, args, kwargs, restart, handoff_timeout):
-                    spec = Spec(ref, list(args), dict(kwargs), restart, float(handoff_timeout))
-                    reply: Any = await self._register_here(name, spec)
-                case ("register_name", name, Pid() as pid):
-                    reply = self._register_name_here(name, pid)
-                case ("unregister", name, Pid() as pid):
-                    reply = ("ok", await self._unregister_here(name, pid, 10.0))
-                case ("join", group, Pid() as pid):
-                    if self.runtime.local(pid) is None:
-                        reply = ("error", "ProcessExited", "noproc")
-                    else:
-                        self.core.local_join(group, pid)
-                        self._changed()
-                        reply = ("ok", None)
-                case ("leave", group, Pid() as pid):
-                    reply = ("ok", self.core.local_leave(group, pid))
-                    self._changed()
-                case _:
-                    reply = ("error", "FactoryError", f"unknown registry request {message!r}")
+            if isinstance(request, RegisterRequest):
+                if request.spec.restart not in RESTART_POLICIES:
+                    return _error(
+                        "FactoryError", f"restart must be one of {RESTART_POLICIES}, not {request.spec.restart!r}"
+                    )
+                return await self._register_here(request.name, request.spec)
+            if isinstance(request, RegisterNameRequest):
+                return self._register_name_here(request.name, request.pid)
+            if isinstance(request, UnregisterRequest):
+                removed = await self._unregister_here(request.name, request.pid, 10.0)
+                return RegistryReply(0, REGISTRY_OK, request.pid if removed else None)
+            if isinstance(request, GroupJoinRequest):
+                return self._join_here(request.group, request.pid)
+            return self._leave_here(request.group, request.pid)
         except DistableError as exc:
-            reply = ("error", type(exc).__name__, str(exc))
+            return _error(type(exc).__name__, str(exc))
         except Exception as exc:
-            log.exception("%s: registry request %r failed", self.node, message)
-            reply = ("error", "FactoryError", f"{type(exc).__name__}: {exc}")
+            log.exception("%s: registry request %r from %s failed", self.node, request, node or "this node")
+            return _error("FactoryError", f"{type(exc).__name__}: {exc}")
+
+    def _answer(self, node: str | None, send: Callable[[], object]) -> None:
+        """Send a reply to ``node`` (None: this node) with ``send``."""
         if self._flush_scheduled:
             # Send the change's Delta before the reply, on the same FIFO link: the caller's
             # node then knows the new entry when its register/unregister/join returns.
             self._flush()
-        caller.reply(list(reply))  # a list crosses the wire in one encoding pass (see register)
-        node = caller.node
+        send()
         if node is not None and not self._pending:
             # No other registration is starting here, so no other reply will share the
             # frame: write it before the Deltas to the other replicas (each write wakes a
             # peer, which costs tens of µs on a VM), not after them.
             self.transport.flush_now(node)
 
-    async def _register_here(self, name: Any, spec: Spec) -> tuple[Any, ...]:
+    async def _register_here(self, name: Any, spec: Spec) -> RegistryReply:
         """Start ``name`` here from ``spec`` and claim it, unless it is registered already.
 
         Concurrent attempts for one name are serialized: the later ones answer with the
@@ -691,13 +611,13 @@ class RegistryService:
         for _ in range(3):
             existing = self.pids.get(name)
             if existing is not None:
-                return ("exists", existing)
+                return RegistryReply(0, REGISTRY_EXISTS, existing)
             pending = self._pending.get(name)
             if pending is None:
                 break
             first = await asyncio.shield(pending)
             if first is not None:
-                return ("exists", first)
+                return RegistryReply(0, REGISTRY_EXISTS, first)
         fut: asyncio.Future[Pid | None] = self.loop.create_future()
         self._pending[name] = fut
         pid: Pid | None = None
@@ -706,440 +626,92 @@ class RegistryService:
             self.core.local_claim(name, pid, spec, self.loop.time())
             self._changed()
         except DistableError as exc:
-            return ("error", type(exc).__name__, str(exc))
+            return _error(type(exc).__name__, str(exc))
         finally:
             if self._pending.get(name) is fut:
                 del self._pending[name]
             fut.set_result(pid)  # wakes concurrent attempts: a pid, or None if this one failed
-        return ("ok", pid)
+        return RegistryReply(0, REGISTRY_OK, pid)
 
-    def _register_name_here(self, name: Any, pid: Pid) -> tuple[Any, ...]:
+    def _register_name_here(self, name: Any, pid: Pid) -> RegistryReply:
         if self.runtime.local(pid) is None:
-            return ("error", "ProcessExited", "noproc")
+            return _error("ProcessExited", NOPROC)
         existing = self.pids.get(name)
         if existing is not None:
-            return ("ok", existing) if existing == pid else ("exists", existing)
+            return RegistryReply(0, REGISTRY_OK if existing == pid else REGISTRY_EXISTS, existing)
         self.core.local_claim(name, pid, None, self.loop.time())
         self._changed()
-        return ("ok", pid)
+        return RegistryReply(0, REGISTRY_OK, pid)
+
+    def _join_here(self, group: Any, pid: Pid) -> RegistryReply:
+        if self.runtime.local(pid) is None:
+            return _error("ProcessExited", NOPROC)
+        self.core.local_join(group, pid)
+        self._changed()
+        return RegistryReply(0, REGISTRY_OK, pid)
+
+    def _leave_here(self, group: Any, pid: Pid) -> RegistryReply:
+        left = self.core.local_leave(group, pid)
+        self._changed()
+        return RegistryReply(0, REGISTRY_OK, pid if left else None)
 
     # --- restarts -------------------------------------------------------------------------------
 
     async def _restart(self, name: Any, spec: Spec, reason: str) -> None:
         reply = await self._register_here(name, spec)
-        if reply[0] == "ok":
-            self._publish(ProcessRestarted(name, reply[1], reason))
-        elif reply[0] == "error":
-            self._ratelog.warning(("restart", spec.factory), "cannot restart %r: %s", name, reply[2])
+        if reply.status == REGISTRY_OK and reply.pid is not None:
+            self._publish(ProcessRestarted(name, reply.pid, reason))
+        elif reply.status == REGISTRY_ERROR:
+            self._ratelog.warning(("restart", spec.factory), "cannot restart %r: %s", name, reply.detail)
             self.core.schedule_restart(name, spec, self.loop.time())
             self._changed()
 
     async def _restart_elsewhere(self, command: RestartElsewhere) -> None:
-        request = [
-            "register",
-            command.name,
-            command.spec.factory,
-            command.spec.args,
-            command.spec.kwargs,
-            command.spec.restart,
-            command.spec.handoff_timeout,
-        ]
+        spec = command.spec
         try:
-            reply = await self.runtime.call(self._server(command.owner), request, command.spec.handoff_timeout)
-            if isinstance(reply, tuple | list) and reply and reply[0] == "error":
-                raise DistableError(f"{reply[1]}: {reply[2]}" if len(reply) > 2 else repr(reply))
+            reply = await self._register_at(command.owner, command.name, spec, spec.handoff_timeout)
+            if reply.status == REGISTRY_ERROR:
+                raise DistableError(f"{reply.error}: {reply.detail}")
         except Exception as exc:
             self._ratelog.warning(
-                ("restart", command.spec.factory), "cannot restart %r on %s: %s", command.name, command.owner, exc
+                ("restart", spec.factory), "cannot restart %r on %s: %s", command.name, command.owner, exc
             )
             # Try again (with backoff) unless the name is back meanwhile: the restart may be
             # the only one (the owner never knew the claim of a node that died).
-            self.core.schedule_restart(command.name, command.spec, self.loop.time())
+            self.core.schedule_restart(command.name, spec, self.loop.time())
             self._changed()
 
     def _stop_local(self, pid: Pid) -> None:
         proc = self.runtime.local(pid)
         if proc is not None:
-            _detached(self.runtime.run_in(proc, _die))
+            ask_to_die(self.runtime, proc)
 
-    # --- handoff: the old host --------------------------------------------------------------------
+    # --- handoffs (the protocol itself is in _handoff.py) -----------------------------------------
 
-    async def _hand_off(self, command: HandOff) -> None:
+    async def _hand_off(self, command: StartHandoff) -> None:
         try:
-            async with self._slots:
-                await self._hand_off_one(command)
+            await self.handoff.hand_off(command)
         finally:
             self._handoff_finished()
         self._changed()  # carry out what the outcome made the core decide (handoff_failed)
         self._check_idle()
 
-    async def _hand_off_one(self, command: HandOff) -> None:
-        name, target, spec = command.name, command.target, command.spec
-        proc = self.runtime.local(command.pid)
-        if proc is None:
-            self.core.handoff_failed(name, False)
-            return
-        gate = proc._gate
-        if gate is not None:
-            # It arrived by a handoff moments ago and still holds some node's messages: move
-            # it on only once they are in its mailbox, or they would be stranded.
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(gate.opened(), spec.handoff_timeout)
-        started = time.perf_counter()  # loop.time() under uvloop counts whole milliseconds
-        self._publish(HandoffStarted(name, command.pid, target))
-        freeze = _FreezeForHandoff(name)
-        try:
-            frozen = _detached(self.runtime.run_in(proc, freeze))
-            answer = await _within(frozen, spec.handoff_timeout)
-        except (TimeoutError, ProcessExited) as exc:
-            freeze.cancelled = True
-            if not self.core.leaving or not proc.alive:
-                self._abort(name, proc, f"begin_handoff did not answer: {exc!r}")
-                return
-            # A leaving node cannot wait for it: it stops handling messages once its current
-            # handler returns, and its name starts afresh on the new owner (guarantee 5: a
-            # graceful leave loses no name, even when it cannot keep the state).
-            proc._frozen = True
-            self._lost_state(name, command.pid, f"begin_handoff did not answer within {spec.handoff_timeout} s")
-            answer = Restart()
-        if isinstance(answer, Ignore):
-            if not self.core.leaving:
-                self.core.handoff_failed(name, True)
-                self._publish(HandoffAborted(name, command.pid, "ignore"))
-                return
-            # A node that leaves cannot keep it (guarantee 5: a graceful leave hands every
-            # process off): it starts afresh on its new owner, as for Restart().
-            answer = Restart()
-        self._hid += 1
-        hid = self._hid
-        out = _Outgoing(hid, name, proc, target, self.loop.create_future())
-        self._outgoing[hid] = out
-        wire_spec = Spec(spec.factory, to_wire(spec.args), to_wire(spec.kwargs), spec.restart, spec.handoff_timeout)
-        has_state = isinstance(answer, Resume)
-        ancestors = self.core.lineage(name, command.pid)
-        try:
-            state = to_wire(answer.state) if isinstance(answer, Resume) else None
-            request = HandoffRequest(hid, to_wire(name), wire_spec, command.pid, has_state, state, ancestors)
-            self.transport.post(target, request)
-        except DistableError as exc:
-            if not self.core.leaving:
-                del self._outgoing[hid]
-                self.core.handoff_failed(name, True)  # retrying cannot help: it stays here
-                self.runtime.unfreeze(proc)
-                log.error("%s: cannot hand %r off: its state cannot cross the wire: %s", self.node, name, exc)
-                self._publish(HandoffAborted(name, command.pid, f"state cannot be sent: {exc}"))
-                return
-            self._lost_state(name, command.pid, f"its state cannot cross the wire: {exc}")
-            has_state = False
-            request = HandoffRequest(hid, to_wire(name), wire_spec, command.pid, False, None, ancestors)
-            self.transport.post(target, request)
-        unknown: str | None = None  # why the outcome is unknown, if it is
-        try:
-            new_pid = await _within(out.accepted, spec.handoff_timeout)
-            if not self._linked(new_pid):
-                # Accepted, but the link to that incarnation is gone since (a commit posted
-                # now would reach its next incarnation, or nobody).
-                unknown = f"{target} was lost after it accepted"
-        except TimeoutError as exc:
-            unknown = f"{target} did not take it: {exc}"
-        except DistableError as exc:
-            # Refused, or the new owner is down (its claims are dropped with it): it never
-            # ran there, or no longer does. Resume the process here.
-            del self._outgoing[hid]
-            self._abort(name, proc, f"{target} did not take it: {exc}")
-            return
-        if unknown is not None:
-            # The new owner may have started the process and, seeing this node fail meanwhile
-            # (a pause), kept and claimed it; or it died with its copy. Ask before resuming
-            # the copy here.
-            committed = await self._cancel(out, spec.handoff_timeout)
-            if committed is None:
-                del self._outgoing[hid]
-                self._abort(name, proc, unknown)
-                return
-            new_pid = committed
-        # Commit: forward what queued up, retire the old pid, let the new owner claim.
-        out.committed = True
-        self._forward_mailbox(proc, new_pid, target, hid)
-        self.runtime.retire(proc, new_pid, self.config.forward_ttl)
-        self.transport.post(target, HandoffCommit(hid))
-        self.core.handoff_done(name, command.pid, new_pid)
-        self._retry_delay = 0.05
-        self._changed()
-        _detached(self.runtime.run_in(proc, _die))
-        self.runtime.unfreeze(proc)
-        self.loop.call_later(self.config.forward_ttl, self._outgoing.pop, hid, None)
-        self._publish(
-            HandoffCompleted(
-                name, command.pid, new_pid, "resume" if has_state else "restart", time.perf_counter() - started
-            )
-        )
-
-    def _linked(self, pid: Pid) -> bool:
-        """Whether this node has a link to ``pid``'s node, in ``pid``'s incarnation."""
-        return self._creation_of(pid.node) == pid.incarnation and pid.node in self.transport.connected()
-
-    async def _cancel(self, out: _Outgoing, timeout: float) -> Pid | None:
-        """Withdraw the handoff ``out`` whose outcome is unknown; the new owner's pid if it
-        had committed (then the move stands), else None (it stopped its copy, or cannot
-        answer: it is down, or silent for ``timeout``, and a copy it kept anyway is retired
-        as superseded once its claim arrives, see TrackerCore._resolve)."""
-        out.accepted.cancel()  # a late HandoffAccepted changes nothing now: the answer decides
-        out.cancel_answer = self.loop.create_future()
-        try:
-            self.transport.post(out.target, HandoffCancel(out.hid))
-            return await _within(out.cancel_answer, timeout)
-        except Exception:  # no link, no answer in time, or the target went down
-            return None
-
-    def _lost_state(self, name: Any, pid: Pid, cause: str) -> None:
-        """A leaving node hands ``name`` off without its state (it starts fresh there)."""
-        # Once per name and 10 s: a move the new owner refuses is retried until the drain ends.
-        what = "%r (%r) starts afresh on its new owner: %s"
-        self._ratelog.log(logging.ERROR, ("state lost", name), what, name, pid, cause)
-        self._publish(HandoffStateLost(name, pid, cause))
-
-    def _abort(self, name: Any, proc: Process, reason: str) -> None:
-        self.core.handoff_failed(name, False)
-        # Retry soon rather than at the next sync tick (a peer refused while draining, a
-        # timeout): backed off per retry round that still fails, capped at the sync interval.
-        # Per round, not per abort: a wave of refusals (every node draining at once) is one
-        # failure, and doubling per abort pushed the retry past the drain's own deadline.
+    def _retry_later(self) -> None:
+        """A move failed: retry soon rather than at the next sync tick (a peer refused while
+        draining, a timeout): backed off per retry round that still fails, capped at the sync
+        interval. Per round, not per failure: a wave of refusals (every node draining at once)
+        is one failure, and doubling per failure pushed the retry past the drain's own deadline."""
         if self._retry_handle is None:
-            self._retry_delay = min(self.config.sync_interval, max(0.1, self._retry_delay * 2))
-            self._retry_handle = self.loop.call_later(self._retry_delay, self._retry_rebalance)
-        if proc.alive:
-            self.runtime.unfreeze(proc)
-        self._ratelog.warning(("handoff", reason[:40]), "handoff of %r aborted: %s", name, reason)
-        self._publish(HandoffAborted(name, proc.pid, reason))
-        self._changed()
+            delay = self._retry_backoff.next_delay(self.loop.time())
+            self._retry_handle = self.loop.call_later(delay, self._retry_rebalance)
+
+    def _retry_reset(self) -> None:
+        self._retry_backoff.reset()
 
     def _retry_rebalance(self) -> None:
         self._retry_handle = None
-        self.core._rebalance()
+        self.core.rebalance()
         self._changed()
-
-    def _forward_mailbox(self, proc: Process, new_pid: Pid, target: str, hid: int | None) -> None:
-        """Forward ``proc``'s frozen mailbox to ``new_pid`` in order (flush markers of the
-        handoff ``hid`` relayed in their place); system operations stay with ``proc``."""
-        mb = proc._mailbox
-        keep: list[tuple[int, Any, Any]] = []
-        while mb:
-            entry = mb.popleft()
-            kind = entry[0]
-            if kind == SYSTEM:
-                keep.append(entry)
-            elif kind == 6:  # FLUSH: relay the marker, in its place in the stream
-                if hid is not None:
-                    self.transport.post(target, Flushed(hid, entry[1]))
-            else:
-                self.runtime.forward(new_pid, entry)
-        if mb is not None:
-            mb.extend(keep)
-
-    def _on_handoff_accepted(self, node: str, msg: HandoffAccepted) -> None:
-        out = self._outgoing.get(msg.hid)
-        if out is None or out.target != node or out.accepted.done():
-            if out is None:
-                self.transport.post(node, HandoffCancel(msg.hid))  # we gave up already
-            return  # (a cancel sent already: its answer decides, see _cancel)
-        out.accepted.set_result(msg.new_pid)
-
-    def _on_handoff_cancelled(self, node: str, msg: HandoffCancelled) -> None:
-        out = self._outgoing.get(msg.hid)
-        if out is None or out.target != node or out.cancel_answer is None or out.cancel_answer.done():
-            return
-        out.cancel_answer.set_result(msg.new_pid if msg.committed else None)
-
-    def _on_handoff_refused(self, node: str, msg: HandoffRefused) -> None:
-        out = self._outgoing.get(msg.hid)
-        if out is not None and out.target == node and not out.accepted.done():
-            out.accepted.set_exception(FactoryError(msg.reason))
-
-    def _on_flush_marker(self, node: str, msg: FlushMarker) -> None:
-        out = self._outgoing.get(msg.hid)
-        if out is None:
-            return
-        if out.committed:
-            out.relayed.add(node)
-            self.transport.post(out.target, Flushed(msg.hid, node))
-            self._idle.set()
-        elif out.proc._mailbox is not None:
-            out.proc._mailbox.append((6, node, msg.hid))  # FLUSH, parked behind that node's messages
-            out.relayed.add(node)
-
-    # --- handoff: the new owner -------------------------------------------------------------------
-
-    def _on_handoff_request(self, node: str, msg: HandoffRequest) -> None:
-        if self.core.leaving:
-            # Draining: it would only have to move on again. The sender learns we are
-            # leaving (RegistryLeaving) and retries with its next owner.
-            self.transport.post(node, HandoffRefused(msg.hid, "the node is draining"))
-            return
-        inc = _Incoming(node, msg.hid, msg.name, msg.spec, msg.old_pid, msg.ancestors)
-        self._incoming[(node, msg.hid)] = inc
-        self.spawn(self._accept(inc, msg.has_state, msg.state))
-
-    async def _accept(self, inc: _Incoming, has_state: bool, state: Any) -> None:
-        name = inc.name
-        fut: asyncio.Future[Pid | None] = self.loop.create_future()
-        previous = self._pending.get(name)
-        if previous is not None:
-            await asyncio.shield(previous)
-        mine = self.core.claims[self.node].get((CLAIM_NAME, name))
-        if mine is not None and self.runtime.local(mine.pid) is not None:
-            # A copy already runs here (restarted on this side of a healed netsplit, say) and
-            # the old host had not seen its claim when it chose to move its own: a second local
-            # claim would replace the first and leave that process running, unregistered.
-            # Refuse; conflict resolution settles which copy survives, the old host retries.
-            self._incoming.pop((inc.source, inc.hid), None)
-            self.transport.post(inc.source, HandoffRefused(inc.hid, f"{name!r} already runs here as {mine.pid!r}"))
-            return
-        self._pending[name] = fut
-        try:
-            spec = inc.spec
-            pid = await run_factory(spec.factory, spec.args, spec.kwargs, self.runtime, self.config.factories)
-        except DistableError as exc:
-            self._incoming.pop((inc.source, inc.hid), None)
-            self.transport.post(inc.source, HandoffRefused(inc.hid, str(exc)))
-            return
-        finally:
-            if self._pending.get(name) is fut:
-                del self._pending[name]
-            fut.set_result(None)
-        proc = self.runtime.local(pid)
-        if proc is None:
-            self._incoming.pop((inc.source, inc.hid), None)
-            self.transport.post(inc.source, HandoffRefused(inc.hid, "the new process exited at once"))
-            return
-        if has_state:
-            _run_first(self.runtime, proc, _EndHandoff(state))
-        # The gate waits only for nodes that can be sending: up here (they get the new
-        # claim in a Delta, and answer with a marker) and not suspected. A node linked but
-        # not up, or silent, would hold the gate to its timeout for nothing.
-        peers = self.core.peers
-        expected = {n for n in self.transport.connected() if n in peers and not self._suspected(n)}
-        expected.add(self.node)
-        expected.discard(inc.source)
-        proc._gate = Gate(proc, expected)
-        inc.pid, inc.proc = pid, proc
-        if inc.cancelled:
-            self._incoming.pop((inc.source, inc.hid), None)
-            proc._gate = None
-            _detached(self.runtime.run_in(proc, _die))
-            return
-        if inc.commit_pending:
-            self._commit(inc)
-        else:
-            self.transport.post(inc.source, HandoffAccepted(inc.hid, pid))
-
-    def _on_handoff_commit(self, node: str, msg: HandoffCommit) -> None:
-        inc = self._incoming.get((node, msg.hid))
-        if inc is None:
-            return
-        if inc.pid is None:
-            inc.commit_pending = True
-        else:
-            self._commit(inc)
-
-    def _commit(self, inc: _Incoming) -> None:
-        if inc.committed or inc.pid is None:
-            return
-        inc.committed = True
-        # Remembered after the incoming handoff is finished: a late HandoffCancel from an old
-        # host that did not learn the outcome (it was paused) must hear that it committed.
-        key = (inc.source, inc.hid)
-        self._committed_in[key] = inc.pid
-        self.loop.call_later(self.config.forward_ttl, self._committed_in.pop, key, None)
-        self.core.local_claim(
-            inc.name,
-            inc.pid,
-            inc.spec,
-            self.loop.time(),
-            moved_from=inc.old_pid,
-            handoff=inc.hid,
-            ancestors=inc.ancestors,
-        )
-        self._changed()
-        deadline = self.loop.time() + inc.spec.handoff_timeout
-        inc.timer = self.loop.call_later(_GATE_CHECK, self._gate_check, (inc.source, inc.hid), deadline)
-
-    def _on_handoff_cancel(self, node: str, msg: HandoffCancel) -> None:
-        """The old host withdraws the handoff: stop the copy started here, unless the move
-        was committed already (this node saw the old host fail and kept the process): the
-        answer says which, and the old host acts on it (see _hand_off_one)."""
-        key = (node, msg.hid)
-        inc = self._incoming.get(key)
-        committed = self._committed_in.get(key) if inc is None else (inc.pid if inc.committed else None)
-        if committed is not None:
-            self.transport.post(node, HandoffCancelled(msg.hid, True, committed))
-            return
-        self.transport.post(node, HandoffCancelled(msg.hid, False))
-        if inc is None:
-            return
-        if inc.proc is None:
-            inc.cancelled = True  # the factory is still running: _accept stops it
-            return
-        del self._incoming[key]
-        inc.proc._gate = None
-        _detached(self.runtime.run_in(inc.proc, _die))
-
-    def _on_flushed(self, node: str, msg: Flushed) -> None:
-        key = (node, msg.hid)
-        inc = self._incoming.get(key)
-        if inc is None or inc.proc is None:
-            return
-        gate = inc.proc._gate
-        if gate is not None:
-            gate.release(msg.node)
-        if inc.proc._gate is None and inc.committed:
-            self._finish_incoming(key)
-
-    def _gate_check(self, key: tuple[str, int], deadline: float) -> None:
-        """Open the gate of a handed-in process for every sender that cannot be sending any
-        more (down, or suspected: paused, cut off), for all when the old host that relays
-        the markers is gone, and for all at ``deadline``; check
-        again every ``_GATE_CHECK`` seconds until it is open. A message it held waited at
-        most that long behind a marker that may never come (counted in statistics)."""
-        inc = self._incoming.get(key)
-        if inc is None or inc.proc is None:
-            return
-        gate = inc.proc._gate
-        if gate is not None:
-            now = self.loop.time()
-            peers = self.core.peers
-            source = inc.source
-            # The old host relays every marker: once it is down, suspected or replaced by a
-            # new incarnation (the old pid's), none will come, this node's own included.
-            source_gone = (
-                source not in peers or self._suspected(source) or self._creation_of(source) != inc.old_pid.incarnation
-            )
-            if now >= deadline or source_gone:
-                stuck = sorted(gate.waiting)
-            else:
-                stuck = sorted(n for n in gate.waiting if n != self.node and (n not in peers or self._suspected(n)))
-            for node in stuck:
-                self._gate_releases += 1
-                self._gate_held += len(gate.held.get(node, ()))
-                gate.release(node)
-            if stuck and now >= deadline:
-                self._ratelog.warning(
-                    ("gate", inc.source),
-                    "handoff of %r from %s: no flush from %s within %.1f s; releasing held messages",
-                    inc.name,
-                    inc.source,
-                    ", ".join(stuck),
-                    inc.spec.handoff_timeout,
-                )
-            if inc.proc._gate is not None:
-                inc.timer = self.loop.call_later(_GATE_CHECK, self._gate_check, key, deadline)
-                return
-        self._finish_incoming(key)
-
-    def _finish_incoming(self, key: tuple[str, int]) -> None:
-        inc = self._incoming.pop(key, None)
-        if inc is not None and inc.timer is not None:
-            inc.timer.cancel()
 
     # --- conflicts ----------------------------------------------------------------------------------
 
@@ -1154,13 +726,13 @@ class RegistryService:
         proc = self.runtime.local(command.loser)
         has_state, state = False, None
         if proc is not None:
-            freeze = _FreezeForHandoff(name, always=True)
+            freeze = FreezeForHandoff(self.runtime, name, always=True)
             try:
-                answer = await _within(_detached(self.runtime.run_in(proc, freeze)), 5.0)
+                answer = await within(detached(self.runtime.run_in(proc, freeze)), 5.0)
             except Exception:
                 answer = None
                 freeze.cancelled = True
-                proc._frozen = True  # busy or stuck: it stops after its current handler
+                self.runtime.freeze(proc)  # busy or stuck: it stops after its current handler
             if isinstance(answer, Resume):
                 has_state, state = True, answer.state
         self._conflict_ref += 1
@@ -1178,7 +750,7 @@ class RegistryService:
             # conflict is settled again a moment later.
             self._conflict_acks[ref] = (sent_to, taken)
             try:
-                ok = await _within(taken, 5.0)
+                ok = await within(taken, 5.0)
             except TimeoutError:
                 ok = False
             finally:
@@ -1198,9 +770,9 @@ class RegistryService:
                 return
         log.info("%s: %r lost %r to %r; stopping it", self.node, command.loser, name, winner)
         if proc is not None and proc.alive:
-            self._forward_mailbox(proc, winner, winner.node, None)
+            self.runtime.forward_mailbox(proc, winner)  # markers parked in it are dropped: no handoff relays them
             self.runtime.retire(proc, winner, self.config.forward_ttl)
-            _detached(self.runtime.run_in(proc, _die))
+            ask_to_die(self.runtime, proc)
             self.runtime.unfreeze(proc)
         self.core.conflict_done(name, command.loser)
         self._changed()
@@ -1250,7 +822,7 @@ class RegistryService:
                 return winner.node
             proc = self.runtime.local(winner)
             if proc is not None:
-                _detached(self.runtime.run_in(proc, _ResolveConflict(state)))
+                detached(self.runtime.run_in(proc, lambda p: p.resolve_conflict(state)))
                 return None
             if winner.incarnation != self.runtime.incarnation:
                 break  # a pid of this node's previous life: nothing forwards it
@@ -1296,7 +868,7 @@ class RegistryService:
         # sent is ahead of that marker on its link to us (forwarded when it arrives).
         expected = set(self.transport.connected())
         await self._wait_until(
-            lambda: all(not o.committed or expected <= o.relayed for o in self._outgoing.values()),
+            lambda: self.handoff.relayed_to_all(expected),
             min(deadline, self.loop.time() + 1.0),
         )
         return self.drained
@@ -1311,11 +883,7 @@ class RegistryService:
     def _busy(self) -> bool:
         # Cheapest test first: while any name is moving (most of a drain) this is O(1); the
         # scans run only at the end, so a drain of n names costs O(n), not O(n^2).
-        if self.core.moving or any(not o.committed for o in self._outgoing.values()):
-            return True
-        # A handoff to this node accepted before it began to drain: once committed, its
-        # claim is moved on like the others; stopping now would kill the only copy.
-        if any(not i.committed and not i.cancelled for i in self._incoming.values()):
+        if self.core.moving or self.handoff.busy():
             return True
         if self._pending:  # a registration still starting its process: its claim moves on next
             return True
@@ -1334,93 +902,13 @@ class RegistryService:
             self._idle.set()
 
     def statistics(self) -> RegistryStatistics:
-        return replace(self.core.statistics(), gate_releases=self._gate_releases, gate_held_messages=self._gate_held)
+        handoff = self.handoff
+        return replace(
+            self.core.statistics(), gate_releases=handoff.gate_releases, gate_held_messages=handoff.gate_held
+        )
 
 
 # --- small helpers ------------------------------------------------------------------------------------
-
-
-async def _within(fut: asyncio.Future[T], timeout: float) -> T:
-    """``await asyncio.wait_for(asyncio.shield(fut), timeout)`` at a fraction of its cost (a
-    handoff waits twice): ``fut``'s outcome, or TimeoutError after ``timeout`` seconds;
-    ``fut`` itself is never cancelled."""
-    if not fut.done():
-        loop = fut.get_loop()
-        waiter: asyncio.Future[None] = loop.create_future()
-
-        def wake(_: object = None) -> None:
-            if not waiter.done():
-                waiter.set_result(None)
-
-        handle = loop.call_later(timeout, wake)
-        fut.add_done_callback(wake)
-        try:
-            await waiter
-        finally:
-            handle.cancel()
-            fut.remove_done_callback(wake)
-        if not fut.done():
-            raise TimeoutError(f"not done within {timeout} s")
-    return fut.result()
-
-
-def _detached(fut: asyncio.Future[T]) -> asyncio.Future[T]:
-    """Mark the outcome of a ``run_in`` as seen: when the process exits first (a second
-    ``_die`` queued behind the first, a conflict resolved during a shutdown), nobody waits
-    for it, and asyncio would log "exception was never retrieved" as an error."""
-    fut.add_done_callback(_seen)
-    return fut
-
-
-def _seen(fut: asyncio.Future[Any]) -> None:
-    if not fut.cancelled():
-        fut.exception()
-
-
-async def _die(proc: Process) -> None:
-    await proc.die()
-
-
-async def _ask_state(proc: Process) -> Any:
-    return await proc.begin_handoff()
-
-
-class _EndHandoff:
-    __slots__ = ("state",)
-
-    def __init__(self, state: Any) -> None:
-        self.state = state
-
-    async def __call__(self, proc: Process) -> None:
-        await proc.end_handoff(self.state)
-
-
-class _ResolveConflict:
-    __slots__ = ("state",)
-
-    def __init__(self, state: Any) -> None:
-        self.state = state
-
-    async def __call__(self, proc: Process) -> None:
-        await proc.resolve_conflict(self.state)
-
-
-def _run_first(runtime: Runtime, proc: Process, op: Callable[[Process], Coroutine[Any, Any, None]]) -> None:
-    """Put ``op`` at the head of ``proc``'s mailbox (before anything queued)."""
-    fut = runtime.run_in(proc, op)  # appended (and the drain started if idle)...
-    mb = proc._mailbox
-    assert mb is not None
-    entry = mb.pop()  # ...then moved to the front
-    mb.appendleft(entry)
-    fut.add_done_callback(_log_failure(proc, "end_handoff"))
-
-
-def _log_failure(proc: Process, what: str) -> Callable[[asyncio.Future[Any]], None]:
-    def done(fut: asyncio.Future[Any]) -> None:
-        if not fut.cancelled() and fut.exception() is not None:
-            log.error("%r: %s raised", proc, what, exc_info=fut.exception())
-
-    return done
 
 
 def _halves(msg: Any) -> list[Any] | None:
@@ -1459,16 +947,109 @@ def _check_name(name: Any) -> int:
     return hash_name(name)
 
 
-def _interpret(reply: Any, mode: str) -> Any:
-    match reply:
-        case ("ok", value):
-            return value
-        case ("exists", Pid() as pid):
-            if mode == "whereis_or_register":
-                return pid
-            raise AlreadyRegistered(pid)
-        case ("error", "ProcessExited", reason):
-            raise ProcessExited(reason)
-        case ("error", kind, message):
-            raise _ERRORS.get(kind, FactoryError)(message)
+def _error(error: str, detail: str) -> RegistryReply:
+    """An error reply: ``error`` names the exception the caller raises (see ``_outcome``)."""
+    return RegistryReply(0, REGISTRY_ERROR, None, error, detail)
+
+
+def _outcome(reply: RegistryReply) -> Pid | None:
+    """The pid a successful reply names, or the error it reports, raised.
+
+    Raises:
+        AlreadyRegistered: the name is registered already (``REGISTRY_EXISTS``).
+        ProcessExited: the process was not alive.
+        DistableError: the owner's error, as the type it names (``FactoryError`` for any
+            it does not list in ``_ERRORS``, and for a reply it does not understand).
+    """
+    status = reply.status
+    if status == REGISTRY_OK:
+        return reply.pid
+    if status == REGISTRY_EXISTS and reply.pid is not None:
+        raise AlreadyRegistered(reply.pid)
+    if status == REGISTRY_ERROR:
+        if reply.error == "ProcessExited":
+            raise ProcessExited(reply.detail)
+        raise _ERRORS.get(reply.error, FactoryError)(reply.detail)
     raise FactoryError(f"unexpected registry reply {reply!r}")
+
+
+def _on_wire(request: RegistryRequest) -> RegistryRequest:
+    """``request`` with its user values prepared for the wire (``to_wire``)."""
+    match request:
+        case RegisterRequest(ref, name, spec):
+            return RegisterRequest(ref, to_wire(name), wire_spec(spec))
+        case RegisterNameRequest(ref, name, pid):
+            return RegisterNameRequest(ref, to_wire(name), pid)
+        case UnregisterRequest(ref, name, pid):
+            return UnregisterRequest(ref, to_wire(name), pid)
+        case GroupJoinRequest(ref, group, pid):
+            return GroupJoinRequest(ref, to_wire(group), pid)
+        case GroupLeaveRequest(ref, group, pid):
+            return GroupLeaveRequest(ref, to_wire(group), pid)
+    assert_never(request)
+
+
+# Requests and replies of protocol versions 1 and 2: lists matched by position, carried in a
+# call to the registry server (local id 1). A node still serves them (see ``serve``), and
+# sends them to a node that agreed on one of those versions (see ``_request``).
+
+
+def _as_list(request: RegistryRequest) -> list[Any]:
+    """``request`` as a node of protocol version 1 or 2 reads it."""
+    match request:
+        case RegisterRequest(_, name, spec):
+            return ["register", name, spec.factory, spec.args, spec.kwargs, spec.restart, spec.handoff_timeout]
+        case RegisterNameRequest(_, name, pid):
+            return ["register_name", name, pid]
+        case UnregisterRequest(_, name, pid):
+            return ["unregister", name, pid]
+        case GroupJoinRequest(_, group, pid):
+            return ["join", group, pid]
+        case GroupLeaveRequest(_, group, pid):
+            return ["leave", group, pid]
+    assert_never(request)
+
+
+def _request_from_list(message: Any) -> RegistryRequest | None:
+    """The request a node of protocol version 1 or 2 sent (None if ``message`` is none)."""
+    match message:
+        case ["register", name, str() as factory, list() as args, dict() as kwargs, str() as restart, timeout] if (
+            isinstance(timeout, int | float)
+        ):
+            return RegisterRequest(0, name, Spec(factory, args, kwargs, restart, float(timeout)))
+        case ["register_name", name, Pid() as pid]:
+            return RegisterNameRequest(0, name, pid)
+        case ["unregister", name, Pid() as pid]:
+            return UnregisterRequest(0, name, pid)
+        case ["join", group, Pid() as pid]:
+            return GroupJoinRequest(0, group, pid)
+        case ["leave", group, Pid() as pid]:
+            return GroupLeaveRequest(0, group, pid)
+    return None
+
+
+def _reply_from_list(reply: Any, request: RegistryRequest) -> RegistryReply:
+    """The reply of a node of protocol version 1 or 2 to ``request``."""
+    match reply:
+        case ["ok", Pid() as pid]:
+            return RegistryReply(0, REGISTRY_OK, pid)
+        case ["ok", True] if not isinstance(request, RegisterRequest):  # an unregister or a leave removed a claim
+            return RegistryReply(0, REGISTRY_OK, request.pid)
+        case ["ok", _]:
+            return RegistryReply(0, REGISTRY_OK)
+        case ["exists", Pid() as pid]:
+            return RegistryReply(0, REGISTRY_EXISTS, pid)
+        case ["error", str() as error, detail]:
+            return _error(error, str(detail))
+    return _error("FactoryError", f"unexpected registry reply {reply!r}")
+
+
+def _reply_as_list(reply: RegistryReply, request: RegistryRequest | None) -> list[Any]:
+    """``reply`` to ``request`` as a node of protocol version 1 or 2 reads it."""
+    if reply.status == REGISTRY_OK:
+        if isinstance(request, UnregisterRequest | GroupLeaveRequest):
+            return ["ok", reply.pid is not None]
+        return ["ok", None if isinstance(request, GroupJoinRequest) else reply.pid]
+    if reply.status == REGISTRY_EXISTS:
+        return ["exists", reply.pid]
+    return ["error", reply.error, reply.detail]

@@ -43,11 +43,12 @@ from ..wire._messages import (
     HandoffRefused,
     HandoffRequest,
     MonitorRequest,
+    RegistryRequest,
     Send,
     Undecoded,
 )
 from ._context import CURRENT_PROCESS
-from ._process import CALL, CAST, INFO, INIT, STOP, SYSTEM, Caller, Down, Process
+from ._process import CALL, CAST, FLUSH, INFO, INIT, STOP, SYSTEM, Caller, Down, Gate, Process
 
 log = logging.getLogger("distable.runtime")
 T = TypeVar("T")
@@ -87,6 +88,12 @@ class RemoteRouter(Protocol):
         ...
 
 
+class Request(Protocol):
+    """A message that asks another node for an answer (see ``Runtime.request``)."""
+
+    ref: int
+
+
 @dataclass(frozen=True, slots=True)
 class RuntimeStatistics:
     """A snapshot of one node's runtime counters."""
@@ -121,6 +128,19 @@ PARK_LIMIT = 4096
 def _expire(fut: asyncio.Future[Any], dest: Pid, timeout: float) -> None:
     if not fut.done():
         fut.set_exception(CallTimeout(f"no reply from {dest!r} within {timeout} s"))
+
+
+def _checked(timeout: float | None) -> float | None:
+    """A call's ``timeout``, infinity as None.
+
+    Raises:
+        ValueError: it is negative or NaN.
+    """
+    if timeout is not None and not 0 <= timeout < math.inf:
+        if timeout != math.inf:
+            raise ValueError(f"call timeout must be >= 0 seconds or None, not {timeout!r}")
+        return None
+    return timeout
 
 
 def _relay(caller: Caller, fut: asyncio.Future[Any]) -> None:
@@ -186,9 +206,9 @@ class Runtime:
         # remote calls waiting for a reply, by the callee's node
         self._calls_by_node: dict[str, dict[int, asyncio.Future[Any]]] = {}
         # monitors set by local processes on remote pids: node -> ref -> watcher
-        self._outgoing: dict[str, dict[Ref, Process]] = {}
+        self._monitoring: dict[str, dict[Ref, Process]] = {}
         # monitors set by remote processes on local pids: node -> ref -> target
-        self._incoming: dict[str, dict[Ref, Process]] = {}
+        self._monitored: dict[str, dict[Ref, Process]] = {}
         self.exit_listeners: list[Callable[[Pid, Any], None]] = []
         # local ids of handed-off processes -> their successors (for stragglers)
         self.forwarding: dict[int, Pid] = {}
@@ -210,9 +230,6 @@ class Runtime:
         self.last_loop_lag = 0.0
 
     # --- lookups --------------------------------------------------------------
-
-    def is_local(self, pid: Pid) -> bool:
-        return pid.node == self.node_name
 
     def local(self, pid: Pid) -> Process | None:
         """The live local process ``pid`` names, or None."""
@@ -383,35 +400,49 @@ class Runtime:
             RuntimeError: a process called itself (that would deadlock).
             ValueError: ``timeout`` is negative or NaN.
         """
-        if timeout is not None and not 0 <= timeout < math.inf:
-            if timeout != math.inf:
-                raise ValueError(f"call timeout must be >= 0 seconds or None, not {timeout!r}")
-            timeout = None
-        loop = self.loop
+        timeout = _checked(timeout)
         me = CURRENT_PROCESS.get()
         sender = me._pid if me is not None else None
-        fut: asyncio.Future[Any] = loop.create_future()
+        if dest.node != self.node_name:
+            return await self.request(dest, CallRequest(0, dest, sender, to_wire(message)), timeout)
+        if sender == dest:
+            raise RuntimeError(f"{dest!r} called itself; that would deadlock")
         self._calls += 1
-        if dest.node == self.node_name:
-            if sender == dest:
-                raise RuntimeError(f"{dest!r} called itself; that would deadlock")
-            self._deliver(self.node_name, dest, (CALL, message, Caller(self, sender, fut)))
-            if timeout is None:
-                return await fut
-            waiting = self._arm_deadline(fut, dest, timeout)
-            try:
-                return await fut
-            finally:
-                del waiting[fut]
+        fut: asyncio.Future[Any] = self.loop.create_future()
+        self._deliver(self.node_name, dest, (CALL, message, Caller(self, sender, fut)))
+        if timeout is None:
+            return await fut
+        waiting = self._arm_deadline(fut, dest, timeout)
+        try:
+            return await fut
+        finally:
+            del waiting[fut]
+
+    async def request(self, dest: Pid, message: Request, timeout: float | None) -> Any:
+        """Send ``message`` to ``dest``'s node under a fresh ``ref`` (set here) and wait,
+        as a remote call does, for its answer: ``answer(node, ref, value)``, or a
+        ``CallReply(ref)``. A call is such a request (a ``CallRequest``); so are the
+        registry server's requests.
+
+        ``timeout`` is in seconds (None: no limit); ``dest`` only names the callee in a
+        ``CallTimeout``.
+
+        Raises:
+            CallTimeout, ProcessExited, UndecodableMessage, ValueError: as ``call``.
+            MessageTooLarge: the encoded message exceeds the link's frame limit.
+        """
+        timeout = _checked(timeout)
+        self._calls += 1
         self._call_seq += 1
-        ref = self._call_seq
+        ref = message.ref = self._call_seq
+        fut: asyncio.Future[Any] = self.loop.create_future()
         calls = self._calls_by_node.get(dest.node)
         if calls is None:
             calls = self._calls_by_node[dest.node] = {}
         calls[ref] = fut
         try:
             self._remote_messages += 1
-            self.remote.post(dest.node, CallRequest(ref, dest, sender, to_wire(message)))
+            self.remote.post(dest.node, message)
         except BaseException:
             calls.pop(ref, None)
             raise
@@ -422,6 +453,19 @@ class Runtime:
             if slot is not None:
                 del slot[fut]
             calls.pop(ref, None)
+
+    def answer(self, node: str, ref: int, value: Any) -> None:
+        """``value`` answers the request ``ref`` this node sent ``node`` (see ``request``);
+        ignored when that request is over (answered, timed out, or its node lost)."""
+        fut = self._take_call(node, ref)
+        if fut is not None:
+            fut.set_result(value)
+
+    def _take_call(self, node: str, ref: int) -> asyncio.Future[Any] | None:
+        """The future of the request ``ref`` to ``node`` if it still waits, no longer listed."""
+        calls = self._calls_by_node.get(node)
+        fut = calls.pop(ref, None) if calls is not None else None
+        return fut if fut is not None and not fut.done() else None
 
     def _arm_deadline(
         self, fut: asyncio.Future[Any], dest: Pid, timeout: float
@@ -479,7 +523,7 @@ class Runtime:
             me._watching[ref] = target
             return ref
         me._watching[ref] = target
-        self._outgoing.setdefault(target.node, {})[ref] = me
+        self._monitoring.setdefault(target.node, {})[ref] = me
         self._post(target.node, MonitorRequest(ref, me.pid, target))
         return ref
 
@@ -498,7 +542,7 @@ class Runtime:
             if proc is not None and proc._watchers:
                 proc._watchers.pop(ref, None)
             return
-        outgoing = self._outgoing.get(target.node)
+        outgoing = self._monitoring.get(target.node)
         if outgoing is not None and outgoing.pop(ref, None) is not None:
             self.remote.post(target.node, DemonitorRequest(ref, target))
 
@@ -510,7 +554,7 @@ class Runtime:
                     proc._watching.pop(ref, None)
                 proc._enqueue((INFO, Down(ref, target, reason), None))
             return
-        incoming = self._incoming.get(watcher.node)
+        incoming = self._monitored.get(watcher.node)
         if incoming is not None:
             incoming.pop(ref, None)
         self.remote.post(watcher.node, DownNotice(ref, watcher, target, _wire_reason(reason)))
@@ -605,12 +649,69 @@ class Runtime:
         proc._enqueue((SYSTEM, system, fut))
         return fut
 
+    def run_first(self, proc: Process, op: Callable[[Process], Coroutine[Any, Any, T]]) -> asyncio.Future[T]:
+        """``run_in``, but ahead of everything already in the mailbox."""
+        fut = self.run_in(proc, op)  # appended (and the drain started if idle)...
+        mb = proc._mailbox
+        assert mb is not None
+        mb.appendleft(mb.pop())  # ...then moved to the front
+        return fut
+
+    def freeze(self, proc: Process) -> None:
+        """Stop ``proc`` after its current message: its mailbox keeps filling, nothing
+        more is handled until ``unfreeze`` (or its mailbox is forwarded: a handoff)."""
+        proc._frozen = True
+
     def unfreeze(self, proc: Process) -> None:
         """Resume a frozen process: it handles what queued up meanwhile."""
         proc._frozen = False
         if proc._mailbox and not proc._running and proc.alive:
             proc._running = True
             self._start_drain(proc)
+
+    def forward_mailbox(self, proc: Process, successor: Pid, marker: Callable[[str, int], None] | None = None) -> None:
+        """Forward frozen ``proc``'s queued messages to ``successor``, in order; its system
+        operations stay queued. Each flush marker parked in the mailbox (``park_marker``)
+        goes to ``marker(node, hid)`` in its place in the stream (dropped without one)."""
+        mb = proc._mailbox
+        if not mb:
+            return
+        keep: list[tuple[int, Any, Any]] = []
+        forward = self.forward
+        while mb:
+            entry = mb.popleft()
+            kind = entry[0]
+            if kind == SYSTEM:
+                keep.append(entry)
+            elif kind == FLUSH:
+                if marker is not None:
+                    marker(entry[1], entry[2])
+            else:
+                forward(successor, entry)
+        mb.extend(keep)
+
+    def park_marker(self, proc: Process, node: str, hid: int) -> bool:
+        """Queue handoff ``hid``'s flush marker from ``node`` behind what frozen ``proc``
+        holds (``forward_mailbox`` meets it in its place); False if it has no mailbox."""
+        mb = proc._mailbox
+        if mb is None:
+            return False
+        mb.append((FLUSH, node, hid))
+        return True
+
+    def gate(self, proc: Process, nodes: set[str]) -> Gate:
+        """Hold ``proc``'s direct messages from each of ``nodes`` until the gate releases
+        that node (``Gate.release``); messages forwarded to it pass (see ``Gate``)."""
+        gate = proc._gate = Gate(proc, nodes)
+        return gate
+
+    def gate_of(self, proc: Process) -> Gate | None:
+        """``proc``'s gate while it still holds some node's messages, else None."""
+        return proc._gate
+
+    def ungate(self, proc: Process) -> None:
+        """Drop ``proc``'s gate with what it holds (the process is being stopped)."""
+        proc._gate = None
 
     def retire(self, proc: Process, successor: Pid, ttl: float) -> None:
         """``proc`` was handed off: its pid forwards to ``successor`` for ``ttl`` seconds."""
@@ -633,9 +734,8 @@ class Runtime:
         self._deliver(node, msg.to, (CALL, msg.payload, Caller(self, msg.sender, None, node, msg.ref)))
 
     def on_call_reply(self, node: str, msg: CallReply) -> None:
-        calls = self._calls_by_node.get(node)
-        fut = calls.pop(msg.ref, None) if calls is not None else None
-        if fut is None or fut.done():
+        fut = self._take_call(node, msg.ref)
+        if fut is None:
             return  # the call timed out already
         status = msg.status
         if status == REPLY_OK:
@@ -654,16 +754,16 @@ class Runtime:
         if proc._watchers is None:
             proc._watchers = {}
         proc._watchers[msg.ref] = msg.watcher
-        self._incoming.setdefault(node, {})[msg.ref] = proc
+        self._monitored.setdefault(node, {})[msg.ref] = proc
 
     def on_demonitor_request(self, node: str, msg: DemonitorRequest) -> None:
-        incoming = self._incoming.get(node)
+        incoming = self._monitored.get(node)
         proc = incoming.pop(msg.ref, None) if incoming is not None else None
         if proc is not None and proc._watchers:
             proc._watchers.pop(msg.ref, None)
 
     def on_down_notice(self, node: str, msg: DownNotice) -> None:
-        outgoing = self._outgoing.get(node)
+        outgoing = self._monitoring.get(node)
         if outgoing is None or outgoing.pop(msg.ref, None) is None:
             return  # demonitored meanwhile
         self._notify_down(msg.ref, msg.watcher, msg.target, msg.reason)
@@ -682,13 +782,13 @@ class Runtime:
         kind = type(msg).__name__
         to: Pid | None = getattr(msg, "to", None)
         outcome = "dropped"
-        if isinstance(msg, CallRequest) or (isinstance(msg, Forwarded) and msg.kind == CALL):
+        if isinstance(msg, CallRequest | RegistryRequest) or (isinstance(msg, Forwarded) and msg.kind == CALL):
+            # A registry request is answered as a call is: its caller waits in the same table.
             self._fail_remote_undecodable(node, msg.ref, UndecodableMessage(self.node_name, type_name, detail))
             outcome = "the caller gets UndecodableMessage"
         elif isinstance(msg, CallReply):
-            calls = self._calls_by_node.get(node)
-            fut = calls.pop(msg.ref, None) if calls is not None else None
-            if fut is not None and not fut.done():
+            fut = self._take_call(node, msg.ref)
+            if fut is not None:
                 fut.set_exception(UndecodableMessage(self.node_name, type_name, detail, "reply"))
             outcome = "the caller here gets UndecodableMessage"
         elif isinstance(msg, DownNotice):
@@ -736,14 +836,14 @@ class Runtime:
             for fut in calls.values():
                 if not fut.done():
                     fut.set_exception(ProcessExited(NOCONNECTION))
-        outgoing = self._outgoing.pop(node, None)
+        outgoing = self._monitoring.pop(node, None)
         if outgoing:
             for ref, watcher in outgoing.items():
                 if watcher.alive and watcher._watching:
                     target = watcher._watching.pop(ref, None)
                     if target is not None:
                         watcher._enqueue((INFO, Down(ref, target, NOCONNECTION), None))
-        incoming = self._incoming.pop(node, None)
+        incoming = self._monitored.pop(node, None)
         if incoming:
             for ref, proc in incoming.items():
                 if proc._watchers:

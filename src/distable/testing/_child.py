@@ -49,14 +49,15 @@ import sys
 import time
 from typing import Any
 
+import msgspec
+
 from .._apps import load_app, resolve, run_app
 from .._log import configure_logging
 from ..membership import Gossip, MembershipConfig, NodeDown, NodeUp, Static, Strategy
 from ..node import Node, run
 from ..node._events import EventStream
 from ..runtime import Process
-from ..wire import Pid
-from ._cluster import _tuples
+from ..wire import Pid, lists_as_tuples
 from ._probe import event_bus, registry_check, registry_stats, rss_bytes
 
 #: Registry probes for benchmarks (see ``_probe``): command -> function of the node.
@@ -79,7 +80,7 @@ def _registry_reply(node: Node, command: str) -> Any:
             "placement": list(node.placement().nodes),
         }
     _, _, name = command.partition(" ")
-    return _pid_json(node.whereis(_tuples(json.loads(name))))
+    return _pid_json(node.whereis(lists_as_tuples(json.loads(name))))
 
 
 class _MembershipEvents(EventStream):
@@ -123,7 +124,7 @@ async def _register(node: Node, request: dict[str, Any]) -> dict[str, Any]:
     """The ``register`` command: each name in ``request["names"]`` registered at once."""
     factory = request["factory"]
     restart = request.get("restart", "temporary")
-    names = [_tuples(name) for name in request["names"]]
+    names = [lists_as_tuples(name) for name in request["names"]]
     results = await asyncio.gather(
         *(node.register(name, factory, restart=restart) for name in names), return_exceptions=True
     )
@@ -191,7 +192,7 @@ async def _main(args: argparse.Namespace) -> None:
                     _emit(
                         {
                             "reply": {
-                                "membership": dataclasses.asdict(stats.membership),
+                                "membership": msgspec.to_builtins(stats.membership),
                                 "transport": dataclasses.asdict(stats.transport),
                                 "registry": dataclasses.asdict(stats.registry),
                                 "runtime": dataclasses.asdict(stats.runtime),

@@ -10,14 +10,7 @@ import sys
 from collections.abc import Sequence
 from typing import IO, Any
 
-from ..wire import Pid
-
-
-def _tuples(value: Any) -> Any:
-    """JSON has no tuples: read every list as a tuple (registered names are tuples)."""
-    if isinstance(value, list):
-        return tuple(_tuples(v) for v in value)
-    return value
+from ..wire import Pid, lists_as_tuples
 
 
 class NodeProcess:
@@ -171,7 +164,7 @@ class NodeProcess:
     async def registered(self) -> list[tuple[Any, Pid]]:
         """Every ``(name, pid)`` in the node's registry replica (JSON lists in names read as tuples)."""
         reply: dict[str, Any] = await self._ask("registered")
-        return [(_tuples(name), Pid(*pid)) for name, pid in reply["names"]]
+        return [(lists_as_tuples(name), Pid(*pid)) for name, pid in reply["names"]]
 
     async def placement(self) -> list[str]:
         """The server nodes the node's registry places names on."""

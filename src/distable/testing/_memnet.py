@@ -809,6 +809,6 @@ class MemoryDiscovery:
     async def run(self, ctx: DiscoveryContext) -> None:
         rng = random.Random(f"{self.network.seed}/discovery/{ctx.name}")
         while True:
-            for name, creation in self.network.reachable(ctx.name):
-                ctx.discovered(name, creation, urgent=not ctx.is_up(name))
+            for name, incarnation in self.network.reachable(ctx.name):
+                ctx.discovered(name, incarnation, urgent=not ctx.is_up(name))
             await asyncio.sleep(self.interval * (1 + self.jitter * (2 * rng.random() - 1)))

@@ -62,20 +62,20 @@ class HandoffsInFlight:
 def handoffs_in_flight(node: Node) -> HandoffsInFlight:
     """The handoffs ``node`` takes part in now, as sender or as receiver."""
     service = node.registry
+    handoff = service.handoff
     return HandoffsInFlight(
         moving=frozenset(service.core.moving),
-        outgoing=sum(1 for o in service._outgoing.values() if not o.committed),
-        incoming=tuple((i.name, i.pid) for i in service._incoming.values()),
+        outgoing=sum(1 for o in handoff.outgoing.values() if not o.committed),
+        incoming=tuple((i.name, i.pid) for i in handoff.incoming.values()),
     )
 
 
 def restarts_due(node: Node) -> list[Any]:
-    """The names ``node`` is to restart (waiting out a backoff, or due now), oldest first.
+    """The names ``node`` is to restart (waiting out a backoff, or due now), the soonest due first.
 
     A name that is back already (a check of it, queued before) is not one.
     """
-    core = node.registry.core
-    return [entry[2] for entry in core._restarts if entry[2] not in core.pids]
+    return node.registry.core.restarts_due()
 
 
 def local_names(node: Node) -> list[Any]:
@@ -86,7 +86,7 @@ def local_names(node: Node) -> list[Any]:
 def claimants(node: Node, name: Any) -> list[Pid]:
     """Every claim of ``name`` in ``node``'s replica, one per host that claims it (more
     than one is a conflict not settled yet)."""
-    return [c.pid for c in node.registry.core._claimants(name)]
+    return [c.pid for c in node.registry.core.claimants(name)]
 
 
 def registry_peers(node: Node) -> set[str]:
@@ -107,7 +107,7 @@ def replica_digest(node: Node) -> str:
         if not core.claims[host]:
             continue
         h.update(host.encode())
-        for bucket in core._digest(host):
+        for bucket in core.digest(host):
             h.update(bucket.to_bytes(8, "little"))
     return h.hexdigest()
 
@@ -142,8 +142,8 @@ def registry_stats(node: Node) -> RegistryStats:
         "incoming": len(handoffs.incoming),
         "pending": len(service._pending),
         "restarts_due": len(restarts_due(node)),
-        "restarts": core._n_restarts,
-        "handoffs": core._n_handoffs,
+        "restarts": core.restarts_made,
+        "handoffs": core.handoffs_started,
         "peers": len(core.peers),
     }
 

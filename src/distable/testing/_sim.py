@@ -14,7 +14,7 @@ Theory of operation:
 
     ``SimNetwork`` decides, through its ``route`` hook, how long a datagram, a dial or
     a message takes, and whether a datagram is lost or a dial fails. ``SimCluster``
-    carries out each core's ``Output``:
+    carries out each core's ``MembershipOutput``:
 
     * ``send`` goes over the *link* between the two nodes: reliable and ordered in each
       direction, like TCP. A message is lost only when its link is down (no link, a
@@ -150,11 +150,11 @@ class SimNetwork:
 
 
 class Observed(NamedTuple):
-    """One membership event, as ``observer`` (of creation ``creation``) saw it at ``at``."""
+    """One membership event, as ``observer`` (of incarnation ``incarnation``) saw it at ``at``."""
 
     at: float
     observer: str
-    creation: int
+    incarnation: int
     event: NodeUp | NodeDown
 
 
@@ -163,7 +163,7 @@ class SimNode:
     """One running node: its core and its ends of the links. Replaced on restart."""
 
     name: str
-    creation: int
+    incarnation: int
     core: MembershipCore
     links: dict[str, _Link] = field(default_factory=dict)
     dialing: set[str] = field(default_factory=set)
@@ -228,7 +228,7 @@ class SimCluster:
         self.log: list[Observed] = []
         self.delivered: Counter[str] = Counter()
         self.rumors: Counter[str] = Counter()
-        self._creations: dict[str, int] = {}
+        self._incarnations: dict[str, int] = {}
         self.killed: set[str] = set()  # names whose address refuses dials (see kill)
 
     # --- time ------------------------------------------------------------------------------
@@ -255,7 +255,7 @@ class SimCluster:
     # --- the scenario: starting, stopping, partitions ----------------------------------------
 
     def start(self, name: str, at: float | None = None, *, allow: Sequence[str] = (), deny: Sequence[str] = ()) -> None:
-        """Start ``name`` (now or at ``at``) with the next creation of that name."""
+        """Start ``name`` (now or at ``at``) with the next incarnation of that name."""
         self._at(at, self._start, name, tuple(allow), tuple(deny))
 
     def crash(self, name: str, at: float | None = None) -> None:
@@ -280,7 +280,7 @@ class SimCluster:
         self._at(at, self._resume, name)
 
     def restart(self, name: str, at: float | None = None) -> None:
-        """Crash ``name`` and start it again at once, with a new creation."""
+        """Crash ``name`` and start it again at once, with a new incarnation."""
         self._at(at, self._restart, name)
 
     def partition(self, *groups: Iterable[str], at: float | None = None) -> None:
@@ -300,10 +300,10 @@ class SimCluster:
         if name in self.nodes:
             raise ValueError(f"{name} is already running")
         self.killed.discard(name)
-        creation = self._creations[name] = self._creations.get(name, 0) + 1
+        incarnation = self._incarnations[name] = self._incarnations.get(name, 0) + 1
         rng = random.Random(self.rng.getrandbits(64))
-        core = MembershipCore(name, creation, self.config, rng, self.now, allow=allow, deny=deny)
-        node = self.nodes[name] = SimNode(name, creation, core)
+        core = MembershipCore(name, incarnation, self.config, rng, self.now, allow=allow, deny=deny)
+        node = self.nodes[name] = SimNode(name, incarnation, core)
         if self.heartbeat is not None:
             self.clock.call_later(self.rng.uniform(0, self.heartbeat), self._heartbeat, node)
         else:
@@ -383,7 +383,7 @@ class SimCluster:
         for peer in [p for p in others if not p.paused]:
             if route(node.name, peer.name, "datagram") is None:
                 continue
-            peer.core.discovered(node.name, self.now, node.creation)
+            peer.core.discovered(node.name, self.now, node.incarnation)
             self._flush(peer)
         assert self.heartbeat is not None
         self.clock.call_later(self.heartbeat * self.rng.uniform(0.8, 1.2), self._heartbeat, node)
@@ -414,7 +414,7 @@ class SimCluster:
         if out:
             now = self.now
             for event in out.events:
-                self.log.append(Observed(now, node.name, node.creation, event))
+                self.log.append(Observed(now, node.name, node.incarnation, event))
                 if isinstance(event, NodeUp):
                     node.up.add(event.node)
                 else:
@@ -495,17 +495,17 @@ class SimCluster:
         link = _Link((src, peer), [self.now, self.now])
         src.links[dst] = link
         peer.links[src.name] = link
-        src.core.link_up(dst, peer.creation, self.now)
-        self._link_up(peer, src.name, src.creation)
+        src.core.link_up(dst, peer.incarnation, self.now)
+        self._link_up(peer, src.name, src.incarnation)
         self._flush(src)
 
-    def _link_up(self, node: SimNode, peer: str, creation: int) -> None:
+    def _link_up(self, node: SimNode, peer: str, incarnation: int) -> None:
         if self.nodes.get(node.name) is not node:
             return
         if node.paused:  # accepted on resume
-            node.pending.append((self._link_up, (node, peer, creation)))
+            node.pending.append((self._link_up, (node, peer, incarnation)))
             return
-        node.core.link_up(peer, creation, self.now)
+        node.core.link_up(peer, incarnation, self.now)
         self._flush(node)
 
     def _break(self, link: _Link, *, drain: bool, initiator: SimNode | None = None) -> None:
@@ -557,13 +557,13 @@ class SimCluster:
 
     def settled(self) -> bool:
         """``converged()``, and nothing pending: every node holds every other running node's
-        current creation as alive and linked (no suspicion left to time out)."""
+        current incarnation as alive and linked (no suspicion left to time out)."""
         if not self.converged():
             return False
         for node in self.nodes.values():
             for name in node.up:
                 m = node.core.member(name)
-                if m is None or m.status != ALIVE or not m.link or m.creation != self.nodes[name].creation:
+                if m is None or m.status != ALIVE or not m.link or m.incarnation != self.nodes[name].incarnation:
                     return False
         return True
 
@@ -587,5 +587,5 @@ class SimCluster:
             raise AssertionError(f"seed {self.seed}: " + "; ".join(problems))
 
     def events_about(self, observer: str, node: str) -> list[Observed]:
-        """What ``observer`` (any creation) reported about ``node``, in order."""
+        """What ``observer`` (any incarnation) reported about ``node``, in order."""
         return [o for o in self.log if o.observer == observer and o.event.node == node]

@@ -40,6 +40,7 @@ from typing import Any, cast
 
 import msgspec
 
+from .._backoff import Backoff
 from .._errors import DecodeError, FrameTooLarge, HandshakeError, ProtocolError
 from .._log import RateLimitedLog
 from ..wire import DEFAULT_MAX_FRAME_SIZE, BatchWriter, FrameDecoder, encode_frame
@@ -196,7 +197,7 @@ class Peer:
         "writer",
     )
 
-    def __init__(self, name: str, host: str, port: int, max_frame_size: int) -> None:
+    def __init__(self, name: str, host: str, port: int, max_frame_size: int, backoff: Backoff) -> None:
         # Identity: set here, never changed.
         self.name = name
         self.host = host
@@ -225,7 +226,7 @@ class Peer:
         # ``_dial_failed``); all reset by ``_activate``.
         self.refused = False  # the last dial failed with ECONNREFUSED (no link since)
         self.error = self.error_kind = ""  # why the last dial failed (no link since), see _dial_failed
-        self.backoff = 0.0
+        self.backoff = backoff  # of its redials
         self.retry_at = 0.0
 
         # Wanted by membership or the node: written only by ``connect`` (True),
@@ -780,7 +781,9 @@ class Transport:
             ValueError: ``node`` is not of the form ``name@host:port``.
         """
         _, host, port = parse_node_name(node)
-        peer = self.peers[node] = Peer(node, host, port, self.config.max_frame_size)
+        cfg = self.config
+        backoff = Backoff(cfg.backoff_initial, cfg.backoff_max, rng=self._rng)
+        peer = self.peers[node] = Peer(node, host, port, cfg.max_frame_size, backoff)
         peer.idle_since = self.loop.time()
         return peer
 
@@ -974,7 +977,7 @@ class Transport:
         peer.refused = False
         peer.error = peer.error_kind = ""
         peer.role = conn.core.peer_role
-        peer.backoff = 0.0
+        peer.backoff.reset()
         peer.retry_at = 0.0
         peer.paused = False
         peer.connects += 1
@@ -1011,7 +1014,7 @@ class Transport:
         self._drop_pending(peer, conn.close_reason)
         self._on_down(peer.name, peer.incarnation, conn.close_reason)
         if peer.wanted and not self._closing:
-            self._dial_later(peer, self._next_backoff(peer))
+            self._dial_later(peer, peer.backoff.next_delay(self.loop.time()))
 
     def _dial_failed(self, peer: Peer, conn: PeerConnection) -> None:
         """A dial ended without a link: report it, back off, redial, call ``on_down``.
@@ -1022,7 +1025,7 @@ class Transport:
         if benign:
             delay = self.config.backoff_initial  # the peer's own dial is on its way
         else:
-            delay = self._next_backoff(peer)
+            delay = peer.backoff.next_delay(self.loop.time())
             self._report_dial_failure(peer, conn.fail_kind or HANDSHAKE, conn.fail_detail or reason, delay)
             self._drop_pending(peer, reason)
         peer.retry_at = peer.idle_since = self.loop.time() + delay
@@ -1071,12 +1074,6 @@ class Transport:
                 "cluster and runs on its own; give every node the same cookie (--cookie-file, DISTABLE_COOKIE)",
                 peer.name,
             )
-
-    def _next_backoff(self, peer: Peer) -> float:
-        """From ``_on_closed`` and ``_dial_failed``: double ``peer.backoff``, return it jittered."""
-        cfg = self.config
-        peer.backoff = min(cfg.backoff_max, peer.backoff * 2 if peer.backoff else cfg.backoff_initial)
-        return peer.backoff * (0.5 + self._rng.random() / 2)
 
     def _drop_pending(self, peer: Peer, reason: str) -> None:
         """From ``_on_closed``, ``_dial_failed`` and ``_overflow``; never awaits. Drops

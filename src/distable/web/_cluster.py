@@ -59,6 +59,7 @@ def node_row(stats: NodeStatistics) -> dict[str, Any]:
             "aborted": registry.handoffs_aborted,
         },
         "restarts": registry.restarts,
+        "calls": stats.runtime.calls,
         "conflicts": registry.conflicts,
         "peers": stats.membership.peers(),  # as `distable status` counts them
         "members": dict(statuses),

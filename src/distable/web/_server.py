@@ -14,15 +14,20 @@ Routes (GET only; every other method gets 405):
 ``/api/events/stream``
     The same as Server-Sent Events: the server polls every node every 0.5 s and sends
     what is new; ``?since=`` or the ``Last-Event-ID`` header resumes.
+``/api/history``
+    JSON: the charts' series over the last 10 minutes, one sample a second (``History``
+    in ``_history``); ``?since=`` a sample time returns only the samples after it.
 
 The dashboard routes exist only with ``dashboard=True``. A bad query parameter gets a
 400 with a JSON ``{"error": ...}`` saying what is expected; a node that does not answer
 is listed with its error. Nothing here can change the cluster.
 
 Tasks: aiohttp runs each request in its own task on the node's event loop. The server
-owns one task of its own, which counts the node's events for the metrics; it also
-keeps track of the open event streams. ``close()`` ends the streams, cancels and awaits
-its task, and closes the listening socket.
+owns one task of its own, which counts the node's events for the metrics, and with the
+dashboard a second one, which samples the cluster into the charts' history once a
+second (whether a page is open or not: a page opened late still shows the last 10
+minutes); it also keeps track of the open event streams. ``close()`` ends the streams,
+cancels and awaits its tasks, and closes the listening socket.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from ._cluster import BadRequest, cluster_snapshot, parse_cursor, poll_events
+from ._history import SAMPLE_INTERVAL, History, parse_since
 from ._metrics import EventMetrics, NodeCollector
 
 if TYPE_CHECKING:
@@ -57,11 +63,15 @@ MAX_STREAMS = 16
 #: Bounds of ``/api/cluster?timeout=``.
 MAX_TIMEOUT = 30.0
 DEFAULT_TIMEOUT = 2.0
+#: How long each node has to answer a sample of the charts' history.
+SAMPLE_TIMEOUT = 1.0
 
 _STATIC = {
     "/": ("index.html", "text/html"),
     "/static/app.js": ("app.js", "text/javascript"),
     "/static/style.css": ("style.css", "text/css"),
+    "/static/uPlot.iife.min.js": ("uPlot.iife.min.js", "text/javascript"),
+    "/static/uPlot.min.css": ("uPlot.min.css", "text/css"),
 }
 _HEADERS = {
     "X-Content-Type-Options": "nosniff",
@@ -107,6 +117,7 @@ class WebServer:
         url: ``http://host:port`` with the port actually bound (no trailing slash).
         node: the node it serves.
         registry: its own prometheus_client ``CollectorRegistry``.
+        history: the charts' samples of the cluster (filled only with the dashboard).
 
     Use ``await server.close()`` (or ``async with await start_web(...)``) to stop it;
     closing twice is harmless. It must be closed on the node's event loop.
@@ -122,7 +133,9 @@ class WebServer:
         self.registry.register(NodeCollector(node, self._events))
         self._pages: dict[str, tuple[bytes, str]] = {}
         self._runner: web.AppRunner | None = None
+        self.history = History()
         self._task: asyncio.Task[None] | None = None
+        self._sampler: asyncio.Task[None] | None = None
         self._streams: set[asyncio.Task[Any]] = set()
         self._closing = asyncio.Event()
         self._closed = False
@@ -139,6 +152,7 @@ class WebServer:
             app.router.add_get("/api/cluster", self._cluster)
             app.router.add_get("/api/events", self._poll_events)
             app.router.add_get("/api/events/stream", self._event_stream)
+            app.router.add_get("/api/history", self._history)
         # No access log: the page polls every second. Streams end on close (see
         # _event_stream); shutdown_timeout bounds a request still waiting on a node.
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
@@ -158,6 +172,10 @@ class WebServer:
         self._task = asyncio.get_running_loop().create_task(
             self._count_events(), name=f"distable-web-events {self.url}"
         )
+        if self.dashboard:
+            self._sampler = asyncio.get_running_loop().create_task(
+                self._sample(), name=f"distable-web-history {self.url}"
+            )
         what = "dashboard at " + self.url + "/ and metrics at " if self.dashboard else "metrics at "
         log.info("%s: %s%s/metrics", self.node.name, what, self.url)
 
@@ -167,9 +185,10 @@ class WebServer:
             return
         self._closed = True
         self._closing.set()
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        tasks = [t for t in (self._task, self._sampler) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         self._events.close()
         if self._streams:  # each ends within one poll once it sees _closing
             await asyncio.wait(set(self._streams), timeout=STREAM_TIMEOUT + POLL_INTERVAL + 1.0)
@@ -192,6 +211,23 @@ class WebServer:
         """The server's own task: feeds every node event to the event metrics until closed."""
         async for event in self._events:
             self._event_metrics.observe(event)
+
+    async def _sample(self) -> None:
+        """The dashboard's second task: one ``cluster_snapshot`` into ``history`` every
+        ``SAMPLE_INTERVAL`` (no catching up after a slow round) until closed."""
+        loop = asyncio.get_running_loop()
+        due = loop.time()
+        failing = False
+        while True:
+            try:
+                self.history.record(await cluster_snapshot(self.node, SAMPLE_TIMEOUT))
+                failing = False
+            except Exception:  # a bug: say so once, keep the charts going
+                if not failing:
+                    log.exception("%s: cannot sample the cluster for the dashboard's charts", self.node.name)
+                failing = True
+            due = max(due + SAMPLE_INTERVAL, loop.time())
+            await asyncio.sleep(due - loop.time())
 
     # --- request handling (each in its request's task) ----------------------------------------
 
@@ -225,6 +261,11 @@ class WebServer:
         since = parse_cursor(request.query.get("since"))
         batch = await poll_events(self.node, since, DEFAULT_TIMEOUT)
         return web.json_response(batch, dumps=_json_dumps)
+
+    async def _history(self, request: web.Request) -> web.Response:
+        _only(request, "since")
+        since = parse_since(request.query.get("since"))
+        return web.json_response(self.history.as_json(since), dumps=_json_dumps)
 
     async def _event_stream(self, request: web.Request) -> web.StreamResponse:
         """Server-Sent Events: one ``data:`` line of ``poll_events`` output per batch with

@@ -177,6 +177,14 @@ def ext_hook(code: int, data: memoryview) -> Any:
 _any_decoder = msgspec.msgpack.Decoder(ext_hook=ext_hook)
 
 
+def lists_as_tuples(value: Any) -> Any:
+    """``value`` read from JSON, which has no tuples, with every list (at any depth) a
+    tuple: the registered name it stands for (``["worker", 7]`` is ``("worker", 7)``)."""
+    if isinstance(value, list):
+        return tuple(lists_as_tuples(v) for v in value)
+    return value
+
+
 def encode_value(obj: Any) -> bytes:
     """Encode one payload value on its own (tests, checkpoints, placement hashing).
 

@@ -25,7 +25,10 @@ from ._types import Pid, Ref
 #: ``RegistryHello.wants_digest`` (a trailing field a version-1 decoder ignores) and
 #: ``HandoffCancelled`` (tag 44: a version-1 peer never sends it, so a cancel to one is
 #: answered by nothing, and its outcome stays unknown, as before version 2).
-PROTOCOL_VERSION = 2
+#: 3: the registry server's requests and replies (tags 46 to 51); to a peer that agreed
+#: on 1 or 2 they travel as before, as lists in a ``CallRequest`` to its registry server
+#: (local id 1), which still serves such lists from any peer.
+PROTOCOL_VERSION = 3
 MIN_PROTOCOL_VERSION = 1
 HANDSHAKE_MAX_FRAME = 4096
 
@@ -165,11 +168,11 @@ MEMBER_LEFT = 3
 
 
 class Rumor(msgspec.Struct, array_like=True, gc=False, frozen=True):
-    """What one node says about one member: its name, creation, incarnation and status."""
+    """What one node says about one member: its name, incarnation, refutation and status."""
 
     name: str
-    creation: int
     incarnation: int
+    refutation: int
     status: int
 
 
@@ -403,6 +406,78 @@ class DropNotice(_Msg, tag=43):
     detail: str
 
 
+# --- the registry server: registration requests and their replies (version 3) ----------
+
+
+class RegisterRequest(_Msg, tag=46):
+    """Caller -> the name's owner: start ``name`` from ``spec`` there and claim it.
+
+    Answered by ``RegistryReply(ref)``. ``ref`` is the caller node's tag for the request,
+    from the same counter as its calls' (a ``CallReply(ref)`` can answer it too: the
+    receiver could not decode it). ``name`` and the spec's arguments are prepared by
+    ``_codec.to_wire``, as payloads are.
+    """
+
+    ref: int
+    name: Any
+    spec: Spec
+
+
+class RegisterNameRequest(_Msg, tag=47):
+    """Caller -> ``pid``'s host: register the running process ``pid`` as ``name``."""
+
+    ref: int
+    name: Any
+    pid: Pid
+
+
+class UnregisterRequest(_Msg, tag=48):
+    """Caller -> ``pid``'s host: remove its claim of ``name`` by ``pid`` (the host follows
+    ``pid`` to its successor if it was handed off)."""
+
+    ref: int
+    name: Any
+    pid: Pid
+
+
+class GroupJoinRequest(_Msg, tag=49):
+    """Caller -> ``pid``'s host: add ``pid`` to ``group``."""
+
+    ref: int
+    group: Any
+    pid: Pid
+
+
+class GroupLeaveRequest(_Msg, tag=50):
+    """Caller -> ``pid``'s host: take ``pid`` out of ``group``."""
+
+    ref: int
+    group: Any
+    pid: Pid
+
+
+#: A request to a registry server: the receiver answers each with ``RegistryReply(ref)``.
+RegistryRequest = RegisterRequest | RegisterNameRequest | UnregisterRequest | GroupJoinRequest | GroupLeaveRequest
+
+REGISTRY_OK = 0  # done: ``pid`` is the process registered or joined, or the one whose claim was removed
+REGISTRY_EXISTS = 1  # the name is registered already, to ``pid`` (register, register_name)
+REGISTRY_ERROR = 2  # refused: ``error`` names the exception (``FactoryError``...), ``detail`` is its text
+
+
+class RegistryReply(_Msg, tag=51):
+    """A registry server's answer to the request ``ref``: ``status`` is ``REGISTRY_*`` (an
+    int, not an enum, so that a status appended later still decodes on an older node).
+
+    ``pid`` is None when an unregister or a leave found no claim to remove.
+    """
+
+    ref: int
+    status: int
+    pid: Pid | None = None
+    error: str = ""
+    detail: str = ""
+
+
 PeerMessage = (
     Send
     | Cast
@@ -434,6 +509,12 @@ PeerMessage = (
     | DropNotice
     | HandoffCancelled
     | ConflictStateTaken
+    | RegisterRequest
+    | RegisterNameRequest
+    | UnregisterRequest
+    | GroupJoinRequest
+    | GroupLeaveRequest
+    | RegistryReply
 )
 batch_decoder = msgspec.msgpack.Decoder(list[PeerMessage], ext_hook=ext_hook)
 single_decoder = msgspec.msgpack.Decoder(PeerMessage, ext_hook=ext_hook)

@@ -1,6 +1,7 @@
-// The distable dashboard: polls /api/cluster every second and listens to
-// /api/events/stream (Server-Sent Events). Plain JS, no dependencies.
-// Every value from the cluster is written with textContent, never as HTML.
+// The distable dashboard: polls /api/cluster every second, draws /api/history as charts
+// (uPlot, vendored beside this file) and listens to /api/events/stream (Server-Sent
+// Events). Plain JS, no build step. Every value from the cluster is written with
+// textContent, never as HTML.
 "use strict";
 
 (() => {
@@ -143,6 +144,174 @@
     }
   }
 
+  // --- charts over time ----------------------------------------------------------------
+  // /api/history once for what the server kept (the last 10 minutes), then ?since= the
+  // last sample every second. Series are columns aligned with `time`, null where a node
+  // did not answer or was not there (a gap in its line).
+
+  const CHART_HEIGHT = 170;
+  const CHARTS = [
+    { id: "names", title: "names hosted per node", node: "names" },
+    { id: "processes", title: "processes per node", node: "processes" },
+    {
+      id: "nodes",
+      title: "nodes in the cluster",
+      cluster: [["nodes", "nodes", "#1d1f21"], ["unreachable", "unreachable", "#c62828"]],
+    },
+    {
+      id: "rates",
+      title: "handoffs and restarts per second, cluster-wide",
+      cluster: [["handoffs", "handoffs/s", "#f28e2b"], ["restarts", "restarts/s", "#b07aa1"]],
+      decimals: 1,
+    },
+    { id: "calls", title: "calls per second per node", node: "calls", decimals: 1 },
+    { id: "lag", title: "event loop lag per node (ms)", node: "loop_lag", scale: 1000, decimals: 1 },
+  ];
+  const history = { size: 600, time: [], cluster: {}, nodes: new Map() };
+  const charts = new Map(); // chart id -> { plot: uPlot, signature: its series' names }
+  window.distableCharts = { charts, history }; // for the browser tests and the curious
+
+  // Appends a batch of /api/history to `history`, keeping at most `size` samples.
+  function mergeHistory(batch) {
+    const before = history.time.length;
+    const added = batch.time.length;
+    history.size = batch.size;
+    if (added === 0) return false;
+    const gap = (n) => new Array(n).fill(null);
+    history.time.push(...batch.time);
+    for (const [key, values] of Object.entries(batch.cluster)) {
+      if (!history.cluster[key]) history.cluster[key] = gap(before);
+      history.cluster[key].push(...values);
+    }
+    for (const [name, fresh] of Object.entries(batch.nodes)) {
+      if (!history.nodes.has(name)) {
+        history.nodes.set(name, Object.fromEntries(Object.keys(fresh).map((key) => [key, gap(before)])));
+      }
+    }
+    for (const [name, series] of history.nodes) {
+      const fresh = batch.nodes[name];
+      for (const [key, values] of Object.entries(series)) values.push(...(fresh ? fresh[key] : gap(added)));
+    }
+    const excess = history.time.length - history.size;
+    if (excess > 0) {
+      history.time.splice(0, excess);
+      for (const values of Object.values(history.cluster)) values.splice(0, excess);
+      for (const [name, series] of history.nodes) {
+        for (const values of Object.values(series)) values.splice(0, excess);
+        if (Object.values(series).every((values) => values.every((v) => v === null))) history.nodes.delete(name);
+      }
+    }
+    return true;
+  }
+
+  function buildCharts() {
+    byId("charts").replaceChildren(
+      ...CHARTS.map((def) => {
+        const figure = element("figure", { class: "chart", "data-chart": def.id });
+        figure.append(element("figcaption", {}, def.title), element("div", { id: `chart-${def.id}`, class: "plot" }));
+        return figure;
+      })
+    );
+  }
+
+  const plotWidth = (box) => Math.max(240, box.clientWidth);
+
+  // A value with no neighbour (a node seen in one sample) makes no line: draw it as a dot.
+  function isolated(u, seriesIdx) {
+    const ys = u.data[seriesIdx];
+    const found = [];
+    for (let i = 0; i < ys.length; i++) {
+      if (ys[i] != null && (i === 0 || ys[i - 1] == null) && (i === ys.length - 1 || ys[i + 1] == null)) found.push(i);
+    }
+    return found.length ? found : null;
+  }
+
+  // The legend shows the latest values while the pointer is not over the chart.
+  function showLatest(plot) {
+    const last = plot.data[0].length - 1;
+    if (last >= 0 && !(plot.cursor.left >= 0)) plot.setLegend({ idx: last });
+  }
+
+  function drawCharts() {
+    const nodes = [...history.nodes.keys()];
+    for (const def of CHARTS) {
+      const scale = def.scale || 1;
+      const scaled = (values) => (scale === 1 ? values : values.map((v) => (v === null ? null : v * scale)));
+      const columns = def.node
+        ? nodes.map((n) => scaled(history.nodes.get(n)[def.node]))
+        : def.cluster.map(([key]) => scaled(history.cluster[key] || history.time.map(() => null)));
+      const data = [history.time, ...columns];
+      const signature = def.node ? nodes.join("\n") : "cluster";
+      const chart = charts.get(def.id);
+      if (chart && chart.signature === signature) {
+        chart.plot.setData(data);
+        showLatest(chart.plot);
+        continue;
+      }
+      if (chart) chart.plot.destroy(); // the nodes changed: a new chart with a line per node
+      const value = (u, v) => (v == null ? "–" : v.toFixed(def.decimals || 0));
+      const lines = def.node
+        ? nodes.map((n) => ({ label: n, stroke: color(n) }))
+        : def.cluster.map(([, label, stroke]) => ({ label, stroke }));
+      const box = byId(`chart-${def.id}`);
+      const plot = new uPlot(
+        {
+          width: plotWidth(box),
+          height: CHART_HEIGHT,
+          series: [
+            {},
+            ...lines.map((line) => ({
+              ...line,
+              width: 1.5,
+              points: { show: false, filter: isolated, size: 7, fill: line.stroke },
+              value,
+            })),
+          ],
+          scales: { x: { time: true }, y: { range: (u, lo, hi) => [0, hi > 0 ? hi * 1.1 : 1] } },
+          axes: [{}, { size: 50 }],
+          cursor: { drag: { x: false, y: false } },
+        },
+        data,
+        box
+      );
+      charts.set(def.id, { plot, signature });
+      showLatest(plot);
+    }
+    document.body.dataset.chartUpdates = String(Number(document.body.dataset.chartUpdates || 0) + 1);
+  }
+
+  async function pollHistory() {
+    try {
+      const last = history.time[history.time.length - 1];
+      const url = last === undefined ? "/api/history" : `/api/history?since=${last}`;
+      const response = await fetch(url, { cache: "no-store" });
+      if (!response.ok) throw new Error(`HTTP ${response.status}`);
+      if (mergeHistory(await response.json()) || charts.size === 0) drawCharts();
+    } catch (err) {
+      console.error("cannot read the history", err);
+    } finally {
+      setTimeout(pollHistory, POLL_MS);
+    }
+  }
+
+  function startCharts() {
+    if (!window.uPlot) {
+      byId("charts").textContent = "charts unavailable: uPlot did not load";
+      return;
+    }
+    buildCharts();
+    let resizing = null;
+    window.addEventListener("resize", () => {
+      clearTimeout(resizing);
+      resizing = setTimeout(() => {
+        for (const [id, { plot }] of charts) {
+          plot.setSize({ width: plotWidth(byId(`chart-${id}`)), height: CHART_HEIGHT });
+        }
+      }, 100);
+    });
+    pollHistory();
+  }
+
   // --- events --------------------------------------------------------------------------
 
   function describe(e) {
@@ -190,5 +359,6 @@
   }
 
   pollCluster();
+  startCharts();
   listen();
 })();

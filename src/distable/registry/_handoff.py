@@ -1,0 +1,770 @@
+"""The handoff protocol, both sides: the old host X that moves a process, the new owner Y
+that takes it. The steps are numbered as in docs/internals.md, "Handoff"::
+
+    1   X      begin_handoff() inside the process; unless it answers Ignore, it freezes
+    2   X -> Y HandoffRequest(hid, name, spec, old pid, state)
+    3   Y      starts the copy: end_handoff(state) first in its mailbox, gated
+    4   Y -> X HandoffAccepted(hid, new pid)          (4R: HandoffRefused)
+    5   X      forwards the frozen mailbox, retires the old pid, HandoffCommit, die()
+    6   Y      claims the name (moved_from = old pid)
+    7   S -> X FlushMarker(hid), from every node that sees the claim (Y too)
+    8   X -> Y Flushed(hid, S), behind everything S sent along the old route
+    9   Y      releases S's held messages; the gate is gone once every node is
+    C1  X -> Y HandoffCancel(hid): X does not know the outcome (timed out, or lost Y)
+    C2  Y -> X HandoffCancelled(hid, committed, new pid): Y stopped its copy, or kept it
+    A   X      aborts: the process resumes here, the move is retried later
+
+Each side of a handoff is a record with a state named after the last step it did, and
+every step is one method that asserts the states it leaves from. The old host's record
+(``Outgoing``, ``Sending``) lives from step 1 until ``forward_ttl`` after step 5::
+
+    FROZEN     --2-->  REQUESTED
+    REQUESTED  --4-->  ACCEPTED
+    REQUESTED, ACCEPTED  --C1-->  CANCELLING    (timed out; or accepted by a Y it lost since)
+    ACCEPTED, CANCELLING --5-->   COMMITTED     (CANCELLING: C2 said committed)
+    FROZEN, REQUESTED, CANCELLING --A--> ABORTED (the state cannot be sent; refused, Y down;
+                                                  C2 said not committed, or never came)
+
+The new owner's record (``Incoming``, ``Receiving``) lives from step 3 until step 9 or a
+withdrawal; a commit or a cancel that comes while the copy is still starting is due::
+
+    STARTING                         --4-->  ACCEPTED
+    STARTING, *_DUE                  --4R--> REFUSED     (factory failed, a copy runs here)
+    STARTING                         --5 or X down--> COMMIT_DUE
+    STARTING, COMMIT_DUE, CANCEL_DUE --C1--> CANCEL_DUE
+    ACCEPTED, COMMIT_DUE             --6-->  CLAIMED     (on HandoffCommit, or X down)
+    ACCEPTED, CANCEL_DUE             --C2--> CANCELLED   (the copy dies)
+    CLAIMED                          --9-->  OPEN
+
+Rule 1: the old host moves a process only while it is frozen, and resumes it only once
+        it knows the new owner keeps no copy: refused, down, or answered "not committed"
+        (or silent) to HandoffCancel. Its outcome goes to the core: handoff_done or
+        handoff_failed, once per handoff.
+Rule 2: the old host forwards the frozen mailbox (5) before it sends HandoffCommit, on
+        the same link: what queued for the old pid reaches the new copy before its claim
+        exists. A flush marker that comes before the commit is parked in the mailbox and
+        relayed in its place, behind the messages its node sent before it.
+Rule 3: the new owner claims the name (6) only after HandoffCommit or after seeing the
+        old host go down, never after it answered a cancel "not committed"; once it has
+        claimed, a cancel is answered "committed" (remembered for ``forward_ttl``), and
+        the old host commits too.
+Rule 4: the gate holds a node's direct messages only while that node's marker can still
+        come: it opens for a node on its Flushed (9), once it is down or suspected, for
+        every node once the old host is gone, and for all at ``handoff_timeout``.
+Rule 5: the handlers (``_on_*``) run on the event loop and never await; only the two
+        tasks, ``hand_off`` (X) and ``_start`` (Y), await, and after each await they act
+        on what the handlers recorded meanwhile (an Outgoing's futures, an Incoming's state).
+
+What it needs of the registry service that owns it is passed to ``HandoffCoordinator``
+(see its docstring): imports run service -> handoff -> runtime, and the runtime's handoff
+operations (freeze, run_first, gate, park_marker, forward_mailbox) are all it does to
+processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from .._errors import DistableError, FactoryError, ProcessExited
+from .._log import RateLimitedLog
+from ..runtime import HandoffAnswer, Ignore, Process, Restart, Resume, Runtime
+from ..transport import Transport
+from ..wire import Pid, to_wire
+from ..wire._messages import (
+    CLAIM_NAME,
+    Flushed,
+    FlushMarker,
+    HandoffAccepted,
+    HandoffCancel,
+    HandoffCancelled,
+    HandoffCommit,
+    HandoffRefused,
+    HandoffRequest,
+    Spec,
+)
+from ._aio import detached, log_failure, within
+from ._core import RegistryConfig, StartHandoff, TrackerCore, wire_spec
+from ._events import HandoffAborted, HandoffCompleted, HandoffStarted, HandoffStateLost
+from ._factory import run_factory
+
+log = logging.getLogger("distable.registry")
+
+GATE_CHECK = 0.25  # how often a handed-in process's gate looks for senders that went silent
+
+
+class FreezeForHandoff:
+    """Runs ``begin_handoff`` inside the process and freezes it unless it says Ignore
+    (``always``: whatever it says, for a copy that must stop: a conflict's loser).
+
+    If the handoff gave up waiting before this ran, it answers Ignore without freezing.
+    """
+
+    __slots__ = ("always", "cancelled", "name", "runtime")
+
+    def __init__(self, runtime: Runtime, name: Any, always: bool = False) -> None:
+        self.cancelled = False
+        self.always = always
+        self.name = name
+        self.runtime = runtime
+
+    async def __call__(self, proc: Process) -> Any:
+        if self.cancelled:
+            return Ignore()
+        try:
+            answer = await proc.begin_handoff()
+        except Exception as exc:
+            log.error(
+                "%r (%r): begin_handoff raised %r; it starts afresh on its new owner",
+                self.name,
+                proc,
+                exc,
+                exc_info=exc,
+            )
+            answer = Restart()
+        if not isinstance(answer, Restart | Resume | Ignore):
+            log.error(
+                "%r (%r): begin_handoff returned %r, not Restart/Resume/Ignore; it starts afresh on its new owner",
+                self.name,
+                proc,
+                answer,
+            )
+            answer = Restart()
+        if (self.always or not isinstance(answer, Ignore)) and not self.cancelled:
+            self.runtime.freeze(proc)
+        return answer
+
+
+def ask_to_die(runtime: Runtime, proc: Process) -> None:
+    """Run ``proc.die()`` inside the process, in mailbox order; nobody waits for it."""
+    detached(runtime.run_in(proc, _die))
+
+
+async def _die(proc: Process) -> None:
+    await proc.die()
+
+
+class Sending(Enum):
+    """The old host's side of one handoff: the last step of docs/internals.md it did."""
+
+    FROZEN = "1"  # begin_handoff answered; the process is frozen (its mailbox fills)
+    REQUESTED = "2"  # HandoffRequest sent
+    ACCEPTED = "4"  # HandoffAccepted came: the new owner runs a copy, gated
+    CANCELLING = "C1"  # the outcome is unknown: HandoffCancel sent, waiting for HandoffCancelled (C2)
+    COMMITTED = "5"  # mailbox forwarded, old pid retired, HandoffCommit sent; relays markers (8)
+    ABORTED = "A"  # the process resumes here; the move is retried later (or, Ignore, not)
+
+
+class Receiving(Enum):
+    """The new owner's side of one handoff: the last step of docs/internals.md it did."""
+
+    STARTING = "3"  # HandoffRequest came: the factory runs
+    COMMIT_DUE = "3, 6 due"  # ... and the move was committed meanwhile (HandoffCommit, or the old host down)
+    CANCEL_DUE = "3, C2 due"  # ... and withdrawn meanwhile (HandoffCancel): stop the copy once it runs
+    ACCEPTED = "4"  # the copy runs, end_handoff first in its mailbox, gated; HandoffAccepted sent
+    CLAIMED = "6"  # committed: claimed with moved_from; the gate holds what it holds until flushed (9)
+    OPEN = "9"  # every node flushed or let through: done, forgotten
+    CANCELLED = "C2"  # withdrawn: the copy is stopped, forgotten
+    REFUSED = "4R"  # HandoffRefused sent (its factory failed, a copy runs here, it exited at once), forgotten
+
+
+@dataclass(slots=True)
+class Outgoing:
+    """One handoff from this node, from step 1 until ``forward_ttl`` after it commits."""
+
+    hid: int
+    name: Any
+    proc: Process
+    target: str
+    accepted: asyncio.Future[Pid]  # the new pid (4), or the refusal (4R) or loss of the target
+    state: Sending = Sending.FROZEN
+    has_state: bool = False  # the process's state goes along (Resume), else it starts afresh
+    relayed: set[str] = field(default_factory=set)  # nodes whose flush marker was relayed (8) or parked
+    # Set once HandoffCancel is sent: the new owner's answer (its pid if it had committed).
+    cancel_answer: asyncio.Future[Pid | None] | None = None
+    # Done when the handoff committed (5) or aborted (A); never fails.
+    finished: asyncio.Future[None] | None = None
+
+    @property
+    def committed(self) -> bool:
+        return self.state is Sending.COMMITTED
+
+    def move(self, to: Sending, *leaves: Sending) -> None:
+        """Go to ``to``, from one of ``leaves`` (anything else is a bug in this module)."""
+        assert self.state in leaves, f"handoff {self.hid} of {self.name!r}: {self.state} -> {to}"
+        self.state = to
+        if to in (Sending.COMMITTED, Sending.ABORTED) and self.finished is not None and not self.finished.done():
+            self.finished.set_result(None)
+
+
+@dataclass(slots=True)
+class Incoming:
+    """One handoff to this node, from step 3 until its gate is open (or it is withdrawn)."""
+
+    source: str
+    hid: int
+    name: Any
+    spec: Spec
+    old_pid: Pid
+    ancestors: tuple[Pid, ...]
+    state: Receiving = Receiving.STARTING
+    pid: Pid | None = None  # the copy started here, once it runs (set with ``proc``)
+    proc: Process | None = None
+    timer: asyncio.TimerHandle | None = None  # the next gate check, once claimed
+
+    def move(self, to: Receiving, *leaves: Receiving) -> None:
+        """Go to ``to``, from one of ``leaves`` (anything else is a bug in this module)."""
+        assert self.state in leaves, f"handoff {self.hid} of {self.name!r} from {self.source}: {self.state} -> {to}"
+        self.state = to
+
+
+class HandoffCoordinator:
+    """The handoffs of one node, as old host (``outgoing``) and as new owner (``incoming``).
+
+    Every method runs on the event loop. Its interface to the registry service that owns
+    it is what ``__init__`` takes:
+
+    * ``runtime``, ``transport``, ``core``, ``config``: the node's, shared with the service;
+    * ``pending``: the service's registrations still starting their process, by name (a
+      handoff in waits for one of its name, and is one itself while its factory runs);
+    * ``first_hid``: where this node's handoff ids start (random: see the service);
+    * ``creation_of(node)``, ``suspected(node)``: membership's view of a peer;
+    * ``spawn(coro)``: run a task on the node's task group; ``publish(event)``: a registry event;
+    * ``changed()``: the core has outputs: carry them out at the end of this loop turn;
+    * ``progressed()``: a marker was relayed: wake a drain waiting for its handoffs' markers;
+    * ``retry_later()``: a move failed: rebalance again after a back-off;
+      ``retry_reset()``: a move succeeded: the back-off starts over.
+
+    None of the callables awaits.
+    """
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        transport: Transport,
+        core: TrackerCore,
+        config: RegistryConfig,
+        *,
+        pending: dict[Any, asyncio.Future[Pid | None]],
+        first_hid: int,
+        creation_of: Callable[[str], int | None],
+        suspected: Callable[[str], bool],
+        spawn: Callable[[Coroutine[Any, Any, Any]], Any],
+        publish: Callable[[Any], None],
+        changed: Callable[[], None],
+        progressed: Callable[[], None],
+        retry_later: Callable[[], None],
+        retry_reset: Callable[[], None],
+    ) -> None:
+        self.runtime = runtime
+        self.transport = transport
+        self.core = core
+        self.config = config
+        self.node = runtime.node_name
+        self.loop = runtime.loop
+        self._pending = pending
+        self._hid = first_hid
+        self._creation_of = creation_of
+        self._suspected = suspected
+        self._spawn = spawn
+        self._publish = publish
+        self._changed = changed
+        self._progressed = progressed
+        self._retry_later = retry_later
+        self._retry_reset = retry_reset
+        self._ratelog = RateLimitedLog(log, f"{self.node}: ")
+        self.outgoing: dict[int, Outgoing] = {}
+        self.incoming: dict[tuple[str, int], Incoming] = {}
+        self._committed_in: dict[tuple[str, int], Pid] = {}  # (old host, hid) -> new pid
+        self.gate_releases = 0  # gates opened for a sender without its flush (see _gate_check)
+        self.gate_held = 0  # messages those gates had held
+
+    def handlers(self) -> dict[type, Callable[[str, Any], None]]:
+        """Wire message type -> handler, for the node's dispatcher."""
+        return {
+            HandoffRequest: self._on_handoff_request,
+            HandoffAccepted: self._on_handoff_accepted,
+            HandoffRefused: self._on_handoff_refused,
+            HandoffCommit: self._on_handoff_commit,
+            HandoffCancel: self._on_handoff_cancel,
+            HandoffCancelled: self._on_handoff_cancelled,
+            FlushMarker: self._on_flush_marker,
+            Flushed: self._on_flushed,
+        }
+
+    # --- what the service asks --------------------------------------------------------------------
+
+    def busy(self) -> bool:
+        """Whether a handoff is in flight, either way (not committed, not withdrawn)."""
+        if any(o.state is not Sending.COMMITTED for o in self.outgoing.values()):
+            return True
+        # A handoff to this node accepted before it began to drain: once committed, its
+        # claim is moved on like the others; stopping now would kill the only copy.
+        return any(i.state in _IN_FLIGHT for i in self.incoming.values())
+
+    def relayed_to_all(self, nodes: set[str]) -> bool:
+        """Whether every committed handoff from here has relayed a marker of each of ``nodes``."""
+        return all(o.state is not Sending.COMMITTED or nodes <= o.relayed for o in self.outgoing.values())
+
+    async def settled(self, pid: Pid, timeout: float) -> None:
+        """Wait (at most ``timeout`` each) for the handoffs of ``pid`` in flight to commit or fail."""
+        moving = [o for o in self.outgoing.values() if o.proc.pid == pid and o.state is not Sending.COMMITTED]
+        for out in moving:  # let it commit (5) or abort (A) first, through a cancel (C1, C2) too
+            if out.finished is not None:
+                with contextlib.suppress(TimeoutError):
+                    await within(out.finished, timeout)
+
+    def peer_down_incoming(self, node: str) -> None:
+        """``node`` is down: what it was handing to this node commits (6: the copy stays
+        here), and no gate waits for its marker any more."""
+        for inc in list(self.incoming.values()):
+            if inc.source == node and inc.state is Receiving.ACCEPTED:
+                # The old host died mid-handoff: keep the process it handed us.
+                self._claim(inc)
+            gate = self.runtime.gate_of(inc.proc) if inc.proc is not None else None
+            if gate is not None:
+                if inc.source == node:
+                    gate.release_all()
+                else:
+                    gate.release(node)
+            if inc.source == node and inc.proc is None:
+                self._commit_due(inc)
+            if inc.state is Receiving.CLAIMED and inc.proc is not None and self.runtime.gate_of(inc.proc) is None:
+                self._open(inc)
+
+    def peer_down_outgoing(self, node: str) -> None:
+        """``node`` is down: a handoff to it that it has not accepted fails (A), and a
+        cancel waiting for its answer (C2) has it: not committed, as far as we can tell."""
+        for out in list(self.outgoing.values()):
+            if out.target == node and not out.accepted.done():
+                out.accepted.set_exception(ProcessExited("noconnection"))
+            if out.target == node and out.cancel_answer is not None and not out.cancel_answer.done():
+                out.cancel_answer.set_result(None)
+
+    # --- the old host: one task per handoff runs the steps in order --------------------------------
+
+    async def hand_off(self, command: StartHandoff) -> None:
+        """Move the local process ``command.pid`` to ``command.target``: the whole of the old
+        host's side. Its outcome goes to the core (handoff_done or handoff_failed)."""
+        name, target, spec = command.name, command.target, command.spec
+        proc = self.runtime.local(command.pid)
+        if proc is None:
+            self.core.handoff_failed(name, False)
+            return
+        gate = self.runtime.gate_of(proc)
+        if gate is not None:
+            # It arrived by a handoff moments ago and still holds some node's messages: move
+            # it on only once they are in its mailbox, or they would be stranded.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(gate.opened(), spec.handoff_timeout)
+        started = time.perf_counter()  # loop.time() under uvloop counts whole milliseconds
+        self._publish(HandoffStarted(name, command.pid, target))
+        answer = await self._freeze(command, proc)
+        if answer is None:
+            return
+        self._hid += 1
+        out = Outgoing(self._hid, name, proc, target, self.loop.create_future(), finished=self.loop.create_future())
+        self.outgoing[out.hid] = out
+        if not self._request(out, command, answer):
+            return
+        unknown: str | None = None  # why the outcome is unknown, if it is
+        try:
+            new_pid = await within(out.accepted, spec.handoff_timeout)  # step 4 (_on_handoff_accepted)
+            if not self._linked(new_pid):
+                # Accepted, but the link to that incarnation is gone since (a commit posted
+                # now would reach its next incarnation, or nobody).
+                unknown = f"{target} was lost after it accepted"
+        except TimeoutError as exc:
+            unknown = f"{target} did not take it: {exc}"
+        except DistableError as exc:
+            # Refused, or the new owner is down (its claims are dropped with it): it never
+            # ran there, or no longer does. Resume the process here.
+            self._abort(out, f"{target} did not take it: {exc}")
+            return
+        if unknown is not None:
+            # The new owner may have started the process and, seeing this node fail meanwhile
+            # (a pause), kept and claimed it; or it died with its copy. Ask before resuming
+            # the copy here.
+            committed = await self._cancel(out, spec.handoff_timeout)
+            if committed is None:
+                self._abort(out, unknown)
+                return
+            new_pid = committed
+        self._commit(out, command.pid, new_pid)
+        how = "resume" if out.has_state else "restart"
+        self._publish(HandoffCompleted(name, command.pid, new_pid, how, time.perf_counter() - started))
+
+    async def _freeze(self, command: StartHandoff, proc: Process) -> HandoffAnswer | None:
+        """Step 1: ``begin_handoff`` inside the process, which then freezes. Returns its
+        answer, or None if the handoff ends here (the process stays)."""
+        name, spec = command.name, command.spec
+        freeze = FreezeForHandoff(self.runtime, name)
+        try:
+            answer: HandoffAnswer = await within(detached(self.runtime.run_in(proc, freeze)), spec.handoff_timeout)
+        except (TimeoutError, ProcessExited) as exc:
+            freeze.cancelled = True
+            if not self.core.leaving or not proc.alive:
+                self._resume(name, proc, f"begin_handoff did not answer: {exc!r}")
+                return None
+            # A leaving node cannot wait for it: it stops handling messages once its current
+            # handler returns, and its name starts afresh on the new owner (guarantee 5: a
+            # graceful leave loses no name, even when it cannot keep the state).
+            self.runtime.freeze(proc)
+            self._lost_state(name, command.pid, f"begin_handoff did not answer within {spec.handoff_timeout} s")
+            answer = Restart()
+        if isinstance(answer, Ignore):
+            if not self.core.leaving:
+                self.core.handoff_failed(name, True)
+                self._publish(HandoffAborted(name, command.pid, "ignore"))
+                return None
+            # A node that leaves cannot keep it (guarantee 5: a graceful leave hands every
+            # process off): it starts afresh on its new owner, as for Restart().
+            answer = Restart()
+        return answer
+
+    def _request(self, out: Outgoing, command: StartHandoff, answer: HandoffAnswer) -> bool:
+        """Step 2, FROZEN -> REQUESTED: send HandoffRequest. False if the handoff ends here
+        instead (FROZEN -> ABORTED: the state cannot cross the wire, and the node is not
+        leaving, so the process stays, pinned)."""
+        name, spec = out.name, command.spec
+        spec_out = wire_spec(spec)
+        out.has_state = isinstance(answer, Resume)
+        ancestors = self.core.lineage(name, command.pid)
+        try:
+            state = to_wire(answer.state) if isinstance(answer, Resume) else None
+            request = HandoffRequest(out.hid, to_wire(name), spec_out, command.pid, out.has_state, state, ancestors)
+            self.transport.post(out.target, request)
+        except DistableError as exc:
+            if not self.core.leaving:
+                out.move(Sending.ABORTED, Sending.FROZEN)
+                del self.outgoing[out.hid]
+                self.core.handoff_failed(name, True)  # retrying cannot help: it stays here
+                self.runtime.unfreeze(out.proc)
+                log.error("%s: cannot hand %r off: its state cannot cross the wire: %s", self.node, name, exc)
+                self._publish(HandoffAborted(name, command.pid, f"state cannot be sent: {exc}"))
+                return False
+            self._lost_state(name, command.pid, f"its state cannot cross the wire: {exc}")
+            out.has_state = False
+            request = HandoffRequest(out.hid, to_wire(name), spec_out, command.pid, False, None, ancestors)
+            self.transport.post(out.target, request)
+        out.move(Sending.REQUESTED, Sending.FROZEN)
+        return True
+
+    def _on_handoff_accepted(self, node: str, msg: HandoffAccepted) -> None:
+        """Step 4, REQUESTED -> ACCEPTED: the new owner runs the copy (gated)."""
+        out = self.outgoing.get(msg.hid)
+        if out is None or out.target != node or out.accepted.done():
+            if out is None:
+                self.transport.post(node, HandoffCancel(msg.hid))  # we gave up already
+            return  # (a cancel sent already: its answer decides, see _cancel)
+        out.move(Sending.ACCEPTED, Sending.REQUESTED)
+        out.accepted.set_result(msg.new_pid)
+
+    def _on_handoff_refused(self, node: str, msg: HandoffRefused) -> None:
+        """Step 4 answered no: ``hand_off`` aborts (A)."""
+        out = self.outgoing.get(msg.hid)
+        if out is not None and out.target == node and not out.accepted.done():
+            out.accepted.set_exception(FactoryError(msg.reason))
+
+    async def _cancel(self, out: Outgoing, timeout: float) -> Pid | None:
+        """Step C1, REQUESTED or ACCEPTED -> CANCELLING: withdraw the handoff ``out`` whose
+        outcome is unknown, and wait for the answer (C2): the new owner's pid if it had
+        committed (then the move stands: step 5), else None (it stopped its copy, or cannot
+        answer: it is down, or silent for ``timeout``, and a copy it kept anyway is retired
+        as superseded once its claim arrives, see TrackerCore._pick_winner)."""
+        out.move(Sending.CANCELLING, Sending.REQUESTED, Sending.ACCEPTED)
+        out.accepted.cancel()  # a late HandoffAccepted changes nothing now: the answer decides
+        out.cancel_answer = self.loop.create_future()
+        try:
+            self.transport.post(out.target, HandoffCancel(out.hid))
+            return await within(out.cancel_answer, timeout)
+        except Exception:  # no link, no answer in time, or the target went down
+            return None
+
+    def _on_handoff_cancelled(self, node: str, msg: HandoffCancelled) -> None:
+        """Step C2 (the answer to our C1): committed, with the new pid, or not."""
+        out = self.outgoing.get(msg.hid)
+        if out is None or out.target != node or out.cancel_answer is None or out.cancel_answer.done():
+            return
+        out.cancel_answer.set_result(msg.new_pid if msg.committed else None)
+
+    def _commit(self, out: Outgoing, old_pid: Pid, new_pid: Pid) -> None:
+        """Step 5, ACCEPTED or CANCELLING (answered committed) -> COMMITTED: forward what
+        queued up, retire the old pid, let the new owner claim; the old process dies."""
+        out.move(Sending.COMMITTED, Sending.ACCEPTED, Sending.CANCELLING)
+        proc, target, hid = out.proc, out.target, out.hid
+        post = self.transport.post
+
+        def relay(node: str, _marker_hid: int) -> None:  # a marker parked in the mailbox (8)
+            post(target, Flushed(hid, node))
+
+        self.runtime.forward_mailbox(proc, new_pid, relay)
+        self.runtime.retire(proc, new_pid, self.config.forward_ttl)
+        post(target, HandoffCommit(hid))
+        self.core.handoff_done(out.name, old_pid, new_pid)
+        self._retry_reset()
+        self._changed()
+        ask_to_die(self.runtime, proc)
+        self.runtime.unfreeze(proc)
+        self.loop.call_later(self.config.forward_ttl, self.outgoing.pop, hid, None)
+
+    def _abort(self, out: Outgoing, reason: str) -> None:
+        """A, REQUESTED or CANCELLING -> ABORTED: refused, the new owner is down, or a cancel
+        answered not committed (or not at all): the process resumes here."""
+        out.move(Sending.ABORTED, Sending.REQUESTED, Sending.CANCELLING)
+        del self.outgoing[out.hid]
+        self._resume(out.name, out.proc, reason)
+
+    def _resume(self, name: Any, proc: Process, reason: str) -> None:
+        """The handoff of ``proc`` failed (step 1 or a later one): it resumes here, and
+        the move is retried after a back-off."""
+        self.core.handoff_failed(name, False)
+        self._retry_later()
+        if proc.alive:
+            self.runtime.unfreeze(proc)
+        self._ratelog.warning(("handoff", reason[:40]), "handoff of %r aborted: %s", name, reason)
+        self._publish(HandoffAborted(name, proc.pid, reason))
+        self._changed()
+
+    def _linked(self, pid: Pid) -> bool:
+        """Whether this node has a link to ``pid``'s node, in ``pid``'s incarnation."""
+        return self._creation_of(pid.node) == pid.incarnation and pid.node in self.transport.connected()
+
+    def _lost_state(self, name: Any, pid: Pid, cause: str) -> None:
+        """A leaving node hands ``name`` off without its state (it starts fresh there)."""
+        # Once per name and 10 s: a move the new owner refuses is retried until the drain ends.
+        what = "%r (%r) starts afresh on its new owner: %s"
+        self._ratelog.log(logging.ERROR, ("state lost", name), what, name, pid, cause)
+        self._publish(HandoffStateLost(name, pid, cause))
+
+    def _on_flush_marker(self, node: str, msg: FlushMarker) -> None:
+        """Step 7 reaches the old host; step 8: relay it behind everything ``node`` sent
+        along the old route (at once once COMMITTED, else parked in the frozen mailbox,
+        which step 5 forwards with the marker in its place)."""
+        out = self.outgoing.get(msg.hid)
+        if out is None:
+            return
+        if out.state is Sending.COMMITTED:
+            out.relayed.add(node)
+            self.transport.post(out.target, Flushed(msg.hid, node))
+            self._progressed()
+        elif self.runtime.park_marker(out.proc, node, msg.hid):  # behind that node's messages
+            out.relayed.add(node)
+
+    # --- the new owner ----------------------------------------------------------------------------
+
+    def _on_handoff_request(self, node: str, msg: HandoffRequest) -> None:
+        """Step 2 arrives: step 3 begins (STARTING), in a task of its own."""
+        if self.core.leaving:
+            # Draining: it would only have to move on again. The sender learns we are
+            # leaving (RegistryLeaving) and retries with its next owner.
+            self.transport.post(node, HandoffRefused(msg.hid, "the node is draining"))
+            return
+        inc = Incoming(node, msg.hid, msg.name, msg.spec, msg.old_pid, msg.ancestors)
+        self.incoming[(node, msg.hid)] = inc
+        self._spawn(self._start(inc, msg.has_state, msg.state))
+
+    async def _start(self, inc: Incoming, has_state: bool, state: Any) -> None:
+        """Step 3: start the copy from the spec, ``end_handoff(state)`` first in its
+        mailbox, gated; then, as the handoff stands once it runs: accept it (4), claim it
+        (6, committed meanwhile) or stop it (withdrawn meanwhile)."""
+        name = inc.name
+        fut: asyncio.Future[Pid | None] = self.loop.create_future()
+        previous = self._pending.get(name)
+        if previous is not None:
+            await asyncio.shield(previous)
+        mine = self.core.claims[self.node].get((CLAIM_NAME, name))
+        if mine is not None and self.runtime.local(mine.pid) is not None:
+            # A copy already runs here (restarted on this side of a healed netsplit, say) and
+            # the old host had not seen its claim when it chose to move its own: a second local
+            # claim would replace the first and leave that process running, unregistered.
+            # Refuse; conflict resolution settles which copy survives, the old host retries.
+            self._refuse(inc, f"{name!r} already runs here as {mine.pid!r}")
+            return
+        self._pending[name] = fut
+        try:
+            spec = inc.spec
+            pid = await run_factory(spec.factory, spec.args, spec.kwargs, self.runtime, self.config.factories)
+        except DistableError as exc:
+            self._refuse(inc, str(exc))
+            return
+        finally:
+            if self._pending.get(name) is fut:
+                del self._pending[name]
+            fut.set_result(None)
+        proc = self.runtime.local(pid)
+        if proc is None:
+            self._refuse(inc, "the new process exited at once")
+            return
+        if has_state:
+            self.runtime.run_first(proc, lambda p: p.end_handoff(state)).add_done_callback(
+                log_failure(proc, "end_handoff")
+            )
+        # The gate waits only for nodes that can be sending: up here (they get the new
+        # claim in a Delta, and answer with a marker) and not suspected. A node linked but
+        # not up, or silent, would hold the gate to its timeout for nothing.
+        peers = self.core.peers
+        expected = {n for n in self.transport.connected() if n in peers and not self._suspected(n)}
+        expected.add(self.node)
+        expected.discard(inc.source)
+        self.runtime.gate(proc, expected)
+        inc.pid, inc.proc = pid, proc
+        if inc.state is Receiving.CANCEL_DUE:
+            self._stop_copy(inc)
+        elif inc.state is Receiving.COMMIT_DUE:
+            self._claim(inc)
+        else:
+            self._accept(inc)
+
+    def _refuse(self, inc: Incoming, reason: str) -> None:
+        """Step 4 answered no (4R), from STARTING or a step due: the old host keeps its copy."""
+        inc.move(Receiving.REFUSED, Receiving.STARTING, Receiving.COMMIT_DUE, Receiving.CANCEL_DUE)
+        self.incoming.pop((inc.source, inc.hid), None)
+        self.transport.post(inc.source, HandoffRefused(inc.hid, reason))
+
+    def _accept(self, inc: Incoming) -> None:
+        """Step 4, STARTING -> ACCEPTED: the copy runs, gated; tell the old host."""
+        inc.move(Receiving.ACCEPTED, Receiving.STARTING)
+        assert inc.pid is not None
+        self.transport.post(inc.source, HandoffAccepted(inc.hid, inc.pid))
+
+    def _on_handoff_commit(self, node: str, msg: HandoffCommit) -> None:
+        """Step 5 arrives: claim (6), or, while the copy is still starting, once it runs."""
+        inc = self.incoming.get((node, msg.hid))
+        if inc is None:
+            return
+        if inc.proc is None:
+            self._commit_due(inc)
+        elif inc.state is not Receiving.CLAIMED:
+            self._claim(inc)
+
+    def _commit_due(self, inc: Incoming) -> None:
+        """The move was committed (HandoffCommit, or the old host went down) while the copy
+        is still starting: STARTING -> COMMIT_DUE, claimed once it runs (a withdrawal that
+        came first still wins)."""
+        assert inc.state in _STARTING, f"handoff {inc.hid} of {inc.name!r}: {inc.state} -> {Receiving.COMMIT_DUE}"
+        if inc.state is Receiving.STARTING:
+            inc.move(Receiving.COMMIT_DUE, Receiving.STARTING)
+
+    def _claim(self, inc: Incoming) -> None:
+        """Step 6, ACCEPTED or COMMIT_DUE -> CLAIMED: claim the name with moved_from =
+        old pid (the core broadcasts it), and check the gate every ``GATE_CHECK`` s."""
+        inc.move(Receiving.CLAIMED, Receiving.ACCEPTED, Receiving.COMMIT_DUE)
+        pid = inc.pid
+        assert pid is not None
+        # Remembered after the incoming handoff is finished: a late HandoffCancel from an old
+        # host that did not learn the outcome (it was paused) must hear that it committed.
+        key = (inc.source, inc.hid)
+        self._committed_in[key] = pid
+        self.loop.call_later(self.config.forward_ttl, self._committed_in.pop, key, None)
+        self.core.local_claim(
+            inc.name,
+            pid,
+            inc.spec,
+            self.loop.time(),
+            moved_from=inc.old_pid,
+            handoff=inc.hid,
+            ancestors=inc.ancestors,
+        )
+        self._changed()
+        deadline = self.loop.time() + inc.spec.handoff_timeout
+        inc.timer = self.loop.call_later(GATE_CHECK, self._gate_check, key, deadline)
+
+    def _on_handoff_cancel(self, node: str, msg: HandoffCancel) -> None:
+        """Step C1 arrives, C2 answers: the old host withdraws the handoff. Stop the copy
+        started here, unless the move was committed already (this node saw the old host
+        fail and kept the process): the answer says which, and the old host acts on it
+        (see hand_off)."""
+        key = (node, msg.hid)
+        inc = self.incoming.get(key)
+        claimed = inc is not None and inc.state is Receiving.CLAIMED
+        committed = self._committed_in.get(key) if inc is None else (inc.pid if claimed else None)
+        if committed is not None:
+            self.transport.post(node, HandoffCancelled(msg.hid, True, committed))
+            return
+        self.transport.post(node, HandoffCancelled(msg.hid, False))
+        if inc is None:
+            return
+        if inc.proc is None:
+            # The factory is still running: _start stops the copy once it runs.
+            inc.move(Receiving.CANCEL_DUE, *_STARTING)
+            return
+        self._stop_copy(inc)
+
+    def _stop_copy(self, inc: Incoming) -> None:
+        """C2, ACCEPTED or CANCEL_DUE -> CANCELLED: the copy started here dies, ungated."""
+        inc.move(Receiving.CANCELLED, Receiving.ACCEPTED, Receiving.CANCEL_DUE)
+        assert inc.proc is not None
+        self.incoming.pop((inc.source, inc.hid), None)
+        self.runtime.ungate(inc.proc)
+        ask_to_die(self.runtime, inc.proc)
+
+    def _on_flushed(self, node: str, msg: Flushed) -> None:
+        """Step 8 arrives, step 9: release the held messages of the node it names."""
+        inc = self.incoming.get((node, msg.hid))
+        if inc is None or inc.proc is None:
+            return
+        gate = self.runtime.gate_of(inc.proc)
+        if gate is not None:
+            gate.release(msg.node)
+        if self.runtime.gate_of(inc.proc) is None and inc.state is Receiving.CLAIMED:
+            self._open(inc)
+
+    def _gate_check(self, key: tuple[str, int], deadline: float) -> None:
+        """Step 9 without a marker: open the gate of a handed-in process for every sender
+        that cannot be sending any more (down, or suspected: paused, cut off), for all when
+        the old host that relays the markers is gone, and for all at ``deadline``; check
+        again every ``GATE_CHECK`` seconds until it is open. A message it held waited at
+        most that long behind a marker that may never come (counted in statistics)."""
+        inc = self.incoming.get(key)
+        if inc is None or inc.proc is None:
+            return
+        gate = self.runtime.gate_of(inc.proc)
+        if gate is not None:
+            now = self.loop.time()
+            peers = self.core.peers
+            source = inc.source
+            # The old host relays every marker: once it is down, suspected or replaced by a
+            # new incarnation (the old pid's), none will come, this node's own included.
+            source_gone = (
+                source not in peers or self._suspected(source) or self._creation_of(source) != inc.old_pid.incarnation
+            )
+            if now >= deadline or source_gone:
+                stuck = sorted(gate.waiting)
+            else:
+                stuck = sorted(n for n in gate.waiting if n != self.node and (n not in peers or self._suspected(n)))
+            for node in stuck:
+                self.gate_releases += 1
+                self.gate_held += len(gate.held.get(node, ()))
+                gate.release(node)
+            if stuck and now >= deadline:
+                self._ratelog.warning(
+                    ("gate", inc.source),
+                    "handoff of %r from %s: no flush from %s within %.1f s; releasing held messages",
+                    inc.name,
+                    inc.source,
+                    ", ".join(stuck),
+                    inc.spec.handoff_timeout,
+                )
+            if self.runtime.gate_of(inc.proc) is not None:
+                inc.timer = self.loop.call_later(GATE_CHECK, self._gate_check, key, deadline)
+                return
+        self._open(inc)
+
+    def _open(self, inc: Incoming) -> None:
+        """Step 9 done, CLAIMED -> OPEN: every node is flushed or let through; forget it."""
+        inc.move(Receiving.OPEN, Receiving.CLAIMED)
+        self.incoming.pop((inc.source, inc.hid), None)
+        if inc.timer is not None:
+            inc.timer.cancel()
+
+
+# Receiving states before the copy runs, and those a drain waits for.
+_STARTING = (Receiving.STARTING, Receiving.COMMIT_DUE, Receiving.CANCEL_DUE)
+_IN_FLIGHT = frozenset((Receiving.STARTING, Receiving.COMMIT_DUE, Receiving.ACCEPTED))
