@@ -1,10 +1,11 @@
 """Shared helpers of the benchmark scripts: one JSON object per figure, medians of repeats.
 
-Every script in bench/ prints one JSON line per figure::
+Every script in bench/ but the pyperf ones (``_perf.py``) prints one JSON line per figure::
 
     {"name": "local_send", "value": 1234567.0, "unit": "msg/s", "config": {...}}
 
-and nothing else on stdout (progress goes to stderr). ``run_all.py`` collects them.
+and nothing else on stdout (progress goes to stderr). ``run_all.py`` collects them, and
+makes the same lines from the pyperf scripts' JSON files.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import os
 import statistics
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,36 +49,6 @@ class Sample:
     cpu_us: dict[str, float] = field(default_factory=dict)
 
 
-@dataclass(frozen=True, slots=True)
-class Result:
-    """The median of several runs: ``value``, every sample, the median CPU µs per operation."""
-
-    value: float
-    samples: list[float]
-    cpu_us: dict[str, float]
-
-    def config(self) -> dict[str, Any]:
-        return {"samples": [round(v, 1) for v in self.samples], "cpu_us_per_op": self.cpu_us}
-
-
-def _result(samples: list[Sample]) -> Result:
-    keys = samples[0].cpu_us.keys() if samples else ()
-    cpu = {k: round(median([s.cpu_us[k] for s in samples]), 3) for k in keys}
-    return Result(median([s.value for s in samples]), [s.value for s in samples], cpu)
-
-
-async def amedian_pair(
-    repeats: int, first: Callable[[], Awaitable[Sample]], second: Callable[[], Awaitable[Sample]]
-) -> tuple[Result, Result]:
-    """Measure two workloads alternately (a, b, a, b, ...) so both see the same machine noise."""
-    a: list[Sample] = []
-    b: list[Sample] = []
-    for _ in range(repeats):
-        a.append(await first())
-        b.append(await second())
-    return _result(a), _result(b)
-
-
 def cpu_seconds(pid: int | None = None) -> float:
     """CPU time (user + system) of this process, or of another one by pid (Linux /proc)."""
     if pid is None:
@@ -90,8 +61,9 @@ def cpu_seconds(pid: int | None = None) -> float:
 class Timer:
     """``with Timer(other_pids) as t: ...``: wall time and CPU time of this and other processes.
 
-    ``t.elapsed`` is seconds of wall time (perf_counter); ``t.cpu_us(n)`` the CPU µs per
-    operation for ``n`` operations, keyed "self" and by the labels given with the pids.
+    ``t.elapsed`` is seconds of wall time (perf_counter); ``t.cpu`` the CPU seconds of each
+    process, keyed "self" and by the labels given with the pids; ``t.sample(n)`` the rate
+    and the CPU µs per operation for ``n`` operations.
     """
 
     __slots__ = ("_cpu", "_cpu_start", "_others", "_start", "elapsed")
@@ -115,6 +87,11 @@ class Timer:
         self.elapsed = time.perf_counter() - self._start
         end = self._sample()
         self._cpu = {k: end[k] - self._cpu_start[k] for k in end}
+
+    @property
+    def cpu(self) -> dict[str, float]:
+        """CPU seconds (user + system) each process spent in the block."""
+        return dict(self._cpu)
 
     def sample(self, operations: int, label: str = "self") -> Sample:
         """Operations per second, with CPU µs per operation of each process."""

@@ -1,12 +1,17 @@
-"""Run every benchmark script, collect their JSON lines, print a table.
+"""Run every benchmark script, collect their figures as JSON lines, print a table.
 
-    python3 tasks.py bench [--quick] [--repeats N] [--out FILE] [--markdown FILE] [script.py ...]
+    python3 tasks.py bench [--quick] [--repeats N] [--out FILE] [--markdown FILE]
+                           [--pyperf-dir DIR] [--pyperf-args='...'] [script.py ...]
     .venv/bin/python bench/run_all.py [same options]
 
 Each script runs in its own OS process (one after the other, never at the same time:
-the machine has few cores). Figures stream to stdout as JSON lines, as the scripts
-print them; the table at the end puts each figure beside its target and beside the
-bare-bones limit measured in the same run (the ``bare_`` figure of the same name).
+the machine has few cores). The micro-benchmarks (``PYPERF``: runtime.py, transport.py)
+are pyperf scripts: each writes a pyperf JSON file (kept in ``--pyperf-dir``, for
+``python -m pyperf compare_to``), which is read back into figures once it has run
+(``_perf.figures``), while pyperf's own report goes to stderr; the other scripts print
+their figures themselves. Figures go to stdout as JSON lines, as each script ends (or
+as it prints them); the table at the end puts each figure beside its target and beside
+the bare-bones limit measured in the same run (the ``bare_`` figure of the same name).
 """
 
 from __future__ import annotations
@@ -15,8 +20,10 @@ import argparse
 import importlib.metadata
 import json
 import os
+import shlex
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -24,6 +31,8 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 #: Run first, in this order; then every other bench script (not ``_private.py``), by name.
 FIRST = ("runtime.py", "transport.py")
+#: The scripts run by pyperf (``_perf.PerfRunner``): they write a pyperf JSON file.
+PYPERF = ("runtime.py", "transport.py")
 
 
 def scripts() -> list[str]:
@@ -62,6 +71,25 @@ TARGETS.update(
         "registry_kill_50k": (5.0, "max"),
     }
 )
+
+
+def run_pyperf(script: str, extra: list[str], folder: Path) -> list[dict[str, Any]]:
+    """Run one pyperf script into ``folder/<script>.json`` (its report on stderr); echo and return its figures."""
+    from _perf import figures  # imported here: the CLI reads TARGETS without bench/ on sys.path
+
+    out = folder / (Path(script).stem + ".json")
+    cmd = [sys.executable, str(HERE / script), "--quiet", "-o", str(out), *extra]
+    print(f"# {' '.join(cmd)}", file=sys.stderr, flush=True)
+    started = time.monotonic()
+    code = subprocess.run(cmd, stdout=sys.stderr.fileno()).returncode
+    print(f"# {script}: exit {code} after {time.monotonic() - started:.1f} s", file=sys.stderr, flush=True)
+    if code:
+        raise SystemExit(f"{script} failed with exit code {code}")
+    found = figures(out)
+    for figure in found:
+        print(json.dumps(figure), flush=True)
+        figure["config"]["script"] = script
+    return found
 
 
 def run_script(script: str, extra: list[str]) -> list[dict[str, Any]]:
@@ -172,19 +200,46 @@ def table(figures: list[dict[str, Any]], markdown: bool = False) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="smaller workloads (a smoke run)")
-    parser.add_argument("--repeats", type=int, help="runs per figure (default: each script's own)")
+    parser.add_argument(
+        "--quick", action="store_true", help="a quick run: pyperf's --fast, smaller workloads for the other scripts"
+    )
+    parser.add_argument(
+        "--repeats", type=int, help="runs per figure: pyperf's --processes, or each other script's --repeats"
+    )
     parser.add_argument("--out", type=Path, help="also write the JSON lines to this file")
     parser.add_argument("--markdown", type=Path, help="also write the machine and the table as Markdown here")
+    parser.add_argument(
+        "--pyperf-dir", type=Path, help="keep the pyperf scripts' JSON files here (runtime.json...; default: not kept)"
+    )
+    parser.add_argument(
+        "--pyperf-args",
+        default="",
+        help="more options for the pyperf scripts, after an '=': --pyperf-args='--rigorous --only remote_call'",
+    )
     parser.add_argument("scripts", nargs="*", help="bench scripts to run (default: all of bench/*.py)")
     args = parser.parse_args()
+    chosen = args.scripts or scripts()
     extra = ["--quick"] if args.quick else []
+    perf_extra = ["--fast"] if args.quick else []
     if args.repeats:
         extra += ["--repeats", str(args.repeats)]
+        # pyperf's --fast would override --processes: keep its fewer values only
+        perf_extra = ["--processes", str(args.repeats), *(["--values", "2"] if args.quick else [])]
+    perf_extra += shlex.split(args.pyperf_args)
+    folder = args.pyperf_dir
+    if folder is not None:
+        folder.mkdir(parents=True, exist_ok=True)
+        there = [folder / (Path(s).stem + ".json") for s in chosen if s in PYPERF]
+        if any(path.exists() for path in there):
+            raise SystemExit(f"--pyperf-dir {folder}: {', '.join(str(p) for p in there if p.exists())} exists already")
     before = machine()
     figures = []
-    for script in args.scripts or scripts():
-        figures += run_script(script, extra)
+    with tempfile.TemporaryDirectory(prefix="distable-bench-") as tmp:
+        for script in chosen:
+            if script in PYPERF:
+                figures += run_pyperf(script, perf_extra, folder or Path(tmp))
+            else:
+                figures += run_script(script, extra)
     info = {**before, "loadavg": f"{before['loadavg']} (start), {machine()['loadavg']} (end)"}
     if args.out:
         args.out.write_text("".join(json.dumps(f) + "\n" for f in figures))

@@ -1,16 +1,21 @@
 """Local runtime benchmarks: send throughput, call round trips, bytes per idle process.
 
-    .venv/bin/python bench/runtime.py [--repeats 5] [--quick] [--only NAME,...]
+    .venv/bin/python bench/runtime.py -o runtime.json [--fast | --rigorous] [--only NAME,...]
+    .venv/bin/python -m pyperf compare_to old.json runtime.json
 
-Everything runs on one node in this OS process, on uvloop (``distable.run``). Each
-figure is the median of ``--repeats`` runs. Beside each figure the script measures a
-bare-bones loop with no runtime at all (a deque mailbox drained in batches by an async
-handler; futures for calls), so the ratio to "the limit" comes from the same run on the
-same machine.
-Each figure's config also holds every sample and the CPU time per operation
-(``cpu_us_per_op``), which a busy machine distorts far less than the wall clock.
+A pyperf script (``_perf.py``; pyperf's own options: ``--help``): each figure is a pyperf
+benchmark, run in worker processes of its own, each on one node in that OS process, on
+uvloop (as ``distable.run``), its loops calibrated; a value is the wall time of one message
+or call. Beside each figure the script measures a bare-bones loop with no runtime at all
+(a deque mailbox drained in batches by an async handler; futures for calls), the
+``bare_*`` benchmarks, so the ratio to "the limit" comes from the same run on the same
+machine. The metadata of each worker's run also holds the CPU time per operation
+(``cpu_us_per_op_self``), which a busy machine distorts far less than the wall clock.
+The memory per idle process is measured before the workers run, in three fresh OS
+processes (an RSS delta means something only on a fresh heap), and written to the same
+file as benchmarks of one value per process.
 
-Figures (JSON lines, see _common.py):
+Benchmarks (``run_all.py`` reads the file and reports each as a figure):
     local_send             1 sender process -> 1 receiver, until the receiver handled all
     local_send_64          64 sender processes -> 1 receiver
     local_call             1 caller process calling 1 server in a loop
@@ -24,13 +29,17 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import json
 import os
+import subprocess
 import sys
 import tracemalloc
 from collections import deque
+from functools import partial
 from typing import Any
 
-from _common import Sample, Timer, amedian_pair, emit, note, parse_args, wanted
+from _common import Timer, note
+from _perf import PerfRunner, measured
 from _procs import CallLoop, Echo
 
 import distable
@@ -80,30 +89,27 @@ class Idle(Process):
 # --- distable workloads ---------------------------------------------------------------
 
 
-async def send_run(node: Node, senders: int, n: int) -> Sample:
-    """msg/s for ``senders`` processes sending ``n`` messages in total to one receiver."""
+async def send_run(node: Node, per: int, senders: int) -> Timer:
+    """``senders`` processes sending ``per`` messages each to one receiver, timed until it has all."""
     rx = await node.spawn(Receiver)
     txs = [await node.spawn(Sender) for _ in range(senders)]
     loop = asyncio.get_running_loop()
     done: asyncio.Future[int] = loop.create_future()
-    per = n // senders
-    n = per * senders
-    await node.call(rx, ("expect", n, done))
+    await node.call(rx, ("expect", per * senders, done))
     with Timer() as t:
         for tx in txs:
             node.send(tx, ("go", rx, per))
         await asyncio.wait_for(done, 60)
     for pid in [rx, *txs]:
         await node.stop_process(pid)
-    return t.sample(n)
+    return t
 
 
-async def call_run(node: Node, callers: int, n: int) -> Sample:
-    """calls/s for ``callers`` processes making ``n`` calls in total to one server."""
+async def call_run(node: Node, per: int, callers: int) -> Timer:
+    """``callers`` processes making ``per`` calls each to one server, in a loop."""
     server = await node.spawn(Echo)
     loops = [await node.spawn(CallLoop) for _ in range(callers)]
     loop = asyncio.get_running_loop()
-    per = n // callers
     futs: list[asyncio.Future[int]] = [loop.create_future() for _ in loops]
     with Timer() as t:
         for pid, fut in zip(loops, futs, strict=True):
@@ -111,7 +117,7 @@ async def call_run(node: Node, callers: int, n: int) -> Sample:
         await asyncio.wait_for(asyncio.gather(*futs), 60)
     for pid in [server, *loops]:
         await node.stop_process(pid)
-    return t.sample(per * callers)
+    return t
 
 
 def rss_bytes() -> int:
@@ -193,11 +199,11 @@ class BareProcess:
         self.task.cancel()
 
 
-async def bare_send_run(senders: int, n: int) -> Sample:
+async def bare_send_run(_node: Node, per: int, senders: int) -> Timer:
+    """``send_run`` between ``BareProcess`` objects (the node is not used: it only runs beside them)."""
     loop = asyncio.get_running_loop()
     done: asyncio.Future[int] = loop.create_future()
     state = [0]
-    per = n // senders
     n = per * senders
 
     async def on_message(msg: Any) -> None:
@@ -226,10 +232,11 @@ async def bare_send_run(senders: int, n: int) -> Sample:
         await done
     for p in [rx, *txs]:
         p.close()
-    return t.sample(n)
+    return t
 
 
-async def bare_call_run(callers: int, n: int) -> Sample:
+async def bare_call_run(_node: Node, per: int, callers: int) -> Timer:
+    """``call_run`` between ``BareProcess`` objects (the node is not used: it only runs beside them)."""
     loop = asyncio.get_running_loop()
 
     async def echo(item: Any) -> None:
@@ -237,7 +244,6 @@ async def bare_call_run(callers: int, n: int) -> Sample:
         fut.set_result(msg)
 
     server = BareProcess(echo)
-    per = n // callers
 
     async def caller() -> None:
         put = server.put
@@ -250,58 +256,71 @@ async def bare_call_run(callers: int, n: int) -> Sample:
     with Timer() as t:
         await asyncio.gather(*(caller() for _ in range(callers)))
     server.close()
-    return t.sample(per * callers)
+    return t
 
 
 # --- main ------------------------------------------------------------------------------
 
 
-async def main() -> None:
-    args = parse_args(__doc__, repeats=5)
-    reps = args.repeats
-    q = args.quick
-    n_send = 200_000 if q else 500_000
-    n_call = 50_000 if q else 100_000
-    n_idle = 20_000 if q else 100_000
+IDLE_CHILD = "--idle-child"  # runtime.py --idle-child N: one idle measurement in a fresh process
+IDLE_RUNS = 3  # fresh processes that measure it, one after the other
+
+
+async def idle_once(n: int) -> dict[str, float]:
+    """Memory per idle process (RSS, then tracemalloc) and spawns/s, over ``n`` spawns."""
     async with Node("bench", cookie="bench") as node:
-        # first: a fresh heap, so the RSS delta is the processes' and not reused free memory
-        if wanted(args, "idle_process_bytes"):
-            rss, rate = await idle_run(node, n_idle, trace=False)
-            traced, _ = await idle_run(node, n_idle, trace=True)
-            emit("idle_process_bytes", rss, "bytes", method="rss", processes=n_idle, idle_after_s=IDLE_AFTER)
-            emit(
-                "idle_process_bytes_traced",
-                traced,
-                "bytes",
-                method="tracemalloc",
-                processes=n_idle,
-                idle_after_s=IDLE_AFTER,
-            )
-            emit("spawn", rate, "spawns/s", processes=n_idle)
-            note(f"idle process: {rss:,.0f} B (RSS), {traced:,.0f} B (tracemalloc); {rate:,.0f} spawns/s")
-        for senders, name in ((1, "local_send"), (64, "local_send_64")):
-            if wanted(args, name):
-                res, bare = await amedian_pair(
-                    reps,
-                    lambda s=senders: send_run(node, s, n_send),  # type: ignore[misc]
-                    lambda s=senders: bare_send_run(s, n_send),  # type: ignore[misc]
-                )
-                config = {"senders": senders, "messages": n_send, "repeats": reps}
-                emit(name, res.value, "msg/s", **config, **res.config())
-                emit("bare_" + name, bare.value, "msg/s", **config, **bare.config())
-                note(f"{name}: {res.value:,.0f} msg/s (bare {bare.value:,.0f}, x{bare.value / res.value:.2f})")
-        for callers, name in ((1, "local_call"), (64, "local_call_64")):
-            if wanted(args, name):
-                res, bare = await amedian_pair(
-                    reps,
-                    lambda c=callers: call_run(node, c, n_call),  # type: ignore[misc]
-                    lambda c=callers: bare_call_run(c, n_call),  # type: ignore[misc]
-                )
-                config = {"callers": callers, "calls": n_call, "repeats": reps}
-                emit(name, res.value, "calls/s", **config, **res.config())
-                emit("bare_" + name, bare.value, "calls/s", **config, **bare.config())
-                note(f"{name}: {res.value:,.0f} calls/s (bare {bare.value:,.0f}, x{bare.value / res.value:.2f})")
+        rss, rate = await idle_run(node, n, trace=False)
+        traced, _ = await idle_run(node, n, trace=True)
+    return {"rss": rss, "traced": traced, "spawn": 1 / rate}
+
+
+def idle_figures(n: int, runs: int = IDLE_RUNS) -> list[Any]:
+    """``idle_once`` in ``runs`` fresh OS processes, one after the other (an RSS delta means
+    something only on a fresh heap), as pyperf benchmarks of one value per process."""
+    got: list[dict[str, float]] = []
+    for _ in range(runs):
+        cmd = [sys.executable, __file__, IDLE_CHILD, str(n)]
+        got.append(json.loads(subprocess.run(cmd, stdout=subprocess.PIPE, check=True).stdout))
+        rss, traced, spawn = got[-1]["rss"], got[-1]["traced"], got[-1]["spawn"]
+        note(f"idle process: {rss:,.0f} B (RSS), {traced:,.0f} B (tracemalloc); {1 / spawn:,.0f} spawns/s")
+    config: dict[str, Any] = {"processes": n, "idle_after_s": IDLE_AFTER}
+    return [
+        measured("idle_process_bytes", [g["rss"] for g in got], "byte", "bytes", method="rss", **config),
+        measured(
+            "idle_process_bytes_traced", [g["traced"] for g in got], "byte", "bytes", method="tracemalloc", **config
+        ),
+        measured("spawn", [g["spawn"] for g in got], "second", "spawns/s", loops=n, processes=n),
+    ]
+
+
+async def start_node() -> Node:
+    node = Node("bench", cookie="bench")
+    await node.start()
+    return node
+
+
+def main() -> None:
+    if sys.argv[1:2] == [IDLE_CHILD]:
+        print(json.dumps(distable.run(idle_once(int(sys.argv[2])))))
+        return
+    perf = PerfRunner(__doc__, start_node, Node.stop)
+    idle: list[Any] = []
+    # first, before the workers: idle processes in fresh processes of their own (see idle_figures)
+    if perf.manager and perf.wanted("idle_process_bytes"):
+        if perf.args.debug_single_value:  # a smoke run
+            idle = idle_figures(2_000, runs=1)
+        else:
+            idle = idle_figures(20_000 if perf.fast else 100_000)
+    for senders, name in ((1, "local_send"), (64, "local_send_64")):
+        perf.bench(name, "msg/s", partial(send_run, senders=senders), per_loop=senders, senders=senders)
+        perf.bench("bare_" + name, "msg/s", partial(bare_send_run, senders=senders), per_loop=senders, senders=senders)
+    for callers, name in ((1, "local_call"), (64, "local_call_64")):
+        perf.bench(name, "calls/s", partial(call_run, callers=callers), per_loop=callers, callers=callers)
+        perf.bench(
+            "bare_" + name, "calls/s", partial(bare_call_run, callers=callers), per_loop=callers, callers=callers
+        )
+    perf.finish(*idle)
 
 
 if __name__ == "__main__":
-    distable.run(main())
+    main()

@@ -1,21 +1,24 @@
 """Cross-node benchmarks: two nodes, each in its own OS process, over loopback TCP.
 
-    .venv/bin/python bench/transport.py [--repeats 3] [--quick] [--only NAME,...]
+    .venv/bin/python bench/transport.py -o transport.json [--fast | --rigorous] [--only NAME,...]
+    .venv/bin/python -m pyperf compare_to old.json transport.json
 
-This process runs node "a" (the senders and callers); node "b" runs in a child OS
-process (``distable.testing.NodeProcess``) hosting a ``Sink`` and an ``Echo`` from
-``bench/_procs.py``. Each figure is the median of ``--repeats`` runs, and each run is
-followed by the same workload on the bare-bones link of ``_bare.py`` (msgspec frames
-over asyncio protocols on uvloop, writes coalesced per loop turn, no distable) against
-its own child process, so the ratio to "the limit" is measured side by side.
-Each figure's config also holds every sample and the CPU time per operation of
-node a and node b (``cpu_us_per_op``, from /proc), which a busy machine distorts far
-less than the wall clock.
+A pyperf script (``_perf.py``; pyperf's own options: ``--help``): each figure is a pyperf
+benchmark, run in worker processes of its own, its loops calibrated; a value is the wall
+time of one message or call. Each worker runs node "a" (the senders and callers); node
+"b" runs in a child OS process of the worker (``distable.testing.NodeProcess``) hosting
+a ``Sink`` and an ``Echo`` from ``bench/_procs.py``. The ``bare_*`` benchmarks run the
+same workloads on the bare-bones link of ``_bare.py`` (msgspec frames over asyncio
+protocols on uvloop, writes coalesced per loop turn, no distable) against a child
+process of their own, so the ratio to "the limit" is measured in the same run.
+The metadata of each worker's run also holds the CPU time per operation of node a and
+node b (``cpu_us_per_op_a``, ``_b``, from /proc), which a busy machine distorts far less than
+the wall clock.
 
-Figures (JSON lines, see _common.py):
+Benchmarks (``run_all.py`` reads the file and reports each as a figure):
     remote_send          one sender process on a -> the sink on b, until the sink has all
     remote_call          1 caller process on a calling the echo on b in a loop
-    remote_call_latency  mean round trip of remote_call (µs)
+                         (also reported as remote_call_latency: the mean round trip, µs)
     remote_call_64       64 caller processes on a calling the echo on b concurrently
     bare_*               the same workloads on the bare link
 """
@@ -26,11 +29,14 @@ import asyncio
 import json
 import secrets
 import sys
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from _bare import CALL, COUNT, ONEWAY, ClientLink
-from _common import Sample, Timer, amedian_pair, emit, note, parse_args, wanted
+from _common import Timer
+from _perf import PerfRunner
 from _procs import CallLoop
 
 import distable
@@ -64,43 +70,68 @@ class Sender(Process):
             fut.set_result(await distable.call(dest, "count", timeout=120))
 
 
+@dataclass
+class Cluster:
+    """Node a (this process), node b (a child process) and the bare-bones link to its server."""
+
+    node: Node
+    b: NodeProcess
+    sink: Pid
+    echo: Pid
+    bare_proc: asyncio.subprocess.Process
+    link: ClientLink
+
+    @property
+    def b_pid(self) -> int:
+        """The OS pid of node b's process."""
+        return self.b.proc.pid
+
+    @property
+    def bare_pid(self) -> int:
+        """The OS pid of the bare-bones server's process."""
+        assert self.bare_proc.pid is not None
+        return self.bare_proc.pid
+
+
 # --- distable workloads -------------------------------------------------------------------
 
 
-async def send_run(node: Node, b: int, sink: Pid, n: int) -> Sample:
+async def send_run(c: Cluster, n: int) -> Timer:
+    node = c.node
     tx = await node.spawn(Sender)
-    await node.call(sink, "count")  # reset
+    await node.call(c.sink, "count")  # reset
     fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-    with Timer({"b": b}) as t:
-        node.send(tx, ("go", sink, n, fut))
+    with Timer({"b": c.b_pid}) as t:
+        node.send(tx, ("go", c.sink, n, fut))
         got = await asyncio.wait_for(fut, 120)
     await node.stop_process(tx)
     if got != n:
         raise RuntimeError(f"the sink handled {got} of {n} messages")
-    return t.sample(n, "a")
+    return t
 
 
-async def call_run(node: Node, b: int, echo: Pid, callers: int, n: int) -> Sample:
+async def call_run(c: Cluster, per: int, callers: int) -> Timer:
+    node = c.node
     loops = [await node.spawn(CallLoop) for _ in range(callers)]
     loop = asyncio.get_running_loop()
-    per = n // callers
     futs: list[asyncio.Future[int]] = [loop.create_future() for _ in loops]
-    with Timer({"b": b}) as t:
+    with Timer({"b": c.b_pid}) as t:
         for pid, fut in zip(loops, futs, strict=True):
-            node.send(pid, ("run", echo, per, fut))
+            node.send(pid, ("run", c.echo, per, fut))
         await asyncio.wait_for(asyncio.gather(*futs), 120)
     for pid in loops:
         await node.stop_process(pid)
-    return t.sample(per * callers, "a")
+    return t
 
 
 # --- bare-bones workloads -------------------------------------------------------------------
 
 
-async def bare_send_run(link: ClientLink, b: int, n: int) -> Sample:
+async def bare_send_run(c: Cluster, n: int) -> Timer:
+    link = c.link
     await link.call(COUNT, None)  # reset
     post = link.post
-    with Timer({"b": b}) as t:
+    with Timer({"b": c.bare_pid}) as t:
         sent = 0
         while sent < n:
             k = min(CHUNK, n - sent)
@@ -114,20 +145,18 @@ async def bare_send_run(link: ClientLink, b: int, n: int) -> Sample:
         got = await link.call(COUNT, None)
     if got != n:
         raise RuntimeError(f"the bare server counted {got} of {n} messages")
-    return t.sample(n, "a")
+    return t
 
 
-async def bare_call_run(link: ClientLink, b: int, callers: int, n: int) -> Sample:
-    per = n // callers
-
+async def bare_call_run(c: Cluster, per: int, callers: int) -> Timer:
     async def caller() -> None:
-        call = link.call
+        call = c.link.call
         for i in range(per):
             await call(CALL, i)
 
-    with Timer({"b": b}) as t:
+    with Timer({"b": c.bare_pid}) as t:
         await asyncio.gather(*(caller() for _ in range(callers)))
-    return t.sample(per * callers, "a")
+    return t
 
 
 async def start_bare() -> tuple[asyncio.subprocess.Process, ClientLink]:
@@ -144,59 +173,47 @@ async def start_bare() -> tuple[asyncio.subprocess.Process, ClientLink]:
 # --- main ----------------------------------------------------------------------------------
 
 
-async def main() -> None:
-    args = parse_args(__doc__, repeats=3)
-    reps = args.repeats
-    q = args.quick
-    n_send = 200_000 if q else 1_000_000
-    n_call1 = 5_000 if q else 20_000
-    n_call64 = 50_000 if q else 200_000
+async def start_cluster() -> Cluster:
     cookie = secrets.token_hex(16)
     bare_proc, link = await start_bare()
     b = await NodeProcess.start("b", cookie, spawn={"sink": "_procs:Sink", "echo": "_procs:Echo"}, paths=[str(HERE)])
-    try:
-        async with Node("a", cookie=cookie) as node:
-            await node.connect(b.name)
-            sink, echo = b.pid("sink"), b.pid("echo")
-            await node.call(echo, "warm up")
-            await link.call(CALL, "warm up")
-            bpid, barepid = b.proc.pid, bare_proc.pid
-            if wanted(args, "remote_send"):
-                res, bare = await amedian_pair(
-                    reps,
-                    lambda: send_run(node, bpid, sink, n_send),
-                    lambda: bare_send_run(link, barepid, n_send),
-                )
-                config = {"messages": n_send, "payload": "int", "repeats": reps}
-                emit("remote_send", res.value, "msg/s", **config, **res.config())
-                emit("bare_remote_send", bare.value, "msg/s", **config, **bare.config())
-                note(f"remote_send: {res.value:,.0f} msg/s (bare {bare.value:,.0f}, x{bare.value / res.value:.2f})")
-                note(f"  cpu µs/msg {res.cpu_us} (bare {bare.cpu_us})")
-            for callers, n, name in ((1, n_call1, "remote_call"), (64, n_call64, "remote_call_64")):
-                if not wanted(args, name):
-                    continue
-                res, bare = await amedian_pair(
-                    reps,
-                    lambda c=callers, n=n: call_run(node, bpid, echo, c, n),  # type: ignore[misc]
-                    lambda c=callers, n=n: bare_call_run(link, barepid, c, n),  # type: ignore[misc]
-                )
-                config = {"callers": callers, "calls": n, "payload": "int", "repeats": reps}
-                emit(name, res.value, "calls/s", **config, **res.config())
-                emit("bare_" + name, bare.value, "calls/s", **config, **bare.config())
-                note(f"{name}: {res.value:,.0f} calls/s (bare {bare.value:,.0f}, x{bare.value / res.value:.2f})")
-                note(f"  cpu µs/call {res.cpu_us} (bare {bare.cpu_us})")
-                if callers == 1:
-                    emit("remote_call_latency", 1e6 / res.value, "us", **config, mean_of=n)
-                    emit("bare_remote_call_latency", 1e6 / bare.value, "us", **config, mean_of=n)
-                    note(f"remote call latency: {1e6 / res.value:.1f} µs (bare {1e6 / bare.value:.1f} µs)")
-    finally:
-        await b.close()
-        assert link.transport is not None
-        link.transport.close()
-        assert bare_proc.stdin is not None
-        bare_proc.stdin.close()
-        await asyncio.wait_for(bare_proc.wait(), 20)
+    node = Node("a", cookie=cookie)
+    await node.start()
+    await node.connect(b.name)
+    cluster = Cluster(node, b, b.pid("sink"), b.pid("echo"), bare_proc, link)
+    await node.call(cluster.echo, "warm up")
+    await link.call(CALL, "warm up")
+    return cluster
+
+
+async def stop_cluster(c: Cluster) -> None:
+    await c.node.stop()
+    await c.b.close()
+    assert c.link.transport is not None
+    c.link.transport.close()
+    assert c.bare_proc.stdin is not None
+    c.bare_proc.stdin.close()
+    await asyncio.wait_for(c.bare_proc.wait(), 20)
+
+
+def main() -> None:
+    perf = PerfRunner(__doc__, start_cluster, stop_cluster, me="a")
+    perf.bench("remote_send", "msg/s", send_run, payload="int")
+    perf.bench("bare_remote_send", "msg/s", bare_send_run, payload="int")
+    for callers, name in ((1, "remote_call"), (64, "remote_call_64")):
+        # one caller: the mean round trip is a figure too (remote_call_latency, µs)
+        for prefix, run in (("", call_run), ("bare_", bare_call_run)):
+            perf.bench(
+                prefix + name,
+                "calls/s",
+                partial(run, callers=callers),
+                per_loop=callers,
+                latency=prefix + name + "_latency" if callers == 1 else None,
+                callers=callers,
+                payload="int",
+            )
+    perf.finish()
 
 
 if __name__ == "__main__":
-    distable.run(main())
+    main()
