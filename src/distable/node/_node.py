@@ -531,8 +531,14 @@ class Node:
 
     def _dispatch(self, node: str, messages: list[Any]) -> None:
         handlers = self._handlers
-        for msg in messages:
-            handlers[type(msg)](node, msg)
+        runtime = self._runtime
+        assert runtime is not None
+        runtime.dispatching()
+        try:
+            for msg in messages:
+                handlers[type(msg)](node, msg)
+        finally:
+            runtime.dispatched()  # the handlers of idle processes, at once
 
     def _on_member_event(self, event: NodeUp | NodeDown) -> None:
         if self._runtime is not None:

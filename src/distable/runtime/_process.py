@@ -11,10 +11,19 @@ and waking a parked task costs far less than starting one), and then ends. Idle
 processes thus cost only their object (see bench/runtime.py for bytes per idle
 process), and a message to a busy process costs one deque append.
 
+Messages from another node to an idle process (no drain, or one parked) are handled at
+once instead, when the batch that brought them has been dispatched, in the loop turn it
+arrived in (``Runtime._run_now``): each handler runs as a drain step would, as the
+current task in the drain's task (the parked one, or a spare task), and one that
+suspends is taken over by that task, which goes on as the process's drain. So a reply
+leaves in the turn its call came in, and a handler that does not suspend needs no task.
+
 Invariants:
     * At most one drain task per process exists at any time (``_running``), so
       handlers of one process never run concurrently and see messages in the order
-      they were enqueued.
+      they were enqueued. ``_run_now`` counts as the drain: it runs only while the
+      process has no drain or its drain is parked, holds ``_running`` meanwhile, and
+      hands anything unfinished to that one task.
     * A drain handles at most ``BATCH`` messages before yielding to the event loop, so
       one busy process cannot starve the others (Python's stand-in for the BEAM's
       reductions).
@@ -28,6 +37,7 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Coroutine, Generator
+from contextvars import Context
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Final
 
@@ -195,6 +205,7 @@ class Process:
         "_running",
         "_runtime",
         "_stop_reason",
+        "_task",
         "_watchers",
         "_watching",
         "alive",
@@ -210,7 +221,8 @@ class Process:
     _deferred: set[Caller] | None  # callers answered NOREPLY and not replied yet
     _blocked: asyncio.Future[None] | None  # a congested link to wait for before the next message
     _exit_waiters: list[asyncio.Future[Any]] | None
-    _parked: asyncio.Future[None] | None  # the drain lingers on it while the mailbox is empty
+    _parked: asyncio.Future[Adopted | None] | None  # the drain lingers on it while the mailbox is empty
+    _task: asyncio.Task[Any] | None  # the drain's task while there is one
     _frozen: bool  # handing off: the mailbox keeps filling but is not drained
     _gate: Gate | None  # just handed in: holds direct messages per node until flushed
     alive: bool
@@ -317,6 +329,7 @@ class Process:
         self._blocked = None
         self._exit_waiters = None
         self._parked = None
+        self._task = None
         self._frozen = False
         self._gate = None
         self.alive = True
@@ -337,12 +350,15 @@ class Process:
             parked, self._parked = self._parked, None
             parked.set_result(None)
 
-    async def _drain(self) -> None:
+    async def _drain(self, adopted: Adopted | None = None) -> None:
         # Only the time between the drain's suspensions holds the loop; awaiting (a call,
         # run_blocking) does not, so each step is timed rather than the whole drain.
-        await _StepTimer(self._drain_steps(), self)
+        await _StepTimer(self._drain_steps(adopted), self)
 
-    async def _drain_steps(self) -> None:
+    async def _drain_steps(self, adopted: Adopted | None = None) -> None:
+        # ``adopted``: a handler that ``Runtime._run_now`` started and that suspended; the
+        # drain goes on with it before anything in the mailbox (so does a parked drain
+        # woken with one).
         CURRENT_PROCESS.set(self)
         runtime = self._runtime
         CURRENT_RUNTIME.set(runtime)
@@ -352,15 +368,22 @@ class Process:
         count = 0
         init_failed = False
         try:
-            while mb:
-                kind, a, b = mb.popleft()
+            if adopted is None and self._blocked is not None:  # left by a handler run at once
+                blocked, self._blocked = self._blocked, None
+                await blocked
+            while adopted is not None or (mb and self._stop_reason is None):
+                work: Unfinished | None = None
+                if adopted is None:
+                    kind, a, b = mb.popleft()
+                else:
+                    (kind, b, work), adopted = adopted, None
                 if kind == INFO:
-                    await self.handle_info(a)
+                    await (self.handle_info(a) if work is None else work)
                 elif kind == CAST:
-                    await self.handle_cast(a)
+                    await (self.handle_cast(a) if work is None else work)
                 elif kind == CALL:
                     caller = b
-                    result = await self.handle_call(a, b)
+                    result = await (self.handle_call(a, b) if work is None else work)
                     if result is not NOREPLY:
                         b.reply(result)
                     elif not b.replied:
@@ -398,9 +421,16 @@ class Process:
                 if not mb and kind != INIT:  # linger (see the module docstring)
                     parked = runtime._park(self)
                     if parked is not None:
-                        await parked  # woken by _enqueue, or by the sweep with the mailbox empty
-                        if self._frozen:
-                            break
+                        # Woken by _enqueue, by the sweep with the mailbox empty, or by
+                        # Runtime._run_now: after a handler it ran at once, with that
+                        # handler if it suspended, else to see what it left.
+                        adopted = await parked
+                        if adopted is None:
+                            if self._stop_reason is not None or self._frozen:
+                                break
+                            if self._blocked is not None:
+                                blocked, self._blocked = self._blocked, None
+                                await blocked
         except asyncio.CancelledError:
             if not self.alive:
                 # Killed by Runtime.shutdown: already cleaned up and reported "killed".
@@ -421,12 +451,51 @@ class Process:
         finally:
             self._running = False
             self._parked = None
+            self._task = None
         if init_failed:
             # As in Erlang: a process whose init failed never ran, so terminate is not called.
             self.alive = False
             runtime._cleanup(self, self._stop_reason)
         elif self._stop_reason is not None:
             await runtime._terminate(self, self._stop_reason)
+
+
+class Unfinished:
+    """A handler coroutine that ``Runtime._run_now`` started outside any task and that
+    suspended, awaited by the drain that takes it over: it goes on from where it stopped,
+    each step in the context the handler started in.
+    """
+
+    __slots__ = ("_context", "_coro", "_first")
+
+    def __init__(self, coro: Coroutine[Any, Any, Any], first: Any, context: Context) -> None:
+        self._coro = coro
+        self._first = first  # what its first step yielded (the future it waits on)
+        self._context = context
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        coro, run = self._coro, self._context.run
+        yielded, self._first = self._first, None
+        while True:
+            try:
+                value = yield yielded
+            except GeneratorExit:
+                run(coro.close)
+                raise
+            except BaseException as exc:  # cancellation goes into the handler
+                try:
+                    yielded = run(coro.throw, exc)
+                except StopIteration as stop:
+                    return stop.value
+            else:
+                try:
+                    yielded = run(coro.send, value)
+                except StopIteration as stop:
+                    return stop.value
+
+
+#: What a drain takes over from ``Runtime._run_now``: (kind, caller or None, the handler).
+Adopted = tuple[int, Any, Unfinished]
 
 
 class _StepTimer:

@@ -22,13 +22,14 @@ import functools
 import logging
 import math
 import time
-from collections.abc import Callable, Coroutine
+from collections import deque
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from .._errors import CallTimeout, ProcessExited, UndecodableMessage, UnencodableValue
 from .._log import RateLimitedLog
-from ..wire import NOCONNECTION, NOPROC, SHUTDOWN, Pid, Ref, to_wire
+from ..wire import NOCONNECTION, NOPROC, SHUTDOWN, Crash, Pid, Ref, to_wire
 from ..wire._messages import (
     REPLY_EXIT,
     REPLY_OK,
@@ -47,8 +48,24 @@ from ..wire._messages import (
     Send,
     Undecoded,
 )
-from ._context import CURRENT_PROCESS
-from ._process import CALL, CAST, FLUSH, INFO, INIT, STOP, SYSTEM, Caller, Down, Gate, Process
+from ._context import CURRENT_PROCESS, context_with
+from ._process import (
+    BATCH,
+    CALL,
+    CAST,
+    FLUSH,
+    INFO,
+    INIT,
+    NOREPLY,
+    STOP,
+    SYSTEM,
+    Adopted,
+    Caller,
+    Down,
+    Gate,
+    Process,
+    Unfinished,
+)
 
 log = logging.getLogger("distable.runtime")
 T = TypeVar("T")
@@ -123,6 +140,36 @@ TIMEOUT_SLOTS = 100
 #: task each time. At most PARK_LIMIT drains linger at once (about 1.5 KB each).
 LINGER = 0.5
 PARK_LIMIT = 4096
+
+
+#: asyncio's own bookkeeping of the current task (no public API before 3.12's eager tasks),
+#: so that a handler ``Runtime._run_now`` runs from a link's dispatcher sees the task
+#: that will run the rest of it as ``current_task()``.
+_enter_task = asyncio.tasks._enter_task
+_leave_task = asyncio.tasks._leave_task
+
+_DONE: Any = object()  # _first_step: the handler returned
+
+#: A spare task (``Runtime._new_spare``) and the future that gives it work to go on with.
+Spare = tuple[asyncio.Task[Any], asyncio.Future[Awaitable[Any]]]
+
+
+def _first_step(proc: Process, kind: int, caller: Any, coro: Coroutine[Any, Any, Any]) -> Any:
+    """``Runtime._run_now``'s step of a handler, in the context it runs in: what it yielded
+    when it suspended, or ``_DONE`` once it returned (and a call's reply was sent)."""
+    CURRENT_PROCESS.set(proc)
+    try:
+        yielded = coro.send(None)
+    except StopIteration as stop:
+        if kind == CALL:
+            if stop.value is not NOREPLY:
+                caller.reply(stop.value)
+            elif not caller.replied:
+                if proc._deferred is None:
+                    proc._deferred = set()
+                proc._deferred.add(caller)
+        return _DONE
+    return yielded
 
 
 def _expire(fut: asyncio.Future[Any], dest: Pid, timeout: float) -> None:
@@ -218,6 +265,15 @@ class Runtime:
         self._parked_new: dict[int, Process] = {}
         self._parked_old: dict[int, Process] = {}
         self._sweep_handle: asyncio.TimerHandle | None = None
+        # handlers run at once from a link's dispatcher (see _run_now): the context they
+        # start from (the node's, as its tasks'), the spare task for processes with no
+        # drain, and the processes to run at the end of the batch being dispatched
+        self._context = context_with(self)
+        self._spares: list[Spare] = []
+        self._stepping: asyncio.Task[Any] | None = None  # the task made current for such work
+        self._batch: list[tuple[Process, asyncio.Future[Adopted | None] | None] | Coroutine[Any, Any, Any]] | None = (
+            None
+        )
         self._ratelog = RateLimitedLog(log, f"{node_name}: ")
         self._local_messages = 0
         self._remote_messages = 0
@@ -251,7 +307,11 @@ class Runtime:
     # --- starting and stopping --------------------------------------------------
 
     async def spawn(self, cls: type[Process], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Pid:
-        """Create a process of ``cls``, run its ``init`` inside it, return its pid."""
+        """Create a process of ``cls``, run its ``init`` inside it, return its pid.
+
+        Called from work run at once from a link's dispatcher (``run_soon``: a registry
+        request) rather than from a process, ``init`` starts at once too (``_start_now``).
+        """
         if self.closing:
             raise RuntimeError(f"node {self.node_name} is shutting down")
         proc = cls()
@@ -260,13 +320,212 @@ class Runtime:
         proc._setup(self, pid)
         self._procs[pid.id] = proc
         fut: asyncio.Future[Pid] = self.loop.create_future()
-        proc._enqueue((INIT, (args, kwargs, fut), None))
+        if self._stepping is not None and CURRENT_PROCESS.get() is None:
+            proc._mailbox = deque(((INIT, (args, kwargs, fut), None),))
+            proc._running = True
+            self._start_now(proc._drain(), proc)
+        else:
+            proc._enqueue((INIT, (args, kwargs, fut), None))
         return await fut
 
     def _start_drain(self, proc: Process) -> None:
-        self._spawn_task(proc._drain())
+        proc._task = self._spawn_task(proc._drain())
 
-    def _park(self, proc: Process) -> asyncio.Future[None] | None:
+    # --- work run at once from a link's dispatcher --------------------------------------
+
+    def dispatching(self) -> None:
+        """The node's dispatcher starts on a batch of messages from another node: until
+        ``dispatched``, a message for an idle process waits in its mailbox (and work given
+        to ``run_soon`` waits); ``dispatched`` then runs it at once, in this loop turn."""
+        self._batch = []
+
+    def dispatched(self) -> None:
+        """The batch is dispatched: run what it brought for idle processes (``_run_now``)
+        and the work given to ``run_soon`` (``_start_now``), in the order it came."""
+        batch, self._batch = self._batch, None
+        if batch:
+            for item in batch:
+                if isinstance(item, tuple):
+                    self._run_now(*item)
+                else:
+                    self._start_now(item)
+
+    def run_soon(self, coro: Coroutine[Any, Any, Any]) -> bool:
+        """From a link's dispatcher: start ``coro`` once the batch is dispatched, at once,
+        as a task of its own would start on the next turn (``_start_now``). False if no
+        batch is being dispatched: the caller then spawns a task for it as usual."""
+        batch = self._batch
+        if batch is None or self.closing:
+            return False
+        batch.append(coro)
+        return True
+
+    def _start_now(self, coro: Coroutine[Any, Any, Any], proc: Process | None = None) -> None:
+        """Run ``coro`` until it first suspends, at once, as the first step of a task of
+        its own (a spare, current meanwhile, in a copy of the node's context); if it
+        suspends, that task goes on with it (and is ``proc``'s drain, for a drain). So work
+        that does not suspend costs no task, and work that does runs as in a task."""
+        spare = self._spares.pop() if self._spares else self._new_spare()
+        host = spare[0]
+        outer = self._stepping
+        if not self._swap_in(host, outer):  # a task is running (not a dispatcher): as usual, then
+            self._spares.append(spare)
+            task = self._spawn_task(coro)
+            if proc is not None:
+                proc._task = task
+            return
+        context = self._context.copy()
+        try:
+            yielded = context.run(coro.send, None)
+        except StopIteration:
+            self._spares.append(spare)
+            return
+        except Exception as exc:  # as a task's unretrieved exception would be
+            self._spares.append(spare)
+            self.loop.call_exception_handler(
+                {"message": f"{self.node_name}: exception in work started at once", "exception": exc}
+            )
+            return
+        finally:
+            self._swap_out(host, outer)
+        if proc is not None:
+            proc._task = host
+        spare[1].set_result(Unfinished(coro, yielded, context))
+
+    def _run_now(self, proc: Process, parked: asyncio.Future[Adopted | None] | None) -> None:
+        """Handle the messages (infos, casts, calls from other nodes) waiting in the mailbox
+        of ``proc``, idle when the batch that brought them began (no drain, or ``parked``),
+        at once, rather than in a drain started (or woken) on the next loop turn: a reply
+        then goes out in the turn its request came in, and a handler that does not suspend
+        needs no task. After the whole batch, so a handler sees what the rest of it did (a
+        registry ``Delta`` sent after the call), as it did from the next turn.
+
+        Each handler runs as in a drain: ``proc`` current, in a copy of the node's context,
+        crashes caught, the step timed; as the current task, in the drain's task
+        (``proc``'s parked one, or a spare: ``_start_now``). A handler that suspends is
+        taken over by that task, which goes on as ``proc``'s drain, so ``current_task()``
+        (``asyncio.timeout``, a ``TaskGroup``) is the task that runs the rest of it. The
+        drain also takes over what this does not handle: a mailbox entry of another kind,
+        what comes after a congested link or ``BATCH`` messages, a stop.
+        """
+        mb = proc._mailbox
+        assert mb is not None
+        if not proc.alive:  # killed meanwhile (and cleaned up): end its parked drain
+            if parked is not None:
+                parked.set_result(None)
+            return
+        spare = None
+        if parked is not None:
+            host = proc._task
+            assert host is not None
+        else:
+            spare = self._spares.pop() if self._spares else self._new_spare()
+            host = spare[0]
+        adopted: Adopted | None = None
+        clock = self.loop.time
+        count = 0
+        outer = self._stepping
+        if not self._swap_in(host, outer):  # a task is running (not a dispatcher): leave it to a drain
+            if spare is not None:
+                self._spares.append(spare)
+            if parked is not None:
+                parked.set_result(None)
+            else:
+                self._start_drain(proc)
+            return
+        try:
+            while mb and mb[0][0] <= CALL and not proc._frozen and proc._stop_reason is None:
+                kind, a, caller = mb.popleft()
+                if kind == CALL:
+                    coro = proc.handle_call(a, caller)
+                else:
+                    coro = proc.handle_cast(a) if kind == CAST else proc.handle_info(a)
+                context = self._context.copy()
+                started = clock()
+                try:
+                    yielded = context.run(_first_step, proc, kind, caller, coro)
+                except asyncio.CancelledError:
+                    yielded = _DONE
+                    proc._stop_reason = proc._stop_reason or "killed"
+                except Exception as exc:  # a crash stays inside its process (as in the drain)
+                    yielded = _DONE
+                    crash = Crash.from_exception(exc)
+                    proc._stop_reason = crash
+                    log.error("%s: process %r crashed in its handler", self.node_name, proc, exc_info=exc)
+                    if kind == CALL:
+                        caller.fail(crash)
+                finally:
+                    elapsed = clock() - started
+                    if elapsed > self.block_warning:
+                        self._report_block(proc, elapsed)
+                if yielded is not _DONE:  # it suspended: the host task goes on with it
+                    adopted = (kind, caller if kind == CALL else None, Unfinished(coro, yielded, context))
+                    break
+                count += 1
+                if proc._blocked is not None or count >= BATCH:
+                    break
+        finally:
+            self._swap_out(host, outer)
+        if spare is not None:
+            if adopted is None:
+                self._spares.append(spare)
+            else:
+                proc._task = host
+                spare[1].set_result(proc._drain(adopted))
+                return
+        if adopted is not None:
+            assert parked is not None
+            parked.set_result(adopted)
+        elif proc._stop_reason is not None or (mb and not proc._frozen):
+            # Left for a drain: its stop, or what it did not handle here.
+            if parked is not None:
+                parked.set_result(None)
+            else:
+                self._start_drain(proc)
+        elif parked is not None:
+            if proc._frozen:
+                parked.set_result(None)  # the drain ends (unfreeze starts one)
+            else:  # still idle: parked again, as recently busy
+                proc._parked = parked
+                self._parked_new[proc._pid.id] = proc
+        else:
+            proc._running = False
+
+    def _swap_in(self, host: asyncio.Task[Any], outer: asyncio.Task[Any] | None) -> bool:
+        """Make ``host`` the current task, in place of ``outer`` (``_stepping``: the task
+        work run at once runs in, if it started more such work; else None). False, doing
+        nothing, when some other task is running: the caller is not a link's dispatcher."""
+        loop = self.loop
+        if outer is not None:
+            _leave_task(loop, outer)
+        try:
+            _enter_task(loop, host)
+        except RuntimeError:
+            if outer is not None:
+                _enter_task(loop, outer)
+            return False
+        self._stepping = host
+        return True
+
+    def _swap_out(self, host: asyncio.Task[Any], outer: asyncio.Task[Any] | None) -> None:
+        """Undo ``_swap_in(host, outer)``."""
+        self._stepping = outer
+        _leave_task(self.loop, host)
+        if outer is not None:
+            _enter_task(self.loop, outer)
+
+    def _new_spare(self) -> Spare:
+        """A spare task: what ``_start_now`` and ``_run_now`` run work in when it needs a
+        task of its own. It waits until work it ran suspends, and then goes on with it;
+        until then it is reused (``_spares``), so work that does not suspend costs none."""
+        job: asyncio.Future[Awaitable[Any]] = self.loop.create_future()
+        return self._spawn_task(self._host(job)), job
+
+    @staticmethod
+    async def _host(job: asyncio.Future[Awaitable[Any]]) -> None:
+        await (await job)
+
+    def _park(self, proc: Process) -> asyncio.Future[Adopted | None] | None:
         """A future for ``proc``'s drain to linger on (``_enqueue`` resolves it), or None:
         end the drain now (the node is closing, or PARK_LIMIT drains linger already)."""
         new = self._parked_new
@@ -563,15 +822,44 @@ class Runtime:
 
     def on_send(self, node: str, msg: Send) -> None:
         if msg.to.node == self.node_name:
-            self._deliver(node, msg.to, (INFO, msg.payload, None))
+            self._deliver_now(node, msg.to, (INFO, msg.payload, None))
         else:
             self._misrouted(node, msg.to)
 
     def on_cast(self, node: str, msg: Cast) -> None:
         if msg.to.node == self.node_name:
-            self._deliver(node, msg.to, (CAST, msg.payload, None))
+            self._deliver_now(node, msg.to, (CAST, msg.payload, None))
         else:
             self._misrouted(node, msg.to)
+
+    def _deliver_now(self, from_node: str, dest: Pid, entry: tuple[int, Any, Any]) -> None:
+        """``_deliver`` from the dispatcher of ``from_node``'s link: between ``dispatching``
+        and ``dispatched``, a message for an idle process is handled when the batch is
+        dispatched, in this loop turn (``_run_now``)."""
+        proc = self._procs.get(dest.id)
+        if proc is None or not proc.alive or dest.incarnation != self.incarnation:
+            self._redirect(dest, entry)
+            return
+        batch = self._batch
+        if proc._gate is not None:
+            proc._gate.admit(from_node, entry)
+        elif (
+            batch is not None
+            and (proc._parked is not None or not proc._running)
+            and not proc._mailbox
+            and not proc._frozen
+            and proc._blocked is None
+            and not self.closing
+        ):
+            mb = proc._mailbox
+            if mb is None:
+                mb = proc._mailbox = deque()
+            mb.append(entry)
+            batch.append((proc, proc._parked))
+            proc._parked = None  # so that more messages for it just queue behind this one
+            proc._running = True
+        else:
+            proc._enqueue(entry)
 
     def _deliver(self, from_node: str, dest: Pid, entry: tuple[int, Any, Any]) -> None:
         """Put ``entry`` in the mailbox of local ``dest`` (through its gate, if it has one)."""
@@ -731,7 +1019,7 @@ class Runtime:
         if msg.to.node != self.node_name:
             self.remote.post(node, CallReply(msg.ref, REPLY_EXIT, NOPROC))
             return
-        self._deliver(node, msg.to, (CALL, msg.payload, Caller(self, msg.sender, None, node, msg.ref)))
+        self._deliver_now(node, msg.to, (CALL, msg.payload, Caller(self, msg.sender, None, node, msg.ref)))
 
     def on_call_reply(self, node: str, msg: CallReply) -> None:
         fut = self._take_call(node, msg.ref)
