@@ -95,7 +95,8 @@ async def test_a_call_to_an_idle_process_is_answered_without_a_drain() -> None:
         await a.connect(b.name)
         for i in range(3):
             assert await a.call(pid, ("plain", i)) == i
-            assert not proc._running and proc._task is None  # no drain was started for it
+            assert not proc._running
+            assert proc._task is None
         assert log == [("call", ("plain", i)) for i in range(3)]
 
 
@@ -144,7 +145,8 @@ async def test_a_crash_in_a_handler_run_at_once_fails_the_call_and_terminates_on
         with pytest.raises(ProcessExited) as exited:
             await a.call(pid, ("crash", "boom"))
         crash = exited.value.reason
-        assert isinstance(crash, Crash) and "boom" in str(crash)
+        assert isinstance(crash, Crash)
+        assert "boom" in str(crash)
         await eventually(lambda: b.runtime.local(pid) is None, message="the crashed process is still there")
         assert log == [("call", ("crash", "boom")), ("terminate", crash)]
         with pytest.raises(ProcessExited) as gone:
@@ -175,5 +177,6 @@ async def test_a_batch_dispatched_from_inside_a_task_is_left_to_a_drain() -> Non
         b.runtime.dispatching()
         b.runtime.on_send(a.name, Send(pid, ("queued", 1)))
         b.runtime.dispatched()
-        assert log == [] and proc._running
+        assert log == []
+        assert proc._running
         await eventually(lambda: ("info", "end", ("queued", 1)) in log)
