@@ -174,9 +174,10 @@ async def test_a_batch_dispatched_from_inside_a_task_is_left_to_a_drain() -> Non
         pid, proc = await idle_probe(b, log)
         # Not a link's dispatcher (that runs outside any task): the handler cannot run in
         # a task of its own here, so the message waits for a drain, as any other would.
-        b.runtime.dispatching()
+        b.runtime.dispatching = True
         b.runtime.on_send(a.name, Send(pid, ("queued", 1)))
-        b.runtime.dispatched()
+        b.runtime.dispatching = False
+        b.runtime.run_ready()
         assert log == []
         assert proc._running
         await eventually(lambda: ("info", "end", ("queued", 1)) in log)

@@ -533,12 +533,14 @@ class Node:
         handlers = self._handlers
         runtime = self._runtime
         assert runtime is not None
-        runtime.dispatching()
+        runtime.dispatching = True
         try:
             for msg in messages:
                 handlers[type(msg)](node, msg)
         finally:
-            runtime.dispatched()  # the handlers of idle processes, at once
+            runtime.dispatching = False
+            if runtime.ready:
+                runtime.run_ready()  # what the batch brought for idle processes, at once
 
     def _on_member_event(self, event: NodeUp | NodeDown) -> None:
         if self._runtime is not None:

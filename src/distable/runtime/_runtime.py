@@ -148,28 +148,10 @@ PARK_LIMIT = 4096
 _enter_task = asyncio.tasks._enter_task
 _leave_task = asyncio.tasks._leave_task
 
-_DONE: Any = object()  # _first_step: the handler returned
+_DONE: Any = object()  # what a handler run at once yielded: nothing, it returned
 
 #: A spare task (``Runtime._new_spare``) and the future that gives it work to go on with.
 Spare = tuple[asyncio.Task[Any], asyncio.Future[Awaitable[Any]]]
-
-
-def _first_step(proc: Process, kind: int, caller: Any, coro: Coroutine[Any, Any, Any]) -> Any:
-    """``Runtime._run_now``'s step of a handler, in the context it runs in: what it yielded
-    when it suspended, or ``_DONE`` once it returned (and a call's reply was sent)."""
-    CURRENT_PROCESS.set(proc)
-    try:
-        yielded = coro.send(None)
-    except StopIteration as stop:
-        if kind == CALL:
-            if stop.value is not NOREPLY:
-                caller.reply(stop.value)
-            elif not caller.replied:
-                if proc._deferred is None:
-                    proc._deferred = set()
-                proc._deferred.add(caller)
-        return _DONE
-    return yielded
 
 
 def _expire(fut: asyncio.Future[Any], dest: Pid, timeout: float) -> None:
@@ -271,9 +253,11 @@ class Runtime:
         self._context = context_with(self)
         self._spares: list[Spare] = []
         self._stepping: asyncio.Task[Any] | None = None  # the task made current for such work
-        self._batch: list[tuple[Process, asyncio.Future[Adopted | None] | None] | Coroutine[Any, Any, Any]] | None = (
-            None
-        )
+        #: True while the node's dispatcher dispatches a batch from a peer (it sets it):
+        #: what the batch brings for idle processes, and ``run_soon``'s work, wait in
+        #: ``ready`` until the dispatcher calls ``run_ready`` after the batch
+        self.dispatching = False
+        self.ready: list[tuple[Process, asyncio.Future[Adopted | None] | None] | Coroutine[Any, Any, Any]] = []
         self._ratelog = RateLimitedLog(log, f"{node_name}: ")
         self._local_messages = 0
         self._remote_messages = 0
@@ -333,31 +317,24 @@ class Runtime:
 
     # --- work run at once from a link's dispatcher --------------------------------------
 
-    def dispatching(self) -> None:
-        """The node's dispatcher starts on a batch of messages from another node: until
-        ``dispatched``, a message for an idle process waits in its mailbox (and work given
-        to ``run_soon`` waits); ``dispatched`` then runs it at once, in this loop turn."""
-        self._batch = []
-
-    def dispatched(self) -> None:
-        """The batch is dispatched: run what it brought for idle processes (``_run_now``)
-        and the work given to ``run_soon`` (``_start_now``), in the order it came."""
-        batch, self._batch = self._batch, None
-        if batch:
-            for item in batch:
-                if isinstance(item, tuple):
-                    self._run_now(*item)
-                else:
-                    self._start_now(item)
+    def run_ready(self) -> None:
+        """After a batch from a peer (``dispatching``): run, in the order they came, its
+        messages for processes that were idle (``_run_now``) and ``run_soon``'s work
+        (``_start_now``), at once, in the loop turn the batch arrived in."""
+        ready, self.ready = self.ready, []
+        for item in ready:
+            if isinstance(item, tuple):
+                self._run_now(*item)
+            else:
+                self._start_now(item)
 
     def run_soon(self, coro: Coroutine[Any, Any, Any]) -> bool:
         """From a link's dispatcher: start ``coro`` once the batch is dispatched, at once,
         as a task of its own would start on the next turn (``_start_now``). False if no
         batch is being dispatched: the caller then spawns a task for it as usual."""
-        batch = self._batch
-        if batch is None or self.closing:
+        if not self.dispatching or self.closing:
             return False
-        batch.append(coro)
+        self.ready.append(coro)
         return True
 
     def _start_now(self, coro: Coroutine[Any, Any, Any], proc: Process | None = None) -> None:
@@ -409,23 +386,24 @@ class Runtime:
         what comes after a congested link or ``BATCH`` messages, a stop.
         """
         mb = proc._mailbox
-        assert mb is not None
-        if not proc.alive:  # killed meanwhile (and cleaned up): end its parked drain
+        if not proc.alive or mb is None:  # killed meanwhile (and cleaned up): end its parked drain
             if parked is not None:
                 parked.set_result(None)
             return
         spare = None
-        if parked is not None:
-            host = proc._task
-            assert host is not None
-        else:
+        if parked is None:
             spare = self._spares.pop() if self._spares else self._new_spare()
             host = spare[0]
-        adopted: Adopted | None = None
-        clock = self.loop.time
-        count = 0
-        outer = self._stepping
-        if not self._swap_in(host, outer):  # a task is running (not a dispatcher): leave it to a drain
+        else:
+            host = proc._task  # type: ignore[assignment]  # a parked drain has its task
+        loop, outer = self.loop, self._stepping
+        if outer is not None:
+            _leave_task(loop, outer)
+        try:
+            _enter_task(loop, host)
+        except RuntimeError:  # a task is running (not a dispatcher): leave it to a drain
+            if outer is not None:
+                _enter_task(loop, outer)
             if spare is not None:
                 self._spares.append(spare)
             if parked is not None:
@@ -433,31 +411,44 @@ class Runtime:
             else:
                 self._start_drain(proc)
             return
+        self._stepping = host
+        adopted: Adopted | None = None
+        clock, copy, block_warning = loop.time, self._context.copy, self.block_warning
+        count = 0
         try:
+            # The head of the mailbox is what the batch brought (infos, casts, calls), unless
+            # the rest of the batch put something else first, took it (a handoff), froze or
+            # stopped the process.
             while mb and mb[0][0] <= CALL and not proc._frozen and proc._stop_reason is None:
                 kind, a, caller = mb.popleft()
                 if kind == CALL:
                     coro = proc.handle_call(a, caller)
                 else:
                     coro = proc.handle_cast(a) if kind == CAST else proc.handle_info(a)
-                context = self._context.copy()
+                context = copy()
+                context.run(CURRENT_PROCESS.set, proc)
                 started = clock()
                 try:
-                    yielded = context.run(_first_step, proc, kind, caller, coro)
+                    try:
+                        yielded = context.run(coro.send, None)
+                    except StopIteration as stop:
+                        if kind == CALL:
+                            if stop.value is not NOREPLY:
+                                caller.reply(stop.value)
+                            elif not caller.replied:
+                                if proc._deferred is None:
+                                    proc._deferred = set()
+                                proc._deferred.add(caller)
+                        yielded = _DONE
                 except asyncio.CancelledError:
                     yielded = _DONE
                     proc._stop_reason = proc._stop_reason or "killed"
                 except Exception as exc:  # a crash stays inside its process (as in the drain)
                     yielded = _DONE
-                    crash = Crash.from_exception(exc)
-                    proc._stop_reason = crash
-                    log.error("%s: process %r crashed in its handler", self.node_name, proc, exc_info=exc)
-                    if kind == CALL:
-                        caller.fail(crash)
-                finally:
-                    elapsed = clock() - started
-                    if elapsed > self.block_warning:
-                        self._report_block(proc, elapsed)
+                    self._crashed_now(proc, caller if kind == CALL else None, exc)
+                elapsed = clock() - started
+                if elapsed > block_warning:
+                    self._report_block(proc, elapsed)
                 if yielded is not _DONE:  # it suspended: the host task goes on with it
                     adopted = (kind, caller if kind == CALL else None, Unfinished(coro, yielded, context))
                     break
@@ -465,31 +456,41 @@ class Runtime:
                 if proc._blocked is not None or count >= BATCH:
                     break
         finally:
-            self._swap_out(host, outer)
-        if spare is not None:
-            if adopted is None:
-                self._spares.append(spare)
-            else:
-                proc._task = host
-                spare[1].set_result(proc._drain(adopted))
+            self._stepping = outer
+            _leave_task(loop, host)
+            if outer is not None:
+                _enter_task(loop, outer)
+        if adopted is None:
+            if not mb and proc._stop_reason is None and not proc._frozen:  # still idle
+                if spare is not None:
+                    self._spares.append(spare)
+                    proc._running = False
+                else:  # parked again, as recently busy
+                    proc._parked = parked
+                    self._parked_new[proc._pid.id] = proc
                 return
-        if adopted is not None:
-            assert parked is not None
+            if spare is not None:
+                self._spares.append(spare)
+        elif spare is not None:
+            proc._task = host
+            spare[1].set_result(proc._drain(adopted))
+            return
+        if parked is not None:
+            # The drain goes on with the handler, or with what was left (it ends at once
+            # if stopped or frozen).
             parked.set_result(adopted)
-        elif proc._stop_reason is not None or (mb and not proc._frozen):
-            # Left for a drain: its stop, or what it did not handle here.
-            if parked is not None:
-                parked.set_result(None)
-            else:
-                self._start_drain(proc)
-        elif parked is not None:
-            if proc._frozen:
-                parked.set_result(None)  # the drain ends (unfreeze starts one)
-            else:  # still idle: parked again, as recently busy
-                proc._parked = parked
-                self._parked_new[proc._pid.id] = proc
+        elif proc._stop_reason is not None or not proc._frozen:
+            self._start_drain(proc)  # its stop, or what was not handled here
         else:
-            proc._running = False
+            proc._running = False  # frozen: unfreeze starts a drain
+
+    def _crashed_now(self, proc: Process, caller: Caller | None, exc: Exception) -> None:
+        """A handler ``_run_now`` ran raised ``exc``: the process crashes, as in its drain."""
+        crash = Crash.from_exception(exc)
+        proc._stop_reason = crash
+        log.error("%s: process %r crashed in its handler", self.node_name, proc, exc_info=exc)
+        if caller is not None:
+            caller.fail(crash)
 
     def _swap_in(self, host: asyncio.Task[Any], outer: asyncio.Task[Any] | None) -> bool:
         """Make ``host`` the current task, in place of ``outer`` (``_stepping``: the task
@@ -833,18 +834,17 @@ class Runtime:
             self._misrouted(node, msg.to)
 
     def _deliver_now(self, from_node: str, dest: Pid, entry: tuple[int, Any, Any]) -> None:
-        """``_deliver`` from the dispatcher of ``from_node``'s link: between ``dispatching``
-        and ``dispatched``, a message for an idle process is handled when the batch is
-        dispatched, in this loop turn (``_run_now``)."""
+        """``_deliver`` from the dispatcher of ``from_node``'s link: while ``dispatching``,
+        a message for an idle process waits to be handled at once after the batch
+        (``run_ready``, ``_run_now``)."""
         proc = self._procs.get(dest.id)
         if proc is None or not proc.alive or dest.incarnation != self.incarnation:
             self._redirect(dest, entry)
             return
-        batch = self._batch
         if proc._gate is not None:
             proc._gate.admit(from_node, entry)
         elif (
-            batch is not None
+            self.dispatching
             and (proc._parked is not None or not proc._running)
             and not proc._mailbox
             and not proc._frozen
@@ -855,7 +855,7 @@ class Runtime:
             if mb is None:
                 mb = proc._mailbox = deque()
             mb.append(entry)
-            batch.append((proc, proc._parked))
+            self.ready.append((proc, proc._parked))
             proc._parked = None  # so that more messages for it just queue behind this one
             proc._running = True
         else:
