@@ -646,10 +646,13 @@ class Runtime:
             if me is not None:
                 me._blocked = congested
 
-    async def call(self, dest: Pid, message: Any, timeout: float | None = 5.0) -> Any:
-        """Send ``message`` to ``dest``'s ``handle_call`` and wait for the reply.
+    def call(self, dest: Pid, message: Any, timeout: float | None = 5.0) -> Coroutine[Any, Any, Any]:
+        """Send ``message`` to ``dest``'s ``handle_call``; await the result for the reply.
 
-        ``timeout`` is in seconds; None (or infinity) waits without limit.
+        ``timeout`` is in seconds; None (or infinity) waits without limit. Not a coroutine
+        function itself but one that returns the coroutine to await: a remote call is then
+        one coroutine deep, not two (each level costs on every suspension and resumption).
+        The errors about the arguments are raised here, those about the call when awaited.
 
         Raises:
             CallTimeout: no reply within ``timeout`` seconds.
@@ -657,6 +660,7 @@ class Runtime:
                 was lost (reason "noproc", its exit reason, or "noconnection").
             UndecodableMessage: the callee's node could not decode the message, or this
                 node could not decode the reply (a type registered on one side only).
+            UnencodableValue: ``message`` cannot cross the wire (a remote callee).
             RuntimeError: a process called itself (that would deadlock).
             ValueError: ``timeout`` is negative or NaN.
         """
@@ -664,9 +668,12 @@ class Runtime:
         me = CURRENT_PROCESS.get()
         sender = me._pid if me is not None else None
         if dest.node != self.node_name:
-            return await self.request(dest, CallRequest(0, dest, sender, to_wire(message)), timeout)
+            return self._request(dest, CallRequest(0, dest, sender, to_wire(message)), timeout)
         if sender == dest:
             raise RuntimeError(f"{dest!r} called itself; that would deadlock")
+        return self._call_local(dest, message, sender, timeout)
+
+    async def _call_local(self, dest: Pid, message: Any, sender: Pid | None, timeout: float | None) -> Any:
         self._calls += 1
         fut: asyncio.Future[Any] = self.loop.create_future()
         self._deliver(self.node_name, dest, (CALL, message, Caller(self, sender, fut)))
@@ -678,9 +685,9 @@ class Runtime:
         finally:
             del waiting[fut]
 
-    async def request(self, dest: Pid, message: Request, timeout: float | None) -> Any:
-        """Send ``message`` to ``dest``'s node under a fresh ``ref`` (set here) and wait,
-        as a remote call does, for its answer: ``answer(node, ref, value)``, or a
+    def request(self, dest: Pid, message: Request, timeout: float | None) -> Coroutine[Any, Any, Any]:
+        """Send ``message`` to ``dest``'s node under a fresh ``ref`` (set here); await the
+        result for its answer, as for a remote call: ``answer(node, ref, value)``, or a
         ``CallReply(ref)``. A call is such a request (a ``CallRequest``); so are the
         registry server's requests.
 
@@ -691,7 +698,9 @@ class Runtime:
             CallTimeout, ProcessExited, UndecodableMessage, ValueError: as ``call``.
             MessageTooLarge: the encoded message exceeds the link's frame limit.
         """
-        timeout = _checked(timeout)
+        return self._request(dest, message, _checked(timeout))
+
+    async def _request(self, dest: Pid, message: Request, timeout: float | None) -> Any:
         self._calls += 1
         self._call_seq += 1
         ref = message.ref = self._call_seq
