@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from distable import Caller, Crash, Node, Pid, Process, ProcessExited
+from distable import Caller, CallTimeout, Crash, Node, Pid, Process, ProcessExited
 from distable.runtime import current_process
 from distable.testing import eventually
 from distable.wire._messages import Send
@@ -61,7 +61,32 @@ class Probe(Process):
             case ("self", value):
                 self.node.send(self.pid, ("echoed", value))
                 return "sent"
+            case ("timeout", _):
+                try:
+                    async with asyncio.timeout(0):
+                        await asyncio.sleep(10)
+                except TimeoutError:
+                    return "timed out"
+                return "not timed out"
+            case ("group fails", _):
+                outcome = "group did not fail"
+                try:
+                    async with asyncio.TaskGroup() as group:
+                        group.create_task(self._fail())
+                        await asyncio.sleep(10)
+                except* ValueError:
+                    outcome = "group failed"
+                return outcome
+            case ("cancel self", _):
+                task = asyncio.current_task()
+                assert task is not None
+                task.cancel()
+                await asyncio.sleep(0)
+                return "not cancelled"
         raise ValueError(f"unexpected call {message!r}")
+
+    async def _fail(self) -> None:
+        raise ValueError("a child of the task group")
 
     async def handle_info(self, message: Any) -> None:
         await self._logged("info", message)
@@ -113,6 +138,39 @@ async def test_a_handler_run_at_once_that_suspends_keeps_its_task_context_and_pr
         assert seen == {"task": True, "context": True, "process": True}
         assert await a.call(pid, ("group", "grouped")) == "grouped"
         assert MARK.get() == "unset"  # the handler's context was its own
+
+
+@pytest.mark.parametrize("parked", [False, True], ids=["no drain", "drain parked"])
+async def test_timeouts_and_task_groups_of_a_handler_run_at_once_cancel_that_handler(parked: bool) -> None:
+    # Both cancel the current task in the next loop turn, when the task that took the
+    # handler over has not gone on with it yet: the cancellation must reach the handler.
+    async with Node("a", cookie=COOKIE) as a, Node("b", cookie=COOKIE) as b:
+        log: list[Any] = []
+        pid, proc = await idle_probe(b, log)
+        await a.connect(b.name)
+        for message, answer in ((("timeout", 0), "timed out"), (("group fails", 0), "group failed")):
+            if parked:
+                b.send(pid, ("local",))
+                await eventually(lambda: proc._parked is not None, message="the drain never parked")
+            assert await a.call(pid, message) == answer
+        assert b.runtime.local(pid) is proc
+
+
+@pytest.mark.parametrize("parked", [False, True], ids=["no drain", "drain parked"])
+async def test_a_handler_run_at_once_that_cancels_its_own_task_kills_its_process(parked: bool) -> None:
+    async with Node("a", cookie=COOKIE) as a, Node("b", cookie=COOKIE) as b:
+        log: list[Any] = []
+        pid, proc = await idle_probe(b, log)
+        await a.connect(b.name)
+        if parked:
+            b.send(pid, ("local",))
+            await eventually(lambda: proc._parked is not None, message="the drain never parked")
+        # As for a drain's task cancelled by its handler: the process is killed (the call
+        # itself is failed, or left to time out as from a drain).
+        with pytest.raises((ProcessExited, CallTimeout)):
+            await a.call(pid, ("cancel self", 0), timeout=2.0)
+        await eventually(lambda: b.runtime.local(pid) is None, message="the process is still there")
+        assert log[-1] == ("terminate", "killed")
 
 
 async def test_messages_from_another_node_are_handled_one_at_a_time_in_order() -> None:

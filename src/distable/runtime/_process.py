@@ -424,7 +424,14 @@ class Process:
                         # Woken by _enqueue, by the sweep with the mailbox empty, or by
                         # Runtime._run_now: after a handler it ran at once, with that
                         # handler if it suspended, else to see what it left.
-                        adopted = await parked
+                        try:
+                            adopted = await parked
+                        except asyncio.CancelledError as exc:
+                            if parked.cancelled() or parked.result() is None:
+                                raise
+                            adopted = parked.result()  # woken, then cancelled: the handler's
+                            assert adopted is not None
+                            adopted[2].cancel(exc)
                         if adopted is None:
                             if self._stop_reason is not None or self._frozen:
                                 break
@@ -466,30 +473,48 @@ class Unfinished:
     each step in the context the handler started in.
     """
 
-    __slots__ = ("_context", "_coro", "_first")
+    __slots__ = ("_context", "_coro", "_error", "_first")
 
     def __init__(self, coro: Coroutine[Any, Any, Any], first: Any, context: Context) -> None:
         self._coro = coro
         self._first = first  # what its first step yielded (the future it waits on)
         self._context = context
+        self._error: BaseException | None = None
+
+    def cancel(self, error: BaseException) -> None:
+        """The task taking it over was cancelled before it went on with it (a timeout or a
+        task group of the handler's, in the next turn): deliver it as that task would have,
+        by cancelling the future the handler waits on (else throwing it in)."""
+        first = self._first
+        if not (isinstance(first, asyncio.Future) and first.cancel(*error.args)):
+            self._error = error
+
+    def close(self) -> None:
+        """Drop it unfinished (``GeneratorExit`` where it waits: its ``finally`` blocks run)."""
+        self._context.run(self._coro.close)
 
     def __await__(self) -> Generator[Any, Any, Any]:
         coro, run = self._coro, self._context.run
         yielded, self._first = self._first, None
+        error, self._error = self._error, None
         while True:
-            try:
-                value = yield yielded
-            except GeneratorExit:
-                run(coro.close)
-                raise
-            except BaseException as exc:  # cancellation goes into the handler
+            if error is None:
                 try:
-                    yielded = run(coro.throw, exc)
+                    value = yield yielded
+                except GeneratorExit:
+                    run(coro.close)
+                    raise
+                except BaseException as exc:  # cancellation goes into the handler
+                    error = exc
+                    continue
+                try:
+                    yielded = run(coro.send, value)
                 except StopIteration as stop:
                     return stop.value
             else:
+                thrown, error = error, None
                 try:
-                    yielded = run(coro.send, value)
+                    yielded = run(coro.throw, thrown)
                 except StopIteration as stop:
                     return stop.value
 

@@ -23,7 +23,7 @@ import logging
 import math
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
@@ -150,8 +150,17 @@ _leave_task = asyncio.tasks._leave_task
 
 _DONE: Any = object()  # what a handler run at once yielded: nothing, it returned
 
-#: A spare task (``Runtime._new_spare``) and the future that gives it work to go on with.
-Spare = tuple[asyncio.Task[Any], asyncio.Future[Awaitable[Any]]]
+#: Work a spare task goes on with: (None, None, work started at once), or (process, its
+#: handler as its drain takes it over, that handler).
+Job = tuple[Process | None, Adopted | None, Unfinished]
+
+#: A spare task (``Runtime._new_spare``) and the future that gives it its ``Job``.
+Spare = tuple[asyncio.Task[Any], asyncio.Future[Job]]
+
+
+async def _go_on(work: Unfinished) -> Any:
+    """A task's coroutine for work started at once that cannot go on in its spare."""
+    return await work
 
 
 def _expire(fut: asyncio.Future[Any], dest: Pid, timeout: float) -> None:
@@ -355,19 +364,28 @@ class Runtime:
         try:
             yielded = context.run(coro.send, None)
         except StopIteration:
-            self._spares.append(spare)
-            return
+            yielded = _DONE
         except Exception as exc:  # as a task's unretrieved exception would be
-            self._spares.append(spare)
+            yielded = _DONE
             self.loop.call_exception_handler(
                 {"message": f"{self.node_name}: exception in work started at once", "exception": exc}
             )
-            return
         finally:
             self._swap_out(host, outer)
+        cancelled = host.cancelling()  # it cancelled its own task: the spare dies of it
+        if yielded is _DONE:
+            if not cancelled:
+                self._spares.append(spare)
+            return
+        work = Unfinished(coro, yielded, context)
+        if cancelled:  # it gets the cancellation where it waits, in a task of its own
+            work.cancel(asyncio.CancelledError())
+            task = self._spawn_task(_go_on(work))
+        else:
+            spare[1].set_result((None, None, work))
+            task = host
         if proc is not None:
-            proc._task = host
-        spare[1].set_result(Unfinished(coro, yielded, context))
+            proc._task = task
 
     def _run_now(self, proc: Process, parked: asyncio.Future[Adopted | None] | None) -> None:
         """Handle the messages (infos, casts, calls from other nodes) waiting in the mailbox
@@ -460,6 +478,9 @@ class Runtime:
             _leave_task(loop, host)
             if outer is not None:
                 _enter_task(loop, outer)
+        if host.cancelling() if spare is not None else parked.cancelled():  # type: ignore[union-attr]
+            self._cancelled_now(proc, spare, adopted)
+            return
         if adopted is None:
             if not mb and proc._stop_reason is None and not proc._frozen:  # still idle
                 if spare is not None:
@@ -473,7 +494,7 @@ class Runtime:
                 self._spares.append(spare)
         elif spare is not None:
             proc._task = host
-            spare[1].set_result(proc._drain(adopted))
+            spare[1].set_result((proc, adopted, adopted[2]))
             return
         if parked is not None:
             # The drain goes on with the handler, or with what was left (it ends at once
@@ -483,6 +504,24 @@ class Runtime:
             self._start_drain(proc)  # its stop, or what was not handled here
         else:
             proc._running = False  # frozen: unfreeze starts a drain
+
+    def _cancelled_now(self, proc: Process, spare: Spare | None, adopted: Adopted | None) -> None:
+        """A handler ``_run_now`` ran cancelled the task it ran in (its ``current_task()``):
+        as for a drain whose task is cancelled, the process is killed, and a handler that
+        suspended gets the cancellation where it waits (but a parked drain, woken by its
+        cancelled future, ends the process at once: its handler is closed unfinished)."""
+        if spare is not None:  # the spare dies of it: a new task goes on
+            if adopted is not None:
+                adopted[2].cancel(asyncio.CancelledError())
+                proc._task = self._spawn_task(proc._drain(adopted))
+            else:
+                proc._stop_reason = proc._stop_reason or "killed"
+                self._start_drain(proc)
+        elif adopted is not None:
+            _, caller, work = adopted
+            work.close()
+            if caller is not None:
+                caller.fail("killed")
 
     def _crashed_now(self, proc: Process, caller: Caller | None, exc: Exception) -> None:
         """A handler ``_run_now`` ran raised ``exc``: the process crashes, as in its drain."""
@@ -519,12 +558,19 @@ class Runtime:
         """A spare task: what ``_start_now`` and ``_run_now`` run work in when it needs a
         task of its own. It waits until work it ran suspends, and then goes on with it;
         until then it is reused (``_spares``), so work that does not suspend costs none."""
-        job: asyncio.Future[Awaitable[Any]] = self.loop.create_future()
+        job: asyncio.Future[Job] = self.loop.create_future()
         return self._spawn_task(self._host(job)), job
 
     @staticmethod
-    async def _host(job: asyncio.Future[Awaitable[Any]]) -> None:
-        await (await job)
+    async def _host(job: asyncio.Future[Job]) -> None:
+        try:
+            proc, adopted, work = await job
+        except asyncio.CancelledError as exc:
+            if job.cancelled():  # a spare no work was given to
+                raise
+            proc, adopted, work = job.result()  # given work, then cancelled: the work's
+            work.cancel(exc)
+        await (work if proc is None else proc._drain(adopted))
 
     def _park(self, proc: Process) -> asyncio.Future[Adopted | None] | None:
         """A future for ``proc``'s drain to linger on (``_enqueue`` resolves it), or None:
