@@ -755,9 +755,11 @@ class Transport:
         (frames to other peers queued earlier in the turn then go after it): for a reply
         someone waits on, when nothing else is likely to join its frame.
 
-        API (the registry server's replies); never awaits."""
+        API (the registry server's replies); never awaits. While ``node``'s own data is
+        being dispatched, what is queued for it is written when that ends (``post``), still
+        ahead of the turn's other frames and with the other replies to that data."""
         peer = self.peers.get(node)
-        if peer is not None and peer.flush_scheduled:
+        if peer is not None and peer.flush_scheduled and peer is not self._receiving:
             self._flush(peer)
 
     def _flush(self, peer: Peer) -> None:
