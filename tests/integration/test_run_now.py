@@ -78,9 +78,9 @@ class Probe(Process):
                     outcome = "group failed"
                 return outcome
             case ("cancel self", _):
-                task = asyncio.current_task()
-                assert task is not None
-                task.cancel()
+                current = asyncio.current_task()
+                assert current is not None
+                current.cancel()
                 await asyncio.sleep(0)
                 return "not cancelled"
         raise ValueError(f"unexpected call {message!r}")
