@@ -833,11 +833,16 @@ async def call(dest: Pid | Any, message: Any, timeout: float | None = 5.0) -> An
         ValueError: ``timeout`` is negative or NaN.
     """
     runtime = CURRENT_RUNTIME.get()
-    if runtime is not None and type(dest) is Pid:
-        return await runtime.call(dest, message, timeout)  # what Node.call does with a pid, one await fewer
-    if runtime is not None and type(runtime.owner) is Node:
-        # A name: resolved in the replica as Node.call does, without Node.call's extra await.
-        return await runtime.call(runtime.owner._resolve(dest), message, timeout)
+    if runtime is not None:
+        # What Node.call does, one await fewer (two for another node's pid); a name is
+        # resolved in the replica as Node.call does.
+        if type(dest) is not Pid:
+            if type(runtime.owner) is not Node:
+                return await current_node().call(dest, message, timeout)
+            dest = runtime.owner._resolve(dest)
+        if dest.node == runtime.node_name:
+            return await runtime.call(dest, message, timeout)
+        return await runtime.call_remote(dest, message, timeout)
     return await current_node().call(dest, message, timeout)
 
 

@@ -692,13 +692,10 @@ class Runtime:
             if me is not None:
                 me._blocked = congested
 
-    def call(self, dest: Pid, message: Any, timeout: float | None = 5.0) -> Coroutine[Any, Any, Any]:
-        """Send ``message`` to ``dest``'s ``handle_call``; await the result for the reply.
+    async def call(self, dest: Pid, message: Any, timeout: float | None = 5.0) -> Any:
+        """Send ``message`` to ``dest``'s ``handle_call`` and wait for the reply.
 
-        ``timeout`` is in seconds; None (or infinity) waits without limit. Not a coroutine
-        function itself but one that returns the coroutine to await: a remote call is then
-        one coroutine deep, not two (each level costs on every suspension and resumption).
-        The errors about the arguments are raised here, those about the call when awaited.
+        ``timeout`` is in seconds; None (or infinity) waits without limit.
 
         Raises:
             CallTimeout: no reply within ``timeout`` seconds.
@@ -706,7 +703,6 @@ class Runtime:
                 was lost (reason "noproc", its exit reason, or "noconnection").
             UndecodableMessage: the callee's node could not decode the message, or this
                 node could not decode the reply (a type registered on one side only).
-            UnencodableValue: ``message`` cannot cross the wire (a remote callee).
             RuntimeError: a process called itself (that would deadlock).
             ValueError: ``timeout`` is negative or NaN.
         """
@@ -714,12 +710,9 @@ class Runtime:
         me = CURRENT_PROCESS.get()
         sender = me._pid if me is not None else None
         if dest.node != self.node_name:
-            return self._request(dest, CallRequest(0, dest, sender, to_wire(message)), timeout)
+            return await self._request(dest, CallRequest(0, dest, sender, to_wire(message)), timeout)
         if sender == dest:
             raise RuntimeError(f"{dest!r} called itself; that would deadlock")
-        return self._call_local(dest, message, sender, timeout)
-
-    async def _call_local(self, dest: Pid, message: Any, sender: Pid | None, timeout: float | None) -> Any:
         self._calls += 1
         fut: asyncio.Future[Any] = self.loop.create_future()
         self._deliver(self.node_name, dest, (CALL, message, Caller(self, sender, fut)))
@@ -730,6 +723,19 @@ class Runtime:
             return await fut
         finally:
             del waiting[fut]
+
+    def call_remote(self, dest: Pid, message: Any, timeout: float | None = 5.0) -> Coroutine[Any, Any, Any]:
+        """``call`` for a pid on another node, as the coroutine to await: one level fewer
+        (``distable.call``'s hot path). Every level of a coroutine chain costs on each
+        suspension and resumption. Errors about the arguments are raised here.
+
+        Raises:
+            As ``call``; UnencodableValue: ``message`` cannot cross the wire.
+        """
+        timeout = _checked(timeout)
+        me = CURRENT_PROCESS.get()
+        sender = me._pid if me is not None else None
+        return self._request(dest, CallRequest(0, dest, sender, to_wire(message)), timeout)
 
     def request(self, dest: Pid, message: Request, timeout: float | None) -> Coroutine[Any, Any, Any]:
         """Send ``message`` to ``dest``'s node under a fresh ``ref`` (set here); await the
