@@ -102,6 +102,7 @@ class Probe(Process):
 
     async def terminate(self, reason: Any) -> None:
         self.log.append(("terminate", reason))
+        self.terminated_in_itself = current_process() is self
 
 
 async def idle_probe(node: Node, log: list[Any]) -> tuple[Pid, Probe]:
@@ -198,7 +199,7 @@ async def test_messages_from_another_node_are_handled_one_at_a_time_in_order() -
 async def test_a_crash_in_a_handler_run_at_once_fails_the_call_and_terminates_once() -> None:
     async with Node("a", cookie=COOKIE) as a, Node("b", cookie=COOKIE) as b:
         log: list[Any] = []
-        pid, _ = await idle_probe(b, log)
+        pid, proc = await idle_probe(b, log)
         await a.connect(b.name)
         with pytest.raises(ProcessExited) as exited:
             await a.call(pid, ("crash", "boom"))
@@ -207,6 +208,7 @@ async def test_a_crash_in_a_handler_run_at_once_fails_the_call_and_terminates_on
         assert "boom" in str(crash)
         await eventually(lambda: b.runtime.local(pid) is None, message="the crashed process is still there")
         assert log == [("call", ("crash", "boom")), ("terminate", crash)]
+        assert proc.terminated_in_itself
         with pytest.raises(ProcessExited) as gone:
             await a.call(pid, ("plain", 1))
         assert gone.value.reason == "noproc"

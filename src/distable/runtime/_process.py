@@ -58,6 +58,7 @@ STOP: Final = 3
 INIT: Final = 4
 SYSTEM: Final = 5  # (SYSTEM, async callable, future or None): runtime work run in the process
 FLUSH: Final = 6  # (FLUSH, node, handoff id): a handoff flush marker parked in a frozen mailbox
+ADOPTED: Final = 7  # (ADOPTED, Adopted, None): a handler Runtime._run_now started that suspended
 
 BATCH: Final = 64
 
@@ -221,7 +222,7 @@ class Process:
     _deferred: set[Caller] | None  # callers answered NOREPLY and not replied yet
     _blocked: asyncio.Future[None] | None  # a congested link to wait for before the next message
     _exit_waiters: list[asyncio.Future[Any]] | None
-    _parked: asyncio.Future[Adopted | None] | None  # the drain lingers on it while the mailbox is empty
+    _parked: asyncio.Future[bool | None] | None  # the drain lingers on it while the mailbox is empty
     _task: asyncio.Task[Any] | None  # the drain's task while there is one
     _frozen: bool  # handing off: the mailbox keeps filling but is not drained
     _gate: Gate | None  # just handed in: holds direct messages per node until flushed
@@ -350,15 +351,24 @@ class Process:
             parked, self._parked = self._parked, None
             parked.set_result(None)
 
-    async def _drain(self, adopted: Adopted | None = None) -> None:
+    async def _drain(self) -> None:
         # Only the time between the drain's suspensions holds the loop; awaiting (a call,
         # run_blocking) does not, so each step is timed rather than the whole drain.
-        await _StepTimer(self._drain_steps(adopted), self)
+        await _StepTimer(self._drain_steps(), self)
 
-    async def _drain_steps(self, adopted: Adopted | None = None) -> None:
-        # ``adopted``: a handler that ``Runtime._run_now`` started and that suspended; the
-        # drain goes on with it before anything in the mailbox (so does a parked drain
-        # woken with one).
+    async def _end(self) -> None:
+        """The drain of a process whose handler, run at once by ``Runtime._run_now``, stopped
+        or crashed it: it only terminates (in the process, timed, as at a drain's end)."""
+        await _StepTimer(self._end_steps(), self)
+
+    async def _end_steps(self) -> None:
+        CURRENT_PROCESS.set(self)
+        CURRENT_RUNTIME.set(self._runtime)
+        self._running = False
+        self._task = None
+        await self._runtime._terminate(self, self._stop_reason)
+
+    async def _drain_steps(self) -> None:
         CURRENT_PROCESS.set(self)
         runtime = self._runtime
         CURRENT_RUNTIME.set(runtime)
@@ -368,22 +378,18 @@ class Process:
         count = 0
         init_failed = False
         try:
-            if adopted is None and self._blocked is not None:  # left by a handler run at once
+            if self._blocked is not None and mb and mb[0][0] != ADOPTED:  # left by a handler run at once
                 blocked, self._blocked = self._blocked, None
                 await blocked
-            while adopted is not None or (mb and self._stop_reason is None):
-                work: Unfinished | None = None
-                if adopted is None:
-                    kind, a, b = mb.popleft()
-                else:
-                    (kind, b, work), adopted = adopted, None
+            while mb:
+                kind, a, b = mb.popleft()
                 if kind == INFO:
-                    await (self.handle_info(a) if work is None else work)
+                    await self.handle_info(a)
                 elif kind == CAST:
-                    await (self.handle_cast(a) if work is None else work)
+                    await self.handle_cast(a)
                 elif kind == CALL:
                     caller = b
-                    result = await (self.handle_call(a, b) if work is None else work)
+                    result = await self.handle_call(a, b)
                     if result is not NOREPLY:
                         b.reply(result)
                     elif not b.replied:
@@ -409,6 +415,17 @@ class Process:
                         break
                     if not fut.done():
                         fut.set_result(self._pid)
+                elif kind == ADOPTED:  # a handler Runtime._run_now started, to go on with
+                    kind, caller, work = a
+                    result = await work
+                    if kind == CALL:
+                        if result is not NOREPLY:
+                            caller.reply(result)
+                        elif not caller.replied:
+                            if self._deferred is None:
+                                self._deferred = set()
+                            self._deferred.add(caller)
+                    caller = None
                 if self._stop_reason is not None or self._frozen:
                     break
                 if self._blocked is not None:
@@ -421,23 +438,27 @@ class Process:
                 if not mb and kind != INIT:  # linger (see the module docstring)
                     parked = runtime._park(self)
                     if parked is not None:
-                        # Woken by _enqueue, by the sweep with the mailbox empty, or by
-                        # Runtime._run_now: after a handler it ran at once, with that
-                        # handler if it suspended, else to see what it left.
+                        # Woken by _enqueue, by the sweep with the mailbox empty, or (True)
+                        # by Runtime._run_now, after the handlers it ran at once: to go on
+                        # with one that suspended (first in the mailbox), else to see to
+                        # what they left (a stop, a freeze, a congested link).
                         try:
-                            adopted = await parked
+                            after_run_now = await parked
                         except asyncio.CancelledError as exc:
-                            if parked.cancelled() or parked.result() is None:
+                            if not (mb and mb[0][0] == ADOPTED):
                                 raise
-                            adopted = parked.result()  # woken, then cancelled: the handler's
-                            assert adopted is not None
-                            adopted[2].cancel(exc)
-                        if adopted is None:
+                            mb[0][1][2].cancel(exc)  # woken, then cancelled: the handler's
+                            after_run_now = True
+                        if after_run_now:
+                            if mb and mb[0][0] == ADOPTED:
+                                continue
                             if self._stop_reason is not None or self._frozen:
                                 break
                             if self._blocked is not None:
                                 blocked, self._blocked = self._blocked, None
                                 await blocked
+                        elif self._frozen:
+                            break
         except asyncio.CancelledError:
             if not self.alive:
                 # Killed by Runtime.shutdown: already cleaned up and reported "killed".
@@ -519,7 +540,8 @@ class Unfinished:
                     return stop.value
 
 
-#: What a drain takes over from ``Runtime._run_now``: (kind, caller or None, the handler).
+#: What a drain takes over from ``Runtime._run_now`` (an ``ADOPTED`` mailbox entry, first in
+#: line): (kind, caller or None, the handler).
 Adopted = tuple[int, Any, Unfinished]
 
 

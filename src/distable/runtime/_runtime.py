@@ -50,6 +50,7 @@ from ..wire._messages import (
 )
 from ._context import CURRENT_PROCESS, context_with
 from ._process import (
+    ADOPTED,
     BATCH,
     CALL,
     CAST,
@@ -150,9 +151,9 @@ _leave_task = asyncio.tasks._leave_task
 
 _DONE: Any = object()  # what a handler run at once yielded: nothing, it returned
 
-#: Work a spare task goes on with: (None, None, work started at once), or (process, its
-#: handler as its drain takes it over, that handler).
-Job = tuple[Process | None, Adopted | None, Unfinished]
+#: Work a spare task goes on with: (None, work started at once), or (a process, the handler
+#: its drain goes on with first: an ``ADOPTED`` entry at the head of its mailbox).
+Job = tuple[Process | None, Unfinished]
 
 #: A spare task (``Runtime._new_spare``) and the future that gives it its ``Job``.
 Spare = tuple[asyncio.Task[Any], asyncio.Future[Job]]
@@ -266,7 +267,7 @@ class Runtime:
         #: what the batch brings for idle processes, and ``run_soon``'s work, wait in
         #: ``ready`` until the dispatcher calls ``run_ready`` after the batch
         self.dispatching = False
-        self.ready: list[tuple[Process, asyncio.Future[Adopted | None] | None] | Coroutine[Any, Any, Any]] = []
+        self.ready: list[tuple[Process, asyncio.Future[bool | None] | None] | Coroutine[Any, Any, Any]] = []
         self._ratelog = RateLimitedLog(log, f"{node_name}: ")
         self._local_messages = 0
         self._remote_messages = 0
@@ -382,12 +383,12 @@ class Runtime:
             work.cancel(asyncio.CancelledError())
             task = self._spawn_task(_go_on(work))
         else:
-            spare[1].set_result((None, None, work))
+            spare[1].set_result((None, work))
             task = host
         if proc is not None:
             proc._task = task
 
-    def _run_now(self, proc: Process, parked: asyncio.Future[Adopted | None] | None) -> None:
+    def _run_now(self, proc: Process, parked: asyncio.Future[bool | None] | None) -> None:
         """Handle the messages (infos, casts, calls from other nodes) waiting in the mailbox
         of ``proc``, idle when the batch that brought them began (no drain, or ``parked``),
         at once, rather than in a drain started (or woken) on the next loop turn: a reply
@@ -481,29 +482,30 @@ class Runtime:
         if host.cancelling() if spare is not None else parked.cancelled():  # type: ignore[union-attr]
             self._cancelled_now(proc, spare, adopted)
             return
-        if adopted is None:
-            if not mb and proc._stop_reason is None and not proc._frozen:  # still idle
-                if spare is not None:
-                    self._spares.append(spare)
-                    proc._running = False
-                else:  # parked again, as recently busy
-                    proc._parked = parked
-                    self._parked_new[proc._pid.id] = proc
-                return
+        if adopted is not None:  # its drain goes on with it first, in the host task
+            mb.appendleft((ADOPTED, adopted, None))
             if spare is not None:
-                self._spares.append(spare)
-        elif spare is not None:
-            proc._task = host
-            spare[1].set_result((proc, adopted, adopted[2]))
+                proc._task = host
+                spare[1].set_result((proc, adopted[2]))
+            else:
+                parked.set_result(True)  # type: ignore[union-attr]
             return
-        if parked is not None:
-            # The drain goes on with the handler, or with what was left (it ends at once
-            # if stopped or frozen).
-            parked.set_result(adopted)
-        elif proc._stop_reason is not None or not proc._frozen:
-            self._start_drain(proc)  # its stop, or what was not handled here
+        if spare is not None:
+            self._spares.append(spare)
+        if not mb and proc._stop_reason is None and not proc._frozen:  # still idle
+            if parked is None:
+                proc._running = False
+            else:  # parked again, as recently busy
+                proc._parked = parked
+                self._parked_new[proc._pid.id] = proc
+        elif parked is not None:
+            parked.set_result(True)  # its drain sees to what was left: a stop, a freeze, messages
+        elif proc._stop_reason is not None:
+            proc._task = self._spawn_task(proc._end())
+        elif proc._frozen:
+            proc._running = False  # unfreeze starts a drain
         else:
-            proc._running = False  # frozen: unfreeze starts a drain
+            self._start_drain(proc)  # what was not handled here
 
     def _cancelled_now(self, proc: Process, spare: Spare | None, adopted: Adopted | None) -> None:
         """A handler ``_run_now`` ran cancelled the task it ran in (its ``current_task()``):
@@ -513,10 +515,13 @@ class Runtime:
         if spare is not None:  # the spare dies of it: a new task goes on
             if adopted is not None:
                 adopted[2].cancel(asyncio.CancelledError())
-                proc._task = self._spawn_task(proc._drain(adopted))
+                mb = proc._mailbox
+                assert mb is not None
+                mb.appendleft((ADOPTED, adopted, None))
+                proc._task = self._spawn_task(proc._drain())
             else:
                 proc._stop_reason = proc._stop_reason or "killed"
-                self._start_drain(proc)
+                proc._task = self._spawn_task(proc._end())
         elif adopted is not None:
             _, caller, work = adopted
             work.close()
@@ -564,15 +569,15 @@ class Runtime:
     @staticmethod
     async def _host(job: asyncio.Future[Job]) -> None:
         try:
-            proc, adopted, work = await job
+            proc, work = await job
         except asyncio.CancelledError as exc:
             if job.cancelled():  # a spare no work was given to
                 raise
-            proc, adopted, work = job.result()  # given work, then cancelled: the work's
+            proc, work = job.result()  # given work, then cancelled: the work's
             work.cancel(exc)
-        await (work if proc is None else proc._drain(adopted))
+        await (work if proc is None else proc._drain())
 
-    def _park(self, proc: Process) -> asyncio.Future[Adopted | None] | None:
+    def _park(self, proc: Process) -> asyncio.Future[bool | None] | None:
         """A future for ``proc``'s drain to linger on (``_enqueue`` resolves it), or None:
         end the drain now (the node is closing, or PARK_LIMIT drains linger already)."""
         new = self._parked_new
@@ -646,6 +651,10 @@ class Runtime:
                 a[2].set_exception(ProcessExited(reason))
             elif kind == SYSTEM and b is not None and not b.done():
                 b.set_exception(ProcessExited(reason))
+            elif kind == ADOPTED:  # a handler started at once, never gone on with
+                a[2].close()
+                if a[1] is not None:
+                    a[1].fail(reason)
         if proc._deferred:
             for caller in proc._deferred:
                 caller.fail(reason)
@@ -1030,7 +1039,7 @@ class Runtime:
         while mb:
             entry = mb.popleft()
             kind = entry[0]
-            if kind == SYSTEM:
+            if kind in (SYSTEM, ADOPTED):
                 keep.append(entry)
             elif kind == FLUSH:
                 if marker is not None:
