@@ -22,6 +22,7 @@ import ssl
 import time
 import typing
 from collections.abc import Callable, Coroutine
+from contextvars import Context
 from dataclasses import dataclass
 from typing import Any, Concatenate, Literal, ParamSpec, TypeVar
 
@@ -213,9 +214,19 @@ class Node:
             raise ValueError(f"node name {name!r} must be non-empty and contain no '@'")
         if role not in ("server", "client"):
             raise ValueError(f"role must be 'server' or 'client', not {role!r}")
+        # Field ownership. Everything runs on the node's event loop. The ``async`` methods
+        # (the lifecycle, the API calls that wait) run in the caller's task and await; every
+        # other method is a plain call that never awaits, made by the caller (the API), by
+        # the transport's link callbacks (``_dispatch``, the dispatcher; ``_on_up``,
+        # ``_on_down``), by membership's outputs (``_on_member_event``), by the registry
+        # (``_incarnation_of``, ``_suspected``) or by any layer (``_spawn``). Each group
+        # below says who writes its fields, and each method's docstring which it is.
+
+        # Set here, never reassigned: the arguments, checked and defaulted, and the event
+        # bus (its journal and streams change as events are published: by membership's
+        # and the registry's outputs, never awaiting; streams by ``events``).
         self.short_name = name
         self.host = host
-        self.port = port
         self.role = role
         self._cookie = _cookie_bytes(cookie)
         self._tls = tls
@@ -230,30 +241,55 @@ class Node:
         self._config = transport or TransportConfig()
         self._block_warning = block_warning
         self._transport_factory = transport_factory or Transport
+        self._bus = EventBus()
+
+        # Set here, then by bind() (the caller's task), before any link or process: the
+        # bound port (0 picks one), the full name it makes ("" until then if ``port`` is 0)
+        # and the restart stamp (0 until bound).
+        self.port = port
         self.name = format_node_name(name, host, port) if port else ""
         self.incarnation = 0
+
+        # Written by bind() (the caller's task), and never again once it has succeeded
+        # (stop() leaves them as they are): the layers and what the node makes of them.
+        # The properties (``runtime``...) raise while they are None.
+        self._started = 0.0  # time.monotonic() at bind, for the uptime
         self._runtime: Runtime | None = None
         self._transport: Transport | None = None
         self._membership: MembershipService | None = None
         self._registry: RegistryService | None = None
         self._pids: dict[Any, Pid] | _NotStarted = _NOT_STARTED  # the replica whereis reads
-        self._tasks: set[asyncio.Task[Any]] = set()
-        self._bus = EventBus()
-        self._up_waiters: dict[str, list[asyncio.Future[None]]] = {}
-        self._current: running_on | None = None  # this node current in the async with block
-        self._started = 0.0
+        self._context: Context  # this node current: each task _spawn makes runs in a copy
+        self._handlers: dict[type, Callable[[str, Any], None]]  # wire message type -> handler (_dispatch)
+
+        # Written by start() (the caller's task): once joined, start() does nothing more.
         self._joined = False
-        self._view_changed_at = 0.0  # loop time of the last NodeUp or NodeDown (wait_joined)
+        # Written by start() and by _on_member_event (a membership output; never awaits):
+        # the loop time of the last NodeUp or NodeDown, for wait_joined's quiet period.
+        self._view_changed_at = 0.0
+        # Written by __aenter__ and __aexit__ (the caller's task): this node current in
+        # the ``async with`` block.
+        self._current: running_on | None = None
+        # Added to by _spawn (any caller; never awaits), removed from by each task's done
+        # callback; stop() (the caller's task) cancels and awaits what is left
+        # (``distable.testing.abort`` cancels them too).
+        self._tasks: set[asyncio.Task[Any]] = set()
+        # connect() (the caller's task) adds its future and removes it when done; _on_up
+        # (a link callback; never awaits) pops a node's futures and resolves them.
+        self._up_waiters: dict[str, list[asyncio.Future[None]]] = {}
 
     # --- lifecycle ----------------------------------------------------------------------
 
     async def __aenter__(self) -> Node:
+        """``start``, then make this node current in the block. The caller's task; awaits."""
         await self.start()
         self._current = running_on(self.runtime)
         self._current.__enter__()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        """``stop`` (a graceful leave), then this node is current no more. The caller's task
+        (the one that entered the block); awaits."""
         try:
             await self.stop()
         finally:
@@ -263,7 +299,13 @@ class Node:
 
     async def start(self) -> None:
         """Bind (if ``bind`` has not), then join the cluster: accept links, start discovery
-        and dial ``connect``'s nodes (``async with`` calls this for you)."""
+        and dial ``connect``'s nodes (``async with`` calls this for you). Does nothing if
+        already started.
+
+        The caller's task; awaits (``bind``, then the listening socket's start). ``_joined``
+        is set before the first await of its own, so a second call meanwhile returns at
+        once.
+        """
         await self.bind()
         if self._joined:
             return
@@ -282,6 +324,11 @@ class Node:
         nobody (unless told to with ``connect``), so no other node sees it or hands it a
         process. A program that must check things first (its other ports, its code) binds,
         checks, then starts. Does nothing if already bound.
+
+        The caller's task; awaits (the bind, the registry server's and the info server's
+        spawn). It writes the fields ``__init__`` says it writes, once, the layers in
+        order: transport, runtime, membership, registry, each handed what it needs of the
+        ones before.
 
         Raises:
             OSError: the port cannot be bound (in use, not a local address...).
@@ -350,7 +397,7 @@ class Node:
             publish=self._bus.publish,
         )
         self._pids = self._registry.pids
-        self._handlers: dict[type, Callable[[str, Any], None]] = {
+        self._handlers = {
             Send: rt.on_send,
             Cast: rt.on_cast,
             CallRequest: rt.on_call_request,
@@ -375,7 +422,11 @@ class Node:
     async def stop(self) -> None:
         """Leave the cluster gracefully: hand every registered process off (bounded by
         ``drain_timeout``), stop every process (reason "shutdown"), tell every member,
-        close every link, end every task."""
+        close every link, end every task. Does nothing if never bound.
+
+        The caller's task; awaits (the drain, the processes' exits, the links' close, the
+        tasks' ends). The fields bind() and start() wrote stay as they are, so ``start`` on a
+        stopped node does nothing."""
         if self._runtime is None or self._transport is None or self._membership is None:
             return
         if self._registry is not None:
@@ -394,6 +445,10 @@ class Node:
         log.info("%s: node stopped", self.name)
 
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        """Run ``coro`` in a task this node owns (``stop`` cancels and awaits it).
+
+        Any caller on the loop (every layer spawns through it); never awaits. From bind()
+        on: the transport, made before ``_context``, spawns nothing until it dials."""
         # A task set rather than asyncio.TaskGroup: a TaskGroup cancels all siblings when
         # one task fails, and a process's drain must fail alone. Ownership is the same:
         # the node cancels and awaits every task it spawned when it stops.
@@ -406,18 +461,33 @@ class Node:
 
     @property
     def runtime(self) -> Runtime:
+        """This node's runtime (its processes). Any caller; never awaits.
+
+        Raises:
+            RuntimeError: the node is not bound yet.
+        """
         if self._runtime is None:
             raise RuntimeError("the node is not started: use 'async with Node(...)'")
         return self._runtime
 
     @property
     def membership(self) -> MembershipService:
+        """This node's failure detector and member list. Any caller; never awaits.
+
+        Raises:
+            RuntimeError: the node is not bound yet.
+        """
         if self._membership is None:
             raise RuntimeError("the node is not started: use 'async with Node(...)'")
         return self._membership
 
     @property
     def transport(self) -> Transport:
+        """This node's links. Any caller; never awaits.
+
+        Raises:
+            RuntimeError: the node is not bound yet.
+        """
         if self._transport is None:
             raise RuntimeError("the node is not started: use 'async with Node(...)'")
         return self._transport
@@ -426,6 +496,8 @@ class Node:
 
     async def connect(self, node: str, timeout: float = 5.0) -> None:
         """Keep a link to ``node`` (redialed with backoff when it drops); wait until it is up.
+
+        The caller's task; awaits (``_on_up`` resolves the future it waits on).
 
         Raises:
             TimeoutError: the link did not come up within ``timeout`` seconds.
@@ -447,13 +519,15 @@ class Node:
                 waiters.remove(fut)
 
     def disconnect(self, node: str) -> None:
-        """Stop keeping a link to ``node``."""
+        """Stop keeping a link to ``node``. Any caller; never awaits (``_on_down`` may run
+        inside it, as the link closes)."""
         self.transport.disconnect(node)
 
     def nodes(self) -> list[str]:
         """The other server nodes up in this node's view, sorted: each one announced with
         ``NodeUp`` and no ``NodeDown`` since, so a node whose link just dropped is listed
-        until it is declared failed. Client nodes are not members and are never listed."""
+        until it is declared failed. Client nodes are not members and are never listed.
+        Any caller; never awaits."""
         return self.membership.nodes()
 
     async def wait_joined(
@@ -481,6 +555,8 @@ class Node:
         makes duplicates, and if it is the ring owner its fresh copies win over the
         running ones, whose state then only reaches ``resolve_conflict``.
 
+        The caller's task; awaits (it polls ``join_state`` every ``poll`` seconds).
+
         Raises:
             ValueError: ``expect`` is below 1.
         """
@@ -497,6 +573,7 @@ class Node:
             await asyncio.sleep(poll)  # bounded by the timeout; joining is not a hot path
 
     def _settled(self, state: JoinState, now: float, expect: int | None, quiet: float) -> bool:
+        """Whether ``state`` is settled as ``wait_joined`` says. wait_joined's task; never awaits."""
         if state.unsynced or state.pending:
             return False
         if expect is not None:
@@ -508,7 +585,8 @@ class Node:
         return state.static_complete or now - self._view_changed_at >= quiet
 
     def join_state(self) -> JoinState:
-        """What ``wait_joined`` looks at, now: for its checks and for saying why it timed out."""
+        """What ``wait_joined`` looks at, now: for its checks and for saying why it timed out.
+        Any caller; never awaits."""
         core = self.registry.core
         synced_with = core.synced_with
         up = frozenset(self.nodes())
@@ -526,15 +604,25 @@ class Node:
         )
 
     def events(self, maxsize: int = 10_000) -> EventStream:
-        """Subscribe to this node's events (``NodeUp``, ``NodeDown``, ...)."""
+        """Subscribe to this node's events (``NodeUp``, ``NodeDown``, ...). Any caller; never
+        awaits."""
         return self._bus.subscribe(maxsize)
 
     def _dispatch(self, node: str, messages: list[Any]) -> None:
+        """Hand each message of a batch from ``node`` to its layer's handler.
+
+        The dispatcher: the transport's link callback (``data_received``) calls it once per
+        batch; never awaits, nor do the handlers."""
         handlers = self._handlers
         for msg in messages:
             handlers[type(msg)](node, msg)
 
     def _on_member_event(self, event: NodeUp | NodeDown) -> None:
+        """A member came up or went down: tell the registry, then publish the event.
+
+        Membership callback (its outputs, carried out by whichever of its plain calls made
+        them: the dispatcher, a link callback, its timer, discovery, start or leave); never
+        awaits."""
         if self._runtime is not None:
             self._view_changed_at = self._runtime.loop.time()
         registry = self._registry
@@ -546,37 +634,58 @@ class Node:
         self._bus.publish(event)
 
     def _incarnation_of(self, node: str) -> int | None:
+        """``node``'s incarnation if membership has announced it up, else None.
+
+        Registry callback (a read of membership's core); never awaits."""
         member = self.membership.core.member(node)
         return member.incarnation if member is not None and member.announced else None
 
     def _suspected(self, node: str) -> bool:
-        """Whether membership suspects ``node`` (or holds it failed): it may be paused or cut off."""
+        """Whether membership suspects ``node`` (or holds it failed): it may be paused or cut off.
+
+        Registry callback (a read of membership's core); never awaits."""
         member = self.membership.core.member(node)
         return member is not None and member.status != MEMBER_ALIVE
 
     def _on_up(self, node: str, incarnation: int) -> None:
+        """The link to ``node`` is up: tell membership, wake ``connect``'s waiters.
+
+        Transport link callback (a handshake completed); never awaits."""
         self.membership.link_up(node, incarnation)
         for fut in self._up_waiters.pop(node, ()):
             if not fut.done():
                 fut.set_result(None)
 
     def _on_down(self, node: str, incarnation: int, reason: str) -> None:
+        """The link to ``node`` went down, or a dial failed: the runtime fails the calls to it
+        and fires the monitors of its processes, and membership is told.
+
+        Transport link callback, which may run inside a ``post`` past ``hard_limit`` or a
+        ``disconnect`` (see ``Transport._on_closed``); never awaits."""
         self.runtime.node_lost(node)
         self.membership.link_down(node)
 
     # --- processes and messages ------------------------------------------------------------
 
     async def spawn(self, cls: type[Process], *args: Any, **kwargs: Any) -> Pid:
-        """Start a process of ``cls`` on this node (same as ``await cls.start(...)`` here)."""
+        """Start a process of ``cls`` on this node (same as ``await cls.start(...)`` here).
+        The caller's task; awaits the process's ``init``."""
         return await self.runtime.spawn(cls, args, kwargs)
 
     def _resolve(self, dest: Any) -> Pid:
+        """``dest`` if a pid, else the pid registered as ``dest`` in this node's replica
+        (``NameNotFound`` if none). Any caller; never awaits."""
         if isinstance(dest, Pid):
             return dest
         return self.registry.resolve(dest)
 
     @property
     def registry(self) -> RegistryService:
+        """This node's registry. Any caller; never awaits.
+
+        Raises:
+            RuntimeError: the node is not bound yet.
+        """
         if self._registry is None:
             raise RuntimeError("the node is not started: use 'async with Node(...)'")
         return self._registry
@@ -596,7 +705,7 @@ class Node:
         **kwargs: Any,
     ) -> Pid:
         # register and whereis_or_register (``existing_ok``), made by ``_registering``: the
-        # one place their parameters are written.
+        # one place their parameters are written. The caller's task; awaits.
         return await self.registry.register(
             name,
             factory,
@@ -618,7 +727,7 @@ class Node:
         ``"pkg.module:attr"`` reference to one); it must be importable on every node.
         ``restart`` says what happens when the process exits: "transient" (the default:
         restarted after a crash, as an OTP supervisor's child), "temporary" (the name is
-        dropped) or "permanent" (always restarted).
+        dropped) or "permanent" (always restarted). The caller's task; awaits.
 
         Raises:
             AlreadyRegistered: the name is taken (``.pid`` holds it).
@@ -633,11 +742,12 @@ class Node:
         "whereis_or_register",
         existing_ok=True,
         doc="""The pid registered as ``name``, registering it first if nobody has (a race
-        answers with the winner's pid); the arguments are ``register``'s.""",
+        answers with the winner's pid); the arguments are ``register``'s. The caller's task; awaits.""",
     )
 
     async def register_name(self, name: Any, pid: Pid, timeout: float = 10.0) -> None:
         """Register an existing process under ``name``; it is never moved or restarted.
+        The caller's task; awaits.
 
         Raises:
             AlreadyRegistered: the name is taken by another pid.
@@ -646,38 +756,42 @@ class Node:
         await self.registry.register_name(name, pid, timeout)
 
     def whereis(self, name: Any) -> Pid | None:
-        """The pid registered as ``name``, from this node's replica: never blocks."""
+        """The pid registered as ``name``, from this node's replica: never blocks (any caller;
+        never awaits)."""
         return self._pids.get(name)
 
     async def unregister(self, name: Any, timeout: float = 10.0) -> None:
-        """Remove ``name`` (its process keeps running); nothing happens if it is unknown."""
+        """Remove ``name`` (its process keeps running); nothing happens if it is unknown.
+        The caller's task; awaits."""
         await self.registry.unregister(name, timeout)
 
     def registered(self) -> builtins.list[tuple[Any, Pid]]:
-        """Every ``(name, pid)`` in this node's replica."""
+        """Every ``(name, pid)`` in this node's replica. Any caller; never awaits."""
         return self.registry.core.registered()
 
     def placement(self) -> Placement:
         """Where this node places names now: ``.nodes`` lists the server nodes names are
         placed on, and ``.owner(name)`` says which of them hosts ``name`` (None if none
         may, e.g. without a quorum). It changes as server nodes come and go, and may differ
-        between nodes for a moment while they learn of a change."""
+        between nodes for a moment while they learn of a change. Any caller; never awaits."""
         return self.registry.core.placement
 
     async def join(self, group: Any, pid: Pid, timeout: float = 10.0) -> None:
-        """Add ``pid`` to ``group`` (it leaves by itself when it exits or its node dies)."""
+        """Add ``pid`` to ``group`` (it leaves by itself when it exits or its node dies).
+        The caller's task; awaits."""
         await self.registry.join(group, pid, timeout)
 
     async def leave(self, group: Any, pid: Pid, timeout: float = 10.0) -> None:
-        """Remove ``pid`` from ``group``."""
+        """Remove ``pid`` from ``group``. The caller's task; awaits."""
         await self.registry.leave(group, pid, timeout)
 
     def members(self, group: Any) -> builtins.list[Pid]:
-        """The members of ``group``, from this node's replica."""
+        """The members of ``group``, from this node's replica. Any caller; never awaits."""
         return self.registry.core.members(group)
 
     def publish(self, group: Any, message: Any) -> int:
-        """Send ``message`` to every member of ``group``; returns how many were sent to."""
+        """Send ``message`` to every member of ``group``; returns how many were sent to.
+        Any caller; never awaits."""
         members = self.registry.core.members(group)
         send = self.runtime.send
         for pid in members:
@@ -687,7 +801,7 @@ class Node:
     async def multi_call(self, group: Any, message: Any, timeout: float | None = 5.0) -> builtins.list[Reply]:
         """Call every member of ``group`` at once; one ``Reply`` each, failures included.
 
-        ``timeout`` is in seconds; None waits without limit.
+        ``timeout`` is in seconds; None waits without limit. The caller's task; awaits.
 
         Raises:
             ValueError: ``timeout`` is negative or NaN.
@@ -695,30 +809,35 @@ class Node:
         return await self.registry.multi_call(group, message, _call_timeout(timeout))
 
     def send(self, dest: Pid | Any, message: Any) -> None:
-        """Send ``message`` to ``dest``'s ``handle_info``; fire and forget."""
+        """Send ``message`` to ``dest``'s ``handle_info``; fire and forget. Any caller; never awaits."""
         self.runtime.send(self._resolve(dest), message)
 
     def cast(self, dest: Pid | Any, message: Any) -> None:
-        """Send ``message`` to ``dest``'s ``handle_cast``; fire and forget."""
+        """Send ``message`` to ``dest``'s ``handle_cast``; fire and forget. Any caller; never awaits."""
         self.runtime.cast(self._resolve(dest), message)
 
     async def call(self, dest: Pid | Any, message: Any, timeout: float | None = 5.0) -> Any:
         """Call ``dest`` and return its reply (see ``Runtime.call`` for the errors);
-        ``timeout`` None waits without limit."""
+        ``timeout`` None waits without limit. The caller's task; awaits."""
         return await self.runtime.call(self._resolve(dest), message, timeout)
 
     def monitor(self, pid: Pid) -> Ref:
-        """The current process monitors ``pid``; see ``Down``."""
+        """The current process monitors ``pid``; see ``Down``. Inside a process (``RuntimeError``
+        elsewhere); never awaits."""
         return self.runtime.monitor(pid)
 
     def demonitor(self, ref: Ref) -> None:
+        """Remove a monitor set by the current process. Inside a process (elsewhere it does
+        nothing); never awaits."""
         self.runtime.demonitor(ref)
 
     async def stop_process(self, pid: Pid, reason: Any = "normal") -> Any:
-        """Stop a local process after its queued messages; return its exit reason."""
+        """Stop a local process after its queued messages; return its exit reason.
+        The caller's task; awaits."""
         return await self.runtime.stop(pid, reason)
 
     def statistics(self) -> NodeStatistics:
+        """A snapshot of this node and its layers. Any caller; never awaits."""
         return NodeStatistics(
             name=self.name,
             incarnation=self.incarnation,
@@ -733,6 +852,8 @@ class Node:
     async def statistics_of(self, node: str, timeout: float = 5.0) -> NodeStatistics:
         """``node``'s ``statistics()`` snapshot (this node's own without a round trip).
 
+        The caller's task; awaits.
+
         Raises:
             CallTimeout: ``node`` did not answer within ``timeout`` seconds.
             ProcessExited: ``node`` is not connected, or went away.
@@ -746,6 +867,8 @@ class Node:
         """The recent events of ``node`` numbered above ``since``, oldest first, as plain
         data (``{"seq", "time", "type", ...fields}``); each node keeps its last 1000.
 
+        The caller's task; awaits.
+
         Raises:
             CallTimeout: ``node`` did not answer within ``timeout`` seconds.
             ProcessExited: ``node`` is not connected, or went away.
@@ -756,6 +879,11 @@ class Node:
         return answer
 
     def _info_pid(self, node: str) -> Pid:
+        """The pid of ``node``'s info server. Any caller; never awaits.
+
+        Raises:
+            ProcessExited: ``node`` is not up in membership's view.
+        """
         incarnation = self._incarnation_of(node)
         if incarnation is None:
             raise ProcessExited(f"node {node!r} is not connected to {self.name}")
