@@ -219,8 +219,9 @@ class Node:
         # other method is a plain call that never awaits, made by the caller (the API), by
         # the transport's link callbacks (``_dispatch``, the dispatcher; ``_on_up``,
         # ``_on_down``), by membership's outputs (``_on_member_event``), by the registry
-        # (``_incarnation_of``, ``_suspected``) or by any layer (``_spawn``). Each group
-        # below says who writes its fields, and each method's docstring which it is.
+        # (``_incarnation_of``, ``_suspected``) or by any layer (``_spawn``); the queries
+        # write nothing. Each group below says who writes its fields, and each method's
+        # docstring which kind it is.
 
         # Set here, never reassigned: the arguments, checked and defaulted, and the event
         # bus (its journal and streams change as events are published: by membership's
@@ -461,7 +462,7 @@ class Node:
 
     @property
     def runtime(self) -> Runtime:
-        """This node's runtime (its processes). Any caller; never awaits.
+        """This node's runtime (its processes). Query; reads only.
 
         Raises:
             RuntimeError: the node is not bound yet.
@@ -472,7 +473,7 @@ class Node:
 
     @property
     def membership(self) -> MembershipService:
-        """This node's failure detector and member list. Any caller; never awaits.
+        """This node's failure detector and member list. Query; reads only.
 
         Raises:
             RuntimeError: the node is not bound yet.
@@ -483,7 +484,7 @@ class Node:
 
     @property
     def transport(self) -> Transport:
-        """This node's links. Any caller; never awaits.
+        """This node's links. Query; reads only.
 
         Raises:
             RuntimeError: the node is not bound yet.
@@ -527,7 +528,7 @@ class Node:
         """The other server nodes up in this node's view, sorted: each one announced with
         ``NodeUp`` and no ``NodeDown`` since, so a node whose link just dropped is listed
         until it is declared failed. Client nodes are not members and are never listed.
-        Any caller; never awaits."""
+        Query; reads only."""
         return self.membership.nodes()
 
     async def wait_joined(
@@ -573,7 +574,7 @@ class Node:
             await asyncio.sleep(poll)  # bounded by the timeout; joining is not a hot path
 
     def _settled(self, state: JoinState, now: float, expect: int | None, quiet: float) -> bool:
-        """Whether ``state`` is settled as ``wait_joined`` says. wait_joined's task; never awaits."""
+        """Whether ``state`` is settled as ``wait_joined`` says. Query (wait_joined); reads only."""
         if state.unsynced or state.pending:
             return False
         if expect is not None:
@@ -586,7 +587,7 @@ class Node:
 
     def join_state(self) -> JoinState:
         """What ``wait_joined`` looks at, now: for its checks and for saying why it timed out.
-        Any caller; never awaits."""
+        Query; reads only."""
         core = self.registry.core
         synced_with = core.synced_with
         up = frozenset(self.nodes())
@@ -636,14 +637,14 @@ class Node:
     def _incarnation_of(self, node: str) -> int | None:
         """``node``'s incarnation if membership has announced it up, else None.
 
-        Registry callback (a read of membership's core); never awaits."""
+        Query (the registry's, of membership's core); reads only."""
         member = self.membership.core.member(node)
         return member.incarnation if member is not None and member.announced else None
 
     def _suspected(self, node: str) -> bool:
         """Whether membership suspects ``node`` (or holds it failed): it may be paused or cut off.
 
-        Registry callback (a read of membership's core); never awaits."""
+        Query (the registry's, of membership's core); reads only."""
         member = self.membership.core.member(node)
         return member is not None and member.status != MEMBER_ALIVE
 
@@ -674,14 +675,14 @@ class Node:
 
     def _resolve(self, dest: Any) -> Pid:
         """``dest`` if a pid, else the pid registered as ``dest`` in this node's replica
-        (``NameNotFound`` if none). Any caller; never awaits."""
+        (``NameNotFound`` if none). Query; reads only."""
         if isinstance(dest, Pid):
             return dest
         return self.registry.resolve(dest)
 
     @property
     def registry(self) -> RegistryService:
-        """This node's registry. Any caller; never awaits.
+        """This node's registry. Query; reads only.
 
         Raises:
             RuntimeError: the node is not bound yet.
@@ -756,8 +757,8 @@ class Node:
         await self.registry.register_name(name, pid, timeout)
 
     def whereis(self, name: Any) -> Pid | None:
-        """The pid registered as ``name``, from this node's replica: never blocks (any caller;
-        never awaits)."""
+        """The pid registered as ``name``, from this node's replica: never blocks (a query;
+        reads only)."""
         return self._pids.get(name)
 
     async def unregister(self, name: Any, timeout: float = 10.0) -> None:
@@ -766,14 +767,14 @@ class Node:
         await self.registry.unregister(name, timeout)
 
     def registered(self) -> builtins.list[tuple[Any, Pid]]:
-        """Every ``(name, pid)`` in this node's replica. Any caller; never awaits."""
+        """Every ``(name, pid)`` in this node's replica. Query; reads only."""
         return self.registry.core.registered()
 
     def placement(self) -> Placement:
         """Where this node places names now: ``.nodes`` lists the server nodes names are
         placed on, and ``.owner(name)`` says which of them hosts ``name`` (None if none
         may, e.g. without a quorum). It changes as server nodes come and go, and may differ
-        between nodes for a moment while they learn of a change. Any caller; never awaits."""
+        between nodes for a moment while they learn of a change. Query; reads only."""
         return self.registry.core.placement
 
     async def join(self, group: Any, pid: Pid, timeout: float = 10.0) -> None:
@@ -786,7 +787,7 @@ class Node:
         await self.registry.leave(group, pid, timeout)
 
     def members(self, group: Any) -> builtins.list[Pid]:
-        """The members of ``group``, from this node's replica. Any caller; never awaits."""
+        """The members of ``group``, from this node's replica. Query; reads only."""
         return self.registry.core.members(group)
 
     def publish(self, group: Any, message: Any) -> int:
@@ -837,7 +838,7 @@ class Node:
         return await self.runtime.stop(pid, reason)
 
     def statistics(self) -> NodeStatistics:
-        """A snapshot of this node and its layers. Any caller; never awaits."""
+        """A snapshot of this node and its layers. Query; reads only."""
         return NodeStatistics(
             name=self.name,
             incarnation=self.incarnation,
@@ -879,7 +880,7 @@ class Node:
         return answer
 
     def _info_pid(self, node: str) -> Pid:
-        """The pid of ``node``'s info server. Any caller; never awaits.
+        """The pid of ``node``'s info server. Query; reads only.
 
         Raises:
             ProcessExited: ``node`` is not up in membership's view.
