@@ -235,7 +235,7 @@ class HandoffCoordinator:
       handoff in waits for one of its name, and is one itself while its factory runs);
     * ``first_hid``: where this node's handoff ids start (random: see the service);
     * ``incarnation_of(node)``, ``suspected(node)``: membership's view of a peer;
-    * ``spawn(coro)``: run a task on the node's task group; ``publish(event)``: a registry event;
+    * ``spawn(coro)``: run a task the node owns (``Node._spawn``); ``publish(event)``: a registry event;
     * ``changed()``: the core has outputs: carry them out at the end of this loop turn;
     * ``progressed()``: a marker was relayed: wake a drain waiting for its handoffs' markers;
     * ``retry_later()``: a move failed: rebalance again after a back-off;
