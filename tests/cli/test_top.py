@@ -47,8 +47,8 @@ def table_rows(screen: str, nodes: set[str]) -> list[list[str]]:
 # --- the pieces, without a cluster ------------------------------------------------------------------
 
 
-def member(name: str, status: str, creation: int = 1, role: str = "server") -> MemberInfo:
-    return MemberInfo(name, creation, 1, status, link=status == "alive", up=status == "alive", role=role)
+def member(name: str, status: str, incarnation: int = 1, role: str = "server") -> MemberInfo:
+    return MemberInfo(name, incarnation, 1, status, link=status == "alive", up=status == "alive", role=role)
 
 
 def test_a_nodes_status_is_the_worst_any_view_of_its_newest_incarnation_says() -> None:
@@ -59,7 +59,7 @@ def test_a_nodes_status_is_the_worst_any_view_of_its_newest_incarnation_says() -
     assert member_status("a", False, [[suspect], [dead]]) == "failed"
     assert member_status("a", False, [[left], [dead]]) == "left"
     # restarted under the same name: the old incarnation's tombstone no longer counts
-    assert member_status("a", True, [[dead], [member("a", "alive", creation=2)]]) == "up"
+    assert member_status("a", True, [[dead], [member("a", "alive", incarnation=2)]]) == "up"
     # forgotten by every view: no longer listed (unless it still answers); clients never count
     assert member_status("a", False, [[member("b", "alive")]]) is None
     assert member_status("a", False, [[member("a", "alive", role="client")]]) is None
