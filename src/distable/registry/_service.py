@@ -225,6 +225,7 @@ class RegistryService:
         runtime.exit_listeners.append(self._on_exit)
 
     async def start(self) -> None:
+        """Node lifecycle (``Node.bind``); awaits the server's spawn."""
         pid = await self.runtime.spawn(RegistryServer, (self,), {})
         if pid.id != REGISTRY_SERVER_ID:
             raise RuntimeError("the registry server must be the node's first process")
@@ -242,12 +243,15 @@ class RegistryService:
 
     def _changed(self) -> None:
         """Carry out the core's outputs at the end of this loop turn (so that every change
-        made in one turn goes out in one Delta)."""
+        made in one turn goes out in one Delta).
+
+        Any plain method of this service; never awaits."""
         if not self._flush_scheduled:
             self._flush_scheduled = True
             self.loop.call_soon(self._flush)
 
     def _flush(self) -> None:
+        """The loop (scheduled by ``_changed``) or ``_on_timer``; never awaits."""
         self._flush_scheduled = False
         out = self.core.take()
         post = self.transport.post
@@ -270,7 +274,9 @@ class RegistryService:
     def _log_waves(self, commands: list[Any]) -> None:
         """One INFO line per wave of handoffs or restarts (a join, a leave, a node's death
         moves thousands of names at once: a line per name would drown the log), and one
-        when the handoff wave is over, with how it went."""
+        when the handoff wave is over, with how it went.
+
+        From ``_flush``; never awaits."""
         handoffs = Counter(c.target for c in commands if isinstance(c, StartHandoff))
         restarts = Counter(
             f"of {c.origin}, which went down" if c.origin else _RESTART_REASONS.get(c.reason, c.reason)
@@ -294,6 +300,7 @@ class RegistryService:
                 self._ratelog.log(logging.INFO, ("wave", what, parts), what + ": %s", counts.total(), parts)
 
     def _handoff_finished(self) -> None:
+        """A handoff lane task, as each handoff ends; never awaits."""
         self._wave_pending -= 1
         if self._wave_pending:
             return
@@ -311,7 +318,9 @@ class RegistryService:
 
     def _post_in_parts(self, node: str, msg: Any) -> None:
         """Send a Delta or SyncReply too large for one frame as several smaller ones (the
-        claims of a node that just took over many names, a whole replica for a new node)."""
+        claims of a node that just took over many names, a whole replica for a new node).
+
+        From ``_flush``; never awaits."""
         parts = _halves(msg)
         if parts is None:
             self._ratelog.warning(("post", node), "cannot send %s to %s: too large", type(msg).__name__, node)
@@ -326,10 +335,12 @@ class RegistryService:
                 return
 
     def _on_timer(self) -> None:
+        """The core's timer (``Timer``); never awaits."""
         self.core.handle_timer(self.loop.time())
         self._flush()
 
     def _command(self, command: Any) -> None:
+        """From ``_flush``; never awaits: jobs that await go on a lane."""
         if isinstance(command, StartHandoff):
             self._handoffs.put(lambda: self._hand_off(command))
         elif isinstance(command, StartName):
@@ -346,10 +357,12 @@ class RegistryService:
     # --- membership and messages ----------------------------------------------------------
 
     def peer_up(self, node: str) -> None:
+        """Membership callback (the node's ``_on_member_event``); never awaits."""
         self.core.peer_up(node, self.loop.time())
         self._flush()
 
     def peer_down(self, node: str) -> None:
+        """Membership callback (the node's ``_on_member_event``); never awaits."""
         now = self.loop.time()
         self.handoff.peer_down_incoming(node)
         for sent_to, taken in list(self._conflict_acks.values()):
@@ -360,7 +373,9 @@ class RegistryService:
         self._flush()
 
     def handlers(self) -> dict[type, Callable[[str, Any], None]]:
-        """Wire message type -> handler, for the node's dispatcher."""
+        """Wire message type -> handler, for the node's dispatcher.
+
+        Node lifecycle (``Node.bind``); never awaits."""
         core = self.core
 
         def wrap(method: Callable[[str, Any, float], None]) -> Callable[[str, Any], None]:
@@ -393,7 +408,9 @@ class RegistryService:
     def _on_call_request(self, node: str, msg: CallRequest) -> None:
         """A call from another node: one to this node's registry server is served at once (a
         task per request, as the server would start), without a trip through the server's
-        mailbox and drain; any other call goes to the runtime as usual."""
+        mailbox and drain; any other call goes to the runtime as usual.
+
+        Dispatcher callback; never awaits."""
         to = msg.to
         runtime = self.runtime
         if (
@@ -408,6 +425,7 @@ class RegistryService:
             runtime.on_call_request(node, msg)
 
     def _on_exit(self, pid: Pid, reason: Any) -> None:
+        """Runtime exit listener (a local process ended); never awaits."""
         if pid.node == self.node:
             self.core.local_exit(pid, reason, self.loop.time())
             self._changed()
@@ -415,6 +433,7 @@ class RegistryService:
     # --- the public API (called by Node) ----------------------------------------------------
 
     def resolve(self, name: Any) -> Pid:
+        """Any caller; never awaits."""
         pid = self.pids.get(name)
         if pid is None:
             raise NameNotFound(name)
@@ -433,7 +452,9 @@ class RegistryService:
         existing_ok: bool,
     ) -> Pid:
         """Register ``name`` on its owner; ``existing_ok``: answer with the pid that holds
-        it already (``whereis_or_register``) instead of raising ``AlreadyRegistered``."""
+        it already (``whereis_or_register``) instead of raising ``AlreadyRegistered``.
+
+        The caller's task (``Node.register``); awaits the owner's reply."""
         position = _check_name(name)
         if restart not in RESTART_POLICIES:
             raise ValueError(f"restart must be one of {RESTART_POLICIES}, not {restart!r}")
@@ -460,6 +481,7 @@ class RegistryService:
         return pid
 
     async def register_name(self, name: Any, pid: Pid, timeout: float) -> None:
+        """The caller's task (``Node.register_name``); awaits the host's reply."""
         _check_name(name)
         if pid.node == self.node:
             _outcome(self._register_name_here(name, pid))
@@ -467,6 +489,7 @@ class RegistryService:
             _outcome(await self._request(pid.node, RegisterNameRequest(0, name, pid), timeout))
 
     async def unregister(self, name: Any, timeout: float) -> None:
+        """The caller's task (``Node.unregister``); awaits the host's reply."""
         pid = self.pids.get(name)
         if pid is None:
             return
@@ -481,6 +504,8 @@ class RegistryService:
         If ``pid`` is moving or has moved (a handoff of it is in flight, or done since the
         caller looked it up), the request follows it to its successor: otherwise the new
         owner's claim would register the name again after the caller was told it is gone.
+
+        The caller's task or a serve task; awaits the handoff of ``pid`` in flight.
         """
         removed = self.core.local_unclaim(name, pid)
         self._changed()
@@ -496,6 +521,7 @@ class RegistryService:
         return (reply.status == REGISTRY_OK and reply.pid is not None) or removed
 
     async def join(self, group: Any, pid: Pid, timeout: float) -> None:
+        """The caller's task (``Node.join``); awaits the host's reply."""
         _check_name(group)  # here, so a remote join fails as a local one does (TypeError)
         if pid.node == self.node:
             _outcome(self._join_here(group, pid))
@@ -503,12 +529,14 @@ class RegistryService:
             _outcome(await self._request(pid.node, GroupJoinRequest(0, group, pid), timeout))
 
     async def leave(self, group: Any, pid: Pid, timeout: float) -> None:
+        """The caller's task (``Node.leave``); awaits the host's reply."""
         if pid.node == self.node:
             self._leave_here(group, pid)
         else:
             await self._request(pid.node, GroupLeaveRequest(0, group, pid), timeout)
 
     async def multi_call(self, group: Any, message: Any, timeout: float) -> list[Reply]:
+        """The caller's task (``Node.multi_call``); awaits every member's reply."""
         members = self.core.members(group)
 
         async def one(pid: Pid) -> Reply:
@@ -523,7 +551,9 @@ class RegistryService:
 
     async def _register_at(self, owner: str, name: Any, spec: Spec, timeout: float) -> RegistryReply:
         """Start ``name`` from ``spec`` on ``owner`` (this node, or another's registry server)
-        and claim it there: the one place a registration is asked for."""
+        and claim it there: the one place a registration is asked for.
+
+        The caller's task or a restart lane task; awaits the reply."""
         if owner == self.node:
             return await self._register_here(name, spec)
         return await self._request(owner, RegisterRequest(0, name, spec), timeout)
@@ -539,6 +569,8 @@ class RegistryService:
         Raises:
             NoNodeAvailable: ``node`` is not up.
             CallTimeout, ProcessExited, UndecodableMessage: as a call to the server.
+
+        The caller's task; awaits the reply (or the timeout).
         """
         server = self._server(node)
         if self.transport.peer_version(node) >= 3:
@@ -550,6 +582,7 @@ class RegistryService:
         return _error("FactoryError", f"unexpected registry reply {reply!r}")
 
     def _server(self, node: str) -> Pid:
+        """Any caller; never awaits."""
         incarnation = self._incarnation_of(node)
         if incarnation is None:
             raise NoNodeAvailable(f"node {node} is not up")
@@ -558,23 +591,29 @@ class RegistryService:
     # --- the registry server: requests from any node, this one's own served directly --------------
 
     def _on_request(self, node: str, request: RegistryRequest) -> None:
-        """A request from another node (protocol version 3): served in a task of its own."""
+        """A request from another node (protocol version 3): served in a task of its own.
+
+        Dispatcher callback; never awaits."""
         if self._stopped or self.runtime.closing:
             self.transport.post(node, RegistryReply(request.ref, REGISTRY_ERROR, None, "ProcessExited", NOPROC))
             return
         self.spawn(self._serve_request(node, request))
 
     async def _serve_request(self, node: str, request: RegistryRequest) -> None:
+        """A serve task of its own; awaits."""
         reply = await self._serve(request, node)
         reply.ref = request.ref
         self._answer(node, lambda: self.transport.post(node, reply))
 
     def _on_reply(self, node: str, reply: RegistryReply) -> None:
+        """Dispatcher callback; never awaits."""
         self.runtime.answer(node, reply.ref, reply)
 
     async def serve(self, message: Any, caller: Caller) -> None:
         """A request as a list: from a node of protocol version 1 or 2 (see ``_request``), or
-        a call to the registry server from this node."""
+        a call to the registry server from this node.
+
+        A serve task (``RegistryServer.handle_call``); awaits."""
         request = _request_from_list(message)
         if request is None:
             reply = _error("FactoryError", f"unknown registry request {message!r}")
@@ -584,7 +623,9 @@ class RegistryService:
 
     async def _serve(self, request: RegistryRequest, node: str | None) -> RegistryReply:
         """Carry ``request`` out here (it came from ``node``, None for this node); a failure
-        is an error reply, named by its exception type."""
+        is an error reply, named by its exception type.
+
+        A serve task; awaits (a registration runs its factory)."""
         try:
             if isinstance(request, RegisterRequest):
                 if request.spec.restart not in RESTART_POLICIES:
@@ -607,7 +648,9 @@ class RegistryService:
             return _error("FactoryError", f"{type(exc).__name__}: {exc}")
 
     def _answer(self, node: str | None, send: Callable[[], object]) -> None:
-        """Send a reply to ``node`` (None: this node) with ``send``."""
+        """Send a reply to ``node`` (None: this node) with ``send``.
+
+        A serve task; never awaits."""
         if self._flush_scheduled:
             # Send the change's Delta before the reply, on the same FIFO link: the caller's
             # node then knows the new entry when its register/unregister/join returns.
@@ -624,6 +667,8 @@ class RegistryService:
 
         Concurrent attempts for one name are serialized: the later ones answer with the
         first one's pid.
+
+        A serve task or a restart lane task; awaits the factory.
         """
         for _ in range(3):
             existing = self.pids.get(name)
@@ -651,6 +696,7 @@ class RegistryService:
         return RegistryReply(0, REGISTRY_OK, pid)
 
     def _register_name_here(self, name: Any, pid: Pid) -> RegistryReply:
+        """A serve task; never awaits."""
         if self.runtime.local(pid) is None:
             return _error("ProcessExited", NOPROC)
         existing = self.pids.get(name)
@@ -661,6 +707,7 @@ class RegistryService:
         return RegistryReply(0, REGISTRY_OK, pid)
 
     def _join_here(self, group: Any, pid: Pid) -> RegistryReply:
+        """A serve task; never awaits."""
         if self.runtime.local(pid) is None:
             return _error("ProcessExited", NOPROC)
         self.core.local_join(group, pid)
@@ -668,6 +715,7 @@ class RegistryService:
         return RegistryReply(0, REGISTRY_OK, pid)
 
     def _leave_here(self, group: Any, pid: Pid) -> RegistryReply:
+        """A serve task; never awaits."""
         left = self.core.local_leave(group, pid)
         self._changed()
         return RegistryReply(0, REGISTRY_OK, pid if left else None)
@@ -675,6 +723,7 @@ class RegistryService:
     # --- restarts -------------------------------------------------------------------------------
 
     async def _restart(self, name: Any, spec: Spec, reason: str) -> None:
+        """A restart lane task; awaits the factory."""
         reply = await self._register_here(name, spec)
         if reply.status == REGISTRY_OK and reply.pid is not None:
             self._publish(ProcessRestarted(name, reply.pid, reason))
@@ -684,6 +733,7 @@ class RegistryService:
             self._changed()
 
     async def _restart_elsewhere(self, command: RestartElsewhere) -> None:
+        """A restart lane task; awaits the owner's reply."""
         spec = command.spec
         try:
             reply = await self._register_at(command.owner, command.name, spec, spec.handoff_timeout)
@@ -699,6 +749,7 @@ class RegistryService:
             self._changed()
 
     def _stop_local(self, pid: Pid) -> None:
+        """From ``_command``; never awaits."""
         proc = self.runtime.local(pid)
         if proc is not None:
             ask_to_die(self.runtime, proc)
@@ -706,6 +757,7 @@ class RegistryService:
     # --- handoffs (the protocol itself is in _handoff.py) -----------------------------------------
 
     async def _hand_off(self, command: StartHandoff) -> None:
+        """A handoff lane task; awaits the whole handoff."""
         try:
             await self.handoff.hand_off(command)
         finally:
@@ -717,15 +769,19 @@ class RegistryService:
         """A move failed: retry soon rather than at the next sync tick (a peer refused while
         draining, a timeout): backed off per retry round that still fails, capped at the sync
         interval. Per round, not per failure: a wave of refusals (every node draining at once)
-        is one failure, and doubling per failure pushed the retry past the drain's own deadline."""
+        is one failure, and doubling per failure pushed the retry past the drain's own deadline.
+
+        Handoff coordinator callback; never awaits."""
         if self._retry_handle is None:
             delay = self._retry_backoff.next_delay(self.loop.time())
             self._retry_handle = self.loop.call_later(delay, self._retry_rebalance)
 
     def _retry_reset(self) -> None:
+        """Handoff coordinator callback; never awaits."""
         self._retry_backoff.reset()
 
     def _retry_rebalance(self) -> None:
+        """The retry timer; never awaits."""
         self._retry_handle = None
         self.core.rebalance()
         self._changed()
@@ -738,7 +794,9 @@ class RegistryService:
         more: it is frozen like a handing-off process, and everything that reaches it
         afterwards (its mailbox first, then stragglers through its retired pid) is
         forwarded to the winner in order, behind the state. Otherwise a call it answered
-        after giving its state would be acknowledged and then lost with it."""
+        after giving its state would be acknowledged and then lost with it.
+
+        A handoff lane task; awaits the loser's state and the winner's answer."""
         name, winner = command.name, command.winner
         proc = self.runtime.local(command.loser)
         has_state, state = False, None
@@ -795,11 +853,13 @@ class RegistryService:
         self._changed()
 
     def _conflict_retry(self, name: Any, loser: Pid) -> None:
+        """The retry timer of a conflict; never awaits."""
         if not self._stopped:
             self.core.conflict_failed(name, loser)
             self._changed()
 
     def _on_conflict_state(self, node: str, msg: ConflictState) -> None:
+        """Dispatcher callback; never awaits."""
         key = (node, msg.ref)
         if msg.ref and key in self._conflict_seen:
             self.transport.post(node, ConflictStateTaken(msg.ref))  # taken before: its answer was lost
@@ -816,6 +876,7 @@ class RegistryService:
             self.transport.post(node, ConflictStateTaken(msg.ref))
 
     def _on_conflict_state_taken(self, node: str, msg: ConflictStateTaken) -> None:
+        """Dispatcher callback; never awaits."""
         pending = self._conflict_acks.get(msg.ref)
         if pending is not None and pending[0] == node and not pending[1].done():
             pending[1].set_result(True)
@@ -831,6 +892,8 @@ class RegistryService:
 
         Raises:
             DistableError: the state cannot cross the wire.
+
+        Dispatcher callback, or the ``_resolve_conflict`` lane task; never awaits.
         """
         for _ in range(8):
             if winner.node != self.node:
@@ -857,6 +920,8 @@ class RegistryService:
 
         Returns whether the drain finished (also kept in ``drained``); when the timeout
         cut it short, a warning says how many names were still here.
+
+        Node lifecycle (``Node.stop``); awaits the handoffs, at most ``timeout``.
         """
         self.core.start_leaving(self.loop.time())
         self._flush()
@@ -891,7 +956,9 @@ class RegistryService:
         return self.drained
 
     async def _wait_until(self, condition: Callable[[], bool], deadline: float) -> None:
-        """Wait for ``condition``, re-checked whenever handoff progress wakes ``_idle``."""
+        """Wait for ``condition``, re-checked whenever handoff progress wakes ``_idle``.
+
+        The drain (the node's task); awaits."""
         while not condition() and self.loop.time() < deadline:
             self._idle.clear()
             with contextlib.suppress(TimeoutError):
@@ -900,6 +967,7 @@ class RegistryService:
     def _busy(self) -> bool:
         # Cheapest test first: while any name is moving (most of a drain) this is O(1); the
         # scans run only at the end, so a drain of n names costs O(n), not O(n^2).
+        """Query; reads only."""
         if self.core.moving or self.handoff.busy():
             return True
         if self._pending:  # a registration still starting its process: its claim moves on next
@@ -915,10 +983,12 @@ class RegistryService:
 
     def _check_idle(self) -> None:
         # Only a drain waits on ``_idle``: outside one, a finished handoff wakes nobody.
+        """Any plain method; never awaits."""
         if self.core.leaving and not self._busy():
             self._idle.set()
 
     def statistics(self) -> RegistryStatistics:
+        """Query; reads only."""
         handoff = self.handoff
         return replace(
             self.core.statistics(), gate_releases=handoff.gate_releases, gate_held_messages=handoff.gate_held
