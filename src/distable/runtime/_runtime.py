@@ -400,7 +400,8 @@ class Runtime:
             RuntimeError: a process called itself (that would deadlock).
             ValueError: ``timeout`` is negative or NaN.
         """
-        timeout = _checked(timeout)
+        if timeout is not None and not 0 <= timeout < math.inf:  # the check inline: a hot path
+            timeout = _checked(timeout)
         me = CURRENT_PROCESS.get()
         sender = me._pid if me is not None else None
         if dest.node != self.node_name:
@@ -431,7 +432,8 @@ class Runtime:
             CallTimeout, ProcessExited, UndecodableMessage, ValueError: as ``call``.
             MessageTooLarge: the encoded message exceeds the link's frame limit.
         """
-        timeout = _checked(timeout)
+        if timeout is not None and not 0 <= timeout < math.inf:
+            timeout = _checked(timeout)
         self._calls += 1
         self._call_seq += 1
         ref = message.ref = self._call_seq
