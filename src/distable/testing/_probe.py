@@ -19,14 +19,18 @@ alive, and a digest of the whole replica that equal replicas share.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import os
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypedDict
+from typing import TYPE_CHECKING, Any, TypedDict, TypeVar
 
 import xxhash
 
 from ..wire import Pid
+
+T = TypeVar("T")
 
 if TYPE_CHECKING:
     from ..node import Node
@@ -230,6 +234,28 @@ def event_streams(node: Node) -> int:
 def event_bus(node: Node) -> EventBus:
     """``node``'s event bus, for a stream of a kind ``Node.events`` does not make."""
     return node._bus
+
+
+def on_node(node: Node, fn: Callable[..., T], /, *args: Any) -> T:
+    """Call ``fn(*args)`` with ``node`` as the current node (as code run by one of its
+    processes or tasks sees it: the module-level ``distable.whereis``, ``events``...)."""
+    return node._context.run(fn, *args)
+
+
+@contextlib.contextmanager
+def intercept(
+    node: Node, kind: type, handler: Callable[[str, Any, Callable[[str, Any], None]], None]
+) -> Iterator[None]:
+    """While in the block, every ``kind`` message ``node`` receives goes to
+    ``handler(sender, message, deliver)`` instead, which may drop it, keep it or pass it on
+    with ``deliver(sender, message)``."""
+    handlers = node._handlers
+    deliver = handlers[kind]
+    handlers[kind] = lambda sender, msg: handler(sender, msg, deliver)
+    try:
+        yield
+    finally:
+        handlers[kind] = deliver
 
 
 def seed_membership(node: Node, seed: str) -> None:
