@@ -31,10 +31,10 @@ def everywhere(cluster: Cluster, name: Any, pid: Pid | None) -> bool:
 
 
 async def test_factory_module_is_importable_by_reference() -> None:
-    from distable.registry import resolve
+    from distable.registry import import_factory
 
-    assert resolve("tests.registry.apps:Counter") is apps.Counter
-    assert resolve("tests.registry.apps:start_counter") is apps.start_counter
+    assert import_factory("tests.registry.apps:Counter") is apps.Counter
+    assert import_factory("tests.registry.apps:start_counter") is apps.start_counter
 
 
 async def test_register_starts_the_process_on_the_owner_from_any_node(cluster: Cluster, three: list[Node]) -> None:

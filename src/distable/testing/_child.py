@@ -51,7 +51,7 @@ from typing import Any
 
 import msgspec
 
-from .._apps import load_app, resolve, run_app
+from .._apps import import_ref, load_app, run_app
 from .._log import configure_logging
 from ..membership import Gossip, MembershipConfig, NodeDown, NodeUp, Static, Strategy
 from ..node import Node, run
@@ -215,7 +215,7 @@ async def _main(args: argparse.Namespace) -> None:
         pids: dict[str, list[Any]] = {}
         for item in args.spawn:
             label, _, ref = item.partition("=")
-            cls = resolve(ref)
+            cls = import_ref(ref)
             if not (isinstance(cls, type) and issubclass(cls, Process)):
                 raise TypeError(f"{ref} is not a Process subclass")
             pid = await node.spawn(cls)
