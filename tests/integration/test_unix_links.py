@@ -17,16 +17,16 @@ import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import trustme
 
-from distable import Node, Pid, Process, TransportConfig
+from distable import Node, TransportConfig
 from distable.testing import NodeProcess, eventually
 from distable.transport import _unix
 
 from ._support import COOKIE, describe_log, free_port, log_lines, spawn_echo
+from .test_links import Blaster
 
 NO_UNIX = TransportConfig(unix_sockets=False)
 
@@ -232,23 +232,6 @@ async def test_the_socket_file_of_a_killed_node_process_is_replaced_by_the_next_
 # --- backpressure -------------------------------------------------------------------------------
 
 
-class Blaster(Process):
-    """Sends ``chunk`` to ``dest`` on every "more" info and asks itself for more (at most ``limit``),
-    noting whether the runtime parked it on the link's congestion future after a send."""
-
-    async def init(self, dest: Pid, chunk: bytes, limit: int) -> None:
-        self.dest, self.chunk, self.limit = dest, chunk, limit
-        self.sent = 0
-        self.congested = False
-
-    async def handle_info(self, message: Any) -> None:
-        if self.sent < self.limit:
-            self.node.send(self.dest, self.chunk)
-            self.sent += 1
-            self.congested = self._blocked is not None
-            self.node.send(self.pid, "more")
-
-
 async def test_a_peer_that_stops_reading_its_unix_socket_parks_senders_then_is_disconnected(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -270,7 +253,7 @@ async def test_a_peer_that_stops_reading_its_unix_socket_parks_senders_then_is_d
         assert isinstance(process, Blaster)
         a.send(blaster, "more")
         peer = a.transport.peers[b.name]
-        await eventually(lambda: peer.paused and process.congested, message=lambda: f"{process.sent} sent")
+        await eventually(lambda: peer.paused and process.last_send_congested, message=lambda: f"{process.sent} sent")
         parked_at = process.sent
         for _ in range(200):  # plenty of loop turns: parked while b reads nothing
             await asyncio.sleep(0)
@@ -284,7 +267,7 @@ async def test_a_peer_that_stops_reading_its_unix_socket_parks_senders_then_is_d
             a.send(sink, chunk)
         assert not a.transport.is_connected(b.name)
         assert log_lines(caplog, logging.WARNING, b.name, "exceed the hard limit"), describe_log(caplog)
-        await a.stop_process(blaster)
+        process.stopped = True
         # It comes back (b takes the new link in place of the stalled one), over the socket
         # again, and carries calls.
         await a.connect(b.name, timeout=10.0)
