@@ -123,6 +123,7 @@ def test_node_defaults(captured: Captured) -> None:
     assert captured.join_timeout == 3.0
     assert captured.expect is None  # settled by a quiet moment, or the whole --static list
     assert node["registry"].factories is None  # any importable factory: the cookie is the gate
+    assert node["transport"].unix_sockets  # nodes on one host link over Unix domain sockets
 
 
 def test_node_options(captured: Captured, tmp_path: Path) -> None:
@@ -188,6 +189,23 @@ def test_precedence_flag_over_environment_over_toml(captured: Captured, tmp_path
     result = invoke(["node"], env={"DISTABLE_CONFIG": str(config)})
     assert result.exit_code == 0, result.output
     assert captured.node["name"] == "from-toml"
+
+
+def test_unix_sockets_off_by_flag_environment_or_toml(captured: Captured, tmp_path: Path) -> None:
+    config = tmp_path / "distable.toml"
+    config.write_text("[node]\nunix_sockets = false\n")
+    for args, env in [
+        (["--no-unix-sockets"], {}),
+        ([], {"DISTABLE_UNIX_SOCKETS": "0"}),
+        ([], {"DISTABLE_UNIX_SOCKETS": "false"}),
+        (["--config", str(config)], {}),
+    ]:
+        result = invoke(["node", "--cookie", "c", *args], env=env)
+        assert result.exit_code == 0, result.output
+        assert not captured.node["transport"].unix_sockets, (args, env)
+    result = invoke(["node", "--cookie", "c", "--config", str(config), "--unix-sockets"])
+    assert result.exit_code == 0, result.output
+    assert captured.node["transport"].unix_sockets  # the flag wins over the file
 
 
 def test_cookie_sources(captured: Captured, tmp_path: Path) -> None:

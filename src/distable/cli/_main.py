@@ -165,6 +165,14 @@ def cli() -> None:
     show_default=True,
     help="Failure-detection preset: lan (seconds) or local (one machine, sub-second).",
 )
+@option(
+    "--unix-sockets/--no-unix-sockets",
+    envvar="DISTABLE_UNIX_SOCKETS",
+    default=True,
+    show_default=True,
+    help="Also listen on a Unix domain socket, and link with nodes on this host over theirs (faster than "
+    "loopback TCP); off: every link uses TCP.",
+)
 @option("--allow", multiple=True, metavar="GLOB", help="Only link with nodes whose name matches; repeatable.")
 @option(
     "--allow-factory",
@@ -272,6 +280,7 @@ def _node_settings(ctx: click.Context, opts: dict[str, Any]) -> dict[str, Any]:
         "strategy": _options.strategy(opts),
         "drain_timeout": opts["drain_timeout"],
         "registry": distable.RegistryConfig(factories=tuple(opts["allow_factory"]) or None),
+        "transport": distable.TransportConfig(unix_sockets=opts["unix_sockets"]),
     }
 
 

@@ -61,6 +61,7 @@ class NodeProcess:
         dashboard: str | None = None,
         log_format: str | None = None,
         new_session: bool = False,
+        unix_sockets: bool = True,
     ) -> NodeProcess:
         """Start the node and wait until it reports that it is up.
 
@@ -77,7 +78,8 @@ class NodeProcess:
         ``distable._log.configure_logging``. ``new_session`` runs the child in a session
         of its own, so that a Ctrl-C in the terminal reaches only the parent, which then
         stops its children in its own order (a child still stops by itself when its
-        standard input closes).
+        standard input closes). ``unix_sockets=False`` keeps every link of the node on TCP
+        (``TransportConfig.unix_sockets``).
         """
         args = [sys.executable, "-m", "distable.testing._child", "--name", name, "--cookie", cookie]
         args += ["--host", host, "--port", str(port), "--log-level", log_level, "--preset", preset]
@@ -103,6 +105,8 @@ class NodeProcess:
             args += ["--dashboard", dashboard]
         if log_format is not None:
             args += ["--log-format", log_format]
+        if not unix_sockets:
+            args.append("--no-unix-sockets")
         if netns is not None:
             args = ["ip", "netns", "exec", netns, *args]
         proc = await asyncio.create_subprocess_exec(

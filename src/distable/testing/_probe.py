@@ -218,12 +218,15 @@ def pending_handshakes(node: Node) -> int:
 
 
 async def close_listener(node: Node) -> None:
-    """Close ``node``'s listening socket, as if another process held the port next: its
-    port is free again, its links stay up, and nobody can dial it any more."""
-    server = node.transport._server
-    assert server is not None, f"{node} has no listening socket"
-    server.close()
-    await server.wait_closed()
+    """Close ``node``'s listening sockets (TCP's and its Unix domain socket's), as if
+    another process held the port next: its port is free again, its links stay up, and
+    nobody can dial it any more."""
+    servers = node.transport._servers()
+    assert servers, f"{node} has no listening socket"
+    for server in servers:
+        server.close()
+    for server in servers:
+        await server.wait_closed()
 
 
 def event_streams(node: Node) -> int:
@@ -287,8 +290,9 @@ def abort(node: Node) -> list[asyncio.Task[Any]]:
 async def crash(node: Node) -> None:
     """Stop ``node`` dead: no graceful drain, no leave announcement, nothing flushed.
 
-    Its links are aborted (whatever was queued is lost), its listening socket closed, its
-    timers and tasks cancelled, and its registry reacts to nothing any more; the other
+    Its links are aborted (whatever was queued is lost), its listening sockets closed (the
+    file of its Unix domain socket is left behind, as by a killed process), its timers and
+    tasks cancelled, and its registry reacts to nothing any more; the other
     nodes learn of it from failure detection, as they would of a killed OS process. For
     tests with several nodes in one event loop; the node object is unusable afterwards.
     """
@@ -298,8 +302,8 @@ async def crash(node: Node) -> None:
     transport._closing = True
     if transport._tick_handle is not None:
         transport._tick_handle.cancel()
-    server = transport._server
-    if server is not None:
+    servers = transport._servers()
+    for server in servers:
         server.close()
     for peer in transport.peers.values():
         peer.wanted = False
@@ -316,7 +320,7 @@ async def crash(node: Node) -> None:
         if not tasks:
             break
         await asyncio.gather(*tasks, return_exceptions=True)
-    if server is not None:
+    for server in servers:
         await server.wait_closed()
 
 
