@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import tempfile
@@ -27,3 +28,18 @@ def private_socket_folder() -> Iterator[None]:
         else:
             os.environ["XDG_RUNTIME_DIR"] = saved
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True)
+def restored_root_logger() -> Iterator[None]:
+    """Each test leaves the root logger as it found it (level and handlers): a test that
+    runs ``distable node`` in-process installs a handler on its captured stderr, which is
+    closed after the test, and the next test's log lines then failed on it ("Logging
+    error", in a CLI test's one-line output)."""
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
+    yield
+    for handler in list(root.handlers):
+        if handler not in handlers:
+            root.removeHandler(handler)
+    root.setLevel(level)
