@@ -184,6 +184,7 @@ class _Hosted:
         "flush_at",
         "handing_off",
         "holders",
+        "known",
         "last_put",
         "lineage",
         "live",
@@ -220,6 +221,9 @@ class _Hosted:
         self.standbys: list[str] = []
         self.acked: dict[str, int] = {}  # standby -> the highest seq of ``lineage`` it holds
         self.sent: dict[str, int] = {}  # standby -> the seq last sent to it, not acknowledged yet
+        # standby -> the highest seq of ``lineage`` sent to it: what it may hold, even while
+        # it is down (a paused node keeps it), for the drops
+        self.known: dict[str, int] = {}
         self.refused: dict[str, Lineage] = {}  # standby -> the newer lineage it holds
         self.reported: set[Lineage] = set()
         self.retrying: set[str] = set()  # standbys with a retry timer armed
@@ -240,8 +244,8 @@ class _Hosted:
         that were sent or acknowledged something, and its holders."""
         found = dict(self.holders)
         for node in self.standbys:
-            seq = max(self.acked.get(node, -1), self.sent.get(node, -1))
-            if seq >= 0:
+            seq = self.known.get(node, -1)
+            if seq >= 0 and node not in self.refused:
                 found[node] = (self.lineage, seq)
         return found
 
@@ -404,13 +408,16 @@ class StandbyCore:
         for node in rec.standbys:
             if node in new:
                 continue
-            seq = max(rec.acked.pop(node, -1), rec.sent.pop(node, -1))
+            rec.acked.pop(node, None)
+            rec.sent.pop(node, None)
+            seq = rec.known.pop(node, -1)
             if seq >= 0 and node not in rec.refused:
                 rec.holders[node] = (rec.lineage, seq)
             rec.refused.pop(node, None)
         for node in new:
-            rec.holders.pop(node, None)  # a standby again: the put replaces what it holds
-            self._drops.pop((rec.name, node), None)  # and must not be dropped after it
+            # A standby again: the put replaces what it holds (it stays a holder until it
+            # acknowledged), and no drop may follow that put.
+            self._drops.pop((rec.name, node), None)
         rec.standbys = new
         self._replicate(rec, now)
 
@@ -577,8 +584,14 @@ class StandbyCore:
         # The standbys need no drop: the put of the new lineage replaces what they hold.
         rec.lineage, rec.base = Lineage(top + 1, pid), old
         rec.epoch_seen = rec.lineage.epoch
+        for node in rec.standbys:
+            if node not in self.up and rec.known.get(node, -1) >= 0:
+                # Down (paused, say): it keeps the old lineage until the new put reaches it
+                # when it is back, or this drop if it is no standby by then.
+                rec.holders[node] = (old, rec.known[node])
         rec.acked.clear()
         rec.sent.clear()
+        rec.known.clear()
         rec.refused.clear()
         rec.reported.clear()
         state = rec.pending if rec.pending is not None else rec.state
@@ -614,7 +627,7 @@ class StandbyCore:
     def _send_put(self, rec: _Hosted, node: str, now: float) -> None:
         checkpoint = rec.checkpoint()
         assert checkpoint is not None
-        rec.sent[node] = rec.seq
+        rec.sent[node] = rec.known[node] = rec.seq
         self._n_puts += 1
         self._out.send.append((node, CheckpointPut(checkpoint)))
         if node not in rec.retrying:
@@ -630,8 +643,9 @@ class StandbyCore:
             self._out.done.append(CheckpointDone(rec.name, token, True, "acked"))
         if rec.holders and rec.standbys and rec.state is not None and done >= rec.seq:
             for node, (lineage, seq) in list(rec.holders.items()):
-                del rec.holders[node]
-                self._start_drop(rec.name, node, lineage, seq, now)
+                if node not in rec.standbys:
+                    del rec.holders[node]
+                    self._start_drop(rec.name, node, lineage, seq, now)
 
     def _fail_waiting(self, rec: _Hosted, reason: str) -> None:
         for _, token in rec.waiting:
@@ -737,6 +751,7 @@ class StandbyCore:
         if rec is None or msg.lineage != rec.lineage or node not in rec.standbys:
             return  # about an earlier lineage, or a node that is no standby any more
         if msg.ok:
+            rec.holders.pop(node, None)  # whatever else it held of the name, this replaced
             if msg.seq > rec.acked.get(node, -1):
                 rec.acked[node] = msg.seq
             if rec.sent.get(node, -1) <= msg.seq:
@@ -894,7 +909,7 @@ class StandbyCore:
             self._n_retransmits += 1
             checkpoint = rec.checkpoint()
             assert checkpoint is not None
-            rec.sent[node] = rec.seq
+            rec.sent[node] = rec.known[node] = rec.seq
             self._n_puts += 1
             self._out.send.append((node, CheckpointPut(checkpoint)))
         delay = min(delay * 2, self.config.retry_max)
