@@ -290,17 +290,19 @@ def test_a_drop_removes_only_its_lineage_up_to_its_seq_and_leaves_a_tombstone_fo
     assert b.records["n"].seq == 4
 
 
-def test_a_node_hosting_the_very_lineage_acknowledges_a_straggler_without_storing_it() -> None:
+def test_a_node_hosting_the_name_takes_a_straggler_refuses_an_older_lineage_and_keeps_a_newer() -> None:
     name = name_with(["b", "c"])
     b = core("b")
-    line = Lineage(0, pid("a"))
     mine, _ = b.host_started(name, pid("b"), SPEC, 1, 0.0)
     assert mine == Lineage(0, pid("b"))
-    b.on_put("a", put(name, mine, 1), 0.0)
+    b.on_put("a", put(name, mine, 1), 0.0)  # its own lineage, from the old host of a handoff
     assert name not in b.records
     assert sent(b) == [("a", CheckpointAck(name, mine, 1))]
-    b.on_put("a", put(name, line, 1), 0.0)  # another lineage of the name: a standby's record
-    assert b.records[name].lineage == line
+    older, newer = Lineage(0, pid("a")), Lineage(1, pid("a"))
+    b.on_put("a", put(name, older, 1), 0.0)  # a host that slept while b restarted the name
+    assert sent(b) == [("a", CheckpointAck(name, older, 1, False, mine, pid("b")))]
+    b.on_put("a", put(name, newer, 1), 0.0)  # another copy's (a conflict): a standby's record
+    assert b.records[name].lineage == newer
 
 
 def test_a_fetch_is_answered_with_the_record_and_the_host_copy_held_here() -> None:
@@ -321,7 +323,7 @@ def test_a_fetch_is_answered_with_the_record_and_the_host_copy_held_here() -> No
 # --- refusals and takeovers ------------------------------------------------------------------------
 
 
-def test_a_refused_host_reports_it_once_and_its_wait_completes_only_after_it_takes_over() -> None:
+def test_a_refused_host_reports_it_at_each_retry_and_its_wait_completes_only_after_it_takes_over() -> None:
     name = name_with(["a", "b"])
     a, b = core("a"), core("b")
     newer = Lineage(3, pid("c"))
@@ -333,10 +335,12 @@ def test_a_refused_host_reports_it_once_and_its_wait_completes_only_after_it_tak
     pump(1.0)
     a.host_checkpoint(name, pid("a"), b"mine2", 2.0, token=2)
     pump(2.0)
-    assert pump.out["a"].refused == [CheckpointRefused(name, pid("a"), "b", newer, pid("c"))]  # once
+    refusal = CheckpointRefused(name, pid("a"), "b", newer, pid("c"))
+    assert pump.out["a"].refused == [refusal]  # once for both puts
     assert pump.done("a") == []
-    a.handle_timer(a.next_deadline())
-    assert sent(a) == []  # no retries to a standby that refused
+    a.handle_timer(a.next_deadline())  # asked again: the newer record may have gone
+    pump(a.next_deadline())
+    assert pump.out["a"].refused == [refusal, refusal]  # and told again: the shell decides anew
     taken = a.host_takeover(name, pid("a"), 3.0)
     assert taken == Lineage(4, pid("a"))  # above every epoch heard of
     pump(3.0)
@@ -729,3 +733,77 @@ def test_statistics_count_what_a_node_holds_and_hosts_in_bytes() -> None:
     a.on_drop("c", CheckpointDrop("other", Lineage(0, pid("c")), 1), 2.0)
     stats = a.statistics()
     assert (stats.hosted, stats.hosted_bytes, stats.records, stats.record_bytes) == (0, 0, 0, 0)
+
+
+# --- incarnations, learning peers, sweeping -------------------------------------------------------
+
+
+def test_an_answer_from_an_incarnation_that_is_not_the_one_up_here_does_not_count() -> None:
+    name = name_with(["a", "b"])
+    a = StandbyCore("a", incarnation=1, config=StandbyConfig(), placement=Ring().place(NODES), now=0.0)
+    for other, inc in [("b", 7), ("c", 3), ("d", 4)]:
+        a.peer_up(other, 0.0, inc)
+    a.host_started(name, pid("a"), SPEC, 1, 0.0)
+    a.host_checkpoint(name, pid("a"), b"x", 1.0, token=1)
+    line = Lineage(0, pid("a"))
+    a.on_ack("b", CheckpointAck(name, line, 1, incarnation=6), 1.1)  # the b that died: it held it, b/7 does not
+    assert a.take().done == []
+    a.on_ack("b", CheckpointAck(name, line, 1, incarnation=7), 1.2)
+    assert a.take().done == [CheckpointDone(name, 1, True, "acked")]
+    b = StandbyCore("b", incarnation=7, config=StandbyConfig(), placement=Ring().place(NODES), now=0.0)
+    b.on_put("a", put(name, line, 1), 0.0)
+    assert sent(b) == [("a", CheckpointAck(name, line, 1, incarnation=7))]
+
+
+def test_a_restore_also_asks_the_nodes_an_answer_names_that_it_did_not_know() -> None:
+    """A node that joined a moment ago may hold the only copy (its host re-replicated to it
+    and dropped the old standby, then died), before the restarting node sees it."""
+    name = name_with(["b", "c"])
+    b = core("b", ["b", "c"])
+    line = Lineage(0, pid("a"))
+    b.peer_up("gone", 0.0)
+    b.peer_down("gone", 0.5)
+    b.restart_starting(name, 1, line, None, 1.0)
+    ((_, fetch),) = sent(b)
+    b.on_have("c", CheckpointHave(fetch.ref, [], ["b", "j", "gone"]), 1.1)  # c sees j; "gone" went here
+    assert b.take().send == [("j", CheckpointFetch(fetch.ref + 1, [name]))]
+    assert b.restoring() == 1
+    b.on_have("j", CheckpointHave(fetch.ref + 1, [Checkpoint(name, line, None, 9, pid("a"), b"9")], ["b", "c"]), 1.2)
+    (restored,) = b.take().restored
+    assert restored.checkpoint is not None
+    assert restored.checkpoint.seq == 9
+
+
+def test_the_copy_of_a_process_that_exited_goes_when_a_newer_lineage_of_it_arrives() -> None:
+    name = name_with(["a", "b"])
+    a = core("a")
+    line, _ = a.host_started(name, pid("a"), SPEC, 1, 0.0)
+    a.host_checkpoint(name, pid("a"), b"x", 1.0)
+    a.host_exited(name, pid("a"), 2.0)
+    sent(a)
+    a.on_put("c", put(name, Lineage(1, pid("c")), 2, base=line), 3.0)  # restarted on c meanwhile
+    assert a.hosted(name) is None
+    assert a.records[name].lineage == Lineage(1, pid("c"))
+
+
+def test_a_sweep_forgets_what_no_claim_needs_once_it_was_not_written_for_30_s() -> None:
+    b = core("b")
+    live, dead, base = Lineage(3, pid("a")), Lineage(0, pid("x")), Lineage(2, pid("a"))
+    b.on_put("a", put("kept", live, 1), 0.0)
+    b.on_put("a", put("based", base, 1), 0.0)
+    b.on_put("x", put("stale", dead, 1), 0.0)
+    b.on_put("x", put("young", dead, 1), 5.0)
+    claims = {"kept": {live}, "based": {live, base}}
+    assert b.sweep(30.0 - 1e-9, lambda name: claims.get(name, set())) == 0
+    assert b.sweep(30.0, lambda name: claims.get(name, set())) == 1
+    assert sorted(b.records) == ["based", "kept", "young"]
+    assert b.sweep(35.0, lambda name: claims.get(name, set())) == 1
+    assert sorted(b.records) == ["based", "kept"]
+    assert b.statistics().record_bytes == 2
+    mine = name_with(["b", "c"])
+    line, _ = b.host_started(mine, pid("b"), SPEC, 1, 40.0)
+    b.host_checkpoint(mine, pid("b"), b"z", 40.0)
+    b.host_exited(mine, pid("b"), 41.0)  # its restart is owed: the shell counts its lineage
+    assert b.sweep(100.0, lambda name: {line} if name == mine else claims.get(name, set())) == 0
+    assert b.sweep(100.0, lambda name: claims.get(name, set())) == 1
+    assert b.hosted(mine) is None

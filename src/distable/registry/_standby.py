@@ -14,9 +14,9 @@ Rules:
       acknowledged the latest seq. Nothing is dropped because a host failed.
     * A checkpoint is ``(lineage, seq)``. A standby keeps one record per name, the highest
       lineage and in it the highest seq it accepted; it refuses a put of an older lineage
-      than the one it holds, so a woken host cannot overwrite the checkpoints of the copy
-      that replaced it. A refused host reports it (``CheckpointRefused``) and waits for
-      the shell's ``host_takeover``.
+      than the one it holds (or hosts), so a woken host cannot overwrite the checkpoints of
+      the copy that replaced it. A refused host reports it (``CheckpointRefused``, again at
+      each retry) and waits for the shell's ``host_takeover``.
     * A restore follows the claim: the records of the dead claim's lineage (or of a
       lineage based on it), else of its base; never the highest lineage found anywhere.
       It asks every server node up and waits for each answer, or its node's fall, or
@@ -49,7 +49,7 @@ from __future__ import annotations
 
 import heapq
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -264,6 +264,7 @@ class _Fetch:
     lineage: Lineage
     base: Lineage | None
     pending: set[str]
+    asked: set[str]
     deadline: float
     first_ref: int  # answers to older fetches of the name do not count
     found: list[tuple[str, Checkpoint]] = field(default_factory=list)
@@ -274,13 +275,19 @@ class StandbyCore:
     """One node's checkpoints: what it hosts and what it holds for others. Single owner;
     not thread-safe; never waits."""
 
-    def __init__(self, node: str, *, config: StandbyConfig, placement: Placement, now: float) -> None:
+    def __init__(
+        self, node: str, *, incarnation: int = 0, config: StandbyConfig, placement: Placement, now: float
+    ) -> None:
         self.node = node
+        self.incarnation = incarnation
         self.config = config
         self.placement = placement
         self.up: set[str] = set()  # server peers up (the fetch asks them all)
+        self._incarnations: dict[str, int] = {}  # peer up -> its incarnation, when known
+        self._gone: set[str] = set()  # peers seen going down and not back: not asked
         self._hosted: dict[Any, _Hosted] = {}
         self.records: dict[Any, Checkpoint] = {}  # held for other hosts, by name
+        self._record_at: dict[Any, float] = {}  # name -> when its record was last written
         self._record_bytes = 0
         self._hosted_bytes = 0
         self._tombstones: dict[Any, tuple[Lineage, int, float]] = {}
@@ -303,7 +310,7 @@ class StandbyCore:
         """Everything to do since the last call; the fetches of this turn are batched into
         one ``CheckpointFetch`` per peer."""
         for peer, names in self._fetch_out.items():
-            if peer not in self.up:
+            if peer in self._gone:
                 continue
             ref = self._next_ref
             self._next_ref += 1
@@ -351,13 +358,24 @@ class StandbyCore:
 
     def replicated(self, name: Any) -> bool:
         """Whether the local ``name``'s latest checkpoint is held by every current standby
-        and no holder is left to drop (also true with no checkpoint and nothing to drop)."""
+        and no holder up is left to drop (also true with no checkpoint and nothing to drop)."""
         rec = self._hosted.get(name)
         if rec is None:
             return True
-        if rec.pending is not None or rec.holders or any(k[0] == name for k in self._drops):
+        if rec.pending is not None or rec.holders:
+            return False
+        if any(n in self.up for k, n in self._drops if k == name):
             return False
         return rec.state is None or all(rec.acked.get(n, -1) >= rec.seq for n in rec.standbys)
+
+    def replicated_seq(self, name: Any) -> int | None:
+        """The highest seq of the local ``name``'s lineage that every current standby holds
+        (its own seq with no standby, -1 while one holds none of it, None if not hosted):
+        at least the seq of every checkpoint whose wait completed, once it is 0 or more."""
+        rec = self._hosted.get(name)
+        if rec is None:
+            return None
+        return min((rec.acked.get(n, -1) for n in rec.standbys), default=rec.seq)
 
     def restoring(self) -> int:
         """Restores waiting for their peers' answers."""
@@ -365,12 +383,15 @@ class StandbyCore:
 
     # --- membership and placement ---------------------------------------------------------------
 
-    def peer_up(self, node: str, now: float) -> None:
-        """The server ``node`` is up: put the latest state to it where it is a standby, and
-        send it the drops it missed."""
+    def peer_up(self, node: str, now: float, incarnation: int = 0) -> None:
+        """The server ``node`` (``incarnation``: 0 when unknown) is up: put the latest state
+        to it where it is a standby, and send it the drops it missed."""
         if node == self.node or node in self.up:
             return
         self.up.add(node)
+        self._gone.discard(node)
+        if incarnation:
+            self._incarnations[node] = incarnation
         for rec in self._hosted.values():
             if node in rec.standbys:
                 self._replicate(rec, now)
@@ -384,6 +405,10 @@ class StandbyCore:
         if node not in self.up:
             return
         self.up.discard(node)
+        self._incarnations.pop(node, None)
+        if len(self._gone) >= 10_000:
+            self._gone.clear()  # bounded: a restore may then wait for a dead node until its timeout
+        self._gone.add(node)
         for rec in self._hosted.values():
             rec.acked.pop(node, None)
             rec.sent.pop(node, None)
@@ -566,6 +591,7 @@ class StandbyCore:
         for node, (lineage, seq) in rec.held_by().items():
             self._start_drop(name, node, lineage, seq, now)
         self._forget_hosted(rec)
+        self._forget_record(name)  # a record of another copy of it, if any: the name ends
 
     def host_takeover(self, name: Any, pid: Pid, now: float, absorbed: Iterable[Holder] = ()) -> Lineage | None:
         """Make the local copy's lineage the newest (it won a conflict, or a refusal came
@@ -578,6 +604,11 @@ class StandbyCore:
         absorbed = list(absorbed)
         top = max([rec.epoch_seen, rec.lineage.epoch, *(h.lineage.epoch for h in absorbed)])
         old = rec.lineage
+        held = self.records.get(name)
+        if held is not None and (
+            held.lineage == old or any(h.node == self.node and h.lineage == held.lineage for h in absorbed)
+        ):
+            self._forget_record(name)  # this node held the loser's record for it: superseded
         for h in absorbed:
             if h.node != self.node and h.node not in rec.standbys:
                 rec.holders.setdefault(h.node, (h.lineage, h.seq))
@@ -641,7 +672,7 @@ class StandbyCore:
         while rec.waiting and rec.waiting[0][0] <= done:
             _, token = rec.waiting.pop(0)
             self._out.done.append(CheckpointDone(rec.name, token, True, "acked"))
-        if rec.holders and rec.standbys and rec.state is not None and done >= rec.seq:
+        if rec.holders and rec.state is not None and done >= rec.seq:
             for node, (lineage, seq) in list(rec.holders.items()):
                 if node not in rec.standbys:
                     del rec.holders[node]
@@ -673,6 +704,8 @@ class StandbyCore:
         self._drops[name, node] = drop
         if node in self.up:
             self._send_drop(name, node, drop, now)
+        else:  # sent if it comes back up in time (peer_up); forgotten at expiry
+            self._arm(drop.expires, "drop", (name, node, self.config.retry_interval))
 
     def _send_drop(self, name: Any, node: str, drop: _Drop, now: float) -> None:
         self._n_drops += 1
@@ -691,33 +724,71 @@ class StandbyCore:
         rec = self._hosted.get(name)
         if rec is not None and rec.live and rec.lineage == cp.lineage:
             # A straggler from the old host of a handoff: the live copy here continues it.
-            self._out.send.append((node, CheckpointAck(rec.wire_name, cp.lineage, max(rec.seq, cp.seq))))
+            self._out.send.append((node, self._ack(rec.wire_name, cp.lineage, max(rec.seq, cp.seq))))
             return
         tomb = self._tombstones.get(name)
         if tomb is not None and tomb[0] == cp.lineage and cp.seq < tomb[1] and now < tomb[2]:
             return  # a put that its own line's drop overtook (see the tombstones)
+        if rec is not None and cp.lineage < rec.lineage:
+            # This node hosts a newer lineage of the name (it restarted it, say, while the
+            # sender slept): refused, as a standby holding it would.
+            self._n_refusals += 1
+            mine = Checkpoint(rec.wire_name, rec.lineage, rec.base, rec.seq, rec.pid, b"")
+            self._out.send.append((node, self._ack(to_wire(name), cp.lineage, cp.seq, mine)))
+            return
+        if rec is not None and not rec.live and cp.lineage > rec.lineage:
+            # The copy of a process that exited here: the name was restarted elsewhere since,
+            # under a newer lineage (its holders, this node's among them, answered the fetch).
+            self._forget_hosted(rec)
         held = self.records.get(name)
         wire_name = to_wire(name)
         if held is None or cp.lineage > held.lineage or (cp.lineage == held.lineage and cp.seq > held.seq):
-            self._keep(name, cp)
-            self._out.send.append((node, CheckpointAck(wire_name, cp.lineage, cp.seq)))
+            self._keep(name, cp, now)
+            self._out.send.append((node, self._ack(wire_name, cp.lineage, cp.seq)))
         elif cp.lineage == held.lineage:
-            self._out.send.append((node, CheckpointAck(wire_name, cp.lineage, held.seq)))
+            self._out.send.append((node, self._ack(wire_name, cp.lineage, held.seq)))
         else:
             self._n_refusals += 1
-            self._out.send.append(
-                (node, CheckpointAck(wire_name, cp.lineage, cp.seq, False, held.lineage, held.writer))
-            )
+            self._out.send.append((node, self._ack(wire_name, cp.lineage, cp.seq, held)))
 
-    def _keep(self, name: Any, cp: Checkpoint) -> None:
+    def _ack(self, name: Any, lineage: Lineage, seq: int, refused: Checkpoint | None = None) -> CheckpointAck:
+        if refused is not None:
+            return CheckpointAck(name, lineage, seq, False, refused.lineage, refused.writer, False, self.incarnation)
+        return CheckpointAck(name, lineage, seq, incarnation=self.incarnation)
+
+    def _keep(self, name: Any, cp: Checkpoint, now: float) -> None:
         self._forget_record(name)
         self.records[name] = cp
+        self._record_at[name] = now
         self._record_bytes += len(cp.state)
 
     def _forget_record(self, name: Any) -> None:
         held = self.records.pop(name, None)
         if held is not None:
             self._record_bytes -= len(held.state)
+            del self._record_at[name]
+
+    def sweep(self, now: float, claimed: Callable[[Any], Collection[Lineage]]) -> int:
+        """Forget what no claim needs: a record (or the copy of a process that exited here)
+        whose lineage is neither the lineage nor the base of any claim of its name
+        (``claimed(name)``, from the tracker's replica), and that was not written for
+        ``drop_ttl`` (a restart's claim may follow its first puts). Returns how many went.
+
+        The claims decide which copy is current; this removes what the drops could not
+        reach: the records of a copy that died unseen, of a name unregistered while their
+        node slept. The shell calls it every sync interval."""
+        horizon = now - self.config.drop_ttl
+        gone = 0
+        for name in [n for n, at in self._record_at.items() if at <= horizon]:
+            if self.records[name].lineage not in claimed(name):
+                self._forget_record(name)
+                gone += 1
+        for rec in [r for r in self._hosted.values() if not r.live and r.last_put <= horizon]:
+            if rec.lineage not in claimed(rec.name):
+                self._fail_waiting(rec, "removed")
+                self._forget_hosted(rec)
+                gone += 1
+        return gone
 
     def on_drop(self, node: str, msg: CheckpointDrop, now: float) -> None:
         """Delete the record of ``msg.name`` if it is of that lineage, up to that seq; an
@@ -737,10 +808,15 @@ class StandbyCore:
         expires = now + self.config.drop_ttl
         self._tombstones[name] = (msg.lineage, msg.upto, expires)
         self._tomb_queue.append((expires, name))
-        self._out.send.append((node, CheckpointAck(to_wire(name), msg.lineage, msg.upto, dropped=True)))
+        ack = CheckpointAck(to_wire(name), msg.lineage, msg.upto, dropped=True, incarnation=self.incarnation)
+        self._out.send.append((node, ack))
 
     def on_ack(self, node: str, msg: CheckpointAck, now: float) -> None:
-        """A standby's answer to a put or a drop."""
+        """A standby's answer to a put or a drop (ignored from an incarnation of it that is
+        not the one up here: what a dead one held, the next one does not)."""
+        known = self._incarnations.get(node)
+        if known is not None and msg.incarnation and msg.incarnation != known:
+            return
         name = msg.name
         if msg.dropped:
             drop = self._drops.get((name, node))
@@ -752,6 +828,7 @@ class StandbyCore:
             return  # about an earlier lineage, or a node that is no standby any more
         if msg.ok:
             rec.holders.pop(node, None)  # whatever else it held of the name, this replaced
+            rec.refused.pop(node, None)  # the newer lineage it held went (dropped, say)
             if msg.seq > rec.acked.get(node, -1):
                 rec.acked[node] = msg.seq
             if rec.sent.get(node, -1) <= msg.seq:
@@ -784,7 +861,7 @@ class StandbyCore:
             self._out.restored.append(Restored(name, token, rec.checkpoint(), True, rec.epoch_seen, ()))
             return
         peers = set(self.up)
-        job = _Fetch(name, lineage, base, peers, now + self.config.fetch_timeout, self._next_ref)
+        job = _Fetch(name, lineage, base, peers, set(peers), now + self.config.fetch_timeout, self._next_ref)
         self._fetches[token] = job
         self._fetching.setdefault(name, set()).add(token)
         if not peers:
@@ -809,7 +886,7 @@ class StandbyCore:
                 mine = rec.checkpoint()
                 if mine is not None:
                     found.append(mine)
-        self._out.send.append((node, CheckpointHave(msg.ref, found)))
+        self._out.send.append((node, CheckpointHave(msg.ref, found, sorted(self.up))))
 
     def on_have(self, node: str, msg: CheckpointHave, now: float) -> None:
         entry = self._refs.pop(msg.ref, None)
@@ -822,6 +899,14 @@ class StandbyCore:
                 if node in job.pending and msg.ref >= job.first_ref:
                     job.pending.discard(node)
                     job.found.extend((node, cp) for cp in msg.checkpoints if cp.name == name)
+                    # A node the answerer sees up and this one does not know yet (it joined a
+                    # moment ago) may hold the only copy: its host re-replicated to it and
+                    # dropped the old standbys. It is asked too.
+                    for peer in msg.peers:
+                        if peer != self.node and peer not in job.asked and peer not in self._gone:
+                            job.asked.add(peer)
+                            job.pending.add(peer)
+                            self._fetch_out.setdefault(peer, []).append(name)
                     if not job.pending:
                         finished.append(token)
         for token in finished:
@@ -896,16 +981,17 @@ class StandbyCore:
         rec = self._hosted.get(name)
         if rec is None or node not in rec.retrying:
             return
-        waiting = (
-            rec.state is not None
-            and node in rec.standbys
-            and node not in rec.refused
-            and rec.acked.get(node, -1) < rec.seq
-        )
+        waiting = rec.state is not None and node in rec.standbys and rec.acked.get(node, -1) < rec.seq
         if not waiting:
             rec.retrying.discard(node)
             return
         if node in self.up and not rec.handing_off:
+            # A standby that refused is asked again too (its newer record may be gone), and
+            # a refusal again is reported again: the shell decides anew (the other copy may
+            # have gone meanwhile).
+            held = rec.refused.get(node)
+            if held is not None:
+                rec.reported.discard(held)
             self._n_retransmits += 1
             checkpoint = rec.checkpoint()
             assert checkpoint is not None

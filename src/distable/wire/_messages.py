@@ -539,7 +539,8 @@ class CheckpointAck(_Msg, tag=53):
     """Standby -> host. ``ok``: it holds ``lineage`` at ``seq`` (or later: ``seq`` is what
     it holds). Not ``ok``: it holds the newer lineage ``held``, last written by
     ``writer``, and refused the put. ``dropped``: the answer to a ``CheckpointDrop`` (of
-    ``lineage`` up to ``seq``)."""
+    ``lineage`` up to ``seq``). ``incarnation``: the standby's, so that an answer of an
+    incarnation that died never counts for the next one."""
 
     name: Any
     lineage: Lineage
@@ -548,6 +549,7 @@ class CheckpointAck(_Msg, tag=53):
     held: Lineage | None = None
     writer: Pid | None = None
     dropped: bool = False
+    incarnation: int = 0
 
 
 class CheckpointDrop(_Msg, tag=54):
@@ -567,10 +569,12 @@ class CheckpointFetch(_Msg, tag=55):
 
 
 class CheckpointHave(_Msg, tag=56):
-    """The answer to ``CheckpointFetch(ref)``: every record held for those names."""
+    """The answer to ``CheckpointFetch(ref)``: every record held for those names, and the
+    server nodes the sender sees up (``peers``: the restore asks those it does not know)."""
 
     ref: int
     checkpoints: list[Checkpoint]
+    peers: list[str] = []
 
 
 #: The checkpoint messages (not yet in ``PeerMessage``, see above).
