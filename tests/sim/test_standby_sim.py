@@ -232,6 +232,10 @@ class World:
                 self.observe_later(node)
         return node
 
+    def restart_node(self, name: str) -> None:
+        """The node comes back under its name as a new incarnation, holding nothing."""
+        self.start_node(name)
+
     def observe_later(self, observer: SimNode) -> None:
         """``observer`` brings its view up to date after a detection delay."""
         delay = self.rng.uniform(*DETECT)
@@ -479,8 +483,11 @@ class World:
                 if copy.alive and owner is not None and owner != node.name:
                     self.handoff(node, copy, owner)
                 continue
+            host_node = self.nodes[copy.node]
+            if not copy.alive and host_node.running and host_node.incarnation == copy.incarnation:
+                continue  # a crashed process on a running node: restarted by its own path
             if node.view.get(copy.node) == copy.incarnation or me in copy.restarted_by:
-                continue  # its host is up here (a crashed process restarts by its own path)
+                continue  # its host is up here
             if placement.owner(copy.name) != node.name:
                 continue
             # The tracker restarts a claim that a node held when it saw the claim's host go:
@@ -494,13 +501,13 @@ class World:
                 continue
             self.restart(node, copy)
 
-    def restart(self, node: SimNode, copy: Copy) -> None:
+    def restart(self, node: SimNode, copy: Copy, also: tuple[str, ...] = ()) -> None:
         copy.restarted_by.add((node.name, node.incarnation))
         token = self.next_token
         self.next_token += 1
         self.restores[token] = (node.name, copy)
         self.note(f"{copy.name} restarts on {node.name} (its copy on {copy.node} is down here)")
-        node.core.restart_starting(copy.name, token, copy.lineage, copy.base, self.clock.now)
+        node.core.restart_starting(copy.name, token, copy.lineage, copy.base, self.clock.now, also)
         self.after(node)
 
     def on_restored(self, node: SimNode, restored: Restored) -> None:
@@ -546,7 +553,8 @@ class World:
         if old.status == "paused":
             self.clock.call_later(0.5, self.handed, copy, owner, handover)
             return
-        if new is None or not new.running or copy.name in self.removed:
+        if new is None or not new.running or copy.name in self.removed or new.view.get(old.name) != old.incarnation:
+            # (the registries of both must see each other: a handoff goes between peers)
             copy.frozen = False
             old.core.handoff_aborted(copy.name, copy.pid, self.clock.now)
             self.after(old)
@@ -676,7 +684,7 @@ class World:
         elif kind == "restart":
             node = self.rng.choice(running)
             self.crash(node)
-            self.clock.call_later(self.rng.uniform(0.1, 2.0), self.start_node, node.name)
+            self.clock.call_later(self.rng.uniform(0.1, 2.0), self.restart_node, node.name)
         elif kind == "join":
             self.joined += 1
             self.start_node(f"j{self.joined}")
@@ -715,7 +723,7 @@ class World:
         owner = self.placement(host).owner(copy.name)
         target = self.nodes.get(owner) if owner is not None else None
         if target is not None and target.running:
-            self.restart(target, copy)
+            self.restart(target, copy, also=(host.name,))  # RestartElsewhere comes from the host
 
     # --- the run -----------------------------------------------------------------------------------
 

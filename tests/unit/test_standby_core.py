@@ -153,6 +153,21 @@ def test_with_no_other_node_placed_a_checkpoint_completes_at_once() -> None:
     assert out.done == [CheckpointDone(name, 1, True, "acked")]
 
 
+def test_with_a_node_up_but_not_placed_yet_a_checkpoint_waits_for_the_placement() -> None:
+    """A node that joined a moment ago places nobody else until it has synced: its waits
+    do not complete as if it were alone."""
+    name = "early"
+    a = StandbyCore("a", config=StandbyConfig(), placement=Ring().place(["a"]), now=0.0)
+    a.peer_up("b", 0.0)
+    a.host_started(name, pid("a"), SPEC, 1, 0.0)
+    a.host_checkpoint(name, pid("a"), b"x", 1.0, token=1)
+    assert a.take() == StandbyOutput()
+    a.placement_changed(Ring().place(["a", "b"]), 2.0)
+    ((to, msg),) = sent(a)
+    a.on_ack(to, CheckpointAck(name, msg.checkpoint.lineage, 1), 2.1)
+    assert a.take().done == [CheckpointDone(name, 1, True, "acked")]
+
+
 def test_the_standbys_of_a_name_hosted_off_its_owner_start_with_the_owner() -> None:
     """The placement moved the name away and its handoff has not happened yet: the owner,
     where it is going, holds its checkpoints already."""
@@ -662,7 +677,8 @@ def test_a_handoff_continues_the_lineage_and_the_resume_state_supersedes_the_che
     handover = a.handover(name, pid("a"), 2.002)
     assert handover is not None
     assert (handover.lineage, handover.seq, handover.state) == (line, 3, b"3")
-    assert handover.holders == [Holder("b", line, 3)]
+    assert handover.holders == [Holder("a", line, 3), Holder("b", line, 3)]  # a stays one
+    assert a.records[name].seq == 3
     straggler = a.take().send[:1]  # the put of seq 2 to b, delayed on its link
     assert [(to, m.checkpoint.seq) for to, m in straggler] == [("b", 2)]
     a.placement_changed(Ring().place(["c", "d"]), 2.002)  # a leaves: nothing more is sent
@@ -684,10 +700,14 @@ def test_a_handoff_continues_the_lineage_and_the_resume_state_supersedes_the_che
     for _to, msg in straggler:
         handle(b, "a", msg, 2.2)  # the old host's put arrives after the drop: the tombstone keeps it out
     assert name not in b.records
-    assert c.replicated(name)
+    assert c.replicated(name)  # a is down here: its drop waits for it (30 s at most)
     a.host_retired(name, pid("a"), 2.3)
     assert a.hosted(name) is None
     assert a.statistics().hosted_bytes == 0
+    assert a.records[name].seq == 3  # a holder until c drops it
+    c.peer_up("a", 2.4)
+    handle(a, "c", sent(c)[0][1], 2.4)
+    assert name not in a.records
 
 
 def test_an_aborted_handoff_resumes_re_replication() -> None:
@@ -700,8 +720,10 @@ def test_an_aborted_handoff_resumes_re_replication() -> None:
     a.peer_down("b", 1.6)
     a.peer_up("b", 1.7)
     assert sent(a) == []  # frozen for the handoff
+    assert name in a.records  # a holder while the name moves
     a.handoff_aborted(name, pid("a"), 1.8)
     assert [to for to, _ in sent(a)] == ["b"]
+    assert name not in a.records  # the host copy again
 
 
 def test_a_restart_answer_hands_the_last_checkpoint_on() -> None:
@@ -807,3 +829,19 @@ def test_a_sweep_forgets_what_no_claim_needs_once_it_was_not_written_for_30_s() 
     assert b.sweep(100.0, lambda name: {line} if name == mine else claims.get(name, set())) == 0
     assert b.sweep(100.0, lambda name: claims.get(name, set())) == 1
     assert b.hosted(mine) is None
+
+
+def test_a_restore_asks_the_node_that_asked_for_it_even_before_it_sees_it_up() -> None:
+    """The old host of a crashed process asks the name's owner to restart it; the owner may
+    not see it up yet, and it holds the copy."""
+    name = name_with(["b", "a"])
+    b = StandbyCore("b", config=StandbyConfig(), placement=Ring().place(["b"]), now=0.0)
+    line = Lineage(0, pid("a"))
+    b.restart_starting(name, 1, line, None, 1.0, also=["a", "b"])
+    assert sent(b) == [("a", CheckpointFetch(1, [name]))]
+    b.on_have("a", CheckpointHave(1, [Checkpoint(name, line, None, 4, pid("a"), b"4")], ["c"]), 1.1)
+    assert sent(b) == [("c", CheckpointFetch(2, [name]))]  # and whoever it sees
+    b.on_have("c", CheckpointHave(2, [], ["a", "b"]), 1.2)
+    (restored,) = b.take().restored
+    assert restored.checkpoint is not None
+    assert restored.checkpoint.seq == 4

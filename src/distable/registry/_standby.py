@@ -7,7 +7,8 @@ Rules:
     * The standbys of a name hosted here are ``ring.standbys(placement, name, node, k)``:
       the first ``k`` nodes of its preference list other than this node. The host sends
       them its latest state (``CheckpointPut``); a waiting checkpoint completes when every
-      *current* standby acknowledged its seq or a later one (at once with none).
+      *current* standby acknowledged its seq or a later one (with none, at once only if
+      no other server node is up).
     * Re-replication is host-driven: when the standbys change, the new ones get the latest
       state, and the old ones (and any other *holder*: a handoff's, a restore's, a
       conflict loser's) get a ``CheckpointDrop`` only once every current standby has
@@ -20,10 +21,14 @@ Rules:
     * A restore follows the claim: the records of the dead claim's lineage (or of a
       lineage based on it), else of its base; never the highest lineage found anywhere.
       It asks every server node up and waits for each answer, or its node's fall, or
-      ``fetch_timeout``; the restarted process begins a new lineage above every epoch seen.
+      ``fetch_timeout``, and also asks the nodes an answer names that it did not know; the
+      restarted process begins a new lineage above every epoch seen.
     * Everything sent that expects an answer (puts, drops, fetches) is sent again after
       ``retry_interval``, doubling up to ``retry_max``: a link may drop messages and come
-      back without a peer going down.
+      back without a peer going down. An answer counts only from the incarnation of its
+      sender that is up here (a node restarted under its name holds nothing).
+    * ``sweep`` forgets the records no claim needs (their lineage is no claim's lineage or
+      base) once they were not written for ``drop_ttl``: what the drops could not reach.
 
 Theory of operation:
     Host records (``_Hosted``) hold, per local name that checkpoints, the latest state
@@ -366,16 +371,14 @@ class StandbyCore:
             return False
         if any(n in self.up for k, n in self._drops if k == name):
             return False
-        return rec.state is None or all(rec.acked.get(n, -1) >= rec.seq for n in rec.standbys)
+        return rec.state is None or self._held(rec) >= rec.seq
 
     def replicated_seq(self, name: Any) -> int | None:
         """The highest seq of the local ``name``'s lineage that every current standby holds
-        (its own seq with no standby, -1 while one holds none of it, None if not hosted):
-        at least the seq of every checkpoint whose wait completed, once it is 0 or more."""
+        (-1 while one holds none of it; None if not hosted): at least the seq of every
+        checkpoint whose wait completed, once it is 0 or more."""
         rec = self._hosted.get(name)
-        if rec is None:
-            return None
-        return min((rec.acked.get(n, -1) for n in rec.standbys), default=rec.seq)
+        return None if rec is None else self._held(rec)
 
     def restoring(self) -> int:
         """Restores waiting for their peers' answers."""
@@ -543,7 +546,15 @@ class StandbyCore:
         if rec.pending is not None:
             self._put(rec, rec.pending, now)
         rec.handing_off = True
-        holders = [Holder(node, lineage, seq) for node, (lineage, seq) in sorted(rec.held_by().items())]
+        held = rec.held_by()
+        checkpoint = rec.checkpoint()
+        if checkpoint is not None:
+            # This node stays a holder until the new host has re-replicated: the new host
+            # may not see its standbys yet (it joined a moment ago), and the old standbys
+            # may have been dropped already.
+            self._keep(name, checkpoint, now)
+            held[self.node] = (rec.lineage, rec.seq)
+        holders = [Holder(node, lineage, seq) for node, (lineage, seq) in sorted(held.items())]
         return CheckpointHandover(rec.lineage, rec.base, rec.seq, holders, rec.state)
 
     def handoff_aborted(self, name: Any, pid: Pid, now: float) -> None:
@@ -551,6 +562,9 @@ class StandbyCore:
         rec = self._hosted.get(name)
         if rec is not None and rec.pid == pid and rec.handing_off:
             rec.handing_off = False
+            held = self.records.get(name)
+            if held is not None and held.lineage == rec.lineage:
+                self._forget_record(name)  # the host copy again
             if rec.pending is not None and rec.flush_at is None:
                 rec.flush_at = now
                 self._arm(now, "flush", name)
@@ -667,16 +681,27 @@ class StandbyCore:
 
     def _settle(self, rec: _Hosted, now: float) -> None:
         """Complete the waiting checkpoints every current standby holds; once all hold the
-        latest, drop the holders."""
-        done = min((rec.acked.get(n, -1) for n in rec.standbys), default=rec.seq)
+        latest, drop the holders. With no standby, the waits complete only if no other
+        server node is up at all (alone, nobody could hold them); a node up but not placed
+        yet (it joined a moment ago) is waited for, until the placement makes it one."""
+        done = self._held(rec)
         while rec.waiting and rec.waiting[0][0] <= done:
             _, token = rec.waiting.pop(0)
             self._out.done.append(CheckpointDone(rec.name, token, True, "acked"))
         if rec.holders and rec.state is not None and done >= rec.seq:
             for node, (lineage, seq) in list(rec.holders.items()):
-                if node not in rec.standbys:
+                # With no standby (none placed, in this node's view), a holder that is up
+                # is the only other copy: it stays until a standby holds the state.
+                if node not in rec.standbys and (rec.standbys or node not in self.up):
                     del rec.holders[node]
                     self._start_drop(rec.name, node, lineage, seq, now)
+
+    def _held(self, rec: _Hosted) -> int:
+        """The highest seq every current standby holds (with none: all of them if no other
+        server node is up, else nothing yet)."""
+        if rec.standbys:
+            return min(rec.acked.get(n, -1) for n in rec.standbys)
+        return -1 if self.up else rec.seq
 
     def _fail_waiting(self, rec: _Hosted, reason: str) -> None:
         for _, token in rec.waiting:
@@ -722,7 +747,7 @@ class StandbyCore:
         cp = msg.checkpoint
         name = cp.name
         rec = self._hosted.get(name)
-        if rec is not None and rec.live and rec.lineage == cp.lineage:
+        if rec is not None and rec.live and not rec.handing_off and rec.lineage == cp.lineage:
             # A straggler from the old host of a handoff: the live copy here continues it.
             self._out.send.append((node, self._ack(rec.wire_name, cp.lineage, max(rec.seq, cp.seq))))
             return
@@ -847,11 +872,19 @@ class StandbyCore:
     # --- restores -----------------------------------------------------------------------------------
 
     def restart_starting(
-        self, name: Any, token: int, lineage: Lineage | None, base: Lineage | None, now: float
+        self,
+        name: Any,
+        token: int,
+        lineage: Lineage | None,
+        base: Lineage | None,
+        now: float,
+        also: Iterable[str] = (),
     ) -> None:
         """``name`` is about to restart here; its dead claim had ``lineage`` and ``base``
         (None: start fresh). Answers ``Restored(token)`` once: at once from this node's own
-        copy of a process that crashed here, else after asking every server node up."""
+        copy of a process that crashed here, else after asking every server node up, and
+        ``also`` the nodes that asked for this restart (the old host of a crashed process
+        asks its owner, which may not see it up yet), and every node their answers name."""
         self._n_restores += 1
         if lineage is None:
             self._out.restored.append(Restored(name, token, None, False, -1, ()))
@@ -860,7 +893,7 @@ class StandbyCore:
         if rec is not None and not rec.live and rec.lineage == lineage:
             self._out.restored.append(Restored(name, token, rec.checkpoint(), True, rec.epoch_seen, ()))
             return
-        peers = set(self.up)
+        peers = set(self.up) | {n for n in also if n != self.node and n not in self._gone}
         job = _Fetch(name, lineage, base, peers, set(peers), now + self.config.fetch_timeout, self._next_ref)
         self._fetches[token] = job
         self._fetching.setdefault(name, set()).add(token)
