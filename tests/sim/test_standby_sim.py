@@ -32,9 +32,11 @@ on all its standbys, nothing moving or restoring): the invariant's bound.
 
 Checked, naming the seed:
 
-* the invariant: a restart restores at least the highest value whose ``await`` returned
-  in the copy it restarts (and its predecessors), unless that copy ran beside another
-  copy of its name (a conflict) and its takeover is not acknowledged yet;
+* the invariant: a restart that starts a process restores at least the highest value
+  whose ``await`` had returned, when it began, in the copy it restarts (and its
+  predecessors), unless that copy ran beside another copy of its name (a conflict) and
+  its takeover is not acknowledged yet (a restore that finds the name claimed again when
+  it completes starts nothing, as the shell will);
 * an acknowledged checkpoint is held, at that moment, by every current standby that runs;
 * every waited checkpoint gets one ``CheckpointDone``, every restore one ``Restored``;
 * after the faults, the cluster settles: one copy per name, its latest checkpoint on
@@ -50,7 +52,7 @@ from typing import Any
 
 import msgspec
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from distable.registry._standby import CheckpointRefused, Restored, StandbyConfig, StandbyCore
@@ -58,16 +60,8 @@ from distable.ring import Ring
 from distable.testing import SimClock
 from distable.wire import Pid
 from distable.wire._codec import ext_hook
-from distable.wire._messages import (
-    CheckpointAck,
-    CheckpointDrop,
-    CheckpointFetch,
-    CheckpointHave,
-    CheckpointMessage,
-    CheckpointPut,
-    Lineage,
-    Spec,
-)
+from distable.wire._messages import CheckpointMessage, Lineage, Spec
+from tests.sim.test_membership_sim import settings_for
 
 SPEC = Spec("tests.registry.apps:Counter", [], {}, "transient", 5.0)
 CHAOS = 40.0  # seconds of faults
@@ -175,7 +169,9 @@ class World:
         self.copies: list[Copy] = []
         self.removed: set[str] = set()
         self.tokens: dict[int, tuple[Copy, int]] = {}  # waited checkpoint -> (copy, value)
-        self.restores: dict[int, tuple[str, Copy]] = {}  # restore token -> (node, the copy restarted)
+        # restore token -> (node, the copy restarted, the lineage and base its claim had, and
+        # the highest value acknowledged in it then)
+        self.restores: dict[int, tuple[str, Copy, Lineage, Lineage | None, int]] = {}
         self.answered: Counter[int] = Counter()
         self.next_token = 1
         self.incarnations = 0
@@ -273,6 +269,8 @@ class World:
             if c.alive and c.node == node.name:
                 c.alive = c.frozen = False
                 c.waiting = None
+                if any(o.alive and self.nodes[o.node].running for o in self.alive_copies(c.name)):
+                    c.ended = True  # the name has another claim: this one just goes
         for other in self.nodes.values():
             if other is not node and other.status != "crashed":
                 self.observe_later(other)
@@ -369,18 +367,7 @@ class World:
         if dst.status == "paused":
             dst.held.append((self.deliver, (src, src_inc, dst_name, dst_inc, data)))
             return
-        msg = decoder.decode(data)
-        core, now = dst.core, self.clock.now
-        if isinstance(msg, CheckpointPut):
-            core.on_put(src, msg, now)
-        elif isinstance(msg, CheckpointAck):
-            core.on_ack(src, msg, now)
-        elif isinstance(msg, CheckpointDrop):
-            core.on_drop(src, msg, now)
-        elif isinstance(msg, CheckpointFetch):
-            core.on_fetch(src, msg, now)
-        elif isinstance(msg, CheckpointHave):
-            core.on_have(src, msg, now)
+        dst.core.on_message(src, decoder.decode(data), self.clock.now)
         self.after(dst)
 
     # --- the processes and the shell ----------------------------------------------------------------
@@ -392,6 +379,9 @@ class World:
         copy = Copy(name, node.name, node.incarnation, pid, lineage, base, counter, must)
         self.note(f"{name} starts on {node.name} at {counter} ({lineage.epoch}, {lineage.origin})")
         displaced = [c for c in self.alive_copies(name) if c.node == node.name and c.incarnation == node.incarnation]
+        for dead in self.copies:
+            if dead.name == name and not dead.alive:
+                dead.ended = True  # the name runs again: a dead copy's claim is superseded
         self.copies.append(copy)
         self.after(node)
         if displaced:
@@ -505,7 +495,7 @@ class World:
         copy.restarted_by.add((node.name, node.incarnation))
         token = self.next_token
         self.next_token += 1
-        self.restores[token] = (node.name, copy)
+        self.restores[token] = (node.name, copy, copy.lineage, copy.base, copy.must)
         self.note(f"{copy.name} restarts on {node.name} (its copy on {copy.node} is down here)")
         node.core.restart_starting(copy.name, token, copy.lineage, copy.base, self.clock.now, also)
         self.after(node)
@@ -514,20 +504,24 @@ class World:
         self.answered[restored.token] += 1
         if self.answered[restored.token] > 1:
             self.fail(f"restore token {restored.token} answered twice")
-        _, dead = self.restores[restored.token]
+        _, dead, lineage, base, must = self.restores[restored.token]
         value = 0 if restored.checkpoint is None else decode_counter(restored.checkpoint.state)
         if restored.checkpoint is not None:
             cp = restored.checkpoint
-            if not (dead.lineage in (cp.lineage, cp.base) or cp.lineage == dead.base):
+            if not (lineage in (cp.lineage, cp.base) or cp.lineage == base):
                 self.fail(f"{dead.name}: restored lineage {cp.lineage} is not of the dead copy's line")
-        if value < dead.must and not dead.tainted and self.within_bound:
-            self.fail(f"{dead.name}: restored {value} on {node.name}, but {dead.must} was acknowledged (lost)")
         if dead.name in self.removed:
             return
         host = self.nodes[dead.node]
         if dead.alive and host.running and host.incarnation == dead.incarnation:
             dead.restarted_by.discard((node.name, node.incarnation))  # over: a later death is new
             return  # its host is back (it was paused): no second copy now
+        if any(c.node == node.name or node.view.get(c.node) == c.incarnation for c in self.alive_copies(dead.name)):
+            return  # claimed again meanwhile (handed in, or its host woke): the shell starts nothing
+        # The faults never exceed the bound (see ``fault``), so outside a conflict's window
+        # nothing acknowledged before the restart began may be missing.
+        if value < must and not dead.tainted:
+            self.fail(f"{dead.name}: restored {value} on {node.name}, but {must} was acknowledged (lost)")
         copy = self.new_copy(node, dead.name, value, max(value, dead.must), restored=restored)
         if dead.alive:
             copy.tainted = dead.tainted = True  # its old copy sleeps on a paused node
@@ -637,10 +631,6 @@ class World:
         self.clock.call_later(0.5, self.tick)
 
     # --- faults -----------------------------------------------------------------------------------
-
-    @property
-    def within_bound(self) -> bool:
-        return self.faults_unsettled <= self.budget
 
     def settled(self, strict: bool = False) -> bool:
         """Whether re-replication has completed: every view right, nothing restoring or
@@ -787,7 +777,7 @@ class World:
             node = self.nodes[copy.node]
             if self.answered[token] == 0 and node.incarnation == copy.incarnation and node.status != "crashed":
                 self.fail(f"checkpoint token {token} of {copy.name} never answered")
-        for token, (node_name, _) in self.restores.items():
+        for token, (node_name, *_) in self.restores.items():
             node = self.nodes[node_name]
             if self.answered[token] == 0 and node.status != "crashed":
                 self.fail(f"restore token {token} on {node_name} never answered")
@@ -822,33 +812,42 @@ def describe(world: World) -> str:
 
 # --- the tests ---------------------------------------------------------------------------------------
 
-EXAMPLES = 40
-
-
-def sim_settings(examples: int) -> settings:
-    return settings(
-        max_examples=examples,
-        derandomize=True,
-        deadline=None,
-        database=None,
-        print_blob=True,
-        suppress_health_check=[HealthCheck.too_slow],
-    )
+#: Examples per profile; five profiles, each example about a minute of simulated cluster
+#: life in a few tenths of a second (about 30 s in all).
+EXAMPLES = 20
 
 
 seeds = st.integers(min_value=0, max_value=2**32 - 1)
 
 
 @pytest.mark.parametrize("profile", sorted(PROFILES))
-@sim_settings(EXAMPLES)
+@settings_for(EXAMPLES)
 @given(seed=seeds)
 def test_no_acknowledged_checkpoint_is_lost_within_the_failure_bound(profile: str, seed: int) -> None:
     world = run(make_schedule(seed, profile))
     assert not world.failures, describe(world)
 
 
-#: Seeds that found a bug (profile, seed), each kept as a regression test.
-REGRESSIONS: dict[str, tuple[str, int]] = {}
+#: Schedules (profile, seed) that found a bug in the core while it was built, each kept as
+#: a regression test; the fix is named in its id.
+REGRESSIONS: dict[str, tuple[str, int]] = {
+    # A name handed to a node that joined a moment ago (no standby in its view yet) was held
+    # by that node alone once the old standby was dropped: the old host stays a holder, and a
+    # wait with no standby completes only when no other node is up.
+    "handoff-to-a-joiner--old-host-stays-a-holder": ("pauses", 216),
+    # A drop to a node not up yet was sent when it came up, but never retried once lost.
+    "drop-sent-on-peer-up-is-retried": ("joins", 134),
+    # A restart asked of an owner that did not see the old host yet found nothing: the
+    # restore asks the nodes that asked for it, and the nodes their answers name.
+    "restart-asked-by-the-old-host--asks-it": ("joins", 75),
+    # A woken host refused by a copy that then died waited forever: refusals are retried
+    # and reported again, and the shell takes over once nobody claims that lineage.
+    "refused-by-a-copy-that-died--reported-again": ("mixed", 12),
+    # The copy of a process that exited on a node outlived the restart elsewhere: a newer
+    # lineage retires it; and records no claim needs are swept.
+    "exited-copy-retired-by-a-newer-lineage": ("mixed", 37),
+    "records-no-claim-needs-are-swept": ("mixed", 9),
+}
 
 
 @pytest.mark.parametrize(("profile", "seed"), REGRESSIONS.values(), ids=list(REGRESSIONS))

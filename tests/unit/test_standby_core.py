@@ -68,20 +68,6 @@ def sent(me: StandbyCore) -> list[tuple[str, Any]]:
     return me.take().send
 
 
-def handle(me: StandbyCore, src: str, msg: Any, now: float) -> None:
-    """Hand ``msg`` from ``src`` to ``me``'s handler for it."""
-    if isinstance(msg, CheckpointPut):
-        me.on_put(src, msg, now)
-    elif isinstance(msg, CheckpointAck):
-        me.on_ack(src, msg, now)
-    elif isinstance(msg, CheckpointDrop):
-        me.on_drop(src, msg, now)
-    elif isinstance(msg, CheckpointFetch):
-        me.on_fetch(src, msg, now)
-    else:
-        me.on_have(src, msg, now)
-
-
 class Pump:
     """Carries the cores' messages to each other in order until none is left, and keeps
     what else they output."""
@@ -103,7 +89,7 @@ class Pump:
                 for dst, msg in out.send:
                     moved = True
                     if dst in self.cores and node not in self.lost and dst not in self.lost:
-                        handle(self.cores[dst], node, msg, now)
+                        self.cores[dst].on_message(node, msg, now)
             if not moved:
                 return
         raise AssertionError("the cores never stopped sending")
@@ -402,7 +388,7 @@ def test_a_conflicts_winner_takes_over_the_losers_holders_and_drops_them_after_i
     out = a.take()
     assert [(to, type(m).__name__) for to, m in out.send] == [("b", "CheckpointPut")]  # no drop yet
     for _to, msg in out.send:
-        handle(b, "a", msg, 2.0)
+        b.on_message("a", msg, 2.0)
     pump(2.0)
     assert name not in c.records  # dropped once b held the new lineage
     assert b.records[name].lineage == new
@@ -424,17 +410,17 @@ def test_a_join_during_a_checkpoint_completes_it_on_the_new_standby_and_drops_th
     ((to, msg),) = sent(a)
     assert to == "j"
     for _, m in to_b:
-        handle(b, "a", m, 1.2)  # b gets it too, late
-    handle(a, "b", sent(b)[0][1], 1.3)  # and its ack no longer counts
+        b.on_message("a", m, 1.2)  # b gets it too, late
+    a.on_message("b", sent(b)[0][1], 1.3)  # and its ack no longer counts
     assert a.take() == StandbyOutput()
-    handle(j, "a", msg, 1.4)
-    handle(a, "j", sent(j)[0][1], 1.5)
+    j.on_message("a", msg, 1.4)
+    a.on_message("j", sent(j)[0][1], 1.5)
     out = a.take()
     assert out.done == [CheckpointDone(name, 1, True, "acked")]
     assert out.send == [("b", CheckpointDrop(name, Lineage(0, pid("a")), 1))]  # only now
-    handle(b, "a", out.send[0][1], 1.6)
+    b.on_message("a", out.send[0][1], 1.6)
     assert name not in b.records
-    handle(a, "b", sent(b)[0][1], 1.7)
+    a.on_message("b", sent(b)[0][1], 1.7)
     assert a.replicated(name)
 
 
@@ -569,7 +555,7 @@ def test_a_restore_after_the_host_died_takes_the_claims_lineage_at_its_highest_s
     fetches = b.take().send
     assert fetches == [("c", CheckpointFetch(1, [name])), ("d", CheckpointFetch(2, [name]))]
     for to, msg in fetches:
-        handle(pump.cores[to], "b", msg, 1.0)
+        pump.cores[to].on_message("b", msg, 1.0)
     pump(1.0)
     (restored,) = pump.restored("b")
     assert restored.checkpoint is not None
@@ -698,7 +684,7 @@ def test_a_handoff_continues_the_lineage_and_the_resume_state_supersedes_the_che
     assert (held.lineage, held.seq, held.state, held.writer) == (line, 4, b"resumed", pid("c"))
     assert name not in b.records
     for _to, msg in straggler:
-        handle(b, "a", msg, 2.2)  # the old host's put arrives after the drop: the tombstone keeps it out
+        b.on_message("a", msg, 2.2)  # the old host's put arrives after the drop: the tombstone keeps it out
     assert name not in b.records
     assert c.replicated(name)  # a is down here: its drop waits for it (30 s at most)
     a.host_retired(name, pid("a"), 2.3)
@@ -706,7 +692,7 @@ def test_a_handoff_continues_the_lineage_and_the_resume_state_supersedes_the_che
     assert a.statistics().hosted_bytes == 0
     assert a.records[name].seq == 3  # a holder until c drops it
     c.peer_up("a", 2.4)
-    handle(a, "c", sent(c)[0][1], 2.4)
+    a.on_message("c", sent(c)[0][1], 2.4)
     assert name not in a.records
 
 

@@ -71,6 +71,7 @@ from ..wire._messages import (
     CheckpointFetch,
     CheckpointHandover,
     CheckpointHave,
+    CheckpointMessage,
     CheckpointPut,
     Holder,
     Lineage,
@@ -740,6 +741,19 @@ class StandbyCore:
             self._arm(now + self.config.retry_interval, "drop", (name, node, self.config.retry_interval))
 
     # --- the standby's side ----------------------------------------------------------------------
+
+    def on_message(self, node: str, msg: CheckpointMessage, now: float) -> None:
+        """Hand a checkpoint message from ``node`` to its handler below."""
+        if isinstance(msg, CheckpointPut):
+            self.on_put(node, msg, now)
+        elif isinstance(msg, CheckpointAck):
+            self.on_ack(node, msg, now)
+        elif isinstance(msg, CheckpointDrop):
+            self.on_drop(node, msg, now)
+        elif isinstance(msg, CheckpointFetch):
+            self.on_fetch(node, msg, now)
+        else:
+            self.on_have(node, msg, now)
 
     def on_put(self, node: str, msg: CheckpointPut, now: float) -> None:
         """A host's checkpoint: keep it unless a newer lineage is held; answer."""
