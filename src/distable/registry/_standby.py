@@ -45,7 +45,10 @@ Invariants:
       the nodes holding the latest acknowledged checkpoint of a name always include a full
       standby set (the current one or an earlier one).
     * A record is replaced only by a later seq of its lineage or by a newer lineage; it is
-      deleted only by a drop of its own lineage at a seq at least its own.
+      deleted only by a drop of its own lineage at a seq at least its own, when this node
+      comes to host its line, or by a sweep once no claim names its lineage.
+    * The old host of a handoff keeps its latest state as a record and is one of the
+      holders the new host drops: the name is never on fewer nodes while it moves.
     * Each ``restart_starting`` token gets exactly one ``Restored``; each waiting
       checkpoint's token exactly one ``CheckpointDone``.
 """
@@ -251,7 +254,7 @@ class _Hosted:
         found = dict(self.holders)
         for node in self.standbys:
             seq = self.known.get(node, -1)
-            if seq >= 0 and node not in self.refused:
+            if seq >= 0:
                 found[node] = (self.lineage, seq)
         return found
 
@@ -440,7 +443,9 @@ class StandbyCore:
             rec.acked.pop(node, None)
             rec.sent.pop(node, None)
             seq = rec.known.pop(node, -1)
-            if seq >= 0 and node not in rec.refused:
+            if seq >= 0:
+                # Even one that refused: a later retry may have been taken (its newer record
+                # went), and a drop of this lineage leaves a newer one alone.
                 rec.holders[node] = (rec.lineage, seq)
             rec.refused.pop(node, None)
         for node in new:
