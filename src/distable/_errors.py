@@ -81,6 +81,18 @@ class ProcessExited(DistableError):
         self.reason = reason
 
 
+class CheckpointTooLarge(DistableError):
+    """A checkpoint's encoded state is larger than the node allows; nothing was sent.
+
+    ``size`` is the encoded state's length in bytes, ``limit`` the most a node keeps.
+    """
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(f"checkpoint of {size} bytes is larger than the limit of {limit} bytes")
+        self.size = size
+        self.limit = limit
+
+
 class MessageTooLarge(DistableError):
     """An encoded message is larger than the peer link's maximum frame size."""
 

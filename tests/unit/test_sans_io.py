@@ -30,6 +30,7 @@ CORE_MODULES: tuple[str, ...] = (
     "ring",
     "registry/_core.py",
     "registry/_events.py",
+    "registry/_standby.py",
 )
 
 #: Top-level modules a core must not import, directly or through distable modules.

@@ -478,6 +478,109 @@ class RegistryReply(_Msg, tag=51):
     detail: str = ""
 
 
+# --- checkpoints (version 4): designed, not wired in yet --------------------------------
+#
+# docs/internals.md, "Checkpoints (design)". These are not part of ``PeerMessage`` yet: a
+# node decodes none of them from a peer until the registry handles them, and the
+# integration step adds them to it with ``PROTOCOL_VERSION = 4``. ``name`` is prepared by
+# ``_codec.to_wire``; ``state`` is the user's state already encoded (a standby never
+# decodes it).
+
+
+class Lineage(msgspec.Struct, array_like=True, gc=False, frozen=True, order=True):
+    """A line of checkpoints of one name: begun by the process ``origin``; ordered by
+    ``epoch``, then ``origin``. A restart elsewhere begins one with a higher epoch; a
+    handoff (``Resume``) continues it."""
+
+    epoch: int
+    origin: Pid
+
+
+class Checkpoint(msgspec.Struct, array_like=True, gc=False, frozen=True):
+    """One checkpoint of ``name``: seq ``seq`` of ``lineage`` (which began from ``base``),
+    written by the process ``writer``; ``spec`` says how to start the name again."""
+
+    name: Any
+    lineage: Lineage
+    base: Lineage | None
+    seq: int
+    writer: Pid
+    state: bytes
+    spec: Spec | None = None
+
+
+class Holder(msgspec.Struct, array_like=True, gc=False, frozen=True):
+    """``node`` may hold a record of ``lineage`` up to ``seq``: to be dropped later."""
+
+    node: str
+    lineage: Lineage
+    seq: int
+
+
+class CheckpointHandover(msgspec.Struct, array_like=True, gc=False, frozen=True):
+    """Where a name's checkpoints stand, for its new host (in a handoff) or the winner of a
+    conflict: the lineage and seq to continue, the nodes that may hold its records, and
+    the last checkpoint's state (for a process that answered ``Restart()``)."""
+
+    lineage: Lineage
+    base: Lineage | None
+    seq: int
+    holders: list[Holder]
+    state: bytes | None = None
+
+
+class CheckpointPut(_Msg, tag=52):
+    """Host -> standby: keep ``checkpoint``; answered by ``CheckpointAck``."""
+
+    checkpoint: Checkpoint
+
+
+class CheckpointAck(_Msg, tag=53):
+    """Standby -> host. ``ok``: it holds ``lineage`` at ``seq`` (or later: ``seq`` is what
+    it holds). Not ``ok``: it holds the newer lineage ``held``, last written by
+    ``writer``, and refused the put. ``dropped``: the answer to a ``CheckpointDrop`` (of
+    ``lineage`` up to ``seq``). ``incarnation``: the standby's, so that an answer of an
+    incarnation that died never counts for the next one."""
+
+    name: Any
+    lineage: Lineage
+    seq: int
+    ok: bool = True
+    held: Lineage | None = None
+    writer: Pid | None = None
+    dropped: bool = False
+    incarnation: int = 0
+
+
+class CheckpointDrop(_Msg, tag=54):
+    """Host -> standby: delete your record of ``name`` if it is of ``lineage`` at a seq of
+    at most ``upto``; answered by ``CheckpointAck(dropped=True)``."""
+
+    name: Any
+    lineage: Lineage
+    upto: int
+
+
+class CheckpointFetch(_Msg, tag=55):
+    """A node restarting names -> every server node up: what do you hold of ``names``?"""
+
+    ref: int
+    names: list[Any]
+
+
+class CheckpointHave(_Msg, tag=56):
+    """The answer to ``CheckpointFetch(ref)``: every record held for those names, and the
+    server nodes the sender sees up (``peers``: the restore asks those it does not know)."""
+
+    ref: int
+    checkpoints: list[Checkpoint]
+    peers: list[str] = []
+
+
+#: The checkpoint messages (not yet in ``PeerMessage``, see above).
+CheckpointMessage = CheckpointPut | CheckpointAck | CheckpointDrop | CheckpointFetch | CheckpointHave
+
+
 PeerMessage = (
     Send
     | Cast
