@@ -348,6 +348,21 @@ class TrackerCore:
             return ()
         return (claim.moved_from, *claim.ancestors)[:_ANCESTORS_MAX]
 
+    def local_claim_of(self, pid: Pid) -> Claim | None:
+        """The name claim of the local process ``pid`` (a factory's, if it holds several)."""
+        keys = self._local_by_pid.get(pid)
+        if keys is None:
+            return None
+        table = self.claims[self.node]
+        found = None
+        for key in keys if isinstance(keys, set) else (keys,):
+            claim = table.get(key)
+            if claim is not None and claim.kind == CLAIM_NAME:
+                if claim.spec is not None:
+                    return claim
+                found = claim
+        return found
+
     def local_names(self) -> list[Claim]:
         return [c for c in self.claims[self.node].values() if c.kind == CLAIM_NAME]
 

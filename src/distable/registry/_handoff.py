@@ -275,7 +275,9 @@ class HandoffCoordinator:
         retry_reset: Callable[[], None],
         handover: Callable[[Any, Pid], CheckpointHandover | None],
         handover_ended: Callable[[Any, Pid, bool], None],
-        handed_in: Callable[[Any, Pid, Spec, CheckpointHandover | None, bool, Any], tuple[Lineage, Lineage | None]],
+        handed_in: Callable[
+            [Any, Pid, Spec, CheckpointHandover | None, bool, Any], tuple[Lineage | None, Lineage | None]
+        ],
     ) -> None:
         self.runtime = runtime
         self.transport = transport
@@ -325,6 +327,13 @@ class HandoffCoordinator:
         # A handoff to this node accepted before it began to drain: once committed, its
         # claim is moved on like the others; stopping now would kill the only copy.
         return any(i.state in _IN_FLIGHT for i in self.incoming.values())
+
+    def incoming_copy(self, pid: Pid) -> Incoming | None:
+        """The handoff to this node whose copy is ``pid``, while it runs unclaimed (before 6)."""
+        for inc in self.incoming.values():
+            if inc.pid == pid and inc.state in (Receiving.ACCEPTED, Receiving.COMMIT_DUE):
+                return inc
+        return None
 
     def relayed_to_all(self, nodes: set[str]) -> bool:
         """Whether every committed handoff from here has relayed a marker of each of ``nodes``."""

@@ -195,9 +195,11 @@ class RegistryService:
         )
         self._standby_source = self.core.placement  # the tracker placement it was given last
         self._next_sweep = self.loop.time() + config.sync_interval
-        # Local processes registered through a factory, by pid: the name they checkpoint
-        # under. Written where the standby core hears of them (``_host_started``, exits,
-        # removals, retirements); read by ``checkpoint``.
+        # Local processes the standby core keeps a host record for, by pid: the name they
+        # checkpoint under. A process registered fresh gets one only at its first
+        # checkpoint (``_start_hosting``): a name that never checkpoints costs nothing here.
+        # Written where the standby core hears of them (``_host_started``, exits, removals,
+        # retirements); read by ``checkpoint``.
         self._hosting: dict[Pid, Any] = {}
         # Checkpoint waits (``checkpoint(wait=True)``) and restores, by the token the
         # standby core answers: resolved by ``_flush``, written by their callers.
@@ -775,9 +777,15 @@ class RegistryService:
         pid: Pid | None = None
         try:
             pid = await run_factory(spec.factory, spec.args, spec.kwargs, self.runtime, self.config.factories)
-            if restored is not None and restored.checkpoint is not None:
-                self._deliver_checkpoint(name, pid, restored.checkpoint.state)
-            lineage, base = self._host_started(name, pid, spec, restored=restored)
+            lineage: Lineage | None = None
+            base: Lineage | None = None
+            if restored is not None:
+                # A restart that restored: its record starts now (its first act is to put the
+                # restored state under its new lineage). A fresh one gets it at its first
+                # checkpoint, if ever.
+                if restored.checkpoint is not None:
+                    self._deliver_checkpoint(name, pid, restored.checkpoint.state)
+                lineage, base = self._host_started(name, pid, spec, restored=restored)
             self.core.local_claim(name, pid, spec, self.loop.time(), lineage=lineage, base=base)
             self._registered(name, pid, spec)
             self._changed()
@@ -1159,14 +1167,10 @@ class RegistryService:
             CheckpointTooLarge: its encoding is larger than ``checkpoint_max_bytes``.
 
         A process's handler (through the node); never awaits."""
+        data = encode_value(state)
         name = self._hosting.get(pid)
         if name is None:
-            raise DistableError(
-                f"checkpoint: {pid!r} holds no name registered through a factory on this node "
-                "(only a process started by register(name, factory) has standbys; not one "
-                "started by spawn or registered with register_name)"
-            )
-        data = encode_value(state)
+            name = self._start_hosting(pid)
         now = self.loop.time()
         if not wait:
             self.standby.host_checkpoint(name, pid, data, now)
@@ -1188,6 +1192,28 @@ class RegistryService:
         self.standby.host_checkpoint(name, pid, data, now, token)
         self._changed()
         return fut
+
+    def _start_hosting(self, pid: Pid) -> Any:
+        """The first checkpoint of the local ``pid``, registered fresh (or handed in without
+        checkpoints): the standby core starts its host record, and its claim is made again
+        with the lineage it begins. Returns its name.
+
+        Raises:
+            DistableError: ``pid`` holds no name registered through a factory here."""
+        claim = self.core.local_claim_of(pid)
+        if claim is not None and claim.spec is not None:
+            lineage, base = self._host_started(claim.key, pid, claim.spec)
+            self.core.relineage(claim.key, pid, lineage, base)
+            return claim.key
+        incoming = self.handoff.incoming_copy(pid)  # handed in, not claimed yet (step 6)
+        if incoming is not None:
+            incoming.lineage, incoming.base = self._host_started(incoming.name, pid, incoming.spec)
+            return incoming.name
+        raise DistableError(
+            f"checkpoint: {pid!r} holds no name registered through a factory on this node "
+            "(only a process started by register(name, factory) has standbys; not one "
+            "started by spawn or registered with register_name)"
+        )
 
     async def _restore(
         self, name: Any, lineage: Lineage | None, base: Lineage | None, asker: str | None = None
@@ -1282,14 +1308,17 @@ class RegistryService:
 
     def _handed_in(
         self, name: Any, pid: Pid, spec: Spec, handover: CheckpointHandover | None, has_state: bool, state: Any
-    ) -> tuple[Lineage, Lineage | None]:
+    ) -> tuple[Lineage | None, Lineage | None]:
         """The new owner's side: ``pid`` started here from a handoff, with its ``Resume``
         ``state`` if ``has_state``; without one, the handover's last checkpoint reaches its
-        ``end_handoff`` first. Returns the lineage and base to claim it with (step 6)."""
-        if not has_state and handover is not None and handover.state is not None:
+        ``end_handoff`` first. Returns the lineage and base to claim it with (step 6): none
+        when it comes without checkpoints (its first checkpoint begins them)."""
+        if handover is None:
+            return None, None
+        if not has_state and handover.state is not None:
             self._deliver_checkpoint(name, pid, handover.state)
         resume_state: bytes | None = None
-        if has_state and handover is not None:
+        if has_state:
             try:
                 resume_state = encode_value(state)
             except DistableError as exc:
