@@ -1500,8 +1500,8 @@ def _outcome(reply: RegistryReply) -> Pid | None:
 def _on_wire(request: RegistryRequest) -> RegistryRequest:
     """``request`` with its user values prepared for the wire (``to_wire``)."""
     match request:
-        case RegisterRequest(ref, name, spec):
-            return RegisterRequest(ref, to_wire(name), wire_spec(spec))
+        case RegisterRequest(ref, name, spec, lineage, base):
+            return RegisterRequest(ref, to_wire(name), wire_spec(spec), lineage, base)
         case RegisterNameRequest(ref, name, pid):
             return RegisterNameRequest(ref, to_wire(name), pid)
         case UnregisterRequest(ref, name, pid):
