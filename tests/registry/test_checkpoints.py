@@ -192,3 +192,58 @@ async def test_a_peer_of_an_older_protocol_is_never_a_standby(
     assert a.registry.standby.up == set()
     assert b.statistics().registry.checkpoint_records == 0
     assert a.statistics().registry.checkpoint_hosted == 1
+
+
+async def test_after_a_netsplit_heal_the_winner_takes_the_checkpoints_over(cluster: Cluster) -> None:
+    # Each side of a split runs a copy of the name and checkpoints its own count. After the
+    # heal, the surviving copy takes the checkpoints over (a lineage above both) and gets
+    # the other copy's state in resolve_conflict; a crash of its host then restores the
+    # survivor's count, never the loser's.
+    nodes = await cluster.start(4)
+    side_a, side_b = nodes[:2], nodes[2:]
+    names = [n.name for n in nodes]
+    name = first_owned(side_a[0].name, names, "ckpt-split")
+    await side_a[0].register(name, apps.Counter, key=name)
+    await side_a[0].call(name, ("checkpoint", True))  # 0, everywhere its standby is
+    cut = cluster.partition(side_a, side_b)
+
+    def isolated(side: list[Node]) -> bool:
+        return all(n.placement().nodes == sorted(m.name for m in side) for n in side)
+
+    await eventually(lambda: isolated(side_a) and isolated(side_b), timeout=15, message=cluster.describe)
+    await eventually(lambda: side_b[0].whereis(name) is not None, timeout=15, message=cluster.describe)
+    for side, count in ((side_a, 3), (side_b, 7)):
+        for _ in range(count):
+            await side[0].call(name, "incr")
+        assert await side[0].call(name, ("checkpoint", True)) == count
+
+    await cut.heal()
+    await cluster.wait_joined()
+    await eventually(
+        lambda: (p := cluster.agreed()) is not None and cluster.live_copies(name) == [p[name]],
+        timeout=20,
+        message=lambda: f"{cluster.describe()}; copies {cluster.live_copies(name)}",
+    )
+    winner = nodes[0].whereis(name)
+    assert winner is not None
+    count, _ = await nodes[0].call(name, "get")
+    assert count in (3, 7)
+    assert await nodes[0].call(name, "conflicts") == [10 - count]  # the loser's state
+    host = cluster.node(winner.node)
+    standby = host.registry.standby
+    lineage = standby.lineage_of(name)
+    assert lineage is not None
+    assert lineage[0].epoch >= 1  # taken over: above both copies' lines
+    await eventually(lambda: standby.replicated(name), message=lambda: f"{host.name}: {host.statistics().registry}")
+    await eventually(lambda: all(claim_lineage(n, name) == lineage[0] for n in cluster.nodes))
+
+    await cluster.crash(host)
+    left = [n for n in nodes if n is not host]
+    await restarted(cluster, name, host.name, left)
+    handled = await left[0].call(name, "handled")
+    assert handled[0] == ("end_handoff", count), handled
+
+
+def claim_lineage(node: Node, name: Any) -> Any:
+    winner = node.registry.core.winners.get(name)
+    return None if winner is None else winner.lineage
