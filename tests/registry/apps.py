@@ -46,7 +46,8 @@ class Counter(Process):
     """A counter that records, in order, every message it handles.
 
     ``mode`` is what ``begin_handoff`` answers: "resume" (Resume(count)), "restart" or
-    "ignore". ``handled`` is this incarnation's own log: it is not carried by a handoff,
+    "ignore"; "resume+checkpoint" resumes too, and ``end_handoff`` then checkpoints the
+    state it got. ``handled`` is this incarnation's own log: it is not carried by a handoff,
     so on a handed-in process it shows what ran first.
 
     Calls: "incr" -> new count; "get" -> (count, node name); "handled" -> the log;
@@ -54,7 +55,8 @@ class Counter(Process):
     ("stop", reason) -> stops with that reason after replying; ("checkpoint", wait) ->
     checkpoints the count (awaited if ``wait``), answers it; ("checkpoint_bad", kind) ->
     checkpoints an unencodable value ("unencodable"), ``size`` bytes ("bytes", size) or the
-    count ("count"), and answers the error's type name ("ok" if none).
+    count ("count"), and answers the error's type name ("ok" if none); ("burst", n) -> n
+    increments, each checkpointed write-behind, in one handler; answers the count.
     Casts: ("add", n) adds n. Infos are logged only.
     """
 
@@ -89,6 +91,11 @@ class Counter(Process):
                 else:
                     self.checkpoint(self.count, wait=False)
                 return self.count
+            case ("burst", int(n)):
+                for _ in range(n):
+                    self.count += 1
+                    self.checkpoint(self.count, wait=False)
+                return self.count
             case ("checkpoint_bad", kind):
                 value: Any = self.count
                 if isinstance(kind, tuple | list):
@@ -121,6 +128,8 @@ class Counter(Process):
     async def end_handoff(self, state: Any) -> None:
         self.handled.append(("end_handoff", state))
         self.count = state
+        if self.mode == "resume+checkpoint":
+            await self.checkpoint(state)
 
     async def resolve_conflict(self, state: Any) -> None:
         self.handled.append(("resolve_conflict", state))

@@ -15,7 +15,8 @@ import pytest
 from distable import Node, RegistryConfig
 from distable.ring import Ring, preference
 from distable.testing import eventually
-from distable.wire._messages import CheckpointFetch
+from distable.wire import encode_value
+from distable.wire._messages import CheckpointFetch, Lineage
 
 from . import apps
 from .conftest import Cluster, first_owned, log_records
@@ -247,3 +248,44 @@ async def test_after_a_netsplit_heal_the_winner_takes_the_checkpoints_over(clust
 def claim_lineage(node: Node, name: Any) -> Any:
     winner = node.registry.core.winners.get(name)
     return None if winner is None else winner.lineage
+
+
+async def test_write_behind_sends_only_the_latest_state_and_a_crash_restores_it(cluster: Cluster) -> None:
+    a, b = await cluster.start(2)
+    name = first_owned(b.name, [a.name, b.name], "ckpt-burst")
+    await a.register(name, apps.Counter, key=name)
+    assert await a.call(name, ("burst", 1000)) == 1000  # 1000 checkpoints in one handler
+
+    standby = b.registry.standby
+    await eventually(lambda: standby.replicated(name) and standby.replicated_seq(name) == 2)
+    stats = standby.statistics()
+    # The first state went at once, the other 999 replaced each other: one more put.
+    assert stats.puts_sent - stats.retransmits == 2
+    assert a.registry.standby.records[name].state == encode_value(1000)
+
+    await cluster.crash(b)
+    await restarted(cluster, name, b.name, [a])
+    handled = await a.call(name, "handled")
+    assert handled[0] == ("end_handoff", 1000), handled
+
+
+async def test_a_handed_in_process_may_checkpoint_in_end_handoff(cluster: Cluster) -> None:
+    # It came without checkpoints (it never made one): its first, before its claim exists
+    # here, begins them, and the claim carries their lineage.
+    a, b, c = await cluster.start(3)
+    name = first_owned(c.name, [a.name, b.name, c.name], "ckpt-in")
+    await a.register(name, apps.Counter, key=name, mode="resume+checkpoint")
+    for _ in range(4):
+        await a.call(name, "incr")
+
+    await cluster.stop(c)
+    moved = await restarted(cluster, name, c.name, [a, b])
+    host = cluster.node(moved.node)
+    await eventually(lambda: host.registry.standby.replicated_seq(name) == 1)
+    await eventually(lambda: all(claim_lineage(n, name) == Lineage(0, moved) for n in (a, b)))
+
+    await cluster.crash(host)
+    survivor = a if host is b else b
+    await restarted(cluster, name, host.name, [survivor])
+    handled = await survivor.call(name, "handled")
+    assert handled[0] == ("end_handoff", 4), handled
