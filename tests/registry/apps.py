@@ -56,7 +56,9 @@ class Counter(Process):
     checkpoints the count (awaited if ``wait``), answers it; ("checkpoint_bad", kind) ->
     checkpoints an unencodable value ("unencodable"), ``size`` bytes ("bytes", size) or the
     count ("count"), and answers the error's type name ("ok" if none); ("burst", n) -> n
-    increments, each checkpointed write-behind, in one handler; answers the count.
+    increments, each checkpointed write-behind, in one handler; answers the count;
+    ("checkpoint_within", seconds) -> checkpoints the count with that timeout, answers
+    "ok" or the error's type name.
     Casts: ("add", n) adds n. Infos are logged only.
     """
 
@@ -91,6 +93,12 @@ class Counter(Process):
                 else:
                     self.checkpoint(self.count, wait=False)
                 return self.count
+            case ("checkpoint_within", float(seconds)):
+                try:
+                    await self.checkpoint(self.count, timeout=seconds)
+                except DistableError as exc:
+                    return type(exc).__name__
+                return "ok"
             case ("burst", int(n)):
                 for _ in range(n):
                     self.count += 1

@@ -16,7 +16,7 @@ from distable import Node, RegistryConfig
 from distable.ring import Ring, preference
 from distable.testing import eventually
 from distable.wire import encode_value
-from distable.wire._messages import CheckpointFetch, Lineage
+from distable.wire._messages import CheckpointFetch, CheckpointPut, Lineage
 
 from . import apps
 from .conftest import Cluster, first_owned, log_records
@@ -289,3 +289,24 @@ async def test_a_handed_in_process_may_checkpoint_in_end_handoff(cluster: Cluste
     await restarted(cluster, name, host.name, [survivor])
     handled = await survivor.call(name, "handled")
     assert handled[0] == ("end_handoff", 4), handled
+
+
+async def test_an_unconfirmed_checkpoint_raises_call_timeout_and_completes_later(cluster: Cluster) -> None:
+    a, b = await cluster.start(2)
+    name = first_owned(b.name, [a.name, b.name], "ckpt-slow")
+    await a.register(name, apps.Counter, key=name)
+    await a.call(name, "incr")
+    dispatch = a.transport.dispatch
+
+    def no_puts(sender: str, messages: list[Any]) -> None:  # a's standby side hears no put
+        dispatch(sender, [m for m in messages if not isinstance(m, CheckpointPut)])
+
+    a.transport.dispatch = no_puts
+    try:
+        assert await a.call(name, ("checkpoint_within", 0.3)) == "CallTimeout"
+    finally:
+        a.transport.dispatch = dispatch
+    # The put is sent again (retry_interval), and held: the write completed after all.
+    standby = b.registry.standby
+    await eventually(lambda: standby.replicated(name) and standby.replicated_seq(name) == 1)
+    assert await a.call(name, ("checkpoint_within", 10.0)) == "ok"
