@@ -12,11 +12,11 @@ from typing import Any
 
 import pytest
 
-from distable import Node, RegistryConfig
+from distable import Node, Pid, RegistryConfig
 from distable.ring import Ring, preference
 from distable.testing import eventually
 from distable.wire import encode_value
-from distable.wire._messages import CheckpointFetch, CheckpointPut, Lineage
+from distable.wire._messages import Checkpoint, CheckpointFetch, CheckpointPut, Lineage
 
 from . import apps
 from .conftest import Cluster, first_owned, log_records
@@ -310,3 +310,26 @@ async def test_an_unconfirmed_checkpoint_raises_call_timeout_and_completes_later
     standby = b.registry.standby
     await eventually(lambda: standby.replicated(name) and standby.replicated_seq(name) == 1)
     assert await a.call(name, ("checkpoint_within", 10.0)) == "ok"
+
+
+async def test_a_refusal_from_a_stale_record_makes_the_host_take_its_checkpoints_over(
+    cluster: Cluster, caplog: pytest.LogCaptureFixture
+) -> None:
+    # b holds a newer line of the name that no claim names (written by a copy that died
+    # unseen, say): it refuses a's puts; a's copy is the current one, so a takes over.
+    a, b = await cluster.start(2)
+    name = first_owned(a.name, [a.name, b.name], "ckpt-stale")
+    await b.register(name, apps.Counter, key=name)
+    ghost = Pid(b.name, b.incarnation, 999_999)
+    stale = Checkpoint(name, Lineage(5, ghost), None, 3, ghost, encode_value(99))
+    b.registry.standby._keep(name, stale, b.runtime.loop.time())
+    await b.call(name, "incr")
+
+    with caplog.at_level(logging.INFO, logger="distable.registry"):
+        assert await b.call(name, ("checkpoint", True)) == 1
+    assert log_records(caplog, "taking them over", level=logging.INFO)
+    lineage = a.registry.standby.lineage_of(name)
+    assert lineage is not None
+    assert lineage[0].epoch == 6  # above the stale line
+    assert b.registry.standby.records[name].lineage == lineage[0]
+    await eventually(lambda: claim_lineage(b, name) == lineage[0])
