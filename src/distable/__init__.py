@@ -8,6 +8,7 @@ subpackages are layers of the implementation (docs/design.md, "Architecture").
 from ._errors import (
     AlreadyRegistered,
     CallTimeout,
+    CheckpointTooLarge,
     DistableError,
     FactoryError,
     InvalidFactoryReturn,
@@ -80,6 +81,7 @@ __version__ = "0.1.0"
 __all__ = [
     "AlreadyRegistered",
     "CallTimeout",
+    "CheckpointTooLarge",
     "Caller",
     "ConflictResolved",
     "Crash",

@@ -629,7 +629,7 @@ class Node:
         registry = self._registry
         if registry is not None:
             if isinstance(event, NodeUp):
-                registry.peer_up(event.node)
+                registry.peer_up(event.node, event.incarnation, event.client)
             else:
                 registry.peer_down(event.node)
         self._bus.publish(event)
@@ -703,6 +703,7 @@ class Node:
         restart: str = "transient",
         handoff_timeout: float = 5.0,
         timeout: float = 10.0,
+        replicas: int | None = None,
         **kwargs: Any,
     ) -> Pid:
         # register and whereis_or_register (``existing_ok``), made by ``_registering``: the
@@ -716,6 +717,7 @@ class Node:
             handoff_timeout=handoff_timeout,
             timeout=timeout,
             existing_ok=existing_ok,
+            replicas=replicas,
         )
 
     register = _registering(
@@ -728,7 +730,10 @@ class Node:
         ``"pkg.module:attr"`` reference to one); it must be importable on every node.
         ``restart`` says what happens when the process exits: "transient" (the default:
         restarted after a crash, as an OTP supervisor's child), "temporary" (the name is
-        dropped) or "permanent" (always restarted). The caller's task; awaits.
+        dropped) or "permanent" (always restarted). ``replicas``: how many nodes keep the
+        process's checkpoints (``Process.checkpoint``), so that a restart after that many
+        nodes fail at once still finds the latest; None takes ``RegistryConfig.replicas``
+        (1). The caller's task; awaits.
 
         Raises:
             AlreadyRegistered: the name is taken (``.pid`` holds it).
@@ -736,6 +741,7 @@ class Node:
             FactoryError: the factory cannot be imported on the owner, or raised.
             InvalidFactoryReturn: it returned something other than a local pid.
             TypeError: the name is unhashable, or the factory not importable by reference.
+            ValueError: ``restart`` or ``replicas`` is not one of the values above.
         """,
     )
     whereis_or_register = _registering(
@@ -745,6 +751,11 @@ class Node:
         doc="""The pid registered as ``name``, registering it first if nobody has (a race
         answers with the winner's pid); the arguments are ``register``'s. The caller's task; awaits.""",
     )
+
+    def checkpoint(self, pid: Pid, state: Any, wait: bool, timeout: float) -> asyncio.Future[None] | None:
+        """``Process.checkpoint`` (see there) of the local process ``pid``. A process's
+        handler; never awaits."""
+        return self.registry.checkpoint(pid, state, wait, timeout)
 
     async def register_name(self, name: Any, pid: Pid, timeout: float = 10.0) -> None:
         """Register an existing process under ``name``; it is never moved or restarted.

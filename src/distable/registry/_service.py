@@ -8,7 +8,10 @@ carries out its outputs (Deltas, events, commands), and it keeps:
   register names here) and the requests it serves;
 * restarts (here, or asked of a name's owner) and stopping processes the core lets go;
 * conflict resolution (a losing copy's state goes to the winner, then it retires);
-* the graceful leave (drain).
+* the graceful leave (drain);
+* checkpoints: the standby core (``_standby.py``) runs beside the tracker core, fed the
+  same peers and placement, the checkpoint messages, and the local processes' lives
+  (registered, handed off, exited, removed); restarts wait for its ``Restored``.
 
 The handoff protocol, both sides, is in ``_handoff.py`` (``HandoffCoordinator``, which the
 service owns and feeds: its commands, its wire messages, peers going down); the asyncio
@@ -22,13 +25,15 @@ import contextlib
 import logging
 import random
 from collections import Counter
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, assert_never
 
 from .._backoff import Backoff
 from .._errors import (
     AlreadyRegistered,
+    CallTimeout,
+    CheckpointTooLarge,
     DistableError,
     FactoryError,
     InvalidFactoryReturn,
@@ -43,12 +48,18 @@ from .._timer import Timer
 from ..ring import DistributionStrategy, hash_name
 from ..runtime import NOREPLY, Caller, Process, Resume, Runtime
 from ..transport import Transport
-from ..wire import NOPROC, Pid, encode_value, to_wire
+from ..wire import NOPROC, Pid, decode_value, encode_value, to_wire
 from ..wire._messages import (
     REGISTRY_ERROR,
     REGISTRY_EXISTS,
     REGISTRY_OK,
     CallRequest,
+    CheckpointAck,
+    CheckpointDrop,
+    CheckpointFetch,
+    CheckpointHandover,
+    CheckpointHave,
+    CheckpointPut,
     ConflictState,
     ConflictStateTaken,
     Delta,
@@ -56,6 +67,8 @@ from ..wire._messages import (
     Forwarded,
     GroupJoinRequest,
     GroupLeaveRequest,
+    Holder,
+    Lineage,
     RegisterNameRequest,
     RegisterRequest,
     RegistryHello,
@@ -67,7 +80,7 @@ from ..wire._messages import (
     SyncRequest,
     UnregisterRequest,
 )
-from ._aio import Lane, detached, within
+from ._aio import Lane, detached, log_failure, within
 from ._core import (
     BUCKETS,
     RegistryConfig,
@@ -83,10 +96,12 @@ from ._core import (
 from ._events import ProcessRestarted
 from ._factory import factory_ref, run_factory
 from ._handoff import FreezeForHandoff, HandoffCoordinator, ask_to_die
+from ._standby import CheckpointDone, CheckpointRefused, Restored, StandbyConfig, StandbyCore
 
 log = logging.getLogger("distable.registry")
 
 REGISTRY_SERVER_ID = 1
+CHECKPOINT_VERSION = 4  # the protocol version from which a peer takes checkpoint messages
 _RESTART_REASONS = {"nodedown": "of a node that went down", "exit": "whose process exited"}
 RESTART_POLICIES = ("temporary", "transient", "permanent")
 _ERRORS: dict[str, type[DistableError]] = {
@@ -165,6 +180,32 @@ class RegistryService:
         # by anyone (``pids`` is the very dict ``whereis`` reads).
         self.core = TrackerCore(node, role=role, strategy=strategy, config=config, rng=rng, now=self.loop.time())
         self.pids = self.core.pids
+        # The standby core (checkpoints), beside the tracker: changed only by this service's
+        # plain methods, and fed the tracker's placement less the peers that speak no
+        # checkpoints (``_sync_placement``). Its timer is the tracker's (``_flush``).
+        standby_config = StandbyConfig(
+            max_bytes=config.checkpoint_max_bytes, write_behind=config.checkpoint_write_behind
+        )
+        self.standby = StandbyCore(
+            node,
+            incarnation=runtime.incarnation,
+            config=standby_config,
+            placement=self.core.placement,
+            now=self.loop.time(),
+        )
+        self._standby_source = self.core.placement  # the tracker placement it was given last
+        self._next_sweep = self.loop.time() + config.sync_interval
+        # Local processes the standby core keeps a host record for, by pid: the name they
+        # checkpoint under. A process registered fresh gets one only at its first
+        # checkpoint (``_start_hosting``): a name that never checkpoints costs nothing here.
+        # Written where the standby core hears of them (``_host_started``, exits, removals,
+        # retirements); read by ``checkpoint``.
+        self._hosting: dict[Pid, Any] = {}
+        # Checkpoint waits (``checkpoint(wait=True)``) and restores, by the token the
+        # standby core answers: resolved by ``_flush``, written by their callers.
+        self._token = 0
+        self._checkpoint_waits: dict[int, asyncio.Future[None]] = {}
+        self._restores: dict[int, tuple[asyncio.Future[Restored], Any, Lineage, Lineage | None]] = {}
 
         # Carrying out the core's outputs: written by _changed/_flush/_on_timer (never await)
         # and stop().
@@ -221,6 +262,9 @@ class RegistryService:
             progressed=self._idle.set,
             retry_later=self._retry_later,
             retry_reset=self._retry_reset,
+            handover=self._handover,
+            handover_ended=self._handover_ended,
+            handed_in=self._handed_in,
         )
         runtime.exit_listeners.append(self._on_exit)
 
@@ -254,6 +298,7 @@ class RegistryService:
         """The loop (scheduled by ``_changed``) or ``_on_timer``; never awaits."""
         self._flush_scheduled = False
         out = self.core.take()
+        self._sync_placement()
         post = self.transport.post
         for node, msg in out.send:
             try:
@@ -268,8 +313,9 @@ class RegistryService:
             self._log_waves(out.commands)
         for command in out.commands:
             self._command(command)
+        self._flush_standby()
         if not self._stopped:
-            self._timer.arm(self.core.next_deadline())
+            self._timer.arm(min(self.core.next_deadline(), self.standby.next_deadline(), self._next_sweep))
 
     def _log_waves(self, commands: list[Any]) -> None:
         """One INFO line per wave of handoffs or restarts (a join, a leave, a node's death
@@ -335,8 +381,13 @@ class RegistryService:
                 return
 
     def _on_timer(self) -> None:
-        """The core's timer (``Timer``); never awaits."""
-        self.core.handle_timer(self.loop.time())
+        """The cores' timer (``Timer``); never awaits."""
+        now = self.loop.time()
+        self.core.handle_timer(now)
+        self.standby.handle_timer(now)
+        if now >= self._next_sweep:
+            self._next_sweep = now + self.config.sync_interval
+            self.standby.sweep(now, self._claimed)
         self._flush()
 
     def _command(self, command: Any) -> None:
@@ -344,7 +395,7 @@ class RegistryService:
         if isinstance(command, StartHandoff):
             self._handoffs.put(lambda: self._hand_off(command))
         elif isinstance(command, StartName):
-            self._restarts.put(lambda: self._restart(command.name, command.spec, command.reason))
+            self._restarts.put(lambda: self._restart(command))
         elif isinstance(command, StopProcess):
             if command.reason == "lastnode":
                 self._lost_at_leave += 1
@@ -356,9 +407,15 @@ class RegistryService:
 
     # --- membership and messages ----------------------------------------------------------
 
-    def peer_up(self, node: str) -> None:
-        """Membership callback (the node's ``_on_member_event``); never awaits."""
-        self.core.peer_up(node, self.loop.time())
+    def peer_up(self, node: str, incarnation: int = 0, client: bool = False) -> None:
+        """Membership callback (the node's ``_on_member_event``); never awaits.
+
+        A server peer whose link agreed on a protocol version without checkpoints is never
+        one of the standby core's peers: it is asked nothing and holds nothing."""
+        now = self.loop.time()
+        self.core.peer_up(node, now)
+        if not client and self._speaks_checkpoints(node):
+            self.standby.peer_up(node, now, incarnation)
         self._flush()
 
     def peer_down(self, node: str) -> None:
@@ -370,6 +427,7 @@ class RegistryService:
                 taken.set_result(False)
         self.handoff.peer_down_outgoing(node)
         self.core.peer_down(node, now)
+        self.standby.peer_down(node, now)
         self._flush()
 
     def handlers(self) -> dict[type, Callable[[str, Any], None]]:
@@ -403,6 +461,11 @@ class RegistryService:
             GroupJoinRequest: self._on_request,
             GroupLeaveRequest: self._on_request,
             RegistryReply: self._on_reply,
+            CheckpointPut: self._on_checkpoint_message,
+            CheckpointAck: self._on_checkpoint_message,
+            CheckpointDrop: self._on_checkpoint_message,
+            CheckpointFetch: self._on_checkpoint_message,
+            CheckpointHave: self._on_checkpoint_message,
         }
 
     def _on_call_request(self, node: str, msg: CallRequest) -> None:
@@ -425,9 +488,21 @@ class RegistryService:
             runtime.on_call_request(node, msg)
 
     def _on_exit(self, pid: Pid, reason: Any) -> None:
-        """Runtime exit listener (a local process ended); never awaits."""
+        """Runtime exit listener (a local process ended); never awaits.
+
+        Its checkpoints stay for a restart after a crash (its latest state goes to its
+        standbys first); they are deleted everywhere when the name ends with it. Not while
+        the node stops: its names' owners restart them from the checkpoints."""
         if pid.node == self.node:
-            self.core.local_exit(pid, reason, self.loop.time())
+            now = self.loop.time()
+            ended = self.core.local_exit(pid, reason, now)
+            if not self._stopped and not self.runtime.closing:
+                for name, kept in ended:
+                    if kept:
+                        self.standby.host_exited(name, pid, now)
+                    else:
+                        self._removed(name, pid)
+            self._hosting.pop(pid, None)
             self._changed()
 
     # --- the public API (called by Node) ----------------------------------------------------
@@ -450,6 +525,7 @@ class RegistryService:
         handoff_timeout: float,
         timeout: float,
         existing_ok: bool,
+        replicas: int | None = None,
     ) -> Pid:
         """Register ``name`` on its owner; ``existing_ok``: answer with the pid that holds
         it already (``whereis_or_register``) instead of raising ``AlreadyRegistered``.
@@ -458,6 +534,8 @@ class RegistryService:
         position = _check_name(name)
         if restart not in RESTART_POLICIES:
             raise ValueError(f"restart must be one of {RESTART_POLICIES}, not {restart!r}")
+        if replicas is not None and (not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 1):
+            raise ValueError(f"replicas must be an int of at least 1 (or None: the node's default), not {replicas!r}")
         ref = factory_ref(factory)
         for value in (args, kwargs):
             if value:
@@ -470,9 +548,8 @@ class RegistryService:
         owner = self.core.placement.owner_of_hash(position)
         if owner is None:
             raise NoNodeAvailable(f"no node may own {name!r} now (no server nodes, or no quorum)")
-        reply = await self._register_at(
-            owner, name, Spec(ref, list(args), dict(kwargs), restart, handoff_timeout), timeout
-        )
+        spec = Spec(ref, list(args), dict(kwargs), restart, handoff_timeout, replicas or 0)
+        reply = await self._register_at(owner, name, spec, timeout)
         if existing_ok and reply.status == REGISTRY_EXISTS and reply.pid is not None:
             return reply.pid
         pid = _outcome(reply)
@@ -508,6 +585,8 @@ class RegistryService:
         The caller's task or a serve task; awaits the handoff of ``pid`` in flight.
         """
         removed = self.core.local_unclaim(name, pid)
+        if removed:
+            self._removed(name, pid)
         self._changed()
         await self.handoff.settled(pid, timeout)  # let it commit or fail first
         if pid.incarnation != self.runtime.incarnation:
@@ -549,14 +628,24 @@ class RegistryService:
 
     # --- requests to registry servers ---------------------------------------------------------
 
-    async def _register_at(self, owner: str, name: Any, spec: Spec, timeout: float) -> RegistryReply:
+    async def _register_at(
+        self,
+        owner: str,
+        name: Any,
+        spec: Spec,
+        timeout: float,
+        lineage: Lineage | None = None,
+        base: Lineage | None = None,
+    ) -> RegistryReply:
         """Start ``name`` from ``spec`` on ``owner`` (this node, or another's registry server)
-        and claim it there: the one place a registration is asked for.
+        and claim it there: the one place a registration is asked for. ``lineage``, ``base``:
+        a restart's, whose checkpoints the owner restores first.
 
         The caller's task or a restart lane task; awaits the reply."""
         if owner == self.node:
-            return await self._register_here(name, spec)
-        return await self._request(owner, RegisterRequest(0, name, spec), timeout)
+            restored = await self._restore(name, lineage, base)
+            return await self._register_here(name, spec, restored)
+        return await self._request(owner, RegisterRequest(0, name, spec, lineage, base), timeout)
 
     async def _request(self, node: str, request: RegistryRequest, timeout: float) -> RegistryReply:
         """Send ``request`` (its user values as they are; its ``ref`` is set on the way) to
@@ -632,7 +721,8 @@ class RegistryService:
                     return _error(
                         "FactoryError", f"restart must be one of {RESTART_POLICIES}, not {request.spec.restart!r}"
                     )
-                return await self._register_here(request.name, request.spec)
+                restored = await self._restore(request.name, request.lineage, request.base, node)
+                return await self._register_here(request.name, request.spec, restored)
             if isinstance(request, RegisterNameRequest):
                 return self._register_name_here(request.name, request.pid)
             if isinstance(request, UnregisterRequest):
@@ -662,8 +752,10 @@ class RegistryService:
             # peer, which costs tens of µs on a VM), not after them.
             self.transport.flush_now(node)
 
-    async def _register_here(self, name: Any, spec: Spec) -> RegistryReply:
-        """Start ``name`` here from ``spec`` and claim it, unless it is registered already.
+    async def _register_here(self, name: Any, spec: Spec, restored: Restored | None = None) -> RegistryReply:
+        """Start ``name`` here from ``spec`` and claim it, unless it is registered already;
+        with ``restored`` (a restart's restore), its checkpoint's state reaches the new
+        process's ``end_handoff`` before any other message, as a handoff's ``Resume`` does.
 
         Concurrent attempts for one name are serialized: the later ones answer with the
         first one's pid.
@@ -685,7 +777,17 @@ class RegistryService:
         pid: Pid | None = None
         try:
             pid = await run_factory(spec.factory, spec.args, spec.kwargs, self.runtime, self.config.factories)
-            self.core.local_claim(name, pid, spec, self.loop.time())
+            lineage: Lineage | None = None
+            base: Lineage | None = None
+            if restored is not None:
+                # A restart that restored: its record starts now (its first act is to put the
+                # restored state under its new lineage). A fresh one gets it at its first
+                # checkpoint, if ever.
+                if restored.checkpoint is not None:
+                    self._deliver_checkpoint(name, pid, restored.checkpoint.state)
+                lineage, base = self._host_started(name, pid, spec, restored=restored)
+            self.core.local_claim(name, pid, spec, self.loop.time(), lineage=lineage, base=base)
+            self._registered(name, pid, spec)
             self._changed()
         except DistableError as exc:
             return _error(type(exc).__name__, str(exc))
@@ -722,21 +824,26 @@ class RegistryService:
 
     # --- restarts -------------------------------------------------------------------------------
 
-    async def _restart(self, name: Any, spec: Spec, reason: str) -> None:
-        """A restart lane task; awaits the factory."""
-        reply = await self._register_here(name, spec)
+    async def _restart(self, command: StartName) -> None:
+        """Restore the name's checkpoints (if its claim had any), then start it unless it is
+        registered again meanwhile. A restart lane task; awaits the restore and the factory."""
+        name, spec, reason = command.name, command.spec, command.reason
+        restored = await self._restore(name, command.lineage, command.base)
+        reply = await self._register_here(name, spec, restored)
         if reply.status == REGISTRY_OK and reply.pid is not None:
             self._publish(ProcessRestarted(name, reply.pid, reason))
         elif reply.status == REGISTRY_ERROR:
             self._ratelog.warning(("restart", spec.factory), "cannot restart %r: %s", name, reply.detail)
-            self.core.schedule_restart(name, spec, self.loop.time())
+            self.core.schedule_restart(name, spec, self.loop.time(), command.lineage, command.base)
             self._changed()
 
     async def _restart_elsewhere(self, command: RestartElsewhere) -> None:
         """A restart lane task; awaits the owner's reply."""
         spec = command.spec
         try:
-            reply = await self._register_at(command.owner, command.name, spec, spec.handoff_timeout)
+            reply = await self._register_at(
+                command.owner, command.name, spec, spec.handoff_timeout, command.lineage, command.base
+            )
             if reply.status == REGISTRY_ERROR:
                 raise DistableError(f"{reply.error}: {reply.detail}")
         except Exception as exc:
@@ -745,7 +852,7 @@ class RegistryService:
             )
             # Try again (with backoff) unless the name is back meanwhile: the restart may be
             # the only one (the owner never knew the claim of a node that died).
-            self.core.schedule_restart(command.name, spec, self.loop.time())
+            self.core.schedule_restart(command.name, spec, self.loop.time(), command.lineage, command.base)
             self._changed()
 
     def _stop_local(self, pid: Pid) -> None:
@@ -813,8 +920,9 @@ class RegistryService:
         self._conflict_ref += 1
         ref = self._conflict_ref
         taken: asyncio.Future[bool] = self.loop.create_future()
+        holders = self.standby.holders_of(name, command.loser)  # the winner takes them over
         try:
-            sent_to = self._deliver_conflict_state(name, winner, has_state, state, ref)
+            sent_to = self._deliver_conflict_state(name, winner, has_state, state, ref, holders)
         except DistableError as exc:
             log.error("%s: cannot send the state of %r's losing copy: %s", self.node, name, exc)
             sent_to = None
@@ -850,6 +958,8 @@ class RegistryService:
             ask_to_die(self.runtime, proc)
             self.runtime.unfreeze(proc)
         self.core.conflict_done(name, command.loser)
+        self.standby.host_retired(name, command.loser, self.loop.time())
+        self._hosting.pop(command.loser, None)
         self._changed()
 
     def _conflict_retry(self, name: Any, loser: Pid) -> None:
@@ -865,7 +975,7 @@ class RegistryService:
             self.transport.post(node, ConflictStateTaken(msg.ref))  # taken before: its answer was lost
             return
         try:
-            self._deliver_conflict_state(msg.name, msg.winner, msg.has_state, msg.state, msg.ref)
+            self._deliver_conflict_state(msg.name, msg.winner, msg.has_state, msg.state, msg.ref, msg.holders)
         except DistableError as exc:
             log.error("%s: cannot pass on the state of %r's losing copy: %s", self.node, msg.name, exc)
             return
@@ -881,10 +991,13 @@ class RegistryService:
         if pending is not None and pending[0] == node and not pending[1].done():
             pending[1].set_result(True)
 
-    def _deliver_conflict_state(self, name: Any, winner: Pid, has_state: bool, state: Any, ref: int) -> str | None:
+    def _deliver_conflict_state(
+        self, name: Any, winner: Pid, has_state: bool, state: Any, ref: int, holders: Sequence[Holder] = ()
+    ) -> str | None:
         """Give ``winner`` the losing copy's state (its ``resolve_conflict``), wherever it
         runs: on another node, or, if it was handed off meanwhile, at its successor (a
-        handed-off pid forwards for ``forward_ttl``; followed a few hops at most).
+        handed-off pid forwards for ``forward_ttl``; followed a few hops at most). Where it
+        runs, it takes the name's checkpoints over, with the loser's ``holders``.
 
         Returns:
             The node it was sent to (which confirms it), or None if it was delivered here
@@ -897,12 +1010,13 @@ class RegistryService:
         """
         for _ in range(8):
             if winner.node != self.node:
-                message = ConflictState(to_wire(name), winner, has_state, to_wire(state), ref)
+                message = ConflictState(to_wire(name), winner, has_state, to_wire(state), ref, list(holders))
                 self.transport.post(winner.node, message)
                 return winner.node
             proc = self.runtime.local(winner)
             if proc is not None:
                 detached(self.runtime.run_in(proc, lambda p: p.resolve_conflict(state)))
+                self._take_over(name, winner, holders)
                 return None
             if winner.incarnation != self.runtime.incarnation:
                 break  # a pid of this node's previous life: nothing forwards it
@@ -912,6 +1026,304 @@ class RegistryService:
             winner = successor
         log.info("%s: the copy of %r that won a conflict is gone: its loser's state is dropped", self.node, name)
         return None
+
+    # --- checkpoints (the standby core; the protocol is in _standby.py) ----------------------------
+
+    def _speaks_checkpoints(self, node: str) -> bool:
+        """Whether ``node``'s link agreed on a protocol version with checkpoints (a node not
+        linked yet counts as one: what is posted to it dials it, and a peer that turns
+        out older is never made a standby). Query; reads only."""
+        version = self.transport.peer_version(node)
+        return version == 0 or version >= CHECKPOINT_VERSION
+
+    def _sync_placement(self) -> None:
+        """Give the standby core the tracker's placement when it changed, less the server
+        nodes that speak no checkpoints (they are never standbys). From ``_flush``."""
+        placement = self.core.placement
+        if placement is self._standby_source:
+            return
+        self._standby_source = placement
+        older = [n for n in placement.nodes if n != self.node and not self._speaks_checkpoints(n)]
+        if older:
+            placement = self.core.strategy.place([n for n in placement.nodes if n not in older])
+        self.standby.placement_changed(placement, self.loop.time())
+
+    def _flush_standby(self) -> None:
+        """Carry out the standby core's outputs: its messages, the checkpoint waits and
+        restores it completed, the refusals it reports (which may take a name over, and
+        so make more outputs: a few rounds at most). From ``_flush``; never awaits."""
+        post = self.transport.post
+        for _ in range(4):
+            out = self.standby.take()
+            if not (out.send or out.done or out.restored or out.refused):
+                return
+            for node, msg in out.send:
+                if not self._speaks_checkpoints(node):
+                    continue
+                try:
+                    post(node, msg)
+                except Exception as exc:
+                    self._ratelog.warning(("post", node), "cannot send %s to %s: %s", type(msg).__name__, node, exc)
+            for done in out.done:
+                self._checkpoint_done(done)
+            for restored in out.restored:
+                entry = self._restores.pop(restored.token, None)
+                if entry is not None and not entry[0].done():
+                    entry[0].set_result(restored)
+            for refused in out.refused:
+                self._on_refused(refused)
+
+    def _on_checkpoint_message(self, node: str, msg: Any) -> None:
+        """Dispatcher callback for the checkpoint messages (tags 52 to 56); never awaits.
+
+        A message the core cannot take (a peer's bug: a name that is no hashable value,
+        say) is a log line naming the peer, not a crash of the dispatcher."""
+        try:
+            self.standby.on_message(node, msg, self.loop.time())
+        except Exception as exc:
+            self._ratelog.warning(
+                ("checkpoint message", node), "dropped a malformed %s from %s: %r", type(msg).__name__, node, exc
+            )
+        self._changed()
+
+    def _claimed(self, name: Any) -> set[Lineage]:
+        """The checkpoint lineages ``name`` still needs here: those of its claims, of the
+        restarts owed, and of the restores in flight (the standby core's ``sweep``)."""
+        found = self.core.claimed_lineages(name)
+        for _, restoring, lineage, base in self._restores.values():
+            if restoring == name:
+                found.add(lineage)
+                if base is not None:
+                    found.add(base)
+        return found
+
+    def _host_started(
+        self,
+        name: Any,
+        pid: Pid,
+        spec: Spec,
+        *,
+        resumed: CheckpointHandover | None = None,
+        resume_state: bytes | None = None,
+        restored: Restored | None = None,
+    ) -> tuple[Lineage, Lineage | None]:
+        """The local ``pid`` (started from ``spec``) holds ``name`` from now: the standby
+        core keeps its checkpoints. Returns the lineage and base its claim carries."""
+        replicas = spec.replicas or self.config.replicas
+        lineage = self.standby.host_started(
+            name, pid, spec, replicas, self.loop.time(), resumed=resumed, resume_state=resume_state, restored=restored
+        )
+        self._hosting[pid] = name
+        self._changed()
+        return lineage
+
+    def _deliver_checkpoint(self, name: Any, pid: Pid, state: bytes) -> None:
+        """Put a checkpoint's ``state`` first in the new process ``pid``'s mailbox: its
+        ``end_handoff(state)`` runs before any other message (the same path as a handoff's
+        ``Resume``). A state this node cannot decode starts the process fresh (logged)."""
+        proc = self.runtime.local(pid)
+        if proc is None:
+            return
+        try:
+            value = decode_value(state)
+        except Exception as exc:
+            log.error("%s: cannot decode the checkpoint of %r: %s; it starts fresh", self.node, name, exc)
+            return
+        self.runtime.run_first(proc, lambda p: p.end_handoff(value)).add_done_callback(log_failure(proc, "end_handoff"))
+
+    def _registered(self, name: Any, pid: Pid, spec: Spec) -> None:
+        """``name`` was registered here through a factory, as ``pid`` (a registration or a
+        restart): the one place where it happens (a durable store would write it here)."""
+
+    def _removed(self, name: Any, pid: Pid) -> None:
+        """The local ``pid``'s ``name`` ended (unregistered; exited and not restarted): its
+        checkpoints are deleted everywhere. The one place where a name ends (a durable
+        store would delete it here)."""
+        self.standby.host_removed(name, pid, self.loop.time())
+        self._hosting.pop(pid, None)
+
+    def _checkpoint_done(self, done: CheckpointDone) -> None:
+        """The standby core completed the checkpoint wait ``done.token``: acknowledged by
+        every standby (the one place where an acknowledged checkpoint is known: a durable
+        store would write it here), or its process stopped here first."""
+        fut = self._checkpoint_waits.pop(done.token, None)
+        if fut is None or fut.done():
+            return
+        if done.ok:
+            fut.set_result(None)
+        else:
+            why = {"exited": "its process exited", "retired": "it moved to another node", "removed": "it was removed"}
+            fut.set_exception(
+                DistableError(f"the checkpoint of {done.name!r} was not confirmed: {why.get(done.reason, done.reason)}")
+            )
+
+    def checkpoint(self, pid: Pid, state: Any, wait: bool, timeout: float) -> asyncio.Future[None] | None:
+        """``Process.checkpoint`` of the local ``pid``: encode ``state`` and hand it to the
+        standby core. With ``wait``, returns a future done once every standby holds it.
+
+        Raises:
+            DistableError: ``pid`` holds no name registered through a factory here.
+            UnencodableValue: ``state`` cannot cross the wire.
+            CheckpointTooLarge: its encoding is larger than ``checkpoint_max_bytes``.
+
+        A process's handler (through the node); never awaits."""
+        data = encode_value(state)
+        name = self._hosting.get(pid)
+        if name is None:
+            name = self._start_hosting(pid)
+        now = self.loop.time()
+        if not wait:
+            self.standby.host_checkpoint(name, pid, data, now)
+            self._changed()
+            return None
+        if len(data) > self.config.checkpoint_max_bytes:
+            raise CheckpointTooLarge(len(data), self.config.checkpoint_max_bytes)
+        self._token += 1
+        token = self._token
+        fut: asyncio.Future[None] = self.loop.create_future()
+        self._checkpoint_waits[token] = fut
+
+        def expire() -> None:
+            if self._checkpoint_waits.pop(token, None) is fut and not fut.done():
+                fut.set_exception(CallTimeout(f"the checkpoint of {name!r} was not confirmed within {timeout} s"))
+
+        handle = self.loop.call_later(timeout, expire)
+        fut.add_done_callback(lambda _: handle.cancel())
+        self.standby.host_checkpoint(name, pid, data, now, token)
+        self._changed()
+        return fut
+
+    def _start_hosting(self, pid: Pid) -> Any:
+        """The first checkpoint of the local ``pid``, registered fresh (or handed in without
+        checkpoints): the standby core starts its host record, and its claim is made again
+        with the lineage it begins. Returns its name.
+
+        Raises:
+            DistableError: ``pid`` holds no name registered through a factory here."""
+        claim = self.core.local_claim_of(pid)
+        if claim is not None and claim.spec is not None:
+            lineage, base = self._host_started(claim.key, pid, claim.spec)
+            self.core.relineage(claim.key, pid, lineage, base)
+            return claim.key
+        incoming = self.handoff.incoming_copy(pid)  # handed in, not claimed yet (step 6)
+        if incoming is not None:
+            incoming.lineage, incoming.base = self._host_started(incoming.name, pid, incoming.spec)
+            return incoming.name
+        raise DistableError(
+            f"checkpoint: {pid!r} holds no name registered through a factory on this node "
+            "(only a process started by register(name, factory) has standbys; not one "
+            "started by spawn or registered with register_name)"
+        )
+
+    async def _restore(
+        self, name: Any, lineage: Lineage | None, base: Lineage | None, asker: str | None = None
+    ) -> Restored | None:
+        """Find the latest checkpoint of a restart of ``name`` whose ended claim had
+        ``lineage`` and ``base`` (None: a fresh start, nothing to find); ``asker``: the node
+        that asked for the restart (it may hold the only copy). A lane or serve task;
+        awaits the standby core's answer (at most its fetch timeout)."""
+        if lineage is None:
+            return None
+        self._token += 1
+        token = self._token
+        fut: asyncio.Future[Restored] = self.loop.create_future()
+        self._restores[token] = (fut, name, lineage, base)
+        also = () if asker is None or asker == self.node else (asker,)
+        self.standby.restart_starting(name, token, lineage, base, self.loop.time(), also)
+        self._changed()
+        restored = await fut
+        if not restored.complete:
+            self._ratelog.warning(
+                ("restore", name),
+                "restore of %r incomplete: not every node answered in time; %s",
+                name,
+                "it starts fresh" if restored.checkpoint is None else f"it restarts from seq {restored.checkpoint.seq}",
+            )
+        elif restored.continued and restored.checkpoint is not None:
+            # A crash restart here: a state that crashes on load crashes again, bounded by
+            # the restart backoff (logged, so that loop is seen).
+            log.info(
+                "%s: %r restarts from its latest checkpoint (seq %d) after a crash",
+                self.node,
+                name,
+                restored.checkpoint.seq,
+            )
+        return restored
+
+    def _on_refused(self, refused: CheckpointRefused) -> None:
+        """A standby refused a local copy's checkpoint: it holds the newer lineage
+        ``refused.held``. Take the name over when this copy is the current one (it is the
+        winner here, and that lineage is no claim's lineage or base in a replica synced
+        with the writer's node, or the writer's node is gone); else wait (the refusal is
+        reported again at each retry). From ``_flush_standby``; never awaits."""
+        name, pid = refused.name, refused.pid
+        writer = refused.writer.node
+        synced = writer == self.node or writer not in self.core.peers or self.core.synced_with(writer)
+        if self.pids.get(name) == pid and synced and refused.held not in self._claimed(name):
+            log.info(
+                "%s: %r's checkpoints were refused by %s, which holds a stale lineage; taking them over",
+                self.node,
+                name,
+                refused.node,
+            )
+            self._take_over(name, pid, [])
+            return
+        self._ratelog.warning(
+            ("refused", name),
+            "checkpoint of %r (%r) refused by %s: it holds a newer line written by %r; waiting for "
+            "the registry to settle which copy is current",
+            name,
+            pid,
+            refused.node,
+            refused.writer,
+        )
+
+    def _take_over(self, name: Any, pid: Pid, holders: Sequence[Holder]) -> None:
+        """Make the local ``pid``'s checkpoints of ``name`` the newest (it won a conflict, or
+        a refusal came from a stale record): a lineage above every epoch heard of, its
+        claim made again with it, and ``holders`` (a loser's) dropped once its put is held."""
+        lineage = self.standby.host_takeover(name, pid, self.loop.time(), holders)
+        lines = self.standby.lineage_of(name)
+        if lineage is not None and lines is not None:
+            self.core.relineage(name, pid, *lines)
+        self._changed()
+
+    # --- handoffs of checkpoints (the handoff coordinator's callbacks) -------------------------------
+
+    def _handover(self, name: Any, pid: Pid) -> CheckpointHandover | None:
+        """A handoff of ``name`` begins (step 1, frozen): where its checkpoints stand, for
+        the new host (the coordinator leaves the state out when it sends a ``Resume``)."""
+        handover = self.standby.handover(name, pid, self.loop.time())
+        self._changed()
+        return handover
+
+    def _handover_ended(self, name: Any, pid: Pid, committed: bool) -> None:
+        """The handoff of ``pid`` committed (it retires here) or aborted (it resumes)."""
+        if committed:
+            self.standby.host_retired(name, pid, self.loop.time())
+            self._hosting.pop(pid, None)
+        else:
+            self.standby.handoff_aborted(name, pid, self.loop.time())
+        self._changed()
+
+    def _handed_in(
+        self, name: Any, pid: Pid, spec: Spec, handover: CheckpointHandover | None, has_state: bool, state: Any
+    ) -> tuple[Lineage | None, Lineage | None]:
+        """The new owner's side: ``pid`` started here from a handoff, with its ``Resume``
+        ``state`` if ``has_state``; without one, the handover's last checkpoint reaches its
+        ``end_handoff`` first. Returns the lineage and base to claim it with (step 6): none
+        when it comes without checkpoints (its first checkpoint begins them)."""
+        if handover is None:
+            return None, None
+        if not has_state and handover.state is not None:
+            self._deliver_checkpoint(name, pid, handover.state)
+        resume_state: bytes | None = None
+        if has_state:
+            try:
+                resume_state = encode_value(state)
+            except DistableError as exc:
+                log.error("%s: cannot keep %r's handed-in state as a checkpoint: %s", self.node, name, exc)
+        return self._host_started(name, pid, spec, resumed=handover, resume_state=resume_state)
 
     # --- graceful leave ----------------------------------------------------------------------------
 
@@ -979,7 +1391,22 @@ class RegistryService:
         # A process that answered Ignore stays: waiting for it would only use up the drain
         # timeout; when this node is gone, the name's new owner restarts it.
         pinned = self.core.pinned
-        return any(c.spec is not None and c.key not in pinned for c in self.core.local_names())
+        if any(c.spec is not None and c.key not in pinned for c in self.core.local_names()):
+            return True
+        return self._holding_for_others()
+
+    def _holding_for_others(self) -> bool:
+        """Whether this node still holds a checkpoint record that its host (up, with another
+        server placed to take it) will re-replicate and then drop: a leaving node waits
+        for that, or a failure right after it left could lose the name's last copy.
+
+        Query; reads only."""
+        placed = set(self.core.placement.nodes)
+        for name, record in self.standby.records.items():
+            host = record.writer.node
+            if host in self.core.peers and placed - {host} and record.lineage in self.core.claimed_lineages(name):
+                return True
+        return False
 
     def _check_idle(self) -> None:
         # Only a drain waits on ``_idle``: outside one, a finished handoff wakes nobody.
@@ -990,8 +1417,18 @@ class RegistryService:
     def statistics(self) -> RegistryStatistics:
         """Query; reads only."""
         handoff = self.handoff
+        standby = self.standby.statistics()
         return replace(
-            self.core.statistics(), gate_releases=handoff.gate_releases, gate_held_messages=handoff.gate_held
+            self.core.statistics(),
+            gate_releases=handoff.gate_releases,
+            gate_held_messages=handoff.gate_held,
+            checkpoint_records=standby.records,
+            checkpoint_record_bytes=standby.record_bytes,
+            checkpoint_hosted=standby.hosted,
+            checkpoint_hosted_bytes=standby.hosted_bytes,
+            checkpoint_refusals=standby.refusals,
+            checkpoint_restores=standby.restores,
+            checkpoint_restores_incomplete=standby.restores_incomplete,
         )
 
 
@@ -1063,8 +1500,8 @@ def _outcome(reply: RegistryReply) -> Pid | None:
 def _on_wire(request: RegistryRequest) -> RegistryRequest:
     """``request`` with its user values prepared for the wire (``to_wire``)."""
     match request:
-        case RegisterRequest(ref, name, spec):
-            return RegisterRequest(ref, to_wire(name), wire_spec(spec))
+        case RegisterRequest(ref, name, spec, lineage, base):
+            return RegisterRequest(ref, to_wire(name), wire_spec(spec), lineage, base)
         case RegisterNameRequest(ref, name, pid):
             return RegisterNameRequest(ref, to_wire(name), pid)
         case UnregisterRequest(ref, name, pid):

@@ -1,7 +1,7 @@
 """The standby core: replicated checkpoints, both sides (host and standby). Sans-I/O.
 
-Designed in docs/internals.md, "Checkpoints (design)", which names every rule below and
-says why; not wired into the registry service yet (that section's "Integration").
+Described in docs/internals.md, "Checkpoints", which names every rule below and says why;
+the registry service (``_service.py``) runs it beside the tracker core.
 
 Rules:
     * The standbys of a name hosted here are ``ring.standbys(placement, name, node, k)``:
@@ -359,6 +359,14 @@ class StandbyCore:
         """The lineage and base of the local ``name`` (what its claim carries)."""
         rec = self._hosted.get(name)
         return None if rec is None else (rec.lineage, rec.base)
+
+    def holders_of(self, name: Any, pid: Pid) -> list[Holder]:
+        """The nodes that may hold records of the local ``pid``'s ``name`` (its standbys and
+        holders): what a conflict's loser sends the winner to take over."""
+        rec = self._hosted.get(name)
+        if rec is None or rec.pid != pid:
+            return []
+        return [Holder(node, lineage, seq) for node, (lineage, seq) in sorted(rec.held_by().items())]
 
     def standbys_of(self, name: Any) -> list[str]:
         """The current standbys of the local ``name``."""

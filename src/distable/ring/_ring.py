@@ -118,7 +118,7 @@ class HashRing:
         Removing a node leaves every other node's points in place, so the owner of ``name``
         on this ring without its first ``j`` nodes is the preference list's node ``j``: the
         successors are the nodes that own the name after one, two... failures (the standbys
-        of its checkpoints, docs/internals.md, "Checkpoints (design)")."""
+        of its checkpoints, docs/internals.md, "Checkpoints")."""
         return self.preference_of_hash(hash_name(name), n)
 
     def successors(self, name: Any, k: int) -> list[str]:

@@ -57,11 +57,17 @@ T = TypeVar("T")
 class RuntimeOwner(Protocol):
     """What the runtime uses of the node that owns it (it cannot import the node layer above it).
 
-    ``Process.start(name=...)`` registers through it; ``Process.node`` returns it.
+    ``Process.start(name=...)`` registers through it, ``Process.checkpoint`` checkpoints
+    through it; ``Process.node`` returns it.
     """
 
     async def register(self, name: Any, factory: Any, *args: Any, **kwargs: Any) -> Pid:
         """Start ``factory(*args, **kwargs)`` on the owner of ``name``, register it, return its pid."""
+        ...
+
+    def checkpoint(self, pid: Pid, state: Any, wait: bool, timeout: float) -> asyncio.Future[None] | None:
+        """Keep ``state`` as the latest checkpoint of the local ``pid``'s name (see
+        ``Process.checkpoint``); with ``wait``, a future done once its standbys hold it."""
         ...
 
 

@@ -62,6 +62,26 @@ _GAUGES: tuple[tuple[str, str, Any], ...] = (
         lambda s: len(s.registry.placement_nodes),
     ),
     ("distable_registry_peers", "Peers the node's registry replicates with.", lambda s: s.registry.peers),
+    (
+        "distable_checkpoint_records",
+        "Checkpoint records the node holds for other nodes' names (it is their standby).",
+        lambda s: s.registry.checkpoint_records,
+    ),
+    (
+        "distable_checkpoint_record_bytes",
+        "Bytes of the checkpoint states the node holds for other nodes' names.",
+        lambda s: s.registry.checkpoint_record_bytes,
+    ),
+    (
+        "distable_checkpoint_hosted",
+        "Local names with a checkpoint record (running, or exited awaiting a restart).",
+        lambda s: s.registry.checkpoint_hosted,
+    ),
+    (
+        "distable_checkpoint_hosted_bytes",
+        "Bytes of the latest checkpoint states of the node's own names.",
+        lambda s: s.registry.checkpoint_hosted_bytes,
+    ),
     ("distable_loop_lag_seconds", "Event-loop lag at the last measurement.", lambda s: s.runtime.last_loop_lag),
     ("distable_loop_lag_max_seconds", "Largest event-loop lag measured.", lambda s: s.runtime.max_loop_lag),
 )
@@ -88,6 +108,21 @@ _COUNTERS: tuple[tuple[str, str, Any], ...] = (
         "distable_gate_held_messages",
         "Messages such gates had held until then.",
         lambda s: s.registry.gate_held_messages,
+    ),
+    (
+        "distable_checkpoint_refusals",
+        "Checkpoints the node refused as a standby (it holds a newer line of the name).",
+        lambda s: s.registry.checkpoint_refusals,
+    ),
+    (
+        "distable_checkpoint_restores",
+        "Restarts that looked for their name's latest checkpoint.",
+        lambda s: s.registry.checkpoint_restores,
+    ),
+    (
+        "distable_checkpoint_restores_incomplete",
+        "Such restores cut short by their timeout (a node did not answer).",
+        lambda s: s.registry.checkpoint_restores_incomplete,
     ),
     ("distable_syncs_sent", "Anti-entropy sync rounds (digests) the node sent.", lambda s: s.registry.syncs_sent),
     (
