@@ -255,13 +255,13 @@ async def main() -> None:
     for key, value in figures.items():
         kind, callers = key.split("_")
         replicas = 0 if kind == "echo" else int(kind[1])
-        config = {
+        shape: dict[str, Any] = {
             "callers": int(callers),
             "replicas": replicas,
             "p50_us": round(value["p50_us"], 1),
             "p99_us": round(value["p99_us"], 1),
         }
-        emit(f"checkpoint_{kind}_{callers}", value["rate"], "calls/s", **config)
+        emit(f"checkpoint_{kind}_{callers}", value["rate"], "calls/s", **shape)
     emit(
         "checkpoint_write_behind_puts",
         wb["puts_per_s"],
