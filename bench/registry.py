@@ -77,7 +77,7 @@ import signal
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from _common import Timer, cpu_seconds, emit, median, note
 
@@ -129,6 +129,30 @@ class NameCaller(Process):
 # --- the cluster ------------------------------------------------------------------------------
 
 
+class Child(Protocol):
+    """A server node in an OS process of its own, as the cluster uses it: ``NodeProcess``,
+    or one that bench/scale.py starts with ``distable node``."""
+
+    name: str
+
+    @property
+    def proc(self) -> asyncio.subprocess.Process: ...
+
+    async def registry_stats(self) -> dict[str, Any]: ...
+
+    async def registry_check(self, timeout: float = ...) -> dict[str, Any]: ...
+
+    async def rss(self) -> int: ...
+
+    def kill(self) -> None: ...
+
+    def terminate(self) -> None: ...
+
+    async def wait(self, timeout: float = ...) -> int: ...
+
+    async def close(self) -> None: ...
+
+
 class Cluster:
     """Three (or four) server nodes and the node of this process: a client beside them, or
     (``origin="server"``) server node a itself."""
@@ -137,7 +161,7 @@ class Cluster:
         self.cookie = cookie
         self.origin = origin
         self.membership = membership  # "local" or "default" (``MembershipConfig()``: the child's "lan")
-        self.children: dict[str, NodeProcess] = {}
+        self.children: dict[str, Child] = {}
         self.gone: set[str] = set()  # stopping or killed: no longer asked anything
         self.node: Node | None = None
 
@@ -155,7 +179,7 @@ class Cluster:
         total = sum(await asyncio.gather(*(c.rss() for c in self.live())))
         return total + (rss_bytes() if self.origin == "server" else 0)
 
-    async def start_child(self, short: str, connect: Sequence[str]) -> NodeProcess:
+    async def start_child(self, short: str, connect: Sequence[str]) -> Child:
         preset = "local" if self.membership == "local" else "lan"  # lan() is MembershipConfig()
         child = await NodeProcess.start(short, self.cookie, connect=connect, paths=[str(HERE)], preset=preset)
         self.children[short] = child
@@ -169,7 +193,7 @@ class Cluster:
         assert self.node is not None
         return self.node
 
-    def live(self) -> list[NodeProcess]:
+    def live(self) -> list[Child]:
         return [c for c in self.children.values() if c.proc.returncode is None and c.name not in self.gone]
 
     async def wait_placement(self, servers: list[str], timeout: float = 30.0) -> None:
@@ -443,41 +467,61 @@ async def one_run(
         launched = time.monotonic()
         d = await cluster.start_child("d", [a_name])
         up = time.monotonic()
-        expect4 = Expectation(names, positions, [*three, d.name])
-        seconds, detail = await settle(cluster, expect4, n, 60 + n / 200, up)
-        out["join"] = seconds
-        cpu1 = cpu_of(cluster)
-        cpu.setdefault("join", []).append(cpu_delta(cpu0, cpu1))
         out["join_startup"] = up - launched
-        note(f"  join: {seconds:.3f} s after d was up ({up - launched:.2f} s to start d) {detail}")
-        note(f"    {cpu_note(cpu0, cpu1)}")
+        note(f"  ({up - launched:.2f} s to start d)")
+        await timed(cluster, "join", Expectation(names, positions, [*three, d.name]), up, cpu0, out, cpu)
         await call_sample(node, names, rng)
 
-        async def goes(key: str, child: NodeProcess, stop: Callable[[], None], servers: list[str]) -> None:
-            """``stop`` ``child`` (kill or terminate); seconds until the rest settles on ``servers``."""
-            expect = Expectation(names, positions, servers)
-            cpu0 = cpu_of(cluster)
-            started = time.monotonic()
-            cluster.gone.add(child.name)
-            stop()
-            seconds, detail = await settle(cluster, expect, n, 60 + n / 200, started)
-            out[key] = seconds
-            cpu1 = cpu_of(cluster)
-            cpu.setdefault(key, []).append(cpu_delta(cpu0, cpu1))
-            note(f"  {key}: {seconds:.3f} s {detail}")
-            note(f"    {cpu_note(cpu0, cpu1)}")
-            if key == "freeze":
-                child.kill()  # declared down and replaced already: now it goes for good
-            await child.wait(30)
-            await call_sample(node, names, rng)
-
         # b is SIGKILLed (or frozen), d still in (Swarm's run kills b of a, b, c, d); then d leaves gracefully
+        expect = Expectation(names, positions, [a_name, c.name, d.name])
         if args.kill_signal == "stop":
-            await goes("freeze", b, lambda: os.kill(b.proc.pid, signal.SIGSTOP), [a_name, c.name, d.name])
+            await goes(cluster, "freeze", b, lambda: os.kill(b.proc.pid, signal.SIGSTOP), expect, out, cpu)
+            b.kill()  # declared down and replaced already: now it goes for good
         else:
-            await goes("kill", b, b.kill, [a_name, c.name, d.name])
-        await goes("leave", d, d.terminate, [a_name, c.name])
+            await goes(cluster, "kill", b, b.kill, expect, out, cpu)
+        await b.wait(30)
+        await call_sample(node, names, rng)
+        await goes(cluster, "leave", d, d.terminate, Expectation(names, positions, [a_name, c.name]), out, cpu)
+        await d.wait(30)
+        await call_sample(node, names, rng)
     return out
+
+
+async def timed(
+    cluster: Cluster,
+    key: str,
+    expect: Expectation,
+    started: float,
+    cpu0: dict[str, float],
+    out: dict[str, float],
+    cpu: dict[str, list[dict[str, float]]],
+) -> None:
+    """Seconds from ``started`` until the cluster settles on ``expect`` (figure ``key`` in
+    ``out``), and the CPU each process spent since ``cpu0`` (a ``cpu_of`` snapshot)."""
+    n = len(expect.names)
+    seconds, detail = await settle(cluster, expect, n, 60 + n / 200, started)
+    out[key] = seconds
+    cpu1 = cpu_of(cluster)
+    cpu.setdefault(key, []).append(cpu_delta(cpu0, cpu1))
+    note(f"  {key}: {seconds:.3f} s {detail}")
+    note(f"    {cpu_note(cpu0, cpu1)}")
+
+
+async def goes(
+    cluster: Cluster,
+    key: str,
+    child: Child,
+    stop: Callable[[], None],
+    expect: Expectation,
+    out: dict[str, float],
+    cpu: dict[str, list[dict[str, float]]],
+) -> None:
+    """``stop`` ``child`` (kill, terminate, freeze); seconds until the rest settles on ``expect``."""
+    cpu0 = cpu_of(cluster)
+    started = time.monotonic()
+    cluster.gone.add(child.name)
+    stop()
+    await timed(cluster, key, expect, started, cpu0, out, cpu)
 
 
 def report(
