@@ -294,7 +294,7 @@ def distable_points(paths: Sequence[str]) -> dict[tuple[str, str], dict[int, lis
             if not line.strip():
                 continue
             fig = json.loads(line)
-            match = re.fullmatch(r"registry_(join|kill)_\w+", fig["name"])
+            match = re.fullmatch(r"registry_(join|kill)_\d+k?", fig["name"])
             if match:
                 config = fig["config"]
                 out[(match[1], config.get("membership", "local"))][config["n"]] += config["samples"]
@@ -328,14 +328,15 @@ def draw(args: argparse.Namespace) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(10, 4.2), sharey=True)
     labels = {"default": "distable, default settings", "local": 'distable, "local" preset'}
     for ax, key, title in zip(axes, ("join", "kill"), ("a 4th node joins", "a node is SIGKILLed"), strict=True):
-        for (fig_key, membership), by_n in sorted(ours.items()):
+        for (fig_key, membership), by_n in sorted(ours.items(), key=lambda kv: kv[0][1] != "default"):
             if fig_key != key:
                 continue
             xs = sorted(by_n)
             ys = [median(by_n[x]) for x in xs]
             ax.plot(xs, ys, "o-", label=labels.get(membership, membership))
-            for x, y in zip(xs, ys, strict=True):
-                ax.annotate(f"{y:.2f} s", (x, y), textcoords="offset points", xytext=(4, -12), fontsize=8)
+            for x, y in zip(xs, ys, strict=True):  # the default's labels above, the others' below
+                offset = (-10, 7) if membership == "default" else (-10, -13)
+                ax.annotate(f"{y:.2f} s", (x, y), textcoords="offset points", xytext=offset, fontsize=8)
         for x, runs in sorted(swarm.get(key, {}).items()):
             y = median([s for s, _ in runs])
             timed_out = any(t for _, t in runs)
@@ -344,6 +345,11 @@ def draw(args: argparse.Namespace) -> None:
             ax.annotate(text, (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8, color="tab:red")
         ax.set_xscale("log")
         ax.set_yscale("log")
+        ticks = sorted({n for by_n in ours.values() for n in by_n} | set(swarm.get(key, {})))
+        ax.set_xticks(ticks, [f"{t // 1000}k" for t in ticks])
+        ax.minorticks_off()
+        ax.set_xlim(ticks[0] * 0.8, ticks[-1] * 1.25)
+        ax.set_ylim(0.1, 600)
         ax.set_xlabel("names (N), 3 server nodes")
         ax.set_title(f"{title}: every name running on its owner")
         ax.grid(True, which="both", alpha=0.3)
