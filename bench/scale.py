@@ -1,8 +1,8 @@
 """Scale (issue 13, item 5): a cluster of many ``distable node`` processes, and the chart of
 join and kill costs as N grows, beside Swarm's.
 
-    .venv/bin/python bench/scale.py cluster [--nodes 16] [--n 20000] [--window 60]
-        [--membership default|local] [--logs DIR]
+    .venv/bin/python bench/scale.py [--quick] [cluster [--nodes 16] [--n 20000] [--window 60]
+        [--membership default|local] [--logs DIR]]
     .venv/bin/python bench/scale.py chart FILE.jsonl... [--swarm RUN_DIR...] [-o docs/scale.png]
 
 ``cluster``: ``--nodes`` real ``distable node`` server processes (``s01``, ``s02``...; each
@@ -73,6 +73,7 @@ from distable import Node, Pid
 from distable.ring import hash_name
 
 HERE = Path(__file__).resolve().parent
+LOGS = "/tmp/distable-scale-logs"
 
 
 def _die_with_parent() -> None:
@@ -365,19 +366,28 @@ def draw(args: argparse.Namespace) -> None:
 
 def parse() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True)
+    # As run_all.py runs every script (no command: the cluster run; --quick: 4 nodes, 2,000 names)
+    parser.add_argument("--quick", action="store_true", help="cluster: 4 nodes, 2,000 names, a 5 s window")
+    parser.add_argument("--repeats", type=int, default=1, help="accepted for run_all.py; one run")
+    parser.add_argument("--only", default="", help="accepted for run_all.py; every phase always runs")
+    parser.set_defaults(command="cluster", nodes=16, n=20_000, window=60.0, membership="default", logs=LOGS)
+    sub = parser.add_subparsers(dest="command")
     c = sub.add_parser("cluster", help="many distable node processes: join, kill, leave, traffic")
     c.add_argument("--nodes", type=int, default=16)
     c.add_argument("--n", type=int, default=20_000)
     c.add_argument("--window", type=float, default=60.0, help="seconds of the quiet traffic window")
     c.add_argument("--membership", choices=("default", "local"), default="default")
-    c.add_argument("--logs", default="/tmp/distable-scale-logs", help="the nodes' stderr, one file each")
+    c.add_argument("--logs", default=LOGS, help="the nodes' stderr, one file each")
     ch = sub.add_parser("chart", help="join and kill against N, beside Swarm's")
     ch.add_argument("files", nargs="+", help="JSON lines of bench/registry.py")
     ch.add_argument("--swarm", nargs="*", default=[], help="folders of Swarm runs (run.sh's logs)")
     ch.add_argument("-o", "--output", default="scale.png")
     ch.add_argument("--title", default="join and kill against N")
-    return parser.parse_args()
+    args = parser.parse_args()
+    args.command = args.command or "cluster"
+    if args.quick and args.command == "cluster":
+        args.nodes, args.n, args.window = 4, 2_000, 5.0
+    return args
 
 
 def main() -> None:
