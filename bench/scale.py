@@ -342,7 +342,7 @@ def draw(args: argparse.Namespace) -> None:
             y = median([s for s, _ in runs])
             timed_out = any(t for _, t in runs)
             ax.plot([x], [y], "^" if timed_out else "s", color="tab:red", markersize=8, label="Swarm 3.4")
-            text = f"> {y:.0f} s (bound)" if timed_out else f"{y:.1f} s"
+            text = f"> {y:.0f} s (bound)" if timed_out else f"{y:.2f} s" if y < 10 else f"{y:.1f} s"
             ax.annotate(text, (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8, color="tab:red")
         ax.set_xscale("log")
         ax.set_yscale("log")
