@@ -267,19 +267,15 @@ async def run_cluster(args: argparse.Namespace) -> None:
             figure("join_after_up", out["join"] - (up - started), "s")
             await call_sample(node, names, rng)
 
-            victim = cluster.children[f"s{max(2, nodes // 3):02d}"]
-            servers = [s for s in cluster.servers() if s != victim.name]
-            await goes(cluster, "kill", victim, victim.kill, Expectation(names, positions, servers), out, cpu)
-            figure("kill", out["kill"], "s", cpu_s=sum(cpu["kill"][-1].values()))
-            await victim.wait(30)
-            await call_sample(node, names, rng)
-
-            leaver = cluster.children[f"s{2 * nodes // 3 + 1:02d}"]
-            servers = [s for s in cluster.servers() if s != leaver.name]
-            await goes(cluster, "leave", leaver, leaver.terminate, Expectation(names, positions, servers), out, cpu)
-            figure("leave", out["leave"], "s", cpu_s=sum(cpu["leave"][-1].values()))
-            await leaver.wait(60)
-            await call_sample(node, names, rng)
+            # one node SIGKILLed (s05 of 16), then another leaves gracefully (s11 of 16)
+            for key, index in (("kill", max(2, nodes // 3)), ("leave", 2 * nodes // 3 + 1)):
+                child = cluster.children[f"s{index:02d}"]
+                stop = child.kill if key == "kill" else child.terminate
+                servers = [s for s in cluster.servers() if s != child.name]
+                await goes(cluster, key, child, stop, Expectation(names, positions, servers), out, cpu)
+                figure(key, out[key], "s", cpu_s=sum(cpu[key][-1].values()))
+                await child.wait(60)
+                await call_sample(node, names, rng)
     finally:
         await cluster.close()
 
