@@ -39,6 +39,7 @@ from registry import Cluster, Expectation, cpu_delta, cpu_of, label, settle, thr
 import distable
 from distable import Node, Process
 from distable.ring import hash_name
+from distable.testing import NodeProcess
 
 KEEPER = "_workers:Keeper"
 
@@ -122,6 +123,7 @@ async def write_behind(cluster: Cluster, node: Node, quick: bool) -> dict[str, A
     pid = node.whereis(name)
     assert pid is not None
     host = next(c for c in cluster.children.values() if c.name == pid.node)
+    assert isinstance(host, NodeProcess)  # three_nodes starts NodeProcess children
     short = next(s for s, c in cluster.children.items() if c is host)
     seconds, rate = (1.0 if quick else 3.0), 10_000
     out: dict[str, Any] = {}
