@@ -17,6 +17,7 @@ from ._errors import (
     NoNodeAvailable,
     ProcessExited,
     ProtocolError,
+    StoreUnavailable,
     UndecodableMessage,
     UnencodableValue,
 )
@@ -120,6 +121,7 @@ __all__ = [
     "Ring",
     "Static",
     "StaticQuorumRing",
+    "StoreUnavailable",
     "Supervisor",
     "TransportConfig",
     "UndecodableMessage",

@@ -22,10 +22,17 @@ def web() -> None:
     import distable.web  # noqa: F401
 
 
+def redis_store() -> None:
+    from distable.store import open_store
+
+    asyncio.run(open_store("redis://127.0.0.1:1/0").close())  # made and closed: nothing connects
+
+
 FEATURES: dict[str, Callable[[], Any]] = {
     "web": web,
     "crypto": lambda: Gossip(encrypt=True),
     "dns": lambda: DNSPoll("distable.invalid"),
+    "redis": redis_store,
 }
 
 
