@@ -8,8 +8,6 @@ is skipped elsewhere, saying why.
 
 from __future__ import annotations
 
-import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -18,11 +16,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import pytest
-
 from distable.testing import free_tcp_ports
 
-INSTALL_HINT = "apt-get install redis-server (python3 tasks.py test installs it when run as root)"
+from ._system import system_tool
 
 #: How long a start may take before the test fails (polled, not slept).
 START_TIMEOUT = 20.0
@@ -30,13 +26,7 @@ START_TIMEOUT = 20.0
 
 def redis_server_binary() -> str:
     """The ``redis-server`` binary; skips the test when it is missing (fails on CI)."""
-    path = shutil.which("redis-server")
-    if path is None:
-        if os.environ.get("CI"):
-            pytest.fail(f"redis-server is not installed on CI: {INSTALL_HINT}")
-        print(f"skipping: redis-server not installed: {INSTALL_HINT}")
-        pytest.skip(f"redis-server not installed: {INSTALL_HINT}")
-    return path
+    return system_tool("redis-server", package="redis-server")
 
 
 class RedisServer:
