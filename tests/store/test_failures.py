@@ -4,6 +4,7 @@ its timeout at most, nothing hangs, and the queued writes catch up once Redis is
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 import signal
@@ -27,6 +28,7 @@ def durable(url: str) -> DurableStore:
     return DurableStore(
         RedisStore(url, namespace="f", timeout=TIMEOUT),
         timeout=TIMEOUT,
+        load_timeout=TIMEOUT,
         retry_initial=0.05,
         retry_max=0.2,
         rng=random.Random(printed_seed()),
@@ -105,6 +107,26 @@ async def test_no_redis_at_all_fails_fast_and_close_does_not_hang() -> None:
     assert store.remove_behind("w", L0)
     await store.close(drain_timeout=0.2)  # bounded: the queued removal is lost, and logged
     assert store.statistics().queued == 1
+
+
+async def test_concurrent_writers_the_newest_lineage_wins_whatever_the_interleaving(redis: RedisServer) -> None:
+    """Two hosts of one name (a woken stale host, lineage 0, and the name's new host,
+    lineage 1) write through two clients at once: Redis orders the scripts, and the newer
+    lineage's latest checkpoint is what stays, whichever write came last."""
+    rng = random.Random(printed_seed())
+    stale, new = RedisStore(redis.url, namespace="c"), RedisStore(redis.url, namespace="c")
+    old_line, new_line = Lineage(0, Pid("a", 1, 1)), Lineage(1, Pid("b", 1, 1))
+    try:
+        await new.save_name("w", SPEC, 1, old_line, fresh=True)
+        writes = [(stale, old_line, seq) for seq in range(1, 201)] + [(new, new_line, seq) for seq in range(1, 101)]
+        rng.shuffle(writes)
+        outcomes = await asyncio.gather(*(s.save_checkpoint("w", line, seq, b"%d" % seq) for s, line, seq in writes))
+        assert Outcome.APPLIED in outcomes
+        (found,) = await new.load()
+        assert (found.lineage, found.seq, found.state) == (new_line, 100, b"100")
+    finally:
+        await stale.close()
+        await new.close()
 
 
 async def test_close_while_redis_is_paused_does_not_hang(redis: RedisServer) -> None:

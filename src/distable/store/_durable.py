@@ -39,6 +39,7 @@ class DurableStore:
     Args:
         engine: a ``Store`` (``RedisStore``, ``MemoryStore``).
         timeout: the most any one operation takes before ``StoreUnavailable``.
+        load_timeout: the same for ``load`` (which reads every record: a cold start).
         queue_limit, queue_bytes: the write-behind queue's bounds (names, bytes).
         retry_initial, retry_max: the queue's backoff while the store is unavailable.
         rng: the backoff's jitter (a seeded one in tests).
@@ -49,6 +50,7 @@ class DurableStore:
         engine: Store,
         *,
         timeout: float = 2.0,
+        load_timeout: float = 30.0,
         queue_limit: int = 10_000,
         queue_bytes: int = 64 << 20,
         retry_initial: float = 0.1,
@@ -60,6 +62,7 @@ class DurableStore:
             raise ValueError(f"timeout must be positive, not {timeout}")
         self.engine = engine
         self.timeout = timeout
+        self.load_timeout = load_timeout
         self._clock = clock
         self._queue = WriteQueue(queue_limit, queue_bytes, retry_initial=retry_initial, retry_max=retry_max, rng=rng)
         self._changed: asyncio.Event | None = None  # set (and replaced) when a write ends
@@ -105,17 +108,18 @@ class DurableStore:
             raise
 
     async def load(self) -> list[Remembered]:
-        """``Store.load`` within the timeout.
+        """``Store.load`` within ``load_timeout``.
 
         Raises:
             StoreUnavailable: no answer within the timeout, or the store is unreachable.
         """
         try:
-            async with asyncio.timeout(self.timeout):
+            async with asyncio.timeout(self.load_timeout):
                 found = await self.engine.load()
         except TimeoutError:
-            self._unavailable(f"no answer within {self.timeout:g} s")
-            raise StoreUnavailable(self.address, f"no answer within {self.timeout:g} s") from None
+            detail = f"load not done within {self.load_timeout:g} s"
+            self._unavailable(detail)
+            raise StoreUnavailable(self.address, detail) from None
         except StoreUnavailable as exc:
             self._unavailable(exc.detail)
             raise
