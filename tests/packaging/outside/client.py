@@ -8,6 +8,7 @@ and for each optional feature "ok" or the MissingExtra message.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import sys
 import time
@@ -22,10 +23,10 @@ def web() -> None:
     import distable.web  # noqa: F401
 
 
-def redis_store() -> None:
+async def redis_store() -> None:
     from distable.store import open_store
 
-    asyncio.run(open_store("redis://127.0.0.1:1/0").close())  # made and closed: nothing connects
+    await open_store("redis://127.0.0.1:1/0").close()  # made and closed: nothing connects
 
 
 FEATURES: dict[str, Callable[[], Any]] = {
@@ -49,7 +50,9 @@ async def main(peer: str, cookie: str) -> dict[str, Any]:
         report["loop"] = type(asyncio.get_running_loop()).__module__
     for name, feature in FEATURES.items():
         try:
-            feature()
+            made = feature()
+            if inspect.isawaitable(made):
+                await made
             report[name] = "ok"
         except MissingExtra as exc:
             report[name] = str(exc)
