@@ -125,6 +125,16 @@ async def test_a_fresh_registration_replaces_the_record_and_a_continued_one_keep
     assert (await loaded(engine))["n"] == Remembered("n", SPEC, 1, L1, 0, None)
 
 
+async def test_epoch_reads_the_epoch_of_the_lineage_the_record_holds(engine: Store) -> None:
+    assert await engine.epoch("w") is None
+    await engine.save_name("w", SPEC, 1, lineage(1_700_000_000_000), fresh=True)
+    assert await engine.epoch("w") == 1_700_000_000_000
+    await engine.save_checkpoint("w", lineage(1_700_000_000_005), 1, b"s")
+    assert await engine.epoch("w") == 1_700_000_000_005  # a restart's checkpoint raised it
+    await engine.remove("w", lineage(1_700_000_000_005))
+    assert await engine.epoch("w") is None
+
+
 async def test_bad_input_is_refused_before_anything_is_written(engine: Store) -> None:
     with pytest.raises(UnencodableValue):
         await engine.save_name(object(), SPEC, 1, L0, fresh=True)

@@ -76,6 +76,12 @@ class Store(Protocol):
         holds a lineage newer than ``lineage`` (STALE). A name not remembered: APPLIED."""
         ...
 
+    async def epoch(self, name: Any) -> int | None:
+        """The epoch of the lineage the record of ``name`` holds (None: not remembered).
+        A fresh registration begins its lineage above it, so that no write of an earlier
+        registration of the name can beat the new one's."""
+        ...
+
     async def load(self) -> list[Remembered]:
         """Every remembered name (a cluster started from nothing restores them)."""
         ...

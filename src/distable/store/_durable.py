@@ -107,6 +107,28 @@ class DurableStore:
             self._put(key, name, Kind.CHECKPOINT, lineage, seq, bytes(state))
             raise
 
+    async def epoch(self, name: Any) -> int | None:
+        """``Store.epoch`` within the timeout (a read: it waits for a write of ``name``
+        under way, and supersedes nothing).
+
+        Raises:
+            StoreUnavailable: no answer within the timeout, or the store is unreachable.
+        """
+        key = name_key(name)
+        try:
+            async with asyncio.timeout(self.timeout):
+                await self._until(lambda: not self._queue.busy(key))
+                found = await self.engine.epoch(name)
+        except TimeoutError:
+            detail = f"no answer within {self.timeout:g} s"
+            self._unavailable(detail)
+            raise StoreUnavailable(self.address, detail) from None
+        except StoreUnavailable as exc:
+            self._unavailable(exc.detail)
+            raise
+        self._available()
+        return found
+
     async def load(self) -> list[Remembered]:
         """``Store.load`` within ``load_timeout``.
 

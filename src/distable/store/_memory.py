@@ -82,6 +82,12 @@ class MemoryStore:
         del self._records[key]
         return Outcome.APPLIED
 
+    async def epoch(self, name: Any) -> int | None:
+        key = name_key(name)
+        self._check()
+        record = self._records.get(key)
+        return None if record is None else record.lineage.epoch
+
     async def load(self) -> list[Remembered]:
         self._check()
         return [

@@ -208,6 +208,11 @@ class RedisStore:
         check_write(lineage)
         return await self._run(self._remove, [key, self._index], version_fields(lineage, 0)[:4])
 
+    async def epoch(self, name: Any) -> int | None:
+        key = self._prefix + name_key(name)
+        value = await self._call(self._client.hget(key, "v1"))
+        return None if value is None else int(value)
+
     async def load(self) -> list[Remembered]:
         keys: list[bytes] = list(await self._call(self._client.smembers(self._index)))
         out: list[Remembered] = []
