@@ -50,7 +50,12 @@ async def test_names_and_checkpoints_are_remembered_and_a_node_started_from_noth
         await a.wait_restored()
         pid = await a.register("w", apps.Counter, key="w")
         [record] = await store.load()
-        assert (record.name, record.spec.factory, record.spec.kwargs, record.state) == ("w", FACTORY, {"key": "w"}, None)
+        assert (record.name, record.spec.factory, record.spec.kwargs, record.state) == (
+            "w",
+            FACTORY,
+            {"key": "w"},
+            None,
+        )
         assert record.lineage.origin == pid
         for _ in range(3):
             await a.call("w", "incr")
@@ -64,7 +69,9 @@ async def test_names_and_checkpoints_are_remembered_and_a_node_started_from_noth
         await a.unregister("gone")
         await eventually(lambda: _names_are(store, {"w"}), message="an unregistered name stayed remembered")
         stats = a.statistics().registry
-        assert stats.store == "memory://" and stats.store_up and stats.store_written >= 4
+        assert stats.store == "memory://"
+        assert stats.store_up
+        assert stats.store_written >= 4
 
     # The node stopped (the last one: its names stop without a taker) and the store
     # remembers them. A cluster started from nothing starts them with their last state.
@@ -72,7 +79,8 @@ async def test_names_and_checkpoints_are_remembered_and_a_node_started_from_noth
     async with node("b", store) as b:
         await b.wait_restored()
         pid = b.whereis("w")
-        assert pid is not None and pid.node == b.name
+        assert pid is not None
+        assert pid.node == b.name
         handled = await b.call("w", "handled")
         assert handled[0] == ("end_handoff", 7), handled
         assert await b.call("w", "get") == (7, b.name)
@@ -81,7 +89,8 @@ async def test_names_and_checkpoints_are_remembered_and_a_node_started_from_noth
         await b.call("w", "incr")
         assert await b.call("w", ("checkpoint", True)) == 8
         [record] = await store.load()
-        assert decode_value(record.state) == 8 and record.lineage.origin == pid
+        assert decode_value(record.state) == 8
+        assert record.lineage.origin == pid
 
 
 async def test_with_the_store_away_registrations_and_checkpoints_fail_typed_and_the_rest_goes_on() -> None:
@@ -97,7 +106,9 @@ async def test_with_the_store_away_registrations_and_checkpoints_fail_typed_and_
         assert await a.call("w", ("checkpoint_within", 5.0)) == "StoreUnavailable"
         assert await a.call("w", ("burst", 2)) == 3
         stats = a.statistics().registry
-        assert not stats.store_up and stats.store_failed >= 2 and stats.store_queued == 1
+        assert not stats.store_up
+        assert stats.store_failed >= 2
+        assert stats.store_queued == 1
 
         store.available = True  # back: the queue catches up
         await eventually(lambda: _state_is(store, "w", 3), timeout=15, message="the store did not catch up")
@@ -116,7 +127,8 @@ async def test_a_fresh_registration_begins_above_the_epoch_stored_so_an_old_writ
         await store.save_name("w", Spec(FACTORY, [], {}, "transient", 5.0), 0, old, fresh=True)
         pid = await a.register("w", apps.Counter, key="w")
         [record] = await store.load()
-        assert record.lineage.origin == pid and record.lineage > old
+        assert record.lineage.origin == pid
+        assert record.lineage > old
         assert await a.call("w", ("checkpoint", True)) == 0
         assert await store.save_checkpoint("w", old, 99, b"\x01") is Outcome.STALE
         assert (await stored(store))["w"] == 0
