@@ -78,9 +78,9 @@ async def test_names_and_checkpoints_are_remembered_and_a_node_started_from_noth
     assert set(await stored(store)) == {"w"}
     async with node("b", store) as b:
         await b.wait_restored()
-        pid = b.whereis("w")
-        assert pid is not None
-        assert pid.node == b.name
+        restored = b.whereis("w")
+        assert restored is not None
+        assert restored.node == b.name
         handled = await b.call("w", "handled")
         assert handled[0] == ("end_handoff", 7), handled
         assert await b.call("w", "get") == (7, b.name)
@@ -89,8 +89,9 @@ async def test_names_and_checkpoints_are_remembered_and_a_node_started_from_noth
         await b.call("w", "incr")
         assert await b.call("w", ("checkpoint", True)) == 8
         [record] = await store.load()
+        assert record.state is not None
         assert decode_value(record.state) == 8
-        assert record.lineage.origin == pid
+        assert record.lineage.origin == restored
 
 
 async def test_with_the_store_away_registrations_and_checkpoints_fail_typed_and_the_rest_goes_on() -> None:
@@ -135,7 +136,7 @@ async def test_a_fresh_registration_begins_above_the_epoch_stored_so_an_old_writ
 
 
 async def _state_is(store: MemoryStore, name: Any, state: Any) -> bool:
-    return (await stored(store)).get(name) == state
+    return bool((await stored(store)).get(name) == state)
 
 
 async def _names_are(store: MemoryStore, names: set[Any]) -> bool:

@@ -1602,7 +1602,15 @@ class RegistryService:
         deadline = self.loop.time() + timeout
         await self._wait_until(lambda: not self._busy(), deadline)
         self.drained = not self._busy()
-        if self._lost_at_leave:
+        if self._lost_at_leave and self.store is not None:
+            log.info(
+                "%s: the last server node leaves with %d registered name(s): the store %s remembers "
+                "them (with their last checkpoints) for the cluster's next start",
+                self.node,
+                self._lost_at_leave,
+                self.store.address,
+            )
+        elif self._lost_at_leave:
             log.warning(
                 "%s: the last server node leaves with %d registered name(s): no node is left "
                 "to take them (the others are gone or leaving too), their processes and state are gone",
