@@ -12,6 +12,8 @@ carries out its outputs (Deltas, events, commands), and it keeps:
 * checkpoints: the standby core (``_standby.py``) runs beside the tracker core, fed the
   same peers and placement, the checkpoint messages, and the local processes' lives
   (registered, handed off, exited, removed); restarts wait for its ``Restored``.
+* the durable store, if the node has one (the ``_store_*`` methods): registrations and
+  acknowledged checkpoints written through, the rest queued, and the cold start.
 
 The handoff protocol, both sides, is in ``_handoff.py`` (``HandoffCoordinator``, which the
 service owns and feeds: its commands, its wire messages, peers going down); the asyncio
@@ -1169,12 +1171,13 @@ class RegistryService:
 
     def _registered(self, name: Any, pid: Pid, spec: Spec) -> None:
         """``name`` was registered here through a factory, as ``pid`` (a registration or a
-        restart): the one place where it happens (a durable store would write it here)."""
+        restart): the one place where it happens (the durable store's registration is
+        written before it, in ``_register_here``: it must precede the claim)."""
 
     def _removed(self, name: Any, pid: Pid) -> None:
         """The local ``pid``'s ``name`` ended (unregistered; exited and not restarted): its
-        checkpoints are deleted everywhere. The one place where a name ends (a durable
-        store would delete it here)."""
+        checkpoints are deleted everywhere, and its record in the durable store. The one
+        place where a name ends."""
         if self.store is not None:
             self._store_removed(name, pid)
         self.standby.host_removed(name, pid, self.loop.time())
@@ -1182,8 +1185,9 @@ class RegistryService:
 
     def _checkpoint_done(self, done: CheckpointDone) -> None:
         """The standby core completed the checkpoint wait ``done.token``: acknowledged by
-        every standby (the one place where an acknowledged checkpoint is known: a durable
-        store would write it here), or its process stopped here first."""
+        every standby (the one place where an acknowledged checkpoint is known: the durable
+        store saves it then, before the caller's future completes), or its process stopped
+        here first."""
         fut = self._checkpoint_waits.pop(done.token, None)
         saving = self._store_waits.pop(done.token, None)
         if fut is None or fut.done():

@@ -9,7 +9,8 @@ restores every remembered name with its last state ("remember entities").
   write-behind queue, retries, statistics.
 * ``open_store``: an engine from a URL (``redis://127.0.0.1:6379/0``) or a ``Store``.
 
-Not wired into the registry yet: see docs/internals.md, "Durable store".
+A node holds one with ``Node(store=...)`` or ``distable node --store URL``; where the
+registry calls it: docs/internals.md, "Durable store", "Wiring".
 """
 
 from ._api import Outcome, Remembered, Store, StoreStatistics
