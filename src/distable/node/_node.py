@@ -504,6 +504,9 @@ class Node:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
                 continue
+            except Exception:  # a record this node cannot read (a type it does not know...)
+                log.exception("%s: cannot start the names the store remembers", self.name)
+                return
             if started:
                 log.info("%s: started %d name(s) remembered by the store", self.name, started)
             return

@@ -1465,6 +1465,9 @@ class RegistryService:
         cp = self.standby.hosted(name)
         if cp is not None:
             self._store_waits[token] = (name, cp.lineage, cp.seq, cp.state)
+        entry = self._store_dirty.get(name)
+        if entry is not None:  # a write-behind state it replaced is never put: unmark after one look
+            self._store_dirty[name] = (None, entry[1])
 
     async def _store_checkpoint(
         self, fut: asyncio.Future[None], name: Any, lineage: Lineage, seq: int, state: bytes
