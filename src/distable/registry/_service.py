@@ -111,6 +111,7 @@ from ._standby import CheckpointDone, CheckpointRefused, Restored, StandbyConfig
 log = logging.getLogger("distable.registry")
 
 REGISTRY_SERVER_ID = 1
+STORE_PENDING = 60.0  # seconds a node keeps the records its cold start did not start (cold_start)
 CHECKPOINT_VERSION = 4  # the protocol version from which a peer takes checkpoint messages
 _RESTART_REASONS = {"nodedown": "of a node that went down", "exit": "whose process exited"}
 RESTART_POLICIES = ("temporary", "transient", "permanent")
@@ -226,6 +227,9 @@ class RegistryService:
         self._store_spared: set[Pid] = set()
         self._store_loaded = False
         self._store_restored = 0
+        self._store_pending: dict[Any, Remembered] = {}
+        self._store_pending_until = 0.0
+        self._store_placement: Any = None
 
         # Carrying out the core's outputs: written by _changed/_flush/_on_timer (never await)
         # and stop().
@@ -336,6 +340,8 @@ class RegistryService:
         self._flush_standby()
         if self._store_dirty:
             self._store_catch_up()
+        if self._store_pending and self.core.placement is not self._store_placement:
+            self._store_recheck()
         if not self._stopped:
             self._timer.arm(min(self.core.next_deadline(), self.standby.next_deadline(), self._next_sweep))
 
@@ -1507,29 +1513,49 @@ class RegistryService:
     async def cold_start(self) -> int:
         """Start every name the store remembers that this node owns and nobody claims, as a
         restart from its stored checkpoint (its state reaches ``end_handoff`` first), once
-        per node life; the names other nodes own are theirs to start. Returns how many
-        started. Call it once the node has caught up with the cluster (``Node`` does).
+        per node life; the names other nodes own are theirs to start. The records not
+        claimed yet stay *pending* for ``STORE_PENDING`` seconds: at each placement change
+        meanwhile, those this node has come to own are started too (nodes that loaded
+        with different views of a cluster still starting would otherwise each leave a
+        name to another); a record leaves once its name is claimed anywhere. Returns how
+        many started. Call it once the node has caught up with the cluster (``Node`` does).
 
         Raises:
             StoreUnavailable: the store could not be read (nothing was started).
 
-        The node's task; awaits the load and the restarts."""
+        The node's task; awaits the load and the restarts it started."""
         store = self.store
         if store is None or self.role != "server" or self._store_loaded:
             return 0
         remembered = await store.load()
         self._store_loaded = True
-        jobs: list[asyncio.Future[None]] = []
-        for record in remembered:
-            if not self._store_unclaimed_here(record.name):
-                continue
-            done: asyncio.Future[None] = self.loop.create_future()
-            jobs.append(done)
-            self._restarts.put(functools.partial(self._store_restart, record, done))
+        self._store_pending = {record.name: record for record in remembered}
+        self._store_pending_until = self.loop.time() + STORE_PENDING
+        jobs = self._store_recheck()
         if jobs:
             log.info("%s: starting %d name(s) remembered by the store %s", self.node, len(jobs), store.address)
             await asyncio.gather(*jobs)
         return self._store_restored
+
+    def _store_recheck(self) -> list[asyncio.Future[None]]:
+        """Start the pending records this node owns and nobody claims (restart lane jobs,
+        whose futures are returned); forget those claimed anywhere, and all of them once
+        their time is up. From ``cold_start`` and ``_flush`` (a placement change); never
+        awaits."""
+        self._store_placement = self.core.placement
+        if self.loop.time() > self._store_pending_until:
+            self._store_pending.clear()
+            return []
+        jobs: list[asyncio.Future[None]] = []
+        for name, record in list(self._store_pending.items()):
+            if name in self.pids:
+                del self._store_pending[name]  # claimed: the registry has it from now on
+            elif self._store_unclaimed_here(name):
+                del self._store_pending[name]
+                done: asyncio.Future[None] = self.loop.create_future()
+                jobs.append(done)
+                self._restarts.put(functools.partial(self._store_restart, record, done))
+        return jobs
 
     def _store_unclaimed_here(self, name: Any) -> bool:
         """Whether ``name`` is this node's to start from the store: it owns it, and no claim,
@@ -1549,10 +1575,11 @@ class RegistryService:
         """One remembered name, started here as a restart from its stored checkpoint (the
         restart path: ``_register_here`` with a ``Restored`` built from the record). A
         restart lane task; awaits the factory."""
+        name = record.name
         try:
-            if not self._store_unclaimed_here(record.name):
+            if not self._store_unclaimed_here(name):
+                self._store_unstarted(record)
                 return
-            name = record.name
             checkpoint = None
             if record.state is not None:
                 writer = record.lineage.origin
@@ -1567,8 +1594,15 @@ class RegistryService:
                 self._ratelog.warning(
                     ("restart", spec.factory), "cannot start %r from the store: %s", name, reply.detail
                 )
+                self._store_unstarted(record)
         finally:
             done.set_result(None)
+
+    def _store_unstarted(self, record: Remembered) -> None:
+        """A pending record this node did not start after all (it moved, or its start
+        failed): pending again, unless its name is claimed. Never awaits."""
+        if record.name not in self.pids and self.loop.time() <= self._store_pending_until:
+            self._store_pending[record.name] = record
 
     async def close_store(self) -> None:
         """Write what the store's queue holds (at most a second), then close it. The node's
