@@ -33,22 +33,23 @@ from distable.wire import decode_value
 from tests._redis import RedisServer, redis_server
 from tests._seed import seeded_rng
 
+from . import test_checkpoint_procs as checkpoint_procs
+
 pytestmark = pytest.mark.cluster
 
 ROOT = Path(__file__).resolve().parents[2]  # children import tests.registry.apps
 FACTORY = "tests.registry.apps:Counter"
-SETTLE = 60.0  # bound on every wait for the cluster (generous: the machine is shared)
-CALL_TIMEOUT = 20.0
+SETTLE = checkpoint_procs.SETTLE
 STORE_TIMEOUT = 1.0
 
 
 @dataclass
-class Cluster:
-    client: Node
+class Cluster(checkpoint_procs.Cluster):
+    """The checkpoint tests' cluster (``placed``, ``call``...), its servers with a store."""
+
     cookie: str
     port: int
     redis: RedisServer
-    servers: dict[str, NodeProcess] = field(default_factory=dict)
     started: list[NodeProcess] = field(default_factory=list)
 
     async def start(self, *names: str) -> None:
@@ -70,16 +71,6 @@ class Cluster:
             self.servers[child.name] = child
         await self.placed()
 
-    async def placed(self) -> None:
-        """Until the client and every server place names on exactly the live servers."""
-        expected = sorted(self.servers)
-
-        async def agreed() -> bool:
-            views = [self.client.placement().nodes] + [await s.placement() for s in self.servers.values()]
-            return all(view == expected for view in views)
-
-        await eventually(agreed, timeout=SETTLE, interval=0.1, message=lambda: f"placement is not {expected}")
-
     async def stop_all(self, how: str) -> None:
         children = list(self.servers.values())
         self.servers.clear()
@@ -92,9 +83,6 @@ class Cluster:
         if how == "sigterm":
             assert codes == [0] * len(children), codes
         await eventually(lambda: not self.client.nodes(), timeout=SETTLE, message="the servers are still up")
-
-    async def call(self, name: Any, message: Any) -> Any:
-        return await self.client.call(name, message, timeout=CALL_TIMEOUT)
 
     def store(self) -> RedisStore:
         """A client of the store in the cluster's namespace (the cookie's hash, as Node's)."""
@@ -138,7 +126,7 @@ async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
                 cluster=Gossip(port=port, interval=0.25),
                 membership=MembershipConfig.local(),
             ) as client:
-                c = Cluster(client, cookie, port, redis)
+                c = Cluster(client, {}, cookie, port, redis)
                 yield c
         finally:
             if c is not None:
@@ -211,7 +199,7 @@ async def test_with_redis_down_registrations_and_checkpoints_fail_typed_and_the_
         try:
             other = ("worker", 2)
             with pytest.raises(StoreUnavailable):
-                await c.client.register(other, FACTORY, key=other, timeout=CALL_TIMEOUT)
+                await c.client.register(other, FACTORY, key=other, timeout=checkpoint_procs.CALL_TIMEOUT)
             for child in c.servers.values():
                 assert await child.whereis(other) is None  # no claim left behind
             assert c.client.whereis(other) is None

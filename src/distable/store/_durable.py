@@ -22,7 +22,7 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from .._errors import DistableError, StoreUnavailable
 from ..wire._messages import Lineage, Spec
@@ -31,6 +31,8 @@ from ._queue import Kind, Write, WriteQueue
 from ._records import check_write, name_key
 
 log = logging.getLogger("distable.store")
+
+T = TypeVar("T")
 
 
 class DurableStore:
@@ -115,19 +117,12 @@ class DurableStore:
             StoreUnavailable: no answer within the timeout, or the store is unreachable.
         """
         key = name_key(name)
-        try:
-            async with asyncio.timeout(self.timeout):
-                await self._until(lambda: not self._queue.busy(key))
-                found = await self.engine.epoch(name)
-        except TimeoutError:
-            detail = f"no answer within {self.timeout:g} s"
-            self._unavailable(detail)
-            raise StoreUnavailable(self.address, detail) from None
-        except StoreUnavailable as exc:
-            self._unavailable(exc.detail)
-            raise
-        self._available()
-        return found
+
+        async def read() -> int | None:
+            await self._until(lambda: not self._queue.busy(key))
+            return await self.engine.epoch(name)
+
+        return await self._bounded(read, self.timeout, f"no answer within {self.timeout:g} s")
 
     async def load(self) -> list[Remembered]:
         """``Store.load`` within ``load_timeout``.
@@ -135,42 +130,38 @@ class DurableStore:
         Raises:
             StoreUnavailable: no answer within the timeout, or the store is unreachable.
         """
-        try:
-            async with asyncio.timeout(self.load_timeout):
-                found = await self.engine.load()
-        except TimeoutError:
-            detail = f"load not done within {self.load_timeout:g} s"
-            self._unavailable(detail)
-            raise StoreUnavailable(self.address, detail) from None
-        except StoreUnavailable as exc:
-            self._unavailable(exc.detail)
-            raise
-        self._available()
-        return found
+        return await self._bounded(self.engine.load, self.load_timeout, f"load not done within {self.load_timeout:g} s")
 
     async def _sync(self, key: bytes, op: Callable[[], Awaitable[Outcome]]) -> Outcome:
         ticket = self._queue.ticket()
-        begun = False
+
+        async def write() -> Outcome:
+            await self._until(lambda: not self._queue.busy(key))
+            self._queue.begin(key)
+            try:
+                return await op()
+            finally:
+                self._queue.end(key)
+                self._notify()
+
+        outcome = await self._bounded(write, self.timeout, f"no answer within {self.timeout:g} s")
+        self._queue.written_sync(key, ticket, outcome)
+        return outcome
+
+    async def _bounded(self, op: Callable[[], Awaitable[T]], timeout: float, late: str) -> T:
+        """``op()`` within ``timeout``: past it (``late`` says so) or when the engine cannot
+        reach its database, ``StoreUnavailable``, counted and logged; else the store is up."""
         try:
-            async with asyncio.timeout(self.timeout):
-                await self._until(lambda: not self._queue.busy(key))
-                self._queue.begin(key)
-                begun = True
-                outcome = await op()
+            async with asyncio.timeout(timeout):
+                result = await op()
         except TimeoutError:
-            detail = f"no answer within {self.timeout:g} s"
-            self._unavailable(detail)
-            raise StoreUnavailable(self.address, detail) from None
+            self._unavailable(late)
+            raise StoreUnavailable(self.address, late) from None
         except StoreUnavailable as exc:
             self._unavailable(exc.detail)
             raise
-        finally:
-            if begun:
-                self._queue.end(key)
-                self._notify()
-        self._queue.written_sync(key, ticket, outcome)
         self._available()
-        return outcome
+        return result
 
     # --- queued: the caller does not wait -----------------------------------------------------
 
