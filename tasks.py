@@ -72,8 +72,15 @@ def ensure_env() -> None:
 
 
 #: Debian packages the test suite uses (netns tests, DNS discovery, the dashboard's browser
-#: tests, `distable top` in a terminal), by the command each provides.
-SYSTEM_PACKAGES = {"ip": "iproute2", "nft": "nftables", "dnsmasq": "dnsmasq", "chromium": "chromium", "tmux": "tmux"}
+#: tests, `distable top` in a terminal, the Redis store's tests), by the command each provides.
+SYSTEM_PACKAGES = {
+    "ip": "iproute2",
+    "nft": "nftables",
+    "dnsmasq": "dnsmasq",
+    "chromium": "chromium",
+    "tmux": "tmux",
+    "redis-server": "redis-server",
+}
 
 
 def ensure_system_packages() -> None:

@@ -18,6 +18,7 @@ from ._errors import (
     NoNodeAvailable,
     ProcessExited,
     ProtocolError,
+    StoreUnavailable,
     UndecodableMessage,
     UnencodableValue,
 )
@@ -122,6 +123,7 @@ __all__ = [
     "Ring",
     "Static",
     "StaticQuorumRing",
+    "StoreUnavailable",
     "Supervisor",
     "TransportConfig",
     "UndecodableMessage",

@@ -93,6 +93,19 @@ class CheckpointTooLarge(DistableError):
         self.limit = limit
 
 
+class StoreUnavailable(DistableError):
+    """The durable store could not be reached, or did not answer within its timeout.
+
+    ``address`` is the store's (``redis://127.0.0.1:6379/0``, without a password),
+    ``detail`` what went wrong. Nothing was written, or it is not known whether it was.
+    """
+
+    def __init__(self, address: str, detail: str) -> None:
+        super().__init__(f"store {address} unavailable: {detail}")
+        self.address = address
+        self.detail = detail
+
+
 class MessageTooLarge(DistableError):
     """An encoded message is larger than the peer link's maximum frame size."""
 

@@ -31,6 +31,9 @@ CORE_MODULES: tuple[str, ...] = (
     "registry/_core.py",
     "registry/_events.py",
     "registry/_standby.py",
+    "store/_api.py",
+    "store/_records.py",
+    "store/_queue.py",
 )
 
 #: Top-level modules a core must not import, directly or through distable modules.

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import hashlib
 import inspect
 import logging
 import math
@@ -28,7 +29,7 @@ from typing import Any, Concatenate, Literal, ParamSpec, TypeVar
 
 import msgspec
 
-from .._errors import ProcessExited
+from .._errors import ProcessExited, StoreUnavailable
 from ..membership import (
     MembershipConfig,
     MembershipService,
@@ -43,6 +44,9 @@ from ..registry import RegistryConfig, RegistryService, RegistryStatistics, Repl
 from ..ring import DistributionStrategy, Placement, Ring
 from ..runtime import Process, Runtime, RuntimeStatistics, current_runtime
 from ..runtime._context import CURRENT_RUNTIME, context_with, running_on
+from ..store._api import Store
+from ..store._durable import DurableStore
+from ..store._url import open_store, parse_store_url
 from ..transport import Transport, TransportConfig, TransportStatistics, format_node_name
 from ..wire import Pid, Ref
 from ..wire._messages import (
@@ -187,6 +191,14 @@ class Node:
         transport_factory: builds the node's links, called with ``Transport``'s keyword
             arguments (``Transport`` by default; tests pass an in-memory network's, see
             ``distable.testing.MemoryNetwork``).
+        store: the durable store (``"redis://127.0.0.1:6379/0"`` or a ``Store``): names
+            registered through a factory and their last checkpoints are written through to
+            it, and a cluster started from nothing starts them again (docs/guide.md,
+            "Durable store"). Its keys are under a namespace made from the cookie, so
+            clusters sharing a database do not mix. None: no store.
+        store_timeout: the most one store operation may take before ``StoreUnavailable``.
+        store_grace: at most how long, after it starts, a node waits for the cluster to
+            settle before it starts the names it owns from the store.
     """
 
     def __init__(
@@ -209,11 +221,16 @@ class Node:
         transport: TransportConfig | None = None,
         block_warning: float = 0.25,
         transport_factory: Callable[..., Transport] | None = None,
+        store: Store | str | None = None,
+        store_timeout: float = 2.0,
+        store_grace: float = 5.0,
     ) -> None:
         if "@" in name or not name:
             raise ValueError(f"node name {name!r} must be non-empty and contain no '@'")
         if role not in ("server", "client"):
             raise ValueError(f"role must be 'server' or 'client', not {role!r}")
+        if isinstance(store, str):
+            parse_store_url(store)
         # Field ownership. Everything runs on the node's event loop. The ``async`` methods
         # (the lifecycle, the API calls that wait) run in the caller's task and await; every
         # other method is a plain call that never awaits, made by the caller (the API), by
@@ -243,6 +260,9 @@ class Node:
         self._block_warning = block_warning
         self._transport_factory = transport_factory or Transport
         self._bus = EventBus()
+        self._store_source = store
+        self._store_timeout = store_timeout
+        self._store_grace = store_grace
 
         # Set here, then by bind() (the caller's task), before any link or process: the
         # bound port (0 picks one), the full name it makes ("" until then if ``port`` is 0)
@@ -259,12 +279,15 @@ class Node:
         self._transport: Transport | None = None
         self._membership: MembershipService | None = None
         self._registry: RegistryService | None = None
+        self._store: DurableStore | None = None
         self._pids: dict[Any, Pid] | _NotStarted = _NOT_STARTED  # the replica whereis reads
         self._context: Context  # this node current: each task _spawn makes runs in a copy
         self._handlers: dict[type, Callable[[str, Any], None]]  # wire message type -> handler (_dispatch)
 
-        # Written by start() (the caller's task): once joined, start() does nothing more.
+        # Written by start() (the caller's task): once joined, start() does nothing more;
+        # with a store, the task that starts the names it remembers (``wait_restored``).
         self._joined = False
+        self._restoring: asyncio.Task[Any] | None = None
         # Written by start() and by _on_member_event (a membership output; never awaits):
         # the loop time of the last NodeUp or NodeDown, for wait_joined's quiet period.
         self._view_changed_at = 0.0
@@ -317,6 +340,8 @@ class Node:
         ms.start()
         for seed in self._seeds:
             transport.connect(seed)
+        if self._store is not None and self.role == "server":
+            self._restoring = self._spawn(self._cold_start())
         log.info("%s: node started (incarnation %d)", self.name, self.incarnation)
 
     async def bind(self) -> None:
@@ -385,6 +410,10 @@ class Node:
             deny=self._deny,
         )
         ms = self._membership
+        if self._store_source is not None:
+            namespace = "distable:" + hashlib.sha256(self._cookie).hexdigest()[:16]
+            engine = open_store(self._store_source, namespace=namespace, timeout=self._store_timeout)
+            self._store = DurableStore(engine, timeout=self._store_timeout)
         self._registry = RegistryService(
             node=self.name,
             role=self.role,
@@ -396,6 +425,7 @@ class Node:
             suspected=self._suspected,
             spawn=self._spawn,
             publish=self._bus.publish,
+            store=self._store,
         )
         self._pids = self._registry.pids
         self._handlers = {
@@ -434,6 +464,9 @@ class Node:
             # Hand every registered process off (with its state) while the links are up.
             await self._registry.drain(self._drain_timeout)
             self._registry.stop()
+            if self._restoring is not None:
+                self._restoring.cancel()
+            await self._registry.close_store()  # what its queue holds, for at most a second
         # Processes first, so their monitors see their real exit reasons ("shutdown");
         # then the leave announcement, which makes peers hang up on this node.
         await self._runtime.shutdown()
@@ -444,6 +477,47 @@ class Node:
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         log.info("%s: node stopped", self.name)
+
+    async def _cold_start(self) -> None:
+        """With a store: once the cluster this node sees has settled (``wait_joined``, at
+        most ``store_grace`` seconds, then until it has caught up with every node up, as
+        long again), start the names it owns that the store remembers and nobody claims
+        (``RegistryService.cold_start``). A store that cannot be read is retried with
+        backoff, for at most five minutes. A task of its own (``start``); awaits."""
+        loop = asyncio.get_running_loop()
+        await self.wait_joined(self._store_grace)
+        deadline = loop.time() + self._store_grace
+        while loop.time() < deadline:
+            state = self.join_state()
+            if not state.unsynced and not state.pending:
+                break
+            await asyncio.sleep(0.05)  # polled, bounded by the grace
+        delay, give_up = 0.5, loop.time() + 300.0
+        while True:
+            try:
+                started = await self.registry.cold_start()
+            except StoreUnavailable as exc:
+                if loop.time() + delay > give_up:
+                    log.error("%s: cannot read the store to start the names it remembers: %s", self.name, exc)
+                    return
+                log.warning("%s: cannot read the store yet (%s); retrying in %.1f s", self.name, exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            except Exception:  # a record this node cannot read (a type it does not know...)
+                log.exception("%s: cannot start the names the store remembers", self.name)
+                return
+            if started:
+                log.info("%s: started %d name(s) remembered by the store", self.name, started)
+            return
+
+    async def wait_restored(self) -> None:
+        """With a store: wait until this node has started the names it owns that the store
+        remembers (its cold start; see ``store``); at once without one. Register names
+        after it, or a registration may begin a name afresh before its remembered state
+        is restored. The caller's task; awaits."""
+        if self._restoring is not None:
+            await asyncio.shield(self._restoring)
 
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         """Run ``coro`` in a task this node owns (``stop`` cancels and awaits it).

@@ -255,6 +255,20 @@ class RegistryStatistics:
     checkpoint_refusals: int = 0
     checkpoint_restores: int = 0
     checkpoint_restores_incomplete: int = 0
+    # The durable store (issue 12, item 4; "" when the node has none): its address, whether
+    # its last attempt succeeded, the writes it applied, refused (stale) and that failed, the
+    # writes queued (and their bytes) and dropped (queue full), the age of the oldest queued
+    # one, and the names this node started from it at its cold start.
+    store: str = ""
+    store_up: bool = False
+    store_written: int = 0
+    store_refused: int = 0
+    store_failed: int = 0
+    store_queued: int = 0
+    store_queued_bytes: int = 0
+    store_dropped: int = 0
+    store_lag: float = 0.0
+    store_restored: int = 0
 
 
 @dataclass(slots=True)

@@ -12,6 +12,8 @@ carries out its outputs (Deltas, events, commands), and it keeps:
 * checkpoints: the standby core (``_standby.py``) runs beside the tracker core, fed the
   same peers and placement, the checkpoint messages, and the local processes' lives
   (registered, handed off, exited, removed); restarts wait for its ``Restored``.
+* the durable store, if the node has one (the ``_store_*`` methods): registrations and
+  acknowledged checkpoints written through, the rest queued, and the cold start.
 
 The handoff protocol, both sides, is in ``_handoff.py`` (``HandoffCoordinator``, which the
 service owns and feeds: its commands, its wire messages, peers going down); the asyncio
@@ -22,12 +24,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import random
+import time
 from collections import Counter
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, assert_never
+
+import msgspec
 
 from .._backoff import Backoff
 from .._errors import (
@@ -41,12 +47,15 @@ from .._errors import (
     NameNotFound,
     NoNodeAvailable,
     ProcessExited,
+    StoreUnavailable,
     UnencodableValue,
 )
 from .._log import RateLimitedLog
 from .._timer import Timer
 from ..ring import DistributionStrategy, hash_name
 from ..runtime import NOREPLY, Caller, Process, Resume, Runtime
+from ..store._api import Remembered
+from ..store._durable import DurableStore
 from ..transport import Transport
 from ..wire import NOPROC, Pid, decode_value, encode_value, to_wire
 from ..wire._messages import (
@@ -54,6 +63,7 @@ from ..wire._messages import (
     REGISTRY_EXISTS,
     REGISTRY_OK,
     CallRequest,
+    Checkpoint,
     CheckpointAck,
     CheckpointDrop,
     CheckpointFetch,
@@ -101,6 +111,7 @@ from ._standby import CheckpointDone, CheckpointRefused, Restored, StandbyConfig
 log = logging.getLogger("distable.registry")
 
 REGISTRY_SERVER_ID = 1
+STORE_PENDING = 60.0  # seconds a node keeps the records its cold start did not start (cold_start)
 CHECKPOINT_VERSION = 4  # the protocol version from which a peer takes checkpoint messages
 _RESTART_REASONS = {"nodedown": "of a node that went down", "exit": "whose process exited"}
 RESTART_POLICIES = ("temporary", "transient", "permanent")
@@ -156,6 +167,7 @@ class RegistryService:
         publish: Callable[[Any], None],
         max_concurrent_handoffs: int = 256,
         rng: random.Random | None = None,
+        store: DurableStore | None = None,
     ) -> None:
         # Field ownership. Every method runs on the node's event loop; those that never
         # await are called from the dispatcher (a peer's message), the runtime (a local
@@ -206,6 +218,18 @@ class RegistryService:
         self._token = 0
         self._checkpoint_waits: dict[int, asyncio.Future[None]] = {}
         self._restores: dict[int, tuple[asyncio.Future[Restored], Any, Lineage, Lineage | None]] = {}
+        # The durable store (issue 12, item 4), if the node has one: see "the durable
+        # store" below for what each field holds. Written by those methods only.
+        self.store = store
+        self._store_epochs: dict[Pid, int] = {}
+        self._store_dirty: dict[Any, tuple[bytes | None, tuple[Lineage, int] | None]] = {}
+        self._store_waits: dict[int, tuple[Any, Lineage, int, bytes]] = {}
+        self._store_spared: set[Pid] = set()
+        self._store_loaded = False
+        self._store_restored = 0
+        self._store_pending: dict[Any, Remembered] = {}
+        self._store_pending_until = 0.0
+        self._store_placement: Any = None
 
         # Carrying out the core's outputs: written by _changed/_flush/_on_timer (never await)
         # and stop().
@@ -314,6 +338,10 @@ class RegistryService:
         for command in out.commands:
             self._command(command)
         self._flush_standby()
+        if self._store_dirty:
+            self._store_catch_up()
+        if self._store_pending and self.core.placement is not self._store_placement:
+            self._store_recheck()
         if not self._stopped:
             self._timer.arm(min(self.core.next_deadline(), self.standby.next_deadline(), self._next_sweep))
 
@@ -399,6 +427,8 @@ class RegistryService:
         elif isinstance(command, StopProcess):
             if command.reason == "lastnode":
                 self._lost_at_leave += 1
+            if self.store is not None:
+                self._store_spared.add(command.pid)  # the registry stops it: its name does not end
             self._stop_local(command.pid)
         elif isinstance(command, ResolveConflict):
             self.spawn(self._resolve_conflict(command))
@@ -503,6 +533,8 @@ class RegistryService:
                     else:
                         self._removed(name, pid)
             self._hosting.pop(pid, None)
+            self._store_epochs.pop(pid, None)
+            self._store_spared.discard(pid)
             self._changed()
 
     # --- the public API (called by Node) ----------------------------------------------------
@@ -752,10 +784,14 @@ class RegistryService:
             # peer, which costs tens of µs on a VM), not after them.
             self.transport.flush_now(node)
 
-    async def _register_here(self, name: Any, spec: Spec, restored: Restored | None = None) -> RegistryReply:
+    async def _register_here(
+        self, name: Any, spec: Spec, restored: Restored | None = None, *, restart: bool = False
+    ) -> RegistryReply:
         """Start ``name`` here from ``spec`` and claim it, unless it is registered already;
         with ``restored`` (a restart's restore), its checkpoint's state reaches the new
         process's ``end_handoff`` before any other message, as a handoff's ``Resume`` does.
+        With a durable store, a registration (neither ``restored`` nor ``restart``) is
+        saved in it before it is claimed (``_store_registered``).
 
         Concurrent attempts for one name are serialized: the later ones answer with the
         first one's pid.
@@ -777,6 +813,12 @@ class RegistryService:
         pid: Pid | None = None
         try:
             pid = await run_factory(spec.factory, spec.args, spec.kwargs, self.runtime, self.config.factories)
+            if restored is None and self.store is not None:
+                try:
+                    await self._store_registered(name, pid, spec, restart)
+                except DistableError:
+                    pid = None  # concurrent attempts must not answer with it
+                    raise
             lineage: Lineage | None = None
             base: Lineage | None = None
             if restored is not None:
@@ -829,7 +871,7 @@ class RegistryService:
         registered again meanwhile. A restart lane task; awaits the restore and the factory."""
         name, spec, reason = command.name, command.spec, command.reason
         restored = await self._restore(name, command.lineage, command.base)
-        reply = await self._register_here(name, spec, restored)
+        reply = await self._register_here(name, spec, restored, restart=True)
         if reply.status == REGISTRY_OK and reply.pid is not None:
             self._publish(ProcessRestarted(name, reply.pid, reason))
         elif reply.status == REGISTRY_ERROR:
@@ -1110,6 +1152,8 @@ class RegistryService:
         """The local ``pid`` (started from ``spec``) holds ``name`` from now: the standby
         core keeps its checkpoints. Returns the lineage and base its claim carries."""
         replicas = spec.replicas or self.config.replicas
+        if self.store is not None:
+            restored = self._store_lineage_floor(name, pid, resumed, restored)
         lineage = self.standby.host_started(
             name, pid, spec, replicas, self.loop.time(), resumed=resumed, resume_state=resume_state, restored=restored
         )
@@ -1133,23 +1177,30 @@ class RegistryService:
 
     def _registered(self, name: Any, pid: Pid, spec: Spec) -> None:
         """``name`` was registered here through a factory, as ``pid`` (a registration or a
-        restart): the one place where it happens (a durable store would write it here)."""
+        restart): the one place where it happens (the durable store's registration is
+        written before it, in ``_register_here``: it must precede the claim)."""
 
     def _removed(self, name: Any, pid: Pid) -> None:
         """The local ``pid``'s ``name`` ended (unregistered; exited and not restarted): its
-        checkpoints are deleted everywhere. The one place where a name ends (a durable
-        store would delete it here)."""
+        checkpoints are deleted everywhere, and its record in the durable store. The one
+        place where a name ends."""
+        if self.store is not None:
+            self._store_removed(name, pid)
         self.standby.host_removed(name, pid, self.loop.time())
         self._hosting.pop(pid, None)
 
     def _checkpoint_done(self, done: CheckpointDone) -> None:
         """The standby core completed the checkpoint wait ``done.token``: acknowledged by
-        every standby (the one place where an acknowledged checkpoint is known: a durable
-        store would write it here), or its process stopped here first."""
+        every standby (the one place where an acknowledged checkpoint is known: the durable
+        store saves it then, before the caller's future completes), or its process stopped
+        here first."""
         fut = self._checkpoint_waits.pop(done.token, None)
+        saving = self._store_waits.pop(done.token, None)
         if fut is None or fut.done():
             return
-        if done.ok:
+        if done.ok and saving is not None:
+            self.spawn(self._store_checkpoint(fut, *saving))  # resolves fut once the store has it
+        elif done.ok:
             fut.set_result(None)
         else:
             why = {"exited": "its process exited", "retired": "it moved to another node", "removed": "it was removed"}
@@ -1174,6 +1225,8 @@ class RegistryService:
         now = self.loop.time()
         if not wait:
             self.standby.host_checkpoint(name, pid, data, now)
+            if self.store is not None:
+                self._store_behind(name, data)
             self._changed()
             return None
         if len(data) > self.config.checkpoint_max_bytes:
@@ -1190,6 +1243,8 @@ class RegistryService:
         handle = self.loop.call_later(timeout, expire)
         fut.add_done_callback(lambda _: handle.cancel())
         self.standby.host_checkpoint(name, pid, data, now, token)
+        if self.store is not None:
+            self._store_wait(token, name)
         self._changed()
         return fut
 
@@ -1286,6 +1341,8 @@ class RegistryService:
         lines = self.standby.lineage_of(name)
         if lineage is not None and lines is not None:
             self.core.relineage(name, pid, *lines)
+            if self.store is not None:
+                self._store_behind(name, None)
         self._changed()
 
     # --- handoffs of checkpoints (the handoff coordinator's callbacks) -------------------------------
@@ -1325,6 +1382,252 @@ class RegistryService:
                 log.error("%s: cannot keep %r's handed-in state as a checkpoint: %s", self.node, name, exc)
         return self._host_started(name, pid, spec, resumed=handover, resume_state=resume_state)
 
+    # --- the durable store (issue 12, item 4; docs/internals.md, "Durable store") ----------------
+    #
+    # ``_store_epochs``: local pid -> the epoch its lineage begins at when its first checkpoint
+    # starts its host record (a registration's is above the stored one). ``_store_dirty``:
+    # names whose latest checkpoint may not be queued for the store yet -> (the write-behind
+    # state last given, None for "once"; the (lineage, seq) last queued). ``_store_waits``:
+    # checkpoint token -> what the store saves once every standby acknowledged it.
+    # ``_store_spared``: local pids the registry stops (``StopProcess``): their names stay
+    # remembered.
+
+    async def _store_registered(self, name: Any, pid: Pid, spec: Spec, restart: bool) -> None:
+        """``pid`` was just started for ``name`` (not restored). A registration is saved in
+        the store before its claim is made, with a lineage whose epoch is above the one
+        stored for the name (so that no write of an earlier registration beats it); a
+        restart without checkpoints writes nothing (its first checkpoint will).
+
+        Raises:
+            StoreUnavailable: the store did not take it in time (``pid`` is stopped).
+            ProcessExited: ``pid`` exited meanwhile.
+
+        A serve task or a restart lane task; awaits the store (at most twice its timeout)."""
+        store = self.store
+        assert store is not None
+        if restart:
+            self._store_epochs[pid] = _epoch_now()
+            return
+        try:
+            stored = await store.epoch(name)
+            epoch = max(_epoch_now(), 0 if stored is None else stored + 1)
+            await store.save_name(name, spec, spec.replicas, Lineage(epoch, pid), fresh=True)
+        except DistableError:
+            proc = self.runtime.local(pid)
+            if proc is not None:
+                ask_to_die(self.runtime, proc)
+            raise
+        if self.runtime.local(pid) is None:
+            self._store_forget(name, Lineage(epoch, pid))
+            raise ProcessExited(NOPROC)
+        self._store_epochs[pid] = epoch
+
+    def _store_lineage_floor(
+        self, name: Any, pid: Pid, resumed: CheckpointHandover | None, restored: Restored | None
+    ) -> Restored | None:
+        """What ``host_started`` gets as ``restored``: a fresh host record (the first
+        checkpoint of a registration, or of a copy handed in without checkpoints) begins its
+        lineage at the pid's epoch (``_store_epochs``; else the time's), not 0; a restored or
+        handed-in one continues as it would, and its state is queued for the store."""
+        if resumed is None and restored is None:
+            epoch = self._store_epochs.get(pid, _epoch_now())
+            return Restored(name, 0, None, False, epoch - 1, ())
+        self._store_behind(name, None)
+        return restored
+
+    def _store_behind(self, name: Any, given: bytes | None) -> None:
+        """The local ``name``'s latest checkpoint is to reach the store without waiting
+        (``given``: a write-behind state, which the standby core may put later). Any plain
+        method; the queueing happens at the flush (``_store_catch_up``)."""
+        entry = self._store_dirty.get(name)
+        self._store_dirty[name] = (given, None if entry is None else entry[1])
+        self._changed()
+
+    def _store_catch_up(self) -> None:
+        """Queue the latest checkpoint of every name marked by ``_store_behind`` whose
+        (lineage, seq) moved since it was last queued (the standby core puts a write-behind
+        state at most every ``write_behind``, so the store gets at most that many writes a
+        name); forget a name once the state it was given is put. From ``_flush``."""
+        store = self.store
+        assert store is not None
+        for name, (given, last) in list(self._store_dirty.items()):
+            cp = self.standby.hosted(name)
+            if cp is None:
+                del self._store_dirty[name]
+                continue
+            version = (cp.lineage, cp.seq)
+            if last is None or version > last:
+                with contextlib.suppress(DistableError):  # closed: the node stops
+                    store.checkpoint_behind(name, cp.lineage, cp.seq, cp.state)
+                last = version
+            if given is None or cp.state is given:
+                del self._store_dirty[name]
+            else:
+                self._store_dirty[name] = (given, last)
+
+    def _store_wait(self, token: int, name: Any) -> None:
+        """A waited checkpoint of ``name`` was just handed to the standby core as ``token``:
+        keep what the store saves when it is acknowledged."""
+        cp = self.standby.hosted(name)
+        if cp is not None:
+            self._store_waits[token] = (name, cp.lineage, cp.seq, cp.state)
+        entry = self._store_dirty.get(name)
+        if entry is not None:  # a write-behind state it replaced is never put: unmark after one look
+            self._store_dirty[name] = (None, entry[1])
+
+    async def _store_checkpoint(
+        self, fut: asyncio.Future[None], name: Any, lineage: Lineage, seq: int, state: bytes
+    ) -> None:
+        """Every standby holds the checkpoint: save it in the store, then complete the
+        caller's ``checkpoint()`` (with ``StoreUnavailable`` if the store did not take it in
+        time; the store queues it and catches up). A task of its own; awaits the store."""
+        store = self.store
+        assert store is not None
+        try:
+            await store.save_checkpoint(name, lineage, seq, state)
+        except Exception as exc:
+            if not fut.done():
+                fut.set_exception(exc)
+            return
+        if not fut.done():
+            fut.set_result(None)
+
+    def _store_removed(self, name: Any, pid: Pid) -> None:
+        """The local ``pid``'s ``name`` ends: its record goes (queued), under the lineage
+        it holds, so that an older copy's removal never removes a newer copy's record."""
+        if pid in self._store_spared:
+            return  # stopped by the registry (no node left to take it, no quorum): remembered
+        lines = self.standby.lineage_of(name) if self._hosting.get(pid) == name else None
+        lineage = lines[0] if lines is not None else Lineage(self._store_epochs.get(pid, _epoch_now()), pid)
+        self._store_dirty.pop(name, None)
+        self._store_forget(name, lineage)
+
+    def _store_forget(self, name: Any, lineage: Lineage) -> None:
+        store = self.store
+        assert store is not None
+        try:
+            store.remove_behind(name, lineage)
+        except DistableError as exc:  # closed (the node stops)
+            log.debug("%s: removal of %r not queued: %s", self.node, name, exc)
+
+    async def cold_start(self) -> int:
+        """Start every name the store remembers that this node owns and nobody claims, as a
+        restart from its stored checkpoint (its state reaches ``end_handoff`` first), once
+        per node life; the names other nodes own are theirs to start. The records not
+        claimed yet stay *pending* for ``STORE_PENDING`` seconds: at each placement change
+        meanwhile, those this node has come to own are started too (nodes that loaded
+        with different views of a cluster still starting would otherwise each leave a
+        name to another); a record leaves once its name is claimed anywhere. Returns how
+        many started. Call it once the node has caught up with the cluster (``Node`` does).
+
+        Raises:
+            StoreUnavailable: the store could not be read (nothing was started).
+
+        The node's task; awaits the load and the restarts it started."""
+        store = self.store
+        if store is None or self.role != "server" or self._store_loaded:
+            return 0
+        remembered = await store.load()
+        self._store_loaded = True
+        self._store_pending = {record.name: record for record in remembered}
+        self._store_pending_until = self.loop.time() + STORE_PENDING
+        jobs = self._store_recheck()
+        if jobs:
+            log.info("%s: starting %d name(s) remembered by the store %s", self.node, len(jobs), store.address)
+            await asyncio.gather(*jobs)
+        return self._store_restored
+
+    def _store_recheck(self) -> list[asyncio.Future[None]]:
+        """Start the pending records this node owns and nobody claims (restart lane jobs,
+        whose futures are returned); forget those claimed anywhere, and all of them once
+        their time is up. From ``cold_start`` and ``_flush`` (a placement change); never
+        awaits."""
+        self._store_placement = self.core.placement
+        if self.loop.time() > self._store_pending_until:
+            self._store_pending.clear()
+            return []
+        jobs: list[asyncio.Future[None]] = []
+        for name, record in list(self._store_pending.items()):
+            if name in self.pids:
+                del self._store_pending[name]  # claimed: the registry has it from now on
+            elif self._store_unclaimed_here(name):
+                del self._store_pending[name]
+                done: asyncio.Future[None] = self.loop.create_future()
+                jobs.append(done)
+                self._restarts.put(functools.partial(self._store_restart, record, done))
+        return jobs
+
+    def _store_unclaimed_here(self, name: Any) -> bool:
+        """Whether ``name`` is this node's to start from the store: it owns it, and no claim,
+        registration, restart or restore of it is known here. Query; reads only."""
+        try:
+            position = hash_name(name)
+        except Exception:
+            return False
+        return (
+            self.core.placement.owner_of_hash(position) == self.node
+            and name not in self.pids
+            and name not in self._pending
+            and not self._claimed(name)
+        )
+
+    async def _store_restart(self, record: Remembered, done: asyncio.Future[None]) -> None:
+        """One remembered name, started here as a restart from its stored checkpoint (the
+        restart path: ``_register_here`` with a ``Restored`` built from the record). A
+        restart lane task; awaits the factory."""
+        name = record.name
+        try:
+            if not self._store_unclaimed_here(name):
+                self._store_unstarted(record)
+                return
+            checkpoint = None
+            if record.state is not None:
+                writer = record.lineage.origin
+                checkpoint = Checkpoint(to_wire(name), record.lineage, None, record.seq, writer, record.state)
+            restored = Restored(name, 0, checkpoint, False, record.lineage.epoch, ())
+            spec = msgspec.structs.replace(record.spec, replicas=record.replicas)
+            reply = await self._register_here(name, spec, restored)
+            if reply.status == REGISTRY_OK and reply.pid is not None:
+                self._store_restored += 1
+                self._publish(ProcessRestarted(name, reply.pid, "store"))
+            elif reply.status == REGISTRY_ERROR:
+                self._ratelog.warning(
+                    ("restart", spec.factory), "cannot start %r from the store: %s", name, reply.detail
+                )
+                self._store_unstarted(record)
+        finally:
+            done.set_result(None)
+
+    def _store_unstarted(self, record: Remembered) -> None:
+        """A pending record this node did not start after all (it moved, or its start
+        failed): pending again, unless its name is claimed. Never awaits."""
+        if record.name not in self.pids and self.loop.time() <= self._store_pending_until:
+            self._store_pending[record.name] = record
+
+    async def close_store(self) -> None:
+        """Write what the store's queue holds (at most a second), then close it. The node's
+        stop, after the drain; awaits."""
+        if self.store is not None:
+            await self.store.close()
+
+    def _store_statistics(self) -> dict[str, Any]:
+        """The store's counters, for ``statistics``. Query; reads only."""
+        if self.store is None:
+            return {}
+        s = self.store.statistics()
+        return {
+            "store": s.address,
+            "store_up": s.up,
+            "store_written": s.written,
+            "store_refused": s.refused,
+            "store_failed": s.failed,
+            "store_queued": s.queued,
+            "store_queued_bytes": s.queued_bytes,
+            "store_dropped": s.dropped,
+            "store_lag": s.lag,
+            "store_restored": self._store_restored,
+        }
+
     # --- graceful leave ----------------------------------------------------------------------------
 
     async def drain(self, timeout: float) -> bool:
@@ -1340,7 +1643,15 @@ class RegistryService:
         deadline = self.loop.time() + timeout
         await self._wait_until(lambda: not self._busy(), deadline)
         self.drained = not self._busy()
-        if self._lost_at_leave:
+        if self._lost_at_leave and self.store is not None:
+            log.info(
+                "%s: the last server node leaves with %d registered name(s): the store %s remembers "
+                "them (with their last checkpoints) for the cluster's next start",
+                self.node,
+                self._lost_at_leave,
+                self.store.address,
+            )
+        elif self._lost_at_leave:
             log.warning(
                 "%s: the last server node leaves with %d registered name(s): no node is left "
                 "to take them (the others are gone or leaving too), their processes and state are gone",
@@ -1429,6 +1740,7 @@ class RegistryService:
             checkpoint_refusals=standby.refusals,
             checkpoint_restores=standby.restores,
             checkpoint_restores_incomplete=standby.restores_incomplete,
+            **self._store_statistics(),
         )
 
 
@@ -1462,6 +1774,13 @@ def _halves(msg: Any) -> list[Any] | None:
     return None
 
 
+def _epoch_now() -> int:
+    """A lineage epoch from the wall clock (milliseconds): with a durable store, a lineage
+    begun from nothing starts at the time, not at 0, so that it is above the lineages of
+    earlier lives of its name (which began earlier and rose by one per restart)."""
+    return time.time_ns() // 1_000_000
+
+
 def _check_name(name: Any) -> int:
     """The name's ring position, computed from its encoding: the check that it can cross the wire."""
     try:
@@ -1493,6 +1812,9 @@ def _outcome(reply: RegistryReply) -> Pid | None:
     if status == REGISTRY_ERROR:
         if reply.error == "ProcessExited":
             raise ProcessExited(reply.detail)
+        if reply.error == "StoreUnavailable":
+            address, _, detail = reply.detail.partition(" unavailable: ")
+            raise StoreUnavailable(address.removeprefix("store "), detail)
         raise _ERRORS.get(reply.error, FactoryError)(reply.detail)
     raise FactoryError(f"unexpected registry reply {reply!r}")
 

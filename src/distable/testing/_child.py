@@ -5,6 +5,7 @@
         [--gossip IF_ADDR] [--gossip-port P] [--gossip-interval S] [--broadcast]
         [--static NODE ...] [--preset local|lan] [--app module[:function] ...]
         [--dashboard HOST:PORT] [--log-format text|json] [--no-unix-sockets]
+        [--store URL] [--store-timeout S]
 
 Protocol on stdout, one JSON object per line:
     {"up": {"node": name, "incarnation": n, "pids": {label: [node, incarnation, id]},
@@ -155,6 +156,8 @@ async def _main(args: argparse.Namespace) -> None:
         cluster=_strategies(args),
         membership=preset,
         transport=TransportConfig(unix_sockets=args.unix_sockets),
+        store=args.store,
+        store_timeout=args.store_timeout,
     )
     async with node:
         # Only membership events are reported: a stream that takes nothing else, so the
@@ -264,6 +267,8 @@ def main() -> None:
     parser.add_argument("--dashboard", type=_dashboard_address, default=None, metavar="HOST:PORT")
     parser.add_argument("--log-format", choices=("text", "json"), default=None)
     parser.add_argument("--no-unix-sockets", dest="unix_sockets", action="store_false")
+    parser.add_argument("--store", default=None, metavar="URL")
+    parser.add_argument("--store-timeout", type=float, default=2.0)
     args = parser.parse_args()
     sys.path[:0] = args.path
     if args.log_format is not None:

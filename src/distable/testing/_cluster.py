@@ -62,6 +62,8 @@ class NodeProcess:
         log_format: str | None = None,
         new_session: bool = False,
         unix_sockets: bool = True,
+        store: str | None = None,
+        store_timeout: float | None = None,
     ) -> NodeProcess:
         """Start the node and wait until it reports that it is up.
 
@@ -79,7 +81,8 @@ class NodeProcess:
         of its own, so that a Ctrl-C in the terminal reaches only the parent, which then
         stops its children in its own order (a child still stops by itself when its
         standard input closes). ``unix_sockets=False`` keeps every link of the node on TCP
-        (``TransportConfig.unix_sockets``).
+        (``TransportConfig.unix_sockets``). ``store`` (a URL) gives the node a durable
+        store, ``store_timeout`` its timeout (``Node(store=, store_timeout=)``).
         """
         args = [sys.executable, "-m", "distable.testing._child", "--name", name, "--cookie", cookie]
         args += ["--host", host, "--port", str(port), "--log-level", log_level, "--preset", preset]
@@ -107,6 +110,10 @@ class NodeProcess:
             args += ["--log-format", log_format]
         if not unix_sockets:
             args.append("--no-unix-sockets")
+        if store is not None:
+            args += ["--store", store]
+        if store_timeout is not None:
+            args += ["--store-timeout", str(store_timeout)]
         if netns is not None:
             args = ["ip", "netns", "exec", netns, *args]
         proc = await asyncio.create_subprocess_exec(
