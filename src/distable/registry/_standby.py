@@ -227,17 +227,20 @@ class _Hosted:
         self.base: Lineage | None = None
         self.seq = 0
         self.state: bytes | None = None  # the state of ``seq``
-        self.standbys: list[str] = []
+        self.standbys: tuple[str, ...] = ()
         self.acked: dict[str, int] = {}  # standby -> the highest seq of ``lineage`` it holds
         self.sent: dict[str, int] = {}  # standby -> the seq last sent to it, not acknowledged yet
         # standby -> the highest seq of ``lineage`` sent to it: what it may hold, even while
         # it is down (a paused node keeps it), for the drops
         self.known: dict[str, int] = {}
         self.refused: dict[str, Lineage] = {}  # standby -> the newer lineage it holds
-        self.reported: set[Lineage] = set()
-        self.retrying: set[str] = set()  # standbys with a retry timer armed
+        # Dicts of atomic values rather than sets and lists: CPython never tracks them in
+        # its cycle collector, whose full passes visit every tracked object (tens of
+        # thousands of host records; see docs/internals.md, "Checkpoints", cost).
+        self.reported: dict[Lineage, None] = {}
+        self.retrying: dict[str, None] = {}  # standbys with a retry timer armed
         self.holders: dict[str, tuple[Lineage, int]] = {}  # to drop once fully replicated
-        self.waiting: list[tuple[int, int]] = []  # (seq, token), in seq order
+        self.waiting: dict[int, int] = {}  # token -> seq, in seq order
         self.pending: bytes | None = None  # a write-behind state not sent yet
         self.flush_at: float | None = None
         self.last_put = -_NEVER
@@ -442,7 +445,7 @@ class StandbyCore:
             self._restandby(rec, now)
 
     def _restandby(self, rec: _Hosted, now: float) -> None:
-        new = standbys(self.placement, rec.name, self.node, rec.replicas, rec.position)
+        new = tuple(standbys(self.placement, rec.name, self.node, rec.replicas, rec.position))
         if new == rec.standbys:
             return
         for node in rec.standbys:
@@ -547,7 +550,7 @@ class StandbyCore:
             return
         rec.pending, rec.flush_at = None, None
         self._put(rec, state, now)
-        rec.waiting.append((rec.seq, token))
+        rec.waiting[token] = rec.seq
         self._settle(rec, now)
 
     def handover(self, name: Any, pid: Pid, now: float) -> CheckpointHandover | None:
@@ -690,7 +693,7 @@ class StandbyCore:
         self._n_puts += 1
         self._out.send.append((node, CheckpointPut(checkpoint)))
         if node not in rec.retrying:
-            rec.retrying.add(node)
+            rec.retrying[node] = None
             self._arm(now + self.config.retry_interval, "put", (rec.name, node, self.config.retry_interval))
 
     def _settle(self, rec: _Hosted, now: float) -> None:
@@ -699,8 +702,11 @@ class StandbyCore:
         server node is up at all (alone, nobody could hold them); a node up but not placed
         yet (it joined a moment ago) is waited for, until the placement makes it one."""
         done = self._held(rec)
-        while rec.waiting and rec.waiting[0][0] <= done:
-            _, token = rec.waiting.pop(0)
+        while rec.waiting:
+            token, seq = next(iter(rec.waiting.items()))
+            if seq > done:
+                break
+            del rec.waiting[token]
             self._out.done.append(CheckpointDone(rec.name, token, True, "acked"))
         if rec.holders and rec.state is not None and done >= rec.seq:
             for node, (lineage, seq) in list(rec.holders.items()):
@@ -718,7 +724,7 @@ class StandbyCore:
         return -1 if self.up else rec.seq
 
     def _fail_waiting(self, rec: _Hosted, reason: str) -> None:
-        for _, token in rec.waiting:
+        for token in rec.waiting:
             self._out.done.append(CheckpointDone(rec.name, token, False, reason))
         rec.waiting.clear()
 
@@ -728,7 +734,7 @@ class StandbyCore:
         if rec.state is not None:
             self._hosted_bytes -= len(rec.state)
         rec.state = rec.pending = None
-        rec.standbys = []
+        rec.standbys = ()
         rec.retrying.clear()
 
     # --- drops ------------------------------------------------------------------------------------
@@ -893,7 +899,7 @@ class StandbyCore:
         rec.refused[node] = msg.held
         rec.epoch_seen = max(rec.epoch_seen, msg.held.epoch)
         if msg.held not in rec.reported:
-            rec.reported.add(msg.held)
+            rec.reported[msg.held] = None
             self._out.refused.append(CheckpointRefused(name, rec.pid, node, msg.held, msg.writer))
 
     # --- restores -----------------------------------------------------------------------------------
@@ -1043,7 +1049,7 @@ class StandbyCore:
             return
         waiting = rec.state is not None and node in rec.standbys and rec.acked.get(node, -1) < rec.seq
         if not waiting:
-            rec.retrying.discard(node)
+            del rec.retrying[node]
             return
         if node in self.up and not rec.handing_off:
             # A standby that refused is asked again too (its newer record may be gone), and
@@ -1051,7 +1057,7 @@ class StandbyCore:
             # have gone meanwhile).
             held = rec.refused.get(node)
             if held is not None:
-                rec.reported.discard(held)
+                rec.reported.pop(held, None)
             self._n_retransmits += 1
             checkpoint = rec.checkpoint()
             assert checkpoint is not None
