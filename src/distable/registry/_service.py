@@ -395,7 +395,11 @@ class RegistryService:
         if isinstance(command, StartHandoff):
             self._handoffs.put(lambda: self._hand_off(command))
         elif isinstance(command, StartName):
-            self._restarts.put(lambda: self._restart(command))
+            # Its restore begins now, not when a lane task takes it: the restores of a wave
+            # (the thousands of names of a dead node) go out as one fetch per peer instead
+            # of one round trip per 256 names (the lane's width), behind peers that are busy.
+            restoring = self._begin_restore(command.name, command.lineage, command.base)
+            self._restarts.put(lambda: self._restart(command, restoring))
         elif isinstance(command, StopProcess):
             if command.reason == "lastnode":
                 self._lost_at_leave += 1
@@ -824,11 +828,12 @@ class RegistryService:
 
     # --- restarts -------------------------------------------------------------------------------
 
-    async def _restart(self, command: StartName) -> None:
-        """Restore the name's checkpoints (if its claim had any), then start it unless it is
-        registered again meanwhile. A restart lane task; awaits the restore and the factory."""
+    async def _restart(self, command: StartName, restoring: asyncio.Future[Restored] | None = None) -> None:
+        """Restore the name's checkpoints (if its claim had any; ``restoring``: the restore
+        begun already), then start it unless it is registered again meanwhile. A restart lane
+        task; awaits the restore and the factory."""
         name, spec, reason = command.name, command.spec, command.reason
-        restored = await self._restore(name, command.lineage, command.base)
+        restored = await self._restore(name, command.lineage, command.base, begun=restoring)
         reply = await self._register_here(name, spec, restored)
         if reply.status == REGISTRY_OK and reply.pid is not None:
             self._publish(ProcessRestarted(name, reply.pid, reason))
@@ -1215,13 +1220,11 @@ class RegistryService:
             "started by spawn or registered with register_name)"
         )
 
-    async def _restore(
+    def _begin_restore(
         self, name: Any, lineage: Lineage | None, base: Lineage | None, asker: str | None = None
-    ) -> Restored | None:
-        """Find the latest checkpoint of a restart of ``name`` whose ended claim had
-        ``lineage`` and ``base`` (None: a fresh start, nothing to find); ``asker``: the node
-        that asked for the restart (it may hold the only copy). A lane or serve task;
-        awaits the standby core's answer (at most its fetch timeout)."""
+    ) -> asyncio.Future[Restored] | None:
+        """Ask the standby core for the restore of ``name`` (see ``_restore``); its future,
+        or None for a fresh start. Any plain method; never awaits."""
         if lineage is None:
             return None
         self._token += 1
@@ -1231,6 +1234,24 @@ class RegistryService:
         also = () if asker is None or asker == self.node else (asker,)
         self.standby.restart_starting(name, token, lineage, base, self.loop.time(), also)
         self._changed()
+        return fut
+
+    async def _restore(
+        self,
+        name: Any,
+        lineage: Lineage | None,
+        base: Lineage | None,
+        asker: str | None = None,
+        begun: asyncio.Future[Restored] | None = None,
+    ) -> Restored | None:
+        """Find the latest checkpoint of a restart of ``name`` whose ended claim had
+        ``lineage`` and ``base`` (None: a fresh start, nothing to find); ``asker``: the node
+        that asked for the restart (it may hold the only copy); ``begun``: the restore's
+        future if ``_begin_restore`` began it already. A lane or serve task; awaits the
+        standby core's answer (at most its fetch timeout)."""
+        fut = begun if begun is not None else self._begin_restore(name, lineage, base, asker)
+        if fut is None:
+            return None
         restored = await fut
         if not restored.complete:
             self._ratelog.warning(

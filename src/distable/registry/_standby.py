@@ -83,6 +83,8 @@ from ..wire._messages import (
 from ..wire._types import Pid
 
 _NEVER = float("inf")
+_FETCH_NAMES = 256  # names per CheckpointFetch
+_SHARED_SPECS = 1024  # argument-less specs the records share, at most
 
 
 @dataclass(frozen=True, slots=True)
@@ -301,6 +303,7 @@ class StandbyCore:
         self.records: dict[Any, Checkpoint] = {}  # held for other hosts, by name
         self._record_at: dict[Any, float] = {}  # name -> when its record was last written
         self._record_bytes = 0
+        self._specs: dict[tuple[str, str, float, int], Spec] = {}  # shared by records (``_keep``)
         self._hosted_bytes = 0
         self._tombstones: dict[Any, tuple[Lineage, int, float]] = {}
         self._tomb_queue: deque[tuple[float, Any]] = deque()
@@ -324,10 +327,14 @@ class StandbyCore:
         for peer, names in self._fetch_out.items():
             if peer in self._gone:
                 continue
-            ref = self._next_ref
-            self._next_ref += 1
-            self._refs[ref] = (peer, names)
-            self._out.send.append((peer, CheckpointFetch(ref, [to_wire(n) for n in names])))
+            for i in range(0, len(names), _FETCH_NAMES):
+                # A wave of restores (a dead node's names) asks in parts: each answer then
+                # holds at most that many records, well inside a frame.
+                part = names[i : i + _FETCH_NAMES]
+                ref = self._next_ref
+                self._next_ref += 1
+                self._refs[ref] = (peer, part)
+                self._out.send.append((peer, CheckpointFetch(ref, [to_wire(n) for n in part])))
         self._fetch_out = {}
         out, self._out = self._out, StandbyOutput()
         return out
@@ -816,6 +823,16 @@ class StandbyCore:
 
     def _keep(self, name: Any, cp: Checkpoint, now: float) -> None:
         self._forget_record(name)
+        spec = cp.spec
+        if spec is not None and not spec.args and not spec.kwargs:
+            # One Spec object per argument-less spec, as the tracker's replica keeps them: a
+            # decoded one per record is ~300 bytes and a list the cycle collector tracks.
+            key = (spec.factory, spec.restart, spec.handoff_timeout, spec.replicas)
+            shared = self._specs.get(key)
+            if shared is None and len(self._specs) < _SHARED_SPECS:
+                self._specs[key] = spec
+            elif shared is not None and shared is not spec:
+                cp = msgspec.structs.replace(cp, spec=shared)
         self.records[name] = cp
         self._record_at[name] = now
         self._record_bytes += len(cp.state)
@@ -959,12 +976,15 @@ class StandbyCore:
         if entry is None or entry[0] != node:
             return
         finished: list[int] = []
+        held: dict[Any, list[Checkpoint]] = {}
+        for cp in msg.checkpoints:
+            held.setdefault(cp.name, []).append(cp)
         for name in entry[1]:
             for token in self._fetching.get(name, ()):
                 job = self._fetches[token]
                 if node in job.pending and msg.ref >= job.first_ref:
                     job.pending.discard(node)
-                    job.found.extend((node, cp) for cp in msg.checkpoints if cp.name == name)
+                    job.found.extend((node, cp) for cp in held.get(name, ()))
                     # A node the answerer sees up and this one does not know yet (it joined a
                     # moment ago) may hold the only copy: its host re-replicated to it and
                     # dropped the old standbys. It is asked too.
