@@ -24,7 +24,7 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, assert_never
@@ -102,6 +102,9 @@ log = logging.getLogger("distable.registry")
 
 REGISTRY_SERVER_ID = 1
 CHECKPOINT_VERSION = 4  # the protocol version from which a peer takes checkpoint messages
+# Restores the standby core works on at once; the others wait in order (``_start_restores``):
+# a wave of a dead node's names is then a few bounded bursts, not one the size of the wave.
+RESTORE_WINDOW = 2048
 _RESTART_REASONS = {"nodedown": "of a node that went down", "exit": "whose process exited"}
 RESTART_POLICIES = ("temporary", "transient", "permanent")
 _ERRORS: dict[str, type[DistableError]] = {
@@ -206,6 +209,9 @@ class RegistryService:
         self._token = 0
         self._checkpoint_waits: dict[int, asyncio.Future[None]] = {}
         self._restores: dict[int, tuple[asyncio.Future[Restored], Any, Lineage, Lineage | None]] = {}
+        # Restores not handed to the standby core yet (token, name, lineage, base, also): in
+        # ``_restores`` already, so that a sweep keeps their records meanwhile.
+        self._restore_queue: deque[tuple[int, Any, Lineage, Lineage | None, tuple[str, ...]]] = deque()
 
         # Carrying out the core's outputs: written by _changed/_flush/_on_timer (never await)
         # and stop().
@@ -1075,6 +1081,8 @@ class RegistryService:
                 entry = self._restores.pop(restored.token, None)
                 if entry is not None and not entry[0].done():
                     entry[0].set_result(restored)
+            if out.restored:
+                self._start_restores()
             for refused in out.refused:
                 self._on_refused(refused)
 
@@ -1242,9 +1250,21 @@ class RegistryService:
         fut: asyncio.Future[Restored] = self.loop.create_future()
         self._restores[token] = (fut, name, lineage, base)
         also = () if asker is None or asker == self.node else (asker,)
-        self.standby.restart_starting(name, token, lineage, base, self.loop.time(), also)
-        self._changed()
+        self._restore_queue.append((token, name, lineage, base, also))
+        self._start_restores()
         return fut
+
+    def _start_restores(self) -> None:
+        """Hand the queued restores to the standby core while it works on fewer than
+        ``RESTORE_WINDOW``. From ``_begin_restore`` and ``_flush_standby``; never awaits."""
+        queue = self._restore_queue
+        if not queue:
+            return
+        now = self.loop.time()
+        while queue and self.standby.restoring() < RESTORE_WINDOW:
+            token, name, lineage, base, also = queue.popleft()
+            self.standby.restart_starting(name, token, lineage, base, now, also)
+        self._changed()
 
     async def _restore(
         self,
