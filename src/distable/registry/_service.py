@@ -104,7 +104,7 @@ REGISTRY_SERVER_ID = 1
 CHECKPOINT_VERSION = 4  # the protocol version from which a peer takes checkpoint messages
 # Restores the standby core works on at once; the others wait in order (``_start_restores``):
 # a wave of a dead node's names is then a few bounded bursts, not one the size of the wave.
-RESTORE_WINDOW = 2048
+RESTORE_WINDOW = 1024
 _RESTART_REASONS = {"nodedown": "of a node that went down", "exit": "whose process exited"}
 RESTART_POLICIES = ("temporary", "transient", "permanent")
 _ERRORS: dict[str, type[DistableError]] = {
@@ -212,6 +212,7 @@ class RegistryService:
         # Restores not handed to the standby core yet (token, name, lineage, base, also): in
         # ``_restores`` already, so that a sweep keeps their records meanwhile.
         self._restore_queue: deque[tuple[int, Any, Lineage, Lineage | None, tuple[str, ...]]] = deque()
+        self._restores_scheduled = False
 
         # Carrying out the core's outputs: written by _changed/_flush/_on_timer (never await)
         # and stop().
@@ -1081,8 +1082,8 @@ class RegistryService:
                 entry = self._restores.pop(restored.token, None)
                 if entry is not None and not entry[0].done():
                     entry[0].set_result(restored)
-            if out.restored:
-                self._start_restores()
+            if out.restored and self._restore_queue:
+                self._start_restores_soon()
             for refused in out.refused:
                 self._on_refused(refused)
 
@@ -1251,14 +1252,24 @@ class RegistryService:
         self._restores[token] = (fut, name, lineage, base)
         also = () if asker is None or asker == self.node else (asker,)
         self._restore_queue.append((token, name, lineage, base, also))
-        self._start_restores()
+        self._start_restores_soon()
         return fut
+
+    def _start_restores_soon(self) -> None:
+        """``_start_restores`` in a loop turn of its own: a wave's restores then never add to
+        the turn that made the wave (a node's death: its thousands of claims dropped, the
+        placement changed), which the failure detector's probes wait behind. Any plain
+        method; never awaits."""
+        if not self._restores_scheduled:
+            self._restores_scheduled = True
+            self.loop.call_soon(self._start_restores)
 
     def _start_restores(self) -> None:
         """Hand the queued restores to the standby core while it works on fewer than
-        ``RESTORE_WINDOW``. From ``_begin_restore`` and ``_flush_standby``; never awaits."""
+        ``RESTORE_WINDOW``. A ``call_soon`` callback (``_start_restores_soon``); never awaits."""
+        self._restores_scheduled = False
         queue = self._restore_queue
-        if not queue:
+        if not queue or self._stopped:
             return
         now = self.loop.time()
         while queue and self.standby.restoring() < RESTORE_WINDOW:
