@@ -236,9 +236,9 @@ class _Hosted:
         # it is down (a paused node keeps it), for the drops
         self.known: dict[str, int] = {}
         self.refused: dict[str, Lineage] = {}  # standby -> the newer lineage it holds
-        # Dicts of atomic values rather than sets and lists: CPython never tracks them in
-        # its cycle collector, whose full passes visit every tracked object (tens of
-        # thousands of host records; see docs/internals.md, "Checkpoints", cost).
+        # Dicts of atomic values rather than sets and lists: CPython's cycle collector
+        # never tracks them, and its full passes visit every tracked object (with tens of
+        # thousands of host records, those passes were most of a node's checkpoint CPU).
         self.reported: dict[Lineage, None] = {}
         self.retrying: dict[str, None] = {}  # standbys with a retry timer armed
         self.holders: dict[str, tuple[Lineage, int]] = {}  # to drop once fully replicated
