@@ -14,6 +14,7 @@ from __future__ import annotations
 import random
 from typing import Any, TypeVar
 
+import msgspec
 import pytest
 
 from distable.registry import RegistryConfig
@@ -42,6 +43,7 @@ from distable.wire._messages import (
     Claim,
     Delta,
     Digest,
+    Lineage,
     RegistryHello,
     RegistryLeaving,
     Removal,
@@ -595,6 +597,30 @@ def test_a_dead_hosts_name_is_restarted_at_once_by_its_new_owner_and_checked_by_
     c.handle_timer(5.0 + 2.0)
     assert c.take().commands == [RestartElsewhere(name, SPEC, "a")]
     assert c.restarts_made == 1
+
+
+def test_the_lineages_of_the_restarts_owed_indexed_at_once_are_those_claimed_lineages_scans() -> None:
+    """A sweep asks ``claimed_lineages`` of thousands of records while thousands of orphan
+    checks are owed: with ``restart_lineages()`` (one pass) it answers as without."""
+    names = [name_owned_by("b", ["a", "b", "c"], then="a", after=["a", "c"])]
+    names.append(next(n for i in range(10_000) if (n := f"other-{i}") not in names))
+    c = joined(core("c"), "a", "b")
+    lines = {name: Lineage(i + 1, Pid("b", 1, i + 1)) for i, name in enumerate(names)}
+    base = Lineage(0, Pid("a", 1, 7))
+    claims = [
+        msgspec.structs.replace(claim(n, Pid("b", 1, i + 1), i + 1), lineage=lines[n], base=base)
+        for i, n in enumerate(names)
+    ]
+    c.on_delta("b", Delta(claims, []), 1.0)
+    c.take()
+    c.peer_down("b", 5.0)
+    c.take()
+    index = c.restart_lineages()
+    for name in [*names, "never-claimed"]:
+        assert c.claimed_lineages(name, index) == c.claimed_lineages(name)
+    owed = set(c.restarts_due())
+    assert owed
+    assert all(c.claimed_lineages(n, index) == {lines[n], base} for n in owed)
 
 
 def test_an_orphan_check_of_a_name_that_is_back_makes_no_restart() -> None:

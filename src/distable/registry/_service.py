@@ -28,7 +28,7 @@ import functools
 import logging
 import random
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, assert_never
@@ -113,6 +113,9 @@ log = logging.getLogger("distable.registry")
 REGISTRY_SERVER_ID = 1
 STORE_PENDING = 60.0  # seconds a node keeps the records its cold start did not start (cold_start)
 CHECKPOINT_VERSION = 4  # the protocol version from which a peer takes checkpoint messages
+# Restores the standby core works on at once; the others wait in order (``_start_restores``):
+# a wave of a dead node's names is then a few bounded bursts, not one the size of the wave.
+RESTORE_WINDOW = 1024
 _RESTART_REASONS = {"nodedown": "of a node that went down", "exit": "whose process exited"}
 RESTART_POLICIES = ("temporary", "transient", "permanent")
 _ERRORS: dict[str, type[DistableError]] = {
@@ -230,6 +233,10 @@ class RegistryService:
         self._store_pending: dict[Any, Remembered] = {}
         self._store_pending_until = 0.0
         self._store_placement: Any = None
+        # Restores not handed to the standby core yet (token, name, lineage, base, also): in
+        # ``_restores`` already, so that a sweep keeps their records meanwhile.
+        self._restore_queue: deque[tuple[int, Any, Lineage, Lineage | None, tuple[str, ...]]] = deque()
+        self._restores_scheduled = False
 
         # Carrying out the core's outputs: written by _changed/_flush/_on_timer (never await)
         # and stop().
@@ -415,7 +422,7 @@ class RegistryService:
         self.standby.handle_timer(now)
         if now >= self._next_sweep:
             self._next_sweep = now + self.config.sync_interval
-            self.standby.sweep(now, self._claimed)
+            self.standby.sweep(now, self._claims_index())
         self._flush()
 
     def _command(self, command: Any) -> None:
@@ -423,7 +430,11 @@ class RegistryService:
         if isinstance(command, StartHandoff):
             self._handoffs.put(lambda: self._hand_off(command))
         elif isinstance(command, StartName):
-            self._restarts.put(lambda: self._restart(command))
+            # Its restore begins now, not when a lane task takes it: the restores of a wave
+            # (the thousands of names of a dead node) go out as one fetch per peer instead
+            # of one round trip per 256 names (the lane's width), behind peers that are busy.
+            restoring = self._begin_restore(command.name, command.lineage, command.base)
+            self._restarts.put(lambda: self._restart(command, restoring))
         elif isinstance(command, StopProcess):
             if command.reason == "lastnode":
                 self._lost_at_leave += 1
@@ -866,11 +877,12 @@ class RegistryService:
 
     # --- restarts -------------------------------------------------------------------------------
 
-    async def _restart(self, command: StartName) -> None:
-        """Restore the name's checkpoints (if its claim had any), then start it unless it is
-        registered again meanwhile. A restart lane task; awaits the restore and the factory."""
+    async def _restart(self, command: StartName, restoring: asyncio.Future[Restored] | None = None) -> None:
+        """Restore the name's checkpoints (if its claim had any; ``restoring``: the restore
+        begun already), then start it unless it is registered again meanwhile. A restart lane
+        task; awaits the restore and the factory."""
         name, spec, reason = command.name, command.spec, command.reason
-        restored = await self._restore(name, command.lineage, command.base)
+        restored = await self._restore(name, command.lineage, command.base, begun=restoring)
         reply = await self._register_here(name, spec, restored, restart=True)
         if reply.status == REGISTRY_OK and reply.pid is not None:
             self._publish(ProcessRestarted(name, reply.pid, reason))
@@ -1112,6 +1124,8 @@ class RegistryService:
                 entry = self._restores.pop(restored.token, None)
                 if entry is not None and not entry[0].done():
                     entry[0].set_result(restored)
+            if out.restored and self._restore_queue:
+                self._start_restores_soon()
             for refused in out.refused:
                 self._on_refused(refused)
 
@@ -1138,6 +1152,16 @@ class RegistryService:
                 if base is not None:
                     found.add(base)
         return found
+
+    def _claims_index(self) -> Callable[[Any], set[Lineage]]:
+        """``_claimed`` for a sweep: the restarts owed and the restores in flight indexed by
+        name once (a node's death leaves thousands of each for a while; scanning them for
+        every record old enough made the sweep quadratic). From ``_on_timer``."""
+        restarts = self.core.restart_lineages()
+        for _, name, lineage, base in self._restores.values():
+            restarts.setdefault(name, []).extend((lineage, base))
+        claimed = self.core.claimed_lineages
+        return lambda name: claimed(name, restarts)
 
     def _host_started(
         self,
@@ -1270,13 +1294,11 @@ class RegistryService:
             "started by spawn or registered with register_name)"
         )
 
-    async def _restore(
+    def _begin_restore(
         self, name: Any, lineage: Lineage | None, base: Lineage | None, asker: str | None = None
-    ) -> Restored | None:
-        """Find the latest checkpoint of a restart of ``name`` whose ended claim had
-        ``lineage`` and ``base`` (None: a fresh start, nothing to find); ``asker``: the node
-        that asked for the restart (it may hold the only copy). A lane or serve task;
-        awaits the standby core's answer (at most its fetch timeout)."""
+    ) -> asyncio.Future[Restored] | None:
+        """Ask the standby core for the restore of ``name`` (see ``_restore``); its future,
+        or None for a fresh start. Any plain method; never awaits."""
         if lineage is None:
             return None
         self._token += 1
@@ -1284,8 +1306,48 @@ class RegistryService:
         fut: asyncio.Future[Restored] = self.loop.create_future()
         self._restores[token] = (fut, name, lineage, base)
         also = () if asker is None or asker == self.node else (asker,)
-        self.standby.restart_starting(name, token, lineage, base, self.loop.time(), also)
+        self._restore_queue.append((token, name, lineage, base, also))
+        self._start_restores_soon()
+        return fut
+
+    def _start_restores_soon(self) -> None:
+        """``_start_restores`` in a loop turn of its own: a wave's restores then never add to
+        the turn that made the wave (a node's death: its thousands of claims dropped, the
+        placement changed), which the failure detector's probes wait behind. Any plain
+        method; never awaits."""
+        if not self._restores_scheduled:
+            self._restores_scheduled = True
+            self.loop.call_soon(self._start_restores)
+
+    def _start_restores(self) -> None:
+        """Hand the queued restores to the standby core while it works on fewer than
+        ``RESTORE_WINDOW``. A ``call_soon`` callback (``_start_restores_soon``); never awaits."""
+        self._restores_scheduled = False
+        queue = self._restore_queue
+        if not queue or self._stopped:
+            return
+        now = self.loop.time()
+        while queue and self.standby.restoring() < RESTORE_WINDOW:
+            token, name, lineage, base, also = queue.popleft()
+            self.standby.restart_starting(name, token, lineage, base, now, also)
         self._changed()
+
+    async def _restore(
+        self,
+        name: Any,
+        lineage: Lineage | None,
+        base: Lineage | None,
+        asker: str | None = None,
+        begun: asyncio.Future[Restored] | None = None,
+    ) -> Restored | None:
+        """Find the latest checkpoint of a restart of ``name`` whose ended claim had
+        ``lineage`` and ``base`` (None: a fresh start, nothing to find); ``asker``: the node
+        that asked for the restart (it may hold the only copy); ``begun``: the restore's
+        future if ``_begin_restore`` began it already. A lane or serve task; awaits the
+        standby core's answer (at most its fetch timeout)."""
+        fut = begun if begun is not None else self._begin_restore(name, lineage, base, asker)
+        if fut is None:
+            return None
         restored = await fut
         if not restored.complete:
             self._ratelog.warning(

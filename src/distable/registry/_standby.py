@@ -83,6 +83,8 @@ from ..wire._messages import (
 from ..wire._types import Pid
 
 _NEVER = float("inf")
+_FETCH_NAMES = 256  # names per CheckpointFetch
+_SHARED_SPECS = 1024  # argument-less specs the records share, at most
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,17 +229,20 @@ class _Hosted:
         self.base: Lineage | None = None
         self.seq = 0
         self.state: bytes | None = None  # the state of ``seq``
-        self.standbys: list[str] = []
+        self.standbys: tuple[str, ...] = ()
         self.acked: dict[str, int] = {}  # standby -> the highest seq of ``lineage`` it holds
         self.sent: dict[str, int] = {}  # standby -> the seq last sent to it, not acknowledged yet
         # standby -> the highest seq of ``lineage`` sent to it: what it may hold, even while
         # it is down (a paused node keeps it), for the drops
         self.known: dict[str, int] = {}
         self.refused: dict[str, Lineage] = {}  # standby -> the newer lineage it holds
-        self.reported: set[Lineage] = set()
-        self.retrying: set[str] = set()  # standbys with a retry timer armed
+        # Dicts of atomic values rather than sets and lists: CPython's cycle collector
+        # never tracks them, and its full passes visit every tracked object (with tens of
+        # thousands of host records, those passes were most of a node's checkpoint CPU).
+        self.reported: dict[Lineage, None] = {}
+        self.retrying: dict[str, None] = {}  # standbys with a retry timer armed
         self.holders: dict[str, tuple[Lineage, int]] = {}  # to drop once fully replicated
-        self.waiting: list[tuple[int, int]] = []  # (seq, token), in seq order
+        self.waiting: dict[int, int] = {}  # token -> seq, in seq order
         self.pending: bytes | None = None  # a write-behind state not sent yet
         self.flush_at: float | None = None
         self.last_put = -_NEVER
@@ -298,6 +303,7 @@ class StandbyCore:
         self.records: dict[Any, Checkpoint] = {}  # held for other hosts, by name
         self._record_at: dict[Any, float] = {}  # name -> when its record was last written
         self._record_bytes = 0
+        self._specs: dict[tuple[str, str, float, int], Spec] = {}  # shared by records (``_keep``)
         self._hosted_bytes = 0
         self._tombstones: dict[Any, tuple[Lineage, int, float]] = {}
         self._tomb_queue: deque[tuple[float, Any]] = deque()
@@ -321,10 +327,14 @@ class StandbyCore:
         for peer, names in self._fetch_out.items():
             if peer in self._gone:
                 continue
-            ref = self._next_ref
-            self._next_ref += 1
-            self._refs[ref] = (peer, names)
-            self._out.send.append((peer, CheckpointFetch(ref, [to_wire(n) for n in names])))
+            for i in range(0, len(names), _FETCH_NAMES):
+                # A wave of restores (a dead node's names) asks in parts: each answer then
+                # holds at most that many records, well inside a frame.
+                part = names[i : i + _FETCH_NAMES]
+                ref = self._next_ref
+                self._next_ref += 1
+                self._refs[ref] = (peer, part)
+                self._out.send.append((peer, CheckpointFetch(ref, [to_wire(n) for n in part])))
         self._fetch_out = {}
         out, self._out = self._out, StandbyOutput()
         return out
@@ -442,7 +452,7 @@ class StandbyCore:
             self._restandby(rec, now)
 
     def _restandby(self, rec: _Hosted, now: float) -> None:
-        new = standbys(self.placement, rec.name, self.node, rec.replicas, rec.position)
+        new = tuple(standbys(self.placement, rec.name, self.node, rec.replicas, rec.position))
         if new == rec.standbys:
             return
         for node in rec.standbys:
@@ -547,7 +557,7 @@ class StandbyCore:
             return
         rec.pending, rec.flush_at = None, None
         self._put(rec, state, now)
-        rec.waiting.append((rec.seq, token))
+        rec.waiting[token] = rec.seq
         self._settle(rec, now)
 
     def handover(self, name: Any, pid: Pid, now: float) -> CheckpointHandover | None:
@@ -690,7 +700,7 @@ class StandbyCore:
         self._n_puts += 1
         self._out.send.append((node, CheckpointPut(checkpoint)))
         if node not in rec.retrying:
-            rec.retrying.add(node)
+            rec.retrying[node] = None
             self._arm(now + self.config.retry_interval, "put", (rec.name, node, self.config.retry_interval))
 
     def _settle(self, rec: _Hosted, now: float) -> None:
@@ -699,8 +709,11 @@ class StandbyCore:
         server node is up at all (alone, nobody could hold them); a node up but not placed
         yet (it joined a moment ago) is waited for, until the placement makes it one."""
         done = self._held(rec)
-        while rec.waiting and rec.waiting[0][0] <= done:
-            _, token = rec.waiting.pop(0)
+        while rec.waiting:
+            token, seq = next(iter(rec.waiting.items()))
+            if seq > done:
+                break
+            del rec.waiting[token]
             self._out.done.append(CheckpointDone(rec.name, token, True, "acked"))
         if rec.holders and rec.state is not None and done >= rec.seq:
             for node, (lineage, seq) in list(rec.holders.items()):
@@ -718,7 +731,7 @@ class StandbyCore:
         return -1 if self.up else rec.seq
 
     def _fail_waiting(self, rec: _Hosted, reason: str) -> None:
-        for _, token in rec.waiting:
+        for token in rec.waiting:
             self._out.done.append(CheckpointDone(rec.name, token, False, reason))
         rec.waiting.clear()
 
@@ -728,7 +741,7 @@ class StandbyCore:
         if rec.state is not None:
             self._hosted_bytes -= len(rec.state)
         rec.state = rec.pending = None
-        rec.standbys = []
+        rec.standbys = ()
         rec.retrying.clear()
 
     # --- drops ------------------------------------------------------------------------------------
@@ -810,6 +823,16 @@ class StandbyCore:
 
     def _keep(self, name: Any, cp: Checkpoint, now: float) -> None:
         self._forget_record(name)
+        spec = cp.spec
+        if spec is not None and not spec.args and not spec.kwargs:
+            # One Spec object per argument-less spec, as the tracker's replica keeps them: a
+            # decoded one per record is ~300 bytes and a list the cycle collector tracks.
+            key = (spec.factory, spec.restart, spec.handoff_timeout, spec.replicas)
+            shared = self._specs.get(key)
+            if shared is None and len(self._specs) < _SHARED_SPECS:
+                self._specs[key] = spec
+            elif shared is not None and shared is not spec:
+                cp = msgspec.structs.replace(cp, spec=shared)
         self.records[name] = cp
         self._record_at[name] = now
         self._record_bytes += len(cp.state)
@@ -893,7 +916,7 @@ class StandbyCore:
         rec.refused[node] = msg.held
         rec.epoch_seen = max(rec.epoch_seen, msg.held.epoch)
         if msg.held not in rec.reported:
-            rec.reported.add(msg.held)
+            rec.reported[msg.held] = None
             self._out.refused.append(CheckpointRefused(name, rec.pid, node, msg.held, msg.writer))
 
     # --- restores -----------------------------------------------------------------------------------
@@ -953,12 +976,15 @@ class StandbyCore:
         if entry is None or entry[0] != node:
             return
         finished: list[int] = []
+        held: dict[Any, list[Checkpoint]] = {}
+        for cp in msg.checkpoints:
+            held.setdefault(cp.name, []).append(cp)
         for name in entry[1]:
             for token in self._fetching.get(name, ()):
                 job = self._fetches[token]
                 if node in job.pending and msg.ref >= job.first_ref:
                     job.pending.discard(node)
-                    job.found.extend((node, cp) for cp in msg.checkpoints if cp.name == name)
+                    job.found.extend((node, cp) for cp in held.get(name, ()))
                     # A node the answerer sees up and this one does not know yet (it joined a
                     # moment ago) may hold the only copy: its host re-replicated to it and
                     # dropped the old standbys. It is asked too.
@@ -1043,7 +1069,7 @@ class StandbyCore:
             return
         waiting = rec.state is not None and node in rec.standbys and rec.acked.get(node, -1) < rec.seq
         if not waiting:
-            rec.retrying.discard(node)
+            del rec.retrying[node]
             return
         if node in self.up and not rec.handing_off:
             # A standby that refused is asked again too (its newer record may be gone), and
@@ -1051,7 +1077,7 @@ class StandbyCore:
             # have gone meanwhile).
             held = rec.refused.get(node)
             if held is not None:
-                rec.reported.discard(held)
+                rec.reported.pop(held, None)
             self._n_retransmits += 1
             checkpoint = rec.checkpoint()
             assert checkpoint is not None
