@@ -41,13 +41,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import ctypes
 import json
 import os
 import random
 import re
 import secrets
-import signal
 import sys
 import time
 from collections import defaultdict
@@ -71,15 +69,10 @@ from registry import (
 import distable
 from distable import Node, Pid
 from distable.ring import hash_name
+from distable.testing import die_with_parent
 
 HERE = Path(__file__).resolve().parent
 LOGS = "/tmp/distable-scale-logs"
-
-
-def _die_with_parent() -> None:
-    """In the child before exec: SIGKILL it if this process dies (no node outlives a run)."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 class CliNode:
@@ -110,7 +103,7 @@ class CliNode:
         with (logs / f"{short}.log").open("ab") as err:
             proc = await asyncio.create_subprocess_exec(
                 *args, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=err,
-                preexec_fn=_die_with_parent,
+                preexec_fn=die_with_parent,
             )  # fmt: skip
         assert proc.stdout is not None
         probe: Pid | None = None

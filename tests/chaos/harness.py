@@ -39,7 +39,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import ctypes
 import json
 import os
 import random
@@ -52,7 +51,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from distable import Gossip, MembershipConfig, Node, Pid
-from distable.testing import eventually, free_gossip_port, free_tcp_ports
+from distable.testing import die_with_parent, eventually, free_gossip_port, free_tcp_ports
 
 ROOT = Path(__file__).resolve().parents[2]  # nodes import the app as tests.chaos.app
 APP = "tests.chaos.app"
@@ -144,12 +143,6 @@ def plan(rng: random.Random, faults: int, window: float) -> list[Fault]:
     return out
 
 
-def _die_with_parent() -> None:
-    """In the child before exec: SIGKILL it if the harness dies (no node outlives a run)."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-
-
 def _pid(raw: list[Any]) -> Pid:
     return Pid(raw[0], raw[1], raw[2])
 
@@ -238,7 +231,7 @@ class Run:
                 stderr=err,
                 cwd=ROOT,
                 env=env,
-                preexec_fn=_die_with_parent,
+                preexec_fn=die_with_parent,
             )
         server.proc = proc
         assert proc.stdout is not None

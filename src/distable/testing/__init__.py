@@ -8,7 +8,7 @@ Tests read a node's inner state through the probes here, never through private f
 ``distable.testing._probe`` is the one place that reads them.
 """
 
-from ._cluster import NodeProcess
+from ._cluster import NodeProcess, die_with_parent
 from ._eventually import eventually
 from ._memnet import (
     MemoryDiscovery,
@@ -70,6 +70,7 @@ __all__ = [
     "claimants",
     "close_listener",
     "crash",
+    "die_with_parent",
     "event_streams",
     "eventually",
     "free_gossip_port",

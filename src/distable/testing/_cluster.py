@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ctypes
 import json
 import os
 import signal
@@ -11,6 +13,14 @@ from collections.abc import Sequence
 from typing import IO, Any
 
 from ..wire import Pid, lists_as_tuples
+
+
+def die_with_parent() -> None:
+    """For ``preexec_fn`` (in the child, before exec): the child gets SIGKILL when the process
+    that started it dies, however it dies, so that no node outlives its test or benchmark.
+    Linux only (``PR_SET_PDEATHSIG``); a no-op elsewhere."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 class NodeProcess:
@@ -122,6 +132,7 @@ class NodeProcess:
             stdout=asyncio.subprocess.PIPE,
             stderr=stderr,
             start_new_session=new_session,
+            preexec_fn=die_with_parent,
         )
         assert proc.stdout is not None
         try:
