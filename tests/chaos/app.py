@@ -11,7 +11,8 @@ Registered as ``register(name, Counter, name, True, replicas=k)`` (the harness's
 ``await self.checkpoint(state)`` returned (so every acknowledged op is in an acknowledged
 checkpoint, marked with its ``writer``), a merge is checkpointed too, and a copy restarted
 from a checkpoint after its host died (``end_handoff`` with a ``writer``'s state) continues
-the checkpoint's lineage, like a ``Resume``. A failed checkpoint answers ``{"error": ...}``
+the checkpoint's lineage, like a ``Resume``; its ledger lines of a restore or a resume
+list the ops it got. A failed checkpoint answers ``{"error": ...}``
 (the harness counts the op as indeterminate) instead of crashing the copy.
 
 Every copy writes a line to the node's ledger (the file named by ``DISTABLE_CHAOS_LEDGER``,
@@ -127,10 +128,12 @@ class Counter(Process):
         self.lineage = state["lineage"]
         self.absorbed = set(state["absorbed"])
         self.logged = True
+        # with checkpoints, the ops it got: the checker finds where an op went missing
+        ops = {"ops": state["ops"]} if self.checkpoints else {}
         if "writer" in state:  # the last checkpoint of a copy whose host died
-            self._log("restore", writer=state["writer"], ops=len(self.ops))
+            self._log("restore", writer=state["writer"], **ops)
         else:
-            self._log("resume", **{"from": state.get("host"), "handoff": state.get("handoff")})
+            self._log("resume", **{"from": state.get("host"), "handoff": state.get("handoff")}, **ops)
 
     async def resolve_conflict(self, state: Any) -> None:
         self._fresh()

@@ -32,12 +32,13 @@ acknowledged checkpoint (registered with ``replicas`` standbys; see ``tests.chao
 and a crash excuses nothing by itself: the guarantee is that an acknowledged checkpoint
 survives while at most ``replicas`` of the nodes holding it fail before re-replication
 completes. The checker models that from its own fault timeline (``Failure``: a SIGKILL
-until the restart is up, a SIGSTOP until SIGCONT), conservatively for every node, not
-only the name's holders: a missing acknowledged op is allowed (``lost_allowed``) if a
-failure began after its call while another one (``replicas`` others) was under way or
-had ended less than ``rereplication`` seconds before; otherwise it is a violation
-(``lost_violating``): ``backwards`` if its lineage survives (the state went back),
-``lost-ack`` if not.
+until the restart is up, a SIGSTOP until SIGCONT) and the ledgers, conservatively (the
+other failures may be of any node, not only the name's standbys): a missing acknowledged
+op is pinned to where it went missing (the first restore of its lineage that lacks it, or
+its lineage's last host's failure) and allowed (``lost_allowed``) only if ``replicas``
+other failures were under way there, or had ended less than ``rereplication`` seconds
+before; otherwise it is a violation (``lost_violating``): ``backwards`` if its lineage
+survives (the state went back), ``lost-ack`` if not (see ``Run.lost_at``).
 
 Each problem is a ``Violation`` with a kind; the run keeps its files in ``run_dir``:
 ``harness.log`` (the plan, every fault and check with times), ``acks.jsonl``, each node
@@ -361,7 +362,9 @@ class Run:
 
     def failed(self, server: Server, kind: str, start: float) -> None:
         """``server`` failed from ``start`` until now (its restart is up, or it resumed)."""
-        self.failures.append(Failure(server.name, kind, start, time.time()))
+        failure = Failure(server.name, kind, start, time.time())
+        self.failures.append(failure)
+        self.log(f"failed {server.name}: {kind} {start - self.t0:.3f}-{failure.end - self.t0:.3f} s")
 
     async def play(self, fault: Fault) -> None:
         await asyncio.sleep(max(0.0, self.t_faults + fault.at - time.monotonic()))  # the schedule's clock
@@ -652,38 +655,73 @@ class Run:
                     return f"{kind} of {node} at {t - self.t0:.3f} s"
         return None
 
-    def overlapping(self, since: float) -> str | None:
-        """With checkpoints, what allows an op called at ``since`` to be lost (None: nothing
-        does): a failure that began then or later while ``replicas`` others (one, by
-        default) were under way or had ended less than ``Config.rereplication`` seconds
-        before. Conservative: the nodes need not be the name's holders."""
-        window = self.config.rereplication
-        for later in self.failures:
-            if later.start < since:
-                continue
-            others = [f for f in self.failures if f is not later and f.start <= later.start <= f.end + window]
-            if len(others) >= self.config.replicas:
-                return f"{later.kind} of {later.node} at {later.start - self.t0:.3f} s during " + ", ".join(
-                    f"{f.kind} of {f.node} at {f.start - self.t0:.3f}-{f.end - self.t0:.3f} s" for f in others
-                )
-        return None
+    def lost_at(self, ack: Ack, kept: bool, hosted: list[tuple[float, str]], got: list[dict[str, Any]]) -> str:
+        """With checkpoints, where ``ack``'s op of a lineage (``kept`` or lost) went missing
+        and what allows it ("allowed: ..."), or why nothing does. ``hosted``: the lineage's
+        hosts (``hosts``); ``got``: its ledger's restores and resumes, in time order.
 
-    def judge(self, name: str, lineage: str, missing: list[Ack], kept: bool, hosted: str) -> list[str]:
+        A kept lineage lost it at its first restore (or resume) since the call that lacks
+        it: allowed if ``replicas`` + 1 failures were under way then, or had ended less
+        than ``Config.rereplication`` seconds before (re-replication still running). A lost
+        lineage was lost with its last host (the latest in ``hosted``): allowed if that
+        host's next failure overlapped ``replicas`` others, each begun while it was under
+        way, or before it and ended less than ``rereplication`` seconds before it began.
+        Conservative: the other failures may be of any node, not only the name's standbys."""
+        window = self.config.rereplication
+
+        def span(f: Failure) -> str:
+            return f"{f.kind} of {f.node.partition('@')[0]} {f.start - self.t0:.3f}-{f.end - self.t0:.3f} s"
+
+        if kept:
+            event = next((e for e in got if e["t"] >= ack.called and ack.op not in e["ops"]), None)
+            if event is None:
+                return "no restore or resume of its lineage lacks it"
+            at = event["t"]
+            active = [f for f in self.failures if f.start <= at <= f.end + window]
+            where = f"the {event['event']} on {event['node'].partition('@')[0]} at {at - self.t0:.3f} s"
+            if len(active) > self.config.replicas:
+                return f"allowed: lost at {where}, failures under way: {', '.join(map(span, active))}"
+            return f"lost at {where}, failures under way: {', '.join(map(span, active)) or 'none'}"
+        if not hosted:
+            return "its lineage has no host in the ledger"
+        since, host = max(hosted)
+        failure = next((f for f in self.failures if f.node == host and f.start >= since and f.end >= ack.called), None)
+        if failure is None:
+            return f"its last host, {host.partition('@')[0]} from {since - self.t0:.3f} s, never failed after"
+        others = [
+            f
+            for f in self.failures
+            if f is not failure
+            and (f.start <= failure.start <= f.end + window or failure.start <= f.start <= failure.end)
+        ]
+        if len(others) >= self.config.replicas:
+            return f"allowed: {span(failure)} (its last host) with {', '.join(map(span, others))}"
+        return f"lost with {span(failure)} (its last host), overlapping {', '.join(map(span, others)) or 'nothing'}"
+
+    def judge(
+        self,
+        name: str,
+        lineage: str,
+        missing: list[Ack],
+        kept: bool,
+        hosted: list[tuple[float, str]],
+        got: list[dict[str, Any]],
+    ) -> list[str]:
         """With checkpoints: count the acknowledged ops of ``lineage`` missing from
-        ``name``'s state as allowed or not; the violations, one line per op."""
+        ``name``'s state as allowed or not (``lost_at``); the violations, one line per op."""
         out = []
         allowed: list[tuple[str, str]] = []
+        where = ", ".join(f"{node.partition('@')[0]} from {t - self.t0:.3f} s" for t, node in sorted(hosted))
         for ack in missing:
-            why = self.overlapping(ack.called)
-            if why is not None:
+            why = self.lost_at(ack, kept, hosted, got)
+            if why.startswith("allowed: "):
                 allowed.append((ack.op, why))
                 continue
             self.result.lost_violating += 1
-            after = [f"{f.kind} {f.node} {f.start - self.t0:.3f}" for f in self.failures if f.end >= ack.called]
             out.append(
-                f"{name}: {ack.op} of {'kept' if kept else 'lost'} lineage {lineage} (hosted on {hosted or '?'}), "
-                f"called {ack.called - self.t0:.3f} s, acknowledged {ack.acked - self.t0:.3f} s by {ack.node}; "
-                f"failures since: {after[:4]}"
+                f"{name}: {ack.op} of {'kept' if kept else 'lost'} lineage {lineage} (hosted on {where or '?'}), "
+                f"called {ack.called - self.t0:.3f} s, acknowledged {ack.acked - self.t0:.3f} s by "
+                f"{ack.node.partition('@')[0]}: {why}"
             )
         if allowed:
             self.result.lost_allowed += len(allowed)
@@ -700,6 +738,10 @@ class Run:
                 with contextlib.suppress(ValueError):
                     ledger.append(json.loads(line))
         hosts = self.hosts(ledger)
+        got: dict[tuple[str, str], list[dict[str, Any]]] = collections.defaultdict(list)  # with checkpoints
+        for entry in sorted(ledger, key=lambda e: float(e["t"])):
+            if entry["event"] in ("restore", "resume") and "ops" in entry:
+                got[(entry["name"], entry["lineage"])].append(entry)
 
         async def state(name: str) -> Any:
             try:
@@ -732,7 +774,7 @@ class Run:
                 where = ",".join(sorted({node.partition("@")[0] for _, node in hosted}))
                 if lineage in kept:
                     if missing and checkpoints:  # the state went backwards
-                        backwards += self.judge(name, lineage, missing_acks, True, where)
+                        backwards += self.judge(name, lineage, missing_acks, True, hosted, got[(name, lineage)])
                     elif missing:
                         lost.append(f"{name}: {len(missing)} ops of kept lineage {lineage} missing: {missing[:3]}")
                     continue
@@ -741,7 +783,7 @@ class Run:
                 if crash is None and pause is None:
                     resets.append(f"{name}: lineage {lineage} (hosted on {where or '?'}) gone, now {final['lineage']}")
                 if missing and checkpoints:  # a crash excuses nothing by itself
-                    gone += self.judge(name, lineage, missing_acks, False, where)
+                    gone += self.judge(name, lineage, missing_acks, False, hosted, [])
                 elif missing and crash is None:
                     why = f"only a pause explains it ({pause})" if pause else "no crash"
                     lost.append(f"{name}: {len(missing)} ops of lost lineage {lineage} missing, {why}: {missing[:3]}")
