@@ -5,7 +5,8 @@
     python3 tasks.py test     run every check: lint, format, types, the test suite
     python3 tasks.py bench    run the benchmarks in bench/ (JSON lines)
     python3 tasks.py chaos    the long fault campaign against real node processes
-                              (--minutes 30, --runs N, --seed S; see tests/chaos/__main__.py)
+                              (--minutes 30, --runs N, --seed S, --checkpoints;
+                              see tests/chaos/__main__.py)
     python3 tasks.py constraints
                               regenerate constraints.txt from pyproject.toml (uv pip compile:
                               every extra and dependency group, the versions already pinned
