@@ -35,9 +35,9 @@ completes. The checker models that from its own fault timeline (``Failure``: a S
 until the restart is up, a SIGSTOP until SIGCONT) and the ledgers, conservatively (the
 other failures may be of any node, not only the name's standbys): a missing acknowledged
 op is pinned to where it went missing (the first restore of its lineage that lacks it, or
-its lineage's last host's failure) and allowed (``lost_allowed``) only if ``replicas``
-other failures were under way there, or had ended less than ``rereplication`` seconds
-before; otherwise it is a violation (``lost_violating``): ``backwards`` if its lineage
+its lineage's last host's failure, or a failure of a host of the copy that had it) and
+allowed (``lost_allowed``) only if ``replicas`` other failures were under way there, or
+had ended less than ``rereplication`` seconds before; otherwise it is a violation (``lost_violating``): ``backwards`` if its lineage
 survives (the state went back), ``lost-ack`` if not (see ``Run.lost_at``).
 
 Each problem is a ``Violation`` with a kind; the run keeps its files in ``run_dir``:
@@ -655,7 +655,12 @@ class Run:
 
         A kept lineage lost it at its first restore (or resume) since the call that lacks
         it: allowed if ``replicas`` + 1 failures were under way then, or had ended less
-        than ``Config.rereplication`` seconds before (re-replication still running). A lost
+        than ``Config.rereplication`` seconds before (re-replication still running); or if
+        a host of the copy that had it (the node that acknowledged it, or one the lineage
+        moved to before that restore) failed before the restore with ``replicas`` other
+        failures overlapping (the rule of a lost lineage, below): a copy of the lineage
+        that a paused host kept running, declared failed, then outlived the copy that had
+        the op and its standbys (the restore only shows the loss). A lost
         lineage was lost with its last host (the latest in ``hosted``): allowed if that
         host's next failure overlapped ``replicas`` others, each begun while it was under
         way, or before it and ended less than ``rereplication`` seconds before it began.
@@ -664,6 +669,14 @@ class Run:
 
         def span(f: Failure) -> str:
             return f"{f.kind} of {f.node.partition('@')[0]} {f.start - self.t0:.3f}-{f.end - self.t0:.3f} s"
+
+        def overlapping(failure: Failure) -> list[Failure]:
+            return [
+                f
+                for f in self.failures
+                if f is not failure
+                and (f.start <= failure.start <= f.end + window or failure.start <= f.start <= failure.end)
+            ]
 
         if kept:
             event = next((e for e in got if e["t"] >= ack.called and ack.op not in e["ops"]), None)
@@ -674,6 +687,15 @@ class Run:
             where = f"the {event['event']} on {event['node'].partition('@')[0]} at {at - self.t0:.3f} s"
             if len(active) > self.config.replicas:
                 return f"allowed: lost at {where}, failures under way: {', '.join(map(span, active))}"
+            holders = {ack.node} | {node for t, node in hosted if ack.called <= t <= at}
+            for held in self.failures:
+                if held.node in holders and held.end >= ack.called and held.start <= at:
+                    others = overlapping(held)
+                    if len(others) >= self.config.replicas:
+                        return (
+                            f"allowed: lost with {span(held)} (a host of the op's copy) with "
+                            f"{', '.join(map(span, others))}; seen at {where}"
+                        )
             return f"lost at {where}, failures under way: {', '.join(map(span, active)) or 'none'}"
         if not hosted:
             return "its lineage has no host in the ledger"
@@ -681,12 +703,7 @@ class Run:
         failure = next((f for f in self.failures if f.node == host and f.start >= since and f.end >= ack.called), None)
         if failure is None:
             return f"its last host, {host.partition('@')[0]} from {since - self.t0:.3f} s, never failed after"
-        others = [
-            f
-            for f in self.failures
-            if f is not failure
-            and (f.start <= failure.start <= f.end + window or failure.start <= f.start <= failure.end)
-        ]
+        others = overlapping(failure)
         if len(others) >= self.config.replicas:
             return f"allowed: {span(failure)} (its last host) with {', '.join(map(span, others))}"
         return f"lost with {span(failure)} (its last host), overlapping {', '.join(map(span, others)) or 'nothing'}"
