@@ -434,9 +434,11 @@ def test_a_handoff_claim_supersedes_every_pid_its_name_moved_through() -> None:
 
 
 def test_without_its_ancestors_the_same_claim_would_lose_to_the_ring_owner() -> None:
-    """The rule the test above relies on: a claim x cannot tell is newer loses to x's."""
+    """The rule the test above relies on: a claim x cannot tell is newer loses to x's when
+    x owns the name among the hosts of both copies and of the pids they moved through
+    (here w, x and y, the host w's copy was handed from)."""
     w = joined(core("w"), "x")
-    name = name_owned_by("x", ["w", "x"])
+    name = name_owned_by("x", ["w", "x", "y"])
     x_pid, y_pid, w_pid = Pid("x", 1, 7), Pid("y", 1, 8), Pid("w", 1, 9)
     w.on_delta("x", Delta([Claim(CLAIM_NAME, name, x_pid, 3, hash_name(name), SPEC)], []), 1.0)
     w.take()
@@ -808,3 +810,26 @@ def test_a_successor_whose_node_died_before_claiming_is_forgotten() -> None:
     assert a.pids == {}
     assert NameUnregistered("x", new) in a.take().events
     assert not a.restarts_owed()
+
+
+def test_a_moved_copy_stands_for_the_host_it_moved_from_so_two_views_pick_the_same_copy() -> None:
+    """The chaos test's lost name: x's copy moved to y (y's claim says so), and z woke from
+    a pause with a copy of its own. z, not having seen y's claim yet, sees {x, z}; y sees
+    {y (moved from x), z}. Both must pick the same copy, or each retires its copy to the
+    other's and the name is lost: the ring is over x, y and z at y, over x and z at z, and
+    whichever of those owns the name, the two views agree on the copy it stands for."""
+    x_pid, y_pid, z_pid = Pid("x", 1, 7), Pid("y", 1, 8), Pid("z", 1, 9)
+    for owner in ("x", "y", "z"):
+        name = name_owned_by(owner, ["x", "y", "z"])
+        at_y = joined(core("y"), "z")
+        at_y.local_claim(name, y_pid, SPEC, 1.0, moved_from=x_pid, handoff=4)
+        at_y.on_delta("z", Delta([Claim(CLAIM_NAME, name, z_pid, 3, hash_name(name), SPEC)], []), 1.0)
+        at_y.take()
+        at_z = joined(core("z"), "x")
+        at_z.local_claim(name, z_pid, SPEC, 1.0)
+        at_z.on_delta("x", Delta([Claim(CLAIM_NAME, name, x_pid, 3, hash_name(name), SPEC)], []), 1.0)
+        at_z.take()
+        kept_at_y, kept_at_z = at_y.pids[name], at_z.pids[name]
+        # the same copy: z's, or y's (x's pid forwards to y's copy)
+        assert (kept_at_y, kept_at_z) in ((z_pid, z_pid), (y_pid, x_pid), (y_pid, z_pid)), (owner, kept_at_y, kept_at_z)
+        assert not (kept_at_y == z_pid and kept_at_z == x_pid), owner  # each retiring its copy to the other's

@@ -1100,9 +1100,21 @@ class TrackerCore:
                 # other not yet) then still pick the same winner, instead of each yielding to the
                 # other's copy and losing the name. When the placement's owner hosts a copy, it
                 # is the owner among the claimants too, so that copy wins, as before.
-                owner = self._claimant_placement(live).owner_of_hash(live[0].position)
-                on_owner = [c for c in live if c.pid.node == owner]
-                winner = on_owner[0] if on_owner else min(live, key=lambda c: (c.pid.node, c.pid.id))
+                # A copy that a handoff moved stands for its superseded pids too: the ring is
+                # over the hosts of those as well, and an owner that hosted one of them names
+                # the copy it became. A node that has not seen the handoff's claim yet still
+                # counts the old pid as a claimant of its own; both then pick the same copy
+                # (the owner of a set of hosts owns any subset it is in), instead of each
+                # retiring its copy to the other's and losing the name (the chaos test found
+                # this: a woken node yielded to the old pid, the new host to the woken copy).
+                stands_for = {c.pid.node: c for c in live}
+                for c in sorted(live, key=lambda c: (c.pid.node, c.pid.id)):
+                    for old in (c.moved_from, *c.ancestors):
+                        if old is not None:
+                            stands_for.setdefault(old.node, c)
+                owner = self._claimant_placement_of(tuple(sorted(stands_for))).owner_of_hash(live[0].position)
+                chosen = stands_for.get(owner) if owner is not None else None
+                winner = chosen if chosen is not None else min(live, key=lambda c: (c.pid.node, c.pid.id))
             # Every local copy that lost retires: a netsplit's loser, and a copy whose claim
             # a handoff superseded while this node thought the handoff had failed (it was
             # paused, the new owner saw it fail and kept the process it had been handed).
@@ -1133,8 +1145,7 @@ class TrackerCore:
         if was_contested and len(cands) == 1 and winner.pid.node == self.node:
             self._rebalance_one(winner)  # its move waited for the conflict (see _rebalance_one)
 
-    def _claimant_placement(self, claims: list[Claim]) -> Placement:
-        hosts = tuple(sorted({c.pid.node for c in claims}))
+    def _claimant_placement_of(self, hosts: tuple[str, ...]) -> Placement:
         placement = self._claimant_placements.get(hosts)
         if placement is None:
             if len(self._claimant_placements) >= 64:
