@@ -37,8 +37,9 @@ other failures may be of any node, not only the name's standbys): a missing ackn
 op is pinned to where it went missing (the first restore of its lineage that lacks it, or
 its lineage's last host's failure, or a failure of a host of the copy that had it) and
 allowed (``lost_allowed``) only if ``replicas`` other failures were under way there, or
-had ended less than ``rereplication`` seconds before; otherwise it is a violation (``lost_violating``): ``backwards`` if its lineage
-survives (the state went back), ``lost-ack`` if not (see ``Run.lost_at``).
+had ended less than ``rereplication`` seconds before; otherwise it is a violation
+(``lost_violating``): ``backwards`` if its lineage survives (the state went back),
+``lost-ack`` if not (see ``Run.lost_at``).
 
 Each problem is a ``Violation`` with a kind; the run keeps its files in ``run_dir``:
 ``harness.log`` (the plan, every fault and check with times), ``acks.jsonl``, each node
