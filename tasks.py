@@ -5,7 +5,8 @@
     python3 tasks.py test     run every check: lint, format, types, the test suite
     python3 tasks.py bench    run the benchmarks in bench/ (JSON lines)
     python3 tasks.py chaos    the long fault campaign against real node processes
-                              (--minutes 30, --runs N, --seed S; see tests/chaos/__main__.py)
+                              (--minutes 30, --runs N, --seed S, --checkpoints;
+                              see tests/chaos/__main__.py)
     python3 tasks.py constraints
                               regenerate constraints.txt from pyproject.toml (uv pip compile:
                               every extra and dependency group, the versions already pinned
@@ -72,8 +73,15 @@ def ensure_env() -> None:
 
 
 #: Debian packages the test suite uses (netns tests, DNS discovery, the dashboard's browser
-#: tests, `distable top` in a terminal), by the command each provides.
-SYSTEM_PACKAGES = {"ip": "iproute2", "nft": "nftables", "dnsmasq": "dnsmasq", "chromium": "chromium", "tmux": "tmux"}
+#: tests, `distable top` in a terminal, the Redis store's tests), by the command each provides.
+SYSTEM_PACKAGES = {
+    "ip": "iproute2",
+    "nft": "nftables",
+    "dnsmasq": "dnsmasq",
+    "chromium": "chromium",
+    "tmux": "tmux",
+    "redis-server": "redis-server",
+}
 
 
 def ensure_system_packages() -> None:

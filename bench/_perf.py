@@ -100,15 +100,24 @@ class PerfRunner(Generic[C]):
         *,
         me: str = "self",
         processes: int = PROCESSES,
+        flags: dict[str, str] | None = None,
     ) -> None:
+        """``flags``: the script's own on/off options (``--name``: help), passed on to the
+        workers and recorded in the metadata when on (``flag_<name>``)."""
+        self._flags = dict(flags or {})
         self.runner = pyperf.Runner(processes=processes, add_cmdline_args=self._worker_args)
         parser: argparse.ArgumentParser = self.runner.argparser
         parser.description = doc
         parser.formatter_class = argparse.RawDescriptionHelpFormatter
         parser.add_argument("--only", default="", help="comma-separated figure names to run (default: all)")
         parser.add_argument("--cpu-samples", help=argparse.SUPPRESS)  # the side file (the manager makes one)
+        for flag, text in self._flags.items():
+            parser.add_argument(flag, action="store_true", help=text)
         self.args: Any = self.runner.parse_args()
         self.runner.metadata.update(measured_tree())
+        for flag in self._flags:
+            if self.flag(flag):
+                self.runner.metadata["flag_" + flag.removeprefix("--").replace("-", "_")] = "on"
         self._setup = setup
         self._teardown = teardown
         self._me = me
@@ -141,9 +150,14 @@ class PerfRunner(Generic[C]):
     def wanted(self, name: str) -> bool:
         return not self.args.only or name in self.args.only.split(",")
 
+    def flag(self, flag: str) -> bool:
+        """Whether the script's option ``flag`` (``--name``, see ``flags``) was given."""
+        return bool(getattr(self.args, flag.removeprefix("--").replace("-", "_")))
+
     def _worker_args(self, cmd: list[str], args: Any) -> None:
         if args.only:
             cmd += ["--only", args.only]
+        cmd += [flag for flag in self._flags if self.flag(flag)]
         cmd += ["--cpu-samples", args.cpu_samples]
 
     def bench(

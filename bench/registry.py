@@ -1,9 +1,11 @@
 """Registry benchmarks on 3 real server nodes, the scenario of Swarm 3.4's (bench/swarm).
 
     .venv/bin/python bench/registry.py [--n 10000,50000] [--repeats 5] [--from client|server] [--quick]
+        [--membership local|default] [--kill-signal kill|stop] [--no-calls]
 
 Setup: three server nodes a, b, c host the registered workers (``_workers.Worker``, idle),
-membership preset "local". Where this process's own node stands is ``--from``:
+membership preset "local" (``--membership default``: ``MembershipConfig()``, the settings a
+node has when none are given, everywhere). Where this process's own node stands is ``--from``:
 
   client (default)  a, b, c each run in their own OS process (``NodeProcess``, linked by
                     ``--connect``); this process is a *client* node (``role="client"``): it
@@ -36,13 +38,16 @@ Each repeat uses two fresh clusters and N workers (names "worker-0"...):
                      then 64 (20,000 and 100,000 calls; from a server node, only the names
                      on other nodes); ``call_pid`` is the same by pid, measured pid, name,
                      name, pid so that both see the same machine (what resolving the name
-                     costs)
+                     costs). ``--no-calls`` skips both (the scale runs)
     join             a 4th server node d starts (connected to a): seconds from d's "up"
                      line until every name is on its owner in the 4-node placement and
                      every replica (a, b, c, d and this one) is equal
     kill             b is SIGKILLed, d still in, as in Swarm's run: seconds until every
                      name runs again on a, c or d and every replica (a, c, d, this one) is
-                     equal (b's quarter of the names restarts)
+                     equal (b's quarter of the names restarts). ``--kill-signal stop``
+                     freezes b instead (SIGSTOP: its sockets stay open, so only the failure
+                     detector's timeouts find it), figure ``freeze``; b is SIGKILLed once
+                     the rest has settled
     leave            d leaves gracefully (SIGTERM: it hands its names back), seconds
                      until the same holds for a and c (Swarm's run has no such step)
 
@@ -68,10 +73,11 @@ import contextlib
 import os
 import random
 import secrets
+import signal
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from _common import Timer, cpu_seconds, emit, median, note
 
@@ -123,14 +129,39 @@ class NameCaller(Process):
 # --- the cluster ------------------------------------------------------------------------------
 
 
+class Child(Protocol):
+    """A server node in an OS process of its own, as the cluster uses it: ``NodeProcess``,
+    or one that bench/scale.py starts with ``distable node``."""
+
+    name: str
+
+    @property
+    def proc(self) -> asyncio.subprocess.Process: ...
+
+    async def registry_stats(self) -> dict[str, Any]: ...
+
+    async def registry_check(self, timeout: float = ...) -> dict[str, Any]: ...
+
+    async def rss(self) -> int: ...
+
+    def kill(self) -> None: ...
+
+    def terminate(self) -> None: ...
+
+    async def wait(self, timeout: float = ...) -> int: ...
+
+    async def close(self) -> None: ...
+
+
 class Cluster:
     """Three (or four) server nodes and the node of this process: a client beside them, or
     (``origin="server"``) server node a itself."""
 
-    def __init__(self, cookie: str, origin: str = "client") -> None:
+    def __init__(self, cookie: str, origin: str = "client", membership: str = "local") -> None:
         self.cookie = cookie
         self.origin = origin
-        self.children: dict[str, NodeProcess] = {}
+        self.membership = membership  # "local" or "default" (``MembershipConfig()``: the child's "lan")
+        self.children: dict[str, Child] = {}
         self.gone: set[str] = set()  # stopping or killed: no longer asked anything
         self.node: Node | None = None
 
@@ -148,8 +179,9 @@ class Cluster:
         total = sum(await asyncio.gather(*(c.rss() for c in self.live())))
         return total + (rss_bytes() if self.origin == "server" else 0)
 
-    async def start_child(self, short: str, connect: Sequence[str]) -> NodeProcess:
-        child = await NodeProcess.start(short, self.cookie, connect=connect, paths=[str(HERE)], preset="local")
+    async def start_child(self, short: str, connect: Sequence[str]) -> Child:
+        preset = "local" if self.membership == "local" else "lan"  # lan() is MembershipConfig()
+        child = await NodeProcess.start(short, self.cookie, connect=connect, paths=[str(HERE)], preset=preset)
         self.children[short] = child
         return child
 
@@ -161,7 +193,7 @@ class Cluster:
         assert self.node is not None
         return self.node
 
-    def live(self) -> list[NodeProcess]:
+    def live(self) -> list[Child]:
         return [c for c in self.children.values() if c.proc.returncode is None and c.name not in self.gone]
 
     async def wait_placement(self, servers: list[str], timeout: float = 30.0) -> None:
@@ -314,14 +346,18 @@ async def call_by_name(node: Node, names: Sequence[Any], callers: int, n: int, t
     return t.sample(per * callers).value
 
 
+def membership_config(membership: str) -> MembershipConfig:
+    return MembershipConfig.local() if membership == "local" else MembershipConfig()
+
+
 @contextlib.asynccontextmanager
-async def three_nodes(origin: str) -> AsyncIterator[tuple[Cluster, Node]]:
+async def three_nodes(origin: str, membership: str = "local") -> AsyncIterator[tuple[Cluster, Node]]:
     """A fresh cluster of server nodes a, b, c: a, b, c in child processes and the client
     node here (``origin="client"``), or a here and b, c in child processes ("server")."""
-    cluster = Cluster(secrets.token_hex(16), origin)
+    cluster = Cluster(secrets.token_hex(16), origin, membership)
     try:
         if origin == "server":
-            async with Node("a", cookie=cluster.cookie, membership=MembershipConfig.local()) as node:
+            async with Node("a", cookie=cluster.cookie, membership=membership_config(membership)) as node:
                 cluster.node = node
                 await asyncio.gather(cluster.start_child("b", [node.name]), cluster.start_child("c", [node.name]))
                 await cluster.wait_placement(cluster.servers())
@@ -329,7 +365,8 @@ async def three_nodes(origin: str) -> AsyncIterator[tuple[Cluster, Node]]:
             return
         a = await cluster.start_child("a", ())
         await asyncio.gather(cluster.start_child("b", [a.name]), cluster.start_child("c", [a.name]))
-        async with Node("bench", cookie=cluster.cookie, role="client", membership=MembershipConfig.local()) as node:
+        config = membership_config(membership)
+        async with Node("bench", cookie=cluster.cookie, role="client", membership=config) as node:
             cluster.node = node
             await node.connect(a.name, timeout=20.0)
             await cluster.wait_placement(cluster.servers())
@@ -357,6 +394,27 @@ def cpu_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, fl
     return {k: round(after[k] - before.get(k, 0.0), 3) for k in after}
 
 
+async def calls(
+    node: Node, names: list[str], expect3: Expectation, out: dict[str, float], pids: dict[str, int], n_calls: int
+) -> None:
+    """Calls by name and by pid, one caller and 64 (the figures ``call_*``, into ``out``)."""
+    # the names on other nodes (all of them from a client node), as Swarm's harness calls
+    remote = [name for name, owner in zip(names, expect3.owners, strict=True) if owner != node.name]
+    by_pid = [pid for name in remote if (pid := node.whereis(name)) is not None]
+    for callers, suffix, count in ((1, "", n_calls), (64, "_64", n_calls * 5)):
+        # pid, name, name, pid: both see the same drift of the machine's load
+        rates: dict[str, list[float]] = {"pid": [], "name": []}
+        for kind in ("pid", "name", "name", "pid"):
+            targets = by_pid if kind == "pid" else remote
+            rates[kind].append(await call_by_name(node, targets, callers, count // 2, pids))
+        for kind, pair in rates.items():
+            out[f"call_{kind}{suffix}"] = sum(pair) / len(pair)
+    note(
+        f"  call by name: {out['call_name']:,.0f}/s (by pid {out['call_pid']:,.0f}/s), "
+        f"64 callers {out['call_name_64']:,.0f}/s (by pid {out['call_pid_64']:,.0f}/s)"
+    )
+
+
 async def one_run(
     n: int, args: argparse.Namespace, rng: random.Random, cpu: dict[str, list[dict[str, float]]]
 ) -> dict[str, float]:
@@ -367,7 +425,7 @@ async def one_run(
     positions = [hash_name(name) for name in names]
     origin = args.origin
 
-    async with three_nodes(origin) as (cluster, node):
+    async with three_nodes(origin, args.membership) as (cluster, node):
         pids = {short: child.proc.pid for short, child in cluster.children.items()}
         expect3 = Expectation(names, positions, cluster.servers())
         rss0 = await cluster.server_rss()
@@ -385,7 +443,7 @@ async def one_run(
             note(f"  client replica: {out['client_replica_bytes']:.0f} B/name")
         note(f"  memory: {out['memory_per_worker']:.0f} B/worker")
 
-    async with three_nodes(origin) as (cluster, node):
+    async with three_nodes(origin, args.membership) as (cluster, node):
         b, c = cluster.children["b"], cluster.children["c"]
         pids = {short: child.proc.pid for short, child in cluster.children.items()}
         a_name = cluster.server("a")
@@ -401,61 +459,75 @@ async def one_run(
         for key, value in time_whereis(node, names, 5).items():
             out[key] = value
         note(f"  whereis µs: node {out['whereis_node']:.3f} module {out['whereis_module']:.3f}")
-        n_calls = 5_000 if args.quick else 20_000
-        # the names on other nodes (all of them from a client node), as Swarm's harness calls
-        remote = [name for name, owner in zip(names, expect3.owners, strict=True) if owner != node.name]
-        by_pid = [pid for name in remote if (pid := node.whereis(name)) is not None]
-        for callers, suffix, count in ((1, "", n_calls), (64, "_64", n_calls * 5)):
-            # pid, name, name, pid: both see the same drift of the machine's load
-            rates: dict[str, list[float]] = {"pid": [], "name": []}
-            for kind in ("pid", "name", "name", "pid"):
-                targets = by_pid if kind == "pid" else remote
-                rates[kind].append(await call_by_name(node, targets, callers, count // 2, pids))
-            for kind, pair in rates.items():
-                out[f"call_{kind}{suffix}"] = sum(pair) / len(pair)
-        note(
-            f"  call by name: {out['call_name']:,.0f}/s (by pid {out['call_pid']:,.0f}/s), "
-            f"64 callers {out['call_name_64']:,.0f}/s (by pid {out['call_pid_64']:,.0f}/s)"
-        )
+        if not args.no_calls:
+            await calls(node, names, expect3, out, pids, 5_000 if args.quick else 20_000)
 
         # a 4th node joins
         cpu0 = cpu_of(cluster)
         launched = time.monotonic()
         d = await cluster.start_child("d", [a_name])
         up = time.monotonic()
-        expect4 = Expectation(names, positions, [*three, d.name])
-        seconds, detail = await settle(cluster, expect4, n, 60 + n / 200, up)
-        out["join"] = seconds
-        cpu1 = cpu_of(cluster)
-        cpu.setdefault("join", []).append(cpu_delta(cpu0, cpu1))
         out["join_startup"] = up - launched
-        note(f"  join: {seconds:.3f} s after d was up ({up - launched:.2f} s to start d) {detail}")
-        note(f"    {cpu_note(cpu0, cpu1)}")
+        note(f"  ({up - launched:.2f} s to start d)")
+        await timed(cluster, "join", Expectation(names, positions, [*three, d.name]), up, cpu0, out, cpu)
         await call_sample(node, names, rng)
 
-        async def goes(key: str, child: NodeProcess, stop: Callable[[], None], servers: list[str]) -> None:
-            """``stop`` ``child`` (kill or terminate); seconds until the rest settles on ``servers``."""
-            expect = Expectation(names, positions, servers)
-            cpu0 = cpu_of(cluster)
-            started = time.monotonic()
-            cluster.gone.add(child.name)
-            stop()
-            seconds, detail = await settle(cluster, expect, n, 60 + n / 200, started)
-            out[key] = seconds
-            cpu1 = cpu_of(cluster)
-            cpu.setdefault(key, []).append(cpu_delta(cpu0, cpu1))
-            note(f"  {key}: {seconds:.3f} s {detail}")
-            note(f"    {cpu_note(cpu0, cpu1)}")
-            await child.wait(30)
-            await call_sample(node, names, rng)
-
-        # b is SIGKILLed, d still in (Swarm's run kills b of a, b, c, d); then d leaves gracefully
-        await goes("kill", b, b.kill, [a_name, c.name, d.name])
-        await goes("leave", d, d.terminate, [a_name, c.name])
+        # b is SIGKILLed (or frozen), d still in (Swarm's run kills b of a, b, c, d); then d leaves gracefully
+        expect = Expectation(names, positions, [a_name, c.name, d.name])
+        if args.kill_signal == "stop":
+            await goes(cluster, "freeze", b, lambda: os.kill(b.proc.pid, signal.SIGSTOP), expect, out, cpu)
+            b.kill()  # declared down and replaced already: now it goes for good
+        else:
+            await goes(cluster, "kill", b, b.kill, expect, out, cpu)
+        await b.wait(30)
+        await call_sample(node, names, rng)
+        await goes(cluster, "leave", d, d.terminate, Expectation(names, positions, [a_name, c.name]), out, cpu)
+        await d.wait(30)
+        await call_sample(node, names, rng)
     return out
 
 
-def report(n: int, origin: str, runs: list[dict[str, float]], cpu: dict[str, list[dict[str, float]]]) -> None:
+async def timed(
+    cluster: Cluster,
+    key: str,
+    expect: Expectation,
+    started: float,
+    cpu0: dict[str, float],
+    out: dict[str, float],
+    cpu: dict[str, list[dict[str, float]]],
+) -> None:
+    """Seconds from ``started`` until the cluster settles on ``expect`` (figure ``key`` in
+    ``out``), and the CPU each process spent since ``cpu0`` (a ``cpu_of`` snapshot)."""
+    n = len(expect.names)
+    seconds, detail = await settle(cluster, expect, n, 60 + n / 200, started)
+    out[key] = seconds
+    cpu1 = cpu_of(cluster)
+    cpu.setdefault(key, []).append(cpu_delta(cpu0, cpu1))
+    note(f"  {key}: {seconds:.3f} s {detail}")
+    note(f"    {cpu_note(cpu0, cpu1)}")
+
+
+async def goes(
+    cluster: Cluster,
+    key: str,
+    child: Child,
+    stop: Callable[[], None],
+    expect: Expectation,
+    out: dict[str, float],
+    cpu: dict[str, list[dict[str, float]]],
+) -> None:
+    """``stop`` ``child`` (kill, terminate, freeze); seconds until the rest settles on ``expect``."""
+    cpu0 = cpu_of(cluster)
+    started = time.monotonic()
+    cluster.gone.add(child.name)
+    stop()
+    await timed(cluster, key, expect, started, cpu0, out, cpu)
+
+
+def report(
+    n: int, args: argparse.Namespace, runs: list[dict[str, float]], cpu: dict[str, list[dict[str, float]]]
+) -> None:
+    origin = args.origin
     units = {
         "register_one": "reg/s",
         "register_32": "reg/s",
@@ -472,6 +544,7 @@ def report(n: int, origin: str, runs: list[dict[str, float]], cpu: dict[str, lis
         "join_startup": "s",
         "leave": "s",
         "kill": "s",
+        "freeze": "s",
     }
     for key, unit in units.items():
         samples = [r[key] for r in runs if key in r]
@@ -479,6 +552,8 @@ def report(n: int, origin: str, runs: list[dict[str, float]], cpu: dict[str, lis
             continue
         value = median(samples)
         config: dict[str, Any] = {"n": n, "nodes": 3, "from": origin, "repeats": len(samples), "samples": samples}
+        config["membership"] = args.membership
+        config["load"] = os.getloadavg()[0]  # the 1-minute load average as the figure is reported
         if key == "client_replica_bytes":
             # Later runs reuse the memory the earlier clusters' replicas freed in this process:
             # only the first run's growth (a fresh heap) measures the replica.
@@ -511,6 +586,19 @@ def parse() -> argparse.Namespace:
         default="client",
         help="register, look up and call from a client node beside a, b, c (default) or from server node a",
     )
+    parser.add_argument(
+        "--membership",
+        choices=("local", "default"),
+        default="local",
+        help='membership settings of every node: the "local" preset (default) or MembershipConfig() (the defaults)',
+    )
+    parser.add_argument(
+        "--kill-signal",
+        choices=("kill", "stop"),
+        default="kill",
+        help="kill b with SIGKILL (figure kill), or freeze it with SIGSTOP (figure freeze: found by timeouts only)",
+    )
+    parser.add_argument("--no-calls", action="store_true", help="skip the calls by name and by pid")
     parser.add_argument("--quick", action="store_true", help="N = 2000, 1 run (a smoke run)")
     parser.add_argument("--only", default="", help="accepted for run_all.py; every phase always runs")
     return parser.parse_args()
@@ -527,7 +615,7 @@ async def main() -> None:
         for i in range(repeats):
             note(f"registry N={n:,} run {i + 1}/{repeats}")
             runs.append(await one_run(n, args, rng, cpu))
-        report(n, args.origin, runs, cpu)
+        report(n, args, runs, cpu)
 
 
 if __name__ == "__main__":

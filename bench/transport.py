@@ -1,13 +1,16 @@
-"""Cross-node benchmarks: two nodes, each in its own OS process, over loopback TCP.
+"""Cross-node benchmarks: two nodes, each in its own OS process, over a Unix domain socket
+(the default for nodes on one host) or, with ``--tcp``, loopback TCP.
 
-    .venv/bin/python bench/transport.py -o transport.json [--fast | --rigorous] [--only NAME,...]
+    .venv/bin/python bench/transport.py -o transport.json [--fast | --rigorous] [--only NAME,...] [--tcp]
     .venv/bin/python -m pyperf compare_to old.json transport.json
 
 A pyperf script (``_perf.py``; pyperf's own options: ``--help``): each figure is a pyperf
 benchmark, run in worker processes of its own, its loops calibrated; a value is the wall
 time of one message or call. Each worker runs node "a" (the senders and callers); node
 "b" runs in a child OS process of the worker (``distable.testing.NodeProcess``) hosting
-a ``Sink`` and an ``Echo`` from ``bench/_procs.py``. The ``bare_*`` benchmarks run the
+a ``Sink`` and an ``Echo`` from ``bench/_procs.py``; node a dials b, and with ``--tcp``
+it has ``TransportConfig(unix_sockets=False)``, so that link is TCP (the metadata says
+``flag_tcp``). The ``bare_*`` benchmarks run the
 same workloads on the bare-bones link of ``_bare.py`` (msgspec frames over asyncio
 protocols on uvloop, writes coalesced per loop turn, no distable) against a child
 process of their own, so the ratio to "the limit" is measured in the same run.
@@ -45,6 +48,9 @@ from distable.testing import NodeProcess
 
 HERE = Path(__file__).resolve().parent
 CHUNK = 1000  # messages per handler invocation (per loop turn for the bare sender)
+TCP = "--tcp"
+#: Node a's link to b: "unix" or "tcp" (``--tcp``), set by ``main``.
+LINK = "unix"
 
 
 class Sender(Process):
@@ -177,9 +183,12 @@ async def start_cluster() -> Cluster:
     cookie = secrets.token_hex(16)
     bare_proc, link = await start_bare()
     b = await NodeProcess.start("b", cookie, spawn={"sink": "_procs:Sink", "echo": "_procs:Echo"}, paths=[str(HERE)])
-    node = Node("a", cookie=cookie)
+    node = Node("a", cookie=cookie, transport=distable.TransportConfig(unix_sockets=LINK == "unix"))
     await node.start()
     await node.connect(b.name)
+    link_kind = next(p.link for p in node.statistics().transport.peers if p.name == b.name)
+    if link_kind != LINK:
+        raise RuntimeError(f"node a's link to b is {link_kind}, not {LINK}")
     cluster = Cluster(node, b, b.pid("sink"), b.pid("echo"), bare_proc, link)
     await node.call(cluster.echo, "warm up")
     await link.call(CALL, "warm up")
@@ -197,7 +206,10 @@ async def stop_cluster(c: Cluster) -> None:
 
 
 def main() -> None:
-    perf = PerfRunner(__doc__, start_cluster, stop_cluster, me="a")
+    global LINK
+    flags = {TCP: "link the two nodes over loopback TCP, not a Unix domain socket"}
+    perf = PerfRunner(__doc__, start_cluster, stop_cluster, me="a", flags=flags)
+    LINK = "tcp" if perf.flag(TCP) else "unix"
     perf.bench("remote_send", "msg/s", send_run, payload="int")
     perf.bench("bare_remote_send", "msg/s", bare_send_run, payload="int")
     for callers, name in ((1, "remote_call"), (64, "remote_call_64")):

@@ -25,6 +25,7 @@ def test_no_private_or_unlisted_public_names() -> None:
         "cli",
         "demo",
         "web",
+        "store",
     }
     assert public - subpackages - set(distable.__all__) == set()
 

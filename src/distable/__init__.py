@@ -8,6 +8,7 @@ subpackages are layers of the implementation (docs/design.md, "Architecture").
 from ._errors import (
     AlreadyRegistered,
     CallTimeout,
+    CheckpointTooLarge,
     DistableError,
     FactoryError,
     InvalidFactoryReturn,
@@ -17,6 +18,7 @@ from ._errors import (
     NoNodeAvailable,
     ProcessExited,
     ProtocolError,
+    StoreUnavailable,
     UndecodableMessage,
     UnencodableValue,
 )
@@ -80,6 +82,7 @@ __version__ = "0.1.0"
 __all__ = [
     "AlreadyRegistered",
     "CallTimeout",
+    "CheckpointTooLarge",
     "Caller",
     "ConflictResolved",
     "Crash",
@@ -120,6 +123,7 @@ __all__ = [
     "Ring",
     "Static",
     "StaticQuorumRing",
+    "StoreUnavailable",
     "Supervisor",
     "TransportConfig",
     "UndecodableMessage",

@@ -48,11 +48,11 @@ def one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-def resolve(ref: str) -> Any:
+def import_ref(ref: str) -> Any:
     """Import ``"package.module:attribute"`` (``attribute`` may be dotted) and return it.
 
     The one lookup of a reference: app functions here, and registry factories
-    (``registry.resolve`` caches it and reports failures as ``FactoryError``).
+    (``registry.import_factory`` caches it and reports failures as ``FactoryError``).
 
     Raises:
         ImportError: the module cannot be imported.
@@ -96,7 +96,7 @@ def load_app(ref: str) -> App:
     if not function:
         return App(ref, None)
     try:
-        target = resolve(ref)
+        target = import_ref(ref)
     except AttributeError as exc:
         raise AppError(f"app module {module!r} has no {function!r}") from exc
     if not callable(target):

@@ -81,6 +81,31 @@ class ProcessExited(DistableError):
         self.reason = reason
 
 
+class CheckpointTooLarge(DistableError):
+    """A checkpoint's encoded state is larger than the node allows; nothing was sent.
+
+    ``size`` is the encoded state's length in bytes, ``limit`` the most a node keeps.
+    """
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(f"checkpoint of {size} bytes is larger than the limit of {limit} bytes")
+        self.size = size
+        self.limit = limit
+
+
+class StoreUnavailable(DistableError):
+    """The durable store could not be reached, or did not answer within its timeout.
+
+    ``address`` is the store's (``redis://127.0.0.1:6379/0``, without a password),
+    ``detail`` what went wrong. Nothing was written, or it is not known whether it was.
+    """
+
+    def __init__(self, address: str, detail: str) -> None:
+        super().__init__(f"store {address} unavailable: {detail}")
+        self.address = address
+        self.detail = detail
+
+
 class MessageTooLarge(DistableError):
     """An encoded message is larger than the peer link's maximum frame size."""
 

@@ -23,6 +23,7 @@ EXTRAS: dict[str, dict[str, str]] = {
     "dns": {"dnspython": "dns"},  # DNSPoll discovery
     "crypto": {"cryptography": "cryptography"},  # Gossip(encrypt=True)
     "fast": {"uvloop": "uvloop"},  # a faster event loop, used when installed
+    "redis": {"redis": "redis"},  # RedisStore, the durable store
 }
 
 

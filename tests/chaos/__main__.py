@@ -1,11 +1,14 @@
-"""The long fault campaign: ``python -m tests.chaos [--minutes M] [--runs N] [--seed S]``
-(``python3 tasks.py chaos ...`` runs this in the project's venv).
+"""The long fault campaign: ``python -m tests.chaos [--minutes M] [--runs N] [--seed S]
+[--checkpoints [--replicas K]]`` (``python3 tasks.py chaos ...`` runs this in the project's
+venv).
 
 Runs ``tests.chaos.harness`` again and again, each run with its own seed (``--seed`` is the
 first; the next ones follow), until ``--runs`` runs are done or ``--minutes`` have passed
 (a run in progress finishes), with a longer schedule than the CI test's: 800 counters,
 25-35 faults over 120 s, up to 7 nodes. Prints a line per run as it ends, then a table of
-runs, faults and violations and the time to quiescence (median, worst). Every run's files
+runs, faults and violations and the time to quiescence (median, worst). With
+``--checkpoints`` the counters checkpoint before they answer and the checker holds them to
+the checkpoint guarantee (see ``tests.chaos.harness``). Every run's files
 stay under the printed folder (``run-<seed>/``: harness.log, acks.jsonl, node logs,
 ledgers), so that each violation can be explained afterwards.
 """
@@ -41,6 +44,8 @@ async def campaign(args: argparse.Namespace) -> list[Result]:
             faults=rng.randint(args.faults_min, args.faults_max),
             window=args.window,
             quiesce_timeout=90.0,
+            checkpoints=args.checkpoints,
+            replicas=args.replicas,
         )
         print(f"run {len(results) + 1}: seed {run_seed}, {config.faults} faults over {config.window:.0f} s", flush=True)
         try:
@@ -65,6 +70,12 @@ def main() -> None:
     parser.add_argument("--window", type=float, default=120.0, help="seconds over which a run's faults start")
     parser.add_argument("--faults-min", type=int, default=25)
     parser.add_argument("--faults-max", type=int, default=35)
+    parser.add_argument(
+        "--checkpoints",
+        action="store_true",
+        help="the counters checkpoint before they answer (no loss allowed to one crash)",
+    )
+    parser.add_argument("--replicas", type=int, default=1, help="with --checkpoints: standbys per counter")
     parser.add_argument("--dir", default=None, help="folder for the runs' files (default: a new temporary one)")
     args = parser.parse_args()
     results = run_node_loop(campaign(args))

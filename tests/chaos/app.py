@@ -6,9 +6,19 @@ copy starts fresh, carried by graceful moves (``begin_handoff`` -> ``Resume(stat
 ``end_handoff``) and kept by the winner of a conflict, which also records the loser's
 lineage as absorbed (``resolve_conflict``). A lineage that disappears is a state reset.
 
+Registered as ``register(name, Counter, name, True, replicas=k)`` (the harness's
+``Config(checkpoints=True)``), a copy *checkpoints*: ``add`` answers only after
+``await self.checkpoint(state)`` returned (so every acknowledged op is in an acknowledged
+checkpoint, marked with its ``writer``), a merge is checkpointed too, and a copy restarted
+from a checkpoint after its host died (``end_handoff`` with a ``writer``'s state) continues
+the checkpoint's lineage, like a ``Resume``; its ledger lines of a restore or a resume
+list the ops it got. A failed checkpoint answers ``{"error": ...}``
+(the harness counts the op as indeterminate) instead of crashing the copy.
+
 Every copy writes a line to the node's ledger (the file named by ``DISTABLE_CHAOS_LEDGER``,
 one JSON object per line, flushed at once so that a SIGKILL loses nothing written) when it
-starts a lineage, resumes one or absorbs one: the checker learns from it which nodes hosted
+starts a lineage, resumes one (``resume``), restores one from a checkpoint (``restore``) or
+absorbs one: the checker learns from it which nodes hosted
 a lineage, to tell a reset explained by a crash or a pause of such a host from one that is
 not.
 
@@ -54,11 +64,13 @@ def _pid(pid: Pid) -> list[Any]:
 
 
 class Counter(Process):
-    """Calls: ``("add", op)`` applies ``op`` once and answers ``[node, lineage, count]``;
-    ``"state"`` answers ``{"ops", "lineage", "absorbed", "node"}``."""
+    """Calls: ``("add", op)`` applies ``op`` once and answers ``[node, lineage, count]``
+    (with ``checkpoints``, once it is in an acknowledged checkpoint; ``{"error": ...}`` if
+    the checkpoint failed); ``"state"`` answers ``{"ops", "lineage", "absorbed", "node"}``."""
 
-    async def init(self, name: str) -> None:
+    async def init(self, name: str, checkpoints: bool = False) -> None:
         self.name = name
+        self.checkpoints = checkpoints
         self.ops: set[str] = set()
         self.lineage = os.urandom(6).hex()
         self.absorbed: set[str] = set()
@@ -78,6 +90,10 @@ class Counter(Process):
         match message:
             case ("add", str(op)):
                 self.ops.add(op)
+                if self.checkpoints:
+                    error = await self._checkpoint()
+                    if error is not None:
+                        return {"error": error}  # not acknowledged: the op may or may not survive
                 return [self.node.name, self.lineage, len(self.ops)]
             case "state":
                 return {
@@ -91,16 +107,33 @@ class Counter(Process):
     def _state(self) -> dict[str, Any]:
         return {"ops": sorted(self.ops), "lineage": self.lineage, "absorbed": sorted(self.absorbed)}
 
+    async def _checkpoint(self) -> str | None:
+        """Checkpoint the state (marked with its writer); the error, if it failed."""
+        try:
+            await self.checkpoint({**self._state(), "writer": self.node.name})
+        except Exception as exc:
+            self._log("checkpoint-failed", error=repr(exc))
+            return repr(exc)
+        return None
+
     async def begin_handoff(self) -> Resume:
         self._fresh()
-        return Resume({**self._state(), "host": self.node.name})
+        # ``handoff``: an id of this move. The new host writes a Resume state as its next
+        # checkpoint, so a restore can deliver this very state again; its ledger line
+        # then repeats the id (the first line with an id is the handoff).
+        return Resume({**self._state(), "host": self.node.name, "handoff": os.urandom(6).hex()})
 
     async def end_handoff(self, state: Any) -> None:
         self.ops = set(state["ops"])
         self.lineage = state["lineage"]
         self.absorbed = set(state["absorbed"])
         self.logged = True
-        self._log("resume", **{"from": state.get("host")})
+        # with checkpoints, the ops it got: the checker finds where an op went missing
+        ops = {"ops": state["ops"]} if self.checkpoints else {}
+        if "writer" in state:  # the last checkpoint of a copy whose host died
+            self._log("restore", writer=state["writer"], **ops)
+        else:
+            self._log("resume", **{"from": state.get("host"), "handoff": state.get("handoff")}, **ops)
 
     async def resolve_conflict(self, state: Any) -> None:
         self._fresh()
@@ -112,6 +145,8 @@ class Counter(Process):
             self.absorbed.add(state["lineage"])
         self.absorbed |= set(state["absorbed"]) - {self.lineage}
         self._log("merge", loser=state["lineage"], ops=len(state["ops"]))
+        if self.checkpoints:  # the loser's acknowledged ops must outlive this host's crash
+            await self._checkpoint()
 
     async def terminate(self, reason: Any) -> None:
         _live.pop(self.pid, None)

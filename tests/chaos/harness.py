@@ -27,6 +27,20 @@ One run (``run(Config(seed=...))``):
    lineage crashed or was paused (a state reset otherwise). Then SIGTERM every node: each
    must exit 0 (as must every graceful leave during the run).
 
+With ``Config(checkpoints=True)`` the counters answer an ``add`` only once it is in an
+acknowledged checkpoint (registered with ``replicas`` standbys; see ``tests.chaos.app``),
+and a crash excuses nothing by itself: the guarantee is that an acknowledged checkpoint
+survives while at most ``replicas`` of the nodes holding it fail before re-replication
+completes. The checker models that from its own fault timeline (``Failure``: a SIGKILL
+until the restart is up, a SIGSTOP until SIGCONT) and the ledgers, conservatively (the
+other failures may be of any node, not only the name's standbys): a missing acknowledged
+op is pinned to where it went missing (the first restore of its lineage that lacks it, or
+its lineage's last host's failure, or a failure of a host of the copy that had it) and
+allowed (``lost_allowed``) only if ``replicas`` other failures were under way there, or
+had ended less than ``rereplication`` seconds before; otherwise it is a violation
+(``lost_violating``): ``backwards`` if its lineage survives (the state went back),
+``lost-ack`` if not (see ``Run.lost_at``).
+
 Each problem is a ``Violation`` with a kind; the run keeps its files in ``run_dir``:
 ``harness.log`` (the plan, every fault and check with times), ``acks.jsonl``, each node
 launch's log (``<node>.<launch>.log``), its ledger (``ledger/``: which lineage each node
@@ -39,7 +53,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import ctypes
 import json
 import os
 import random
@@ -52,7 +65,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from distable import Gossip, MembershipConfig, Node, Pid
-from distable.testing import eventually, free_gossip_port, free_tcp_ports
+from distable.testing import die_with_parent, eventually, free_gossip_port, free_tcp_ports
 
 ROOT = Path(__file__).resolve().parents[2]  # nodes import the app as tests.chaos.app
 APP = "tests.chaos.app"
@@ -84,6 +97,14 @@ class Config:
     window: float = 40.0  # seconds over which faults start
     quiesce_timeout: float = 30.0
     log_level: str = "info"
+    #: The counters checkpoint before they answer (``tests.chaos.app``), registered with
+    #: ``replicas`` standbys, and the checker holds them to the checkpoint guarantee.
+    checkpoints: bool = False
+    replicas: int = 1
+    #: With checkpoints: how long after a failure ends (SIGCONT, or the killed node's
+    #: restart is up) the cluster may still be re-replicating, so that another failure
+    #: then counts as overlapping it.
+    rereplication: float = 2.0
 
 
 @dataclass(frozen=True)
@@ -107,6 +128,9 @@ class Result:
     indeterminate: int = 0
     lost_to_crash: int = 0  # acknowledged ops lost with a SIGKILLed host (allowed)
     duration: float = 0.0
+    checkpoints: bool = False
+    lost_allowed: int = 0  # with checkpoints: acknowledged ops lost when failures overlapped
+    lost_violating: int = 0  # with checkpoints: lost while one node at a time failed
 
     def kinds(self) -> collections.Counter[str]:
         return collections.Counter(v.kind for v in self.violations)
@@ -121,6 +145,29 @@ class Fault:
     pick: float  # chooses the target among the healthy nodes when it starts
     duration: float  # pause length, or downtime before a restart
     delay: float  # term-kill: SIGKILL this long after SIGTERM; join-pause: pause this long after the join
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A node failed (wall clock, as in the ledgers): SIGKILLed at ``start`` and up again
+    at ``end``, or paused (SIGSTOP) at ``start`` and resumed (SIGCONT) at ``end``."""
+
+    node: str
+    kind: str
+    start: float
+    end: float
+
+
+@dataclass(frozen=True)
+class Ack:
+    """An acknowledged op: its counter's lineage and node that answered, when the call
+    was made and when its answer came (wall clock)."""
+
+    op: str
+    lineage: str
+    node: str
+    called: float
+    acked: float
 
 
 def plan(rng: random.Random, faults: int, window: float) -> list[Fault]:
@@ -142,12 +189,6 @@ def plan(rng: random.Random, faults: int, window: float) -> list[Fault]:
         delay = rng.uniform(0.0, 0.3) if kind == "term-kill" else rng.uniform(0.0, 0.1)
         out.append(Fault(round(at, 3), kind, rng.random(), round(duration, 3), round(delay, 3)))
     return out
-
-
-def _die_with_parent() -> None:
-    """In the child before exec: SIGKILL it if the harness dies (no node outlives a run)."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 def _pid(raw: list[Any]) -> Pid:
@@ -183,7 +224,7 @@ class Run:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.rng = random.Random(config.seed)
-        self.result = Result(config.seed, config.run_dir)
+        self.result = Result(config.seed, config.run_dir, checkpoints=config.checkpoints)
         config.run_dir.mkdir(parents=True, exist_ok=True)
         (config.run_dir / "ledger").mkdir(exist_ok=True)
         self.log_file: TextIO = (config.run_dir / "harness.log").open("w", buffering=1)
@@ -198,7 +239,8 @@ class Run:
         self.t0 = time.time()
         # what the checker needs
         self.faults_on: dict[str, list[tuple[float, str]]] = collections.defaultdict(list)  # node -> (t, kind)
-        self.acks: dict[str, list[tuple[str, str, str]]] = collections.defaultdict(list)  # name -> (op, lineage, node)
+        self.acks: dict[str, list[Ack]] = collections.defaultdict(list)  # by name
+        self.failures: list[Failure] = []  # kills (until the restart is up) and pauses
         self.exits: list[tuple[str, int | None, str]] = []  # (node, code, why) of graceful stops
         self.last_fault_end = 0.0
         self.active_faults = 0
@@ -238,7 +280,7 @@ class Run:
                 stderr=err,
                 cwd=ROOT,
                 env=env,
-                preexec_fn=_die_with_parent,
+                preexec_fn=die_with_parent,
             )
         server.proc = proc
         assert proc.stdout is not None
@@ -312,6 +354,12 @@ class Run:
     def mark(self, server: Server, kind: str) -> None:
         self.faults_on[server.name].append((time.time(), kind))
 
+    def failed(self, server: Server, kind: str, start: float) -> None:
+        """``server`` failed from ``start`` until now (its restart is up, or it resumed)."""
+        failure = Failure(server.name, kind, start, time.time())
+        self.failures.append(failure)
+        self.log(f"failed {server.name}: {kind} {start - self.t0:.3f}-{failure.end - self.t0:.3f} s")
+
     async def play(self, fault: Fault) -> None:
         await asyncio.sleep(max(0.0, self.t_faults + fault.at - time.monotonic()))  # the schedule's clock
         kind = fault.kind
@@ -327,17 +375,21 @@ class Run:
         try:
             if kind == "kill":
                 self.mark(server, kind)
+                killed = time.time()
                 self.signal(server, signal.SIGKILL)
                 await self.wait_exit(server)
                 server.state = "down"
                 await asyncio.sleep(fault.duration)  # downtime: part of the fault
                 await self.start(server)
+                self.failed(server, kind, killed)
             elif kind == "term-kill":
                 self.signal(server, signal.SIGTERM)
                 await asyncio.sleep(fault.delay)  # SIGKILL while it drains
                 self.mark(server, kind)
+                killed = time.time()
                 self.signal(server, signal.SIGKILL)
-                if await self.wait_exit(server) == 0:  # it had drained already: a graceful leave
+                drained = await self.wait_exit(server) == 0
+                if drained:  # it had drained already: a graceful leave
                     self.faults_on[server.name].pop()
                     self.exits.append((server.name, 0, "term-kill"))
                     self.result.faults[kind] -= 1
@@ -345,6 +397,8 @@ class Run:
                 server.state = "down"
                 await asyncio.sleep(fault.duration)
                 await self.start(server)
+                if not drained:
+                    self.failed(server, kind, killed)
             elif kind == "term":
                 await self.graceful_stop(server, "term")
                 server.state = "down"
@@ -405,12 +459,14 @@ class Run:
 
     async def pause(self, server: Server, duration: float) -> None:
         self.mark(server, "pause")
+        paused = time.time()
         self.signal(server, signal.SIGSTOP)
         try:
             await asyncio.sleep(duration)  # the pause itself
         finally:
             self.signal(server, signal.SIGCONT)
         self.faults_on[server.name].append((time.time(), "pause-end"))
+        self.failed(server, "pause", paused)
 
     # --- the workload -------------------------------------------------------------------------
 
@@ -425,15 +481,21 @@ class Run:
             seq += 1
             name = rng.choice(self.names)
             op = f"w{index}-{seq}"
+            called = time.time()
             try:
-                node, lineage, _ = await client.call(name, ("add", op), timeout=CALL_TIMEOUT)
+                reply = await client.call(name, ("add", op), timeout=CALL_TIMEOUT)
+                if isinstance(reply, dict):  # with checkpoints: its checkpoint failed
+                    raise RuntimeError(reply["error"])
+                node, lineage, _ = reply
             except Exception as exc:
                 self.result.indeterminate += 1
                 self.acks_file.write(json.dumps({"op": op, "name": name, "error": repr(exc)}) + "\n")
             else:
                 self.result.acks += 1
-                self.acks[name].append((op, lineage, node))
-                self.acks_file.write(json.dumps({"op": op, "name": name, "lineage": lineage, "node": node}) + "\n")
+                ack = Ack(op, lineage, node, called, time.time())
+                self.acks[name].append(ack)
+                entry = {"op": op, "name": name, "lineage": lineage, "node": node, "t": ack.acked, "called": called}
+                self.acks_file.write(json.dumps(entry) + "\n")
             next_at += period
             delay = next_at - time.monotonic()
             if delay > 0:
@@ -562,7 +624,7 @@ class Run:
         out: dict[tuple[str, str], list[tuple[float, str]]] = collections.defaultdict(list)
         winners: dict[tuple[str, str], list[tuple[float, str]]] = collections.defaultdict(list)
         for entry in ledger:
-            if entry["event"] in ("fresh", "resume"):
+            if entry["event"] in ("fresh", "resume", "restore"):
                 out[(entry["name"], entry["lineage"])].append((entry["t"], entry["node"]))
             elif entry["event"] == "merge":
                 winners[(entry["name"], entry["loser"])].append((entry["t"], entry["lineage"]))
@@ -587,6 +649,96 @@ class Run:
                     return f"{kind} of {node} at {t - self.t0:.3f} s"
         return None
 
+    def lost_at(self, ack: Ack, kept: bool, hosted: list[tuple[float, str]], got: list[dict[str, Any]]) -> str:
+        """With checkpoints, where ``ack``'s op of a lineage (``kept`` or lost) went missing
+        and what allows it ("allowed: ..."), or why nothing does. ``hosted``: the lineage's
+        hosts (``hosts``); ``got``: its ledger's restores and resumes, in time order.
+
+        A kept lineage lost it at its first restore (or resume) since the call that lacks
+        it: allowed if ``replicas`` + 1 failures were under way then, or had ended less
+        than ``Config.rereplication`` seconds before (re-replication still running); or if
+        a host of the copy that had it (the node that acknowledged it, or one the lineage
+        moved to before that restore) failed before the restore with ``replicas`` other
+        failures overlapping (the rule of a lost lineage, below): a copy of the lineage
+        that a paused host kept running, declared failed, then outlived the copy that had
+        the op and its standbys (the restore only shows the loss). A lost
+        lineage was lost with its last host (the latest in ``hosted``): allowed if that
+        host's next failure overlapped ``replicas`` others, each begun while it was under
+        way, or before it and ended less than ``rereplication`` seconds before it began.
+        Conservative: the other failures may be of any node, not only the name's standbys."""
+        window = self.config.rereplication
+
+        def span(f: Failure) -> str:
+            return f"{f.kind} of {f.node.partition('@')[0]} {f.start - self.t0:.3f}-{f.end - self.t0:.3f} s"
+
+        def overlapping(failure: Failure) -> list[Failure]:
+            return [
+                f
+                for f in self.failures
+                if f is not failure
+                and (f.start <= failure.start <= f.end + window or failure.start <= f.start <= failure.end)
+            ]
+
+        if kept:
+            event = next((e for e in got if e["t"] >= ack.called and ack.op not in e["ops"]), None)
+            if event is None:
+                return "no restore or resume of its lineage lacks it"
+            at = event["t"]
+            active = [f for f in self.failures if f.start <= at <= f.end + window]
+            where = f"the {event['event']} on {event['node'].partition('@')[0]} at {at - self.t0:.3f} s"
+            if len(active) > self.config.replicas:
+                return f"allowed: lost at {where}, failures under way: {', '.join(map(span, active))}"
+            holders = {ack.node} | {node for t, node in hosted if ack.called <= t <= at}
+            for held in self.failures:
+                if held.node in holders and held.end >= ack.called and held.start <= at:
+                    others = overlapping(held)
+                    if len(others) >= self.config.replicas:
+                        return (
+                            f"allowed: lost with {span(held)} (a host of the op's copy) with "
+                            f"{', '.join(map(span, others))}; seen at {where}"
+                        )
+            return f"lost at {where}, failures under way: {', '.join(map(span, active)) or 'none'}"
+        if not hosted:
+            return "its lineage has no host in the ledger"
+        since, host = max(hosted)
+        failure = next((f for f in self.failures if f.node == host and f.start >= since and f.end >= ack.called), None)
+        if failure is None:
+            return f"its last host, {host.partition('@')[0]} from {since - self.t0:.3f} s, never failed after"
+        others = overlapping(failure)
+        if len(others) >= self.config.replicas:
+            return f"allowed: {span(failure)} (its last host) with {', '.join(map(span, others))}"
+        return f"lost with {span(failure)} (its last host), overlapping {', '.join(map(span, others)) or 'nothing'}"
+
+    def judge(
+        self,
+        name: str,
+        lineage: str,
+        missing: list[Ack],
+        kept: bool,
+        hosted: list[tuple[float, str]],
+        got: list[dict[str, Any]],
+    ) -> list[str]:
+        """With checkpoints: count the acknowledged ops of ``lineage`` missing from
+        ``name``'s state as allowed or not (``lost_at``); the violations, one line per op."""
+        out = []
+        allowed: list[tuple[str, str]] = []
+        where = ", ".join(f"{node.partition('@')[0]} from {t - self.t0:.3f} s" for t, node in sorted(hosted))
+        for ack in missing:
+            why = self.lost_at(ack, kept, hosted, got)
+            if why.startswith("allowed: "):
+                allowed.append((ack.op, why))
+                continue
+            self.result.lost_violating += 1
+            out.append(
+                f"{name}: {ack.op} of {'kept' if kept else 'lost'} lineage {lineage} (hosted on {where or '?'}), "
+                f"called {ack.called - self.t0:.3f} s, acknowledged {ack.acked - self.t0:.3f} s by "
+                f"{ack.node.partition('@')[0]}: {why}"
+            )
+        if allowed:
+            self.result.lost_allowed += len(allowed)
+            self.log(f"  lost, allowed: {name}: {len(allowed)} ops of lineage {lineage}, the first {allowed[0]}")
+        return out
+
     async def check_data(self) -> None:
         """Acknowledged ops and lineages against every counter's surviving state."""
         client = self.client
@@ -597,6 +749,10 @@ class Run:
                 with contextlib.suppress(ValueError):
                     ledger.append(json.loads(line))
         hosts = self.hosts(ledger)
+        got: dict[tuple[str, str], list[dict[str, Any]]] = collections.defaultdict(list)  # with checkpoints
+        for entry in sorted(ledger, key=lambda e: float(e["t"])):
+            if entry["event"] in ("restore", "resume") and "ops" in entry:
+                got[(entry["name"], entry["lineage"])].append(entry)
 
         async def state(name: str) -> Any:
             try:
@@ -610,28 +766,36 @@ class Run:
             self.violation("unreadable", f"{len(unreadable)} counters do not answer: {unreadable[:5]}")
         lost: list[str] = []
         resets: list[str] = []
+        backwards: list[str] = []  # with checkpoints, ops lost without overlapping failures: of kept lineages
+        gone: list[str] = []  # and of lost lineages
+        checkpoints = self.config.checkpoints
         for name in self.names:
             final = states[name]
             if isinstance(final, BaseException):
                 continue
             ops = set(final["ops"])
             kept = {final["lineage"], *final["absorbed"]}
-            lineages: dict[str, list[str]] = collections.defaultdict(list)
-            for op, lineage, _node in self.acks.get(name, []):
-                lineages[lineage].append(op)
+            lineages: dict[str, list[Ack]] = collections.defaultdict(list)
+            for ack in self.acks.get(name, []):
+                lineages[ack.lineage].append(ack)
             for lineage, acked in lineages.items():
-                missing = [op for op in acked if op not in ops]
+                missing_acks = [ack for ack in acked if ack.op not in ops]
+                missing = [ack.op for ack in missing_acks]
                 hosted = hosts.get((name, lineage), [])
                 where = ",".join(sorted({node.partition("@")[0] for _, node in hosted}))
                 if lineage in kept:
-                    if missing:
+                    if missing and checkpoints:  # the state went backwards
+                        backwards += self.judge(name, lineage, missing_acks, True, hosted, got[(name, lineage)])
+                    elif missing:
                         lost.append(f"{name}: {len(missing)} ops of kept lineage {lineage} missing: {missing[:3]}")
                     continue
                 crash = self.excuse(hosted, CRASHES)
                 pause = self.excuse(hosted, PAUSES)
                 if crash is None and pause is None:
                     resets.append(f"{name}: lineage {lineage} (hosted on {where or '?'}) gone, now {final['lineage']}")
-                if missing and crash is None:
+                if missing and checkpoints:  # a crash excuses nothing by itself
+                    gone += self.judge(name, lineage, missing_acks, False, hosted, [])
+                elif missing and crash is None:
                     why = f"only a pause explains it ({pause})" if pause else "no crash"
                     lost.append(f"{name}: {len(missing)} ops of lost lineage {lineage} missing, {why}: {missing[:3]}")
                 elif missing:
@@ -640,6 +804,14 @@ class Run:
             self.violation("lost-ack", f"{len(lost)} counters: " + "; ".join(lost[:6]))
             for line in lost:
                 self.log(f"  lost-ack {line}")
+        if gone:
+            self.violation("lost-ack", f"{len(gone)} ops: " + "; ".join(gone[:4]))
+            for line in gone:
+                self.log(f"  lost-ack {line}")
+        if backwards:
+            self.violation("backwards", f"{len(backwards)} ops: " + "; ".join(backwards[:4]))
+            for line in backwards:
+                self.log(f"  backwards {line}")
         if resets:
             self.violation("reset", f"{len(resets)} counters: " + "; ".join(resets[:6]))
             for line in resets:
@@ -666,6 +838,8 @@ class Run:
         schedule = plan(self.rng, config.faults, config.window)
         self.log(f"time 0 is {self.t0:.3f} (wall clock, as in the ledgers)")
         self.log(f"seed {config.seed}, cookie {self.cookie}, gossip port {self.gossip_port}")
+        if config.checkpoints:
+            self.log(f"checkpoints: replicas={config.replicas}, re-replication window {config.rereplication} s")
         for fault in schedule:
             self.log(f"plan {fault}")
         gossip = Gossip(if_addr="127.0.0.1", port=self.gossip_port, interval=0.25)
@@ -678,7 +852,10 @@ class Run:
 
             async def register(name: str) -> None:
                 async with slots:
-                    await client.register(name, FACTORY, name, timeout=30.0)
+                    if config.checkpoints:
+                        await client.register(name, FACTORY, name, True, timeout=30.0, replicas=config.replicas)
+                    else:
+                        await client.register(name, FACTORY, name, timeout=30.0)
 
             await eventually(
                 lambda: sorted(client.placement().nodes) == sorted(s.name for s in self.live()),
@@ -744,9 +921,13 @@ async def run(config: Config) -> Result:
 def summary(result: Result) -> str:
     faults = " ".join(f"{k}={n}" for k, n in sorted(result.faults.items()) if n)
     q = "never" if result.quiescence is None else f"{result.quiescence:.2f} s"
+    if result.checkpoints:
+        lost = f"{result.lost_allowed} lost when failures overlapped, {result.lost_violating} lost otherwise"
+    else:
+        lost = f"{result.lost_to_crash} lost to crashes"
     lines = [
         f"seed {result.seed}: {sum(result.faults.values())} faults ({faults}; {result.skipped} skipped), "
-        f"{result.acks} acks, {result.indeterminate} indeterminate, {result.lost_to_crash} lost to crashes, "
+        f"{result.acks} acks, {result.indeterminate} indeterminate, {lost}, "
         f"quiescent after {q}, {result.duration:.0f} s; logs in {result.run_dir}"
     ]
     lines += [f"  {v}" for v in result.violations]
@@ -754,14 +935,19 @@ def summary(result: Result) -> str:
 
 
 def table(results: list[Result]) -> str:
-    """The campaign's table: one row per run, then time to quiescence (median, worst)."""
-    rows = ["run  seed        faults  skipped  acks    indet  lost(crash)  quiesce(s)  violations"]
+    """The campaign's table: one row per run, then time to quiescence (median, worst).
+    With checkpoints, ``lost(ckpt ok)`` counts the acknowledged ops lost when failures
+    overlapped (allowed) and ``lost(ckpt!)`` those lost otherwise (violations)."""
+    checkpoints = any(r.checkpoints for r in results)
+    lost_head = "lost(ckpt ok)  lost(ckpt!)" if checkpoints else "lost(crash)"
+    rows = [f"run  seed        faults  skipped  acks    indet  {lost_head}  quiesce(s)  violations"]
     for i, r in enumerate(results, 1):
         q = "never" if r.quiescence is None else f"{r.quiescence:.2f}"
         kinds = ", ".join(f"{k} x{n}" for k, n in sorted(r.kinds().items())) or "-"
+        lost = f"{r.lost_allowed:<14} {r.lost_violating:<12}" if checkpoints else f"{r.lost_to_crash:<12}"
         rows.append(
             f"{i:<4} {r.seed:<11} {sum(r.faults.values()):<7} {r.skipped:<8} {r.acks:<7} {r.indeterminate:<6} "
-            f"{r.lost_to_crash:<12} {q:<11} {kinds}"
+            f"{lost} {q:<11} {kinds}"
         )
     times = [r.quiescence for r in results if r.quiescence is not None]
     if times:

@@ -123,6 +123,7 @@ def test_node_defaults(captured: Captured) -> None:
     assert captured.join_timeout == 3.0
     assert captured.expect is None  # settled by a quiet moment, or the whole --static list
     assert node["registry"].factories is None  # any importable factory: the cookie is the gate
+    assert node["transport"].unix_sockets  # nodes on one host link over Unix domain sockets
 
 
 def test_node_options(captured: Captured, tmp_path: Path) -> None:
@@ -148,6 +149,19 @@ def test_node_options(captured: Captured, tmp_path: Path) -> None:
     assert web == [("0.0.0.0", 8080, True), ("127.0.0.1", 9100, False)]
     assert captured.logging == ("debug", "json")
     assert sys.path[0] == str(tmp_path)
+
+
+def test_store_by_flag_or_environment(captured: Captured, monkeypatch: pytest.MonkeyPatch) -> None:
+    result = invoke(["node", "--cookie", "c"])
+    assert result.exit_code == 0, result.output
+    assert "store" not in captured.node  # none by default
+    result = invoke(["node", "--cookie", "c", "--store", "redis://127.0.0.1:6400/2", "--store-timeout", "0.5"])
+    assert result.exit_code == 0, result.output
+    assert (captured.node["store"], captured.node["store_timeout"]) == ("redis://127.0.0.1:6400/2", 0.5)
+    monkeypatch.setenv("DISTABLE_STORE", "unix:///run/redis.sock?db=1")
+    result = invoke(["node", "--cookie", "c"])
+    assert result.exit_code == 0, result.output
+    assert (captured.node["store"], captured.node["store_timeout"]) == ("unix:///run/redis.sock?db=1", 2.0)
 
 
 def test_precedence_flag_over_environment_over_toml(captured: Captured, tmp_path: Path) -> None:
@@ -188,6 +202,23 @@ def test_precedence_flag_over_environment_over_toml(captured: Captured, tmp_path
     result = invoke(["node"], env={"DISTABLE_CONFIG": str(config)})
     assert result.exit_code == 0, result.output
     assert captured.node["name"] == "from-toml"
+
+
+def test_unix_sockets_off_by_flag_environment_or_toml(captured: Captured, tmp_path: Path) -> None:
+    config = tmp_path / "distable.toml"
+    config.write_text("[node]\nunix_sockets = false\n")
+    for args, env in [
+        (["--no-unix-sockets"], {}),
+        ([], {"DISTABLE_UNIX_SOCKETS": "0"}),
+        ([], {"DISTABLE_UNIX_SOCKETS": "false"}),
+        (["--config", str(config)], {}),
+    ]:
+        result = invoke(["node", "--cookie", "c", *args], env=env)
+        assert result.exit_code == 0, result.output
+        assert not captured.node["transport"].unix_sockets, (args, env)
+    result = invoke(["node", "--cookie", "c", "--config", str(config), "--unix-sockets"])
+    assert result.exit_code == 0, result.output
+    assert captured.node["transport"].unix_sockets  # the flag wins over the file
 
 
 def test_cookie_sources(captured: Captured, tmp_path: Path) -> None:
@@ -254,6 +285,8 @@ def test_dns_discovery(captured: Captured) -> None:
         (["node", "--cookie", "c", "--app", "not a module"], "is not of the form", 2),
         (["node", "--cookie", "c", "--dashboard", "here"], "--dashboard 'here' is not HOST:PORT", 2),
         (["node", "--cookie", "c", "--expect", "0"], "Invalid value for '--expect'", 2),
+        (["node", "--cookie", "c", "--store", "bogus://x"], "--store: store 'bogus://x': unknown kind of store", 1),
+        (["node", "--cookie", "c", "--store", "redis://h:x/0"], "the port is not a number", 1),
         (["node", "--cookie", "c", "--tls-cert", "x.pem"], "TLS needs both --tls-cert and --tls-key", 2),
         (["node", "--cookie", "c", "--no-such-option"], "No such option", 2),
         (["node"], "no cookie", 2),

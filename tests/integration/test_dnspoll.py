@@ -15,8 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import shutil
 import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -30,23 +28,18 @@ from distable import Node
 from distable.membership import DNSPoll, MembershipConfig
 from distable.testing import eventually
 
+from .._system import system_tool
 from ._support import describe_log, log_lines
 
 QUERY = "nodes.distable.test"
 UNSCOPED_QUERY = "nodes.unscoped.test"
 HOSTS = ("127.0.0.2", "127.0.0.3", "127.0.0.4")
 COOKIE = "dnspoll-cookie"
-INSTALL_HINT = "apt-get install dnsmasq (python3 tasks.py test installs it when run as root)"
 
 
 def dnsmasq_path() -> str:
     """The dnsmasq binary; skips the test when it is missing (fails on CI, where it must be there)."""
-    path = shutil.which("dnsmasq") or shutil.which("dnsmasq", path="/usr/local/sbin:/usr/sbin:/sbin")
-    if path is None:
-        if os.environ.get("CI"):
-            pytest.fail(f"dnsmasq is not installed on CI: {INSTALL_HINT}")
-        pytest.skip(f"dnsmasq not installed: {INSTALL_HINT}")
-    return path
+    return system_tool("dnsmasq", package="dnsmasq", path="/usr/local/sbin:/usr/sbin:/sbin")
 
 
 def free_dns_port() -> int:

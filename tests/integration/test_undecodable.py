@@ -245,9 +245,8 @@ async def test_a_registration_whose_arguments_the_owner_cannot_decode_fails_at_o
     pair: tuple[Node, Node], caplog: pytest.LogCaptureFixture
 ) -> None:
     a, b = pair
-    # The core replaces its placement when the members change: read it after b is in.
-    await eventually(lambda: b.name in a.registry.core.placement.nodes)
-    placement = a.registry.core.placement
+    await eventually(lambda: b.name in a.placement().nodes)  # a fresh Placement at each change
+    placement = a.placement()
     name = next(f"room-{i}" for i in range(1000) if placement.owner(f"room-{i}") == b.name)
     with pytest.raises(UndecodableMessage) as caught:
         await a.register(name, Holder, Room("lobby"), timeout=CALL_TIMEOUT)

@@ -29,10 +29,20 @@ class Nodes:
         gossip: str | None = None,
         static: Sequence[str] = (),
         port: int = 0,
+        unix_sockets: bool = True,
     ) -> NodeProcess:
-        """Node ``name`` in namespace ``netns``, listening on ``host``, with the local preset."""
+        """Node ``name`` in namespace ``netns``, listening on ``host``, with the local preset
+        (``unix_sockets=False``: every link of it over TCP)."""
         node = await NodeProcess.start(
-            name, COOKIE, netns=netns, host=host, port=port, gossip=gossip, static=static, preset="local"
+            name,
+            COOKIE,
+            netns=netns,
+            host=host,
+            port=port,
+            gossip=gossip,
+            static=static,
+            preset="local",
+            unix_sockets=unix_sockets,
         )
         self.started.append(node)
         return node

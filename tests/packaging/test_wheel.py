@@ -330,6 +330,7 @@ CORE_MISSING = {
     "web": "distable.web (the dashboard and /metrics) needs aiohttp and prometheus_client: pip install 'distable[web]'",
     "crypto": "Gossip(encrypt=True) needs cryptography: pip install 'distable[crypto]'",
     "dns": "DNSPoll needs dnspython: pip install 'distable[dns]'",
+    "redis": "RedisStore (the durable store in Redis) needs redis: pip install 'distable[redis]'",
 }
 
 
@@ -369,7 +370,7 @@ async def test_all_extras(dist: Dist, tmp_path: Path) -> None:
     venv = make_venv(tmp_path, "all")
     await pip_install(venv, f"{dist.wheel}[all]")
     report = await run_cluster(venv, web=True, cli=True)
-    assert [report[k] for k in ("web", "crypto", "dns")] == ["ok"] * 3, f"[all] {report}"
+    assert [report[k] for k in ("web", "crypto", "dns", "redis")] == ["ok"] * 4, f"[all] {report}"
     demo = await ok(venv, str(venv.bin / "distable"), "demo", "--plain", "--workers", "30")
     assert "verdict: OK" in demo, f"[all] distable demo:\n{demo}"
     assert report["loop"] == "uvloop", f"[all] {report}"
@@ -422,4 +423,4 @@ async def test_lowest_declared_versions(dist: Dist, tmp_path: Path) -> None:
         )
     print("lowest versions:", versions)
     report = await run_cluster(venv, web=True, cli=True)
-    assert [report[k] for k in ("web", "crypto", "dns")] == ["ok"] * 3, f"[lowest] {report}"
+    assert [report[k] for k in ("web", "crypto", "dns", "redis")] == ["ok"] * 4, f"[lowest] {report}"

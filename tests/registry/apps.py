@@ -2,7 +2,8 @@
 
 Every node of a test runs in this one OS process, so the module-level books below
 (``INITS``, ``ATTEMPTS``) see what every node did; the ``books`` fixture clears them
-before each test.
+before each test. ``tests/cluster/test_checkpoint_procs.py`` also registers ``Counter`` in
+child node processes, so this module imports nothing from the test suite.
 """
 
 from __future__ import annotations
@@ -45,12 +46,19 @@ class Counter(Process):
     """A counter that records, in order, every message it handles.
 
     ``mode`` is what ``begin_handoff`` answers: "resume" (Resume(count)), "restart" or
-    "ignore". ``handled`` is this incarnation's own log: it is not carried by a handoff,
+    "ignore"; "resume+checkpoint" resumes too, and ``end_handoff`` then checkpoints the
+    state it got. ``handled`` is this incarnation's own log: it is not carried by a handoff,
     so on a handed-in process it shows what ran first.
 
     Calls: "incr" -> new count; "get" -> (count, node name); "handled" -> the log;
     "conflicts" -> the states ``resolve_conflict`` received; "crash" -> raises;
-    ("stop", reason) -> stops with that reason after replying.
+    ("stop", reason) -> stops with that reason after replying; ("checkpoint", wait) ->
+    checkpoints the count (awaited if ``wait``), answers it; ("checkpoint_bad", kind) ->
+    checkpoints an unencodable value ("unencodable"), ``size`` bytes ("bytes", size) or the
+    count ("count"), and answers the error's type name ("ok" if none); ("burst", n) -> n
+    increments, each checkpointed write-behind, in one handler; answers the count;
+    ("checkpoint_within", seconds) -> checkpoints the count with that timeout, answers
+    "ok" or the error's type name.
     Casts: ("add", n) adds n. Infos are logged only.
     """
 
@@ -79,6 +87,34 @@ class Counter(Process):
             case ("stop", reason):
                 self.stop(reason)
                 return "stopping"
+            case ("checkpoint", bool(wait)):
+                if wait:
+                    await self.checkpoint(self.count)
+                else:
+                    self.checkpoint(self.count, wait=False)
+                return self.count
+            case ("checkpoint_within", float(seconds)):
+                try:
+                    await self.checkpoint(self.count, timeout=seconds)
+                except DistableError as exc:
+                    return type(exc).__name__
+                return "ok"
+            case ("burst", int(n)):
+                for _ in range(n):
+                    self.count += 1
+                    self.checkpoint(self.count, wait=False)
+                return self.count
+            case ("checkpoint_bad", kind):
+                value: Any = self.count
+                if isinstance(kind, tuple | list):
+                    value = b"x" * kind[1]
+                elif kind == "unencodable":
+                    value = object()
+                try:
+                    await self.checkpoint(value)
+                except DistableError as exc:
+                    return type(exc).__name__
+                return "ok"
         raise ValueError(f"unexpected call {message!r}")
 
     async def handle_cast(self, message: Any) -> None:
@@ -100,6 +136,8 @@ class Counter(Process):
     async def end_handoff(self, state: Any) -> None:
         self.handled.append(("end_handoff", state))
         self.count = state
+        if self.mode == "resume+checkpoint":
+            await self.checkpoint(state)
 
     async def resolve_conflict(self, state: Any) -> None:
         self.handled.append(("resolve_conflict", state))

@@ -20,7 +20,7 @@ from distable import (
     RegistryConfig,
     UnencodableValue,
 )
-from distable.testing import eventually, registry_stats
+from distable.testing import eventually, on_node, registry_stats
 
 from . import apps
 from .conftest import Cluster, first_owned
@@ -31,10 +31,10 @@ def everywhere(cluster: Cluster, name: Any, pid: Pid | None) -> bool:
 
 
 async def test_factory_module_is_importable_by_reference() -> None:
-    from distable.registry import resolve
+    from distable.registry import import_factory
 
-    assert resolve("tests.registry.apps:Counter") is apps.Counter
-    assert resolve("tests.registry.apps:start_counter") is apps.start_counter
+    assert import_factory("tests.registry.apps:Counter") is apps.Counter
+    assert import_factory("tests.registry.apps:start_counter") is apps.start_counter
 
 
 async def test_register_starts_the_process_on_the_owner_from_any_node(cluster: Cluster, three: list[Node]) -> None:
@@ -96,8 +96,8 @@ async def test_whereis_is_a_plain_local_read_that_never_waits(cluster: Cluster, 
         assert b.whereis("local-read") == pid
         assert b.whereis("never-registered") is None
         # The module-level function reads the current node's replica the same way.
-        assert b._context.run(distable.whereis, "local-read") == pid
-        assert b._context.run(distable.whereis, "never-registered") is None
+        assert on_node(b, distable.whereis, "local-read") == pid
+        assert on_node(b, distable.whereis, "never-registered") is None
     finally:
         del b.transport.post
 
@@ -334,7 +334,7 @@ async def test_process_start_with_a_name_registers_it_on_the_owner(cluster: Clus
     assert await a.call(name, "get") == (7, b.name)
     assert await a.call(agent, ("start_named", name, "started", 7)) == ("error", "AlreadyRegistered")
     # Without a name, start() still starts an unregistered process on the current node.
-    plain = await a._context.run(asyncio.ensure_future, apps.Counter.start("plain"))
+    plain = await on_node(a, asyncio.ensure_future, apps.Counter.start("plain"))
     assert plain.node == a.name
     assert a.registered() == [(name, pid)]
 

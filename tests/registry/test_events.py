@@ -19,7 +19,7 @@ from distable import (
     ProcessExited,
     ProcessRestarted,
 )
-from distable.testing import eventually
+from distable.testing import eventually, on_node
 
 from . import apps
 from .conftest import Cluster, first_owned
@@ -32,7 +32,7 @@ def of(events: list[Any], kind: type) -> list[Any]:
 
 async def test_events_report_registration_unregistration_handoff_and_restart(cluster: Cluster) -> None:
     a, b = await cluster.start(2)
-    stream = a._context.run(distable.events)  # the module-level function: the current node's events
+    stream = on_node(a, distable.events)  # the module-level function: the current node's events
     newcomer = await cluster.add("late", join=False)
     moves = first_owned(newcomer.name, [a.name, b.name, newcomer.name], "moves")
     crashes = first_owned(a.name, [a.name, b.name], "crashes")

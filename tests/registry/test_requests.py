@@ -55,7 +55,7 @@ async def test_every_request_has_the_same_outcome_typed_and_as_a_list_for_an_old
     # a speaks to every peer as to one that agreed on ``version``; b serves both forms.
     monkeypatch.setattr(a.transport, "peer_version", lambda node: version)
     received = record(b)
-    name = first_owned(b.name, a.registry.core.placement.nodes, f"v{version}")
+    name = first_owned(b.name, a.placement().nodes, f"v{version}")
 
     # All three reach the owner before a knows the name: the owner answers the later two
     # "exists", which register raises and whereis_or_register takes.

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -33,7 +33,7 @@ from distable import (
 from distable.membership._core import ALIVE, SUSPECT
 from distable.ring import Ring
 from distable.runtime._process import Gate
-from distable.testing import eventually, gate_of, handoffs_in_flight, is_frozen, queued, restarts_due
+from distable.testing import eventually, gate_of, handoffs_in_flight, intercept, is_frozen, queued, restarts_due
 from distable.wire._messages import ConflictState
 
 from . import apps
@@ -264,25 +264,20 @@ async def test_a_conflict_loser_whose_state_is_not_confirmed_stays_and_gives_it_
     host = cluster.node(loser.node)
     # The winner's node drops the first state it is sent (the heal lifts the cut's own
     # wrappers of the transport, so this one sits on the receiving node's handler).
-    handlers = c._handlers
-    take = handlers[ConflictState]
     lost: list[Any] = []
 
-    def drop_first(node: str, msg: Any) -> None:
+    def drop_first(node: str, msg: Any, deliver: Callable[[str, Any], None]) -> None:
         if not lost:
             lost.append(msg)
             return
-        take(node, msg)
+        deliver(node, msg)
 
-    handlers[ConflictState] = drop_first
-    try:
+    with intercept(c, ConflictState, drop_first):
         await cut.heal()
         await eventually(lambda: lost, timeout=15, message=lambda: describe_copies(cluster, [name]))
         # Unconfirmed: the loser is back in service, and what it acknowledges now counts too.
         await eventually(lambda: not is_frozen(cluster.process(loser)), timeout=10)
         assert await host.call(loser, ("op", "L-after")) == "L-after"
-    finally:
-        handlers[ConflictState] = take
     await eventually(
         lambda: single_copies(cluster, [name]), timeout=20, message=lambda: describe_copies(cluster, [name])
     )

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from distable.ring import HashRing, Ring, StaticQuorumRing, hash_name
+from distable.ring import HashRing, Ring, StaticQuorumRing, hash_name, preference, standbys
 
 NAMES = [("worker", i) for i in range(20_000)]
 node_names = st.lists(
@@ -110,3 +111,93 @@ def test_static_quorum_ring_has_no_owner_below_quorum() -> None:
     assert majority.owner("x") == Ring().place(["a@h:1", "b@h:2"]).owner("x")
     with pytest.raises(ValueError, match="quorum"):
         StaticQuorumRing(quorum=0)
+
+
+# --- preference lists (the standbys of checkpoints) ------------------------------------------
+
+
+@settings(max_examples=30, deadline=None)
+@given(node_names, st.integers(1, 14))
+def test_a_preference_list_starts_with_the_owner_and_names_distinct_nodes(nodes: list[str], n: int) -> None:
+    ring = HashRing(nodes)
+    for name in NAMES[:200]:
+        found = ring.preference(name, n)
+        assert found[0] == ring.owner(name)
+        assert len(found) == len(set(found)) == min(n, len(nodes))
+        assert found == ring.preference(name, n + 3)[: len(found)]  # a longer list extends it
+        assert ring.successors(name, n) == ring.preference(name, n + 1)[1:]
+
+
+@settings(max_examples=30, deadline=None)
+@given(node_names.filter(lambda ns: len(ns) >= 2))
+def test_the_successors_are_the_owners_after_one_two_failures(nodes: list[str]) -> None:
+    """What makes them the standbys: without its first j nodes, the ring gives the name to
+    node j of its preference list."""
+    ring = HashRing(nodes)
+    for name in NAMES[:200]:
+        found = ring.preference(name, len(nodes))
+        smaller = ring
+        for j in range(len(nodes) - 1):
+            smaller = smaller.without_node(found[j])
+            assert smaller.owner(name) == found[j + 1]
+
+
+def test_a_preference_walk_wraps_around_the_ring() -> None:
+    ring = HashRing(["a@h:1", "b@h:2", "c@h:3"], vnodes=1)
+    # Past the last point, the walk goes on from the first one, as from position 0.
+    assert ring.preference_of_hash(2**64 - 1, 3) == ring.preference_of_hash(0, 3)
+    assert sorted(ring.preference_of_hash(2**64 - 1, 3)) == ["a@h:1", "b@h:2", "c@h:3"]
+
+
+def test_an_empty_ring_or_no_quorum_gives_no_preference() -> None:
+    assert HashRing().preference("x", 3) == []
+    assert HashRing(["a@h:1"]).preference("x", 0) == []
+    below = StaticQuorumRing(quorum=2).place(["a@h:1"])
+    assert preference(below, "x", 3) == []
+    assert standbys(below, "x", "a@h:1", 1) == []
+    quorum = StaticQuorumRing(quorum=2).place(["a@h:1", "b@h:2", "c@h:3"])
+    assert preference(quorum, "x", 3) == HashRing(["a@h:1", "b@h:2", "c@h:3"]).preference("x", 3)
+
+
+def test_the_standbys_of_a_name_are_its_successors_on_its_owner_and_start_with_the_owner_elsewhere() -> None:
+    nodes = [f"n{i}@h:{i}" for i in range(5)]
+    ring = HashRing(nodes)
+    for name in NAMES[:100]:
+        owner, *successors = ring.preference(name, 5)
+        assert standbys(ring, name, owner, 2) == successors[:2]
+        assert standbys(ring, name, successors[0], 2) == [owner, successors[1]]
+        assert standbys(ring, name, "elsewhere@h:9", 2) == [owner, successors[0]]  # a host being drained
+        assert standbys(ring, name, owner, 9) == successors  # every other node, no more
+        assert standbys(ring, name, owner, 0) == []
+
+
+class _Custom:
+    """A placement of a user's own strategy, without a preference method."""
+
+    def __init__(self, nodes: list[str]) -> None:
+        self._nodes = sorted(nodes)
+
+    def owner(self, name: Any) -> str | None:
+        return self.owner_of_hash(hash_name(name))
+
+    def owner_of_hash(self, position: int) -> str | None:
+        return self._nodes[position % len(self._nodes)] if self._nodes else None
+
+    @property
+    def nodes(self) -> list[str]:
+        return self._nodes
+
+
+def test_a_custom_placement_gets_its_owner_then_a_rendezvous_order() -> None:
+    nodes = [f"n{i}@h:{i}" for i in range(6)]
+    forward, backward = _Custom(nodes), _Custom(list(reversed(nodes)))
+    orders = set()
+    for name in NAMES[:100]:
+        found = preference(forward, name, 6)
+        assert found[0] == forward.owner(name)
+        assert sorted(found) == sorted(nodes)
+        assert found == preference(backward, name, 6)  # a function of the node set, as on every node
+        assert preference(forward, name, 3) == found[:3]
+        orders.add(tuple(found[1:]))
+    assert len(orders) > 50  # not one fixed order: the load of standbys spreads
+    assert preference(_Custom([]), "x", 2) == []

@@ -1,20 +1,24 @@
-"""One contract, two transports: the real TCP ``Transport`` and the in-memory ``MemoryTransport``.
+"""One contract, three kinds of link: the real ``Transport`` over TCP and over Unix domain
+sockets, and the in-memory ``MemoryTransport``.
 
-Every test here runs twice with the same assertions: ``tcp`` (two real nodes on
-127.0.0.1, asyncio's own loop, real time) and ``memory`` (two real nodes on a seeded
-``MemoryNetwork`` with a little latency, on ``VirtualTimeLoop``). The simulator
-(tests/sim/test_registry_sim.py) relies on the memory one behaving as the real one does
-in exactly these respects.
+Every test here runs three times with the same assertions: ``tcp`` (two real nodes on
+127.0.0.1 with ``unix_sockets=False``, asyncio's own loop, real time), ``unix`` (the
+same nodes with the default ``unix_sockets=True``: they link over their sockets) and
+``memory`` (two real nodes on a seeded ``MemoryNetwork`` with a little latency, on
+``VirtualTimeLoop``). Each real run checks that every link it made was of its kind. The
+simulator (tests/sim/test_registry_sim.py) relies on the memory one behaving as the real
+one does in exactly these respects.
 
 A "cut" breaks the link between two nodes at once (both sides see it go) and refuses
-redials until healed. On TCP it closes the connection and makes each node refuse the
-other's handshake; on the memory network it is ``partition(..., reset=True)``.
+redials until healed. On real sockets it closes the connection and makes each node refuse
+the other's handshake; on the memory network it is ``partition(..., reset=True)``.
 """
 
 from __future__ import annotations
 
 import abc
 import asyncio
+import dataclasses
 import inspect
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -58,11 +62,17 @@ class Net(abc.ABC):
 
 
 class _CuttableTransport(Transport):
-    """The real transport, refusing the handshake of a peer whose route the test cut."""
+    """The real transport, refusing the handshake of a peer whose route the test cut, and
+    noting what each link it brings up runs over (in ``links``: "unix" or "tcp")."""
 
-    def __init__(self, *, blocked: set[frozenset[str]], **kwargs: Any) -> None:
+    def __init__(self, *, blocked: set[frozenset[str]], links: list[str], **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._blocked = blocked
+        self._links = links
+
+    def _activate(self, conn: PeerConnection) -> None:
+        self._links.append("unix" if conn.unix else "tcp")
+        super()._activate(conn)
 
     def _decide(self, conn: PeerConnection) -> str | None:
         peer = conn.core.peer_name
@@ -71,17 +81,25 @@ class _CuttableTransport(Transport):
         return super()._decide(conn)
 
 
-class TcpNet(Net):
-    kind = "tcp"
+class SocketNet(Net):
+    """Real nodes on 127.0.0.1, linked over TCP (``kind`` "tcp") or Unix domain sockets ("unix")."""
 
-    def __init__(self) -> None:
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
         self.blocked: set[frozenset[str]] = set()
+        self.links: list[str] = []
+        self.config = dataclasses.replace(CONFIG, unix_sockets=kind == "unix")
 
     def _factory(self, **kwargs: Any) -> Transport:
-        return _CuttableTransport(blocked=self.blocked, **kwargs)
+        return _CuttableTransport(blocked=self.blocked, links=self.links, **kwargs)
 
     def node(self, name: str) -> Node:
-        return Node(name, cookie=COOKIE, transport=CONFIG, transport_factory=self._factory)
+        return Node(name, cookie=COOKIE, transport=self.config, transport_factory=self._factory)
+
+    def run(self, main: Callable[[Net], Awaitable[None]]) -> None:
+        super().run(main)
+        assert self.links, "no link came up"
+        assert set(self.links) == {self.kind}, f"links made: {self.links}"
 
     def cut(self, a: Node, b: Node) -> None:
         self.blocked.add(frozenset((a.name, b.name)))
@@ -118,9 +136,9 @@ class MemoryNet(Net):
         return VirtualTimeLoop()
 
 
-@pytest.fixture(params=["tcp", "memory"])
+@pytest.fixture(params=["tcp", "unix", "memory"])
 def net(request: pytest.FixtureRequest) -> Net:
-    return TcpNet() if request.param == "tcp" else MemoryNet()
+    return MemoryNet() if request.param == "memory" else SocketNet(request.param)
 
 
 async def until(predicate: Callable[[], bool], what: str, timeout: float = 10.0) -> None:

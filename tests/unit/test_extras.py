@@ -80,6 +80,17 @@ def test_gossip_encryption_and_dns_discovery_say_which_extra(monkeypatch: pytest
         DNSPoll("distable.default.svc")
 
 
+def test_the_redis_store_says_which_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    from distable.store import MemoryStore, open_store
+
+    hide(monkeypatch, "redis")
+    assert isinstance(open_store(MemoryStore()), MemoryStore)  # a store object needs nothing
+    with pytest.raises(
+        MissingExtra, match=r"^RedisStore \(the durable store in Redis\) needs redis: pip install 'distable\[redis\]'$"
+    ):
+        open_store("redis://127.0.0.1:6379/0")
+
+
 def test_the_command_says_which_extra_in_one_line(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -30,6 +30,10 @@ CORE_MODULES: tuple[str, ...] = (
     "ring",
     "registry/_core.py",
     "registry/_events.py",
+    "registry/_standby.py",
+    "store/_api.py",
+    "store/_records.py",
+    "store/_queue.py",
 )
 
 #: Top-level modules a core must not import, directly or through distable modules.

@@ -14,6 +14,7 @@ from __future__ import annotations
 import random
 from typing import Any, TypeVar
 
+import msgspec
 import pytest
 
 from distable.registry import RegistryConfig
@@ -42,6 +43,7 @@ from distable.wire._messages import (
     Claim,
     Delta,
     Digest,
+    Lineage,
     RegistryHello,
     RegistryLeaving,
     Removal,
@@ -432,9 +434,11 @@ def test_a_handoff_claim_supersedes_every_pid_its_name_moved_through() -> None:
 
 
 def test_without_its_ancestors_the_same_claim_would_lose_to_the_ring_owner() -> None:
-    """The rule the test above relies on: a claim x cannot tell is newer loses to x's."""
+    """The rule the test above relies on: a claim x cannot tell is newer loses to x's when
+    x owns the name among the hosts of both copies and of the pids they moved through
+    (here w, x and y, the host w's copy was handed from)."""
     w = joined(core("w"), "x")
-    name = name_owned_by("x", ["w", "x"])
+    name = name_owned_by("x", ["w", "x", "y"])
     x_pid, y_pid, w_pid = Pid("x", 1, 7), Pid("y", 1, 8), Pid("w", 1, 9)
     w.on_delta("x", Delta([Claim(CLAIM_NAME, name, x_pid, 3, hash_name(name), SPEC)], []), 1.0)
     w.take()
@@ -595,6 +599,30 @@ def test_a_dead_hosts_name_is_restarted_at_once_by_its_new_owner_and_checked_by_
     c.handle_timer(5.0 + 2.0)
     assert c.take().commands == [RestartElsewhere(name, SPEC, "a")]
     assert c.restarts_made == 1
+
+
+def test_the_lineages_of_the_restarts_owed_indexed_at_once_are_those_claimed_lineages_scans() -> None:
+    """A sweep asks ``claimed_lineages`` of thousands of records while thousands of orphan
+    checks are owed: with ``restart_lineages()`` (one pass) it answers as without."""
+    names = [name_owned_by("b", ["a", "b", "c"], then="a", after=["a", "c"])]
+    names.append(next(n for i in range(10_000) if (n := f"other-{i}") not in names))
+    c = joined(core("c"), "a", "b")
+    lines = {name: Lineage(i + 1, Pid("b", 1, i + 1)) for i, name in enumerate(names)}
+    base = Lineage(0, Pid("a", 1, 7))
+    claims = [
+        msgspec.structs.replace(claim(n, Pid("b", 1, i + 1), i + 1), lineage=lines[n], base=base)
+        for i, n in enumerate(names)
+    ]
+    c.on_delta("b", Delta(claims, []), 1.0)
+    c.take()
+    c.peer_down("b", 5.0)
+    c.take()
+    index = c.restart_lineages()
+    for name in [*names, "never-claimed"]:
+        assert c.claimed_lineages(name, index) == c.claimed_lineages(name)
+    owed = set(c.restarts_due())
+    assert owed
+    assert all(c.claimed_lineages(n, index) == {lines[n], base} for n in owed)
 
 
 def test_an_orphan_check_of_a_name_that_is_back_makes_no_restart() -> None:
@@ -782,3 +810,26 @@ def test_a_successor_whose_node_died_before_claiming_is_forgotten() -> None:
     assert a.pids == {}
     assert NameUnregistered("x", new) in a.take().events
     assert not a.restarts_owed()
+
+
+def test_a_moved_copy_stands_for_the_host_it_moved_from_so_two_views_pick_the_same_copy() -> None:
+    """The chaos test's lost name: x's copy moved to y (y's claim says so), and z woke from
+    a pause with a copy of its own. z, not having seen y's claim yet, sees {x, z}; y sees
+    {y (moved from x), z}. Both must pick the same copy, or each retires its copy to the
+    other's and the name is lost: the ring is over x, y and z at y, over x and z at z, and
+    whichever of those owns the name, the two views agree on the copy it stands for."""
+    x_pid, y_pid, z_pid = Pid("x", 1, 7), Pid("y", 1, 8), Pid("z", 1, 9)
+    for owner in ("x", "y", "z"):
+        name = name_owned_by(owner, ["x", "y", "z"])
+        at_y = joined(core("y"), "z")
+        at_y.local_claim(name, y_pid, SPEC, 1.0, moved_from=x_pid, handoff=4)
+        at_y.on_delta("z", Delta([Claim(CLAIM_NAME, name, z_pid, 3, hash_name(name), SPEC)], []), 1.0)
+        at_y.take()
+        at_z = joined(core("z"), "x")
+        at_z.local_claim(name, z_pid, SPEC, 1.0)
+        at_z.on_delta("x", Delta([Claim(CLAIM_NAME, name, x_pid, 3, hash_name(name), SPEC)], []), 1.0)
+        at_z.take()
+        kept_at_y, kept_at_z = at_y.pids[name], at_z.pids[name]
+        # the same copy: z's, or y's (x's pid forwards to y's copy)
+        assert (kept_at_y, kept_at_z) in ((z_pid, z_pid), (y_pid, x_pid), (y_pid, z_pid)), (owner, kept_at_y, kept_at_z)
+        assert not (kept_at_y == z_pid and kept_at_z == x_pid), owner  # each retiring its copy to the other's

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import shutil
 from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 from typing import Any
@@ -24,11 +22,12 @@ from distable import MembershipConfig, Node
 from distable.ring import Ring
 from distable.testing import eventually, handoffs_in_flight
 
+from .._system import system_tool
+
 COOKIE = "web-cookie"
 #: What the web tests register: the registry tests' counter (child nodes import it by reference).
 WORKER = "tests.registry.apps:Counter"
 ROOT = Path(__file__).resolve().parents[2]  # children import tests.registry.apps from here
-INSTALL_HINT = "apt-get install chromium (python3 tasks.py test installs it when run as root)"
 
 
 class Nodes:
@@ -128,10 +127,4 @@ def first_owned(owner: str, placement_nodes: Iterable[str], prefix: str = "name"
 @pytest.fixture
 def chromium() -> str:
     """The Chromium binary; skips the test when it is missing (fails on CI, where it must be)."""
-    path = shutil.which("chromium") or shutil.which("chromium-browser")
-    if path is None:
-        if os.environ.get("CI"):
-            pytest.fail(f"chromium is not installed on CI: {INSTALL_HINT}")
-        print(f"skipping: chromium not installed: {INSTALL_HINT}")
-        pytest.skip(f"chromium not installed: {INSTALL_HINT}")
-    return path
+    return system_tool("chromium", "chromium-browser", package="chromium")

@@ -6,7 +6,6 @@ import asyncio
 import io
 import json
 import logging
-from collections.abc import Iterator
 
 import pytest
 
@@ -18,15 +17,9 @@ from .conftest import COOKIE
 
 
 @pytest.fixture
-def root_logger() -> Iterator[logging.Logger]:
-    """The root logger, restored afterwards (level and handlers)."""
-    root = logging.getLogger()
-    level, handlers = root.level, list(root.handlers)
-    yield root
-    for handler in list(root.handlers):
-        if handler not in handlers:
-            root.removeHandler(handler)
-    root.setLevel(level)
+def root_logger() -> logging.Logger:
+    """The root logger (tests/conftest.py restores it after each test)."""
+    return logging.getLogger()
 
 
 async def test_json_lines_carry_the_node(root_logger: logging.Logger) -> None:

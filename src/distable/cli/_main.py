@@ -25,6 +25,7 @@ from distable import MissingExtra, Node, run
 from .._apps import AppError, check_ref, one_line
 from .._extras import require
 from .._log import configure_logging
+from ..store import parse_store_url
 from . import _bench, _options, _query
 from ._node import WebEndpoint, run_node
 from ._options import CliError, apply, option
@@ -165,6 +166,14 @@ def cli() -> None:
     show_default=True,
     help="Failure-detection preset: lan (seconds) or local (one machine, sub-second).",
 )
+@option(
+    "--unix-sockets/--no-unix-sockets",
+    envvar="DISTABLE_UNIX_SOCKETS",
+    default=True,
+    show_default=True,
+    help="Also listen on a Unix domain socket, and link with nodes on this host over theirs (faster than "
+    "loopback TCP); off: every link uses TCP.",
+)
 @option("--allow", multiple=True, metavar="GLOB", help="Only link with nodes whose name matches; repeatable.")
 @option(
     "--allow-factory",
@@ -208,6 +217,20 @@ def cli() -> None:
     show_default=True,
     metavar="DIR",
     help="Folder put first on the module path, so --app finds modules there.",
+)
+@option(
+    "--store",
+    metavar="URL",
+    help="A durable store (redis://HOST:PORT/DB, rediss://, unix:///PATH?db=N): names registered through a "
+    "factory and their last checkpoints are written to it, and a cluster started from nothing starts them "
+    "again with their state. Needs distable[redis].",
+)
+@option(
+    "--store-timeout",
+    type=click.FloatRange(min=0.001),
+    default=2.0,
+    show_default=True,
+    help="With --store: seconds a store operation may take before registrations and checkpoints fail.",
 )
 @option("--dashboard", metavar="HOST:PORT", help="Serve the web dashboard (and /metrics) there.")
 @option("--metrics", metavar="HOST:PORT", help="Serve Prometheus metrics (/metrics) there.")
@@ -272,7 +295,22 @@ def _node_settings(ctx: click.Context, opts: dict[str, Any]) -> dict[str, Any]:
         "strategy": _options.strategy(opts),
         "drain_timeout": opts["drain_timeout"],
         "registry": distable.RegistryConfig(factories=tuple(opts["allow_factory"]) or None),
+        "transport": distable.TransportConfig(unix_sockets=opts["unix_sockets"]),
+        **_store(opts),
     }
+
+
+def _store(opts: dict[str, Any]) -> dict[str, Any]:
+    """``store``/``store_timeout`` of ``--store``, checked (a one-line ``CliError``)."""
+    url = opts["store"]
+    if not url:
+        return {}
+    try:
+        parse_store_url(url)
+    except ValueError as exc:
+        raise CliError(f"--store: {exc}") from None
+    require("redis", "--store")
+    return {"store": url, "store_timeout": opts["store_timeout"]}
 
 
 def _web_endpoint(what: str, text: str | None, *, dashboard: bool) -> WebEndpoint | None:

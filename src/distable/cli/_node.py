@@ -129,6 +129,8 @@ def _load_apps(refs: Sequence[str]) -> list[App]:
 async def _start(node: Node, apps: Sequence[App], join_timeout: float, expect: int | None) -> None:
     if apps and join_timeout > 0 and not await node.wait_joined(join_timeout, expect=expect):
         _log_unsettled(node, join_timeout, expect)
+    if apps:
+        await node.wait_restored()  # with --store: the remembered names first, then the apps' registrations
     for app in apps:
         try:
             await run_app(node, app)

@@ -47,7 +47,7 @@ POLL_INTERVAL = 0.05
 
 
 @dataclass(frozen=True, slots=True)
-class View:
+class ClusterView:
     """What the client saw once settled (or when the time ran out)."""
 
     node: Node
@@ -56,7 +56,7 @@ class View:
 
 
 @asynccontextmanager
-async def cluster_view(node_kwargs: dict[str, Any], timeout: float) -> AsyncIterator[View]:
+async def cluster_view(node_kwargs: dict[str, Any], timeout: float) -> AsyncIterator[ClusterView]:
     """Join as a client node, wait for a complete view, yield it, then leave gracefully.
 
     Raises:
@@ -84,7 +84,7 @@ async def cluster_view(node_kwargs: dict[str, Any], timeout: float) -> AsyncIter
         yield view
 
 
-async def settle(node: Node, timeout: float) -> View:
+async def settle(node: Node, timeout: float) -> ClusterView:
     """Poll until the client's view is complete (see the module's docstring) or ``timeout``."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
@@ -103,9 +103,9 @@ async def settle(node: Node, timeout: float) -> View:
             if stats:
                 seen = stats
             if len(stats) == len(servers) and _complete(node, stats):
-                return View(node, stats, True)
+                return ClusterView(node, stats, True)
         if loop.time() >= deadline:
-            return View(node, seen, False)
+            return ClusterView(node, seen, False)
         await asyncio.sleep(POLL_INTERVAL)
 
 
@@ -137,7 +137,7 @@ def warn(text: str) -> None:
 # --- status ---------------------------------------------------------------------------------
 
 
-async def status_rows(view: View) -> list[dict[str, Any]]:
+async def status_rows(view: ClusterView) -> list[dict[str, Any]]:
     """One row per node of the cluster, this client excluded: every node that answered
     (state "up"), then those it cannot ask: "unreachable" (up in its view but no answer),
     "suspect" or "failed" in a server's view (a failed one is listed until forgotten)."""

@@ -315,7 +315,7 @@ async def main(
         CliError: no node of the cluster answered (see ``_query.cluster_view``).
     """
     async with _query.cluster_view(settings, timeout) as view:
-        watch = Watch(view.node, count_moves=False)
+        watch = Watch(view.node, count_moves=False, news_after=time.time())  # connecting is no news
         watch.add(view.node.name, "this client", role="client")  # its journal: NodeUp, NodeDown
         top = Top(watch, interval)
         try:

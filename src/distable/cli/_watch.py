@@ -143,6 +143,9 @@ class Watch:
     client: Node
     on_line: Callable[[str], None] = lambda line: None  # each event line, as it is read
     count_moves: bool = True
+    # The client's own NodeUp/NodeDown events up to this wall time are its first view of a
+    # cluster that was already there (``distable top``), not news: not listed.
+    news_after: float = 0.0
     rows: dict[str, NodeRow] = field(default_factory=dict)
     lines: deque[str] = field(default_factory=lambda: deque(maxlen=EVENT_LINES))
     killed: set[str] = field(default_factory=set)  # nodes killed: what leaves them is restarted, not handed off
@@ -258,6 +261,8 @@ class Watch:
         kind = event["type"]
         at = time.strftime("%H:%M:%S", time.localtime(event["time"])) + f".{int(event['time'] * 1000) % 1000:03d}"
         if row.role == "client":  # membership, as the client's node sees it
+            if event["time"] <= self.news_after:
+                return None
             if kind == "NodeUp":
                 node, short = event["node"], self.short(event["node"])
                 return f"{at}  {short} is up" + ("" if short == node else f": {node}")

@@ -10,8 +10,11 @@ its node dies.
 A ``Worker`` is the seed README's example reduced to its essence: a named, long-lived
 process with a little state (a counter). Casting ``"incr"`` adds one; calling ``"get"``
 answers ``(count, node name)``. On a handoff it answers ``Resume(count)``, so its new
-copy starts from the same count; after its node is killed it is restarted from its
-factory, fresh, and counts from 0 again.
+copy starts from the same count. It checkpoints its count: after each ``"incr"``
+write-behind (``checkpoint(count, wait=False)``: only the latest count is sent, at most
+every few milliseconds), and before it answers ``"get"``, waiting until its standby holds
+it. After its node is killed it is restarted from its factory on the name's new owner and
+continues from its last checkpoint: the increments made since then are lost, by design.
 
 The ``Census`` tells the driver which workers really run on its node (not what a replica
 says, but the processes alive in that OS process): the verdict's "every worker alive
@@ -41,7 +44,8 @@ class Worker(Process):
     """
 
     async def init(self, number: int) -> None:
-        """Start counting from 0 (a new worker, or one restarted after its node died)."""
+        """Start counting from 0 (a new worker; a restarted one gets its last checkpoint
+        in ``end_handoff`` before any message)."""
         self.number = number
         self.count = 0
         _alive.setdefault(self.node.name, Counter())[number] += 1
@@ -51,11 +55,13 @@ class Worker(Process):
         if message != "incr":
             raise ValueError(f"unexpected cast {message!r}")
         self.count += 1
+        self.checkpoint(self.count, wait=False)  # write-behind: returns at once
 
     async def handle_call(self, message: Any, caller: Caller) -> Any:
         """``"get"``: answer ``(count, name of the node this worker runs on)``."""
         if message != "get":
             raise ValueError(f"unexpected call {message!r}")
+        await self.checkpoint(self.count)  # the count answered is safe on the standby
         return (self.count, self.node.name)
 
     async def begin_handoff(self) -> Resume:
@@ -63,7 +69,8 @@ class Worker(Process):
         return Resume(self.count)
 
     async def end_handoff(self, state: Any) -> None:
-        """On the new node, before any other message: continue from the old count."""
+        """On the new node, before any other message: continue from the old count (handed
+        over, or the last checkpoint after the old node was killed)."""
         self.count = state
 
     async def terminate(self, reason: Any) -> None:

@@ -22,8 +22,8 @@ A local cluster of real node processes on loopback: 3 server nodes and this driv
 each other by multicast; the driver registers a few thousand workers, each a counter
 that lives on the node owning its name. Then (1) a 4th node joins: a quarter of the
 workers move to it, with their counts; (2) a node stops gracefully: its workers move,
-with their counts; (3) a node is killed: its workers restart on the survivors, counting
-from 0 again. A verdict at the end checks every worker: alive exactly once, on its ring
+with their counts; (3) a node is killed: its workers restart on the survivors, from the
+last checkpoint of their counts. A verdict at the end checks every worker: alive exactly once, on its ring
 owner, with the count the driver expects. Exit code 0 if it is OK, 1 if not.
 """
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import hashlib
 import inspect
 import logging
 import math
@@ -22,12 +23,13 @@ import ssl
 import time
 import typing
 from collections.abc import Callable, Coroutine
+from contextvars import Context
 from dataclasses import dataclass
 from typing import Any, Concatenate, Literal, ParamSpec, TypeVar
 
 import msgspec
 
-from .._errors import ProcessExited
+from .._errors import ProcessExited, StoreUnavailable
 from ..membership import (
     MembershipConfig,
     MembershipService,
@@ -42,6 +44,9 @@ from ..registry import RegistryConfig, RegistryService, RegistryStatistics, Repl
 from ..ring import DistributionStrategy, Placement, Ring
 from ..runtime import Process, Runtime, RuntimeStatistics, current_runtime
 from ..runtime._context import CURRENT_RUNTIME, context_with, running_on
+from ..store._api import Store
+from ..store._durable import DurableStore
+from ..store._url import open_store, parse_store_url
 from ..transport import Transport, TransportConfig, TransportStatistics, format_node_name
 from ..wire import Pid, Ref
 from ..wire._messages import (
@@ -186,6 +191,14 @@ class Node:
         transport_factory: builds the node's links, called with ``Transport``'s keyword
             arguments (``Transport`` by default; tests pass an in-memory network's, see
             ``distable.testing.MemoryNetwork``).
+        store: the durable store (``"redis://127.0.0.1:6379/0"`` or a ``Store``): names
+            registered through a factory and their last checkpoints are written through to
+            it, and a cluster started from nothing starts them again (docs/guide.md,
+            "Durable store"). Its keys are under a namespace made from the cookie, so
+            clusters sharing a database do not mix. None: no store.
+        store_timeout: the most one store operation may take before ``StoreUnavailable``.
+        store_grace: at most how long, after it starts, a node waits for the cluster to
+            settle before it starts the names it owns from the store.
     """
 
     def __init__(
@@ -208,14 +221,30 @@ class Node:
         transport: TransportConfig | None = None,
         block_warning: float = 0.25,
         transport_factory: Callable[..., Transport] | None = None,
+        store: Store | str | None = None,
+        store_timeout: float = 2.0,
+        store_grace: float = 5.0,
     ) -> None:
         if "@" in name or not name:
             raise ValueError(f"node name {name!r} must be non-empty and contain no '@'")
         if role not in ("server", "client"):
             raise ValueError(f"role must be 'server' or 'client', not {role!r}")
+        if isinstance(store, str):
+            parse_store_url(store)
+        # Field ownership. Everything runs on the node's event loop. The ``async`` methods
+        # (the lifecycle, the API calls that wait) run in the caller's task and await; every
+        # other method is a plain call that never awaits, made by the caller (the API), by
+        # the transport's link callbacks (``_dispatch``, the dispatcher; ``_on_up``,
+        # ``_on_down``), by membership's outputs (``_on_member_event``), by the registry
+        # (``_incarnation_of``, ``_suspected``) or by any layer (``_spawn``); the queries
+        # write nothing. Each group below says who writes its fields, and each method's
+        # docstring which kind it is.
+
+        # Set here, never reassigned: the arguments, checked and defaulted, and the event
+        # bus (its journal and streams change as events are published: by membership's
+        # and the registry's outputs, never awaiting; streams by ``events``).
         self.short_name = name
         self.host = host
-        self.port = port
         self.role = role
         self._cookie = _cookie_bytes(cookie)
         self._tls = tls
@@ -230,30 +259,61 @@ class Node:
         self._config = transport or TransportConfig()
         self._block_warning = block_warning
         self._transport_factory = transport_factory or Transport
+        self._bus = EventBus()
+        self._store_source = store
+        self._store_timeout = store_timeout
+        self._store_grace = store_grace
+
+        # Set here, then by bind() (the caller's task), before any link or process: the
+        # bound port (0 picks one), the full name it makes ("" until then if ``port`` is 0)
+        # and the restart stamp (0 until bound).
+        self.port = port
         self.name = format_node_name(name, host, port) if port else ""
         self.incarnation = 0
+
+        # Written by bind() (the caller's task), and never again once it has succeeded
+        # (stop() leaves them as they are): the layers and what the node makes of them.
+        # The properties (``runtime``...) raise while they are None.
+        self._started = 0.0  # time.monotonic() at bind, for the uptime
         self._runtime: Runtime | None = None
         self._transport: Transport | None = None
         self._membership: MembershipService | None = None
         self._registry: RegistryService | None = None
+        self._store: DurableStore | None = None
         self._pids: dict[Any, Pid] | _NotStarted = _NOT_STARTED  # the replica whereis reads
-        self._tasks: set[asyncio.Task[Any]] = set()
-        self._bus = EventBus()
-        self._up_waiters: dict[str, list[asyncio.Future[None]]] = {}
-        self._current: running_on | None = None  # this node current in the async with block
-        self._started = 0.0
+        self._context: Context  # this node current: each task _spawn makes runs in a copy
+        self._handlers: dict[type, Callable[[str, Any], None]]  # wire message type -> handler (_dispatch)
+
+        # Written by start() (the caller's task): once joined, start() does nothing more;
+        # with a store, the task that starts the names it remembers (``wait_restored``).
         self._joined = False
-        self._view_changed_at = 0.0  # loop time of the last NodeUp or NodeDown (wait_joined)
+        self._restoring: asyncio.Task[Any] | None = None
+        # Written by start() and by _on_member_event (a membership output; never awaits):
+        # the loop time of the last NodeUp or NodeDown, for wait_joined's quiet period.
+        self._view_changed_at = 0.0
+        # Written by __aenter__ and __aexit__ (the caller's task): this node current in
+        # the ``async with`` block.
+        self._current: running_on | None = None
+        # Added to by _spawn (any caller; never awaits), removed from by each task's done
+        # callback; stop() (the caller's task) cancels and awaits what is left
+        # (``distable.testing.abort`` cancels them too).
+        self._tasks: set[asyncio.Task[Any]] = set()
+        # connect() (the caller's task) adds its future and removes it when done; _on_up
+        # (a link callback; never awaits) pops a node's futures and resolves them.
+        self._up_waiters: dict[str, list[asyncio.Future[None]]] = {}
 
     # --- lifecycle ----------------------------------------------------------------------
 
     async def __aenter__(self) -> Node:
+        """``start``, then make this node current in the block. The caller's task; awaits."""
         await self.start()
         self._current = running_on(self.runtime)
         self._current.__enter__()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        """``stop`` (a graceful leave), then this node is current no more. The caller's task
+        (the one that entered the block); awaits."""
         try:
             await self.stop()
         finally:
@@ -263,7 +323,13 @@ class Node:
 
     async def start(self) -> None:
         """Bind (if ``bind`` has not), then join the cluster: accept links, start discovery
-        and dial ``connect``'s nodes (``async with`` calls this for you)."""
+        and dial ``connect``'s nodes (``async with`` calls this for you). Does nothing if
+        already started.
+
+        The caller's task; awaits (``bind``, then the listening socket's start). ``_joined``
+        is set before the first await of its own, so a second call meanwhile returns at
+        once.
+        """
         await self.bind()
         if self._joined:
             return
@@ -274,6 +340,8 @@ class Node:
         ms.start()
         for seed in self._seeds:
             transport.connect(seed)
+        if self._store is not None and self.role == "server":
+            self._restoring = self._spawn(self._cold_start())
         log.info("%s: node started (incarnation %d)", self.name, self.incarnation)
 
     async def bind(self) -> None:
@@ -282,6 +350,11 @@ class Node:
         nobody (unless told to with ``connect``), so no other node sees it or hands it a
         process. A program that must check things first (its other ports, its code) binds,
         checks, then starts. Does nothing if already bound.
+
+        The caller's task; awaits (the bind, the registry server's and the info server's
+        spawn). It writes the fields ``__init__`` says it writes, once, the layers in
+        order: transport, runtime, membership, registry, each handed what it needs of the
+        ones before.
 
         Raises:
             OSError: the port cannot be bound (in use, not a local address...).
@@ -337,6 +410,10 @@ class Node:
             deny=self._deny,
         )
         ms = self._membership
+        if self._store_source is not None:
+            namespace = "distable:" + hashlib.sha256(self._cookie).hexdigest()[:16]
+            engine = open_store(self._store_source, namespace=namespace, timeout=self._store_timeout)
+            self._store = DurableStore(engine, timeout=self._store_timeout)
         self._registry = RegistryService(
             node=self.name,
             role=self.role,
@@ -348,9 +425,10 @@ class Node:
             suspected=self._suspected,
             spawn=self._spawn,
             publish=self._bus.publish,
+            store=self._store,
         )
         self._pids = self._registry.pids
-        self._handlers: dict[type, Callable[[str, Any], None]] = {
+        self._handlers = {
             Send: rt.on_send,
             Cast: rt.on_cast,
             CallRequest: rt.on_call_request,
@@ -375,13 +453,20 @@ class Node:
     async def stop(self) -> None:
         """Leave the cluster gracefully: hand every registered process off (bounded by
         ``drain_timeout``), stop every process (reason "shutdown"), tell every member,
-        close every link, end every task."""
+        close every link, end every task. Does nothing if never bound.
+
+        The caller's task; awaits (the drain, the processes' exits, the links' close, the
+        tasks' ends). The fields bind() and start() wrote stay as they are, so ``start`` on a
+        stopped node does nothing."""
         if self._runtime is None or self._transport is None or self._membership is None:
             return
         if self._registry is not None:
             # Hand every registered process off (with its state) while the links are up.
             await self._registry.drain(self._drain_timeout)
             self._registry.stop()
+            if self._restoring is not None:
+                self._restoring.cancel()
+            await self._registry.close_store()  # what its queue holds, for at most a second
         # Processes first, so their monitors see their real exit reasons ("shutdown");
         # then the leave announcement, which makes peers hang up on this node.
         await self._runtime.shutdown()
@@ -393,7 +478,52 @@ class Node:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         log.info("%s: node stopped", self.name)
 
+    async def _cold_start(self) -> None:
+        """With a store: once the cluster this node sees has settled (``wait_joined``, at
+        most ``store_grace`` seconds, then until it has caught up with every node up, as
+        long again), start the names it owns that the store remembers and nobody claims
+        (``RegistryService.cold_start``). A store that cannot be read is retried with
+        backoff, for at most five minutes. A task of its own (``start``); awaits."""
+        loop = asyncio.get_running_loop()
+        await self.wait_joined(self._store_grace)
+        deadline = loop.time() + self._store_grace
+        while loop.time() < deadline:
+            state = self.join_state()
+            if not state.unsynced and not state.pending:
+                break
+            await asyncio.sleep(0.05)  # polled, bounded by the grace
+        delay, give_up = 0.5, loop.time() + 300.0
+        while True:
+            try:
+                started = await self.registry.cold_start()
+            except StoreUnavailable as exc:
+                if loop.time() + delay > give_up:
+                    log.error("%s: cannot read the store to start the names it remembers: %s", self.name, exc)
+                    return
+                log.warning("%s: cannot read the store yet (%s); retrying in %.1f s", self.name, exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            except Exception:  # a record this node cannot read (a type it does not know...)
+                log.exception("%s: cannot start the names the store remembers", self.name)
+                return
+            if started:
+                log.info("%s: started %d name(s) remembered by the store", self.name, started)
+            return
+
+    async def wait_restored(self) -> None:
+        """With a store: wait until this node has started the names it owns that the store
+        remembers (its cold start; see ``store``); at once without one. Register names
+        after it, or a registration may begin a name afresh before its remembered state
+        is restored. The caller's task; awaits."""
+        if self._restoring is not None:
+            await asyncio.shield(self._restoring)
+
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        """Run ``coro`` in a task this node owns (``stop`` cancels and awaits it).
+
+        Any caller on the loop (every layer spawns through it); never awaits. From bind()
+        on: the transport, made before ``_context``, spawns nothing until it dials."""
         # A task set rather than asyncio.TaskGroup: a TaskGroup cancels all siblings when
         # one task fails, and a process's drain must fail alone. Ownership is the same:
         # the node cancels and awaits every task it spawned when it stops.
@@ -406,18 +536,33 @@ class Node:
 
     @property
     def runtime(self) -> Runtime:
+        """This node's runtime (its processes). Query; reads only.
+
+        Raises:
+            RuntimeError: the node is not bound yet.
+        """
         if self._runtime is None:
             raise RuntimeError("the node is not started: use 'async with Node(...)'")
         return self._runtime
 
     @property
     def membership(self) -> MembershipService:
+        """This node's failure detector and member list. Query; reads only.
+
+        Raises:
+            RuntimeError: the node is not bound yet.
+        """
         if self._membership is None:
             raise RuntimeError("the node is not started: use 'async with Node(...)'")
         return self._membership
 
     @property
     def transport(self) -> Transport:
+        """This node's links. Query; reads only.
+
+        Raises:
+            RuntimeError: the node is not bound yet.
+        """
         if self._transport is None:
             raise RuntimeError("the node is not started: use 'async with Node(...)'")
         return self._transport
@@ -426,6 +571,8 @@ class Node:
 
     async def connect(self, node: str, timeout: float = 5.0) -> None:
         """Keep a link to ``node`` (redialed with backoff when it drops); wait until it is up.
+
+        The caller's task; awaits (``_on_up`` resolves the future it waits on).
 
         Raises:
             TimeoutError: the link did not come up within ``timeout`` seconds.
@@ -447,13 +594,15 @@ class Node:
                 waiters.remove(fut)
 
     def disconnect(self, node: str) -> None:
-        """Stop keeping a link to ``node``."""
+        """Stop keeping a link to ``node``. Any caller; never awaits (``_on_down`` may run
+        inside it, as the link closes)."""
         self.transport.disconnect(node)
 
     def nodes(self) -> list[str]:
         """The other server nodes up in this node's view, sorted: each one announced with
         ``NodeUp`` and no ``NodeDown`` since, so a node whose link just dropped is listed
-        until it is declared failed. Client nodes are not members and are never listed."""
+        until it is declared failed. Client nodes are not members and are never listed.
+        Query; reads only."""
         return self.membership.nodes()
 
     async def wait_joined(
@@ -481,6 +630,8 @@ class Node:
         makes duplicates, and if it is the ring owner its fresh copies win over the
         running ones, whose state then only reaches ``resolve_conflict``.
 
+        The caller's task; awaits (it polls ``join_state`` every ``poll`` seconds).
+
         Raises:
             ValueError: ``expect`` is below 1.
         """
@@ -497,6 +648,7 @@ class Node:
             await asyncio.sleep(poll)  # bounded by the timeout; joining is not a hot path
 
     def _settled(self, state: JoinState, now: float, expect: int | None, quiet: float) -> bool:
+        """Whether ``state`` is settled as ``wait_joined`` says. Query (wait_joined); reads only."""
         if state.unsynced or state.pending:
             return False
         if expect is not None:
@@ -508,7 +660,8 @@ class Node:
         return state.static_complete or now - self._view_changed_at >= quiet
 
     def join_state(self) -> JoinState:
-        """What ``wait_joined`` looks at, now: for its checks and for saying why it timed out."""
+        """What ``wait_joined`` looks at, now: for its checks and for saying why it timed out.
+        Query; reads only."""
         core = self.registry.core
         synced_with = core.synced_with
         up = frozenset(self.nodes())
@@ -526,10 +679,15 @@ class Node:
         )
 
     def events(self, maxsize: int = 10_000) -> EventStream:
-        """Subscribe to this node's events (``NodeUp``, ``NodeDown``, ...)."""
+        """Subscribe to this node's events (``NodeUp``, ``NodeDown``, ...). Any caller; never
+        awaits."""
         return self._bus.subscribe(maxsize)
 
     def _dispatch(self, node: str, messages: list[Any]) -> None:
+        """Hand each message of a batch from ``node`` to its layer's handler.
+
+        The dispatcher: the transport's link callback (``data_received``) calls it once per
+        batch; never awaits, nor do the handlers."""
         handlers = self._handlers
         runtime = self._runtime
         assert runtime is not None
@@ -543,48 +701,74 @@ class Node:
                 runtime.run_ready()  # what the batch brought for idle processes, at once
 
     def _on_member_event(self, event: NodeUp | NodeDown) -> None:
+        """A member came up or went down: tell the registry, then publish the event.
+
+        Membership callback (its outputs, carried out by whichever of its plain calls made
+        them: the dispatcher, a link callback, its timer, discovery, start or leave); never
+        awaits."""
         if self._runtime is not None:
             self._view_changed_at = self._runtime.loop.time()
         registry = self._registry
         if registry is not None:
             if isinstance(event, NodeUp):
-                registry.peer_up(event.node)
+                registry.peer_up(event.node, event.incarnation, event.client)
             else:
                 registry.peer_down(event.node)
         self._bus.publish(event)
 
     def _incarnation_of(self, node: str) -> int | None:
+        """``node``'s incarnation if membership has announced it up, else None.
+
+        Query (the registry's, of membership's core); reads only."""
         member = self.membership.core.member(node)
         return member.incarnation if member is not None and member.announced else None
 
     def _suspected(self, node: str) -> bool:
-        """Whether membership suspects ``node`` (or holds it failed): it may be paused or cut off."""
+        """Whether membership suspects ``node`` (or holds it failed): it may be paused or cut off.
+
+        Query (the registry's, of membership's core); reads only."""
         member = self.membership.core.member(node)
         return member is not None and member.status != MEMBER_ALIVE
 
     def _on_up(self, node: str, incarnation: int) -> None:
+        """The link to ``node`` is up: tell membership, wake ``connect``'s waiters.
+
+        Transport link callback (a handshake completed); never awaits."""
         self.membership.link_up(node, incarnation)
         for fut in self._up_waiters.pop(node, ()):
             if not fut.done():
                 fut.set_result(None)
 
     def _on_down(self, node: str, incarnation: int, reason: str) -> None:
+        """The link to ``node`` went down, or a dial failed: the runtime fails the calls to it
+        and fires the monitors of its processes, and membership is told.
+
+        Transport link callback, which may run inside a ``post`` past ``hard_limit`` or a
+        ``disconnect`` (see ``Transport._on_closed``); never awaits."""
         self.runtime.node_lost(node)
         self.membership.link_down(node)
 
     # --- processes and messages ------------------------------------------------------------
 
     async def spawn(self, cls: type[Process], *args: Any, **kwargs: Any) -> Pid:
-        """Start a process of ``cls`` on this node (same as ``await cls.start(...)`` here)."""
+        """Start a process of ``cls`` on this node (same as ``await cls.start(...)`` here).
+        The caller's task; awaits the process's ``init``."""
         return await self.runtime.spawn(cls, args, kwargs)
 
     def _resolve(self, dest: Any) -> Pid:
+        """``dest`` if a pid, else the pid registered as ``dest`` in this node's replica
+        (``NameNotFound`` if none). Query; reads only."""
         if isinstance(dest, Pid):
             return dest
         return self.registry.resolve(dest)
 
     @property
     def registry(self) -> RegistryService:
+        """This node's registry. Query; reads only.
+
+        Raises:
+            RuntimeError: the node is not bound yet.
+        """
         if self._registry is None:
             raise RuntimeError("the node is not started: use 'async with Node(...)'")
         return self._registry
@@ -601,10 +785,11 @@ class Node:
         restart: str = "transient",
         handoff_timeout: float = 5.0,
         timeout: float = 10.0,
+        replicas: int | None = None,
         **kwargs: Any,
     ) -> Pid:
         # register and whereis_or_register (``existing_ok``), made by ``_registering``: the
-        # one place their parameters are written.
+        # one place their parameters are written. The caller's task; awaits.
         return await self.registry.register(
             name,
             factory,
@@ -614,6 +799,7 @@ class Node:
             handoff_timeout=handoff_timeout,
             timeout=timeout,
             existing_ok=existing_ok,
+            replicas=replicas,
         )
 
     register = _registering(
@@ -626,7 +812,10 @@ class Node:
         ``"pkg.module:attr"`` reference to one); it must be importable on every node.
         ``restart`` says what happens when the process exits: "transient" (the default:
         restarted after a crash, as an OTP supervisor's child), "temporary" (the name is
-        dropped) or "permanent" (always restarted).
+        dropped) or "permanent" (always restarted). ``replicas``: how many nodes keep the
+        process's checkpoints (``Process.checkpoint``), so that a restart after that many
+        nodes fail at once still finds the latest; None takes ``RegistryConfig.replicas``
+        (1). The caller's task; awaits.
 
         Raises:
             AlreadyRegistered: the name is taken (``.pid`` holds it).
@@ -634,6 +823,7 @@ class Node:
             FactoryError: the factory cannot be imported on the owner, or raised.
             InvalidFactoryReturn: it returned something other than a local pid.
             TypeError: the name is unhashable, or the factory not importable by reference.
+            ValueError: ``restart`` or ``replicas`` is not one of the values above.
         """,
     )
     whereis_or_register = _registering(
@@ -641,11 +831,17 @@ class Node:
         "whereis_or_register",
         existing_ok=True,
         doc="""The pid registered as ``name``, registering it first if nobody has (a race
-        answers with the winner's pid); the arguments are ``register``'s.""",
+        answers with the winner's pid); the arguments are ``register``'s. The caller's task; awaits.""",
     )
+
+    def checkpoint(self, pid: Pid, state: Any, wait: bool, timeout: float) -> asyncio.Future[None] | None:
+        """``Process.checkpoint`` (see there) of the local process ``pid``. A process's
+        handler; never awaits."""
+        return self.registry.checkpoint(pid, state, wait, timeout)
 
     async def register_name(self, name: Any, pid: Pid, timeout: float = 10.0) -> None:
         """Register an existing process under ``name``; it is never moved or restarted.
+        The caller's task; awaits.
 
         Raises:
             AlreadyRegistered: the name is taken by another pid.
@@ -654,38 +850,42 @@ class Node:
         await self.registry.register_name(name, pid, timeout)
 
     def whereis(self, name: Any) -> Pid | None:
-        """The pid registered as ``name``, from this node's replica: never blocks."""
+        """The pid registered as ``name``, from this node's replica: never blocks (a query;
+        reads only)."""
         return self._pids.get(name)
 
     async def unregister(self, name: Any, timeout: float = 10.0) -> None:
-        """Remove ``name`` (its process keeps running); nothing happens if it is unknown."""
+        """Remove ``name`` (its process keeps running); nothing happens if it is unknown.
+        The caller's task; awaits."""
         await self.registry.unregister(name, timeout)
 
     def registered(self) -> builtins.list[tuple[Any, Pid]]:
-        """Every ``(name, pid)`` in this node's replica."""
+        """Every ``(name, pid)`` in this node's replica. Query; reads only."""
         return self.registry.core.registered()
 
     def placement(self) -> Placement:
         """Where this node places names now: ``.nodes`` lists the server nodes names are
         placed on, and ``.owner(name)`` says which of them hosts ``name`` (None if none
         may, e.g. without a quorum). It changes as server nodes come and go, and may differ
-        between nodes for a moment while they learn of a change."""
+        between nodes for a moment while they learn of a change. Query; reads only."""
         return self.registry.core.placement
 
     async def join(self, group: Any, pid: Pid, timeout: float = 10.0) -> None:
-        """Add ``pid`` to ``group`` (it leaves by itself when it exits or its node dies)."""
+        """Add ``pid`` to ``group`` (it leaves by itself when it exits or its node dies).
+        The caller's task; awaits."""
         await self.registry.join(group, pid, timeout)
 
     async def leave(self, group: Any, pid: Pid, timeout: float = 10.0) -> None:
-        """Remove ``pid`` from ``group``."""
+        """Remove ``pid`` from ``group``. The caller's task; awaits."""
         await self.registry.leave(group, pid, timeout)
 
     def members(self, group: Any) -> builtins.list[Pid]:
-        """The members of ``group``, from this node's replica."""
+        """The members of ``group``, from this node's replica. Query; reads only."""
         return self.registry.core.members(group)
 
     def publish(self, group: Any, message: Any) -> int:
-        """Send ``message`` to every member of ``group``; returns how many were sent to."""
+        """Send ``message`` to every member of ``group``; returns how many were sent to.
+        Any caller; never awaits."""
         members = self.registry.core.members(group)
         send = self.runtime.send
         for pid in members:
@@ -695,7 +895,7 @@ class Node:
     async def multi_call(self, group: Any, message: Any, timeout: float | None = 5.0) -> builtins.list[Reply]:
         """Call every member of ``group`` at once; one ``Reply`` each, failures included.
 
-        ``timeout`` is in seconds; None waits without limit.
+        ``timeout`` is in seconds; None waits without limit. The caller's task; awaits.
 
         Raises:
             ValueError: ``timeout`` is negative or NaN.
@@ -703,30 +903,35 @@ class Node:
         return await self.registry.multi_call(group, message, _call_timeout(timeout))
 
     def send(self, dest: Pid | Any, message: Any) -> None:
-        """Send ``message`` to ``dest``'s ``handle_info``; fire and forget."""
+        """Send ``message`` to ``dest``'s ``handle_info``; fire and forget. Any caller; never awaits."""
         self.runtime.send(self._resolve(dest), message)
 
     def cast(self, dest: Pid | Any, message: Any) -> None:
-        """Send ``message`` to ``dest``'s ``handle_cast``; fire and forget."""
+        """Send ``message`` to ``dest``'s ``handle_cast``; fire and forget. Any caller; never awaits."""
         self.runtime.cast(self._resolve(dest), message)
 
     async def call(self, dest: Pid | Any, message: Any, timeout: float | None = 5.0) -> Any:
         """Call ``dest`` and return its reply (see ``Runtime.call`` for the errors);
-        ``timeout`` None waits without limit."""
+        ``timeout`` None waits without limit. The caller's task; awaits."""
         return await self.runtime.call(self._resolve(dest), message, timeout)
 
     def monitor(self, pid: Pid) -> Ref:
-        """The current process monitors ``pid``; see ``Down``."""
+        """The current process monitors ``pid``; see ``Down``. Inside a process (``RuntimeError``
+        elsewhere); never awaits."""
         return self.runtime.monitor(pid)
 
     def demonitor(self, ref: Ref) -> None:
+        """Remove a monitor set by the current process. Inside a process (elsewhere it does
+        nothing); never awaits."""
         self.runtime.demonitor(ref)
 
     async def stop_process(self, pid: Pid, reason: Any = "normal") -> Any:
-        """Stop a local process after its queued messages; return its exit reason."""
+        """Stop a local process after its queued messages; return its exit reason.
+        The caller's task; awaits."""
         return await self.runtime.stop(pid, reason)
 
     def statistics(self) -> NodeStatistics:
+        """A snapshot of this node and its layers. Query; reads only."""
         return NodeStatistics(
             name=self.name,
             incarnation=self.incarnation,
@@ -741,6 +946,8 @@ class Node:
     async def statistics_of(self, node: str, timeout: float = 5.0) -> NodeStatistics:
         """``node``'s ``statistics()`` snapshot (this node's own without a round trip).
 
+        The caller's task; awaits.
+
         Raises:
             CallTimeout: ``node`` did not answer within ``timeout`` seconds.
             ProcessExited: ``node`` is not connected, or went away.
@@ -754,6 +961,8 @@ class Node:
         """The recent events of ``node`` numbered above ``since``, oldest first, as plain
         data (``{"seq", "time", "type", ...fields}``); each node keeps its last 1000.
 
+        The caller's task; awaits.
+
         Raises:
             CallTimeout: ``node`` did not answer within ``timeout`` seconds.
             ProcessExited: ``node`` is not connected, or went away.
@@ -764,6 +973,11 @@ class Node:
         return answer
 
     def _info_pid(self, node: str) -> Pid:
+        """The pid of ``node``'s info server. Query; reads only.
+
+        Raises:
+            ProcessExited: ``node`` is not up in membership's view.
+        """
         incarnation = self._incarnation_of(node)
         if incarnation is None:
             raise ProcessExited(f"node {node!r} is not connected to {self.name}")
@@ -833,16 +1047,11 @@ async def call(dest: Pid | Any, message: Any, timeout: float | None = 5.0) -> An
         ValueError: ``timeout`` is negative or NaN.
     """
     runtime = CURRENT_RUNTIME.get()
-    if runtime is not None:
-        # What Node.call does, one await fewer (two for another node's pid); a name is
-        # resolved in the replica as Node.call does.
-        if type(dest) is not Pid:
-            if type(runtime.owner) is not Node:
-                return await current_node().call(dest, message, timeout)
-            dest = runtime.owner._resolve(dest)
-        if dest.node == runtime.node_name:
-            return await runtime.call(dest, message, timeout)
-        return await runtime.call_remote(dest, message, timeout)
+    if runtime is not None and type(dest) is Pid:
+        return await runtime.call(dest, message, timeout)  # what Node.call does with a pid, one await fewer
+    if runtime is not None and type(runtime.owner) is Node:
+        # A name: resolved in the replica as Node.call does, without Node.call's extra await.
+        return await runtime.call(runtime.owner._resolve(dest), message, timeout)
     return await current_node().call(dest, message, timeout)
 
 

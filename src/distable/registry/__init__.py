@@ -13,7 +13,7 @@ from ._events import (
     NameUnregistered,
     ProcessRestarted,
 )
-from ._factory import factory_ref, resolve, run_factory
+from ._factory import factory_ref, import_factory, run_factory
 from ._service import REGISTRY_SERVER_ID, RegistryService, Reply
 
 __all__ = [
@@ -34,6 +34,6 @@ __all__ = [
     "Reply",
     "TrackerCore",
     "factory_ref",
-    "resolve",
+    "import_factory",
     "run_factory",
 ]

@@ -39,9 +39,11 @@ and the shell feeds back the outcomes (``local_claim``, ``local_unclaim``,
 from __future__ import annotations
 
 import heapq
-from collections.abc import Hashable
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+
+import msgspec
 
 from .._backoff import Backoff
 from ..ring._ring import hash_name
@@ -54,6 +56,7 @@ from ..wire._messages import (
     Delta,
     Digest,
     FlushMarker,
+    Lineage,
     RegistryHello,
     RegistryLeaving,
     Removal,
@@ -78,6 +81,8 @@ BUCKETS = 64
 _MASK = (1 << 64) - 1
 _ANCESTORS_MAX = 4  # pids a claim remembers it superseded beyond moved_from (a bound)
 _SHARED_SPECS_MAX = 1024  # distinct argument-less specs shared per node (a bound, not a tunable)
+# A restart owed: (due, seq, name, spec, reason, lineage, base).
+_Restart = tuple[float, int, Any, Spec, str, Lineage | None, Lineage | None]
 
 
 def claim_key(claim: Claim | Removal) -> Hashable:
@@ -91,7 +96,9 @@ def wire_spec(spec: Spec) -> Spec:
     the spec itself when it has none."""
     if not (spec.args or spec.kwargs):
         return spec
-    return Spec(spec.factory, to_wire(spec.args), to_wire(spec.kwargs), spec.restart, spec.handoff_timeout)
+    return Spec(
+        spec.factory, to_wire(spec.args), to_wire(spec.kwargs), spec.restart, spec.handoff_timeout, spec.replicas
+    )
 
 
 def wire_claim(claim: Claim) -> Claim:
@@ -101,9 +108,7 @@ def wire_claim(claim: Claim) -> Claim:
     key = to_wire(claim.key)
     if key is claim.key and spec is claim.spec:
         return claim
-    return Claim(
-        claim.kind, key, claim.pid, claim.clock, claim.position, spec, claim.moved_from, claim.handoff, claim.ancestors
-    )
+    return msgspec.structs.replace(claim, key=key, spec=spec)
 
 
 def _mix(claim: Claim) -> int:
@@ -119,12 +124,15 @@ def _mix(claim: Claim) -> int:
 
 @dataclass(frozen=True, slots=True)
 class StartName:
-    """Start ``name`` on this node from ``spec`` and claim it (a restart)."""
+    """Start ``name`` on this node from ``spec`` and claim it (a restart). ``lineage`` and
+    ``base``: the checkpoints of the claim that ended, to restore first (None: fresh)."""
 
     name: Any
     spec: Spec
     reason: str  # "nodedown" | "exit"
     origin: str = ""  # for "nodedown": the node that went down
+    lineage: Lineage | None = None
+    base: Lineage | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,11 +165,14 @@ class ResolveConflict:
 
 @dataclass(frozen=True, slots=True)
 class RestartElsewhere:
-    """The local process holding ``name`` exited and must restart on ``owner``."""
+    """The process holding ``name`` exited (or its node died) and must restart on
+    ``owner``, from the checkpoints of ``lineage`` (or ``base``) if any."""
 
     name: Any
     spec: Spec
     owner: str
+    lineage: Lineage | None = None
+    base: Lineage | None = None
 
 
 Command = StartName | StartHandoff | StopProcess | ResolveConflict | RestartElsewhere
@@ -194,6 +205,12 @@ class RegistryConfig:
             with ``FactoryError`` before it is imported. None (the default) runs any
             importable one: then the cookie is the only gate, as in Erlang, and a peer that
             holds it can make this node call any importable function.
+        replicas: the standbys of a name's checkpoints when its registration does not say
+            (``register(..., replicas=)``): the nodes that keep its latest checkpoint.
+        checkpoint_max_bytes: the largest encoded state ``Process.checkpoint`` takes
+            (larger: ``CheckpointTooLarge``).
+        checkpoint_write_behind: a ``checkpoint(state, wait=False)`` is sent at most this
+            often per name (the latest state; those in between are never sent).
     """
 
     sync_interval: float = 10.0
@@ -203,6 +220,9 @@ class RegistryConfig:
     forward_ttl: float = 30.0
     orphan_check: float = 2.0
     factories: tuple[str, ...] | None = None
+    replicas: int = 1
+    checkpoint_max_bytes: int = 1 << 20
+    checkpoint_write_behind: float = 0.005
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,6 +245,30 @@ class RegistryStatistics:
     # down or silent, or the handoff timeout passed), and the messages they had held.
     gate_releases: int = 0
     gate_held_messages: int = 0
+    # Checkpoints (the standby core): records held for other hosts and their bytes, local
+    # names with a checkpoint record and their latest states' bytes, puts this node refused
+    # (it holds a newer lineage), restores made, and those cut short by their timeout.
+    checkpoint_records: int = 0
+    checkpoint_record_bytes: int = 0
+    checkpoint_hosted: int = 0
+    checkpoint_hosted_bytes: int = 0
+    checkpoint_refusals: int = 0
+    checkpoint_restores: int = 0
+    checkpoint_restores_incomplete: int = 0
+    # The durable store (issue 12, item 4; "" when the node has none): its address, whether
+    # its last attempt succeeded, the writes it applied, refused (stale) and that failed, the
+    # writes queued (and their bytes) and dropped (queue full), the age of the oldest queued
+    # one, and the names this node started from it at its cold start.
+    store: str = ""
+    store_up: bool = False
+    store_written: int = 0
+    store_refused: int = 0
+    store_failed: int = 0
+    store_queued: int = 0
+    store_queued_bytes: int = 0
+    store_dropped: int = 0
+    store_lag: float = 0.0
+    store_restored: int = 0
 
 
 @dataclass(slots=True)
@@ -271,12 +315,12 @@ class TrackerCore:
         # names whose host handed them off, until the successor's own claim arrives
         self._successors: dict[Any, Pid] = {}
         # name -> (new pid, spec) of the names this node handed off, until the new claim arrives
-        self._handed: dict[Any, tuple[Pid, Spec]] = {}
+        self._handed: dict[Any, tuple[Pid, Spec, Lineage | None, Lineage | None]] = {}
         # local pid -> the key of its one claim, or a set of keys when it holds several
         self._local_by_pid: dict[Pid, Hashable | set[Hashable]] = {}
-        # (factory, restart, handoff_timeout) -> the one Spec object every argument-less
+        # (factory, restart, handoff_timeout, replicas) -> the one Spec object every argument-less
         # claim of that kind shares: replicas hold N claims, mostly of a few such specs
-        self._specs: dict[tuple[str, str, float], Spec] = {}
+        self._specs: dict[tuple[str, str, float, int], Spec] = {}
         self._contested_names: set[Any] = set()  # names with more than one claimant now
         self._sample_pids: dict[str, Pid] = {}  # peer -> a pid of it, whose parts others share
         self._pending_claims: list[Claim] = []
@@ -286,9 +330,10 @@ class TrackerCore:
         self._flushed: set[tuple[str, int]] = set()
         # nodes that asked for this node's digest while not up here (see on_hello)
         self._digest_owed: set[str] = set()
-        # heap of (due, seq, name, spec, reason): restarts after a crash ("exit") and checks
-        # of names a dead node hosted ("nodedown", see RegistryConfig.orphan_check)
-        self._restarts: list[tuple[float, int, Any, Spec, str]] = []
+        # heap of (due, seq, name, spec, reason, lineage, base): restarts after a crash
+        # ("exit") and checks of names a dead node hosted ("nodedown", see
+        # RegistryConfig.orphan_check), with the checkpoints of the claim that ended
+        self._restarts: list[_Restart] = []
         self._restart_seq = 0
         # name -> its restart backoff, while it may still matter (see _prune_backoffs)
         self._backoff: dict[Any, Backoff] = {}
@@ -316,6 +361,21 @@ class TrackerCore:
         if claim is None or claim.pid != pid or claim.moved_from is None:
             return ()
         return (claim.moved_from, *claim.ancestors)[:_ANCESTORS_MAX]
+
+    def local_claim_of(self, pid: Pid) -> Claim | None:
+        """The name claim of the local process ``pid`` (a factory's, if it holds several)."""
+        keys = self._local_by_pid.get(pid)
+        if keys is None:
+            return None
+        table = self.claims[self.node]
+        found = None
+        for key in keys if isinstance(keys, set) else (keys,):
+            claim = table.get(key)
+            if claim is not None and claim.kind == CLAIM_NAME:
+                if claim.spec is not None:
+                    return claim
+                found = claim
+        return found
 
     def local_names(self) -> list[Claim]:
         return [c for c in self.claims[self.node].values() if c.kind == CLAIM_NAME]
@@ -404,35 +464,44 @@ class TrackerCore:
         self._replace_placement(now)
         # Names this node handed to ``node`` that it died before claiming: nobody else holds
         # a claim to restart them from (this node's was removed at the commit).
-        for name in [n for n, (pid, _) in self._handed.items() if pid.node == node]:
-            _, spec = self._handed.pop(name)
+        for name in [n for n, (pid, *_) in self._handed.items() if pid.node == node]:
+            _, spec, lineage, base = self._handed.pop(name)
             if name not in self.winners:
-                self._restart_orphan(name, spec, hash_name(name), now, node)
+                self._restart_orphan(name, spec, hash_name(name), now, node, lineage, base)
         gone = self.claims.pop(node, {})
         for claim in gone.values():
             if claim.kind == CLAIM_NAME:
                 was_winner = self.winners.get(claim.key) is claim
                 self._pick_winner(claim.key)
                 if was_winner and claim.spec is not None and claim.key not in self.winners:
-                    self._restart_orphan(claim.key, claim.spec, claim.position, now, node)
+                    self._restart_orphan(claim.key, claim.spec, claim.position, now, node, claim.lineage, claim.base)
             else:
                 self._group_remove(claim)
         self.rebalance()
 
-    def _restart_orphan(self, name: Any, spec: Spec, position: int, now: float, origin: str) -> None:
+    def _restart_orphan(
+        self,
+        name: Any,
+        spec: Spec,
+        position: int,
+        now: float,
+        origin: str,
+        lineage: Lineage | None = None,
+        base: Lineage | None = None,
+    ) -> None:
         """``name`` lost its only claim with a node that went down: see that its owner
         restarts it (this node, at once; another, asked at once if this node leaves, else
         after ``orphan_check`` if it has not restarted it by then)."""
         owner = self.placement.owner_of_hash(position)
         if owner == self.node:
             self._n_restarts += 1
-            self._out.commands.append(StartName(name, spec, "nodedown", origin))
+            self._out.commands.append(StartName(name, spec, "nodedown", origin, lineage, base))
         elif owner is not None and self.leaving:
             # This node will be gone before any orphan check: it may be the only one left
             # that knew the claim (the others dropped it while its host was thought dead),
             # so it asks the owner now.
             self._n_restarts += 1
-            self._out.commands.append(RestartElsewhere(name, spec, owner))
+            self._out.commands.append(RestartElsewhere(name, spec, owner, lineage, base))
         elif owner is not None:
             # The owner may never have held this claim (it joined, or linked to the dead
             # host, too late to learn of it): if the name is still not back after
@@ -440,7 +509,7 @@ class TrackerCore:
             # registration on the owner is idempotent.
             self._restart_seq += 1
             due = now + self.config.orphan_check
-            heapq.heappush(self._restarts, (due, self._restart_seq, name, spec, "nodedown"))
+            heapq.heappush(self._restarts, (due, self._restart_seq, name, spec, "nodedown", lineage, base))
 
     def on_hello(self, node: str, msg: RegistryHello, now: float) -> None:
         peer = self.peers.get(node)
@@ -493,7 +562,7 @@ class TrackerCore:
         # Restarts this node still owes (crashed processes waiting out their backoff, orphan
         # checks of a dead node's names) are due now: they go to their owners before this
         # node goes, or nobody may ever make them.
-        self._restarts = [(now, seq, name, spec, reason) for _, seq, name, spec, reason in self._restarts]
+        self._restarts = [(now, *rest) for _, *rest in self._restarts]
         heapq.heapify(self._restarts)
         self.handle_timer(now)
 
@@ -587,12 +656,17 @@ class TrackerCore:
         moved_from: Pid | None = None,
         handoff: int = 0,
         ancestors: tuple[Pid, ...] = (),
+        lineage: Lineage | None = None,
+        base: Lineage | None = None,
     ) -> Claim:
-        """Claim ``name`` for the local process ``pid`` and broadcast it."""
+        """Claim ``name`` for the local process ``pid`` and broadcast it (``lineage``,
+        ``base``: its checkpoints', from the standby core)."""
         self.clock += 1
         if spec is not None and not spec.args and not spec.kwargs:
             spec = self._shared_spec(spec)
-        claim = Claim(CLAIM_NAME, name, pid, self.clock, hash_name(name), spec, moved_from, handoff, ancestors)
+        claim = Claim(
+            CLAIM_NAME, name, pid, self.clock, hash_name(name), spec, moved_from, handoff, ancestors, lineage, base
+        )
         displaced = self.claims[self.node].get((CLAIM_NAME, name))
         self._add_local(claim)
         self._pick_winner(name)
@@ -614,6 +688,46 @@ class TrackerCore:
             # placement changed (a full scan per claim would make a wave of them quadratic).
             self._rebalance_one(claim)
         return claim
+
+    def relineage(self, name: Any, pid: Pid, lineage: Lineage, base: Lineage | None) -> bool:
+        """Claim ``name`` again for the local ``pid`` with a new checkpoint ``lineage`` (a
+        takeover), keeping everything else of the claim; whether it held the name."""
+        key = (CLAIM_NAME, name)
+        claim = self.claims[self.node].get(key)
+        if claim is None or claim.pid != pid:
+            return False
+        self.clock += 1
+        old, claim = claim, msgspec.structs.replace(claim, clock=self.clock, lineage=lineage, base=base)
+        self.claims[self.node][key] = claim
+        if self.winners.get(name) is old:
+            self.winners[name] = claim
+        self._pending_claims.append(claim)
+        return True
+
+    def claimed_lineages(self, name: Any, restarts: Mapping[Any, list[Lineage | None]] | None = None) -> set[Lineage]:
+        """The checkpoint lineages and bases of ``name``'s claims in this replica and of
+        the restarts of it still owed here: the records a sweep must keep. ``restarts``:
+        ``restart_lineages()``, for many names at once."""
+        lines: list[Lineage | None] = []
+        for claim in self.claimants(name):
+            lines += (claim.lineage, claim.base)
+        if restarts is None:
+            lines += [line for entry in self._restarts if entry[2] == name for line in entry[5:]]
+        else:
+            lines += restarts.get(name, ())
+        handed = self._handed.get(name)
+        if handed is not None:
+            lines += handed[2:]
+        return {line for line in lines if line is not None}
+
+    def restart_lineages(self) -> dict[Any, list[Lineage | None]]:
+        """The lineages and bases of the restarts owed here, by name, in one pass: a sweep
+        asks ``claimed_lineages`` of every old record, and a node's death leaves thousands
+        of restarts owed for ``orphan_check`` (a scan of them per record was quadratic)."""
+        found: dict[Any, list[Lineage | None]] = {}
+        for entry in self._restarts:
+            found.setdefault(entry[2], []).extend(entry[5:])
+        return found
 
     def local_unclaim(self, name: Any, pid: Pid, successor: Pid | None = None) -> bool:
         """Remove this node's claim of ``name`` by ``pid`` (if it still holds it).
@@ -649,11 +763,16 @@ class TrackerCore:
         self._group_remove(claim)
         return True
 
-    def local_exit(self, pid: Pid, reason: Any, now: float) -> None:
-        """A local process exited: drop its claims; restart its names by their policy."""
+    def local_exit(self, pid: Pid, reason: Any, now: float) -> list[tuple[Any, bool]]:
+        """A local process exited: drop its claims; restart its names by their policy.
+
+        Returns the factory-registered names it held, each with whether its checkpoints
+        are kept (a restart after a crash continues from them, or it was moving) or end
+        with it (a normal exit, or no restart follows)."""
+        ended: list[tuple[Any, bool]] = []
         keys = self._local_by_pid.pop(pid, None)
         if keys is None:
-            return
+            return ended
         table = self.claims[self.node]
         for key in list(keys) if isinstance(keys, set) else [keys]:
             claim = table.get(key)
@@ -668,12 +787,24 @@ class TrackerCore:
             self.moving.discard(name)
             self.pinned.discard(name)
             self._pick_winner(name)
-            if moving or claim.spec is None:
+            if claim.spec is None:
+                continue
+            if moving:
+                ended.append((name, True))
                 continue
             policy = claim.spec.restart
             abnormal = reason not in (NORMAL, SHUTDOWN)
+            restarting = False
             if policy == "permanent" or (policy == "transient" and abnormal):
-                self.schedule_restart(name, claim.spec, now)
+                # After a crash the restart continues from the checkpoints; after a normal
+                # exit (a permanent process) it starts fresh, and they are deleted.
+                restarting = abnormal
+                if abnormal:
+                    self.schedule_restart(name, claim.spec, now, claim.lineage, claim.base)
+                else:
+                    self.schedule_restart(name, claim.spec, now)
+            ended.append((name, restarting))
+        return ended
 
     def handoff_done(self, name: Any, old_pid: Pid, new_pid: Pid) -> None:
         """The handoff of ``name`` to ``new_pid`` completed: its claim supersedes ours."""
@@ -682,7 +813,8 @@ class TrackerCore:
             self._successors[name] = new_pid  # until the new owner's claim reaches us
             mine = self.claims[self.node].get((CLAIM_NAME, name))
             if mine is not None and mine.pid == old_pid and mine.spec is not None:
-                self._handed[name] = (new_pid, mine.spec)  # until then, too (see peer_down)
+                # until then, too (see peer_down)
+                self._handed[name] = (new_pid, mine.spec, mine.lineage, mine.base)
         self.local_unclaim(name, old_pid, successor=new_pid)
 
     def handoff_failed(self, name: Any, ignore: bool) -> None:
@@ -720,7 +852,9 @@ class TrackerCore:
         self.clock += 1
         self._pending_removals.append(Removal(claim.kind, claim.key, claim.pid, self.clock, successor))
 
-    def schedule_restart(self, name: Any, spec: Spec, now: float) -> None:
+    def schedule_restart(
+        self, name: Any, spec: Spec, now: float, lineage: Lineage | None = None, base: Lineage | None = None
+    ) -> None:
         """Restart ``name`` (its local process exited) after its backoff: ``restart_backoff``,
         doubled per consecutive exit up to ``restart_backoff_max``, reset by a run of
         ``restart_reset``. The owner of the name then makes or is passed the restart."""
@@ -734,7 +868,7 @@ class TrackerCore:
         # A leaving node passes the restart to the name's owner soon: it cannot wait out
         # the backoff (still bounded: a failing attempt repeats at most 10 times a second).
         due = now + (min(delay, 0.1) if self.leaving else delay)
-        heapq.heappush(self._restarts, (due, self._restart_seq, name, spec, "exit"))
+        heapq.heappush(self._restarts, (due, self._restart_seq, name, spec, "exit", lineage, base))
 
     # --- messages from peers ------------------------------------------------------------------
 
@@ -768,7 +902,7 @@ class TrackerCore:
         claim brings copies of its own, several hundred bytes per entry on every node)."""
         spec = claim.spec
         if spec is not None and not spec.args and not spec.kwargs:
-            shared = self._specs.get((spec.factory, spec.restart, spec.handoff_timeout))
+            shared = self._specs.get((spec.factory, spec.restart, spec.handoff_timeout, spec.replicas))
             spec = self._shared_spec(spec) if shared is None else shared
         pid = claim.pid
         sample = self._sample_pids.get(pid.node)
@@ -781,9 +915,7 @@ class TrackerCore:
             moved = self._shared_pid(moved)
         if spec is claim.spec and pid is claim.pid and moved is claim.moved_from:
             return claim
-        return Claim(
-            claim.kind, claim.key, pid, claim.clock, claim.position, spec, moved, claim.handoff, claim.ancestors
-        )
+        return msgspec.structs.replace(claim, pid=pid, spec=spec, moved_from=moved)
 
     def _shared_pid(self, pid: Pid) -> Pid:
         """``pid``, rebuilt on the node-name and incarnation objects of a pid seen before from
@@ -799,7 +931,7 @@ class TrackerCore:
 
     def _shared_spec(self, spec: Spec) -> Spec:
         """The one Spec object kept for this argument-less spec (``spec`` the first time)."""
-        key = (spec.factory, spec.restart, spec.handoff_timeout)
+        key = (spec.factory, spec.restart, spec.handoff_timeout, spec.replicas)
         shared = self._specs.get(key)
         if shared is None:
             if len(self._specs) < _SHARED_SPECS_MAX:
@@ -884,7 +1016,7 @@ class TrackerCore:
 
     def handle_timer(self, now: float) -> None:
         while self._restarts and self._restarts[0][0] <= now:
-            _, _, name, spec, reason = heapq.heappop(self._restarts)
+            _, _, name, spec, reason, lineage, base = heapq.heappop(self._restarts)
             if name in self.pids:
                 continue
             owner = self.placement.owner(name)
@@ -892,9 +1024,9 @@ class TrackerCore:
                 continue
             self._n_restarts += 1
             if owner == self.node:
-                self._out.commands.append(StartName(name, spec, reason))
+                self._out.commands.append(StartName(name, spec, reason, "", lineage, base))
             else:
-                self._out.commands.append(RestartElsewhere(name, spec, owner))
+                self._out.commands.append(RestartElsewhere(name, spec, owner, lineage, base))
         if now >= self._next_sync:
             self._next_sync = now + self.config.sync_interval
             self._prune_backoffs(now)
@@ -968,9 +1100,21 @@ class TrackerCore:
                 # other not yet) then still pick the same winner, instead of each yielding to the
                 # other's copy and losing the name. When the placement's owner hosts a copy, it
                 # is the owner among the claimants too, so that copy wins, as before.
-                owner = self._claimant_placement(live).owner_of_hash(live[0].position)
-                on_owner = [c for c in live if c.pid.node == owner]
-                winner = on_owner[0] if on_owner else min(live, key=lambda c: (c.pid.node, c.pid.id))
+                # A copy that a handoff moved stands for its superseded pids too: the ring is
+                # over the hosts of those as well, and an owner that hosted one of them names
+                # the copy it became. A node that has not seen the handoff's claim yet still
+                # counts the old pid as a claimant of its own; both then pick the same copy
+                # (the owner of a set of hosts owns any subset it is in), instead of each
+                # retiring its copy to the other's and losing the name (the chaos test found
+                # this: a woken node yielded to the old pid, the new host to the woken copy).
+                stands_for = {c.pid.node: c for c in live}
+                for c in sorted(live, key=lambda c: (c.pid.node, c.pid.id)):
+                    for old in (c.moved_from, *c.ancestors):
+                        if old is not None:
+                            stands_for.setdefault(old.node, c)
+                owner = self._claimant_placement_of(tuple(sorted(stands_for))).owner_of_hash(live[0].position)
+                chosen = stands_for.get(owner) if owner is not None else None
+                winner = chosen if chosen is not None else min(live, key=lambda c: (c.pid.node, c.pid.id))
             # Every local copy that lost retires: a netsplit's loser, and a copy whose claim
             # a handoff superseded while this node thought the handoff had failed (it was
             # paused, the new owner saw it fail and kept the process it had been handed).
@@ -1001,8 +1145,7 @@ class TrackerCore:
         if was_contested and len(cands) == 1 and winner.pid.node == self.node:
             self._rebalance_one(winner)  # its move waited for the conflict (see _rebalance_one)
 
-    def _claimant_placement(self, claims: list[Claim]) -> Placement:
-        hosts = tuple(sorted({c.pid.node for c in claims}))
+    def _claimant_placement_of(self, hosts: tuple[str, ...]) -> Placement:
         placement = self._claimant_placements.get(hosts)
         if placement is None:
             if len(self._claimant_placements) >= 64:

@@ -68,7 +68,8 @@ class HandoffStateLost:
 @dataclass(frozen=True, slots=True)
 class ProcessRestarted:
     """``name`` was restarted on this node as ``pid``; ``reason`` is "nodedown" (its node
-    died) or "exit" (its process exited and its restart policy says so)."""
+    died), "exit" (its process exited and its restart policy says so) or "store" (started
+    from the durable store when this node started)."""
 
     name: Any
     pid: Pid

@@ -17,8 +17,7 @@ import fnmatch
 import inspect
 from typing import Any
 
-from .._apps import main_module_name
-from .._apps import resolve as import_ref
+from .._apps import import_ref, main_module_name
 from .._errors import FactoryError, InvalidFactoryReturn
 from ..runtime import Process, Runtime
 from ..runtime._context import running_on
@@ -61,7 +60,7 @@ def factory_ref(factory: Any) -> str:
         )
     ref = f"{module}:{qualname}"
     try:
-        found = resolve(ref)
+        found = import_factory(ref)
     except FactoryError:
         found = None
     if found is not factory:
@@ -69,7 +68,7 @@ def factory_ref(factory: Any) -> str:
     return ref
 
 
-def resolve(ref: str) -> Any:
+def import_factory(ref: str) -> Any:
     """Import the object a factory reference names (cached).
 
     Raises:
@@ -109,7 +108,7 @@ async def run_factory(
     node = runtime.node_name
     if allowed is not None and not any(fnmatch.fnmatchcase(ref, pattern) for pattern in allowed):
         raise FactoryError(f"factory {ref!r} is not allowed on {node} (RegistryConfig.factories: {list(allowed)})")
-    factory = resolve(ref)
+    factory = import_factory(ref)
     try:
         with running_on(runtime):
             if isinstance(factory, type) and issubclass(factory, Process):

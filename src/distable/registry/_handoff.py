@@ -72,6 +72,8 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
+import msgspec
+
 from .._errors import DistableError, FactoryError, ProcessExited
 from .._log import RateLimitedLog
 from ..runtime import HandoffAnswer, Ignore, Process, Restart, Resume, Runtime
@@ -79,6 +81,7 @@ from ..transport import Transport
 from ..wire import Pid, to_wire
 from ..wire._messages import (
     CLAIM_NAME,
+    CheckpointHandover,
     Flushed,
     FlushMarker,
     HandoffAccepted,
@@ -87,6 +90,7 @@ from ..wire._messages import (
     HandoffCommit,
     HandoffRefused,
     HandoffRequest,
+    Lineage,
     Spec,
 )
 from ._aio import detached, log_failure, within
@@ -213,7 +217,10 @@ class Incoming:
     spec: Spec
     old_pid: Pid
     ancestors: tuple[Pid, ...]
+    checkpoint: CheckpointHandover | None = None  # where its checkpoints stand (version 4)
     state: Receiving = Receiving.STARTING
+    lineage: Lineage | None = None  # the claim's (6): its checkpoints', once the copy runs
+    base: Lineage | None = None
     pid: Pid | None = None  # the copy started here, once it runs (set with ``proc``)
     proc: Process | None = None
     timer: asyncio.TimerHandle | None = None  # the next gate check, once claimed
@@ -235,11 +242,16 @@ class HandoffCoordinator:
       handoff in waits for one of its name, and is one itself while its factory runs);
     * ``first_hid``: where this node's handoff ids start (random: see the service);
     * ``incarnation_of(node)``, ``suspected(node)``: membership's view of a peer;
-    * ``spawn(coro)``: run a task on the node's task group; ``publish(event)``: a registry event;
+    * ``spawn(coro)``: run a task the node owns (``Node._spawn``); ``publish(event)``: a registry event;
     * ``changed()``: the core has outputs: carry them out at the end of this loop turn;
     * ``progressed()``: a marker was relayed: wake a drain waiting for its handoffs' markers;
     * ``retry_later()``: a move failed: rebalance again after a back-off;
-      ``retry_reset()``: a move succeeded: the back-off starts over.
+      ``retry_reset()``: a move succeeded: the back-off starts over;
+    * checkpoints: ``handover(name, pid)`` at step 1 (where they stand, for the request),
+      ``handover_ended(name, pid, committed)`` at step 5 or A; on the new owner,
+      ``handed_in(name, pid, spec, handover, has_state, state)`` once the copy runs (the
+      lineage and base its claim carries), and ``handover_ended(name, pid, True)`` when the
+      copy is withdrawn (C2).
 
     None of the callables awaits.
     """
@@ -261,6 +273,11 @@ class HandoffCoordinator:
         progressed: Callable[[], None],
         retry_later: Callable[[], None],
         retry_reset: Callable[[], None],
+        handover: Callable[[Any, Pid], CheckpointHandover | None],
+        handover_ended: Callable[[Any, Pid, bool], None],
+        handed_in: Callable[
+            [Any, Pid, Spec, CheckpointHandover | None, bool, Any], tuple[Lineage | None, Lineage | None]
+        ],
     ) -> None:
         self.runtime = runtime
         self.transport = transport
@@ -278,6 +295,9 @@ class HandoffCoordinator:
         self._progressed = progressed
         self._retry_later = retry_later
         self._retry_reset = retry_reset
+        self._handover = handover
+        self._handover_ended = handover_ended
+        self._handed_in = handed_in
         self._ratelog = RateLimitedLog(log, f"{self.node}: ")
         self.outgoing: dict[int, Outgoing] = {}
         self.incoming: dict[tuple[str, int], Incoming] = {}
@@ -307,6 +327,13 @@ class HandoffCoordinator:
         # A handoff to this node accepted before it began to drain: once committed, its
         # claim is moved on like the others; stopping now would kill the only copy.
         return any(i.state in _IN_FLIGHT for i in self.incoming.values())
+
+    def incoming_copy(self, pid: Pid) -> Incoming | None:
+        """The handoff to this node whose copy is ``pid``, while it runs unclaimed (before 6)."""
+        for inc in self.incoming.values():
+            if inc.pid == pid and inc.state in (Receiving.ACCEPTED, Receiving.COMMIT_DUE):
+                return inc
+        return None
 
     def relayed_to_all(self, nodes: set[str]) -> bool:
         """Whether every committed handoff from here has relayed a marker of each of ``nodes``."""
@@ -436,22 +463,29 @@ class HandoffCoordinator:
         spec_out = wire_spec(spec)
         out.has_state = isinstance(answer, Resume)
         ancestors = self.core.lineage(name, command.pid)
+        # Where its checkpoints stand: the new host continues them (its last state goes
+        # along only when no Resume state does).
+        handover = self._handover(name, command.pid)
+        lean = handover if handover is None else msgspec.structs.replace(handover, state=None)
         try:
             state = to_wire(answer.state) if isinstance(answer, Resume) else None
-            request = HandoffRequest(out.hid, to_wire(name), spec_out, command.pid, out.has_state, state, ancestors)
+            request = HandoffRequest(
+                out.hid, to_wire(name), spec_out, command.pid, out.has_state, state, ancestors, lean
+            )
             self.transport.post(out.target, request)
         except DistableError as exc:
             if not self.core.leaving:
                 out.move(Sending.ABORTED, Sending.FROZEN)
                 del self.outgoing[out.hid]
                 self.core.handoff_failed(name, True)  # retrying cannot help: it stays here
+                self._handover_ended(name, command.pid, False)
                 self.runtime.unfreeze(out.proc)
                 log.error("%s: cannot hand %r off: its state cannot cross the wire: %s", self.node, name, exc)
                 self._publish(HandoffAborted(name, command.pid, f"state cannot be sent: {exc}"))
                 return False
             self._lost_state(name, command.pid, f"its state cannot cross the wire: {exc}")
             out.has_state = False
-            request = HandoffRequest(out.hid, to_wire(name), spec_out, command.pid, False, None, ancestors)
+            request = HandoffRequest(out.hid, to_wire(name), spec_out, command.pid, False, None, ancestors, handover)
             self.transport.post(out.target, request)
         out.move(Sending.REQUESTED, Sending.FROZEN)
         return True
@@ -508,6 +542,7 @@ class HandoffCoordinator:
         self.runtime.retire(proc, new_pid, self.config.forward_ttl)
         post(target, HandoffCommit(hid))
         self.core.handoff_done(out.name, old_pid, new_pid)
+        self._handover_ended(out.name, old_pid, True)
         self._retry_reset()
         self._changed()
         ask_to_die(self.runtime, proc)
@@ -525,6 +560,7 @@ class HandoffCoordinator:
         """The handoff of ``proc`` failed (step 1 or a later one): it resumes here, and
         the move is retried after a back-off."""
         self.core.handoff_failed(name, False)
+        self._handover_ended(name, proc.pid, False)
         self._retry_later()
         if proc.alive:
             self.runtime.unfreeze(proc)
@@ -566,7 +602,7 @@ class HandoffCoordinator:
             # leaving (RegistryLeaving) and retries with its next owner.
             self.transport.post(node, HandoffRefused(msg.hid, "the node is draining"))
             return
-        inc = Incoming(node, msg.hid, msg.name, msg.spec, msg.old_pid, msg.ancestors)
+        inc = Incoming(node, msg.hid, msg.name, msg.spec, msg.old_pid, msg.ancestors, msg.checkpoint)
         self.incoming[(node, msg.hid)] = inc
         self._spawn(self._start(inc, msg.has_state, msg.state))
 
@@ -606,6 +642,9 @@ class HandoffCoordinator:
             self.runtime.run_first(proc, lambda p: p.end_handoff(state)).add_done_callback(
                 log_failure(proc, "end_handoff")
             )
+        # Its checkpoints continue here (without a Resume state, the last one is delivered
+        # to end_handoff the same way); the claim (6) carries their lineage.
+        inc.lineage, inc.base = self._handed_in(name, pid, inc.spec, inc.checkpoint, has_state, state)
         # The gate waits only for nodes that can be sending: up here (they get the new
         # claim in a Delta, and answer with a marker) and not suspected. A node linked but
         # not up, or silent, would hold the gate to its timeout for nothing.
@@ -671,6 +710,8 @@ class HandoffCoordinator:
             moved_from=inc.old_pid,
             handoff=inc.hid,
             ancestors=inc.ancestors,
+            lineage=inc.lineage,
+            base=inc.base,
         )
         self._changed()
         deadline = self.loop.time() + inc.spec.handoff_timeout
@@ -703,6 +744,7 @@ class HandoffCoordinator:
         assert inc.proc is not None
         self.incoming.pop((inc.source, inc.hid), None)
         self.runtime.ungate(inc.proc)
+        self._handover_ended(inc.name, inc.proc.pid, True)  # the old host's copy continues them
         ask_to_die(self.runtime, inc.proc)
 
     def _on_flushed(self, node: str, msg: Flushed) -> None:

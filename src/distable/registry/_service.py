@@ -8,7 +8,12 @@ carries out its outputs (Deltas, events, commands), and it keeps:
   register names here) and the requests it serves;
 * restarts (here, or asked of a name's owner) and stopping processes the core lets go;
 * conflict resolution (a losing copy's state goes to the winner, then it retires);
-* the graceful leave (drain).
+* the graceful leave (drain);
+* checkpoints: the standby core (``_standby.py``) runs beside the tracker core, fed the
+  same peers and placement, the checkpoint messages, and the local processes' lives
+  (registered, handed off, exited, removed); restarts wait for its ``Restored``.
+* the durable store, if the node has one (the ``_store_*`` methods): registrations and
+  acknowledged checkpoints written through, the rest queued, and the cold start.
 
 The handoff protocol, both sides, is in ``_handoff.py`` (``HandoffCoordinator``, which the
 service owns and feeds: its commands, its wire messages, peers going down); the asyncio
@@ -19,16 +24,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import random
-from collections import Counter
-from collections.abc import Callable, Coroutine
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, assert_never
+
+import msgspec
 
 from .._backoff import Backoff
 from .._errors import (
     AlreadyRegistered,
+    CallTimeout,
+    CheckpointTooLarge,
     DistableError,
     FactoryError,
     InvalidFactoryReturn,
@@ -36,19 +47,29 @@ from .._errors import (
     NameNotFound,
     NoNodeAvailable,
     ProcessExited,
+    StoreUnavailable,
     UnencodableValue,
 )
 from .._log import RateLimitedLog
 from .._timer import Timer
 from ..ring import DistributionStrategy, hash_name
 from ..runtime import NOREPLY, Caller, Process, Resume, Runtime
+from ..store._api import Remembered
+from ..store._durable import DurableStore
 from ..transport import Transport
-from ..wire import NOPROC, Pid, encode_value, to_wire
+from ..wire import NOPROC, Pid, decode_value, encode_value, to_wire
 from ..wire._messages import (
     REGISTRY_ERROR,
     REGISTRY_EXISTS,
     REGISTRY_OK,
     CallRequest,
+    Checkpoint,
+    CheckpointAck,
+    CheckpointDrop,
+    CheckpointFetch,
+    CheckpointHandover,
+    CheckpointHave,
+    CheckpointPut,
     ConflictState,
     ConflictStateTaken,
     Delta,
@@ -56,6 +77,8 @@ from ..wire._messages import (
     Forwarded,
     GroupJoinRequest,
     GroupLeaveRequest,
+    Holder,
+    Lineage,
     RegisterNameRequest,
     RegisterRequest,
     RegistryHello,
@@ -67,7 +90,7 @@ from ..wire._messages import (
     SyncRequest,
     UnregisterRequest,
 )
-from ._aio import Lane, detached, within
+from ._aio import Lane, detached, log_failure, within
 from ._core import (
     BUCKETS,
     RegistryConfig,
@@ -83,10 +106,16 @@ from ._core import (
 from ._events import ProcessRestarted
 from ._factory import factory_ref, run_factory
 from ._handoff import FreezeForHandoff, HandoffCoordinator, ask_to_die
+from ._standby import CheckpointDone, CheckpointRefused, Restored, StandbyConfig, StandbyCore
 
 log = logging.getLogger("distable.registry")
 
 REGISTRY_SERVER_ID = 1
+STORE_PENDING = 60.0  # seconds a node keeps the records its cold start did not start (cold_start)
+CHECKPOINT_VERSION = 4  # the protocol version from which a peer takes checkpoint messages
+# Restores the standby core works on at once; the others wait in order (``_start_restores``):
+# a wave of a dead node's names is then a few bounded bursts, not one the size of the wave.
+RESTORE_WINDOW = 1024
 _RESTART_REASONS = {"nodedown": "of a node that went down", "exit": "whose process exited"}
 RESTART_POLICIES = ("temporary", "transient", "permanent")
 _ERRORS: dict[str, type[DistableError]] = {
@@ -141,6 +170,7 @@ class RegistryService:
         publish: Callable[[Any], None],
         max_concurrent_handoffs: int = 256,
         rng: random.Random | None = None,
+        store: DurableStore | None = None,
     ) -> None:
         # Field ownership. Every method runs on the node's event loop; those that never
         # await are called from the dispatcher (a peer's message), the runtime (a local
@@ -165,6 +195,48 @@ class RegistryService:
         # by anyone (``pids`` is the very dict ``whereis`` reads).
         self.core = TrackerCore(node, role=role, strategy=strategy, config=config, rng=rng, now=self.loop.time())
         self.pids = self.core.pids
+        # The standby core (checkpoints), beside the tracker: changed only by this service's
+        # plain methods, and fed the tracker's placement less the peers that speak no
+        # checkpoints (``_sync_placement``). Its timer is the tracker's (``_flush``).
+        standby_config = StandbyConfig(
+            max_bytes=config.checkpoint_max_bytes, write_behind=config.checkpoint_write_behind
+        )
+        self.standby = StandbyCore(
+            node,
+            incarnation=runtime.incarnation,
+            config=standby_config,
+            placement=self.core.placement,
+            now=self.loop.time(),
+        )
+        self._standby_source = self.core.placement  # the tracker placement it was given last
+        self._next_sweep = self.loop.time() + config.sync_interval
+        # Local processes the standby core keeps a host record for, by pid: the name they
+        # checkpoint under. A process registered fresh gets one only at its first
+        # checkpoint (``_start_hosting``): a name that never checkpoints costs nothing here.
+        # Written where the standby core hears of them (``_host_started``, exits, removals,
+        # retirements); read by ``checkpoint``.
+        self._hosting: dict[Pid, Any] = {}
+        # Checkpoint waits (``checkpoint(wait=True)``) and restores, by the token the
+        # standby core answers: resolved by ``_flush``, written by their callers.
+        self._token = 0
+        self._checkpoint_waits: dict[int, asyncio.Future[None]] = {}
+        self._restores: dict[int, tuple[asyncio.Future[Restored], Any, Lineage, Lineage | None]] = {}
+        # The durable store (issue 12, item 4), if the node has one: see "the durable
+        # store" below for what each field holds. Written by those methods only.
+        self.store = store
+        self._store_epochs: dict[Pid, int] = {}
+        self._store_dirty: dict[Any, tuple[bytes | None, tuple[Lineage, int] | None]] = {}
+        self._store_waits: dict[int, tuple[Any, Lineage, int, bytes]] = {}
+        self._store_spared: set[Pid] = set()
+        self._store_loaded = False
+        self._store_restored = 0
+        self._store_pending: dict[Any, Remembered] = {}
+        self._store_pending_until = 0.0
+        self._store_placement: Any = None
+        # Restores not handed to the standby core yet (token, name, lineage, base, also): in
+        # ``_restores`` already, so that a sweep keeps their records meanwhile.
+        self._restore_queue: deque[tuple[int, Any, Lineage, Lineage | None, tuple[str, ...]]] = deque()
+        self._restores_scheduled = False
 
         # Carrying out the core's outputs: written by _changed/_flush/_on_timer (never await)
         # and stop().
@@ -221,10 +293,14 @@ class RegistryService:
             progressed=self._idle.set,
             retry_later=self._retry_later,
             retry_reset=self._retry_reset,
+            handover=self._handover,
+            handover_ended=self._handover_ended,
+            handed_in=self._handed_in,
         )
         runtime.exit_listeners.append(self._on_exit)
 
     async def start(self) -> None:
+        """Node lifecycle (``Node.bind``); awaits the server's spawn."""
         pid = await self.runtime.spawn(RegistryServer, (self,), {})
         if pid.id != REGISTRY_SERVER_ID:
             raise RuntimeError("the registry server must be the node's first process")
@@ -242,14 +318,18 @@ class RegistryService:
 
     def _changed(self) -> None:
         """Carry out the core's outputs at the end of this loop turn (so that every change
-        made in one turn goes out in one Delta)."""
+        made in one turn goes out in one Delta).
+
+        Any plain method of this service; never awaits."""
         if not self._flush_scheduled:
             self._flush_scheduled = True
             self.loop.call_soon(self._flush)
 
     def _flush(self) -> None:
+        """The loop (scheduled by ``_changed``) or ``_on_timer``; never awaits."""
         self._flush_scheduled = False
         out = self.core.take()
+        self._sync_placement()
         post = self.transport.post
         for node, msg in out.send:
             try:
@@ -264,13 +344,20 @@ class RegistryService:
             self._log_waves(out.commands)
         for command in out.commands:
             self._command(command)
+        self._flush_standby()
+        if self._store_dirty:
+            self._store_catch_up()
+        if self._store_pending and self.core.placement is not self._store_placement:
+            self._store_recheck()
         if not self._stopped:
-            self._timer.arm(self.core.next_deadline())
+            self._timer.arm(min(self.core.next_deadline(), self.standby.next_deadline(), self._next_sweep))
 
     def _log_waves(self, commands: list[Any]) -> None:
         """One INFO line per wave of handoffs or restarts (a join, a leave, a node's death
         moves thousands of names at once: a line per name would drown the log), and one
-        when the handoff wave is over, with how it went."""
+        when the handoff wave is over, with how it went.
+
+        From ``_flush``; never awaits."""
         handoffs = Counter(c.target for c in commands if isinstance(c, StartHandoff))
         restarts = Counter(
             f"of {c.origin}, which went down" if c.origin else _RESTART_REASONS.get(c.reason, c.reason)
@@ -294,6 +381,7 @@ class RegistryService:
                 self._ratelog.log(logging.INFO, ("wave", what, parts), what + ": %s", counts.total(), parts)
 
     def _handoff_finished(self) -> None:
+        """A handoff lane task, as each handoff ends; never awaits."""
         self._wave_pending -= 1
         if self._wave_pending:
             return
@@ -311,7 +399,9 @@ class RegistryService:
 
     def _post_in_parts(self, node: str, msg: Any) -> None:
         """Send a Delta or SyncReply too large for one frame as several smaller ones (the
-        claims of a node that just took over many names, a whole replica for a new node)."""
+        claims of a node that just took over many names, a whole replica for a new node).
+
+        From ``_flush``; never awaits."""
         parts = _halves(msg)
         if parts is None:
             self._ratelog.warning(("post", node), "cannot send %s to %s: too large", type(msg).__name__, node)
@@ -326,17 +416,30 @@ class RegistryService:
                 return
 
     def _on_timer(self) -> None:
-        self.core.handle_timer(self.loop.time())
+        """The cores' timer (``Timer``); never awaits."""
+        now = self.loop.time()
+        self.core.handle_timer(now)
+        self.standby.handle_timer(now)
+        if now >= self._next_sweep:
+            self._next_sweep = now + self.config.sync_interval
+            self.standby.sweep(now, self._claims_index())
         self._flush()
 
     def _command(self, command: Any) -> None:
+        """From ``_flush``; never awaits: jobs that await go on a lane."""
         if isinstance(command, StartHandoff):
             self._handoffs.put(lambda: self._hand_off(command))
         elif isinstance(command, StartName):
-            self._restarts.put(lambda: self._restart(command.name, command.spec, command.reason))
+            # Its restore begins now, not when a lane task takes it: the restores of a wave
+            # (the thousands of names of a dead node) go out as one fetch per peer instead
+            # of one round trip per 256 names (the lane's width), behind peers that are busy.
+            restoring = self._begin_restore(command.name, command.lineage, command.base)
+            self._restarts.put(lambda: self._restart(command, restoring))
         elif isinstance(command, StopProcess):
             if command.reason == "lastnode":
                 self._lost_at_leave += 1
+            if self.store is not None:
+                self._store_spared.add(command.pid)  # the registry stops it: its name does not end
             self._stop_local(command.pid)
         elif isinstance(command, ResolveConflict):
             self.spawn(self._resolve_conflict(command))
@@ -345,11 +448,19 @@ class RegistryService:
 
     # --- membership and messages ----------------------------------------------------------
 
-    def peer_up(self, node: str) -> None:
-        self.core.peer_up(node, self.loop.time())
+    def peer_up(self, node: str, incarnation: int = 0, client: bool = False) -> None:
+        """Membership callback (the node's ``_on_member_event``); never awaits.
+
+        A server peer whose link agreed on a protocol version without checkpoints is never
+        one of the standby core's peers: it is asked nothing and holds nothing."""
+        now = self.loop.time()
+        self.core.peer_up(node, now)
+        if not client and self._speaks_checkpoints(node):
+            self.standby.peer_up(node, now, incarnation)
         self._flush()
 
     def peer_down(self, node: str) -> None:
+        """Membership callback (the node's ``_on_member_event``); never awaits."""
         now = self.loop.time()
         self.handoff.peer_down_incoming(node)
         for sent_to, taken in list(self._conflict_acks.values()):
@@ -357,10 +468,13 @@ class RegistryService:
                 taken.set_result(False)
         self.handoff.peer_down_outgoing(node)
         self.core.peer_down(node, now)
+        self.standby.peer_down(node, now)
         self._flush()
 
     def handlers(self) -> dict[type, Callable[[str, Any], None]]:
-        """Wire message type -> handler, for the node's dispatcher."""
+        """Wire message type -> handler, for the node's dispatcher.
+
+        Node lifecycle (``Node.bind``); never awaits."""
         core = self.core
 
         def wrap(method: Callable[[str, Any, float], None]) -> Callable[[str, Any], None]:
@@ -388,12 +502,19 @@ class RegistryService:
             GroupJoinRequest: self._on_request,
             GroupLeaveRequest: self._on_request,
             RegistryReply: self._on_reply,
+            CheckpointPut: self._on_checkpoint_message,
+            CheckpointAck: self._on_checkpoint_message,
+            CheckpointDrop: self._on_checkpoint_message,
+            CheckpointFetch: self._on_checkpoint_message,
+            CheckpointHave: self._on_checkpoint_message,
         }
 
     def _on_call_request(self, node: str, msg: CallRequest) -> None:
         """A call from another node: one to this node's registry server is served at once (a
         task per request, as the server would start), without a trip through the server's
-        mailbox and drain; any other call goes to the runtime as usual."""
+        mailbox and drain; any other call goes to the runtime as usual.
+
+        Dispatcher callback; never awaits."""
         to = msg.to
         runtime = self.runtime
         if (
@@ -408,13 +529,29 @@ class RegistryService:
             runtime.on_call_request(node, msg)
 
     def _on_exit(self, pid: Pid, reason: Any) -> None:
+        """Runtime exit listener (a local process ended); never awaits.
+
+        Its checkpoints stay for a restart after a crash (its latest state goes to its
+        standbys first); they are deleted everywhere when the name ends with it. Not while
+        the node stops: its names' owners restart them from the checkpoints."""
         if pid.node == self.node:
-            self.core.local_exit(pid, reason, self.loop.time())
+            now = self.loop.time()
+            ended = self.core.local_exit(pid, reason, now)
+            if not self._stopped and not self.runtime.closing:
+                for name, kept in ended:
+                    if kept:
+                        self.standby.host_exited(name, pid, now)
+                    else:
+                        self._removed(name, pid)
+            self._hosting.pop(pid, None)
+            self._store_epochs.pop(pid, None)
+            self._store_spared.discard(pid)
             self._changed()
 
     # --- the public API (called by Node) ----------------------------------------------------
 
     def resolve(self, name: Any) -> Pid:
+        """Any caller; never awaits."""
         pid = self.pids.get(name)
         if pid is None:
             raise NameNotFound(name)
@@ -431,12 +568,17 @@ class RegistryService:
         handoff_timeout: float,
         timeout: float,
         existing_ok: bool,
+        replicas: int | None = None,
     ) -> Pid:
         """Register ``name`` on its owner; ``existing_ok``: answer with the pid that holds
-        it already (``whereis_or_register``) instead of raising ``AlreadyRegistered``."""
+        it already (``whereis_or_register``) instead of raising ``AlreadyRegistered``.
+
+        The caller's task (``Node.register``); awaits the owner's reply."""
         position = _check_name(name)
         if restart not in RESTART_POLICIES:
             raise ValueError(f"restart must be one of {RESTART_POLICIES}, not {restart!r}")
+        if replicas is not None and (not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 1):
+            raise ValueError(f"replicas must be an int of at least 1 (or None: the node's default), not {replicas!r}")
         ref = factory_ref(factory)
         for value in (args, kwargs):
             if value:
@@ -449,9 +591,8 @@ class RegistryService:
         owner = self.core.placement.owner_of_hash(position)
         if owner is None:
             raise NoNodeAvailable(f"no node may own {name!r} now (no server nodes, or no quorum)")
-        reply = await self._register_at(
-            owner, name, Spec(ref, list(args), dict(kwargs), restart, handoff_timeout), timeout
-        )
+        spec = Spec(ref, list(args), dict(kwargs), restart, handoff_timeout, replicas or 0)
+        reply = await self._register_at(owner, name, spec, timeout)
         if existing_ok and reply.status == REGISTRY_EXISTS and reply.pid is not None:
             return reply.pid
         pid = _outcome(reply)
@@ -460,6 +601,7 @@ class RegistryService:
         return pid
 
     async def register_name(self, name: Any, pid: Pid, timeout: float) -> None:
+        """The caller's task (``Node.register_name``); awaits the host's reply."""
         _check_name(name)
         if pid.node == self.node:
             _outcome(self._register_name_here(name, pid))
@@ -467,6 +609,7 @@ class RegistryService:
             _outcome(await self._request(pid.node, RegisterNameRequest(0, name, pid), timeout))
 
     async def unregister(self, name: Any, timeout: float) -> None:
+        """The caller's task (``Node.unregister``); awaits the host's reply."""
         pid = self.pids.get(name)
         if pid is None:
             return
@@ -481,8 +624,12 @@ class RegistryService:
         If ``pid`` is moving or has moved (a handoff of it is in flight, or done since the
         caller looked it up), the request follows it to its successor: otherwise the new
         owner's claim would register the name again after the caller was told it is gone.
+
+        The caller's task or a serve task; awaits the handoff of ``pid`` in flight.
         """
         removed = self.core.local_unclaim(name, pid)
+        if removed:
+            self._removed(name, pid)
         self._changed()
         await self.handoff.settled(pid, timeout)  # let it commit or fail first
         if pid.incarnation != self.runtime.incarnation:
@@ -496,6 +643,7 @@ class RegistryService:
         return (reply.status == REGISTRY_OK and reply.pid is not None) or removed
 
     async def join(self, group: Any, pid: Pid, timeout: float) -> None:
+        """The caller's task (``Node.join``); awaits the host's reply."""
         _check_name(group)  # here, so a remote join fails as a local one does (TypeError)
         if pid.node == self.node:
             _outcome(self._join_here(group, pid))
@@ -503,12 +651,14 @@ class RegistryService:
             _outcome(await self._request(pid.node, GroupJoinRequest(0, group, pid), timeout))
 
     async def leave(self, group: Any, pid: Pid, timeout: float) -> None:
+        """The caller's task (``Node.leave``); awaits the host's reply."""
         if pid.node == self.node:
             self._leave_here(group, pid)
         else:
             await self._request(pid.node, GroupLeaveRequest(0, group, pid), timeout)
 
     async def multi_call(self, group: Any, message: Any, timeout: float) -> list[Reply]:
+        """The caller's task (``Node.multi_call``); awaits every member's reply."""
         members = self.core.members(group)
 
         async def one(pid: Pid) -> Reply:
@@ -521,12 +671,24 @@ class RegistryService:
 
     # --- requests to registry servers ---------------------------------------------------------
 
-    async def _register_at(self, owner: str, name: Any, spec: Spec, timeout: float) -> RegistryReply:
+    async def _register_at(
+        self,
+        owner: str,
+        name: Any,
+        spec: Spec,
+        timeout: float,
+        lineage: Lineage | None = None,
+        base: Lineage | None = None,
+    ) -> RegistryReply:
         """Start ``name`` from ``spec`` on ``owner`` (this node, or another's registry server)
-        and claim it there: the one place a registration is asked for."""
+        and claim it there: the one place a registration is asked for. ``lineage``, ``base``:
+        a restart's, whose checkpoints the owner restores first.
+
+        The caller's task or a restart lane task; awaits the reply."""
         if owner == self.node:
-            return await self._register_here(name, spec)
-        return await self._request(owner, RegisterRequest(0, name, spec), timeout)
+            restored = await self._restore(name, lineage, base)
+            return await self._register_here(name, spec, restored)
+        return await self._request(owner, RegisterRequest(0, name, spec, lineage, base), timeout)
 
     async def _request(self, node: str, request: RegistryRequest, timeout: float) -> RegistryReply:
         """Send ``request`` (its user values as they are; its ``ref`` is set on the way) to
@@ -539,6 +701,8 @@ class RegistryService:
         Raises:
             NoNodeAvailable: ``node`` is not up.
             CallTimeout, ProcessExited, UndecodableMessage: as a call to the server.
+
+        The caller's task; awaits the reply (or the timeout).
         """
         server = self._server(node)
         if self.transport.peer_version(node) >= 3:
@@ -550,6 +714,7 @@ class RegistryService:
         return _error("FactoryError", f"unexpected registry reply {reply!r}")
 
     def _server(self, node: str) -> Pid:
+        """Any caller; never awaits."""
         incarnation = self._incarnation_of(node)
         if incarnation is None:
             raise NoNodeAvailable(f"node {node} is not up")
@@ -568,16 +733,20 @@ class RegistryService:
             self.spawn(serve)
 
     async def _serve_request(self, node: str, request: RegistryRequest) -> None:
+        """A serve task of its own; awaits."""
         reply = await self._serve(request, node)
         reply.ref = request.ref
         self._answer(node, lambda: self.transport.post(node, reply))
 
     def _on_reply(self, node: str, reply: RegistryReply) -> None:
+        """Dispatcher callback; never awaits."""
         self.runtime.answer(node, reply.ref, reply)
 
     async def serve(self, message: Any, caller: Caller) -> None:
         """A request as a list: from a node of protocol version 1 or 2 (see ``_request``), or
-        a call to the registry server from this node."""
+        a call to the registry server from this node.
+
+        A serve task (``RegistryServer.handle_call``); awaits."""
         request = _request_from_list(message)
         if request is None:
             reply = _error("FactoryError", f"unknown registry request {message!r}")
@@ -587,14 +756,17 @@ class RegistryService:
 
     async def _serve(self, request: RegistryRequest, node: str | None) -> RegistryReply:
         """Carry ``request`` out here (it came from ``node``, None for this node); a failure
-        is an error reply, named by its exception type."""
+        is an error reply, named by its exception type.
+
+        A serve task; awaits (a registration runs its factory)."""
         try:
             if isinstance(request, RegisterRequest):
                 if request.spec.restart not in RESTART_POLICIES:
                     return _error(
                         "FactoryError", f"restart must be one of {RESTART_POLICIES}, not {request.spec.restart!r}"
                     )
-                return await self._register_here(request.name, request.spec)
+                restored = await self._restore(request.name, request.lineage, request.base, node)
+                return await self._register_here(request.name, request.spec, restored)
             if isinstance(request, RegisterNameRequest):
                 return self._register_name_here(request.name, request.pid)
             if isinstance(request, UnregisterRequest):
@@ -610,7 +782,9 @@ class RegistryService:
             return _error("FactoryError", f"{type(exc).__name__}: {exc}")
 
     def _answer(self, node: str | None, send: Callable[[], object]) -> None:
-        """Send a reply to ``node`` (None: this node) with ``send``."""
+        """Send a reply to ``node`` (None: this node) with ``send``.
+
+        A serve task; never awaits."""
         if self._flush_scheduled:
             # Send the change's Delta before the reply, on the same FIFO link: the caller's
             # node then knows the new entry when its register/unregister/join returns.
@@ -622,11 +796,19 @@ class RegistryService:
             # peer, which costs tens of µs on a VM), not after them.
             self.transport.flush_now(node)
 
-    async def _register_here(self, name: Any, spec: Spec) -> RegistryReply:
-        """Start ``name`` here from ``spec`` and claim it, unless it is registered already.
+    async def _register_here(
+        self, name: Any, spec: Spec, restored: Restored | None = None, *, restart: bool = False
+    ) -> RegistryReply:
+        """Start ``name`` here from ``spec`` and claim it, unless it is registered already;
+        with ``restored`` (a restart's restore), its checkpoint's state reaches the new
+        process's ``end_handoff`` before any other message, as a handoff's ``Resume`` does.
+        With a durable store, a registration (neither ``restored`` nor ``restart``) is
+        saved in it before it is claimed (``_store_registered``).
 
         Concurrent attempts for one name are serialized: the later ones answer with the
         first one's pid.
+
+        A serve task or a restart lane task; awaits the factory.
         """
         for _ in range(3):
             existing = self.pids.get(name)
@@ -643,7 +825,23 @@ class RegistryService:
         pid: Pid | None = None
         try:
             pid = await run_factory(spec.factory, spec.args, spec.kwargs, self.runtime, self.config.factories)
-            self.core.local_claim(name, pid, spec, self.loop.time())
+            if restored is None and self.store is not None:
+                try:
+                    await self._store_registered(name, pid, spec, restart)
+                except DistableError:
+                    pid = None  # concurrent attempts must not answer with it
+                    raise
+            lineage: Lineage | None = None
+            base: Lineage | None = None
+            if restored is not None:
+                # A restart that restored: its record starts now (its first act is to put the
+                # restored state under its new lineage). A fresh one gets it at its first
+                # checkpoint, if ever.
+                if restored.checkpoint is not None:
+                    self._deliver_checkpoint(name, pid, restored.checkpoint.state)
+                lineage, base = self._host_started(name, pid, spec, restored=restored)
+            self.core.local_claim(name, pid, spec, self.loop.time(), lineage=lineage, base=base)
+            self._registered(name, pid, spec)
             self._changed()
         except DistableError as exc:
             return _error(type(exc).__name__, str(exc))
@@ -654,6 +852,7 @@ class RegistryService:
         return RegistryReply(0, REGISTRY_OK, pid)
 
     def _register_name_here(self, name: Any, pid: Pid) -> RegistryReply:
+        """A serve task; never awaits."""
         if self.runtime.local(pid) is None:
             return _error("ProcessExited", NOPROC)
         existing = self.pids.get(name)
@@ -664,6 +863,7 @@ class RegistryService:
         return RegistryReply(0, REGISTRY_OK, pid)
 
     def _join_here(self, group: Any, pid: Pid) -> RegistryReply:
+        """A serve task; never awaits."""
         if self.runtime.local(pid) is None:
             return _error("ProcessExited", NOPROC)
         self.core.local_join(group, pid)
@@ -671,25 +871,34 @@ class RegistryService:
         return RegistryReply(0, REGISTRY_OK, pid)
 
     def _leave_here(self, group: Any, pid: Pid) -> RegistryReply:
+        """A serve task; never awaits."""
         left = self.core.local_leave(group, pid)
         self._changed()
         return RegistryReply(0, REGISTRY_OK, pid if left else None)
 
     # --- restarts -------------------------------------------------------------------------------
 
-    async def _restart(self, name: Any, spec: Spec, reason: str) -> None:
-        reply = await self._register_here(name, spec)
+    async def _restart(self, command: StartName, restoring: asyncio.Future[Restored] | None = None) -> None:
+        """Restore the name's checkpoints (if its claim had any; ``restoring``: the restore
+        begun already), then start it unless it is registered again meanwhile. A restart lane
+        task; awaits the restore and the factory."""
+        name, spec, reason = command.name, command.spec, command.reason
+        restored = await self._restore(name, command.lineage, command.base, begun=restoring)
+        reply = await self._register_here(name, spec, restored, restart=True)
         if reply.status == REGISTRY_OK and reply.pid is not None:
             self._publish(ProcessRestarted(name, reply.pid, reason))
         elif reply.status == REGISTRY_ERROR:
             self._ratelog.warning(("restart", spec.factory), "cannot restart %r: %s", name, reply.detail)
-            self.core.schedule_restart(name, spec, self.loop.time())
+            self.core.schedule_restart(name, spec, self.loop.time(), command.lineage, command.base)
             self._changed()
 
     async def _restart_elsewhere(self, command: RestartElsewhere) -> None:
+        """A restart lane task; awaits the owner's reply."""
         spec = command.spec
         try:
-            reply = await self._register_at(command.owner, command.name, spec, spec.handoff_timeout)
+            reply = await self._register_at(
+                command.owner, command.name, spec, spec.handoff_timeout, command.lineage, command.base
+            )
             if reply.status == REGISTRY_ERROR:
                 raise DistableError(f"{reply.error}: {reply.detail}")
         except Exception as exc:
@@ -698,10 +907,11 @@ class RegistryService:
             )
             # Try again (with backoff) unless the name is back meanwhile: the restart may be
             # the only one (the owner never knew the claim of a node that died).
-            self.core.schedule_restart(command.name, spec, self.loop.time())
+            self.core.schedule_restart(command.name, spec, self.loop.time(), command.lineage, command.base)
             self._changed()
 
     def _stop_local(self, pid: Pid) -> None:
+        """From ``_command``; never awaits."""
         proc = self.runtime.local(pid)
         if proc is not None:
             ask_to_die(self.runtime, proc)
@@ -709,6 +919,7 @@ class RegistryService:
     # --- handoffs (the protocol itself is in _handoff.py) -----------------------------------------
 
     async def _hand_off(self, command: StartHandoff) -> None:
+        """A handoff lane task; awaits the whole handoff."""
         try:
             await self.handoff.hand_off(command)
         finally:
@@ -720,15 +931,19 @@ class RegistryService:
         """A move failed: retry soon rather than at the next sync tick (a peer refused while
         draining, a timeout): backed off per retry round that still fails, capped at the sync
         interval. Per round, not per failure: a wave of refusals (every node draining at once)
-        is one failure, and doubling per failure pushed the retry past the drain's own deadline."""
+        is one failure, and doubling per failure pushed the retry past the drain's own deadline.
+
+        Handoff coordinator callback; never awaits."""
         if self._retry_handle is None:
             delay = self._retry_backoff.next_delay(self.loop.time())
             self._retry_handle = self.loop.call_later(delay, self._retry_rebalance)
 
     def _retry_reset(self) -> None:
+        """Handoff coordinator callback; never awaits."""
         self._retry_backoff.reset()
 
     def _retry_rebalance(self) -> None:
+        """The retry timer; never awaits."""
         self._retry_handle = None
         self.core.rebalance()
         self._changed()
@@ -741,7 +956,9 @@ class RegistryService:
         more: it is frozen like a handing-off process, and everything that reaches it
         afterwards (its mailbox first, then stragglers through its retired pid) is
         forwarded to the winner in order, behind the state. Otherwise a call it answered
-        after giving its state would be acknowledged and then lost with it."""
+        after giving its state would be acknowledged and then lost with it.
+
+        A handoff lane task; awaits the loser's state and the winner's answer."""
         name, winner = command.name, command.winner
         proc = self.runtime.local(command.loser)
         has_state, state = False, None
@@ -758,8 +975,9 @@ class RegistryService:
         self._conflict_ref += 1
         ref = self._conflict_ref
         taken: asyncio.Future[bool] = self.loop.create_future()
+        holders = self.standby.holders_of(name, command.loser)  # the winner takes them over
         try:
-            sent_to = self._deliver_conflict_state(name, winner, has_state, state, ref)
+            sent_to = self._deliver_conflict_state(name, winner, has_state, state, ref, holders)
         except DistableError as exc:
             log.error("%s: cannot send the state of %r's losing copy: %s", self.node, name, exc)
             sent_to = None
@@ -795,20 +1013,24 @@ class RegistryService:
             ask_to_die(self.runtime, proc)
             self.runtime.unfreeze(proc)
         self.core.conflict_done(name, command.loser)
+        self.standby.host_retired(name, command.loser, self.loop.time())
+        self._hosting.pop(command.loser, None)
         self._changed()
 
     def _conflict_retry(self, name: Any, loser: Pid) -> None:
+        """The retry timer of a conflict; never awaits."""
         if not self._stopped:
             self.core.conflict_failed(name, loser)
             self._changed()
 
     def _on_conflict_state(self, node: str, msg: ConflictState) -> None:
+        """Dispatcher callback; never awaits."""
         key = (node, msg.ref)
         if msg.ref and key in self._conflict_seen:
             self.transport.post(node, ConflictStateTaken(msg.ref))  # taken before: its answer was lost
             return
         try:
-            self._deliver_conflict_state(msg.name, msg.winner, msg.has_state, msg.state, msg.ref)
+            self._deliver_conflict_state(msg.name, msg.winner, msg.has_state, msg.state, msg.ref, msg.holders)
         except DistableError as exc:
             log.error("%s: cannot pass on the state of %r's losing copy: %s", self.node, msg.name, exc)
             return
@@ -819,14 +1041,18 @@ class RegistryService:
             self.transport.post(node, ConflictStateTaken(msg.ref))
 
     def _on_conflict_state_taken(self, node: str, msg: ConflictStateTaken) -> None:
+        """Dispatcher callback; never awaits."""
         pending = self._conflict_acks.get(msg.ref)
         if pending is not None and pending[0] == node and not pending[1].done():
             pending[1].set_result(True)
 
-    def _deliver_conflict_state(self, name: Any, winner: Pid, has_state: bool, state: Any, ref: int) -> str | None:
+    def _deliver_conflict_state(
+        self, name: Any, winner: Pid, has_state: bool, state: Any, ref: int, holders: Sequence[Holder] = ()
+    ) -> str | None:
         """Give ``winner`` the losing copy's state (its ``resolve_conflict``), wherever it
         runs: on another node, or, if it was handed off meanwhile, at its successor (a
-        handed-off pid forwards for ``forward_ttl``; followed a few hops at most).
+        handed-off pid forwards for ``forward_ttl``; followed a few hops at most). Where it
+        runs, it takes the name's checkpoints over, with the loser's ``holders``.
 
         Returns:
             The node it was sent to (which confirms it), or None if it was delivered here
@@ -834,15 +1060,18 @@ class RegistryService:
 
         Raises:
             DistableError: the state cannot cross the wire.
+
+        Dispatcher callback, or the ``_resolve_conflict`` lane task; never awaits.
         """
         for _ in range(8):
             if winner.node != self.node:
-                message = ConflictState(to_wire(name), winner, has_state, to_wire(state), ref)
+                message = ConflictState(to_wire(name), winner, has_state, to_wire(state), ref, list(holders))
                 self.transport.post(winner.node, message)
                 return winner.node
             proc = self.runtime.local(winner)
             if proc is not None:
                 detached(self.runtime.run_in(proc, lambda p: p.resolve_conflict(state)))
+                self._take_over(name, winner, holders)
                 return None
             if winner.incarnation != self.runtime.incarnation:
                 break  # a pid of this node's previous life: nothing forwards it
@@ -853,6 +1082,615 @@ class RegistryService:
         log.info("%s: the copy of %r that won a conflict is gone: its loser's state is dropped", self.node, name)
         return None
 
+    # --- checkpoints (the standby core; the protocol is in _standby.py) ----------------------------
+
+    def _speaks_checkpoints(self, node: str) -> bool:
+        """Whether ``node``'s link agreed on a protocol version with checkpoints (a node not
+        linked yet counts as one: what is posted to it dials it, and a peer that turns
+        out older is never made a standby). Query; reads only."""
+        version = self.transport.peer_version(node)
+        return version == 0 or version >= CHECKPOINT_VERSION
+
+    def _sync_placement(self) -> None:
+        """Give the standby core the tracker's placement when it changed, less the server
+        nodes that speak no checkpoints (they are never standbys). From ``_flush``."""
+        placement = self.core.placement
+        if placement is self._standby_source:
+            return
+        self._standby_source = placement
+        older = [n for n in placement.nodes if n != self.node and not self._speaks_checkpoints(n)]
+        if older:
+            placement = self.core.strategy.place([n for n in placement.nodes if n not in older])
+        self.standby.placement_changed(placement, self.loop.time())
+
+    def _flush_standby(self) -> None:
+        """Carry out the standby core's outputs: its messages, the checkpoint waits and
+        restores it completed, the refusals it reports (which may take a name over, and
+        so make more outputs: a few rounds at most). From ``_flush``; never awaits."""
+        post = self.transport.post
+        for _ in range(4):
+            out = self.standby.take()
+            if not (out.send or out.done or out.restored or out.refused):
+                return
+            for node, msg in out.send:
+                if not self._speaks_checkpoints(node):
+                    continue
+                try:
+                    post(node, msg)
+                except Exception as exc:
+                    self._ratelog.warning(("post", node), "cannot send %s to %s: %s", type(msg).__name__, node, exc)
+            for done in out.done:
+                self._checkpoint_done(done)
+            for restored in out.restored:
+                entry = self._restores.pop(restored.token, None)
+                if entry is not None and not entry[0].done():
+                    entry[0].set_result(restored)
+            if out.restored and self._restore_queue:
+                self._start_restores_soon()
+            for refused in out.refused:
+                self._on_refused(refused)
+
+    def _on_checkpoint_message(self, node: str, msg: Any) -> None:
+        """Dispatcher callback for the checkpoint messages (tags 52 to 56); never awaits.
+
+        A message the core cannot take (a peer's bug: a name that is no hashable value,
+        say) is a log line naming the peer, not a crash of the dispatcher."""
+        try:
+            self.standby.on_message(node, msg, self.loop.time())
+        except Exception as exc:
+            self._ratelog.warning(
+                ("checkpoint message", node), "dropped a malformed %s from %s: %r", type(msg).__name__, node, exc
+            )
+        self._changed()
+
+    def _claimed(self, name: Any) -> set[Lineage]:
+        """The checkpoint lineages ``name`` still needs here: those of its claims, of the
+        restarts owed, and of the restores in flight (the standby core's ``sweep``)."""
+        found = self.core.claimed_lineages(name)
+        for _, restoring, lineage, base in self._restores.values():
+            if restoring == name:
+                found.add(lineage)
+                if base is not None:
+                    found.add(base)
+        return found
+
+    def _claims_index(self) -> Callable[[Any], set[Lineage]]:
+        """``_claimed`` for a sweep: the restarts owed and the restores in flight indexed by
+        name once (a node's death leaves thousands of each for a while; scanning them for
+        every record old enough made the sweep quadratic). From ``_on_timer``."""
+        restarts = self.core.restart_lineages()
+        for _, name, lineage, base in self._restores.values():
+            restarts.setdefault(name, []).extend((lineage, base))
+        claimed = self.core.claimed_lineages
+        return lambda name: claimed(name, restarts)
+
+    def _host_started(
+        self,
+        name: Any,
+        pid: Pid,
+        spec: Spec,
+        *,
+        resumed: CheckpointHandover | None = None,
+        resume_state: bytes | None = None,
+        restored: Restored | None = None,
+    ) -> tuple[Lineage, Lineage | None]:
+        """The local ``pid`` (started from ``spec``) holds ``name`` from now: the standby
+        core keeps its checkpoints. Returns the lineage and base its claim carries."""
+        replicas = spec.replicas or self.config.replicas
+        if self.store is not None:
+            restored = self._store_lineage_floor(name, pid, resumed, restored)
+        lineage = self.standby.host_started(
+            name, pid, spec, replicas, self.loop.time(), resumed=resumed, resume_state=resume_state, restored=restored
+        )
+        self._hosting[pid] = name
+        self._changed()
+        return lineage
+
+    def _deliver_checkpoint(self, name: Any, pid: Pid, state: bytes) -> None:
+        """Put a checkpoint's ``state`` first in the new process ``pid``'s mailbox: its
+        ``end_handoff(state)`` runs before any other message (the same path as a handoff's
+        ``Resume``). A state this node cannot decode starts the process fresh (logged)."""
+        proc = self.runtime.local(pid)
+        if proc is None:
+            return
+        try:
+            value = decode_value(state)
+        except Exception as exc:
+            log.error("%s: cannot decode the checkpoint of %r: %s; it starts fresh", self.node, name, exc)
+            return
+        self.runtime.run_first(proc, lambda p: p.end_handoff(value)).add_done_callback(log_failure(proc, "end_handoff"))
+
+    def _registered(self, name: Any, pid: Pid, spec: Spec) -> None:
+        """``name`` was registered here through a factory, as ``pid`` (a registration or a
+        restart): the one place where it happens (the durable store's registration is
+        written before it, in ``_register_here``: it must precede the claim)."""
+
+    def _removed(self, name: Any, pid: Pid) -> None:
+        """The local ``pid``'s ``name`` ended (unregistered; exited and not restarted): its
+        checkpoints are deleted everywhere, and its record in the durable store. The one
+        place where a name ends."""
+        if self.store is not None:
+            self._store_removed(name, pid)
+        self.standby.host_removed(name, pid, self.loop.time())
+        self._hosting.pop(pid, None)
+
+    def _checkpoint_done(self, done: CheckpointDone) -> None:
+        """The standby core completed the checkpoint wait ``done.token``: acknowledged by
+        every standby (the one place where an acknowledged checkpoint is known: the durable
+        store saves it then, before the caller's future completes), or its process stopped
+        here first."""
+        fut = self._checkpoint_waits.pop(done.token, None)
+        saving = self._store_waits.pop(done.token, None)
+        if fut is None or fut.done():
+            return
+        if done.ok and saving is not None:
+            self.spawn(self._store_checkpoint(fut, *saving))  # resolves fut once the store has it
+        elif done.ok:
+            fut.set_result(None)
+        else:
+            why = {"exited": "its process exited", "retired": "it moved to another node", "removed": "it was removed"}
+            fut.set_exception(
+                DistableError(f"the checkpoint of {done.name!r} was not confirmed: {why.get(done.reason, done.reason)}")
+            )
+
+    def checkpoint(self, pid: Pid, state: Any, wait: bool, timeout: float) -> asyncio.Future[None] | None:
+        """``Process.checkpoint`` of the local ``pid``: encode ``state`` and hand it to the
+        standby core. With ``wait``, returns a future done once every standby holds it.
+
+        Raises:
+            DistableError: ``pid`` holds no name registered through a factory here.
+            UnencodableValue: ``state`` cannot cross the wire.
+            CheckpointTooLarge: its encoding is larger than ``checkpoint_max_bytes``.
+
+        A process's handler (through the node); never awaits."""
+        data = encode_value(state)
+        name = self._hosting.get(pid)
+        if name is None:
+            name = self._start_hosting(pid)
+        now = self.loop.time()
+        if not wait:
+            self.standby.host_checkpoint(name, pid, data, now)
+            if self.store is not None:
+                self._store_behind(name, data)
+            self._changed()
+            return None
+        if len(data) > self.config.checkpoint_max_bytes:
+            raise CheckpointTooLarge(len(data), self.config.checkpoint_max_bytes)
+        self._token += 1
+        token = self._token
+        fut: asyncio.Future[None] = self.loop.create_future()
+        self._checkpoint_waits[token] = fut
+
+        def expire() -> None:
+            if self._checkpoint_waits.pop(token, None) is fut and not fut.done():
+                fut.set_exception(CallTimeout(f"the checkpoint of {name!r} was not confirmed within {timeout} s"))
+
+        handle = self.loop.call_later(timeout, expire)
+        fut.add_done_callback(lambda _: handle.cancel())
+        self.standby.host_checkpoint(name, pid, data, now, token)
+        if self.store is not None:
+            self._store_wait(token, name)
+        self._changed()
+        return fut
+
+    def _start_hosting(self, pid: Pid) -> Any:
+        """The first checkpoint of the local ``pid``, registered fresh (or handed in without
+        checkpoints): the standby core starts its host record, and its claim is made again
+        with the lineage it begins. Returns its name.
+
+        Raises:
+            DistableError: ``pid`` holds no name registered through a factory here."""
+        claim = self.core.local_claim_of(pid)
+        if claim is not None and claim.spec is not None:
+            lineage, base = self._host_started(claim.key, pid, claim.spec)
+            self.core.relineage(claim.key, pid, lineage, base)
+            return claim.key
+        incoming = self.handoff.incoming_copy(pid)  # handed in, not claimed yet (step 6)
+        if incoming is not None:
+            incoming.lineage, incoming.base = self._host_started(incoming.name, pid, incoming.spec)
+            return incoming.name
+        raise DistableError(
+            f"checkpoint: {pid!r} holds no name registered through a factory on this node "
+            "(only a process started by register(name, factory) has standbys; not one "
+            "started by spawn or registered with register_name)"
+        )
+
+    def _begin_restore(
+        self, name: Any, lineage: Lineage | None, base: Lineage | None, asker: str | None = None
+    ) -> asyncio.Future[Restored] | None:
+        """Ask the standby core for the restore of ``name`` (see ``_restore``); its future,
+        or None for a fresh start. Any plain method; never awaits."""
+        if lineage is None:
+            return None
+        self._token += 1
+        token = self._token
+        fut: asyncio.Future[Restored] = self.loop.create_future()
+        self._restores[token] = (fut, name, lineage, base)
+        also = () if asker is None or asker == self.node else (asker,)
+        self._restore_queue.append((token, name, lineage, base, also))
+        self._start_restores_soon()
+        return fut
+
+    def _start_restores_soon(self) -> None:
+        """``_start_restores`` in a loop turn of its own: a wave's restores then never add to
+        the turn that made the wave (a node's death: its thousands of claims dropped, the
+        placement changed), which the failure detector's probes wait behind. Any plain
+        method; never awaits."""
+        if not self._restores_scheduled:
+            self._restores_scheduled = True
+            self.loop.call_soon(self._start_restores)
+
+    def _start_restores(self) -> None:
+        """Hand the queued restores to the standby core while it works on fewer than
+        ``RESTORE_WINDOW``. A ``call_soon`` callback (``_start_restores_soon``); never awaits."""
+        self._restores_scheduled = False
+        queue = self._restore_queue
+        if not queue or self._stopped:
+            return
+        now = self.loop.time()
+        while queue and self.standby.restoring() < RESTORE_WINDOW:
+            token, name, lineage, base, also = queue.popleft()
+            self.standby.restart_starting(name, token, lineage, base, now, also)
+        self._changed()
+
+    async def _restore(
+        self,
+        name: Any,
+        lineage: Lineage | None,
+        base: Lineage | None,
+        asker: str | None = None,
+        begun: asyncio.Future[Restored] | None = None,
+    ) -> Restored | None:
+        """Find the latest checkpoint of a restart of ``name`` whose ended claim had
+        ``lineage`` and ``base`` (None: a fresh start, nothing to find); ``asker``: the node
+        that asked for the restart (it may hold the only copy); ``begun``: the restore's
+        future if ``_begin_restore`` began it already. A lane or serve task; awaits the
+        standby core's answer (at most its fetch timeout)."""
+        fut = begun if begun is not None else self._begin_restore(name, lineage, base, asker)
+        if fut is None:
+            return None
+        restored = await fut
+        if not restored.complete:
+            self._ratelog.warning(
+                ("restore", name),
+                "restore of %r incomplete: not every node answered in time; %s",
+                name,
+                "it starts fresh" if restored.checkpoint is None else f"it restarts from seq {restored.checkpoint.seq}",
+            )
+        elif restored.continued and restored.checkpoint is not None:
+            # A crash restart here: a state that crashes on load crashes again, bounded by
+            # the restart backoff (logged, so that loop is seen).
+            log.info(
+                "%s: %r restarts from its latest checkpoint (seq %d) after a crash",
+                self.node,
+                name,
+                restored.checkpoint.seq,
+            )
+        return restored
+
+    def _on_refused(self, refused: CheckpointRefused) -> None:
+        """A standby refused a local copy's checkpoint: it holds the newer lineage
+        ``refused.held``. Take the name over when this copy is the current one (it is the
+        winner here, and that lineage is no claim's lineage or base in a replica synced
+        with the writer's node, or the writer's node is gone); else wait (the refusal is
+        reported again at each retry). From ``_flush_standby``; never awaits."""
+        name, pid = refused.name, refused.pid
+        writer = refused.writer.node
+        synced = writer == self.node or writer not in self.core.peers or self.core.synced_with(writer)
+        if self.pids.get(name) == pid and synced and refused.held not in self._claimed(name):
+            log.info(
+                "%s: %r's checkpoints were refused by %s, which holds a stale lineage; taking them over",
+                self.node,
+                name,
+                refused.node,
+            )
+            self._take_over(name, pid, [])
+            return
+        self._ratelog.warning(
+            ("refused", name),
+            "checkpoint of %r (%r) refused by %s: it holds a newer line written by %r; waiting for "
+            "the registry to settle which copy is current",
+            name,
+            pid,
+            refused.node,
+            refused.writer,
+        )
+
+    def _take_over(self, name: Any, pid: Pid, holders: Sequence[Holder]) -> None:
+        """Make the local ``pid``'s checkpoints of ``name`` the newest (it won a conflict, or
+        a refusal came from a stale record): a lineage above every epoch heard of, its
+        claim made again with it, and ``holders`` (a loser's) dropped once its put is held."""
+        lineage = self.standby.host_takeover(name, pid, self.loop.time(), holders)
+        lines = self.standby.lineage_of(name)
+        if lineage is not None and lines is not None:
+            self.core.relineage(name, pid, *lines)
+            if self.store is not None:
+                self._store_behind(name, None)
+        self._changed()
+
+    # --- handoffs of checkpoints (the handoff coordinator's callbacks) -------------------------------
+
+    def _handover(self, name: Any, pid: Pid) -> CheckpointHandover | None:
+        """A handoff of ``name`` begins (step 1, frozen): where its checkpoints stand, for
+        the new host (the coordinator leaves the state out when it sends a ``Resume``)."""
+        handover = self.standby.handover(name, pid, self.loop.time())
+        self._changed()
+        return handover
+
+    def _handover_ended(self, name: Any, pid: Pid, committed: bool) -> None:
+        """The handoff of ``pid`` committed (it retires here) or aborted (it resumes)."""
+        if committed:
+            self.standby.host_retired(name, pid, self.loop.time())
+            self._hosting.pop(pid, None)
+        else:
+            self.standby.handoff_aborted(name, pid, self.loop.time())
+        self._changed()
+
+    def _handed_in(
+        self, name: Any, pid: Pid, spec: Spec, handover: CheckpointHandover | None, has_state: bool, state: Any
+    ) -> tuple[Lineage | None, Lineage | None]:
+        """The new owner's side: ``pid`` started here from a handoff, with its ``Resume``
+        ``state`` if ``has_state``; without one, the handover's last checkpoint reaches its
+        ``end_handoff`` first. Returns the lineage and base to claim it with (step 6): none
+        when it comes without checkpoints (its first checkpoint begins them)."""
+        if handover is None:
+            return None, None
+        if not has_state and handover.state is not None:
+            self._deliver_checkpoint(name, pid, handover.state)
+        resume_state: bytes | None = None
+        if has_state:
+            try:
+                resume_state = encode_value(state)
+            except DistableError as exc:
+                log.error("%s: cannot keep %r's handed-in state as a checkpoint: %s", self.node, name, exc)
+        return self._host_started(name, pid, spec, resumed=handover, resume_state=resume_state)
+
+    # --- the durable store (issue 12, item 4; docs/internals.md, "Durable store") ----------------
+    #
+    # ``_store_epochs``: local pid -> the epoch its lineage begins at when its first checkpoint
+    # starts its host record (a registration's is above the stored one). ``_store_dirty``:
+    # names whose latest checkpoint may not be queued for the store yet -> (the write-behind
+    # state last given, None for "once"; the (lineage, seq) last queued). ``_store_waits``:
+    # checkpoint token -> what the store saves once every standby acknowledged it.
+    # ``_store_spared``: local pids the registry stops (``StopProcess``): their names stay
+    # remembered.
+
+    async def _store_registered(self, name: Any, pid: Pid, spec: Spec, restart: bool) -> None:
+        """``pid`` was just started for ``name`` (not restored). A registration is saved in
+        the store before its claim is made, with a lineage whose epoch is above the one
+        stored for the name (so that no write of an earlier registration beats it); a
+        restart without checkpoints writes nothing (its first checkpoint will).
+
+        Raises:
+            StoreUnavailable: the store did not take it in time (``pid`` is stopped).
+            ProcessExited: ``pid`` exited meanwhile.
+
+        A serve task or a restart lane task; awaits the store (at most twice its timeout)."""
+        store = self.store
+        assert store is not None
+        if restart:
+            self._store_epochs[pid] = _epoch_now()
+            return
+        try:
+            stored = await store.epoch(name)
+            epoch = max(_epoch_now(), 0 if stored is None else stored + 1)
+            await store.save_name(name, spec, spec.replicas, Lineage(epoch, pid), fresh=True)
+        except DistableError:
+            proc = self.runtime.local(pid)
+            if proc is not None:
+                ask_to_die(self.runtime, proc)
+            raise
+        if self.runtime.local(pid) is None:
+            self._store_forget(name, Lineage(epoch, pid))
+            raise ProcessExited(NOPROC)
+        self._store_epochs[pid] = epoch
+
+    def _store_lineage_floor(
+        self, name: Any, pid: Pid, resumed: CheckpointHandover | None, restored: Restored | None
+    ) -> Restored | None:
+        """What ``host_started`` gets as ``restored``: a fresh host record (the first
+        checkpoint of a registration, or of a copy handed in without checkpoints) begins its
+        lineage at the pid's epoch (``_store_epochs``; else the time's), not 0; a restored or
+        handed-in one continues as it would, and its state is queued for the store."""
+        if resumed is None and restored is None:
+            epoch = self._store_epochs.get(pid, _epoch_now())
+            return Restored(name, 0, None, False, epoch - 1, ())
+        self._store_behind(name, None)
+        return restored
+
+    def _store_behind(self, name: Any, given: bytes | None) -> None:
+        """The local ``name``'s latest checkpoint is to reach the store without waiting
+        (``given``: a write-behind state, which the standby core may put later). Any plain
+        method; the queueing happens at the flush (``_store_catch_up``)."""
+        entry = self._store_dirty.get(name)
+        self._store_dirty[name] = (given, None if entry is None else entry[1])
+        self._changed()
+
+    def _store_catch_up(self) -> None:
+        """Queue the latest checkpoint of every name marked by ``_store_behind`` whose
+        (lineage, seq) moved since it was last queued (the standby core puts a write-behind
+        state at most every ``write_behind``, so the store gets at most that many writes a
+        name); forget a name once the state it was given is put. From ``_flush``."""
+        store = self.store
+        assert store is not None
+        for name, (given, last) in list(self._store_dirty.items()):
+            cp = self.standby.hosted(name)
+            if cp is None:
+                del self._store_dirty[name]
+                continue
+            version = (cp.lineage, cp.seq)
+            if last is None or version > last:
+                with contextlib.suppress(DistableError):  # closed: the node stops
+                    store.checkpoint_behind(name, cp.lineage, cp.seq, cp.state)
+                last = version
+            if given is None or cp.state is given:
+                del self._store_dirty[name]
+            else:
+                self._store_dirty[name] = (given, last)
+
+    def _store_wait(self, token: int, name: Any) -> None:
+        """A waited checkpoint of ``name`` was just handed to the standby core as ``token``:
+        keep what the store saves when it is acknowledged."""
+        cp = self.standby.hosted(name)
+        if cp is not None:
+            self._store_waits[token] = (name, cp.lineage, cp.seq, cp.state)
+        entry = self._store_dirty.get(name)
+        if entry is not None:  # a write-behind state it replaced is never put: unmark after one look
+            self._store_dirty[name] = (None, entry[1])
+
+    async def _store_checkpoint(
+        self, fut: asyncio.Future[None], name: Any, lineage: Lineage, seq: int, state: bytes
+    ) -> None:
+        """Every standby holds the checkpoint: save it in the store, then complete the
+        caller's ``checkpoint()`` (with ``StoreUnavailable`` if the store did not take it in
+        time; the store queues it and catches up). A task of its own; awaits the store."""
+        store = self.store
+        assert store is not None
+        try:
+            await store.save_checkpoint(name, lineage, seq, state)
+        except Exception as exc:
+            if not fut.done():
+                fut.set_exception(exc)
+            return
+        if not fut.done():
+            fut.set_result(None)
+
+    def _store_removed(self, name: Any, pid: Pid) -> None:
+        """The local ``pid``'s ``name`` ends: its record goes (queued), under the lineage
+        it holds, so that an older copy's removal never removes a newer copy's record."""
+        if pid in self._store_spared:
+            return  # stopped by the registry (no node left to take it, no quorum): remembered
+        lines = self.standby.lineage_of(name) if self._hosting.get(pid) == name else None
+        lineage = lines[0] if lines is not None else Lineage(self._store_epochs.get(pid, _epoch_now()), pid)
+        self._store_dirty.pop(name, None)
+        self._store_forget(name, lineage)
+
+    def _store_forget(self, name: Any, lineage: Lineage) -> None:
+        store = self.store
+        assert store is not None
+        try:
+            store.remove_behind(name, lineage)
+        except DistableError as exc:  # closed (the node stops)
+            log.debug("%s: removal of %r not queued: %s", self.node, name, exc)
+
+    async def cold_start(self) -> int:
+        """Start every name the store remembers that this node owns and nobody claims, as a
+        restart from its stored checkpoint (its state reaches ``end_handoff`` first), once
+        per node life; the names other nodes own are theirs to start. The records not
+        claimed yet stay *pending* for ``STORE_PENDING`` seconds: at each placement change
+        meanwhile, those this node has come to own are started too (nodes that loaded
+        with different views of a cluster still starting would otherwise each leave a
+        name to another); a record leaves once its name is claimed anywhere. Returns how
+        many started. Call it once the node has caught up with the cluster (``Node`` does).
+
+        Raises:
+            StoreUnavailable: the store could not be read (nothing was started).
+
+        The node's task; awaits the load and the restarts it started."""
+        store = self.store
+        if store is None or self.role != "server" or self._store_loaded:
+            return 0
+        remembered = await store.load()
+        self._store_loaded = True
+        self._store_pending = {record.name: record for record in remembered}
+        self._store_pending_until = self.loop.time() + STORE_PENDING
+        jobs = self._store_recheck()
+        if jobs:
+            log.info("%s: starting %d name(s) remembered by the store %s", self.node, len(jobs), store.address)
+            await asyncio.gather(*jobs)
+        return self._store_restored
+
+    def _store_recheck(self) -> list[asyncio.Future[None]]:
+        """Start the pending records this node owns and nobody claims (restart lane jobs,
+        whose futures are returned); forget those claimed anywhere, and all of them once
+        their time is up. From ``cold_start`` and ``_flush`` (a placement change); never
+        awaits."""
+        self._store_placement = self.core.placement
+        if self.loop.time() > self._store_pending_until:
+            self._store_pending.clear()
+            return []
+        jobs: list[asyncio.Future[None]] = []
+        for name, record in list(self._store_pending.items()):
+            if name in self.pids:
+                del self._store_pending[name]  # claimed: the registry has it from now on
+            elif self._store_unclaimed_here(name):
+                del self._store_pending[name]
+                done: asyncio.Future[None] = self.loop.create_future()
+                jobs.append(done)
+                self._restarts.put(functools.partial(self._store_restart, record, done))
+        return jobs
+
+    def _store_unclaimed_here(self, name: Any) -> bool:
+        """Whether ``name`` is this node's to start from the store: it owns it, and no claim,
+        registration, restart or restore of it is known here. Query; reads only."""
+        try:
+            position = hash_name(name)
+        except Exception:
+            return False
+        return (
+            self.core.placement.owner_of_hash(position) == self.node
+            and name not in self.pids
+            and name not in self._pending
+            and not self._claimed(name)
+        )
+
+    async def _store_restart(self, record: Remembered, done: asyncio.Future[None]) -> None:
+        """One remembered name, started here as a restart from its stored checkpoint (the
+        restart path: ``_register_here`` with a ``Restored`` built from the record). A
+        restart lane task; awaits the factory."""
+        name = record.name
+        try:
+            if not self._store_unclaimed_here(name):
+                self._store_unstarted(record)
+                return
+            checkpoint = None
+            if record.state is not None:
+                writer = record.lineage.origin
+                checkpoint = Checkpoint(to_wire(name), record.lineage, None, record.seq, writer, record.state)
+            restored = Restored(name, 0, checkpoint, False, record.lineage.epoch, ())
+            spec = msgspec.structs.replace(record.spec, replicas=record.replicas)
+            reply = await self._register_here(name, spec, restored)
+            if reply.status == REGISTRY_OK and reply.pid is not None:
+                self._store_restored += 1
+                self._publish(ProcessRestarted(name, reply.pid, "store"))
+            elif reply.status == REGISTRY_ERROR:
+                self._ratelog.warning(
+                    ("restart", spec.factory), "cannot start %r from the store: %s", name, reply.detail
+                )
+                self._store_unstarted(record)
+        finally:
+            done.set_result(None)
+
+    def _store_unstarted(self, record: Remembered) -> None:
+        """A pending record this node did not start after all (it moved, or its start
+        failed): pending again, unless its name is claimed. Never awaits."""
+        if record.name not in self.pids and self.loop.time() <= self._store_pending_until:
+            self._store_pending[record.name] = record
+
+    async def close_store(self) -> None:
+        """Write what the store's queue holds (at most a second), then close it. The node's
+        stop, after the drain; awaits."""
+        if self.store is not None:
+            await self.store.close()
+
+    def _store_statistics(self) -> dict[str, Any]:
+        """The store's counters, for ``statistics``. Query; reads only."""
+        if self.store is None:
+            return {}
+        s = self.store.statistics()
+        return {
+            "store": s.address,
+            "store_up": s.up,
+            "store_written": s.written,
+            "store_refused": s.refused,
+            "store_failed": s.failed,
+            "store_queued": s.queued,
+            "store_queued_bytes": s.queued_bytes,
+            "store_dropped": s.dropped,
+            "store_lag": s.lag,
+            "store_restored": self._store_restored,
+        }
+
     # --- graceful leave ----------------------------------------------------------------------------
 
     async def drain(self, timeout: float) -> bool:
@@ -860,13 +1698,23 @@ class RegistryService:
 
         Returns whether the drain finished (also kept in ``drained``); when the timeout
         cut it short, a warning says how many names were still here.
+
+        Node lifecycle (``Node.stop``); awaits the handoffs, at most ``timeout``.
         """
         self.core.start_leaving(self.loop.time())
         self._flush()
         deadline = self.loop.time() + timeout
         await self._wait_until(lambda: not self._busy(), deadline)
         self.drained = not self._busy()
-        if self._lost_at_leave:
+        if self._lost_at_leave and self.store is not None:
+            log.info(
+                "%s: the last server node leaves with %d registered name(s): the store %s remembers "
+                "them (with their last checkpoints) for the cluster's next start",
+                self.node,
+                self._lost_at_leave,
+                self.store.address,
+            )
+        elif self._lost_at_leave:
             log.warning(
                 "%s: the last server node leaves with %d registered name(s): no node is left "
                 "to take them (the others are gone or leaving too), their processes and state are gone",
@@ -894,7 +1742,9 @@ class RegistryService:
         return self.drained
 
     async def _wait_until(self, condition: Callable[[], bool], deadline: float) -> None:
-        """Wait for ``condition``, re-checked whenever handoff progress wakes ``_idle``."""
+        """Wait for ``condition``, re-checked whenever handoff progress wakes ``_idle``.
+
+        The drain (the node's task); awaits."""
         while not condition() and self.loop.time() < deadline:
             self._idle.clear()
             with contextlib.suppress(TimeoutError):
@@ -903,6 +1753,7 @@ class RegistryService:
     def _busy(self) -> bool:
         # Cheapest test first: while any name is moving (most of a drain) this is O(1); the
         # scans run only at the end, so a drain of n names costs O(n), not O(n^2).
+        """Query; reads only."""
         if self.core.moving or self.handoff.busy():
             return True
         if self._pending:  # a registration still starting its process: its claim moves on next
@@ -914,17 +1765,45 @@ class RegistryService:
         # A process that answered Ignore stays: waiting for it would only use up the drain
         # timeout; when this node is gone, the name's new owner restarts it.
         pinned = self.core.pinned
-        return any(c.spec is not None and c.key not in pinned for c in self.core.local_names())
+        if any(c.spec is not None and c.key not in pinned for c in self.core.local_names()):
+            return True
+        return self._holding_for_others()
+
+    def _holding_for_others(self) -> bool:
+        """Whether this node still holds a checkpoint record that its host (up, with another
+        server placed to take it) will re-replicate and then drop: a leaving node waits
+        for that, or a failure right after it left could lose the name's last copy.
+
+        Query; reads only."""
+        placed = set(self.core.placement.nodes)
+        for name, record in self.standby.records.items():
+            host = record.writer.node
+            if host in self.core.peers and placed - {host} and record.lineage in self.core.claimed_lineages(name):
+                return True
+        return False
 
     def _check_idle(self) -> None:
         # Only a drain waits on ``_idle``: outside one, a finished handoff wakes nobody.
+        """Any plain method; never awaits."""
         if self.core.leaving and not self._busy():
             self._idle.set()
 
     def statistics(self) -> RegistryStatistics:
+        """Query; reads only."""
         handoff = self.handoff
+        standby = self.standby.statistics()
         return replace(
-            self.core.statistics(), gate_releases=handoff.gate_releases, gate_held_messages=handoff.gate_held
+            self.core.statistics(),
+            gate_releases=handoff.gate_releases,
+            gate_held_messages=handoff.gate_held,
+            checkpoint_records=standby.records,
+            checkpoint_record_bytes=standby.record_bytes,
+            checkpoint_hosted=standby.hosted,
+            checkpoint_hosted_bytes=standby.hosted_bytes,
+            checkpoint_refusals=standby.refusals,
+            checkpoint_restores=standby.restores,
+            checkpoint_restores_incomplete=standby.restores_incomplete,
+            **self._store_statistics(),
         )
 
 
@@ -958,6 +1837,13 @@ def _halves(msg: Any) -> list[Any] | None:
     return None
 
 
+def _epoch_now() -> int:
+    """A lineage epoch from the wall clock (milliseconds): with a durable store, a lineage
+    begun from nothing starts at the time, not at 0, so that it is above the lineages of
+    earlier lives of its name (which began earlier and rose by one per restart)."""
+    return time.time_ns() // 1_000_000
+
+
 def _check_name(name: Any) -> int:
     """The name's ring position, computed from its encoding: the check that it can cross the wire."""
     try:
@@ -989,6 +1875,9 @@ def _outcome(reply: RegistryReply) -> Pid | None:
     if status == REGISTRY_ERROR:
         if reply.error == "ProcessExited":
             raise ProcessExited(reply.detail)
+        if reply.error == "StoreUnavailable":
+            address, _, detail = reply.detail.partition(" unavailable: ")
+            raise StoreUnavailable(address.removeprefix("store "), detail)
         raise _ERRORS.get(reply.error, FactoryError)(reply.detail)
     raise FactoryError(f"unexpected registry reply {reply!r}")
 
@@ -996,8 +1885,8 @@ def _outcome(reply: RegistryReply) -> Pid | None:
 def _on_wire(request: RegistryRequest) -> RegistryRequest:
     """``request`` with its user values prepared for the wire (``to_wire``)."""
     match request:
-        case RegisterRequest(ref, name, spec):
-            return RegisterRequest(ref, to_wire(name), wire_spec(spec))
+        case RegisterRequest(ref, name, spec, lineage, base):
+            return RegisterRequest(ref, to_wire(name), wire_spec(spec), lineage, base)
         case RegisterNameRequest(ref, name, pid):
             return RegisterNameRequest(ref, to_wire(name), pid)
         case UnregisterRequest(ref, name, pid):

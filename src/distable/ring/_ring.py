@@ -12,8 +12,9 @@ Rules:
 
 Theory of operation: the points are kept sorted in one list with a parallel list of
 owners; ``owner_of_hash`` is a ``bisect`` over the points (the first point clockwise,
-wrapping around). Point collisions between nodes are broken by node name, so the ring
-is a pure function of its (node, weight) set.
+wrapping around), and ``preference_of_hash`` walks on from there collecting distinct
+owners. Point collisions between nodes are broken by node name, so the ring is a pure
+function of its (node, weight) set.
 """
 
 from __future__ import annotations
@@ -92,6 +93,37 @@ class HashRing:
     def owner(self, name: Any) -> str | None:
         """The node that owns ``name``, or None on an empty ring."""
         return self.owner_of_hash(hash_name(name))
+
+    def preference_of_hash(self, position: int, n: int) -> list[str]:
+        """The first ``n`` distinct nodes clockwise from ``position``: its owner first, then
+        the nodes that own it once the ones before them are gone (fewer on a smaller ring)."""
+        points = self._points
+        if not points or n < 1:
+            return []
+        n = min(n, len(self.weights))
+        owners, size = self._owners, len(points)
+        start = bisect.bisect_left(points, position)
+        found: list[str] = []
+        for j in range(start, start + size):
+            node = owners[j % size]
+            if node not in found:
+                found.append(node)
+                if len(found) == n:
+                    break
+        return found
+
+    def preference(self, name: Any, n: int) -> list[str]:
+        """``name``'s preference list: its owner, then its successors, ``n`` nodes at most.
+
+        Removing a node leaves every other node's points in place, so the owner of ``name``
+        on this ring without its first ``j`` nodes is the preference list's node ``j``: the
+        successors are the nodes that own the name after one, two... failures (the standbys
+        of its checkpoints, docs/internals.md, "Checkpoints")."""
+        return self.preference_of_hash(hash_name(name), n)
+
+    def successors(self, name: Any, k: int) -> list[str]:
+        """The ``k`` nodes after ``name``'s owner in its preference list."""
+        return self.preference(name, k + 1)[1:]
 
     def shares(self) -> dict[str, float]:
         """The fraction of the hash space each node owns (for the dashboard and tests)."""

@@ -2,6 +2,11 @@
 
 A strategy turns the set of visible server nodes into a ``Placement``. It is chosen
 with ``Node(strategy=...)`` and must be the same on every node of a cluster.
+
+``preference()`` and ``standbys()`` give a name's preference list and the standbys of its
+checkpoints for any placement: the ring's own walk for ``Ring`` and ``StaticQuorumRing``
+(nothing below quorum), and for a custom placement without a ``preference`` method, the
+owner followed by the other nodes in rendezvous-hash order.
 """
 
 from __future__ import annotations
@@ -10,7 +15,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from ._ring import DEFAULT_VNODES, HashRing
+import xxhash
+
+from ._ring import DEFAULT_VNODES, HashRing, hash_name
 
 
 class Placement(Protocol):
@@ -57,6 +64,15 @@ class _NoQuorum:
     def owner_of_hash(self, position: int) -> str | None:
         return None
 
+    def preference(self, name: Any, n: int) -> list[str]:
+        return []
+
+    def preference_of_hash(self, position: int, n: int) -> list[str]:
+        return []
+
+    def successors(self, name: Any, k: int) -> list[str]:
+        return []
+
     @property
     def nodes(self) -> list[str]:
         return self._nodes
@@ -83,3 +99,38 @@ class StaticQuorumRing:
         if len(nodes) < self.quorum:
             return _NoQuorum(nodes)
         return HashRing(nodes, self.vnodes)
+
+
+def preference(placement: Placement, name: Any, n: int, position: int | None = None) -> list[str]:
+    """``name``'s preference list in ``placement``: its owner first, then its successors,
+    ``n`` nodes at most (``position``: ``hash_name(name)``, when the caller has it).
+
+    A placement with a ``preference_of_hash`` method (``HashRing``, and below quorum the
+    empty answer) gives its own; any other gives the owner, then the other nodes in
+    rendezvous-hash order (xxh3 over the node's name and the name's position): the same
+    list on every node, though not necessarily the nodes that own the name after a failure.
+    """
+    if position is None:
+        position = hash_name(name)
+    own = getattr(placement, "preference_of_hash", None)
+    if own is not None:
+        found: list[str] = own(position, n)
+        return found
+    owner = placement.owner_of_hash(position)
+    if owner is None or n < 1:
+        return []
+    key = position.to_bytes(8, "big")
+    rest = sorted(
+        (node for node in placement.nodes if node != owner),
+        key=lambda node: (xxhash.xxh3_64_intdigest(node.encode() + key), node),
+    )
+    return [owner, *rest][:n]
+
+
+def standbys(placement: Placement, name: Any, host: str, k: int, position: int | None = None) -> list[str]:
+    """The ``k`` standbys of ``name`` hosted on ``host``: the first ``k`` nodes of its
+    preference list other than ``host`` (its successors when ``host`` owns it; else the
+    owner first, where the name is about to move)."""
+    if k < 1:
+        return []
+    return [node for node in preference(placement, name, k + 1, position) if node != host][:k]

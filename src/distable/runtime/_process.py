@@ -36,10 +36,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Coroutine, Generator
+from collections.abc import Awaitable, Coroutine, Generator
 from contextvars import Context
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Final
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal, overload
 
 from .._errors import ProcessExited, UndecodableMessage
 from ..wire import SHUTDOWN, Crash, Pid, Ref
@@ -287,6 +287,34 @@ class Process:
             # The runtime cannot import the node layer above it; its owner is the Node.
             return await runtime.owner.register(name, cls, *args, **kwargs)
         return await runtime.spawn(cls, args, kwargs)
+
+    @overload
+    def checkpoint(self, state: Any, wait: Literal[True] = True, timeout: float = 10.0) -> Awaitable[None]: ...
+    @overload
+    def checkpoint(self, state: Any, wait: Literal[False], timeout: float = 10.0) -> None: ...
+    def checkpoint(self, state: Any, wait: bool = True, timeout: float = 10.0) -> Awaitable[None] | None:
+        """Keep ``state`` as this process's latest checkpoint, on its name's standby nodes
+        (``register(..., replicas=)``, 1 by default): if this node dies (or the process
+        crashes) the restarted process gets it in ``end_handoff(state)`` before any other
+        message.
+
+        ``await self.checkpoint(state)`` returns once every standby holds it. With
+        ``wait=False`` it returns at once (do not await it): the latest state is sent at
+        most every ``RegistryConfig.checkpoint_write_behind`` (5 ms), so a crash may lose
+        the updates of that interval and a round trip.
+
+        Only for a process registered through a factory (``register(name, factory)``).
+
+        Raises (before anything is sent):
+            DistableError: this process holds no name registered through a factory.
+            UnencodableValue: ``state`` cannot cross the wire (see ``register_type``).
+            CheckpointTooLarge: its encoding is larger than
+                ``RegistryConfig.checkpoint_max_bytes`` (1 MiB).
+        The awaitable raises ``CallTimeout`` if the standbys did not confirm within
+        ``timeout`` seconds (the write may still complete), and ``DistableError`` if the
+        process stopped holding the name first (it moved, exited, was unregistered).
+        """
+        return self._runtime.owner.checkpoint(self._pid, state, wait, timeout)
 
     @property
     def pid(self) -> Pid:

@@ -75,11 +75,17 @@ T = TypeVar("T")
 class RuntimeOwner(Protocol):
     """What the runtime uses of the node that owns it (it cannot import the node layer above it).
 
-    ``Process.start(name=...)`` registers through it; ``Process.node`` returns it.
+    ``Process.start(name=...)`` registers through it, ``Process.checkpoint`` checkpoints
+    through it; ``Process.node`` returns it.
     """
 
     async def register(self, name: Any, factory: Any, *args: Any, **kwargs: Any) -> Pid:
         """Start ``factory(*args, **kwargs)`` on the owner of ``name``, register it, return its pid."""
+        ...
+
+    def checkpoint(self, pid: Pid, state: Any, wait: bool, timeout: float) -> asyncio.Future[None] | None:
+        """Keep ``state`` as the latest checkpoint of the local ``pid``'s name (see
+        ``Process.checkpoint``); with ``wait``, a future done once its standbys hold it."""
         ...
 
 
@@ -715,15 +721,26 @@ class Runtime:
             RuntimeError: a process called itself (that would deadlock).
             ValueError: ``timeout`` is negative or NaN.
         """
-        timeout = _checked(timeout)
+        if timeout is not None and not 0 <= timeout < math.inf:  # the check inline: a hot path
+            timeout = _checked(timeout)
         me = CURRENT_PROCESS.get()
         sender = me._pid if me is not None else None
         if dest.node != self.node_name:
-            return await self._request(dest, CallRequest(0, dest, sender, to_wire(message)), timeout)
+            # ``request``'s body, inline: one coroutine less per remote call (0.3 µs of CPU
+            # per call on the caller's node, 6-8 % of calls/s with 64 callers).
+            request = CallRequest(0, dest, sender, to_wire(message))
+            fut, calls = self._post_request(dest, request)
+            slot = self._arm_deadline(fut, dest, timeout) if timeout is not None else None
+            try:
+                return await fut
+            finally:
+                if slot is not None:
+                    del slot[fut]
+                calls.pop(request.ref, None)
         if sender == dest:
             raise RuntimeError(f"{dest!r} called itself; that would deadlock")
         self._calls += 1
-        fut: asyncio.Future[Any] = self.loop.create_future()
+        fut = self.loop.create_future()
         self._deliver(self.node_name, dest, (CALL, message, Caller(self, sender, fut)))
         if timeout is None:
             return await fut
@@ -733,20 +750,7 @@ class Runtime:
         finally:
             del waiting[fut]
 
-    def call_remote(self, dest: Pid, message: Any, timeout: float | None = 5.0) -> Coroutine[Any, Any, Any]:
-        """``call`` for a pid on another node, as the coroutine to await: one level fewer
-        (``distable.call``'s hot path). Every level of a coroutine chain costs on each
-        suspension and resumption. Errors about the arguments are raised here.
-
-        Raises:
-            As ``call``; UnencodableValue: ``message`` cannot cross the wire.
-        """
-        timeout = _checked(timeout)
-        me = CURRENT_PROCESS.get()
-        sender = me._pid if me is not None else None
-        return self._request(dest, CallRequest(0, dest, sender, to_wire(message)), timeout)
-
-    def request(self, dest: Pid, message: Request, timeout: float | None) -> Coroutine[Any, Any, Any]:
+    async def request(self, dest: Pid, message: Request, timeout: float | None) -> Any:
         """Send ``message`` to ``dest``'s node under a fresh ``ref`` (set here); await the
         result for its answer, as for a remote call: ``answer(node, ref, value)``, or a
         ``CallReply(ref)``. A call is such a request (a ``CallRequest``); so are the
@@ -759,9 +763,20 @@ class Runtime:
             CallTimeout, ProcessExited, UndecodableMessage, ValueError: as ``call``.
             MessageTooLarge: the encoded message exceeds the link's frame limit.
         """
-        return self._request(dest, message, _checked(timeout))
+        if timeout is not None and not 0 <= timeout < math.inf:
+            timeout = _checked(timeout)
+        fut, calls = self._post_request(dest, message)
+        slot = self._arm_deadline(fut, dest, timeout) if timeout is not None else None
+        try:
+            return await fut
+        finally:
+            if slot is not None:
+                del slot[fut]
+            calls.pop(message.ref, None)
 
-    async def _request(self, dest: Pid, message: Request, timeout: float | None) -> Any:
+    def _post_request(self, dest: Pid, message: Request) -> tuple[asyncio.Future[Any], dict[int, asyncio.Future[Any]]]:
+        """Give ``message`` a fresh ``ref``, list its future among ``dest.node``'s calls
+        and post it; the future and that list (the waiter removes it when done)."""
         self._calls += 1
         self._call_seq += 1
         ref = message.ref = self._call_seq
@@ -776,13 +791,7 @@ class Runtime:
         except BaseException:
             calls.pop(ref, None)
             raise
-        slot = self._arm_deadline(fut, dest, timeout) if timeout is not None else None
-        try:
-            return await fut
-        finally:
-            if slot is not None:
-                del slot[fut]
-            calls.pop(ref, None)
+        return fut, calls
 
     def answer(self, node: str, ref: int, value: Any) -> None:
         """``value`` answers the request ``ref`` this node sent ``node`` (see ``request``);
@@ -1092,8 +1101,9 @@ class Runtime:
         self._deliver_now(node, msg.to, (CALL, msg.payload, Caller(self, msg.sender, None, node, msg.ref)))
 
     def on_call_reply(self, node: str, msg: CallReply) -> None:
-        fut = self._take_call(node, msg.ref)
-        if fut is None:
+        calls = self._calls_by_node.get(node)  # _take_call, inline: a hot path
+        fut = calls.pop(msg.ref, None) if calls is not None else None
+        if fut is None or fut.done():
             return  # the call timed out already
         status = msg.status
         if status == REPLY_OK:

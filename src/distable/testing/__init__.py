@@ -8,7 +8,7 @@ Tests read a node's inner state through the probes here, never through private f
 ``distable.testing._probe`` is the one place that reads them.
 """
 
-from ._cluster import NodeProcess
+from ._cluster import NodeProcess, die_with_parent
 from ._eventually import eventually
 from ._memnet import (
     MemoryDiscovery,
@@ -31,9 +31,11 @@ from ._probe import (
     event_streams,
     gate_of,
     handoffs_in_flight,
+    intercept,
     is_frozen,
     is_running,
     local_names,
+    on_node,
     pending_handshakes,
     queued,
     registry_check,
@@ -68,15 +70,18 @@ __all__ = [
     "claimants",
     "close_listener",
     "crash",
+    "die_with_parent",
     "event_streams",
     "eventually",
     "free_gossip_port",
     "free_tcp_ports",
     "gate_of",
     "handoffs_in_flight",
+    "intercept",
     "is_frozen",
     "is_running",
     "local_names",
+    "on_node",
     "pending_handshakes",
     "queued",
     "registry_check",

@@ -4,7 +4,8 @@
         [--spawn label=module:Class ...] [--path DIR ...] [--connect NODE ...]
         [--gossip IF_ADDR] [--gossip-port P] [--gossip-interval S] [--broadcast]
         [--static NODE ...] [--preset local|lan] [--app module[:function] ...]
-        [--dashboard HOST:PORT] [--log-format text|json]
+        [--dashboard HOST:PORT] [--log-format text|json] [--no-unix-sockets]
+        [--store URL] [--store-timeout S]
 
 Protocol on stdout, one JSON object per line:
     {"up": {"node": name, "incarnation": n, "pids": {label: [node, incarnation, id]},
@@ -27,6 +28,8 @@ Protocol on stdout, one JSON object per line:
 0 picks a free one) and reports its URL in the "up" line. ``--log-format`` switches the
 log lines on stderr to ``distable._log.configure_logging``'s text or JSON format (by
 default: ``time [name] LEVEL logger: message``).
+
+``--no-unix-sockets`` keeps every link of the node on TCP (``TransportConfig.unix_sockets``).
 
 ``--app module`` imports the module once the node is started, before the "up" line;
 ``--app module:function`` also calls ``function(node)`` (awaited if it returns an
@@ -51,12 +54,13 @@ from typing import Any
 
 import msgspec
 
-from .._apps import load_app, resolve, run_app
+from .._apps import import_ref, load_app, run_app
 from .._log import configure_logging
 from ..membership import Gossip, MembershipConfig, NodeDown, NodeUp, Static, Strategy
 from ..node import Node, run
 from ..node._events import EventStream
 from ..runtime import Process
+from ..transport import TransportConfig
 from ..wire import Pid, lists_as_tuples
 from ._probe import event_bus, registry_check, registry_stats, rss_bytes
 
@@ -151,6 +155,9 @@ async def _main(args: argparse.Namespace) -> None:
         connect=args.connect,
         cluster=_strategies(args),
         membership=preset,
+        transport=TransportConfig(unix_sockets=args.unix_sockets),
+        store=args.store,
+        store_timeout=args.store_timeout,
     )
     async with node:
         # Only membership events are reported: a stream that takes nothing else, so the
@@ -215,7 +222,7 @@ async def _main(args: argparse.Namespace) -> None:
         pids: dict[str, list[Any]] = {}
         for item in args.spawn:
             label, _, ref = item.partition("=")
-            cls = resolve(ref)
+            cls = import_ref(ref)
             if not (isinstance(cls, type) and issubclass(cls, Process)):
                 raise TypeError(f"{ref} is not a Process subclass")
             pid = await node.spawn(cls)
@@ -259,6 +266,9 @@ def main() -> None:
     parser.add_argument("--app", action="append", default=[], metavar="MODULE[:FUNCTION]")
     parser.add_argument("--dashboard", type=_dashboard_address, default=None, metavar="HOST:PORT")
     parser.add_argument("--log-format", choices=("text", "json"), default=None)
+    parser.add_argument("--no-unix-sockets", dest="unix_sockets", action="store_false")
+    parser.add_argument("--store", default=None, metavar="URL")
+    parser.add_argument("--store-timeout", type=float, default=2.0)
     args = parser.parse_args()
     sys.path[:0] = args.path
     if args.log_format is not None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ctypes
 import json
 import os
 import signal
@@ -11,6 +13,14 @@ from collections.abc import Sequence
 from typing import IO, Any
 
 from ..wire import Pid, lists_as_tuples
+
+
+def die_with_parent() -> None:
+    """For ``preexec_fn`` (in the child, before exec): the child gets SIGKILL when the process
+    that started it dies, however it dies, so that no node outlives its test or benchmark.
+    Linux only (``PR_SET_PDEATHSIG``); a no-op elsewhere."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 class NodeProcess:
@@ -61,6 +71,9 @@ class NodeProcess:
         dashboard: str | None = None,
         log_format: str | None = None,
         new_session: bool = False,
+        unix_sockets: bool = True,
+        store: str | None = None,
+        store_timeout: float | None = None,
     ) -> NodeProcess:
         """Start the node and wait until it reports that it is up.
 
@@ -77,7 +90,9 @@ class NodeProcess:
         ``distable._log.configure_logging``. ``new_session`` runs the child in a session
         of its own, so that a Ctrl-C in the terminal reaches only the parent, which then
         stops its children in its own order (a child still stops by itself when its
-        standard input closes).
+        standard input closes). ``unix_sockets=False`` keeps every link of the node on TCP
+        (``TransportConfig.unix_sockets``). ``store`` (a URL) gives the node a durable
+        store, ``store_timeout`` its timeout (``Node(store=, store_timeout=)``).
         """
         args = [sys.executable, "-m", "distable.testing._child", "--name", name, "--cookie", cookie]
         args += ["--host", host, "--port", str(port), "--log-level", log_level, "--preset", preset]
@@ -103,6 +118,12 @@ class NodeProcess:
             args += ["--dashboard", dashboard]
         if log_format is not None:
             args += ["--log-format", log_format]
+        if not unix_sockets:
+            args.append("--no-unix-sockets")
+        if store is not None:
+            args += ["--store", store]
+        if store_timeout is not None:
+            args += ["--store-timeout", str(store_timeout)]
         if netns is not None:
             args = ["ip", "netns", "exec", netns, *args]
         proc = await asyncio.create_subprocess_exec(
@@ -111,6 +132,7 @@ class NodeProcess:
             stdout=asyncio.subprocess.PIPE,
             stderr=stderr,
             start_new_session=new_session,
+            preexec_fn=die_with_parent,
         )
         assert proc.stdout is not None
         try:

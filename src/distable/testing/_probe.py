@@ -19,14 +19,18 @@ alive, and a digest of the whole replica that equal replicas share.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import os
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypedDict
+from typing import TYPE_CHECKING, Any, TypedDict, TypeVar
 
 import xxhash
 
 from ..wire import Pid
+
+T = TypeVar("T")
 
 if TYPE_CHECKING:
     from ..node import Node
@@ -214,12 +218,15 @@ def pending_handshakes(node: Node) -> int:
 
 
 async def close_listener(node: Node) -> None:
-    """Close ``node``'s listening socket, as if another process held the port next: its
-    port is free again, its links stay up, and nobody can dial it any more."""
-    server = node.transport._server
-    assert server is not None, f"{node} has no listening socket"
-    server.close()
-    await server.wait_closed()
+    """Close ``node``'s listening sockets (TCP's and its Unix domain socket's), as if
+    another process held the port next: its port is free again, its links stay up, and
+    nobody can dial it any more."""
+    servers = node.transport._servers()
+    assert servers, f"{node} has no listening socket"
+    for server in servers:
+        server.close()
+    for server in servers:
+        await server.wait_closed()
 
 
 def event_streams(node: Node) -> int:
@@ -230,6 +237,28 @@ def event_streams(node: Node) -> int:
 def event_bus(node: Node) -> EventBus:
     """``node``'s event bus, for a stream of a kind ``Node.events`` does not make."""
     return node._bus
+
+
+def on_node(node: Node, fn: Callable[..., T], /, *args: Any) -> T:
+    """Call ``fn(*args)`` with ``node`` as the current node (as code run by one of its
+    processes or tasks sees it: the module-level ``distable.whereis``, ``events``...)."""
+    return node._context.run(fn, *args)
+
+
+@contextlib.contextmanager
+def intercept(
+    node: Node, kind: type, handler: Callable[[str, Any, Callable[[str, Any], None]], None]
+) -> Iterator[None]:
+    """While in the block, every ``kind`` message ``node`` receives goes to
+    ``handler(sender, message, deliver)`` instead, which may drop it, keep it or pass it on
+    with ``deliver(sender, message)``."""
+    handlers = node._handlers
+    deliver = handlers[kind]
+    handlers[kind] = lambda sender, msg: handler(sender, msg, deliver)
+    try:
+        yield
+    finally:
+        handlers[kind] = deliver
 
 
 def seed_membership(node: Node, seed: str) -> None:
@@ -261,8 +290,9 @@ def abort(node: Node) -> list[asyncio.Task[Any]]:
 async def crash(node: Node) -> None:
     """Stop ``node`` dead: no graceful drain, no leave announcement, nothing flushed.
 
-    Its links are aborted (whatever was queued is lost), its listening socket closed, its
-    timers and tasks cancelled, and its registry reacts to nothing any more; the other
+    Its links are aborted (whatever was queued is lost), its listening sockets closed (the
+    file of its Unix domain socket is left behind, as by a killed process), its timers and
+    tasks cancelled, and its registry reacts to nothing any more; the other
     nodes learn of it from failure detection, as they would of a killed OS process. For
     tests with several nodes in one event loop; the node object is unusable afterwards.
     """
@@ -272,8 +302,8 @@ async def crash(node: Node) -> None:
     transport._closing = True
     if transport._tick_handle is not None:
         transport._tick_handle.cancel()
-    server = transport._server
-    if server is not None:
+    servers = transport._servers()
+    for server in servers:
         server.close()
     for peer in transport.peers.values():
         peer.wanted = False
@@ -290,7 +320,7 @@ async def crash(node: Node) -> None:
         if not tasks:
             break
         await asyncio.gather(*tasks, return_exceptions=True)
-    if server is not None:
+    for server in servers:
         await server.wait_closed()
 
 

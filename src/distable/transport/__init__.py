@@ -1,4 +1,5 @@
-"""The transport layer: authenticated, ordered, batched TCP links between nodes."""
+"""The transport layer: authenticated, ordered, batched links between nodes (TCP, or a Unix
+domain socket between nodes on one host)."""
 
 from ._handshake import HandshakeCore, derive_key
 from ._transport import (

@@ -1,4 +1,5 @@
-"""Authenticated TCP links between nodes: one per pair, ordered, batched.
+"""Authenticated links between nodes (TCP, or Unix domain sockets on one host): one per
+pair, ordered, batched.
 
 Rules:
     * One link per pair of nodes. When both dial at once, the link dialed by the node
@@ -11,7 +12,11 @@ Rules:
     * A peer that breaks the protocol (oversized frame, garbage, bad handshake, silent
       past the handshake timeout) is logged by name and address and disconnected; an
       unknown message type is logged and dropped. The node keeps serving everyone else.
-    * Messages to a peer are ordered: one ``BatchWriter`` per peer, one TCP stream.
+    * Messages to a peer are ordered: one ``BatchWriter`` per peer, one stream.
+    * A peer on this host is dialed over its Unix domain socket first, if it has one
+      (``_unix``; ``TransportConfig.unix_sockets``), and over TCP at once if that path is
+      absent or refuses. Such a link is a link like any other: the same handshake (and
+      TLS), framing, batching, backpressure and rules.
     * Small messages are coalesced: one frame and one ``write`` per peer per event-loop
       turn (or sooner when a batch passes ``flush_bytes``; what is posted to a peer while
       its data is dispatched, such as replies, when that dispatch ends).
@@ -34,6 +39,7 @@ import errno
 import logging
 import os
 import random
+import socket
 import ssl
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
@@ -56,6 +62,7 @@ from ..wire._messages import (
     raw_batch_decoder,
     single_decoder,
 )
+from . import _unix
 from ._handshake import (
     HANDSHAKE,
     NONCE_SIZE,
@@ -126,6 +133,8 @@ class TransportConfig:
     backoff_max: float = 5.0
     max_pending_handshakes: int = 64
     forget_peer_after: float = 10.0
+    #: Also listen on a Unix domain socket, and dial peers on this host over theirs.
+    unix_sockets: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +153,8 @@ class PeerStatistics:
     #: and its kind (not_authorized, wrong_node, version, refused, unreachable, handshake).
     error: str = ""
     error_kind: str = ""
+    #: What the link runs over: "unix" (a Unix domain socket), "tcp", or "" (no link).
+    link: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -274,7 +285,7 @@ class Peer:
 
 
 class PeerConnection(asyncio.Protocol):
-    """One TCP connection: handshake first, then batches of messages.
+    """One connection (TCP, or a Unix domain socket): handshake first, then batches of messages.
 
     Callbacks run on the event loop and never block.
     """
@@ -284,6 +295,7 @@ class PeerConnection(asyncio.Protocol):
         self.dialer = dialer
         self.transport: asyncio.Transport | None = None
         self.address = "?"
+        self.unix = False  # over a Unix domain socket (set by connection_made)
         self.core = HandshakeCore(
             dialer=dialer,
             name=owner.name,
@@ -319,8 +331,12 @@ class PeerConnection(asyncio.Protocol):
             # timeout, or was collected unclosed (a ResourceWarning).
             self.transport.abort()
             return
+        sock = transport.get_extra_info("socket")
+        self.unix = sock is not None and sock.family == socket.AF_UNIX
         peername = transport.get_extra_info("peername")
-        if peername:
+        if self.unix:
+            self.address = "unix socket"
+        elif peername:
             self.address = f"{peername[0]}:{peername[1]}"
         self._hs_timer = self.owner.loop.call_later(self.owner.config.handshake_timeout, self._handshake_timeout)
         if self.dialer:
@@ -631,6 +647,15 @@ class Transport:
         self._server: asyncio.AbstractServer | None = None
         self._tick_handle: asyncio.TimerHandle | None = None
         self._closing = False
+        # The Unix domain socket (``_listen_unix``, from ``listen``): its server, its file
+        # and that file's identity; and where peers on this host have theirs (None: dial
+        # over TCP only), this node's host and network namespace, which name them.
+        self._unix_server: asyncio.AbstractServer | None = None
+        self._unix_path = ""
+        self._unix_ident = (0, 0, 0)
+        self._unix_dir: str | None = None
+        self._host = ""
+        self._netns = ""
 
         # The peer table: entries are made by ``_peer`` (from ``post``, ``connect`` and
         # the acceptor's ``_decide``) and removed only by ``_tick``; each entry's fields
@@ -675,16 +700,62 @@ class Transport:
             backlog=1024,
             start_serving=serve,
         )
-        sock = self._server.sockets[0]
+        port = int(self._server.sockets[0].getsockname()[1])
+        if self.config.unix_sockets and _unix.AVAILABLE:
+            await self._listen_unix(host, port, serve)
         self._schedule_tick()
-        return int(sock.getsockname()[1])
+        return port
+
+    async def _listen_unix(self, host: str, port: int, serve: bool) -> None:
+        """From ``listen``, once the TCP port is bound (so the name is this node's alone):
+        listen on the Unix domain socket of the node's name too, and dial peers on this
+        host over theirs. Any trouble is logged once and leaves the node on TCP alone."""
+        name = format_node_name(self.name.partition("@")[0], host, port)  # before ``rename``
+        directory = _unix.socket_dir()
+        problem = _unix.prepare_dir(directory)
+        if problem is not None:
+            log.warning("%s: links to nodes on this host use TCP: %s", name, problem)
+            return
+        self._unix_dir, self._host, self._netns = directory, host, _unix.netns_id()
+        path = _unix.socket_path(directory, name, self._netns)
+        if path is None:
+            log.warning("%s: no Unix domain socket: the path would be too long in %s", name, directory)
+            return
+        try:
+            sock, ident = _unix.bind(path)
+        except OSError as exc:
+            log.warning("%s: no Unix domain socket at %s: %s", name, path, exc.strerror or exc)
+            return
+        try:
+            self._unix_server = await self.loop.create_unix_server(
+                lambda: PeerConnection(self, dialer=False),
+                sock=sock,
+                ssl=self._server_tls,
+                ssl_handshake_timeout=self.config.handshake_timeout if self._server_tls is not None else None,
+                backlog=1024,
+                start_serving=serve,
+            )
+        except OSError as exc:
+            sock.close()
+            _unix.remove(path, ident)
+            log.warning("%s: no Unix domain socket at %s: %s", name, path, exc.strerror or exc)
+            return
+        self._unix_path, self._unix_ident = path, ident
+        log.debug("%s: listening on %s", name, path)
+
+    def _servers(self) -> list[asyncio.AbstractServer]:
+        """The servers of the listening sockets: TCP's, and the Unix domain socket's if any.
+
+        Query (``serve``, ``close``, ``distable.testing``'s ``crash`` and ``close_listener``)."""
+        return [server for server in (self._server, self._unix_server) if server is not None]
 
     async def serve(self) -> None:
         """Start accepting links on the port ``listen(serve=False)`` bound (no-op if already).
 
         Node lifecycle (``Node.start``); awaits."""
-        if self._server is not None and not self._server.is_serving():
-            await self._server.start_serving()
+        for server in self._servers():
+            if not server.is_serving():
+                await server.start_serving()
 
     def rename(self, name: str) -> None:
         """Set the full node name once the port is known (before any link exists).
@@ -702,8 +773,12 @@ class Transport:
         self._closing = True
         if self._tick_handle is not None:
             self._tick_handle.cancel()
-        if self._server is not None:
-            self._server.close()
+        servers = self._servers()
+        for server in servers:
+            server.close()
+        if self._unix_path:  # from now on, dialers of this node's socket go to TCP at once
+            _unix.remove(self._unix_path, self._unix_ident)
+            self._unix_path = ""
         for peer in list(self.peers.values()):
             peer.wanted = False
             if peer.dial_handle is not None:
@@ -714,8 +789,8 @@ class Transport:
                     conn.transport.close()  # close (not abort) lets the last batch go out
         for conn in list(self._pending_handshakes):
             conn.close("node shutting down")
-        if self._server is not None:
-            await self._server.wait_closed()
+        for server in servers:
+            await server.wait_closed()
 
     # --- sending --------------------------------------------------------------------
 
@@ -902,26 +977,38 @@ class Transport:
         self._spawn_task(self._open(peer, conn))  # ends by itself: bounded by connect_timeout
 
     async def _open(self, peer: Peer, conn: PeerConnection) -> None:
-        """Dial task, one per dial; awaits the TCP (and TLS) connection, bounded by
-        ``connect_timeout``. The handshake then runs in ``conn``'s callbacks; a failure
-        to connect ends here, through ``conn._finish`` (so ``_on_closed``)."""
+        """Dial task, one per dial; awaits the connection (``_connect``: TCP, or the peer's
+        Unix domain socket) and its TLS handshake, bounded by ``connect_timeout``. The
+        handshake then runs in ``conn``'s callbacks; a failure to connect ends here,
+        through ``conn._finish`` (so ``_on_closed``)."""
         try:
-            await asyncio.wait_for(
-                self.loop.create_connection(
-                    lambda: conn,
-                    peer.host,
-                    peer.port,
-                    ssl=self._client_tls,
-                    server_hostname=peer.host if self._client_tls is not None else None,
-                ),
-                self.config.connect_timeout,
-            )
+            await asyncio.wait_for(self._connect(peer, conn), self.config.connect_timeout)
         except (OSError, TimeoutError, ssl.SSLError) as exc:
             peer.refused = is_refusal(exc)
             conn.fail_kind = REFUSED if peer.refused else UNREACHABLE
             conn.closed = True
             conn.close_reason = f"cannot connect: {exc or type(exc).__name__}"
             conn._finish()
+
+    async def _connect(self, peer: Peer, conn: PeerConnection) -> None:
+        """From ``_open`` only: connect ``conn`` to ``peer``. A peer on this host is tried
+        over its Unix domain socket first; if its path is absent or refuses, TCP at once
+        (so a refusal is TCP's: the node is down, not merely without a socket)."""
+        tls = self._client_tls
+        hostname = peer.host if tls is not None else None
+        if self._unix_dir is not None and _unix.same_host(peer.host, self._host):
+            path = _unix.socket_path(self._unix_dir, peer.name, self._netns)
+            if path is not None:
+                try:
+                    await self.loop.create_unix_connection(lambda: conn, path, ssl=tls, server_hostname=hostname)
+                    return
+                except ssl.SSLError:
+                    raise  # TLS failed: it would over TCP too
+                except OSError as exc:
+                    log.debug("%s: %s has no Unix domain socket (%s): dialing TCP", self.name, peer.name, exc)
+                if conn.closed:  # closed meanwhile (``disconnect``, the node stopping): dial no more
+                    return
+        await self.loop.create_connection(lambda: conn, peer.host, peer.port, ssl=tls, server_hostname=hostname)
 
     def role_of(self, node: str) -> str:
         """The role ``node`` gave in the handshake of its last link ("server" or "client").
@@ -1161,6 +1248,7 @@ class Transport:
                     connects=p.connects,
                     error=p.error,
                     error_kind=p.error_kind,
+                    link="" if p.conn is None else "unix" if p.conn.unix else "tcp",
                 )
                 for p in sorted(self.peers.values(), key=lambda p: p.name)
             ),

@@ -62,6 +62,42 @@ _GAUGES: tuple[tuple[str, str, Any], ...] = (
         lambda s: len(s.registry.placement_nodes),
     ),
     ("distable_registry_peers", "Peers the node's registry replicates with.", lambda s: s.registry.peers),
+    (
+        "distable_checkpoint_records",
+        "Checkpoint records the node holds for other nodes' names (it is their standby).",
+        lambda s: s.registry.checkpoint_records,
+    ),
+    (
+        "distable_checkpoint_record_bytes",
+        "Bytes of the checkpoint states the node holds for other nodes' names.",
+        lambda s: s.registry.checkpoint_record_bytes,
+    ),
+    (
+        "distable_checkpoint_hosted",
+        "Local names with a checkpoint record (running, or exited awaiting a restart).",
+        lambda s: s.registry.checkpoint_hosted,
+    ),
+    (
+        "distable_checkpoint_hosted_bytes",
+        "Bytes of the latest checkpoint states of the node's own names.",
+        lambda s: s.registry.checkpoint_hosted_bytes,
+    ),
+    (
+        "distable_store_up",
+        "1 if the node's last attempt to reach its durable store succeeded (0 too when it has none).",
+        lambda s: int(s.registry.store_up),
+    ),
+    ("distable_store_queued", "Writes queued for the durable store.", lambda s: s.registry.store_queued),
+    (
+        "distable_store_queued_bytes",
+        "Bytes of the checkpoint states queued for the durable store.",
+        lambda s: s.registry.store_queued_bytes,
+    ),
+    (
+        "distable_store_lag_seconds",
+        "Age of the oldest write queued for the durable store (0 when none waits).",
+        lambda s: s.registry.store_lag,
+    ),
     ("distable_loop_lag_seconds", "Event-loop lag at the last measurement.", lambda s: s.runtime.last_loop_lag),
     ("distable_loop_lag_max_seconds", "Largest event-loop lag measured.", lambda s: s.runtime.max_loop_lag),
 )
@@ -88,6 +124,42 @@ _COUNTERS: tuple[tuple[str, str, Any], ...] = (
         "distable_gate_held_messages",
         "Messages such gates had held until then.",
         lambda s: s.registry.gate_held_messages,
+    ),
+    (
+        "distable_checkpoint_refusals",
+        "Checkpoints the node refused as a standby (it holds a newer line of the name).",
+        lambda s: s.registry.checkpoint_refusals,
+    ),
+    (
+        "distable_checkpoint_restores",
+        "Restarts that looked for their name's latest checkpoint.",
+        lambda s: s.registry.checkpoint_restores,
+    ),
+    (
+        "distable_checkpoint_restores_incomplete",
+        "Such restores cut short by their timeout (a node did not answer).",
+        lambda s: s.registry.checkpoint_restores_incomplete,
+    ),
+    ("distable_store_written", "Writes the durable store applied.", lambda s: s.registry.store_written),
+    (
+        "distable_store_refused",
+        "Writes the durable store refused (it holds a newer line of the name, or does not remember it).",
+        lambda s: s.registry.store_refused,
+    ),
+    (
+        "distable_store_failed",
+        "Attempts to write to the durable store that failed (unreachable, or past the timeout).",
+        lambda s: s.registry.store_failed,
+    ),
+    (
+        "distable_store_dropped",
+        "Writes not queued for the durable store because its queue was full.",
+        lambda s: s.registry.store_dropped,
+    ),
+    (
+        "distable_store_restored",
+        "Names the node started from the durable store at its cold start.",
+        lambda s: s.registry.store_restored,
     ),
     ("distable_syncs_sent", "Anti-entropy sync rounds (digests) the node sent.", lambda s: s.registry.syncs_sent),
     (

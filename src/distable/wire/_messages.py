@@ -28,7 +28,12 @@ from ._types import Pid, Ref
 #: 3: the registry server's requests and replies (tags 46 to 51); to a peer that agreed
 #: on 1 or 2 they travel as before, as lists in a ``CallRequest`` to its registry server
 #: (local id 1), which still serves such lists from any peer.
-PROTOCOL_VERSION = 3
+#: 4: checkpoints (tags 52 to 56), and the fields appended for them (``Spec.replicas``,
+#: ``Claim.lineage`` and ``base``, ``HandoffRequest.checkpoint``, ``ConflictState.holders``,
+#: ``RegisterRequest.lineage`` and ``base``: an older decoder ignores trailing fields). A
+#: node sends no checkpoint message to a peer that agreed on less, and never makes it a
+#: standby (docs/internals.md, "Checkpoints").
+PROTOCOL_VERSION = 4
 MIN_PROTOCOL_VERSION = 1
 HANDSHAKE_MAX_FRAME = 4096
 
@@ -217,6 +222,7 @@ class Spec(msgspec.Struct, array_like=True, gc=False, frozen=True):
     kwargs: Any  # a dict with str keys, prepared by to_wire
     restart: str
     handoff_timeout: float
+    replicas: int = 0  # (version 4) standbys of its checkpoints; 0: the hosting node's default
 
 
 class Claim(msgspec.Struct, array_like=True, gc=False, frozen=True):
@@ -226,7 +232,9 @@ class Claim(msgspec.Struct, array_like=True, gc=False, frozen=True):
     computed once by the host. A claim made by a handoff names the pid it replaces
     (``moved_from``) and the old host's handoff id (``handoff``); ``ancestors`` are the
     pids the name moved through before that (the latest first, a few at most), so a node
-    that missed a move in between still knows them superseded.
+    that missed a move in between still knows them superseded. ``lineage`` and ``base``
+    (version 4): the name's line of checkpoints and the one it was restored from (see
+    ``Lineage``); None for a name that has none (a ``register_name``, a group).
     """
 
     kind: int
@@ -238,6 +246,8 @@ class Claim(msgspec.Struct, array_like=True, gc=False, frozen=True):
     moved_from: Pid | None = None
     handoff: int = 0
     ancestors: tuple[Pid, ...] = ()
+    lineage: Lineage | None = None
+    base: Lineage | None = None
 
 
 class Removal(msgspec.Struct, array_like=True, gc=False, frozen=True):
@@ -301,6 +311,7 @@ class HandoffRequest(_Msg, tag=33):
     has_state: bool
     state: Any
     ancestors: tuple[Pid, ...] = ()  # old_pid's own ancestors (see Claim)
+    checkpoint: CheckpointHandover | None = None  # (version 4) where its checkpoints stand
 
 
 class HandoffAccepted(_Msg, tag=34):
@@ -352,6 +363,7 @@ class ConflictState(_Msg, tag=39):
     has_state: bool
     state: Any
     ref: int = 0
+    holders: list[Holder] = []  # (version 4) the nodes holding the loser's checkpoints
 
 
 class ConflictStateTaken(_Msg, tag=45):
@@ -421,6 +433,10 @@ class RegisterRequest(_Msg, tag=46):
     ref: int
     name: Any
     spec: Spec
+    # (version 4) a restart asked of the owner: the checkpoints of the claim that ended,
+    # which the owner restores before it starts the process (None: a fresh start)
+    lineage: Lineage | None = None
+    base: Lineage | None = None
 
 
 class RegisterNameRequest(_Msg, tag=47):
@@ -478,6 +494,106 @@ class RegistryReply(_Msg, tag=51):
     detail: str = ""
 
 
+# --- checkpoints (version 4) ---------------------------------------------------------------
+#
+# docs/internals.md, "Checkpoints". ``name`` is prepared by ``_codec.to_wire``; ``state`` is
+# the user's state already encoded (a standby never decodes it).
+
+
+class Lineage(msgspec.Struct, array_like=True, gc=False, frozen=True, order=True):
+    """A line of checkpoints of one name: begun by the process ``origin``; ordered by
+    ``epoch``, then ``origin``. A restart elsewhere begins one with a higher epoch; a
+    handoff (``Resume``) continues it."""
+
+    epoch: int
+    origin: Pid
+
+
+class Checkpoint(msgspec.Struct, array_like=True, gc=False, frozen=True):
+    """One checkpoint of ``name``: seq ``seq`` of ``lineage`` (which began from ``base``),
+    written by the process ``writer``; ``spec`` says how to start the name again."""
+
+    name: Any
+    lineage: Lineage
+    base: Lineage | None
+    seq: int
+    writer: Pid
+    state: bytes
+    spec: Spec | None = None
+
+
+class Holder(msgspec.Struct, array_like=True, gc=False, frozen=True):
+    """``node`` may hold a record of ``lineage`` up to ``seq``: to be dropped later."""
+
+    node: str
+    lineage: Lineage
+    seq: int
+
+
+class CheckpointHandover(msgspec.Struct, array_like=True, gc=False, frozen=True):
+    """Where a name's checkpoints stand, for its new host (in a handoff) or the winner of a
+    conflict: the lineage and seq to continue, the nodes that may hold its records, and
+    the last checkpoint's state (for a process that answered ``Restart()``)."""
+
+    lineage: Lineage
+    base: Lineage | None
+    seq: int
+    holders: list[Holder]
+    state: bytes | None = None
+
+
+class CheckpointPut(_Msg, tag=52):
+    """Host -> standby: keep ``checkpoint``; answered by ``CheckpointAck``."""
+
+    checkpoint: Checkpoint
+
+
+class CheckpointAck(_Msg, tag=53):
+    """Standby -> host. ``ok``: it holds ``lineage`` at ``seq`` (or later: ``seq`` is what
+    it holds). Not ``ok``: it holds the newer lineage ``held``, last written by
+    ``writer``, and refused the put. ``dropped``: the answer to a ``CheckpointDrop`` (of
+    ``lineage`` up to ``seq``). ``incarnation``: the standby's, so that an answer of an
+    incarnation that died never counts for the next one."""
+
+    name: Any
+    lineage: Lineage
+    seq: int
+    ok: bool = True
+    held: Lineage | None = None
+    writer: Pid | None = None
+    dropped: bool = False
+    incarnation: int = 0
+
+
+class CheckpointDrop(_Msg, tag=54):
+    """Host -> standby: delete your record of ``name`` if it is of ``lineage`` at a seq of
+    at most ``upto``; answered by ``CheckpointAck(dropped=True)``."""
+
+    name: Any
+    lineage: Lineage
+    upto: int
+
+
+class CheckpointFetch(_Msg, tag=55):
+    """A node restarting names -> every server node up: what do you hold of ``names``?"""
+
+    ref: int
+    names: list[Any]
+
+
+class CheckpointHave(_Msg, tag=56):
+    """The answer to ``CheckpointFetch(ref)``: every record held for those names, and the
+    server nodes the sender sees up (``peers``: the restore asks those it does not know)."""
+
+    ref: int
+    checkpoints: list[Checkpoint]
+    peers: list[str] = []
+
+
+#: The checkpoint messages (version 4).
+CheckpointMessage = CheckpointPut | CheckpointAck | CheckpointDrop | CheckpointFetch | CheckpointHave
+
+
 PeerMessage = (
     Send
     | Cast
@@ -515,6 +631,11 @@ PeerMessage = (
     | GroupJoinRequest
     | GroupLeaveRequest
     | RegistryReply
+    | CheckpointPut
+    | CheckpointAck
+    | CheckpointDrop
+    | CheckpointFetch
+    | CheckpointHave
 )
 batch_decoder = msgspec.msgpack.Decoder(list[PeerMessage], ext_hook=ext_hook)
 single_decoder = msgspec.msgpack.Decoder(PeerMessage, ext_hook=ext_hook)

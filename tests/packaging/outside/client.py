@@ -8,6 +8,7 @@ and for each optional feature "ok" or the MissingExtra message.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import sys
 import time
@@ -22,10 +23,17 @@ def web() -> None:
     import distable.web  # noqa: F401
 
 
+async def redis_store() -> None:
+    from distable.store import open_store
+
+    await open_store("redis://127.0.0.1:1/0").close()  # made and closed: nothing connects
+
+
 FEATURES: dict[str, Callable[[], Any]] = {
     "web": web,
     "crypto": lambda: Gossip(encrypt=True),
     "dns": lambda: DNSPoll("distable.invalid"),
+    "redis": redis_store,
 }
 
 
@@ -42,7 +50,9 @@ async def main(peer: str, cookie: str) -> dict[str, Any]:
         report["loop"] = type(asyncio.get_running_loop()).__module__
     for name, feature in FEATURES.items():
         try:
-            feature()
+            made = feature()
+            if inspect.isawaitable(made):
+                await made
             report[name] = "ok"
         except MissingExtra as exc:
             report[name] = str(exc)

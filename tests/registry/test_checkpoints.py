@@ -1,0 +1,335 @@
+"""Replicated checkpoints with real nodes in this event loop (docs/internals.md, "Checkpoints").
+
+A ``Counter`` registered through a factory checkpoints its count (``("checkpoint",
+wait)``); its ``handled`` log shows what its process handled first, so a restart that
+delivered a checkpoint shows ``("end_handoff", state)`` at its head.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pytest
+
+from distable import Node, Pid, RegistryConfig
+from distable.ring import Ring, preference
+from distable.testing import eventually
+from distable.wire import encode_value
+from distable.wire._messages import Checkpoint, CheckpointFetch, CheckpointPut, Lineage
+
+from . import apps
+from .conftest import Cluster, first_owned, log_records
+
+
+def records(nodes: list[Node]) -> int:
+    """Checkpoint records the nodes hold for others, plus their own hosted ones."""
+    stats = [n.statistics().registry for n in nodes]
+    return sum(s.checkpoint_records + s.checkpoint_hosted for s in stats)
+
+
+async def restarted(cluster: Cluster, name: str, old_node: str, nodes: list[Node]) -> Any:
+    """Wait until ``name`` runs again off ``old_node``, everywhere agreed; return its pid."""
+    await eventually(
+        lambda: (
+            (p := nodes[0].whereis(name)) is not None
+            and p.node != old_node
+            and all(n.whereis(name) == p for n in nodes)
+        ),
+        timeout=20,
+        message=cluster.describe,
+    )
+    return nodes[0].whereis(name)
+
+
+async def test_a_crashed_hosts_name_restarts_with_its_last_acknowledged_checkpoint_first(
+    cluster: Cluster, three: list[Node]
+) -> None:
+    a, b, victim = three
+    name = first_owned(victim.name, [n.name for n in three], "ckpt-crash")
+    pid = await a.register(name, apps.Counter, key=name)
+    assert pid.node == victim.name
+    for _ in range(5):
+        await a.call(name, "incr")
+    assert await a.call(name, ("checkpoint", True)) == 5
+    await a.call(name, "incr")  # 6, never checkpointed: lost with the node, by design
+    [standby] = preference(victim.placement(), name, 2)[1:]
+    assert cluster.node(standby).statistics().registry.checkpoint_records == 1
+
+    await cluster.crash(victim)
+    new = await restarted(cluster, name, victim.name, [a, b])
+
+    assert new.node == standby  # the standby was the next owner
+    handled = await a.call(name, "handled")
+    assert handled[0] == ("end_handoff", 5), handled
+    assert [h for h in handled if h[0] == "end_handoff"] == [("end_handoff", 5)]  # exactly once
+    assert await a.call(name, "get") == (5, new.node)
+    # The restarted process's first act: the restored state under a new lineage, replicated.
+    await eventually(lambda: records([a, b]) == 2, message=lambda: f"{records([a, b])} records")
+
+
+async def test_unregister_and_a_normal_exit_delete_the_checkpoints_everywhere(
+    cluster: Cluster, three: list[Node]
+) -> None:
+    a, b, _ = three
+    names = [first_owned(n.name, [m.name for m in three], f"ckpt-del-{n.name}") for n in three]
+    for name in names:
+        await a.register(name, apps.Counter, key=name, replicas=2)
+        await a.call(name, "incr")
+        await a.call(name, ("checkpoint", True))
+    # Each name: its host's copy and two standbys' records.
+    assert sum(n.statistics().registry.checkpoint_hosted for n in three) == 3
+    assert sum(n.statistics().registry.checkpoint_records for n in three) == 6
+
+    await a.unregister(names[0])
+    await a.call(names[1], ("stop", "normal"))  # transient: not restarted, its name ends
+    await eventually(lambda: records(three) == 3, message=lambda: f"{records(three)} records")  # names[2]'s
+    await eventually(lambda: a.whereis(names[1]) is None)
+
+    await b.unregister(names[2])
+    await eventually(lambda: records(three) == 0, message=lambda: f"{records(three)} records")
+
+
+async def test_a_graceful_handoffs_resume_state_supersedes_the_last_checkpoint(cluster: Cluster) -> None:
+    a, b, c = await cluster.start(3)
+    name = first_owned(c.name, [a.name, b.name, c.name], "ckpt-resume")
+    await a.register(name, apps.Counter, key=name)
+    await a.call(name, "incr")
+    await a.call(name, ("checkpoint", True))  # 1
+    for _ in range(4):
+        await a.call(name, "incr")  # 5, carried by the handoff's Resume only
+
+    await cluster.stop(c)  # hands it off with Resume(5)
+    moved = await restarted(cluster, name, c.name, [a, b])
+    assert await a.call(name, "get") == (5, moved.node)
+    # The new host wrote the Resume state as the next checkpoint: a crash now restores 5.
+    survivor = a if moved.node == b.name else b
+    standby = cluster.node(moved.node).registry.standby
+    await eventually(lambda: standby.replicated(name) and standby.standbys_of(name) == [survivor.name])
+    await cluster.crash(cluster.node(moved.node))
+    again = await restarted(cluster, name, moved.node, [survivor])
+    assert again.node == survivor.name
+    handled = await survivor.call(name, "handled")
+    assert handled[0] == ("end_handoff", 5), handled
+
+
+async def test_replicas_2_survive_the_host_and_a_standby_killed_at_once(cluster: Cluster) -> None:
+    nodes = await cluster.start(4)
+    names = [n.name for n in nodes]
+    name = first_owned(names[0], names, "ckpt-two")
+    host, first, second = preference(Ring().place(names), name, 3)
+    await nodes[1].register(name, apps.Counter, key=name, replicas=2)
+    await nodes[1].call(name, "incr")
+    await nodes[1].call(name, "incr")
+    assert await nodes[1].call(name, ("checkpoint", True)) == 2
+    assert cluster.node(first).statistics().registry.checkpoint_records == 1
+    assert cluster.node(second).statistics().registry.checkpoint_records == 1
+
+    await cluster.crash(cluster.node(host))
+    await cluster.crash(cluster.node(first))
+    left = [n for n in nodes if n.name not in (host, first)]
+    new = await restarted(cluster, name, host, left)
+    assert new.node != first
+    handled = await left[0].call(name, "handled")
+    assert handled[0] == ("end_handoff", 2), handled
+
+
+async def test_a_crash_restarts_on_the_same_node_from_the_latest_checkpoint(
+    cluster: Cluster, three: list[Node], caplog: pytest.LogCaptureFixture
+) -> None:
+    a, b, _ = three
+    name = first_owned(b.name, [n.name for n in three], "ckpt-same")
+    old = await a.register(name, apps.Counter, key=name)
+    await a.call(name, "incr")
+    await a.call(name, ("checkpoint", True))
+    await a.call(name, "incr")
+    await a.call(name, ("checkpoint", False))  # write-behind: sent within 5 ms
+    await eventually(lambda: b.registry.standby.replicated(name) and b.registry.standby.replicated_seq(name) == 2)
+    with caplog.at_level(logging.INFO, logger="distable.registry"):
+        with pytest.raises(Exception, match="crash"):
+            await a.call(name, "crash")
+        new = await eventually(lambda: (p := a.whereis(name)) is not None and p != old and p)
+    assert new.node == b.name
+    handled = await a.call(name, "handled")
+    assert handled[0] == ("end_handoff", 2), handled
+    assert log_records(caplog, "restarts from its latest checkpoint", level=logging.INFO)
+
+
+async def test_bad_checkpoints_raise_typed_errors_and_the_node_keeps_running(
+    cluster: Cluster, caplog: pytest.LogCaptureFixture
+) -> None:
+    a, b = await cluster.start(2, registry=RegistryConfig(checkpoint_max_bytes=1000))
+    name = first_owned(b.name, [a.name, b.name], "ckpt-bad")
+    await a.register(name, apps.Counter, key=name)
+    assert await a.call(name, ("checkpoint_bad", "unencodable")) == "UnencodableValue"
+    assert await a.call(name, ("checkpoint_bad", ("bytes", 2000))) == "CheckpointTooLarge"
+    assert await a.call(name, ("checkpoint_bad", ("bytes", 100))) == "ok"
+    by_hand = await b.spawn(apps.Counter, "by-hand")
+    await a.register_name("by-hand", by_hand)
+    assert await a.call("by-hand", ("checkpoint_bad", "count")) == "DistableError"
+    # A peer's malformed checkpoint message (a name that is no hashable value) is a log line.
+    with caplog.at_level(logging.WARNING, logger="distable.registry"):
+        b.transport.dispatch(a.name, [CheckpointFetch(1, [[1, 2]])])
+    assert log_records(caplog, "malformed CheckpointFetch", a.name)
+    assert await a.call(name, "incr") == 1
+    assert await a.call(name, ("checkpoint", True)) == 1
+
+
+async def test_a_peer_of_an_older_protocol_is_never_a_standby(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a = await cluster.add("old-a", join=False)
+    b = await cluster.add("old-b", join=False)
+    for node in (a, b):  # each speaks to the other as to a peer that agreed on version 3
+        monkeypatch.setattr(node.transport, "peer_version", lambda peer: 3)
+    await cluster.join(a)
+    await cluster.join(b)
+    await cluster.wait_joined()
+    name = first_owned(a.name, [a.name, b.name], "ckpt-old")
+    await b.register(name, apps.Counter, key=name)
+    await b.call(name, "incr")
+    # No standby: it completes at once (as with no other node), and nothing reaches b.
+    assert await b.call(name, ("checkpoint", True)) == 1
+    assert a.registry.standby.up == set()
+    assert b.statistics().registry.checkpoint_records == 0
+    assert a.statistics().registry.checkpoint_hosted == 1
+
+
+async def test_after_a_netsplit_heal_the_winner_takes_the_checkpoints_over(cluster: Cluster) -> None:
+    # Each side of a split runs a copy of the name and checkpoints its own count. After the
+    # heal, the surviving copy takes the checkpoints over (a lineage above both) and gets
+    # the other copy's state in resolve_conflict; a crash of its host then restores the
+    # survivor's count, never the loser's.
+    nodes = await cluster.start(4)
+    side_a, side_b = nodes[:2], nodes[2:]
+    names = [n.name for n in nodes]
+    name = first_owned(side_a[0].name, names, "ckpt-split")
+    await side_a[0].register(name, apps.Counter, key=name)
+    await side_a[0].call(name, ("checkpoint", True))  # 0, everywhere its standby is
+    cut = cluster.partition(side_a, side_b)
+
+    def isolated(side: list[Node]) -> bool:
+        return all(n.placement().nodes == sorted(m.name for m in side) for n in side)
+
+    await eventually(lambda: isolated(side_a) and isolated(side_b), timeout=15, message=cluster.describe)
+    await eventually(lambda: side_b[0].whereis(name) is not None, timeout=15, message=cluster.describe)
+    for side, count in ((side_a, 3), (side_b, 7)):
+        for _ in range(count):
+            await side[0].call(name, "incr")
+        assert await side[0].call(name, ("checkpoint", True)) == count
+
+    await cut.heal()
+    await cluster.wait_joined()
+    await eventually(
+        lambda: (p := cluster.agreed()) is not None and cluster.live_copies(name) == [p[name]],
+        timeout=20,
+        message=lambda: f"{cluster.describe()}; copies {cluster.live_copies(name)}",
+    )
+    winner = nodes[0].whereis(name)
+    assert winner is not None
+    count, _ = await nodes[0].call(name, "get")
+    assert count in (3, 7)
+    assert await nodes[0].call(name, "conflicts") == [10 - count]  # the loser's state
+    host = cluster.node(winner.node)
+    standby = host.registry.standby
+    lineage = standby.lineage_of(name)
+    assert lineage is not None
+    assert lineage[0].epoch >= 1  # taken over: above both copies' lines
+    await eventually(lambda: standby.replicated(name), message=lambda: f"{host.name}: {host.statistics().registry}")
+    await eventually(lambda: all(claim_lineage(n, name) == lineage[0] for n in cluster.nodes))
+
+    await cluster.crash(host)
+    left = [n for n in nodes if n is not host]
+    await restarted(cluster, name, host.name, left)
+    handled = await left[0].call(name, "handled")
+    assert handled[0] == ("end_handoff", count), handled
+
+
+def claim_lineage(node: Node, name: Any) -> Any:
+    winner = node.registry.core.winners.get(name)
+    return None if winner is None else winner.lineage
+
+
+async def test_write_behind_sends_only_the_latest_state_and_a_crash_restores_it(cluster: Cluster) -> None:
+    a, b = await cluster.start(2)
+    name = first_owned(b.name, [a.name, b.name], "ckpt-burst")
+    await a.register(name, apps.Counter, key=name)
+    assert await a.call(name, ("burst", 1000)) == 1000  # 1000 checkpoints in one handler
+
+    standby = b.registry.standby
+    await eventually(lambda: standby.replicated(name) and standby.replicated_seq(name) == 2)
+    stats = standby.statistics()
+    # The first state went at once, the other 999 replaced each other: one more put.
+    assert stats.puts_sent - stats.retransmits == 2
+    assert a.registry.standby.records[name].state == encode_value(1000)
+
+    await cluster.crash(b)
+    await restarted(cluster, name, b.name, [a])
+    handled = await a.call(name, "handled")
+    assert handled[0] == ("end_handoff", 1000), handled
+
+
+async def test_a_handed_in_process_may_checkpoint_in_end_handoff(cluster: Cluster) -> None:
+    # It came without checkpoints (it never made one): its first, before its claim exists
+    # here, begins them, and the claim carries their lineage.
+    a, b, c = await cluster.start(3)
+    name = first_owned(c.name, [a.name, b.name, c.name], "ckpt-in")
+    await a.register(name, apps.Counter, key=name, mode="resume+checkpoint")
+    for _ in range(4):
+        await a.call(name, "incr")
+
+    await cluster.stop(c)
+    moved = await restarted(cluster, name, c.name, [a, b])
+    host = cluster.node(moved.node)
+    await eventually(lambda: host.registry.standby.replicated_seq(name) == 1)
+    await eventually(lambda: all(claim_lineage(n, name) == Lineage(0, moved) for n in (a, b)))
+
+    await cluster.crash(host)
+    survivor = a if host is b else b
+    await restarted(cluster, name, host.name, [survivor])
+    handled = await survivor.call(name, "handled")
+    assert handled[0] == ("end_handoff", 4), handled
+
+
+async def test_an_unconfirmed_checkpoint_raises_call_timeout_and_completes_later(cluster: Cluster) -> None:
+    a, b = await cluster.start(2)
+    name = first_owned(b.name, [a.name, b.name], "ckpt-slow")
+    await a.register(name, apps.Counter, key=name)
+    await a.call(name, "incr")
+    dispatch = a.transport.dispatch
+
+    def no_puts(sender: str, messages: list[Any]) -> None:  # a's standby side hears no put
+        dispatch(sender, [m for m in messages if not isinstance(m, CheckpointPut)])
+
+    a.transport.dispatch = no_puts
+    try:
+        assert await a.call(name, ("checkpoint_within", 0.3)) == "CallTimeout"
+    finally:
+        a.transport.dispatch = dispatch
+    # The put is sent again (retry_interval), and held: the write completed after all.
+    standby = b.registry.standby
+    await eventually(lambda: standby.replicated(name) and standby.replicated_seq(name) == 1)
+    assert await a.call(name, ("checkpoint_within", 10.0)) == "ok"
+
+
+async def test_a_refusal_from_a_stale_record_makes_the_host_take_its_checkpoints_over(
+    cluster: Cluster, caplog: pytest.LogCaptureFixture
+) -> None:
+    # b holds a newer line of the name that no claim names (written by a copy that died
+    # unseen, say): it refuses a's puts; a's copy is the current one, so a takes over.
+    a, b = await cluster.start(2)
+    name = first_owned(a.name, [a.name, b.name], "ckpt-stale")
+    await b.register(name, apps.Counter, key=name)
+    ghost = Pid(b.name, b.incarnation, 999_999)
+    stale = Checkpoint(name, Lineage(5, ghost), None, 3, ghost, encode_value(99))
+    b.registry.standby._keep(name, stale, b.runtime.loop.time())
+    await b.call(name, "incr")
+
+    with caplog.at_level(logging.INFO, logger="distable.registry"):
+        assert await b.call(name, ("checkpoint", True)) == 1
+    assert log_records(caplog, "taking them over", level=logging.INFO)
+    lineage = a.registry.standby.lineage_of(name)
+    assert lineage is not None
+    assert lineage[0].epoch == 6  # above the stale line
+    assert b.registry.standby.records[name].lineage == lineage[0]
+    await eventually(lambda: claim_lineage(b, name) == lineage[0])
