@@ -133,6 +133,16 @@ def test_frame_of_exactly_max_size_is_accepted() -> None:
     assert [bytes(f) for f in decoder.feed(encode_frame(body)[50:])] == [body]
 
 
+def test_a_read_of_exactly_one_whole_frame_yields_its_body_and_keeps_nothing() -> None:
+    # The usual read between two nodes taking turns, which feed takes on a shorter path.
+    decoder = FrameDecoder(max_frame_size=16)
+    assert [bytes(f) for f in decoder.feed(encode_frame(b"abc"))] == [b"abc"]
+    assert [bytes(f) for f in decoder.feed(encode_frame(b""))] == [b""]
+    assert decoder.buffered == 0
+    with pytest.raises(FrameTooLarge):
+        decoder.feed(encode_frame(b"x" * 17))
+
+
 def test_default_max_frame_size_is_enforced() -> None:
     with pytest.raises(FrameTooLarge):
         FrameDecoder().feed(header(DEFAULT_MAX_FRAME_SIZE + 1))

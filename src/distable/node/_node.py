@@ -689,8 +689,16 @@ class Node:
         The dispatcher: the transport's link callback (``data_received``) calls it once per
         batch; never awaits, nor do the handlers."""
         handlers = self._handlers
-        for msg in messages:
-            handlers[type(msg)](node, msg)
+        runtime = self._runtime
+        assert runtime is not None
+        runtime.dispatching = True
+        try:
+            for msg in messages:
+                handlers[type(msg)](node, msg)
+        finally:
+            runtime.dispatching = False
+            if runtime.ready:
+                runtime.run_ready()  # what the batch brought for idle processes, at once
 
     def _on_member_event(self, event: NodeUp | NodeDown) -> None:
         """A member came up or went down: tell the registry, then publish the event.

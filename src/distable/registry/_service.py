@@ -723,13 +723,14 @@ class RegistryService:
     # --- the registry server: requests from any node, this one's own served directly --------------
 
     def _on_request(self, node: str, request: RegistryRequest) -> None:
-        """A request from another node (protocol version 3): served in a task of its own.
-
-        Dispatcher callback; never awaits."""
+        """A request from another node (protocol version 3): served at once when its batch
+        is dispatched, in a task of its own from where it first suspends (``run_soon``)."""
         if self._stopped or self.runtime.closing:
             self.transport.post(node, RegistryReply(request.ref, REGISTRY_ERROR, None, "ProcessExited", NOPROC))
             return
-        self.spawn(self._serve_request(node, request))
+        serve = self._serve_request(node, request)
+        if not self.runtime.run_soon(serve):
+            self.spawn(serve)
 
     async def _serve_request(self, node: str, request: RegistryRequest) -> None:
         """A serve task of its own; awaits."""

@@ -11,10 +11,19 @@ and waking a parked task costs far less than starting one), and then ends. Idle
 processes thus cost only their object (see bench/runtime.py for bytes per idle
 process), and a message to a busy process costs one deque append.
 
+Messages from another node to an idle process (no drain, or one parked) are handled at
+once instead, when the batch that brought them has been dispatched, in the loop turn it
+arrived in (``Runtime._run_now``): each handler runs as a drain step would, as the
+current task in the drain's task (the parked one, or a spare task), and one that
+suspends is taken over by that task, which goes on as the process's drain. So a reply
+leaves in the turn its call came in, and a handler that does not suspend needs no task.
+
 Invariants:
     * At most one drain task per process exists at any time (``_running``), so
       handlers of one process never run concurrently and see messages in the order
-      they were enqueued.
+      they were enqueued. ``_run_now`` counts as the drain: it runs only while the
+      process has no drain or its drain is parked, holds ``_running`` meanwhile, and
+      hands anything unfinished to that one task.
     * A drain handles at most ``BATCH`` messages before yielding to the event loop, so
       one busy process cannot starve the others (Python's stand-in for the BEAM's
       reductions).
@@ -28,6 +37,7 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Awaitable, Coroutine, Generator
+from contextvars import Context
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal, overload
 
@@ -48,6 +58,7 @@ STOP: Final = 3
 INIT: Final = 4
 SYSTEM: Final = 5  # (SYSTEM, async callable, future or None): runtime work run in the process
 FLUSH: Final = 6  # (FLUSH, node, handoff id): a handoff flush marker parked in a frozen mailbox
+ADOPTED: Final = 7  # (ADOPTED, Adopted, None): a handler Runtime._run_now started that suspended
 
 BATCH: Final = 64
 
@@ -195,6 +206,7 @@ class Process:
         "_running",
         "_runtime",
         "_stop_reason",
+        "_task",
         "_watchers",
         "_watching",
         "alive",
@@ -210,7 +222,8 @@ class Process:
     _deferred: set[Caller] | None  # callers answered NOREPLY and not replied yet
     _blocked: asyncio.Future[None] | None  # a congested link to wait for before the next message
     _exit_waiters: list[asyncio.Future[Any]] | None
-    _parked: asyncio.Future[None] | None  # the drain lingers on it while the mailbox is empty
+    _parked: asyncio.Future[bool | None] | None  # the drain lingers on it while the mailbox is empty
+    _task: asyncio.Task[Any] | None  # the drain's task while there is one
     _frozen: bool  # handing off: the mailbox keeps filling but is not drained
     _gate: Gate | None  # just handed in: holds direct messages per node until flushed
     alive: bool
@@ -345,6 +358,7 @@ class Process:
         self._blocked = None
         self._exit_waiters = None
         self._parked = None
+        self._task = None
         self._frozen = False
         self._gate = None
         self.alive = True
@@ -370,6 +384,18 @@ class Process:
         # run_blocking) does not, so each step is timed rather than the whole drain.
         await _StepTimer(self._drain_steps(), self)
 
+    async def _end(self) -> None:
+        """The drain of a process whose handler, run at once by ``Runtime._run_now``, stopped
+        or crashed it: it only terminates (in the process, timed, as at a drain's end)."""
+        await _StepTimer(self._end_steps(), self)
+
+    async def _end_steps(self) -> None:
+        CURRENT_PROCESS.set(self)
+        CURRENT_RUNTIME.set(self._runtime)
+        self._running = False
+        self._task = None
+        await self._runtime._terminate(self, self._stop_reason)
+
     async def _drain_steps(self) -> None:
         CURRENT_PROCESS.set(self)
         runtime = self._runtime
@@ -380,6 +406,9 @@ class Process:
         count = 0
         init_failed = False
         try:
+            if self._blocked is not None and mb and mb[0][0] != ADOPTED:  # left by a handler run at once
+                blocked, self._blocked = self._blocked, None
+                await blocked
             while mb:
                 kind, a, b = mb.popleft()
                 if kind == INFO:
@@ -414,6 +443,17 @@ class Process:
                         break
                     if not fut.done():
                         fut.set_result(self._pid)
+                elif kind == ADOPTED:  # a handler Runtime._run_now started, to go on with
+                    kind, caller, work = a
+                    result = await work
+                    if kind == CALL:
+                        if result is not NOREPLY:
+                            caller.reply(result)
+                        elif not caller.replied:
+                            if self._deferred is None:
+                                self._deferred = set()
+                            self._deferred.add(caller)
+                    caller = None
                 if self._stop_reason is not None or self._frozen:
                     break
                 if self._blocked is not None:
@@ -426,8 +466,26 @@ class Process:
                 if not mb and kind != INIT:  # linger (see the module docstring)
                     parked = runtime._park(self)
                     if parked is not None:
-                        await parked  # woken by _enqueue, or by the sweep with the mailbox empty
-                        if self._frozen:
+                        # Woken by _enqueue, by the sweep with the mailbox empty, or (True)
+                        # by Runtime._run_now, after the handlers it ran at once: to go on
+                        # with one that suspended (first in the mailbox), else to see to
+                        # what they left (a stop, a freeze, a congested link).
+                        try:
+                            after_run_now = await parked
+                        except asyncio.CancelledError as exc:
+                            if not (mb and mb[0][0] == ADOPTED):
+                                raise
+                            mb[0][1][2].cancel(exc)  # woken, then cancelled: the handler's
+                            after_run_now = True
+                        if after_run_now:
+                            if mb and mb[0][0] == ADOPTED:
+                                continue
+                            if self._stop_reason is not None or self._frozen:
+                                break
+                            if self._blocked is not None:
+                                blocked, self._blocked = self._blocked, None
+                                await blocked
+                        elif self._frozen:
                             break
         except asyncio.CancelledError:
             if not self.alive:
@@ -449,12 +507,70 @@ class Process:
         finally:
             self._running = False
             self._parked = None
+            self._task = None
         if init_failed:
             # As in Erlang: a process whose init failed never ran, so terminate is not called.
             self.alive = False
             runtime._cleanup(self, self._stop_reason)
         elif self._stop_reason is not None:
             await runtime._terminate(self, self._stop_reason)
+
+
+class Unfinished:
+    """A handler coroutine that ``Runtime._run_now`` started outside any task and that
+    suspended, awaited by the drain that takes it over: it goes on from where it stopped,
+    each step in the context the handler started in.
+    """
+
+    __slots__ = ("_context", "_coro", "_error", "_first")
+
+    def __init__(self, coro: Coroutine[Any, Any, Any], first: Any, context: Context) -> None:
+        self._coro = coro
+        self._first = first  # what its first step yielded (the future it waits on)
+        self._context = context
+        self._error: BaseException | None = None
+
+    def cancel(self, error: BaseException) -> None:
+        """The task taking it over was cancelled before it went on with it (a timeout or a
+        task group of the handler's, in the next turn): deliver it as that task would have,
+        by cancelling the future the handler waits on (else throwing it in)."""
+        first = self._first
+        if not (isinstance(first, asyncio.Future) and first.cancel(*error.args)):
+            self._error = error
+
+    def close(self) -> None:
+        """Drop it unfinished (``GeneratorExit`` where it waits: its ``finally`` blocks run)."""
+        self._context.run(self._coro.close)
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        coro, run = self._coro, self._context.run
+        yielded, self._first = self._first, None
+        error, self._error = self._error, None
+        while True:
+            if error is None:
+                try:
+                    value = yield yielded
+                except GeneratorExit:
+                    run(coro.close)
+                    raise
+                except BaseException as exc:  # cancellation goes into the handler
+                    error = exc
+                    continue
+                try:
+                    yielded = run(coro.send, value)
+                except StopIteration as stop:
+                    return stop.value
+            else:
+                thrown, error = error, None
+                try:
+                    yielded = run(coro.throw, thrown)
+                except StopIteration as stop:
+                    return stop.value
+
+
+#: What a drain takes over from ``Runtime._run_now`` (an ``ADOPTED`` mailbox entry, first in
+#: line): (kind, caller or None, the handler).
+Adopted = tuple[int, Any, Unfinished]
 
 
 class _StepTimer:

@@ -22,13 +22,14 @@ import functools
 import logging
 import math
 import time
+from collections import deque
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from .._errors import CallTimeout, ProcessExited, UndecodableMessage, UnencodableValue
 from .._log import RateLimitedLog
-from ..wire import NOCONNECTION, NOPROC, SHUTDOWN, Pid, Ref, to_wire
+from ..wire import NOCONNECTION, NOPROC, SHUTDOWN, Crash, Pid, Ref, to_wire
 from ..wire._messages import (
     REPLY_EXIT,
     REPLY_OK,
@@ -47,8 +48,25 @@ from ..wire._messages import (
     Send,
     Undecoded,
 )
-from ._context import CURRENT_PROCESS
-from ._process import CALL, CAST, FLUSH, INFO, INIT, STOP, SYSTEM, Caller, Down, Gate, Process
+from ._context import CURRENT_PROCESS, context_with
+from ._process import (
+    ADOPTED,
+    BATCH,
+    CALL,
+    CAST,
+    FLUSH,
+    INFO,
+    INIT,
+    NOREPLY,
+    STOP,
+    SYSTEM,
+    Adopted,
+    Caller,
+    Down,
+    Gate,
+    Process,
+    Unfinished,
+)
 
 log = logging.getLogger("distable.runtime")
 T = TypeVar("T")
@@ -129,6 +147,27 @@ TIMEOUT_SLOTS = 100
 #: task each time. At most PARK_LIMIT drains linger at once (about 1.5 KB each).
 LINGER = 0.5
 PARK_LIMIT = 4096
+
+
+#: asyncio's own bookkeeping of the current task (no public API before 3.12's eager tasks),
+#: so that a handler ``Runtime._run_now`` runs from a link's dispatcher sees the task
+#: that will run the rest of it as ``current_task()``.
+_enter_task = asyncio.tasks._enter_task
+_leave_task = asyncio.tasks._leave_task
+
+_DONE: Any = object()  # what a handler run at once yielded: nothing, it returned
+
+#: Work a spare task goes on with: (None, work started at once), or (a process, the handler
+#: its drain goes on with first: an ``ADOPTED`` entry at the head of its mailbox).
+Job = tuple[Process | None, Unfinished]
+
+#: A spare task (``Runtime._new_spare``) and the future that gives it its ``Job``.
+Spare = tuple[asyncio.Task[Any], asyncio.Future[Job]]
+
+
+async def _go_on(work: Unfinished) -> Any:
+    """A task's coroutine for work started at once that cannot go on in its spare."""
+    return await work
 
 
 def _expire(fut: asyncio.Future[Any], dest: Pid, timeout: float) -> None:
@@ -224,6 +263,17 @@ class Runtime:
         self._parked_new: dict[int, Process] = {}
         self._parked_old: dict[int, Process] = {}
         self._sweep_handle: asyncio.TimerHandle | None = None
+        # handlers run at once from a link's dispatcher (see _run_now): the context they
+        # start from (the node's, as its tasks'), the spare task for processes with no
+        # drain, and the processes to run at the end of the batch being dispatched
+        self._context = context_with(self)
+        self._spares: list[Spare] = []
+        self._stepping: asyncio.Task[Any] | None = None  # the task made current for such work
+        #: True while the node's dispatcher dispatches a batch from a peer (it sets it):
+        #: what the batch brings for idle processes, and ``run_soon``'s work, wait in
+        #: ``ready`` until the dispatcher calls ``run_ready`` after the batch
+        self.dispatching = False
+        self.ready: list[tuple[Process, asyncio.Future[bool | None] | None] | Coroutine[Any, Any, Any]] = []
         self._ratelog = RateLimitedLog(log, f"{node_name}: ")
         self._local_messages = 0
         self._remote_messages = 0
@@ -257,7 +307,11 @@ class Runtime:
     # --- starting and stopping --------------------------------------------------
 
     async def spawn(self, cls: type[Process], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Pid:
-        """Create a process of ``cls``, run its ``init`` inside it, return its pid."""
+        """Create a process of ``cls``, run its ``init`` inside it, return its pid.
+
+        Called from work run at once from a link's dispatcher (``run_soon``: a registry
+        request) rather than from a process, ``init`` starts at once too (``_start_now``).
+        """
         if self.closing:
             raise RuntimeError(f"node {self.node_name} is shutting down")
         proc = cls()
@@ -266,13 +320,270 @@ class Runtime:
         proc._setup(self, pid)
         self._procs[pid.id] = proc
         fut: asyncio.Future[Pid] = self.loop.create_future()
-        proc._enqueue((INIT, (args, kwargs, fut), None))
+        if self._stepping is not None and CURRENT_PROCESS.get() is None:
+            proc._mailbox = deque(((INIT, (args, kwargs, fut), None),))
+            proc._running = True
+            self._start_now(proc._drain(), proc)
+        else:
+            proc._enqueue((INIT, (args, kwargs, fut), None))
         return await fut
 
     def _start_drain(self, proc: Process) -> None:
-        self._spawn_task(proc._drain())
+        proc._task = self._spawn_task(proc._drain())
 
-    def _park(self, proc: Process) -> asyncio.Future[None] | None:
+    # --- work run at once from a link's dispatcher --------------------------------------
+
+    def run_ready(self) -> None:
+        """After a batch from a peer (``dispatching``): run, in the order they came, its
+        messages for processes that were idle (``_run_now``) and ``run_soon``'s work
+        (``_start_now``), at once, in the loop turn the batch arrived in."""
+        ready, self.ready = self.ready, []
+        for item in ready:
+            if isinstance(item, tuple):
+                self._run_now(*item)
+            else:
+                self._start_now(item)
+
+    def run_soon(self, coro: Coroutine[Any, Any, Any]) -> bool:
+        """From a link's dispatcher: start ``coro`` once the batch is dispatched, at once,
+        as a task of its own would start on the next turn (``_start_now``). False if no
+        batch is being dispatched: the caller then spawns a task for it as usual."""
+        if not self.dispatching or self.closing:
+            return False
+        self.ready.append(coro)
+        return True
+
+    def _start_now(self, coro: Coroutine[Any, Any, Any], proc: Process | None = None) -> None:
+        """Run ``coro`` until it first suspends, at once, as the first step of a task of
+        its own (a spare, current meanwhile, in a copy of the node's context); if it
+        suspends, that task goes on with it (and is ``proc``'s drain, for a drain). So work
+        that does not suspend costs no task, and work that does runs as in a task."""
+        spare = self._spares.pop() if self._spares else self._new_spare()
+        host = spare[0]
+        outer = self._stepping
+        if not self._swap_in(host, outer):  # a task is running (not a dispatcher): as usual, then
+            self._spares.append(spare)
+            task = self._spawn_task(coro)
+            if proc is not None:
+                proc._task = task
+            return
+        context = self._context.copy()
+        try:
+            yielded = context.run(coro.send, None)
+        except StopIteration:
+            yielded = _DONE
+        except Exception as exc:  # as a task's unretrieved exception would be
+            yielded = _DONE
+            self.loop.call_exception_handler(
+                {"message": f"{self.node_name}: exception in work started at once", "exception": exc}
+            )
+        finally:
+            self._swap_out(host, outer)
+        cancelled = host.cancelling()  # it cancelled its own task: the spare dies of it
+        if yielded is _DONE:
+            if not cancelled:
+                self._spares.append(spare)
+            return
+        work = Unfinished(coro, yielded, context)
+        if cancelled:  # it gets the cancellation where it waits, in a task of its own
+            work.cancel(asyncio.CancelledError())
+            task = self._spawn_task(_go_on(work))
+        else:
+            spare[1].set_result((None, work))
+            task = host
+        if proc is not None:
+            proc._task = task
+
+    def _run_now(self, proc: Process, parked: asyncio.Future[bool | None] | None) -> None:
+        """Handle the messages (infos, casts, calls from other nodes) waiting in the mailbox
+        of ``proc``, idle when the batch that brought them began (no drain, or ``parked``),
+        at once, rather than in a drain started (or woken) on the next loop turn: a reply
+        then goes out in the turn its request came in, and a handler that does not suspend
+        needs no task. After the whole batch, so a handler sees what the rest of it did (a
+        registry ``Delta`` sent after the call), as it did from the next turn.
+
+        Each handler runs as in a drain: ``proc`` current, in a copy of the node's context,
+        crashes caught, the step timed; as the current task, in the drain's task
+        (``proc``'s parked one, or a spare: ``_start_now``). A handler that suspends is
+        taken over by that task, which goes on as ``proc``'s drain, so ``current_task()``
+        (``asyncio.timeout``, a ``TaskGroup``) is the task that runs the rest of it. The
+        drain also takes over what this does not handle: a mailbox entry of another kind,
+        what comes after a congested link or ``BATCH`` messages, a stop.
+        """
+        mb = proc._mailbox
+        if not proc.alive or mb is None:  # killed meanwhile (and cleaned up): end its parked drain
+            if parked is not None:
+                parked.set_result(None)
+            return
+        spare = None
+        if parked is None:
+            spare = self._spares.pop() if self._spares else self._new_spare()
+            host = spare[0]
+        else:
+            host = proc._task  # type: ignore[assignment]  # a parked drain has its task
+        loop, outer = self.loop, self._stepping
+        if outer is not None:
+            _leave_task(loop, outer)
+        try:
+            _enter_task(loop, host)
+        except RuntimeError:  # a task is running (not a dispatcher): leave it to a drain
+            if outer is not None:
+                _enter_task(loop, outer)
+            if spare is not None:
+                self._spares.append(spare)
+            if parked is not None:
+                parked.set_result(None)
+            else:
+                self._start_drain(proc)
+            return
+        self._stepping = host
+        adopted: Adopted | None = None
+        clock, copy, block_warning = loop.time, self._context.copy, self.block_warning
+        count = 0
+        try:
+            # The head of the mailbox is what the batch brought (infos, casts, calls), unless
+            # the rest of the batch put something else first, took it (a handoff), froze or
+            # stopped the process.
+            while mb and mb[0][0] <= CALL and not proc._frozen and proc._stop_reason is None:
+                kind, a, caller = mb.popleft()
+                if kind == CALL:
+                    coro = proc.handle_call(a, caller)
+                else:
+                    coro = proc.handle_cast(a) if kind == CAST else proc.handle_info(a)
+                context = copy()
+                context.run(CURRENT_PROCESS.set, proc)
+                started = clock()
+                try:
+                    try:
+                        yielded = context.run(coro.send, None)
+                    except StopIteration as stop:
+                        if kind == CALL:
+                            if stop.value is not NOREPLY:
+                                caller.reply(stop.value)
+                            elif not caller.replied:
+                                if proc._deferred is None:
+                                    proc._deferred = set()
+                                proc._deferred.add(caller)
+                        yielded = _DONE
+                except asyncio.CancelledError:
+                    yielded = _DONE
+                    proc._stop_reason = proc._stop_reason or "killed"
+                except Exception as exc:  # a crash stays inside its process (as in the drain)
+                    yielded = _DONE
+                    self._crashed_now(proc, caller if kind == CALL else None, exc)
+                elapsed = clock() - started
+                if elapsed > block_warning:
+                    self._report_block(proc, elapsed)
+                if yielded is not _DONE:  # it suspended: the host task goes on with it
+                    adopted = (kind, caller if kind == CALL else None, Unfinished(coro, yielded, context))
+                    break
+                count += 1
+                if proc._blocked is not None or count >= BATCH:
+                    break
+        finally:
+            self._stepping = outer
+            _leave_task(loop, host)
+            if outer is not None:
+                _enter_task(loop, outer)
+        if host.cancelling() if spare is not None else parked.cancelled():  # type: ignore[union-attr]
+            self._cancelled_now(proc, spare, adopted)
+            return
+        if adopted is not None:  # its drain goes on with it first, in the host task
+            mb.appendleft((ADOPTED, adopted, None))
+            if spare is not None:
+                proc._task = host
+                spare[1].set_result((proc, adopted[2]))
+            else:
+                parked.set_result(True)  # type: ignore[union-attr]
+            return
+        if spare is not None:
+            self._spares.append(spare)
+        if not mb and proc._stop_reason is None and not proc._frozen:  # still idle
+            if parked is None:
+                proc._running = False
+            else:  # parked again, as recently busy
+                proc._parked = parked
+                self._parked_new[proc._pid.id] = proc
+        elif parked is not None:
+            parked.set_result(True)  # its drain sees to what was left: a stop, a freeze, messages
+        elif proc._stop_reason is not None:
+            proc._task = self._spawn_task(proc._end())
+        elif proc._frozen:
+            proc._running = False  # unfreeze starts a drain
+        else:
+            self._start_drain(proc)  # what was not handled here
+
+    def _cancelled_now(self, proc: Process, spare: Spare | None, adopted: Adopted | None) -> None:
+        """A handler ``_run_now`` ran cancelled the task it ran in (its ``current_task()``):
+        as for a drain whose task is cancelled, the process is killed, and a handler that
+        suspended gets the cancellation where it waits (but a parked drain, woken by its
+        cancelled future, ends the process at once: its handler is closed unfinished)."""
+        if spare is not None:  # the spare dies of it: a new task goes on
+            if adopted is not None:
+                adopted[2].cancel(asyncio.CancelledError())
+                mb = proc._mailbox
+                assert mb is not None
+                mb.appendleft((ADOPTED, adopted, None))
+                proc._task = self._spawn_task(proc._drain())
+            else:
+                proc._stop_reason = proc._stop_reason or "killed"
+                proc._task = self._spawn_task(proc._end())
+        elif adopted is not None:
+            _, caller, work = adopted
+            work.close()
+            if caller is not None:
+                caller.fail("killed")
+
+    def _crashed_now(self, proc: Process, caller: Caller | None, exc: Exception) -> None:
+        """A handler ``_run_now`` ran raised ``exc``: the process crashes, as in its drain."""
+        crash = Crash.from_exception(exc)
+        proc._stop_reason = crash
+        log.error("%s: process %r crashed in its handler", self.node_name, proc, exc_info=exc)
+        if caller is not None:
+            caller.fail(crash)
+
+    def _swap_in(self, host: asyncio.Task[Any], outer: asyncio.Task[Any] | None) -> bool:
+        """Make ``host`` the current task, in place of ``outer`` (``_stepping``: the task
+        work run at once runs in, if it started more such work; else None). False, doing
+        nothing, when some other task is running: the caller is not a link's dispatcher."""
+        loop = self.loop
+        if outer is not None:
+            _leave_task(loop, outer)
+        try:
+            _enter_task(loop, host)
+        except RuntimeError:
+            if outer is not None:
+                _enter_task(loop, outer)
+            return False
+        self._stepping = host
+        return True
+
+    def _swap_out(self, host: asyncio.Task[Any], outer: asyncio.Task[Any] | None) -> None:
+        """Undo ``_swap_in(host, outer)``."""
+        self._stepping = outer
+        _leave_task(self.loop, host)
+        if outer is not None:
+            _enter_task(self.loop, outer)
+
+    def _new_spare(self) -> Spare:
+        """A spare task: what ``_start_now`` and ``_run_now`` run work in when it needs a
+        task of its own. It waits until work it ran suspends, and then goes on with it;
+        until then it is reused (``_spares``), so work that does not suspend costs none."""
+        job: asyncio.Future[Job] = self.loop.create_future()
+        return self._spawn_task(self._host(job)), job
+
+    @staticmethod
+    async def _host(job: asyncio.Future[Job]) -> None:
+        try:
+            proc, work = await job
+        except asyncio.CancelledError as exc:
+            if job.cancelled():  # a spare no work was given to
+                raise
+            proc, work = job.result()  # given work, then cancelled: the work's
+            work.cancel(exc)
+        await (work if proc is None else proc._drain())
+
+    def _park(self, proc: Process) -> asyncio.Future[bool | None] | None:
         """A future for ``proc``'s drain to linger on (``_enqueue`` resolves it), or None:
         end the drain now (the node is closing, or PARK_LIMIT drains linger already)."""
         new = self._parked_new
@@ -346,6 +657,10 @@ class Runtime:
                 a[2].set_exception(ProcessExited(reason))
             elif kind == SYSTEM and b is not None and not b.done():
                 b.set_exception(ProcessExited(reason))
+            elif kind == ADOPTED:  # a handler started at once, never gone on with
+                a[2].close()
+                if a[1] is not None:
+                    a[1].fail(reason)
         if proc._deferred:
             for caller in proc._deferred:
                 caller.fail(reason)
@@ -436,8 +751,8 @@ class Runtime:
             del waiting[fut]
 
     async def request(self, dest: Pid, message: Request, timeout: float | None) -> Any:
-        """Send ``message`` to ``dest``'s node under a fresh ``ref`` (set here) and wait,
-        as a remote call does, for its answer: ``answer(node, ref, value)``, or a
+        """Send ``message`` to ``dest``'s node under a fresh ``ref`` (set here); await the
+        result for its answer, as for a remote call: ``answer(node, ref, value)``, or a
         ``CallReply(ref)``. A call is such a request (a ``CallRequest``); so are the
         registry server's requests.
 
@@ -587,15 +902,43 @@ class Runtime:
 
     def on_send(self, node: str, msg: Send) -> None:
         if msg.to.node == self.node_name:
-            self._deliver(node, msg.to, (INFO, msg.payload, None))
+            self._deliver_now(node, msg.to, (INFO, msg.payload, None))
         else:
             self._misrouted(node, msg.to)
 
     def on_cast(self, node: str, msg: Cast) -> None:
         if msg.to.node == self.node_name:
-            self._deliver(node, msg.to, (CAST, msg.payload, None))
+            self._deliver_now(node, msg.to, (CAST, msg.payload, None))
         else:
             self._misrouted(node, msg.to)
+
+    def _deliver_now(self, from_node: str, dest: Pid, entry: tuple[int, Any, Any]) -> None:
+        """``_deliver`` from the dispatcher of ``from_node``'s link: while ``dispatching``,
+        a message for an idle process waits to be handled at once after the batch
+        (``run_ready``, ``_run_now``)."""
+        proc = self._procs.get(dest.id)
+        if proc is None or not proc.alive or dest.incarnation != self.incarnation:
+            self._redirect(dest, entry)
+            return
+        if proc._gate is not None:
+            proc._gate.admit(from_node, entry)
+        elif (
+            self.dispatching
+            and (proc._parked is not None or not proc._running)
+            and not proc._mailbox
+            and not proc._frozen
+            and proc._blocked is None
+            and not self.closing
+        ):
+            mb = proc._mailbox
+            if mb is None:
+                mb = proc._mailbox = deque()
+            mb.append(entry)
+            self.ready.append((proc, proc._parked))
+            proc._parked = None  # so that more messages for it just queue behind this one
+            proc._running = True
+        else:
+            proc._enqueue(entry)
 
     def _deliver(self, from_node: str, dest: Pid, entry: tuple[int, Any, Any]) -> None:
         """Put ``entry`` in the mailbox of local ``dest`` (through its gate, if it has one)."""
@@ -705,7 +1048,7 @@ class Runtime:
         while mb:
             entry = mb.popleft()
             kind = entry[0]
-            if kind == SYSTEM:
+            if kind in (SYSTEM, ADOPTED):
                 keep.append(entry)
             elif kind == FLUSH:
                 if marker is not None:
@@ -755,7 +1098,7 @@ class Runtime:
         if msg.to.node != self.node_name:
             self.remote.post(node, CallReply(msg.ref, REPLY_EXIT, NOPROC))
             return
-        self._deliver(node, msg.to, (CALL, msg.payload, Caller(self, msg.sender, None, node, msg.ref)))
+        self._deliver_now(node, msg.to, (CALL, msg.payload, Caller(self, msg.sender, None, node, msg.ref)))
 
     def on_call_reply(self, node: str, msg: CallReply) -> None:
         calls = self._calls_by_node.get(node)  # _take_call, inline: a hot path

@@ -18,7 +18,8 @@ Rules:
       absent or refuses. Such a link is a link like any other: the same handshake (and
       TLS), framing, batching, backpressure and rules.
     * Small messages are coalesced: one frame and one ``write`` per peer per event-loop
-      turn (or sooner when a batch passes ``flush_bytes``).
+      turn (or sooner when a batch passes ``flush_bytes``; what is posted to a peer while
+      its data is dispatched, such as replies, when that dispatch ends).
     * Backpressure: when the socket's buffer is full (``pause_writing``) or a batch
       passes ``soft_limit``, ``post`` returns a future that senders wait on; past
       ``hard_limit`` the peer is disconnected as too slow (its monitors fire
@@ -476,24 +477,40 @@ class PeerConnection(asyncio.Protocol):
             return
         if not frames:
             return
-        peer.last_recv = self.owner.loop.time()
-        dispatch = self.owner.dispatch
-        for frame in frames:
-            peer.frames_in += 1
-            messages: list[Any] | None
-            try:
-                messages = batch_decoder.decode(frame)
-            except (msgspec.DecodeError, msgspec.ValidationError, ProtocolError, ValueError, TypeError, RecursionError):
-                messages = self._decode_slowly(frame)
-                if messages is None:
+        owner = self.owner
+        peer.last_recv = owner.loop.time()
+        dispatch = owner.dispatch
+        # What is posted to this peer meanwhile (replies) is written once all is dispatched,
+        # in this loop turn, rather than by the next turn's flush (see ``post``).
+        outer, owner._receiving = owner._receiving, peer
+        try:
+            for frame in frames:
+                peer.frames_in += 1
+                messages: list[Any] | None
+                try:
+                    messages = batch_decoder.decode(frame)
+                except (
+                    msgspec.DecodeError,
+                    msgspec.ValidationError,
+                    ProtocolError,
+                    ValueError,
+                    TypeError,
+                    RecursionError,
+                ):
+                    messages = self._decode_slowly(frame)
+                    if messages is None:
+                        return
+                peer.messages_in += len(messages)
+                try:
+                    dispatch(peer.name, messages)
+                except Exception:
+                    log.exception("%s: error while handling messages from %s", owner.name, self.label)
+                if self.closed:
                     return
-            peer.messages_in += len(messages)
-            try:
-                dispatch(peer.name, messages)
-            except Exception:
-                log.exception("%s: error while handling messages from %s", self.owner.name, self.label)
-            if self.closed:
-                return
+        finally:
+            owner._receiving = outer
+            if peer.flush_scheduled:
+                owner._flush(peer)
 
     def _decode_slowly(self, frame: memoryview | bytes) -> list[Any] | None:
         """A batch failed to decode: decode it message by message, or close on garbage.
@@ -645,6 +662,10 @@ class Transport:
         # are written as ``Peer`` says.
         self.peers: dict[str, Peer] = {}
 
+        # The peer whose link's data is being dispatched (``_receive_active``): what is
+        # posted to it meanwhile is flushed when the dispatch ends, not in the next turn.
+        self._receiving: Peer | None = None
+
         # Unauthenticated incoming links: added by ``connection_made``, removed when the
         # handshake completes (``_established``) or the link closes (``_finish``).
         self._pending_handshakes: set[PeerConnection] = set()
@@ -795,7 +816,8 @@ class Transport:
                 size = len(peer.writer)
             elif not peer.flush_scheduled:
                 peer.flush_scheduled = True
-                self.loop.call_soon(self._flush, peer)
+                if peer is not self._receiving:  # else written at the end of its data_received
+                    self.loop.call_soon(self._flush, peer)
         if size > config.soft_limit or peer.paused:
             if size > config.hard_limit:
                 self._overflow(peer, size)
@@ -808,9 +830,11 @@ class Transport:
         (frames to other peers queued earlier in the turn then go after it): for a reply
         someone waits on, when nothing else is likely to join its frame.
 
-        API (the registry server's replies); never awaits."""
+        API (the registry server's replies); never awaits. While ``node``'s own data is
+        being dispatched, what is queued for it is written when that ends (``post``), still
+        ahead of the turn's other frames and with the other replies to that data."""
         peer = self.peers.get(node)
-        if peer is not None and peer.flush_scheduled:
+        if peer is not None and peer.flush_scheduled and peer is not self._receiving:
             self._flush(peer)
 
     def _flush(self, peer: Peer) -> None:

@@ -141,6 +141,11 @@ class FrameDecoder:
 
     def feed(self, data: bytes | bytearray | memoryview) -> list[memoryview | bytes]:
         """Consume ``data``; return the bodies of every frame it completed."""
+        if not self._buf and type(data) is bytes and len(data) >= FRAME_HEADER:
+            # The usual read between two nodes that take turns: exactly one whole frame.
+            (length,) = _LEN.unpack_from(data)
+            if length + FRAME_HEADER == len(data) and length <= self.max_frame_size:
+                return [memoryview(data)[FRAME_HEADER:]]
         if self._buf:
             self._buf += data
             source: bytes | bytearray = self._buf
