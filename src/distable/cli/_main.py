@@ -174,6 +174,16 @@ def cli() -> None:
     help="Also listen on a Unix domain socket, and link with nodes on this host over theirs (faster than "
     "loopback TCP); off: every link uses TCP.",
 )
+@option(
+    "--busy-poll",
+    envvar="DISTABLE_BUSY_POLL",
+    type=click.FloatRange(0, 0.1),
+    default=distable.TransportConfig().busy_poll,
+    show_default=True,
+    metavar="SECONDS",
+    help="How long the node keeps polling its links after traffic before it sleeps (fewer slow wake-ups "
+    "on virtual machines, at the price of that much CPU after each burst); 0: sleep at once.",
+)
 @option("--allow", multiple=True, metavar="GLOB", help="Only link with nodes whose name matches; repeatable.")
 @option(
     "--allow-factory",
@@ -295,7 +305,7 @@ def _node_settings(ctx: click.Context, opts: dict[str, Any]) -> dict[str, Any]:
         "strategy": _options.strategy(opts),
         "drain_timeout": opts["drain_timeout"],
         "registry": distable.RegistryConfig(factories=tuple(opts["allow_factory"]) or None),
-        "transport": distable.TransportConfig(unix_sockets=opts["unix_sockets"]),
+        "transport": distable.TransportConfig(unix_sockets=opts["unix_sockets"], busy_poll=opts["busy_poll"]),
         **_store(opts),
     }
 

@@ -63,6 +63,7 @@ from ..wire._messages import (
     single_decoder,
 )
 from . import _unix
+from ._busypoll import busy_poll_for
 from ._handshake import (
     HANDSHAKE,
     NONCE_SIZE,
@@ -135,6 +136,15 @@ class TransportConfig:
     forget_peer_after: float = 10.0
     #: Also listen on a Unix domain socket, and dial peers on this host over theirs.
     unix_sockets: bool = True
+    #: Seconds the event loop keeps polling after a frame arrives before it may sleep in
+    #: the kernel (0: sleep at once). A round trip then needs no wake-up of a sleeping CPU,
+    #: which on a virtual machine costs more than the round trip; the price is up to this
+    #: much CPU after each burst of traffic. See ``distable.transport._busypoll``.
+    busy_poll: float = 0.0002
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.busy_poll <= 0.1:  # also catches NaN
+            raise ValueError(f"TransportConfig.busy_poll must be within 0 and 0.1 seconds, not {self.busy_poll!r}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -478,7 +488,9 @@ class PeerConnection(asyncio.Protocol):
         if not frames:
             return
         owner = self.owner
-        peer.last_recv = owner.loop.time()
+        now = peer.last_recv = owner.loop.time()
+        if owner._busy_poll is not None:
+            owner._busy_poll.touch(now, owner.config.busy_poll)
         dispatch = owner.dispatch
         # What is posted to this peer meanwhile (replies) is written once all is dispatched,
         # in this loop turn, rather than by the next turn's flush (see ``post``).
@@ -631,6 +643,7 @@ class Transport:
         self._on_up = on_up
         self._on_down = on_down
         self.config = config or TransportConfig()
+        self._busy_poll = busy_poll_for(loop) if self.config.busy_poll > 0 else None
         self._server_tls: ssl.SSLContext | None
         self._client_tls: ssl.SSLContext | None
         if isinstance(tls, tuple):

@@ -1,0 +1,95 @@
+"""Busy polling after traffic (``transport._busypoll``, ``TransportConfig.busy_poll``).
+
+The poller keeps its event loop polling with a zero timeout for ``busy_poll`` seconds after
+each frame and then lets it sleep; these tests count its rounds through the CPU yield it
+makes in each, and read its window from the loop's clock (no timing of speed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import weakref
+
+import pytest
+
+from distable import Node, TransportConfig
+from distable.testing import eventually
+from distable.transport import _busypoll
+
+from ._support import COOKIE, spawn_echo
+
+
+@pytest.fixture
+def rounds(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The loop's clock at each round of polling (each yields the CPU once)."""
+    seen: list[float] = []
+    monkeypatch.setattr(_busypoll, "_yield_cpu", lambda: seen.append(asyncio.get_running_loop().time()))
+    return seen
+
+
+async def test_the_loop_polls_until_the_window_ends_then_stops_by_itself(rounds: list[float]) -> None:
+    loop = asyncio.get_running_loop()
+    poller = _busypoll.busy_poll_for(loop)
+    start = loop.time()
+    poller.touch(start, 0.02)
+    assert poller.spinning
+    await eventually(lambda: not poller.spinning)
+    assert len(rounds) > 1, "the loop did not poll"
+    assert all(start <= t < start + 0.02 for t in rounds), "it polled outside its window"
+    stopped = len(rounds)
+    await asyncio.sleep(0)  # nothing re-arms it once stopped
+    assert len(rounds) == stopped
+
+
+async def test_traffic_during_the_window_extends_it_without_a_second_poller(rounds: list[float]) -> None:
+    loop = asyncio.get_running_loop()
+    poller = _busypoll.busy_poll_for(loop)
+    assert _busypoll.busy_poll_for(loop) is poller  # one per loop
+    first = loop.time()
+    poller.touch(first, 0.01)
+    later = first + 0.005
+    poller.touch(later, 0.01)
+    assert poller.until == later + 0.01
+    poller.touch(first, 0.001)  # an earlier end never shortens the window
+    assert poller.until == later + 0.01
+    await eventually(lambda: not poller.spinning)
+    assert rounds, "the loop did not poll"
+    assert rounds[-1] >= later, "the second touch did not extend the window"
+
+
+def test_the_pollers_table_does_not_keep_a_loop_alive() -> None:
+    loop = asyncio.new_event_loop()
+    _busypoll.busy_poll_for(loop).touch(loop.time(), 0.001)
+    ref = weakref.ref(loop)
+    loop.close()  # with the poller's callback still scheduled
+    del loop
+    gc.collect()
+    assert ref() is None
+
+
+async def test_a_call_between_two_nodes_makes_both_poll(rounds: list[float]) -> None:
+    async with Node("a", cookie=COOKIE) as a, Node("b", cookie=COOKIE) as b:
+        await a.connect(b.name)
+        on_b = await spawn_echo(b)
+        await eventually(lambda: not _busypoll.busy_poll_for(asyncio.get_running_loop()).spinning)
+        rounds.clear()
+        assert await a.call(on_b, ("echo", "x")) == "x"
+        assert rounds, "a frame arrived and the loop did not poll"
+
+
+async def test_busy_poll_zero_never_polls(rounds: list[float]) -> None:
+    off = TransportConfig(busy_poll=0)
+    async with Node("a", cookie=COOKIE, transport=off) as a, Node("b", cookie=COOKIE, transport=off) as b:
+        await a.connect(b.name)
+        on_b = await spawn_echo(b)
+        for _ in range(3):
+            assert await a.call(on_b, ("echo", "x")) == "x"
+        assert a.transport._busy_poll is None
+        assert rounds == []
+
+
+@pytest.mark.parametrize("value", [-0.001, 0.5, float("nan")])
+def test_a_busy_poll_outside_0_to_100_ms_is_refused(value: float) -> None:
+    with pytest.raises(ValueError, match=r"busy_poll must be within 0 and 0\.1 seconds"):
+        TransportConfig(busy_poll=value)
