@@ -590,7 +590,8 @@ class HandoffCoordinator:
             out.relayed.add(node)
             self.transport.post(out.target, Flushed(msg.hid, node))
             self._progressed()
-        elif self.runtime.park_marker(out.proc, node, msg.hid):  # behind that node's messages
+        else:
+            self.runtime.park_marker(out.proc, node, msg.hid)  # behind that node's messages
             out.relayed.add(node)
 
     # --- the new owner ----------------------------------------------------------------------------

@@ -22,6 +22,7 @@ import functools
 import logging
 import math
 import time
+from collections import deque
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
@@ -714,14 +715,15 @@ class Runtime:
                 forward(successor, entry)
         mb.extend(keep)
 
-    def park_marker(self, proc: Process, node: str, hid: int) -> bool:
+    def park_marker(self, proc: Process, node: str, hid: int) -> None:
         """Queue handoff ``hid``'s flush marker from ``node`` behind what frozen ``proc``
-        holds (``forward_mailbox`` meets it in its place); False if it has no mailbox."""
+        holds (``forward_mailbox`` meets it in its place). A frozen process whose drain
+        ended with nothing queued has no deque: the marker makes one (it starts no drain,
+        as ``_enqueue`` would not either while frozen)."""
         mb = proc._mailbox
         if mb is None:
-            return False
+            mb = proc._mailbox = deque()
         mb.append((FLUSH, node, hid))
-        return True
 
     def gate(self, proc: Process, nodes: set[str]) -> Gate:
         """Hold ``proc``'s direct messages from each of ``nodes`` until the gate releases
