@@ -45,8 +45,32 @@ async def test_a_lingering_drain_ends_after_a_while_and_the_next_message_starts_
         node.send(pid, "first")
         await eventually(lambda: not proc._running, timeout=4 * LINGER + 2, message="the drain never ended")
         assert proc._parked is None
+        assert proc._mailbox is None  # an idle process keeps no deque
         node.send(pid, "second")
         await eventually(lambda: proc.log == [("info", "first"), ("info", "second")])
+
+
+async def test_a_flush_marker_parked_in_a_frozen_process_without_a_deque_is_relayed_in_its_place() -> None:
+    # A handoff freezes an idle process: its drain ends with nothing queued and drops the
+    # deque. A flush marker that comes before the commit must still be parked, in order.
+    async with Node(NODE_NAME, cookie=COOKIE) as node:
+        runtime = node.runtime
+        pid, successor = await Recorder.start(), await Recorder.start()
+        proc = proc_of(pid)
+
+        async def freeze(p: Process) -> None:
+            runtime.freeze(p)
+
+        await runtime.run_in(proc, freeze)
+        await eventually(lambda: not proc._running, message="the frozen process's drain never ended")
+        assert proc._mailbox is None
+        runtime.park_marker(proc, "x", 7)
+        node.send(pid, "after")
+        runtime.forward_mailbox(proc, successor, lambda n, hid: node.send(successor, ("marker", n, hid)))
+        want = [("info", ("marker", "x", 7)), ("info", "after")]
+        await eventually(lambda: proc_of(successor).log == want, message=lambda: f"{proc_of(successor).log}")
+        assert proc.log == []
+        runtime.unfreeze(proc)  # so that the node's stop does not wait for it
 
 
 async def test_stopping_a_process_whose_drain_lingers_runs_terminate_once() -> None:

@@ -85,10 +85,22 @@ _SHARED_SPECS_MAX = 1024  # distinct argument-less specs shared per node (a boun
 _Restart = tuple[float, int, Any, Spec, str, Lineage | None, Lineage | None]
 
 
+@dataclass(frozen=True, slots=True)
+class GroupKey:
+    """The key of a group membership claim in a host's claim table."""
+
+    group: Any
+    pid: Pid
+
+
 def claim_key(claim: Claim | Removal) -> Hashable:
+    """The key of ``claim`` in its host's table: a name claim's is the name itself (no
+    tuple per entry on every node), a group claim's a ``GroupKey``, which no name equals
+    (names are wire values)."""
     if claim.kind == CLAIM_NAME:
-        return (CLAIM_NAME, claim.key)
-    return (CLAIM_GROUP, claim.key, claim.pid)
+        name: Hashable = claim.key
+        return name
+    return GroupKey(claim.key, claim.pid)
 
 
 def wire_spec(spec: Spec) -> Spec:
@@ -303,7 +315,7 @@ class TrackerCore:
         self.config = config
         self._rng = rng
         self.clock = 0
-        self.claims: dict[str, dict[Hashable, Claim]] = {node: {}}
+        self.claims: dict[str, dict[Hashable, Claim]] = {node: {}}  # host -> claim_key -> claim
         self.winners: dict[Any, Claim] = {}
         self.pids: dict[Any, Pid] = {}  # whereis: name -> pid, the hot read path
         self.groups: dict[Any, dict[Pid, Claim]] = {}
@@ -357,7 +369,7 @@ class TrackerCore:
     def lineage(self, name: Any, pid: Pid) -> tuple[Pid, ...]:
         """The pids ``pid`` (this node's claim of ``name``) replaced, latest first, bounded:
         what a handoff of it sends on as the next claim's ``ancestors``."""
-        claim = self.claims[self.node].get((CLAIM_NAME, name))
+        claim = self.claims[self.node].get(name)
         if claim is None or claim.pid != pid or claim.moved_from is None:
             return ()
         return (claim.moved_from, *claim.ancestors)[:_ANCESTORS_MAX]
@@ -667,7 +679,7 @@ class TrackerCore:
         claim = Claim(
             CLAIM_NAME, name, pid, self.clock, hash_name(name), spec, moved_from, handoff, ancestors, lineage, base
         )
-        displaced = self.claims[self.node].get((CLAIM_NAME, name))
+        displaced = self.claims[self.node].get(name)
         self._add_local(claim)
         self._pick_winner(name)
         if displaced is not None and displaced.pid != pid and (name, displaced.pid) not in self._resolving:
@@ -692,13 +704,12 @@ class TrackerCore:
     def relineage(self, name: Any, pid: Pid, lineage: Lineage, base: Lineage | None) -> bool:
         """Claim ``name`` again for the local ``pid`` with a new checkpoint ``lineage`` (a
         takeover), keeping everything else of the claim; whether it held the name."""
-        key = (CLAIM_NAME, name)
-        claim = self.claims[self.node].get(key)
+        claim = self.claims[self.node].get(name)
         if claim is None or claim.pid != pid:
             return False
         self.clock += 1
         old, claim = claim, msgspec.structs.replace(claim, clock=self.clock, lineage=lineage, base=base)
-        self.claims[self.node][key] = claim
+        self.claims[self.node][name] = claim
         if self.winners.get(name) is old:
             self.winners[name] = claim
         self._pending_claims.append(claim)
@@ -735,19 +746,17 @@ class TrackerCore:
         ``successor``: the pid a handoff moved it to; replicas that hear of the removal
         before the successor's own claim keep resolving the name to it meanwhile.
         """
-        key = (CLAIM_NAME, name)
-        claim = self.claims[self.node].get(key)
+        claim = self.claims[self.node].get(name)
         if claim is None or claim.pid != pid:
             return False
-        self._remove_local(key, claim, successor=successor)
+        self._remove_local(name, claim, successor=successor)
         self.moving.discard(name)
         self.pinned.discard(name)
         self._pick_winner(name)
         return True
 
     def local_join(self, group: Any, pid: Pid) -> None:
-        key = (CLAIM_GROUP, group, pid)
-        if key in self.claims[self.node]:
+        if GroupKey(group, pid) in self.claims[self.node]:
             return
         self.clock += 1
         claim = Claim(CLAIM_GROUP, group, pid, self.clock, hash_name(group))
@@ -755,7 +764,7 @@ class TrackerCore:
         self._group_add(claim)
 
     def local_leave(self, group: Any, pid: Pid) -> bool:
-        key = (CLAIM_GROUP, group, pid)
+        key = GroupKey(group, pid)
         claim = self.claims[self.node].get(key)
         if claim is None:
             return False
@@ -811,7 +820,7 @@ class TrackerCore:
         self._n_handoffs_done += 1
         if new_pid.node != self.node:
             self._successors[name] = new_pid  # until the new owner's claim reaches us
-            mine = self.claims[self.node].get((CLAIM_NAME, name))
+            mine = self.claims[self.node].get(name)
             if mine is not None and mine.pid == old_pid and mine.spec is not None:
                 # until then, too (see peer_down)
                 self._handed[name] = (new_pid, mine.spec, mine.lineage, mine.base)
@@ -1053,12 +1062,10 @@ class TrackerCore:
     def claimants(self, name: Any) -> list[Claim]:
         """Every claim of ``name`` in this replica, one per host that claims it (more than
         one: a conflict not settled yet)."""
-        key = (CLAIM_NAME, name)
-        return [c for table in self.claims.values() if (c := table.get(key)) is not None]
+        return [c for table in self.claims.values() if (c := table.get(name)) is not None]
 
     def _contested(self, name: Any) -> bool:
-        key = (CLAIM_NAME, name)
-        return sum(1 for table in self.claims.values() if key in table) > 1
+        return sum(1 for table in self.claims.values() if name in table) > 1
 
     def _pick_winner(self, name: Any, cands: list[Claim] | None = None) -> None:
         """Pick ``name``'s winner among its claimants (``cands``, when the caller knows them)."""

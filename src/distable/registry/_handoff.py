@@ -80,7 +80,6 @@ from ..runtime import HandoffAnswer, Ignore, Process, Restart, Resume, Runtime
 from ..transport import Transport
 from ..wire import Pid, to_wire
 from ..wire._messages import (
-    CLAIM_NAME,
     CheckpointHandover,
     Flushed,
     FlushMarker,
@@ -590,7 +589,8 @@ class HandoffCoordinator:
             out.relayed.add(node)
             self.transport.post(out.target, Flushed(msg.hid, node))
             self._progressed()
-        elif self.runtime.park_marker(out.proc, node, msg.hid):  # behind that node's messages
+        else:
+            self.runtime.park_marker(out.proc, node, msg.hid)  # behind that node's messages
             out.relayed.add(node)
 
     # --- the new owner ----------------------------------------------------------------------------
@@ -615,7 +615,7 @@ class HandoffCoordinator:
         previous = self._pending.get(name)
         if previous is not None:
             await asyncio.shield(previous)
-        mine = self.core.claims[self.node].get((CLAIM_NAME, name))
+        mine = self.core.claims[self.node].get(name)
         if mine is not None and self.runtime.local(mine.pid) is not None:
             # A copy already runs here (restarted on this side of a healed netsplit, say) and
             # the old host had not seen its claim when it chose to move its own: a second local

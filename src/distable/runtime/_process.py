@@ -1,15 +1,17 @@
 """Processes: the ``Process`` base class, callers, exit reasons and handoff answers.
 
-Theory of operation: a process is an object with a mailbox (a deque, created on the
-first message) and no task of its own while idle. The first message that lands in
-an empty mailbox starts a drain task, through the runtime's ``spawn_task`` (the node's
+Theory of operation: a process is an object with a mailbox (a deque, made by the first
+message after the process was idle, dropped when its drain ends with the deque empty)
+and no task of its own while idle. The first message that lands in an empty mailbox
+starts a drain task, through the runtime's ``spawn_task`` (the node's
 task set, which the node cancels and awaits when it stops; a set, not a TaskGroup, so a
 failing drain takes no sibling with it); the task handles messages in order until the
 mailbox is empty, lingers parked on a future for up to about a second
 (``Runtime._park``: a process that just got a message is likely to get another soon,
 and waking a parked task costs far less than starting one), and then ends. Idle
-processes thus cost only their object (see bench/runtime.py for bytes per idle
-process), and a message to a busy process costs one deque append.
+processes thus cost only their object, with no deque (an empty one is 760 B; see
+bench/runtime.py for bytes per idle process), and a message to a busy process costs
+one deque append.
 
 Messages from another node to an idle process (no drain, or one parked) are handled at
 once instead, when the batch that brought them has been dispatched, in the loop turn it
@@ -27,6 +29,8 @@ Invariants:
     * A drain handles at most ``BATCH`` messages before yielding to the event loop, so
       one busy process cannot starve the others (Python's stand-in for the BEAM's
       reductions).
+    * ``_mailbox`` is a deque while a drain runs or an entry is queued (a frozen
+      process's too); only a drain ending with it empty drops it.
     * After a process has exited it accepts no message; every call still in its
       mailbox or deferred with ``NOREPLY`` fails with ``ProcessExited(reason)``.
 """
@@ -214,7 +218,7 @@ class Process:
 
     _runtime: Runtime
     _pid: Pid
-    _mailbox: deque[tuple[int, Any, Any]] | None
+    _mailbox: deque[tuple[int, Any, Any]] | None  # None while idle (no drain, nothing queued)
     _running: bool
     _stop_reason: Any
     _watchers: dict[Ref, Pid] | None  # monitors set on this process: ref -> watcher
@@ -508,6 +512,8 @@ class Process:
             self._running = False
             self._parked = None
             self._task = None
+            if not mb:  # idle now: keep no deque (the next message makes one)
+                self._mailbox = None
         if init_failed:
             # As in Erlang: a process whose init failed never ran, so terminate is not called.
             self.alive = False

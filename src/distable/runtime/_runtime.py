@@ -501,6 +501,7 @@ class Runtime:
         if not mb and proc._stop_reason is None and not proc._frozen:  # still idle
             if parked is None:
                 proc._running = False
+                proc._mailbox = None  # as a drain that ends idle: no deque kept
             else:  # parked again, as recently busy
                 proc._parked = parked
                 self._parked_new[proc._pid.id] = proc
@@ -1057,14 +1058,15 @@ class Runtime:
                 forward(successor, entry)
         mb.extend(keep)
 
-    def park_marker(self, proc: Process, node: str, hid: int) -> bool:
+    def park_marker(self, proc: Process, node: str, hid: int) -> None:
         """Queue handoff ``hid``'s flush marker from ``node`` behind what frozen ``proc``
-        holds (``forward_mailbox`` meets it in its place); False if it has no mailbox."""
+        holds (``forward_mailbox`` meets it in its place). A frozen process whose drain
+        ended with nothing queued has no deque: the marker makes one (it starts no drain,
+        as ``_enqueue`` would not either while frozen)."""
         mb = proc._mailbox
         if mb is None:
-            return False
+            mb = proc._mailbox = deque()
         mb.append((FLUSH, node, hid))
-        return True
 
     def gate(self, proc: Process, nodes: set[str]) -> Gate:
         """Hold ``proc``'s direct messages from each of ``nodes`` until the gate releases
