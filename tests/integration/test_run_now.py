@@ -123,6 +123,7 @@ async def test_a_call_to_an_idle_process_is_answered_without_a_drain() -> None:
             assert await a.call(pid, ("plain", i)) == i
             assert not proc._running
             assert proc._task is None
+            assert proc._mailbox is None  # idle again: no deque kept, as after a drain
         assert log == [("call", ("plain", i)) for i in range(3)]
 
 
