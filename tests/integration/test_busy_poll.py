@@ -1,8 +1,9 @@
 """Busy polling after traffic (``transport._busypoll``, ``TransportConfig.busy_poll``).
 
-The poller keeps its event loop polling with a zero timeout for ``busy_poll`` seconds after
-each frame and then lets it sleep; these tests count its rounds through the CPU yield it
-makes in each, and read its window from the loop's clock (no timing of speed).
+The poller keeps its event loop polling with a zero timeout for ``busy_poll`` seconds (on
+the real clock) after each frame and then lets it sleep; these tests count its rounds
+through the CPU yield it makes in each, and read its window from its clock (no timing of
+speed).
 """
 
 from __future__ import annotations
@@ -22,17 +23,16 @@ from ._support import COOKIE, spawn_echo
 
 @pytest.fixture
 def rounds(monkeypatch: pytest.MonkeyPatch) -> list[float]:
-    """The loop's clock at each round of polling (each yields the CPU once)."""
+    """The poller's clock at each round of polling (each yields the CPU once)."""
     seen: list[float] = []
-    monkeypatch.setattr(_busypoll, "_yield_cpu", lambda: seen.append(asyncio.get_running_loop().time()))
+    monkeypatch.setattr(_busypoll, "_yield_cpu", lambda: seen.append(_busypoll._clock()))
     return seen
 
 
 async def test_the_loop_polls_until_the_window_ends_then_stops_by_itself(rounds: list[float]) -> None:
-    loop = asyncio.get_running_loop()
-    poller = _busypoll.busy_poll_for(loop)
-    start = loop.time()
-    poller.touch(start, 0.02)
+    poller = _busypoll.busy_poll_for(asyncio.get_running_loop())
+    start = _busypoll._clock()
+    poller.touch(0.02)
     assert poller.spinning
     await eventually(lambda: not poller.spinning)
     assert len(rounds) > 1, "the loop did not poll"
@@ -46,21 +46,49 @@ async def test_traffic_during_the_window_extends_it_without_a_second_poller(roun
     loop = asyncio.get_running_loop()
     poller = _busypoll.busy_poll_for(loop)
     assert _busypoll.busy_poll_for(loop) is poller  # one per loop
-    first = loop.time()
-    poller.touch(first, 0.01)
-    later = first + 0.005
-    poller.touch(later, 0.01)
-    assert poller.until == later + 0.01
-    poller.touch(first, 0.001)  # an earlier end never shortens the window
-    assert poller.until == later + 0.01
+    poller.touch(0.01)
+    first_end = poller.until
+    poller.touch(0.05)
+    assert poller.until > first_end
+    extended = poller.until
+    poller.touch(0.0001)  # a nearer end never shortens the window
+    assert poller.until == extended
     await eventually(lambda: not poller.spinning)
     assert rounds, "the loop did not poll"
-    assert rounds[-1] >= later, "the second touch did not extend the window"
+    assert rounds[-1] >= first_end or len(rounds) >= _busypoll.MAX_ROUNDS, "the window was not extended"
+
+
+class FrozenClockLoop(asyncio.SelectorEventLoop):
+    """A loop whose clock stands still while callbacks are ready, as a virtual-time loop's."""
+
+    def time(self) -> float:
+        return 0.0
+
+
+def test_a_loop_whose_clock_stands_still_stops_polling_by_the_real_clock(rounds: list[float]) -> None:
+    loop = FrozenClockLoop()
+    try:
+        poller = _busypoll.busy_poll_for(loop)
+        done = loop.create_future()
+
+        def check() -> None:
+            if poller.spinning:
+                loop.call_soon(check)
+            else:
+                done.set_result(None)
+
+        poller.touch(0.005)
+        loop.call_soon(check)
+        loop.run_until_complete(done)
+        assert rounds, "the loop did not poll"
+        assert len(rounds) <= _busypoll.MAX_ROUNDS
+    finally:
+        loop.close()
 
 
 def test_the_pollers_table_does_not_keep_a_loop_alive() -> None:
     loop = asyncio.new_event_loop()
-    _busypoll.busy_poll_for(loop).touch(loop.time(), 0.001)
+    _busypoll.busy_poll_for(loop).touch(0.001)
     ref = weakref.ref(loop)
     loop.close()  # with the poller's callback still scheduled
     del loop

@@ -372,6 +372,9 @@ class MemoryTransport(Transport):
 
     def __init__(self, *, network: MemoryNetwork, **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        # No busy polling: nothing here sleeps in the kernel, and on a virtual-time loop
+        # polling would only hold the clock still.
+        self._busy_poll = None
         self.network = network
         self.host = ""
         self.port = 0

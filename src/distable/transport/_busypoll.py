@@ -14,6 +14,9 @@ does not spin: the callback is one more ready item among many. The window starts
 with every frame, so a node that is sent nothing goes back to sleep after one window.
 
 One poller per event loop, shared by the nodes on it (tests run many nodes on one loop).
+The window is measured on the real clock, not the loop's: the wake-up it avoids takes
+real time, and a loop with a virtual clock (the simulator's) would never see its time
+pass while a callback is always ready. A window also ends after ``MAX_ROUNDS`` rounds.
 Written by hand: neither asyncio nor uvloop has such a mode.
 """
 
@@ -21,26 +24,33 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 import weakref
 
 _yield_cpu = getattr(os, "sched_yield", lambda: None)  # not on every platform
+_clock = time.perf_counter
+
+#: Rounds of polling after one touch at most (a round is about a microsecond or more).
+MAX_ROUNDS = 10_000
 
 
 class BusyPoll:
     """Keeps one event loop polling until ``window`` seconds after the last ``touch``."""
 
-    __slots__ = ("_loop", "spinning", "until")
+    __slots__ = ("_loop", "rounds", "spinning", "until")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = weakref.ref(loop)  # the pollers' table holds the loop weakly: so does this
-        self.until = 0.0
+        self.until = 0.0  # on the real clock (``_clock``)
+        self.rounds = 0
         self.spinning = False
 
-    def touch(self, now: float, window: float) -> None:
-        """Traffic arrived at ``now`` (the loop's clock): keep polling until ``now + window``."""
-        until = now + window
+    def touch(self, window: float) -> None:
+        """Traffic arrived: keep polling until ``window`` seconds from now (or longer)."""
+        until = _clock() + window
         if until > self.until:
             self.until = until
+        self.rounds = 0
         if not self.spinning:
             loop = self._loop()
             if loop is not None:
@@ -49,7 +59,8 @@ class BusyPoll:
 
     def _spin(self) -> None:
         loop = self._loop()
-        if loop is not None and not loop.is_closed() and loop.time() < self.until:
+        self.rounds += 1
+        if loop is not None and not loop.is_closed() and self.rounds <= MAX_ROUNDS and _clock() < self.until:
             _yield_cpu()
             loop.call_soon(self._spin)
         else:

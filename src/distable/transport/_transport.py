@@ -488,9 +488,9 @@ class PeerConnection(asyncio.Protocol):
         if not frames:
             return
         owner = self.owner
-        now = peer.last_recv = owner.loop.time()
+        peer.last_recv = owner.loop.time()
         if owner._busy_poll is not None:
-            owner._busy_poll.touch(now, owner.config.busy_poll)
+            owner._busy_poll.touch(owner.config.busy_poll)
         dispatch = owner.dispatch
         # What is posted to this peer meanwhile (replies) is written once all is dispatched,
         # in this loop turn, rather than by the next turn's flush (see ``post``).
