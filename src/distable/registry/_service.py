@@ -1352,7 +1352,7 @@ class RegistryService:
             return None
         restored = await fut
         if self.store is not None and (restored.checkpoint is None or not restored.complete):
-            restored = await self._store_newer(restored)
+            restored = await self._store_newer(restored, lineage if base is None else base)
         if not restored.complete:
             self._ratelog.warning(
                 ("restore", name),
@@ -1633,15 +1633,17 @@ class RegistryService:
         wait for its records (``_store_newer``) go on without them. Never awaits."""
         self._store_read.set()
 
-    async def _store_newer(self, restored: Restored) -> Restored:
+    async def _store_newer(self, restored: Restored, line: Lineage | None) -> Restored:
         """A restart's restore found no checkpoint, or not every node answered: on a server
         node, the record its cold start loads from the store (waited for if not read yet)
         may hold a newer state, as after a whole cluster stopped (its standbys' records
         went with it) while a node that survived it, a client say, asks the new owner to
         restart the name before that owner's cold start ran. Returns ``restored`` with the
-        stored checkpoint if it is newer (a stored lineage's epoch counts too, so that the
-        new lineage goes above the stored one and its writes are not refused as stale).
-        A lane or serve task; awaits the cold start's read of the store."""
+        stored checkpoint if it is newer and of the ended claim's line (its lineage not
+        below ``line``, the claim's base, else its lineage: not a registration of the name
+        that this one replaced); the stored lineage's epoch counts in any case, so that
+        the new lineage goes above the stored one and its writes are not refused as
+        stale. A lane or serve task; awaits the cold start's read of the store."""
         if self.role != "server":
             return restored
         await self._store_read.wait()
@@ -1653,7 +1655,8 @@ class RegistryService:
             return restored
         epoch = max(restored.epoch, record.lineage.epoch)
         cp = restored.checkpoint
-        if record.state is not None and (cp is None or (record.lineage, record.seq) > (cp.lineage, cp.seq)):
+        ours = line is None or record.lineage >= line
+        if ours and record.state is not None and (cp is None or (record.lineage, record.seq) > (cp.lineage, cp.seq)):
             cp = Checkpoint(to_wire(name), record.lineage, None, record.seq, record.lineage.origin, record.state)
             log.info("%s: %r restarts from the store's checkpoint (seq %d)", self.node, name, record.seq)
         return replace(restored, checkpoint=cp, epoch=epoch)
