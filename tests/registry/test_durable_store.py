@@ -9,14 +9,16 @@ shows what its process handled first, so a name started from the store shows
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
 import pytest
 
 from distable import MembershipConfig, Node, Pid, StoreUnavailable
-from distable.store import MemoryStore, Outcome
-from distable.testing import eventually
+from distable.ring import preference
+from distable.store import MemoryStore, Outcome, Remembered
+from distable.testing import crash, eventually, registry_stats
 from distable.wire import decode_value
 from distable.wire._messages import Lineage, Spec
 
@@ -141,3 +143,83 @@ async def _state_is(store: MemoryStore, name: Any, state: Any) -> bool:
 
 async def _names_are(store: MemoryStore, names: set[Any]) -> bool:
     return set(await stored(store)) == names
+
+
+class SlowRead(MemoryStore):
+    """A ``MemoryStore`` whose ``load`` (a node's cold-start read) waits while ``read`` is
+    clear: a store slow to read, or a node whose cluster view took long to settle."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.read = asyncio.Event()
+        self.read.set()
+
+    async def load(self) -> list[Remembered]:
+        await self.read.wait()
+        return await super().load()
+
+    async def state_of(self, name: Any) -> Any:
+        """``name``'s stored state, read at once (the test's look, not a node's read)."""
+        [state] = [decode_value(r.state) for r in await super().load() if r.name == name and r.state is not None]
+        return state
+
+
+@pytest.mark.parametrize("read", ["before", "after"])
+async def test_a_restart_whose_peers_hold_no_checkpoint_takes_the_stored_one(read: str) -> None:
+    """Every node that held a name's checkpoint dies at once (a whole cluster killed) and
+    the node left, its owner now, restarts it: its restore finds no checkpoint on any peer.
+    The store remembers it: the restart takes the stored state (``end_handoff`` first) and
+    a lineage above the stored one (its next checkpoint reaches the store), whether the
+    node's cold start read the store before ("before") or only after the restart began
+    ("after": the restart waits for that read). test_store_procs's cold start lost a state
+    so: a client node that outlived the cluster asked each new owner to restart the dead
+    hosts' names before the owner's cold start had read the store, and the names started
+    fresh (then the cold start left them: claimed)."""
+    store = SlowRead()
+    a, b, d = node("a", store), node("b", store), node("d", store)
+    alive = [a, b]
+    try:
+        for n in alive:
+            await n.start()
+        await b.connect(a.name)
+        await eventually(lambda: a.placement().nodes == b.placement().nodes == sorted([a.name, b.name]))
+        await a.wait_restored()
+        await b.wait_restored()
+        if read == "after":
+            store.read.clear()
+        await d.start()
+        alive.append(d)
+        await d.connect(a.name)
+        servers = sorted(n.name for n in alive)
+        await eventually(lambda: all(n.placement().nodes == servers for n in alive))
+        # A name whose host and standby (replicas=1) are a and b, none of its records on d.
+        name = next(("w", i) for i in range(100) if d.name not in preference(d.placement(), ("w", i), 2))
+        await d.register(name, apps.Counter, key=name)
+        for _ in range(3):
+            await d.call(name, "incr")
+        assert await d.call(name, ("checkpoint", True)) == 3
+        assert await store.state_of(name) == 3
+        if read == "before":
+            await d.wait_restored()
+
+        for n in (a, b):
+            alive.remove(n)
+            await crash(n)
+        await eventually(lambda: registry_stats(d)["restarts"] >= 1, message="d did not restart the name")
+        store.read.set()
+        await eventually(lambda: _runs_on(d, name), message=lambda: f"{name!r} is not back on d: {d.whereis(name)}")
+        handled = await d.call(name, "handled")
+        assert handled[0] == ("end_handoff", 3), handled
+        assert await d.call(name, "get") == (3, d.name)
+        await d.call(name, "incr")
+        assert await d.call(name, ("checkpoint", True)) == 4
+        assert await store.state_of(name) == 4  # not refused as older than the stored lineage
+    finally:
+        store.read.set()
+        for n in alive:
+            await n.stop()
+
+
+def _runs_on(n: Node, name: Any) -> bool:
+    pid = n.whereis(name)
+    return pid is not None and pid.node == n.name

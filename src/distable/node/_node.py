@@ -499,6 +499,7 @@ class Node:
             except StoreUnavailable as exc:
                 if loop.time() + delay > give_up:
                     log.error("%s: cannot read the store to start the names it remembers: %s", self.name, exc)
+                    self.registry.cold_start_abandoned()
                     return
                 log.warning("%s: cannot read the store yet (%s); retrying in %.1f s", self.name, exc, delay)
                 await asyncio.sleep(delay)
@@ -506,6 +507,7 @@ class Node:
                 continue
             except Exception:  # a record this node cannot read (a type it does not know...)
                 log.exception("%s: cannot start the names the store remembers", self.name)
+                self.registry.cold_start_abandoned()
                 return
             if started:
                 log.info("%s: started %d name(s) remembered by the store", self.name, started)

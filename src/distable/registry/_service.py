@@ -232,6 +232,8 @@ class RegistryService:
         self._store_restored = 0
         self._store_pending: dict[Any, Remembered] = {}
         self._store_pending_until = 0.0
+        self._store_records: dict[Any, Remembered] = {}
+        self._store_read = asyncio.Event()
         self._store_placement: Any = None
         # Restores not handed to the standby core yet (token, name, lineage, base, also): in
         # ``_restores`` already, so that a sweep keeps their records meanwhile.
@@ -1350,6 +1352,8 @@ class RegistryService:
         if fut is None:
             return None
         restored = await fut
+        if self.store is not None and (restored.checkpoint is None or not restored.complete):
+            restored = await self._store_newer(restored, lineage if base is None else base)
         if not restored.complete:
             self._ratelog.warning(
                 ("restore", name),
@@ -1453,7 +1457,9 @@ class RegistryService:
     # state last given, None for "once"; the (lineage, seq) last queued). ``_store_waits``:
     # checkpoint token -> what the store saves once every standby acknowledged it.
     # ``_store_spared``: local pids the registry stops (``StopProcess``): their names stay
-    # remembered.
+    # remembered. ``_store_records``: every record the cold start loaded, by name, for
+    # ``STORE_PENDING`` (``_store_newer``); ``_store_read``: set once the cold start has read
+    # the store (or gave up).
 
     async def _store_registered(self, name: Any, pid: Pid, spec: Spec, restart: bool) -> None:
         """``pid`` was just started for ``name`` (not restored). A registration is saved in
@@ -1593,7 +1599,9 @@ class RegistryService:
         remembered = await store.load()
         self._store_loaded = True
         self._store_pending = {record.name: record for record in remembered}
+        self._store_records = dict(self._store_pending)
         self._store_pending_until = self.loop.time() + STORE_PENDING
+        self._store_read.set()  # the restarts waiting for it (``_store_newer``) go on
         jobs = self._store_recheck()
         if jobs:
             log.info("%s: starting %d name(s) remembered by the store %s", self.node, len(jobs), store.address)
@@ -1608,6 +1616,7 @@ class RegistryService:
         self._store_placement = self.core.placement
         if self.loop.time() > self._store_pending_until:
             self._store_pending.clear()
+            self._store_records.clear()
             return []
         jobs: list[asyncio.Future[None]] = []
         for name, record in list(self._store_pending.items()):
@@ -1619,6 +1628,39 @@ class RegistryService:
                 jobs.append(done)
                 self._restarts.put(functools.partial(self._store_restart, record, done))
         return jobs
+
+    def cold_start_abandoned(self) -> None:
+        """The node gave up reading the store (``Node._cold_start``): the restarts that
+        wait for its records (``_store_newer``) go on without them. Never awaits."""
+        self._store_read.set()
+
+    async def _store_newer(self, restored: Restored, line: Lineage | None) -> Restored:
+        """A restart's restore found no checkpoint, or not every node answered: on a server
+        node, the record its cold start loads from the store (waited for if not read yet)
+        may hold a newer state, as after a whole cluster stopped (its standbys' records
+        went with it) while a node that survived it, a client say, asks the new owner to
+        restart the name before that owner's cold start ran. Returns ``restored`` with the
+        stored checkpoint if it is newer and of the ended claim's line (its lineage not
+        below ``line``, the claim's base, else its lineage: not a registration of the name
+        that this one replaced); the stored lineage's epoch counts in any case, so that
+        the new lineage goes above the stored one and its writes are not refused as
+        stale. A lane or serve task; awaits the cold start's read of the store."""
+        if self.role != "server":
+            return restored
+        await self._store_read.wait()
+        if self.loop.time() > self._store_pending_until:
+            return restored  # the records are forgotten: the cluster runs since long
+        name = restored.name
+        record = self._store_records.get(name)
+        if record is None:
+            return restored
+        epoch = max(restored.epoch, record.lineage.epoch)
+        cp = restored.checkpoint
+        ours = line is None or record.lineage >= line
+        if ours and record.state is not None and (cp is None or (record.lineage, record.seq) > (cp.lineage, cp.seq)):
+            cp = Checkpoint(to_wire(name), record.lineage, None, record.seq, record.lineage.origin, record.state)
+            log.info("%s: %r restarts from the store's checkpoint (seq %d)", self.node, name, record.seq)
+        return replace(restored, checkpoint=cp, epoch=epoch)
 
     def _store_unclaimed_here(self, name: Any) -> bool:
         """Whether ``name`` is this node's to start from the store: it owns it, and no claim,
