@@ -148,9 +148,12 @@ def test_a_peer_up_of_a_node_never_down_changes_nothing() -> None:
 
 def test_the_inbox_takes_a_ref_once_per_sending_node() -> None:
     inbox = ConflictInbox()
+    assert not inbox.has(W, 1)
     assert inbox.take(W, 1, now=0.0)
+    assert inbox.has(W, 1)
     assert not inbox.take(W, 1, now=1.0)
-    assert inbox.take(V, 1, now=1.0)  # refs are per sending node
+    assert not inbox.has(V, 1)  # refs are per sending node
+    assert inbox.take(V, 1, now=1.0)
     assert len(inbox) == 2
 
 

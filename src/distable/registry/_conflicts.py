@@ -219,6 +219,11 @@ class ConflictInbox:
         self.limit = limit
         self._taken: dict[str, dict[int, float]] = {}
 
+    def has(self, node: str, ref: int) -> bool:
+        """Whether ``ref`` from ``node`` was taken already. Query."""
+        refs = self._taken.get(node)
+        return refs is not None and ref in refs
+
     def take(self, node: str, ref: int, now: float) -> bool:
         """Whether ``ref`` from ``node`` is new: then it is remembered as taken now."""
         refs = self._taken.get(node)

@@ -1086,15 +1086,16 @@ class RegistryService:
         """The winner's side: deliver a loser's state, once per ref, and confirm it at once,
         in this handler (the loser's node relies on the answers coming in the order the
         states arrived). Dispatcher callback; never awaits."""
-        if msg.ref and not self.conflict_inbox.take(node, msg.ref, self.loop.time()):
+        if msg.ref and self.conflict_inbox.has(node, msg.ref):
             self.transport.post(node, ConflictStateTaken(msg.ref))  # taken before: its answer was lost
             return
         try:
             self._deliver_conflict_state(msg.name, msg.winner, msg.has_state, msg.state, msg.ref, msg.holders)
         except DistableError as exc:
             log.error("%s: cannot pass on the state of %r's losing copy: %s", self.node, msg.name, exc)
-            return
+            return  # not taken, not answered: the loser's node gives it up in the end (rule 4)
         if msg.ref:
+            self.conflict_inbox.take(node, msg.ref, self.loop.time())
             self.transport.post(node, ConflictStateTaken(msg.ref))
 
     def _deliver_conflict_state(
