@@ -118,11 +118,14 @@ class Cluster:
         prefix: str = "n",
         strategy: DistributionStrategy | None = None,
         registry: RegistryConfig | None = None,
+        membership: MembershipConfig | None = None,
     ) -> list[Node]:
         """Start ``count`` server nodes, link them to the cluster and wait until settled."""
         base = len(self.nodes) + len(self._gone) + len(self._unjoined)
         started = [
-            await self.add(f"{prefix}{base + i}", strategy=strategy, registry=registry, join=False)
+            await self.add(
+                f"{prefix}{base + i}", strategy=strategy, registry=registry, membership=membership, join=False
+            )
             for i in range(count)
         ]
         for node in started:
@@ -137,14 +140,16 @@ class Cluster:
         role: str = "server",
         strategy: DistributionStrategy | None = None,
         registry: RegistryConfig | None = None,
+        membership: MembershipConfig | None = None,
         join: bool = True,
     ) -> Node:
-        """Start one node (``join``: link it to the cluster and wait until it is placed)."""
+        """Start one node (``join``: link it to the cluster and wait until it is placed;
+        ``membership``: ``MembershipConfig.local()`` unless given)."""
         node = Node(
             short,
             cookie=COOKIE,
             role="client" if role == "client" else "server",
-            membership=MembershipConfig.local(),
+            membership=membership or MembershipConfig.local(),
             strategy=strategy or Ring(),
             registry=registry,
             drain_timeout=10.0,

@@ -248,10 +248,12 @@ async def test_calls_queued_at_a_conflict_loser_when_its_state_is_taken_reach_th
     assert missing == [], f"acknowledged by the loser, then lost: {missing} (acknowledged: {len(acked)})"
 
 
-async def test_a_conflict_loser_whose_state_is_not_confirmed_stays_and_gives_it_again(cluster: Cluster) -> None:
+async def test_a_conflict_loser_whose_state_is_not_confirmed_stays_frozen_and_gives_it_again(cluster: Cluster) -> None:
     """The winner's node loses the first ConflictState (as when it closed the link, thinking
-    the loser's node dead): the loser is not stopped with what it acknowledged; it resumes,
-    the conflict is settled again, and the winner gets every acknowledged op, once."""
+    the loser's node dead): the loser is not stopped with what it acknowledged; it stays
+    frozen, its node sends the same state again under the same ref once the winner's node
+    has been silent for 5 s, and the winner gets every acknowledged op, once. A call made
+    to the loser meanwhile waits in its mailbox and is answered by the winner."""
     a, b, c = await cluster.start(3)
     name = first_owned(c.name, [a.name, b.name, c.name], "unconfirmed")  # the lone side's copy wins
     cut = await split(cluster, [a, b], [c])
@@ -265,25 +267,28 @@ async def test_a_conflict_loser_whose_state_is_not_confirmed_stays_and_gives_it_
     # The winner's node drops the first state it is sent (the heal lifts the cut's own
     # wrappers of the transport, so this one sits on the receiving node's handler).
     lost: list[Any] = []
+    taken: list[Any] = []
 
     def drop_first(node: str, msg: Any, deliver: Callable[[str, Any], None]) -> None:
         if not lost:
             lost.append(msg)
             return
+        taken.append(msg)
         deliver(node, msg)
 
     with intercept(c, ConflictState, drop_first):
         await cut.heal()
         await eventually(lambda: lost, timeout=15, message=lambda: describe_copies(cluster, [name]))
-        # Unconfirmed: the loser is back in service, and what it acknowledges now counts too.
-        await eventually(lambda: not is_frozen(cluster.process(loser)), timeout=10)
-        assert await host.call(loser, ("op", "L-after")) == "L-after"
-    await eventually(
-        lambda: single_copies(cluster, [name]), timeout=20, message=lambda: describe_copies(cluster, [name])
-    )
+        assert is_frozen(cluster.process(loser))  # unconfirmed: it stays frozen
+        late = asyncio.ensure_future(host.call(loser, ("op", "L-after"), timeout=20.0))
+        await eventually(
+            lambda: single_copies(cluster, [name]), timeout=20, message=lambda: describe_copies(cluster, [name])
+        )
+        assert await late == "L-after"  # answered by the winner, to which the loser's mailbox went
+    assert {m.ref for m in taken} == {lost[0].ref}  # the same state again, not a new exchange
     assert cluster.live_copies(name) == [winner]
     assert await c.call(name, "ops") == sorted({"L0", "L1", "L2", "L-after", "W0", "W1", "W2"})
-    assert await c.call(name, "merged") == [["L-after", "L0", "L1", "L2"]]  # once: the lost one never came
+    assert await c.call(name, "merged") == [["L0", "L1", "L2"]]  # once: the lost one never came
 
 
 # --- 4. an old host that timed out waiting for HandoffAccepted asks before resuming --------------

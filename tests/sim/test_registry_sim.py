@@ -66,6 +66,7 @@ from hypothesis import strategies as st
 
 from distable import Caller, DistableError, NameNotFound, Node, Pid, Process, Resume
 from distable.node import _node as node_module
+from distable.registry._conflicts import ConflictOutbox, Due
 from distable.testing import (
     MemoryDiscovery,
     MemoryNetwork,
@@ -1124,3 +1125,42 @@ def test_a_fixed_schedule_is_reproducible() -> None:
     assert first.trace == second.trace
     assert [n.incarnation for n in first.live] == [n.incarnation for n in second.live]
     assert dict(first.errors) == dict(second.errors)
+
+
+def test_conflict_states_sent_to_a_winner_paused_past_the_silence_go_again_and_the_cluster_settles(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # n0 is cut off while names are incremented on both sides (each side restarts the other's
+    # names: two copies of each), the cut heals, and n0 is paused for 6 s just after the
+    # losers' states went out to it: its peers hear nothing for longer than the 5 s the
+    # loser's node waits in silence, so they send the waiting states again, under the same
+    # refs (docs/internals.md, "Conflicts at scale"); n0 wakes, takes each once, and the
+    # cluster settles with every acknowledged increment.
+    resent: list[tuple[str, int]] = []
+    handle_timer = ConflictOutbox.handle_timer
+
+    def spy(self: ConflictOutbox, now: float) -> Due:
+        due = handle_timer(self, now)
+        resent.extend(due.resend)
+        return due
+
+    monkeypatch.setattr(ConflictOutbox, "handle_timer", spy)
+    schedule = Schedule(
+        seed=4242,
+        size=3,
+        max_latency=0.02,
+        initial_names=8,
+        chaos=(
+            (0.5, ("partition", 1, False)),
+            (0.0, ("incr", 0, 1, 3, 0.1)),
+            (0.0, ("incr", 1, 2, 3, 0.1)),
+            (6.0, ("heal",)),
+            (0.06, ("pause", 0, 6.0)),
+            (0.0, ("incr", 2, 3, 3, 0.1)),
+            (0.0, ("wait", 20.0)),
+        ),
+        graceful=((0.0, ("send", 1, 2, 5, 0.05)),),
+    )
+    sim = run_schedule(schedule)
+    assert not sim.failures, describe(sim)
+    assert resent, "no state waited through a silent round: the schedule no longer exercises it"

@@ -31,6 +31,7 @@ CORE_MODULES: tuple[str, ...] = (
     "registry/_core.py",
     "registry/_events.py",
     "registry/_standby.py",
+    "registry/_conflicts.py",
     "store/_api.py",
     "store/_records.py",
     "store/_queue.py",

@@ -91,6 +91,7 @@ from ..wire._messages import (
     UnregisterRequest,
 )
 from ._aio import Lane, detached, log_failure, within
+from ._conflicts import ConflictInbox, ConflictOutbox, Due
 from ._core import (
     BUCKETS,
     RegistryConfig,
@@ -124,6 +125,19 @@ _ERRORS: dict[str, type[DistableError]] = {
     "NoNodeAvailable": NoNodeAvailable,
     "UnencodableValue": UnencodableValue,
 }
+
+
+@dataclass(slots=True)
+class _Losing:
+    """A conflict's losing copy here, frozen, whose state was sent to the winner's node
+    (``sent_to``, in ``message``) and waits to be confirmed taken."""
+
+    name: Any
+    loser: Pid
+    winner: Pid
+    proc: Process | None
+    sent_to: str = ""
+    message: ConflictState | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -264,13 +278,17 @@ class RegistryService:
         # Registrations starting a process here: name -> its outcome. Written by the serve
         # task of the registration (_register_here); read by the handoff coordinator.
         self._pending: dict[Any, asyncio.Future[Pid | None]] = {}
-        # Conflicts: the _resolve_conflict lane task writes the acks it waits for; the
-        # dispatcher (_on_conflict_state*) answers them and dedups states taken here.
-        # Refs start at random: a receiver takes a ref once per sending node name, and a
-        # node restarted under the same name must not repeat its previous life's refs.
+        # Conflicts (see "conflicts" below). The lane's tasks (_give_state) freeze losers and
+        # send their states, a bounded number at a time, and write ``_losing`` and the
+        # outbox; the dispatcher (_on_conflict_state_taken), peer_down and the timer read
+        # and retire them. The inbox is the winner's side (_on_conflict_state). Refs start
+        # at random: a receiver takes a ref once per sending node name, and a node
+        # restarted under the same name must not repeat its previous life's refs.
+        self._conflicts = Lane(spawn, max_concurrent_handoffs)
         self._conflict_ref = rng.getrandbits(62)
-        self._conflict_acks: dict[int, tuple[str, asyncio.Future[bool]]] = {}  # ref -> (node, taken)
-        self._conflict_seen: dict[tuple[str, int], None] = {}  # (node, ref) of states taken (dedup)
+        self._losing: dict[int, _Losing] = {}  # ref -> the frozen loser whose state it carries
+        self.conflict_outbox = ConflictOutbox()
+        self.conflict_inbox = ConflictInbox()
         # The graceful leave: drain() (the node's task) writes ``drained``; _command counts
         # names no server was left to take; anything that makes progress sets ``_idle``,
         # which drain's waits clear.
@@ -352,7 +370,14 @@ class RegistryService:
         if self._store_pending and self.core.placement is not self._store_placement:
             self._store_recheck()
         if not self._stopped:
-            self._timer.arm(min(self.core.next_deadline(), self.standby.next_deadline(), self._next_sweep))
+            self._timer.arm(
+                min(
+                    self.core.next_deadline(),
+                    self.standby.next_deadline(),
+                    self.conflict_outbox.next_deadline(),
+                    self._next_sweep,
+                )
+            )
 
     def _log_waves(self, commands: list[Any]) -> None:
         """One INFO line per wave of handoffs or restarts (a join, a leave, a node's death
@@ -422,6 +447,7 @@ class RegistryService:
         now = self.loop.time()
         self.core.handle_timer(now)
         self.standby.handle_timer(now)
+        self._conflict_due(self.conflict_outbox.handle_timer(now))
         if now >= self._next_sweep:
             self._next_sweep = now + self.config.sync_interval
             self.standby.sweep(now, self._claims_index())
@@ -444,7 +470,7 @@ class RegistryService:
                 self._store_spared.add(command.pid)  # the registry stops it: its name does not end
             self._stop_local(command.pid)
         elif isinstance(command, ResolveConflict):
-            self.spawn(self._resolve_conflict(command))
+            self._conflicts.put(lambda: self._give_state(command))
         elif isinstance(command, RestartElsewhere):
             self._restarts.put(lambda: self._restart_elsewhere(command))
 
@@ -459,15 +485,14 @@ class RegistryService:
         self.core.peer_up(node, now)
         if not client and self._speaks_checkpoints(node):
             self.standby.peer_up(node, now, incarnation)
+        self._conflict_due(self.conflict_outbox.peer_up(node, incarnation, now))
         self._flush()
 
     def peer_down(self, node: str) -> None:
         """Membership callback (the node's ``_on_member_event``); never awaits."""
         now = self.loop.time()
         self.handoff.peer_down_incoming(node)
-        for sent_to, taken in list(self._conflict_acks.values()):
-            if sent_to == node and not taken.done():
-                taken.set_result(False)
+        self.conflict_outbox.peer_down(node, now)
         self.handoff.peer_down_outgoing(node)
         self.core.peer_down(node, now)
         self.standby.peer_down(node, now)
@@ -952,15 +977,22 @@ class RegistryService:
 
     # --- conflicts ----------------------------------------------------------------------------------
 
-    async def _resolve_conflict(self, command: ResolveConflict) -> None:
-        """Retire the local copy ``command.loser``: its state goes to the winner's
-        ``resolve_conflict``, and from the moment it is taken the loser handles nothing
-        more: it is frozen like a handing-off process, and everything that reaches it
-        afterwards (its mailbox first, then stragglers through its retired pid) is
-        forwarded to the winner in order, behind the state. Otherwise a call it answered
-        after giving its state would be acknowledged and then lost with it.
+    async def _give_state(self, command: ResolveConflict) -> None:
+        """Retire the local copy ``command.loser`` (docs/internals.md, "Resolution"): its
+        state goes to the winner's ``resolve_conflict``, and from the moment it is taken the
+        loser handles nothing more: it is frozen like a handing-off process, and everything
+        that reaches it afterwards (its mailbox first, then stragglers through its retired
+        pid) is forwarded to the winner in order, behind the state. Otherwise a call it
+        answered after giving its state would be acknowledged and then lost with it.
 
-        A handoff lane task; awaits the loser's state and the winner's answer."""
+        This task freezes the loser and sends its state; the loser retires when the
+        winner's node confirms it took the state (``_on_conflict_state_taken``), stays
+        frozen until then, and resumes only if the exchange is given up (the rules of
+        ``_conflicts.py``). So a lane task never waits on the winner: a heal's thousands
+        of conflicts go out at the pace the losers answer, and their answers come back
+        as the winner's node gets through them.
+
+        A conflict lane task; awaits the loser's state."""
         name, winner = command.name, command.winner
         proc = self.runtime.local(command.loser)
         has_state, state = False, None
@@ -976,47 +1008,75 @@ class RegistryService:
                 has_state, state = True, answer.state
         self._conflict_ref += 1
         ref = self._conflict_ref
-        taken: asyncio.Future[bool] = self.loop.create_future()
         holders = self.standby.holders_of(name, command.loser)  # the winner takes them over
         try:
-            sent_to = self._deliver_conflict_state(name, winner, has_state, state, ref, holders)
+            sent = self._deliver_conflict_state(name, winner, has_state, state, ref, holders)
         except DistableError as exc:
             log.error("%s: cannot send the state of %r's losing copy: %s", self.node, name, exc)
-            sent_to = None
-        if sent_to is not None:
-            # Keep the loser frozen until the winner's node has the state: lost with a link
-            # (the winner's node dropped it, thinking this node dead), it would take along
-            # whatever the loser acknowledged. Not taken in time: the loser resumes, and the
-            # conflict is settled again a moment later.
-            self._conflict_acks[ref] = (sent_to, taken)
+            sent = None
+        losing = _Losing(name, command.loser, winner, proc)
+        if sent is None:
+            self._retire_loser(losing)  # delivered here, or the winner is gone
+            return
+        # Keep the loser frozen until the winner's node has the state: lost with a link
+        # (the winner's node dropped it, thinking this node dead), it would take along
+        # whatever the loser acknowledged.
+        losing.sent_to, losing.message = sent
+        self._losing[ref] = losing
+        incarnation = self._incarnation_of(losing.sent_to) or 0
+        self.conflict_outbox.sent(losing.sent_to, ref, self.loop.time(), incarnation)
+        self._changed()  # the outbox's deadline, for the timer
+
+    def _on_conflict_state_taken(self, node: str, msg: ConflictStateTaken) -> None:
+        """Dispatcher callback; never awaits."""
+        taken, due = self.conflict_outbox.taken(node, msg.ref, self.loop.time())
+        self._conflict_due(due)
+        if taken:
+            self._retire_loser(self._losing.pop(msg.ref))
+
+    def _conflict_due(self, due: Due) -> None:
+        """Carry out what the conflict outbox asks: send states again, as they were (the
+        winner's node takes a ref once), and resume the losers it gave up. From the
+        dispatcher or the timer; never awaits."""
+        for node, ref in due.resend:
             try:
-                ok = await within(taken, 5.0)
-            except TimeoutError:
-                ok = False
-            finally:
-                self._conflict_acks.pop(ref, None)
-            if not ok:
-                if proc is not None and proc.alive:
-                    self.runtime.unfreeze(proc)
-                self._ratelog.warning(
-                    ("conflict", sent_to),
-                    "%s did not confirm it has the state of %r's losing copy %r; it stays, and the "
-                    "conflict is settled again shortly",
-                    sent_to,
-                    name,
-                    command.loser,
-                )
-                self.loop.call_later(1.0, self._conflict_retry, name, command.loser)
-                return
-        log.info("%s: %r lost %r to %r; stopping it", self.node, command.loser, name, winner)
+                self.transport.post(node, self._losing[ref].message)
+            except Exception as exc:
+                self._ratelog.warning(("post", node), "cannot send ConflictState to %s: %s", node, exc)
+        for ref in due.given_up:
+            self._conflict_given_up(ref)
+
+    def _conflict_given_up(self, ref: int) -> None:
+        """The winner's node did not confirm ``ref``'s state (it stayed down, came back as a
+        new incarnation, or stayed silent): the loser resumes, and the conflict is settled
+        again shortly. Never awaits."""
+        losing = self._losing.pop(ref)
+        proc = losing.proc
+        if proc is not None and proc.alive:
+            self.runtime.unfreeze(proc)
+        self._ratelog.warning(
+            ("conflict", losing.sent_to),
+            "%s did not confirm it has the state of %r's losing copy %r; it stays, and the "
+            "conflict is settled again shortly",
+            losing.sent_to,
+            losing.name,
+            losing.loser,
+        )
+        self.loop.call_later(1.0, self._conflict_retry, losing.name, losing.loser)
+
+    def _retire_loser(self, losing: _Losing) -> None:
+        """The winner has the state of ``losing``'s copy: forward its mailbox, retire its pid
+        to the winner, tell it to die, remove its claim. Never awaits."""
+        name, loser, winner, proc = losing.name, losing.loser, losing.winner, losing.proc
+        log.info("%s: %r lost %r to %r; stopping it", self.node, loser, name, winner)
         if proc is not None and proc.alive:
             self.runtime.forward_mailbox(proc, winner)  # markers parked in it are dropped: no handoff relays them
             self.runtime.retire(proc, winner, self.config.forward_ttl)
             ask_to_die(self.runtime, proc)
             self.runtime.unfreeze(proc)
-        self.core.conflict_done(name, command.loser)
-        self.standby.host_retired(name, command.loser, self.loop.time())
-        self._hosting.pop(command.loser, None)
+        self.core.conflict_done(name, loser)
+        self.standby.host_retired(name, loser, self.loop.time())
+        self._hosting.pop(loser, None)
         self._changed()
 
     def _conflict_retry(self, name: Any, loser: Pid) -> None:
@@ -1026,50 +1086,43 @@ class RegistryService:
             self._changed()
 
     def _on_conflict_state(self, node: str, msg: ConflictState) -> None:
-        """Dispatcher callback; never awaits."""
-        key = (node, msg.ref)
-        if msg.ref and key in self._conflict_seen:
+        """The winner's side: deliver a loser's state, once per ref, and confirm it at once,
+        in this handler (the loser's node relies on the answers coming in the order the
+        states arrived). Dispatcher callback; never awaits."""
+        if msg.ref and self.conflict_inbox.has(node, msg.ref):
             self.transport.post(node, ConflictStateTaken(msg.ref))  # taken before: its answer was lost
             return
         try:
             self._deliver_conflict_state(msg.name, msg.winner, msg.has_state, msg.state, msg.ref, msg.holders)
         except DistableError as exc:
             log.error("%s: cannot pass on the state of %r's losing copy: %s", self.node, msg.name, exc)
-            return
+            return  # not taken, not answered: the loser's node gives it up in the end (rule 4)
         if msg.ref:
-            self._conflict_seen[key] = None
-            if len(self._conflict_seen) > 10_000:
-                del self._conflict_seen[next(iter(self._conflict_seen))]  # bounded: the oldest goes
+            self.conflict_inbox.take(node, msg.ref, self.loop.time())
             self.transport.post(node, ConflictStateTaken(msg.ref))
-
-    def _on_conflict_state_taken(self, node: str, msg: ConflictStateTaken) -> None:
-        """Dispatcher callback; never awaits."""
-        pending = self._conflict_acks.get(msg.ref)
-        if pending is not None and pending[0] == node and not pending[1].done():
-            pending[1].set_result(True)
 
     def _deliver_conflict_state(
         self, name: Any, winner: Pid, has_state: bool, state: Any, ref: int, holders: Sequence[Holder] = ()
-    ) -> str | None:
+    ) -> tuple[str, ConflictState] | None:
         """Give ``winner`` the losing copy's state (its ``resolve_conflict``), wherever it
         runs: on another node, or, if it was handed off meanwhile, at its successor (a
         handed-off pid forwards for ``forward_ttl``; followed a few hops at most). Where it
         runs, it takes the name's checkpoints over, with the loser's ``holders``.
 
         Returns:
-            The node it was sent to (which confirms it), or None if it was delivered here
-            or dropped (the winner is gone).
+            The node it was sent to (which confirms it) and the message, or None if it was
+            delivered here or dropped (the winner is gone).
 
         Raises:
             DistableError: the state cannot cross the wire.
 
-        Dispatcher callback, or the ``_resolve_conflict`` lane task; never awaits.
+        Dispatcher callback, or the ``_give_state`` lane task; never awaits.
         """
         for _ in range(8):
             if winner.node != self.node:
                 message = ConflictState(to_wire(name), winner, has_state, to_wire(state), ref, list(holders))
                 self.transport.post(winner.node, message)
-                return winner.node
+                return winner.node, message
             proc = self.runtime.local(winner)
             if proc is not None:
                 detached(self.runtime.run_in(proc, lambda p: p.resolve_conflict(state)))
