@@ -139,6 +139,27 @@ async def test_register_of_a_taken_name_raises_already_registered_with_the_exist
     assert apps.INITS["taken"] == 1
 
 
+async def test_concurrent_registrations_are_each_visible_on_the_calling_node_when_they_return(
+    cluster: Cluster, three: list[Node]
+) -> None:
+    # Registrations finishing together on the owner share one Delta per peer, sent before
+    # their replies: each caller still reads its own write at once (guarantee 1).
+    a, b, c = three
+    ring = a.placement()
+    names = [f"rywc-{i}" for i in range(400) if ring.owner(f"rywc-{i}") != a.name]
+    seen: dict[str, Pid | None] = {}
+
+    async def register(name: str) -> Pid:
+        pid = await a.register(name, apps.Counter, key=name)
+        seen[name] = a.whereis(name)  # read at once, before anything else runs here
+        return pid
+
+    pids = await asyncio.gather(*(register(name) for name in names))
+    assert {pid.node for pid in pids} == {b.name, c.name}
+    assert [seen[name] for name in names] == pids
+    await eventually(lambda: all(everywhere(cluster, name, pid) for name, pid in zip(names, pids, strict=True)))
+
+
 async def test_register_race_on_the_owner_answers_already_registered_with_the_winner(
     cluster: Cluster, three: list[Node]
 ) -> None:

@@ -241,6 +241,10 @@ class RegistryService:
         # Carrying out the core's outputs: written by _changed/_flush/_on_timer (never await)
         # and stop().
         self._flush_scheduled = False
+        # Replies of the registry server held for the flush already scheduled (``_answer``):
+        # several registrations finishing in one loop turn then share one Delta per peer,
+        # which the flush posts before their replies. Written by _answer and _flush.
+        self._replies: list[tuple[str | None, Callable[[], object]]] = []
         self._timer = Timer(self.loop, self._on_timer)
         self._stopped = False
         # A node's death or a join makes thousands of restarts or handoffs at once: _command
@@ -340,6 +344,8 @@ class RegistryService:
                 self._ratelog.warning(("post", node), "cannot send %s to %s: %s", type(msg).__name__, node, exc)
         for event in out.events:
             self._publish(event)
+        if self._replies:
+            self._send_replies()
         if out.commands:
             self._log_waves(out.commands)
         for command in out.commands:
@@ -781,18 +787,41 @@ class RegistryService:
             return _error("FactoryError", f"{type(exc).__name__}: {exc}")
 
     def _answer(self, node: str | None, send: Callable[[], object]) -> None:
-        """Send a reply to ``node`` (None: this node) with ``send``.
+        """Send a reply to ``node`` (None: this node) with ``send``, after the Delta of
+        the change it reports, on the same FIFO link: the caller's node then knows the new
+        entry when its register/unregister/join returns.
 
         A serve task; never awaits."""
-        if self._flush_scheduled:
-            # Send the change's Delta before the reply, on the same FIFO link: the caller's
-            # node then knows the new entry when its register/unregister/join returns.
+        if not self._flush_scheduled:
+            send()  # no change of this turn is waiting to go out
+            if node is not None and not self._pending:
+                self.transport.flush_now(node)
+            return
+        self._replies.append((node, send))
+        if not self._pending:
+            # No other registration is starting here: flush now rather than at the end of
+            # the turn (one round trip is all the caller waits for). Otherwise the flush
+            # already scheduled posts one Delta per peer for every change of the turn,
+            # then the replies waiting (``_send_replies``): the registrations finishing
+            # together share their Deltas instead of one each.
             self._flush()
-        send()
-        if node is not None and not self._pending:
-            # No other registration is starting here, so no other reply will share the
-            # frame: write it before the Deltas to the other replicas (each write wakes a
-            # peer, which costs tens of µs on a VM), not after them.
+
+    def _send_replies(self) -> None:
+        """Send the replies ``_answer`` held, after the Deltas ``_flush`` just posted, and
+        write each caller's frame now (before the frames of the other replicas: each
+        write wakes a peer, which costs tens of µs on a VM).
+
+        From ``_flush``; never awaits."""
+        replies, self._replies = self._replies, []
+        to: dict[str, None] = {}
+        for node, send in replies:
+            try:
+                send()
+            except Exception:
+                log.exception("%s: cannot send a registry reply to %s", self.node, node or "this node")
+            if node is not None:
+                to[node] = None
+        for node in to:
             self.transport.flush_now(node)
 
     async def _register_here(
