@@ -51,6 +51,7 @@ from ._context import CURRENT_PROCESS
 from ._process import CALL, CAST, FLUSH, INFO, INIT, STOP, SYSTEM, Caller, Down, Gate, Process
 
 log = logging.getLogger("distable.runtime")
+_NO_INIT = Process.init  # the init a class has when it defines none: nothing to run
 T = TypeVar("T")
 
 
@@ -257,7 +258,12 @@ class Runtime:
     # --- starting and stopping --------------------------------------------------
 
     async def spawn(self, cls: type[Process], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Pid:
-        """Create a process of ``cls``, run its ``init`` inside it, return its pid."""
+        """Create a process of ``cls``, run its ``init`` inside it, return its pid.
+
+        A class that keeps ``Process.init`` (which does nothing) needs no drain to run it:
+        the process starts idle, as after its ``init``, and its first message starts its
+        drain. Its spawn still yields once to the loop, as a spawn that runs ``init`` does
+        (a loop of spawns does not hold the loop)."""
         if self.closing:
             raise RuntimeError(f"node {self.node_name} is shutting down")
         proc = cls()
@@ -265,6 +271,9 @@ class Runtime:
         pid = Pid(self.node_name, self.incarnation, self._next_id)
         proc._setup(self, pid)
         self._procs[pid.id] = proc
+        if cls.init is _NO_INIT:
+            await asyncio.sleep(0)
+            return pid
         fut: asyncio.Future[Pid] = self.loop.create_future()
         proc._enqueue((INIT, (args, kwargs, fut), None))
         return await fut
