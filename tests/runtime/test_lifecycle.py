@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -85,6 +86,16 @@ async def test_a_process_without_init_starts_idle_and_its_first_message_runs_it(
         assert await node.call(pid, "hello") == ("hello", True)
         assert [p.pid for p in node.runtime.processes()] == [pid]
         assert await node.stop_process(pid) == "normal"
+
+
+async def test_a_loop_of_starts_without_init_does_not_hold_the_event_loop() -> None:
+    async with Node(NODE_NAME, cookie=COOKIE):
+        ran = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        loop.call_soon(ran.set)
+        for _ in range(200):
+            await NoInit.start()
+        assert ran.is_set()  # the loop ran other work during the loop of starts
 
 
 async def test_pid_and_node_name_the_process_and_its_node() -> None:

@@ -48,7 +48,7 @@ from ..wire._messages import (
     Undecoded,
 )
 from ._context import CURRENT_PROCESS
-from ._process import CALL, CAST, FLUSH, INFO, INIT, STOP, SYSTEM, Caller, Down, Gate, Process
+from ._process import BATCH, CALL, CAST, FLUSH, INFO, INIT, STOP, SYSTEM, Caller, Down, Gate, Process
 
 log = logging.getLogger("distable.runtime")
 _NO_INIT = Process.init  # the init a class has when it defines none: nothing to run
@@ -207,6 +207,7 @@ class Runtime:
         self.block_warning = block_warning
         self._procs: dict[int, Process] = {}
         self._next_id = 0
+        self._quick_spawns = 0  # spawns that ran no init since one yielded (see spawn)
         self._call_seq = 0
         self._ref_seq = 0
         self.closing = False
@@ -262,8 +263,8 @@ class Runtime:
 
         A class that keeps ``Process.init`` (which does nothing) needs no drain to run it:
         the process starts idle, as after its ``init``, and its first message starts its
-        drain. Its spawn still yields once to the loop, as a spawn that runs ``init`` does
-        (a loop of spawns does not hold the loop)."""
+        drain; such a spawn returns at once, without waiting for a loop turn, except every
+        ``BATCH`` of them, which yields to the loop (a loop of spawns does not hold it)."""
         if self.closing:
             raise RuntimeError(f"node {self.node_name} is shutting down")
         proc = cls()
@@ -272,7 +273,10 @@ class Runtime:
         proc._setup(self, pid)
         self._procs[pid.id] = proc
         if cls.init is _NO_INIT:
-            await asyncio.sleep(0)
+            self._quick_spawns += 1
+            if self._quick_spawns >= BATCH:
+                self._quick_spawns = 0
+                await asyncio.sleep(0)
             return pid
         fut: asyncio.Future[Pid] = self.loop.create_future()
         proc._enqueue((INIT, (args, kwargs, fut), None))
