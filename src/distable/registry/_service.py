@@ -245,6 +245,9 @@ class RegistryService:
         # several registrations finishing in one loop turn then share one Delta per peer,
         # which the flush posts before their replies. Written by _answer and _flush.
         self._replies: list[tuple[str | None, Callable[[], object]]] = []
+        # Requests to the registry server received and not answered yet: counted when
+        # they arrive (_on_request) or start (serve), uncounted when served (see _answer).
+        self._serving = 0
         self._timer = Timer(self.loop, self._on_timer)
         self._stopped = False
         # A node's death or a join makes thousands of restarts or handoffs at once: _command
@@ -735,11 +738,15 @@ class RegistryService:
         if self._stopped or self.runtime.closing:
             self.transport.post(node, RegistryReply(request.ref, REGISTRY_ERROR, None, "ProcessExited", NOPROC))
             return
+        self._serving += 1  # from now: the requests of one batch are all counted before any is served
         self.spawn(self._serve_request(node, request))
 
     async def _serve_request(self, node: str, request: RegistryRequest) -> None:
         """A serve task of its own; awaits."""
-        reply = await self._serve(request, node)
+        try:
+            reply = await self._serve(request, node)
+        finally:
+            self._serving -= 1
         reply.ref = request.ref
         self._answer(node, lambda: self.transport.post(node, reply))
 
@@ -756,7 +763,11 @@ class RegistryService:
         if request is None:
             reply = _error("FactoryError", f"unknown registry request {message!r}")
         else:
-            reply = await self._serve(request, caller.node)
+            self._serving += 1
+            try:
+                reply = await self._serve(request, caller.node)
+            finally:
+                self._serving -= 1
         self._answer(caller.node, lambda: caller.reply(_reply_as_list(reply, request)))
 
     async def _serve(self, request: RegistryRequest, node: str | None) -> RegistryReply:
@@ -794,16 +805,17 @@ class RegistryService:
         A serve task; never awaits."""
         if not self._flush_scheduled:
             send()  # no change of this turn is waiting to go out
-            if node is not None and not self._pending:
+            if node is not None and not self._serving:
                 self.transport.flush_now(node)
             return
         self._replies.append((node, send))
-        if not self._pending:
-            # No other registration is starting here: flush now rather than at the end of
-            # the turn (one round trip is all the caller waits for). Otherwise the flush
-            # already scheduled posts one Delta per peer for every change of the turn,
-            # then the replies waiting (``_send_replies``): the registrations finishing
-            # together share their Deltas instead of one each.
+        if not self._serving:
+            # No other request is being served here: flush now rather than at the end of
+            # the turn (one round trip is all the caller waits for). Otherwise the last one
+            # served, or the flush already scheduled, posts one Delta per peer for every
+            # change of the turn, then the replies waiting (``_send_replies``): requests
+            # served together (a batch of them arrived in one frame) share their Deltas
+            # and their frames instead of one each.
             self._flush()
 
     def _send_replies(self) -> None:
