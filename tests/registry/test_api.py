@@ -155,7 +155,7 @@ async def test_concurrent_registrations_share_deltas_and_are_each_visible_on_the
     ring = a.placement()
     names = [f"rywc-{i}" for i in range(1000) if ring.owner(f"rywc-{i}") == b.name][:100]
     seen: dict[str, Pid | None] = {}
-    kwargs = {"key": 0} if factory is apps.Counter else {}
+    kwargs: dict[str, Any] = {"key": 0} if factory is apps.Counter else {}
 
     async def register(name: str) -> Pid:
         pid = await a.register(name, factory, **kwargs)
