@@ -139,6 +139,37 @@ async def test_register_of_a_taken_name_raises_already_registered_with_the_exist
     assert apps.INITS["taken"] == 1
 
 
+def _messages_to(node: Node, peer: str) -> int:
+    return sum(p.messages_out for p in node.statistics().transport.peers if p.name == peer)
+
+
+# An init that suspends (Counter), and none (Agent: the process starts without a loop turn).
+@pytest.mark.parametrize("factory", [apps.Counter, apps.Agent])
+async def test_concurrent_registrations_share_deltas_and_are_each_visible_on_the_caller_when_they_return(
+    cluster: Cluster, three: list[Node], factory: type[distable.Process]
+) -> None:
+    # Requests that reach the owner together are served together: one Delta per peer for
+    # all their claims, sent before their replies, so each caller still reads its own write
+    # at once (guarantee 1) and a third node gets a few Deltas, not one per name.
+    a, b, c = three
+    ring = a.placement()
+    names = [f"rywc-{i}" for i in range(1000) if ring.owner(f"rywc-{i}") == b.name][:100]
+    seen: dict[str, Pid | None] = {}
+    kwargs: dict[str, Any] = {"key": 0} if factory is apps.Counter else {}
+
+    async def register(name: str) -> Pid:
+        pid = await a.register(name, factory, **kwargs)
+        seen[name] = a.whereis(name)  # read at once, before anything else runs here
+        return pid
+
+    before = _messages_to(b, c.name)
+    pids = await asyncio.gather(*(register(name) for name in names))
+    assert {pid.node for pid in pids} == {b.name}
+    assert [seen[name] for name in names] == pids
+    assert _messages_to(b, c.name) - before < len(names) // 4  # not one Delta per registration
+    await eventually(lambda: all(everywhere(cluster, name, pid) for name, pid in zip(names, pids, strict=True)))
+
+
 async def test_register_race_on_the_owner_answers_already_registered_with_the_winner(
     cluster: Cluster, three: list[Node]
 ) -> None:

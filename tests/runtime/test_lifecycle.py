@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
 
 from distable import Caller, Node, Pid, Process
 from distable.runtime import current_process
+from distable.testing import is_running
 
 from ._support import COOKIE, NODE_NAME, Recorder, proc_of, yield_to_loop
 
@@ -65,6 +67,35 @@ async def test_init_raising_makes_start_raise_it_and_leaves_no_process() -> None
         assert excinfo.value is InitFails.error
         assert node.runtime.processes() == []
         assert node.statistics().runtime.processes == 0
+
+
+class NoInit(Process):
+    """Keeps ``Process.init``: its start runs nothing inside it."""
+
+    async def handle_call(self, message: Any, caller: Caller) -> Any:
+        return (message, current_process() is self)
+
+
+async def test_a_process_without_init_starts_idle_and_its_first_message_runs_it() -> None:
+    async with Node(NODE_NAME, cookie=COOKIE) as node:
+        pid = await NoInit.start("ignored", as_the_default_init_does=True)
+        proc = proc_of(pid)
+        assert isinstance(proc, NoInit)
+        assert proc.alive
+        assert not is_running(proc)  # no drain was started for an init with nothing to do
+        assert await node.call(pid, "hello") == ("hello", True)
+        assert [p.pid for p in node.runtime.processes()] == [pid]
+        assert await node.stop_process(pid) == "normal"
+
+
+async def test_a_loop_of_starts_without_init_does_not_hold_the_event_loop() -> None:
+    async with Node(NODE_NAME, cookie=COOKIE):
+        ran = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        loop.call_soon(ran.set)
+        for _ in range(200):
+            await NoInit.start()
+        assert ran.is_set()  # the loop ran other work during the loop of starts
 
 
 async def test_pid_and_node_name_the_process_and_its_node() -> None:

@@ -257,6 +257,13 @@ class RegistryService:
         # Carrying out the core's outputs: written by _changed/_flush/_on_timer (never await)
         # and stop().
         self._flush_scheduled = False
+        # Replies of the registry server held for the flush already scheduled (``_answer``):
+        # several registrations finishing in one loop turn then share one Delta per peer,
+        # which the flush posts before their replies. Written by _answer and _flush.
+        self._replies: list[tuple[str | None, Callable[[], object]]] = []
+        # Requests to the registry server received and not answered yet: counted when
+        # they arrive (_on_request) or start (serve), uncounted when served (see _answer).
+        self._serving = 0
         self._timer = Timer(self.loop, self._on_timer)
         self._stopped = False
         # A node's death or a join makes thousands of restarts or handoffs at once: _command
@@ -360,6 +367,8 @@ class RegistryService:
                 self._ratelog.warning(("post", node), "cannot send %s to %s: %s", type(msg).__name__, node, exc)
         for event in out.events:
             self._publish(event)
+        if self._replies:
+            self._send_replies()
         if out.commands:
             self._log_waves(out.commands)
         for command in out.commands:
@@ -755,13 +764,17 @@ class RegistryService:
         if self._stopped or self.runtime.closing:
             self.transport.post(node, RegistryReply(request.ref, REGISTRY_ERROR, None, "ProcessExited", NOPROC))
             return
+        self._serving += 1  # from now: the requests of one batch are all counted before any is served
         serve = self._serve_request(node, request)
         if not self.runtime.run_soon(serve):
             self.spawn(serve)
 
     async def _serve_request(self, node: str, request: RegistryRequest) -> None:
         """A serve task of its own; awaits."""
-        reply = await self._serve(request, node)
+        try:
+            reply = await self._serve(request, node)
+        finally:
+            self._serving -= 1
         reply.ref = request.ref
         self._answer(node, lambda: self.transport.post(node, reply))
 
@@ -778,7 +791,11 @@ class RegistryService:
         if request is None:
             reply = _error("FactoryError", f"unknown registry request {message!r}")
         else:
-            reply = await self._serve(request, caller.node)
+            self._serving += 1
+            try:
+                reply = await self._serve(request, caller.node)
+            finally:
+                self._serving -= 1
         self._answer(caller.node, lambda: caller.reply(_reply_as_list(reply, request)))
 
     async def _serve(self, request: RegistryRequest, node: str | None) -> RegistryReply:
@@ -809,18 +826,42 @@ class RegistryService:
             return _error("FactoryError", f"{type(exc).__name__}: {exc}")
 
     def _answer(self, node: str | None, send: Callable[[], object]) -> None:
-        """Send a reply to ``node`` (None: this node) with ``send``.
+        """Send a reply to ``node`` (None: this node) with ``send``, after the Delta of
+        the change it reports, on the same FIFO link: the caller's node then knows the new
+        entry when its register/unregister/join returns.
 
         A serve task; never awaits."""
-        if self._flush_scheduled:
-            # Send the change's Delta before the reply, on the same FIFO link: the caller's
-            # node then knows the new entry when its register/unregister/join returns.
+        if not self._flush_scheduled:
+            send()  # no change of this turn is waiting to go out
+            if node is not None and not self._serving:
+                self.transport.flush_now(node)
+            return
+        self._replies.append((node, send))
+        if not self._serving:
+            # No other request is being served here: flush now rather than at the end of
+            # the turn (one round trip is all the caller waits for). Otherwise the last one
+            # served, or the flush already scheduled, posts one Delta per peer for every
+            # change of the turn, then the replies waiting (``_send_replies``): requests
+            # served together (a batch of them arrived in one frame) share their Deltas
+            # and their frames instead of one each.
             self._flush()
-        send()
-        if node is not None and not self._pending:
-            # No other registration is starting here, so no other reply will share the
-            # frame: write it before the Deltas to the other replicas (each write wakes a
-            # peer, which costs tens of µs on a VM), not after them.
+
+    def _send_replies(self) -> None:
+        """Send the replies ``_answer`` held, after the Deltas ``_flush`` just posted, and
+        write each caller's frame now (before the frames of the other replicas: each
+        write wakes a peer, which costs tens of µs on a VM).
+
+        From ``_flush``; never awaits."""
+        replies, self._replies = self._replies, []
+        to: dict[str, None] = {}
+        for node, send in replies:
+            try:
+                send()
+            except Exception:
+                log.exception("%s: cannot send a registry reply to %s", self.node, node or "this node")
+            if node is not None:
+                to[node] = None
+        for node in to:
             self.transport.flush_now(node)
 
     async def _register_here(

@@ -69,6 +69,7 @@ from ._process import (
 )
 
 log = logging.getLogger("distable.runtime")
+_NO_INIT = Process.init  # the init a class has when it defines none: nothing to run
 T = TypeVar("T")
 
 
@@ -245,6 +246,7 @@ class Runtime:
         self.block_warning = block_warning
         self._procs: dict[int, Process] = {}
         self._next_id = 0
+        self._quick_spawns = 0  # spawns that ran no init since one yielded (see spawn)
         self._call_seq = 0
         self._ref_seq = 0
         self.closing = False
@@ -309,8 +311,13 @@ class Runtime:
     async def spawn(self, cls: type[Process], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Pid:
         """Create a process of ``cls``, run its ``init`` inside it, return its pid.
 
-        Called from work run at once from a link's dispatcher (``run_soon``: a registry
-        request) rather than from a process, ``init`` starts at once too (``_start_now``).
+        A class that keeps ``Process.init`` (which does nothing with its arguments)
+        needs no drain to run it: the process starts idle, as after its ``init``, and its
+        first message starts its drain; such a spawn returns at once, without waiting for a
+        loop turn, except every ``BATCH`` of them, which yields to the loop (a loop of spawns
+        does not hold it). Called from work run at once from a link's dispatcher
+        (``run_soon``: a registry request) rather than from a process, ``init`` starts at
+        once too (``_start_now``).
         """
         if self.closing:
             raise RuntimeError(f"node {self.node_name} is shutting down")
@@ -319,6 +326,12 @@ class Runtime:
         pid = Pid(self.node_name, self.incarnation, self._next_id)
         proc._setup(self, pid)
         self._procs[pid.id] = proc
+        if cls.init is _NO_INIT:
+            self._quick_spawns += 1
+            if self._quick_spawns >= BATCH:
+                self._quick_spawns = 0
+                await asyncio.sleep(0)
+            return pid
         fut: asyncio.Future[Pid] = self.loop.create_future()
         if self._stepping is not None and CURRENT_PROCESS.get() is None:
             proc._mailbox = deque(((INIT, (args, kwargs, fut), None),))
