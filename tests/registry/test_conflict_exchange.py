@@ -169,3 +169,75 @@ async def test_thousands_of_conflicts_after_a_heal_settle_to_one_copy_each_with_
         if checkpoints:
             # The winners took the names' checkpoints over: one lineage each, held here.
             assert node.statistics().registry.checkpoint_hosted == sum(1 for p in won.values() if p.node == node.name)
+
+
+async def _winner_gone_before_the_state(
+    cluster: Cluster, restart: str, remove: Callable[[Node, Pid], Any]
+) -> tuple[Node, Node, Pid, Pid]:
+    """One name with a copy on each side of a healed cut (1 on a, 2 on b); the loser's state
+    is held back at the winner's node until ``remove(node, winner)`` made the winner go.
+    Returns the winner's node, the loser's node, the winner and the loser."""
+    a, b = await cluster.start(2)
+    cut = await split(cluster, [a], [b])
+    copies: dict[str, Pid] = {}
+    for node, count in ((a, 1), (b, 2)):
+        pid = copies[node.name] = await node.register("n", apps.Counter, key="n", restart=restart)
+        for _ in range(count):
+            await node.call(pid, "incr")
+    parked: list[tuple[str, Any, Callable[[str, Any], None]]] = []
+
+    def park(sender: str, msg: Any, deliver: Callable[[str, Any], None]) -> None:
+        parked.append((sender, msg, deliver))
+
+    with intercept(a, ConflictState, park), intercept(b, ConflictState, park):
+        await cut.heal()
+        await eventually(lambda: parked)
+        ((_, msg, _),) = parked
+        winner: Pid = msg.winner
+        there = a if winner.node == a.name else b
+        loser = copies[(b if there is a else a).name]
+        await remove(there, winner)
+        await eventually(lambda: there.runtime.local(winner) is None)
+        for sender, message, deliver in parked:
+            deliver(sender, message)
+    return there, (b if there is a else a), winner, loser
+
+
+async def _stop(node: Node, pid: Pid) -> None:
+    await node.call(pid, ("stop", "normal"))
+
+
+async def test_a_loser_whose_winner_is_gone_when_its_state_arrives_keeps_the_name(cluster: Cluster) -> None:
+    # The winner exits (temporary: nothing restarts it) while the loser's state is on its
+    # way: the winner's node cannot deliver it. The loser, a live copy that was frozen
+    # and acknowledged nothing since, must not retire: the name would have no copy at all.
+    _, here, _, loser = await _winner_gone_before_the_state(cluster, "temporary", _stop)
+    won = await eventually(lambda: survivors(cluster, ["n"]), timeout=15, message=describe(cluster, ["n"]))
+    # The loser itself, or, handed off to the name's owner (the winner's node), its successor.
+    count, _ = await here.call(won["n"], "get")
+    assert count == (1 if loser.node == cluster.nodes[0].name else 2)  # the loser's own state
+    assert len(here.registry.conflict_outbox) == 0
+
+
+async def test_a_crashed_winner_restarted_by_its_node_and_the_loser_settle_to_one_copy(cluster: Cluster) -> None:
+    # Permanent: the winner's node restarts it while the loser resumes; the two copies
+    # meet as a conflict again, and exactly one stays.
+    async def crash(node: Node, pid: Pid) -> None:
+        with pytest.raises(Exception, match="crash"):
+            await node.call(pid, "crash")
+
+    await _winner_gone_before_the_state(cluster, "permanent", crash)
+    await eventually(lambda: survivors(cluster, ["n"]), timeout=20, message=describe(cluster, ["n"]))
+
+
+async def test_a_loser_whose_winner_was_unregistered_does_not_bring_the_name_back(cluster: Cluster) -> None:
+    # The user removed the name (and stopped its process): the loser's state is dropped and
+    # the loser retires, as before; it does not register the name again.
+    async def unregister(node: Node, pid: Pid) -> None:
+        await node.unregister("n")
+        await node.call(pid, ("stop", "normal"))
+
+    _, here, _, loser = await _winner_gone_before_the_state(cluster, "permanent", unregister)
+    await eventually(lambda: here.runtime.local(loser) is None, timeout=15)
+    await eventually(lambda: all(dict(n.registered()).get("n") is None for n in cluster.nodes))
+    assert len(here.registry.conflict_outbox) == 0

@@ -34,6 +34,7 @@ from distable.wire._framing import FRAME_HEADER
 from distable.wire._messages import (
     REGISTRY_ERROR,
     REGISTRY_OK,
+    ConflictStateTaken,
     GroupJoinRequest,
     GroupLeaveRequest,
     PeerMessage,
@@ -553,3 +554,15 @@ def test_a_registry_message_with_fields_of_the_wrong_types_is_refused(fields: li
 def test_a_name_read_from_json_has_tuples_for_lists_at_any_depth() -> None:
     assert lists_as_tuples(["worker", [1, ["a"]], {"k": [2]}]) == ("worker", (1, ("a",)), {"k": [2]})
     assert lists_as_tuples("plain") == "plain"
+
+
+def test_a_conflict_answer_that_says_the_winner_is_gone_reads_as_a_plain_answer_on_an_older_node() -> None:
+    # ConflictStateTaken.winner_gone is appended: an older node's decoder (the message as
+    # it was, ref only) ignores it, and retires its loser as it always did.
+    class OldConflictStateTaken(msgspec.Struct, array_like=True, tag_field="t", tag=45):
+        ref: int
+
+    data = msgspec.msgpack.encode(ConflictStateTaken(7, winner_gone=True))
+    assert msgspec.msgpack.decode(data, type=OldConflictStateTaken) == OldConflictStateTaken(7)
+    assert single_decoder.decode(data) == ConflictStateTaken(7, winner_gone=True)
+    assert single_decoder.decode(msgspec.msgpack.encode(OldConflictStateTaken(7))) == ConflictStateTaken(7)

@@ -117,6 +117,11 @@ CHECKPOINT_VERSION = 4  # the protocol version from which a peer takes checkpoin
 # Restores the standby core works on at once; the others wait in order (``_start_restores``):
 # a wave of a dead node's names is then a few bounded bursts, not one the size of the wave.
 RESTORE_WINDOW = 1024
+# What ``_deliver_conflict_state`` did with a state it did not send on.
+_DELIVERED = "delivered"  # to the winner, here
+_WINNER_GONE = "gone"  # dropped: the winner is gone; its loser stays (the claims decide)
+_UNREGISTERED = "unregistered"  # dropped: the user removed the winner's name; its loser retires
+_UNREGISTERED_MEMORY = 4096  # pids whose claim was unregistered here, kept for that answer
 _RESTART_REASONS = {"nodedown": "of a node that went down", "exit": "whose process exited"}
 RESTART_POLICIES = ("temporary", "transient", "permanent")
 _ERRORS: dict[str, type[DistableError]] = {
@@ -294,6 +299,10 @@ class RegistryService:
         self._conflicts = Lane(spawn, max_concurrent_handoffs)
         self._conflict_ref = rng.getrandbits(62)
         self._losing: dict[int, _Losing] = {}  # ref -> the frozen loser whose state it carries
+        # The last pids whose claim a user's unregister removed here (oldest first): a
+        # loser's state that arrives once such a winner is gone is dropped, and the loser
+        # retires, so the name the user removed does not come back with the loser.
+        self._unregistered: dict[Pid, None] = {}
         self.conflict_outbox = ConflictOutbox()
         self.conflict_inbox = ConflictInbox()
         # The graceful leave: drain() (the node's task) writes ``drained``; _command counts
@@ -666,6 +675,9 @@ class RegistryService:
         removed = self.core.local_unclaim(name, pid)
         if removed:
             self._removed(name, pid)
+            self._unregistered[pid] = None
+            if len(self._unregistered) > _UNREGISTERED_MEMORY:
+                del self._unregistered[next(iter(self._unregistered))]
         self._changed()
         await self.handoff.settled(pid, timeout)  # let it commit or fail first
         if pid.incarnation != self.runtime.incarnation:
@@ -1056,8 +1068,11 @@ class RegistryService:
             log.error("%s: cannot send the state of %r's losing copy: %s", self.node, name, exc)
             sent = None
         losing = _Losing(name, command.loser, winner, proc)
-        if sent is None:
-            self._retire_loser(losing)  # delivered here, or the winner is gone
+        if sent is None or isinstance(sent, str):
+            if sent == _WINNER_GONE:
+                self._loser_stays(losing)
+            else:
+                self._retire_loser(losing)  # delivered here, or the user removed the name
             return
         # Keep the loser frozen until the winner's node has the state: lost with a link
         # (the winner's node dropped it, thinking this node dead), it would take along
@@ -1072,7 +1087,9 @@ class RegistryService:
         """Dispatcher callback; never awaits."""
         taken, due = self.conflict_outbox.taken(node, msg.ref, self.loop.time())
         self._conflict_due(due)
-        if taken:
+        if taken and msg.winner_gone:
+            self._loser_stays(self._losing.pop(msg.ref))
+        elif taken:
             self._retire_loser(self._losing.pop(msg.ref))
 
     def _conflict_due(self, due: Due) -> None:
@@ -1101,6 +1118,29 @@ class RegistryService:
             "conflict is settled again shortly",
             losing.sent_to,
             losing.name,
+            losing.loser,
+        )
+        self.loop.call_later(1.0, self._conflict_retry, losing.name, losing.loser)
+
+    def _loser_stays(self, losing: _Losing) -> None:
+        """The winner of ``losing``'s conflict was gone when its state arrived (it exited,
+        crashed, or its node restarted): the state was dropped, and the loser is the one
+        live copy the conflict knows of. Retired, it would leave the name with no copy at
+        all. It resumes, and the tracker settles the conflict again a second later from
+        the claims: the winner's claim was removed before the answer left its node (one
+        FIFO link), so the loser wins unless another copy claims the name by then (a
+        restart of the winner), and then the two meet as a conflict like any other.
+        Never awaits."""
+        proc = losing.proc
+        if proc is not None and proc.alive:
+            self.runtime.unfreeze(proc)
+        log.info(
+            "%s: %r, which won %r, was gone when the state of the losing copy %r reached it; "
+            "%r stays, and the conflict is settled again shortly",
+            self.node,
+            losing.winner,
+            losing.name,
+            losing.loser,
             losing.loser,
         )
         self.loop.call_later(1.0, self._conflict_retry, losing.name, losing.loser)
@@ -1134,25 +1174,33 @@ class RegistryService:
             self.transport.post(node, ConflictStateTaken(msg.ref))  # taken before: its answer was lost
             return
         try:
-            self._deliver_conflict_state(msg.name, msg.winner, msg.has_state, msg.state, msg.ref, msg.holders)
+            done = self._deliver_conflict_state(msg.name, msg.winner, msg.has_state, msg.state, msg.ref, msg.holders)
         except DistableError as exc:
             log.error("%s: cannot pass on the state of %r's losing copy: %s", self.node, msg.name, exc)
             return  # not taken, not answered: the loser's node gives it up in the end (rule 4)
+        if done == _WINNER_GONE:
+            # Not taken (a repeat is looked at again): the loser stays, and the claims decide.
+            if msg.ref:
+                self.transport.post(node, ConflictStateTaken(msg.ref, winner_gone=True))
+            return
         if msg.ref:
             self.conflict_inbox.take(node, msg.ref, self.loop.time())
             self.transport.post(node, ConflictStateTaken(msg.ref))
 
     def _deliver_conflict_state(
         self, name: Any, winner: Pid, has_state: bool, state: Any, ref: int, holders: Sequence[Holder] = ()
-    ) -> tuple[str, ConflictState] | None:
+    ) -> tuple[str, ConflictState] | str:
         """Give ``winner`` the losing copy's state (its ``resolve_conflict``), wherever it
         runs: on another node, or, if it was handed off meanwhile, at its successor (a
         handed-off pid forwards for ``forward_ttl``; followed a few hops at most). Where it
         runs, it takes the name's checkpoints over, with the loser's ``holders``.
 
         Returns:
-            The node it was sent to (which confirms it) and the message, or None if it was
-            delivered here or dropped (the winner is gone).
+            The node it was sent to (which confirms it) and the message; or
+            ``_DELIVERED`` (delivered here); or, if the winner is gone and the state was
+            dropped, ``_UNREGISTERED`` when a user's unregister removed its claim here (its
+            loser retires: the name was removed) and ``_WINNER_GONE`` otherwise (its loser
+            stays).
 
         Raises:
             DistableError: the state cannot cross the wire.
@@ -1168,15 +1216,22 @@ class RegistryService:
             if proc is not None:
                 detached(self.runtime.run_in(proc, lambda p: p.resolve_conflict(state)))
                 self._take_over(name, winner, holders)
-                return None
+                return _DELIVERED
+            if winner in self._unregistered:
+                break
             if winner.incarnation != self.runtime.incarnation:
                 break  # a pid of this node's previous life: nothing forwards it
             successor = self.runtime.forwarding.get(winner.id)
             if successor is None:
                 break
             winner = successor
+        if winner in self._unregistered:
+            log.info(
+                "%s: the copy of %r that won a conflict was unregistered: its loser's state is dropped", self.node, name
+            )
+            return _UNREGISTERED
         log.info("%s: the copy of %r that won a conflict is gone: its loser's state is dropped", self.node, name)
-        return None
+        return _WINNER_GONE
 
     # --- checkpoints (the standby core; the protocol is in _standby.py) ----------------------------
 

@@ -370,9 +370,14 @@ class ConflictStateTaken(_Msg, tag=45):
     """The answer to ``ConflictState(ref)``: the state reached the winner. Until it comes,
     the losing copy stays frozen; without it, the loser resumes and the conflict is
     settled again later (a state lost with a link would lose what the loser had
-    acknowledged)."""
+    acknowledged).
+
+    ``winner_gone``: the state did not reach the winner, which is gone (it exited, or its
+    node restarted): the loser resumes and the conflict is settled again from the claims.
+    An older node ignores the field and retires its loser, as it always did."""
 
     ref: int
+    winner_gone: bool = False
 
 
 class RegistryLeaving(_Msg, tag=40):
