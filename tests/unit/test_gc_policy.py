@@ -45,6 +45,24 @@ def test_a_full_pass_freezes_its_survivors_and_the_last_release_thaws() -> None:
     assert freezer.thaws == 1
 
 
+def test_the_young_threshold_is_raised_while_held_and_put_back() -> None:
+    saved = gc.get_threshold()
+    gc.set_threshold(700, saved[1], saved[2])
+    try:
+        freezer = HeapFreezer()
+        freezer.acquire()
+        assert gc.get_threshold() == (_gc.YOUNG_THRESHOLD, saved[1], saved[2])
+        freezer.release()
+        assert gc.get_threshold() == (700, saved[1], saved[2])
+        gc.set_threshold(_gc.YOUNG_THRESHOLD * 2, saved[1], saved[2])  # higher already: left alone
+        freezer.acquire()
+        assert gc.get_threshold()[0] == _gc.YOUNG_THRESHOLD * 2
+        freezer.release()
+        assert gc.get_threshold()[0] == _gc.YOUNG_THRESHOLD * 2
+    finally:
+        gc.set_threshold(*saved)
+
+
 def test_frozen_cyclic_garbage_is_collected_once_the_frozen_heap_grew(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_gc, "THAW_ALWAYS", 1)  # thaw as soon as as much was frozen as the walk left
     freezer = HeapFreezer()

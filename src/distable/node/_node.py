@@ -202,8 +202,9 @@ class Node:
             settle before it starts the names it owns from the store.
         gc_freeze: while the node runs, keep the process's long-lived objects out of the
             cyclic garbage collector's full passes (``gc.freeze`` after each, thawed once
-            the frozen heap doubled; docs/internals.md, "The garbage collector"). False
-            for a program that manages ``gc.freeze`` itself (a pre-fork server).
+            the frozen heap doubled) and raise the young generation's threshold tenfold
+            (docs/internals.md, "The garbage collector"). False for a program that
+            manages ``gc.freeze`` or the thresholds itself (a pre-fork server).
     """
 
     def __init__(
