@@ -24,7 +24,7 @@ The policy (one per process, installed while at least one node is bound, see ``a
   and messages live for a round trip, thousands of allocations, and were walked by two
   young passes and promoted before they died; a full pass is considered after as many
   young passes as before, so ten times as much allocation apart (a join at 50,000 names
-  saw none on the joiner, a dead node's restarts half the collector's CPU);
+  saw none on the joiner, and a node's death cost its survivors a third less CPU);
 * when the last node of the process stops, the frozen set is thawed and the thresholds
   are put back.
 
