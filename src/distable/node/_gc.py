@@ -17,8 +17,9 @@ The policy (one per process, installed while at least one node is bound, see ``a
   set is thawed (``gc.unfreeze``: the next full pass walks, and collects, everything)
   once what was frozen since the last such pass is as large as what that pass left, at
   most once per ``THAW_INTERVAL`` seconds, and always once it is ``THAW_ALWAYS`` times
-  as large: the garbage it can hold is bounded by the heap's own size, and the full
-  passes are one per doubling of the heap or of its turnover instead of one per quarter;
+  as large: the frozen set never holds more than ``THAW_ALWAYS`` times the heap the last
+  walk left (about once that, a minute after it), garbage included, and the whole-heap
+  walks are one per doubling of the heap or of its turnover instead of one per quarter;
 * the young generation's threshold is raised tenfold (``YOUNG_THRESHOLD`` container
   objects between young passes instead of CPython's 700): a handoff's records, futures
   and messages live for a round trip, thousands of allocations, and were walked by two
