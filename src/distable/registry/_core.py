@@ -472,7 +472,7 @@ class TrackerCore:
         for claim in gone.values():
             if claim.kind == CLAIM_NAME:
                 was_winner = self.winners.get(claim.key) is claim
-                self._pick_winner(claim.key, self._claimants_after(claim.key, claim, None))
+                self._pick_winner(claim.key)
                 if was_winner and claim.spec is not None and claim.key not in self.winners:
                     self._restart_orphan(claim.key, claim.spec, claim.position, now, node, claim.lineage, claim.base)
             else:
@@ -669,7 +669,7 @@ class TrackerCore:
         )
         displaced = self.claims[self.node].get((CLAIM_NAME, name))
         self._add_local(claim)
-        self._pick_winner(name, self._claimants_after(name, displaced, claim))
+        self._pick_winner(name)
         if displaced is not None and displaced.pid != pid and (name, displaced.pid) not in self._resolving:
             # Two local processes for one name (two handoffs of it came in at once, say):
             # this claim replaces the other in this host's table, so that process would run
@@ -742,7 +742,7 @@ class TrackerCore:
         self._remove_local(key, claim, successor=successor)
         self.moving.discard(name)
         self.pinned.discard(name)
-        self._pick_winner(name, self._claimants_after(name, claim, None))
+        self._pick_winner(name)
         return True
 
     def local_join(self, group: Any, pid: Pid) -> None:
@@ -786,7 +786,7 @@ class TrackerCore:
             moving = name in self.moving
             self.moving.discard(name)
             self.pinned.discard(name)
-            self._pick_winner(name, self._claimants_after(name, claim, None))
+            self._pick_winner(name)
             if claim.spec is None:
                 continue
             if moving:
@@ -892,7 +892,7 @@ class TrackerCore:
             if old.kind == CLAIM_NAME:
                 if removal.successor is not None:
                     self._successors[old.key] = removal.successor
-                self._pick_winner(old.key, self._claimants_after(old.key, old, None))
+                self._pick_winner(old.key)
             else:
                 self._group_remove(old)
 
@@ -941,7 +941,13 @@ class TrackerCore:
 
     def _apply(self, claim: Claim, old: Claim | None) -> None:
         if claim.kind == CLAIM_NAME:
-            self._pick_winner(claim.key, self._claimants_after(claim.key, old, claim))
+            current = self.winners.get(claim.key)
+            if current is None or (current is old and claim.key not in self._contested_names):
+                # No claimant before this one (a name has a winner whenever it has a claim),
+                # or only the claim this one replaced: it is the only claimant, no search.
+                self._pick_winner(claim.key, [claim])
+            else:
+                self._pick_winner(claim.key)
             moved = claim.moved_from
             if moved is not None and moved.node != self.node and moved.node != claim.pid.node:
                 self._send_flush(moved.node, claim.handoff)
@@ -992,7 +998,7 @@ class TrackerCore:
             if new is None or new.pid != held.pid or new.clock != held.clock:
                 del table[key]
                 if held.kind == CLAIM_NAME:
-                    self._pick_winner(held.key, self._claimants_after(held.key, held, None))
+                    self._pick_winner(held.key)
                 else:
                     self._group_remove(held)
         for key, claim in incoming.items():
@@ -1049,21 +1055,6 @@ class TrackerCore:
         one: a conflict not settled yet)."""
         key = (CLAIM_NAME, name)
         return [c for table in self.claims.values() if (c := table.get(key)) is not None]
-
-    def _claimants_after(self, name: Any, old: Claim | None, new: Claim | None) -> list[Claim] | None:
-        """``name``'s claimants once one table's claim of it went from ``old`` to ``new``
-        (either None: none there), without looking through every host's table, or None when
-        they must be collected (``claimants``). A name that is not contested has one
-        claimant, its winner: a wave of moves or of a dead node's claims changes one claim
-        per name, and collecting each name's claims from every table cost a tenth of it."""
-        if name in self._contested_names:
-            return None
-        current = self.winners.get(name)
-        if current is None or current is old:
-            return [] if new is None else [new]
-        if old is not None:
-            return None  # old would have been a second claimant: let claimants() say
-        return [current] if new is None else [current, new]
 
     def _contested(self, name: Any) -> bool:
         key = (CLAIM_NAME, name)
