@@ -30,7 +30,7 @@ The policy (one per process, installed while at least one node is bound, see ``a
   are put back.
 
 It changes when the collector looks, never what it frees; an application that freezes
-its own heap (a pre-fork server) opts out with ``Node(gc_freeze=False)`` on each node.
+its own heap (a pre-fork server) leaves ``Node(gc_freeze=)`` off (the default for now).
 """
 
 from __future__ import annotations
