@@ -1,4 +1,5 @@
-"""The shells' re-armable timer (``distable._timer.Timer``), on a loop that only records.
+"""The shells' re-armable timer (``distable._timer.Timer``) and its queue of expiring keys
+(``Expiry``), on a loop that only records.
 
 The loop's ``call_at`` is stubbed: each call returns a handle the test fires or checks by
 hand, so which deadline is armed, and when a call is made at all, is asserted exactly.
@@ -10,7 +11,7 @@ import asyncio
 from collections.abc import Callable
 from typing import Any, cast
 
-from distable._timer import Timer
+from distable._timer import Expiry, Timer
 
 
 class _Handle:
@@ -26,6 +27,10 @@ class _Handle:
 class _Loop:
     def __init__(self) -> None:
         self.calls: list[_Handle] = []
+        self.now = 0.0
+
+    def time(self) -> float:
+        return self.now
 
     def call_at(self, when: float, callback: Callable[[], Any]) -> _Handle:
         handle = _Handle(when, callback)
@@ -72,3 +77,28 @@ def test_cancel_disarms_and_a_second_cancel_does_nothing() -> None:
     assert (loop.armed(), timer.when) == ([], None)
     timer.arm(4.0)
     assert (loop.armed(), timer.when, fired) == ([4.0], 4.0, [])
+
+
+def test_expiry_drops_keys_in_order_with_one_timer_at_a_time() -> None:
+    loop = _Loop()
+    expiry = Expiry(cast(asyncio.AbstractEventLoop, loop), 30.0)
+    table = {"a": 1, "b": 2, "c": 3}
+    expiry.drop_later(table, "a")
+    loop.now = 1.0
+    expiry.drop_later(table, "b")
+    expiry.drop_later(table, "gone")  # a key no longer there is no error
+    assert loop.armed() == [30.0]  # one timer, at the first key's deadline
+    loop.now = 30.0
+    loop.calls[-1].callback()
+    assert table == {"b": 2, "c": 3}
+    assert len(expiry) == 2
+    assert loop.armed() == [30.0, 31.0]  # the fired one, then the next head's
+    loop.now = 31.0
+    loop.calls[-1].callback()
+    assert table == {"c": 3}
+    assert len(expiry) == 0
+    assert len(loop.calls) == 2  # nothing armed once the queue is empty
+    expiry.drop_later(table, "c")
+    expiry.cancel()
+    assert table == {"c": 3}
+    assert loop.calls[-1].cancelled

@@ -66,6 +66,7 @@ from ..wire._messages import (
     Tick,
     Undecoded,
 )
+from . import _gc
 from ._events import EventBus, EventStream
 from ._info import INFO_SERVER_ID, InfoServer
 
@@ -199,6 +200,12 @@ class Node:
         store_timeout: the most one store operation may take before ``StoreUnavailable``.
         store_grace: at most how long, after it starts, a node waits for the cluster to
             settle before it starts the names it owns from the store.
+        gc_freeze: True: while the node runs, keep the process's long-lived objects out of the
+            cyclic garbage collector's full passes (``gc.freeze`` after each, thawed once
+            the frozen heap doubled) and raise the young generation's threshold tenfold
+            (docs/internals.md, "The garbage collector"; off by default until a suite
+            failure with it on is explained). Not for a program that manages
+            ``gc.freeze`` or the thresholds itself (a pre-fork server).
     """
 
     def __init__(
@@ -224,6 +231,7 @@ class Node:
         store: Store | str | None = None,
         store_timeout: float = 2.0,
         store_grace: float = 5.0,
+        gc_freeze: bool = False,
     ) -> None:
         if "@" in name or not name:
             raise ValueError(f"node name {name!r} must be non-empty and contain no '@'")
@@ -263,6 +271,7 @@ class Node:
         self._store_source = store
         self._store_timeout = store_timeout
         self._store_grace = store_grace
+        self._gc_freeze = gc_freeze
 
         # Set here, then by bind() (the caller's task), before any link or process: the
         # bound port (0 picks one), the full name it makes ("" until then if ``port`` is 0)
@@ -288,6 +297,9 @@ class Node:
         # with a store, the task that starts the names it remembers (``wait_restored``).
         self._joined = False
         self._restoring: asyncio.Task[Any] | None = None
+        # Written by bind() once bound and by stop(): this node holds the process's garbage
+        # collector policy (``_gc.acquire``; released when it stops).
+        self._gc_held = False
         # Written by start() and by _on_member_event (a membership output; never awaits):
         # the loop time of the last NodeUp or NodeDown, for wait_joined's quiet period.
         self._view_changed_at = 0.0
@@ -449,6 +461,9 @@ class Node:
         info = await rt.spawn(InfoServer, (self.statistics, self._bus.journal.since), {})
         assert info.id == INFO_SERVER_ID, info
         self._spawn(rt.watch_loop_lag())
+        if self._gc_freeze:
+            _gc.acquire()
+            self._gc_held = True
 
     async def stop(self) -> None:
         """Leave the cluster gracefully: hand every registered process off (bounded by
@@ -476,6 +491,9 @@ class Node:
             task.cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._gc_held:
+            self._gc_held = False
+            _gc.release()
         log.info("%s: node stopped", self.name)
 
     async def _cold_start(self) -> None:

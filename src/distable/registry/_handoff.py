@@ -76,6 +76,7 @@ import msgspec
 
 from .._errors import DistableError, FactoryError, ProcessExited
 from .._log import RateLimitedLog
+from .._timer import Expiry
 from ..runtime import HandoffAnswer, Ignore, Process, Restart, Resume, Runtime
 from ..transport import Transport
 from ..wire import Pid, to_wire
@@ -301,6 +302,9 @@ class HandoffCoordinator:
         self.outgoing: dict[int, Outgoing] = {}
         self.incoming: dict[tuple[str, int], Incoming] = {}
         self._committed_in: dict[tuple[str, int], Pid] = {}  # (old host, hid) -> new pid
+        # Forgets committed handoffs ``forward_ttl`` after: ``outgoing`` (its relays) and
+        # ``_committed_in`` (its answer to a late cancel); one timer for a whole wave.
+        self._expiry = Expiry(self.loop, config.forward_ttl)
         self.gate_releases = 0  # gates opened for a sender without its flush (see _gate_check)
         self.gate_held = 0  # messages those gates had held
 
@@ -546,7 +550,7 @@ class HandoffCoordinator:
         self._changed()
         ask_to_die(self.runtime, proc)
         self.runtime.unfreeze(proc)
-        self.loop.call_later(self.config.forward_ttl, self.outgoing.pop, hid, None)
+        self._expiry.drop_later(self.outgoing, hid)
 
     def _abort(self, out: Outgoing, reason: str) -> None:
         """A, REQUESTED or CANCELLING -> ABORTED: refused, the new owner is down, or a cancel
@@ -701,7 +705,7 @@ class HandoffCoordinator:
         # host that did not learn the outcome (it was paused) must hear that it committed.
         key = (inc.source, inc.hid)
         self._committed_in[key] = pid
-        self.loop.call_later(self.config.forward_ttl, self._committed_in.pop, key, None)
+        self._expiry.drop_later(self._committed_in, key)
         self.core.local_claim(
             inc.name,
             pid,

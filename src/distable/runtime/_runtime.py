@@ -29,6 +29,7 @@ from typing import Any, Protocol, TypeVar
 
 from .._errors import CallTimeout, ProcessExited, UndecodableMessage, UnencodableValue
 from .._log import RateLimitedLog
+from .._timer import Expiry
 from ..wire import NOCONNECTION, NOPROC, SHUTDOWN, Crash, Pid, Ref, to_wire
 from ..wire._messages import (
     REPLY_EXIT,
@@ -257,8 +258,10 @@ class Runtime:
         # monitors set by remote processes on local pids: node -> ref -> target
         self._monitored: dict[str, dict[Ref, Process]] = {}
         self.exit_listeners: list[Callable[[Pid, Any], None]] = []
-        # local ids of handed-off processes -> their successors (for stragglers)
+        # local ids of handed-off processes -> their successors (for stragglers), each
+        # dropped after its ttl (one Expiry per ttl: a handoff wave retires thousands)
         self.forwarding: dict[int, Pid] = {}
+        self._forward_expiry: dict[float, Expiry] = {}
         # calls waiting for a reply, by deadline slot (see TIMEOUT_SLOTS)
         self._deadlines: dict[int, dict[asyncio.Future[Any], tuple[Pid, float]]] = {}
         # processes whose drain parked since the last sweep, and before it (see LINGER)
@@ -1101,7 +1104,10 @@ class Runtime:
         if self._procs.get(pid.id) is proc:
             del self._procs[pid.id]
         self.forwarding[pid.id] = successor
-        self.loop.call_later(ttl, self.forwarding.pop, pid.id, None)
+        expiry = self._forward_expiry.get(ttl)
+        if expiry is None:
+            expiry = self._forward_expiry[ttl] = Expiry(self.loop, ttl)
+        expiry.drop_later(self.forwarding, pid.id)
 
     def _misrouted(self, node: str, pid: Pid) -> None:
         self._dropped += 1
