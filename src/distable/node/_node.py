@@ -203,9 +203,9 @@ class Node:
         gc_freeze: True: while the node runs, keep the process's long-lived objects out of the
             cyclic garbage collector's full passes (``gc.freeze`` after each, thawed once
             the frozen heap doubled) and raise the young generation's threshold tenfold
-            (docs/internals.md, "The garbage collector"; off by default until a suite
-            failure with it on is explained). Not for a program that manages
-            ``gc.freeze`` or the thresholds itself (a pre-fork server).
+            (docs/internals.md, "The garbage collector"). None (the default): on when the
+            environment has ``DISTABLE_GC_FREEZE=1``, else off. Not for a program that
+            manages ``gc.freeze`` or the thresholds itself (a pre-fork server).
     """
 
     def __init__(
@@ -231,7 +231,7 @@ class Node:
         store: Store | str | None = None,
         store_timeout: float = 2.0,
         store_grace: float = 5.0,
-        gc_freeze: bool = False,
+        gc_freeze: bool | None = None,
     ) -> None:
         if "@" in name or not name:
             raise ValueError(f"node name {name!r} must be non-empty and contain no '@'")
@@ -271,6 +271,8 @@ class Node:
         self._store_source = store
         self._store_timeout = store_timeout
         self._store_grace = store_grace
+        if gc_freeze is None:  # the environment's choice (``distable node`` and benchmarks pass it on)
+            gc_freeze = os.environ.get("DISTABLE_GC_FREEZE", "0").lower() in ("1", "true", "yes", "on")
         self._gc_freeze = gc_freeze
 
         # Set here, then by bind() (the caller's task), before any link or process: the
