@@ -1138,8 +1138,8 @@ def test_conflict_states_whose_answers_never_come_go_again_after_the_silence_and
     # losers' nodes hear no answer for longer than the 5 s they wait in silence, so they send
     # the waiting states again, under the same refs (docs/internals.md, "Conflicts at
     # scale"); each is taken once, and the cluster settles with every acknowledged increment.
-    # (A timed pause of n0 right after the heal no longer meets the exchange since handlers
-    # run in the turn their frame arrives: the whole exchange is over within the same instant.)
+    # (A timed pause of n0 after the heal stopped catching the exchange in flight once
+    # handlers ran in the turn their frame arrives: pauses 0 to 3 s after it all missed.)
     resent: list[tuple[str, int]] = []
     ignored: list[int] = []
     handle_timer = ConflictOutbox.handle_timer
