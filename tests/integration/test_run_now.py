@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from distable import Caller, CallTimeout, Crash, Node, Pid, Process, ProcessExited
+from distable.node import _node as node_module
 from distable.runtime import current_process
 from distable.testing import eventually
 from distable.wire._messages import Send
@@ -242,3 +243,25 @@ async def test_a_batch_dispatched_from_inside_a_task_is_left_to_a_drain() -> Non
         assert log == []
         assert proc._running
         await eventually(lambda: ("info", "end", ("queued", 1)) in log)
+
+
+async def test_without_asyncio_task_hooks_every_message_goes_through_a_drain(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A Python whose asyncio lacks _enter_task/_leave_task (RUN_NOW false): nothing is run
+    # at once, and calls are still answered, by drains.
+    monkeypatch.setattr(node_module, "RUN_NOW", False)
+    async with Node("a", cookie=COOKIE) as a, Node("b", cookie=COOKIE) as b:
+        log: list[Any] = []
+        pid, _ = await idle_probe(b, log)
+        await a.connect(b.name)
+        ran_at_once: list[int] = []
+        run_ready = b.runtime.run_ready
+
+        def counted() -> None:
+            ran_at_once.append(1)
+            run_ready()
+
+        monkeypatch.setattr(b.runtime, "run_ready", counted)
+        for i in range(3):
+            assert await a.call(pid, ("plain", i)) == i
+        assert ran_at_once == []
+        assert log == [("call", ("plain", i)) for i in range(3)]

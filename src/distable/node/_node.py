@@ -44,6 +44,7 @@ from ..registry import RegistryConfig, RegistryService, RegistryStatistics, Repl
 from ..ring import DistributionStrategy, Placement, Ring
 from ..runtime import Process, Runtime, RuntimeStatistics, current_runtime
 from ..runtime._context import CURRENT_RUNTIME, context_with, running_on
+from ..runtime._runtime import RUN_NOW
 from ..store._api import Store
 from ..store._durable import DurableStore
 from ..store._url import open_store, parse_store_url
@@ -713,7 +714,7 @@ class Node:
         handlers = self._handlers
         runtime = self._runtime
         assert runtime is not None
-        runtime.dispatching = True
+        runtime.dispatching = RUN_NOW
         try:
             for msg in messages:
                 handlers[type(msg)](node, msg)

@@ -154,8 +154,20 @@ PARK_LIMIT = 4096
 #: asyncio's own bookkeeping of the current task (no public API before 3.12's eager tasks),
 #: so that a handler ``Runtime._run_now`` runs from a link's dispatcher sees the task
 #: that will run the rest of it as ``current_task()``.
-_enter_task = asyncio.tasks._enter_task
-_leave_task = asyncio.tasks._leave_task
+def _missing(loop: asyncio.AbstractEventLoop, task: asyncio.Task[Any]) -> None:
+    raise RuntimeError("this Python's asyncio has no _enter_task/_leave_task")
+
+
+_enter_task: Callable[[asyncio.AbstractEventLoop, asyncio.Task[Any]], None] = getattr(
+    asyncio.tasks, "_enter_task", _missing
+)
+_leave_task: Callable[[asyncio.AbstractEventLoop, asyncio.Task[Any]], None] = getattr(
+    asyncio.tasks, "_leave_task", _missing
+)
+#: Whether this Python's asyncio has them (3.11 to 3.13 do). Without them nothing is run at
+#: once: the dispatcher never sets ``Runtime.dispatching``, and every message goes through
+#: a drain, as before.
+RUN_NOW = _missing not in (_enter_task, _leave_task)
 
 _DONE: Any = object()  # what a handler run at once yielded: nothing, it returned
 
