@@ -146,3 +146,20 @@ async def check_each_name_runs_once(nodes: list[NodeProc]) -> None:
             pid = probe.whereis(name)
             assert pid is not None
             assert await probe.call(pid, "get") == (name, 0, pid.node)
+
+
+async def test_nodes_started_together_on_one_port_leave_exactly_one_up(processes: Processes) -> None:
+    (port,) = free_ports(1)
+    common = ["--port", str(port), "--cookie", COOKIE, "--cluster", "none", "--log-level", "warning"]
+    nodes = await asyncio.gather(*(processes.spawn(f"n{i}", *common) for i in range(4)))
+    up, failed = [], []
+    for node in nodes:
+        assert node.proc.stdout is not None
+        line = (await asyncio.wait_for(node.proc.stdout.readline(), 30.0)).decode()
+        if line.startswith("distable: node "):
+            up.append(node.short)
+        else:
+            assert await node.wait() == 1, node.log()
+            assert f"cannot listen on 127.0.0.1:{port}" in node.log(), node.log()
+            failed.append(node.short)
+    assert len(up) == 1, f"up: {up}, failed: {failed}"

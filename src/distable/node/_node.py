@@ -361,10 +361,12 @@ class Node:
 
     async def bind(self) -> None:
         """Bind the node's port and start its runtime and registry, without joining the
-        cluster: until ``start`` (or ``async with``), dialers are refused and this node dials
-        nobody (unless told to with ``connect``), so no other node sees it or hands it a
-        process. A program that must check things first (its other ports, its code) binds,
-        checks, then starts. Does nothing if already bound.
+        cluster: until ``start`` (or ``async with``), no link is accepted (dialers wait in
+        the port's backlog) and this node dials nobody (unless told to with ``connect``),
+        so no other node sees it or hands it a process. The port is this node's alone from
+        here: another node that binds it fails. A program that must check things first
+        (its other ports, its code) binds, checks, then starts. Does nothing if already
+        bound.
 
         The caller's task; awaits (the bind, the registry server's and the info server's
         spawn). It writes the fields ``__init__`` says it writes, once, the layers in

@@ -696,10 +696,19 @@ class Transport:
     async def listen(self, host: str, port: int, *, serve: bool = True) -> int:
         """Start accepting links; return the bound port (useful with port 0).
 
-        ``serve=False`` binds the port without accepting yet (dialers are refused, as if
-        nothing listened) until ``serve()``: a node reserves its port before it joins.
+        ``serve=False`` reserves the port without accepting yet, until ``serve()``: a node
+        binds its port before it joins. Its socket listens at once either way: the kernel
+        gives a listening port to one socket only, while two sockets bound with
+        ``SO_REUSEADDR`` and not listening yet may share it, and then both nodes would
+        think they were up on it (uvloop's ``start_serving`` does not report the failed
+        ``listen`` of the second). Dialers that come before ``serve()`` wait in the
+        backlog, and their links are accepted when it is called.
 
         Node lifecycle (``Node.bind``); awaits the bind.
+
+        Raises:
+            OSError: the port cannot be bound, or another socket listens on it
+                (``EADDRINUSE``).
         """
         self._server = await self.loop.create_server(
             lambda: PeerConnection(self, dialer=False),
@@ -713,6 +722,14 @@ class Transport:
             backlog=1024,
             start_serving=serve,
         )
+        if not serve:
+            try:
+                for bound in self._server.sockets:
+                    _listen_now(bound.fileno(), 1024)
+            except OSError:
+                self._server.close()
+                self._server = None
+                raise
         port = int(self._server.sockets[0].getsockname()[1])
         if self.config.unix_sockets and _unix.AVAILABLE:
             await self._listen_unix(host, port, serve)
@@ -1270,3 +1287,14 @@ class Transport:
             dropped_messages=self._dropped,
             not_authorized=self._not_authorized,
         )
+
+
+def _listen_now(fd: int, backlog: int) -> None:
+    """``listen`` on the socket ``fd`` now (asyncio's server listens only when it starts
+    serving), through a duplicate of it: the socket object is the server's.
+
+    Raises:
+        OSError: another socket listens on its port (``EADDRINUSE``).
+    """
+    with socket.socket(fileno=os.dup(fd)) as sock:
+        sock.listen(backlog)
