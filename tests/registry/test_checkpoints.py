@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from distable import Node, Pid, RegistryConfig
+from distable.registry._standby import CheckpointRefused
 from distable.ring import Ring, preference
 from distable.testing import eventually
 from distable.wire import encode_value
@@ -333,3 +334,20 @@ async def test_a_refusal_from_a_stale_record_makes_the_host_take_its_checkpoints
     assert lineage[0].epoch == 6  # above the stale line
     assert b.registry.standby.records[name].lineage == lineage[0]
     await eventually(lambda: claim_lineage(b, name) == lineage[0])
+
+
+async def test_refusals_of_many_names_by_one_standby_log_one_warning(
+    cluster: Cluster, caplog: pytest.LogCaptureFixture
+) -> None:
+    # After a heal every losing copy's checkpoints are refused by the standbys that hold
+    # the winner's line, thousands at once: one warning per refusing node, not per name.
+    a, b = await cluster.start(2)
+    writer = Pid(b.name, b.incarnation, 999_998)
+    with caplog.at_level(logging.INFO, logger="distable.registry"):
+        for i in range(500):
+            loser = Pid(a.name, a.incarnation, 1_000_000 + i)  # no copy of the name here: it waits
+            a.registry._on_refused(CheckpointRefused(f"healed-{i}", loser, b.name, Lineage(2, writer), writer))
+    warnings = log_records(caplog, "waiting for the registry to settle", level=logging.WARNING)
+    assert len(warnings) == 1, warnings
+    assert b.name in warnings[0]
+    assert "'healed-0'" in warnings[0]

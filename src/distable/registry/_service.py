@@ -1539,8 +1539,10 @@ class RegistryService:
             )
             self._take_over(name, pid, [])
             return
+        # One line per refusing node per interval, not per name: a heal refuses the
+        # checkpoints of every name that lost, thousands at once.
         self._ratelog.warning(
-            ("refused", name),
+            ("refused", refused.node),
             "checkpoint of %r (%r) refused by %s: it holds a newer line written by %r; waiting for "
             "the registry to settle which copy is current",
             name,
