@@ -12,11 +12,26 @@ from __future__ import annotations
 
 import gc
 import weakref
+from collections.abc import Iterator
 
 import pytest
 
 from distable.node import _gc
 from distable.node._gc import HeapFreezer
+
+
+@pytest.fixture(autouse=True)
+def only_this_freezer() -> Iterator[None]:
+    """Keep the process's own freezer out while a test drives its own: a node of another
+    test still bound in this process (the suite also runs with ``DISTABLE_GC_FREEZE=1``)
+    holds it, and its thaw (``gc.unfreeze`` is the whole process's) would let the
+    collector at what this test's freezer froze."""
+    saved = gc.callbacks[:]
+    gc.callbacks[:] = [cb for cb in saved if getattr(cb, "__self__", None) is not _gc._FREEZER]
+    try:
+        yield
+    finally:
+        gc.callbacks[:] = saved
 
 
 class _Cyclic:
