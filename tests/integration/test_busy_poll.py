@@ -1,9 +1,9 @@
 """Busy polling after traffic (``transport._busypoll``, ``TransportConfig.busy_poll``).
 
 The poller keeps its event loop polling with a zero timeout for ``busy_poll`` seconds (on
-the real clock) after each frame and then lets it sleep; these tests count its rounds
-through the CPU yield it makes in each, and read its window from its clock (no timing of
-speed).
+the real clock) after each frame and then lets it sleep; these tests count its idle
+rounds through the CPU yield it makes in each, and read its window from its clock (no
+timing of speed).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from ._support import COOKIE, spawn_echo
 
 @pytest.fixture
 def rounds(monkeypatch: pytest.MonkeyPatch) -> list[float]:
-    """The poller's clock at each round of polling (each yields the CPU once)."""
+    """The poller's clock at each idle round of polling (each yields the CPU once)."""
     seen: list[float] = []
     monkeypatch.setattr(_busypoll, "_yield_cpu", lambda: seen.append(_busypoll._clock()))
     return seen
@@ -59,6 +59,37 @@ async def test_traffic_during_the_window_extends_it_without_a_second_poller(roun
     await eventually(lambda: not poller.spinning)
     assert rounds, "the loop did not poll"
     assert rounds[-1] >= first_end or len(rounds) >= _busypoll.MAX_ROUNDS, "the window was not extended"
+
+
+async def test_a_round_that_finds_the_loop_busy_keeps_the_cpu(rounds: list[float]) -> None:
+    # Yielding in the middle of work hands the CPU to another process while a peer waits
+    # for this one; only a round with nothing else to do in the loop yields.
+    loop = asyncio.get_running_loop()
+    poller = _busypoll.busy_poll_for(loop)
+    await eventually(lambda: not poller.spinning)
+    busy: list[tuple[float, float]] = []  # the real clock around each busy callback
+    done = loop.create_future()
+
+    def work(left: int) -> None:  # a callback in every loop turn, each longer than an idle round
+        start = _busypoll._clock()
+        while _busypoll._clock() - start < 5 * _busypoll.IDLE_ROUND:
+            pass
+        busy.append((start, _busypoll._clock()))
+        if left:
+            loop.call_soon(work, left - 1)
+        else:
+            done.set_result(None)
+
+    poller.touch(10.0)  # the window outlasts the work
+    loop.call_soon(work, 50)
+    await done
+    spun = poller.rounds
+    await eventually(lambda: len(rounds) >= 3)  # idle again: its rounds yield
+    poller.until = 0.0  # end the window
+    await eventually(lambda: not poller.spinning)
+    assert spun >= 40, "the poller did not run beside the work"
+    during = [t for t in rounds if busy[0][0] <= t <= busy[-1][1]]
+    assert during == [], f"{len(during)} of {spun} rounds among the busy turns yielded the CPU"
 
 
 class FrozenClockLoop(asyncio.SelectorEventLoop):
@@ -106,7 +137,9 @@ async def test_a_call_between_two_nodes_makes_both_poll(rounds: list[float]) -> 
         await eventually(lambda: not _busypoll.busy_poll_for(asyncio.get_running_loop()).spinning)
         rounds.clear()
         assert await a.call(on_b, ("echo", "x")) == "x"
-        assert rounds, "a frame arrived and the loop did not poll"
+        poller = _busypoll.busy_poll_for(asyncio.get_running_loop())
+        assert poller.spinning or rounds, "a frame arrived and the loop did not poll"
+        await eventually(lambda: rounds)  # once idle, its rounds yield the CPU
 
 
 async def test_busy_poll_zero_never_polls(rounds: list[float]) -> None:

@@ -8,10 +8,16 @@ machine a sleeping vCPU is halted, and waking it through the hypervisor costs 50
 Erlang's schedulers spin before they sleep for the same reason (the BEAM's ``+sbwt``).
 
 While the window lasts, one callback re-schedules itself, so the loop polls its sockets
-with a zero timeout; each round yields the CPU (``sched_yield``), so that a process on
-the same CPU, often the peer that is about to answer, runs first. A loop with other work
-does not spin: the callback is one more ready item among many. The window starts again
-with every frame, so a node that is sent nothing goes back to sleep after one window.
+with a zero timeout. A round that finds the loop idle (it comes back within
+``IDLE_ROUND`` of the last one: nothing else ran in between) yields the CPU
+(``sched_yield``), so that a process on the same CPU, often the peer that is about to
+answer, runs first. A round that finds the loop busy does not: yielding then hands the
+CPU away in the middle of the work a peer waits for (with three nodes on two vCPUs,
+yielding in every round cost a third of the registrations one at a time, and a seventh of
+those from 32 callers: docs/performance.md, "Yield only when idle"). A loop with other
+work does not spin either: the callback is one more ready item among many. The window
+starts again with every frame, so a node that is sent nothing goes back to sleep after
+one window.
 
 One poller per event loop, shared by the nodes on it (tests run many nodes on one loop).
 The window is measured on the real clock, not the loop's: the wake-up it avoids takes
@@ -32,17 +38,22 @@ _clock = time.perf_counter
 
 #: Rounds of polling after one touch at most (a round is about a microsecond or more).
 MAX_ROUNDS = 10_000
+#: A round that comes back within this many seconds of the last found the loop idle, and
+#: yields the CPU; a longer one had other work in between, and keeps it. An idle round on
+#: this project's 2-vCPU VM (a zero-timeout poll and the callback) takes 2 to 5 µs.
+IDLE_ROUND = 10e-6
 
 
 class BusyPoll:
     """Keeps one event loop polling until ``window`` seconds after the last ``touch``."""
 
-    __slots__ = ("_loop", "rounds", "spinning", "until")
+    __slots__ = ("_loop", "last", "rounds", "spinning", "until")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = weakref.ref(loop)  # the pollers' table holds the loop weakly: so does this
         self.until = 0.0  # on the real clock (``_clock``)
         self.rounds = 0
+        self.last = 0.0  # the real clock at the end of the last round
         self.spinning = False
 
     def touch(self, window: float) -> None:
@@ -60,8 +71,11 @@ class BusyPoll:
     def _spin(self) -> None:
         loop = self._loop()
         self.rounds += 1
-        if loop is not None and not loop.is_closed() and self.rounds <= MAX_ROUNDS and _clock() < self.until:
-            _yield_cpu()
+        now = _clock()
+        if loop is not None and not loop.is_closed() and self.rounds <= MAX_ROUNDS and now < self.until:
+            if now - self.last < IDLE_ROUND:
+                _yield_cpu()
+            self.last = _clock()
             loop.call_soon(self._spin)
         else:
             self.spinning = False
