@@ -600,7 +600,9 @@ class HandoffCoordinator:
     # --- the new owner ----------------------------------------------------------------------------
 
     def _on_handoff_request(self, node: str, msg: HandoffRequest) -> None:
-        """Step 2 arrives: step 3 begins (STARTING), in a task of its own."""
+        """Step 2 arrives: step 3 begins (STARTING), at once once its batch is dispatched,
+        in a task of its own from where it first suspends (``run_soon``: a join moves
+        thousands of names at once, and a task each was a fourteenth of the joiner's CPU)."""
         if self.core.leaving:
             # Draining: it would only have to move on again. The sender learns we are
             # leaving (RegistryLeaving) and retries with its next owner.
@@ -608,7 +610,9 @@ class HandoffCoordinator:
             return
         inc = Incoming(node, msg.hid, msg.name, msg.spec, msg.old_pid, msg.ancestors, msg.checkpoint)
         self.incoming[(node, msg.hid)] = inc
-        self._spawn(self._start(inc, msg.has_state, msg.state))
+        start = self._start(inc, msg.has_state, msg.state)
+        if not self.runtime.run_soon(start):
+            self._spawn(start)
 
     async def _start(self, inc: Incoming, has_state: bool, state: Any) -> None:
         """Step 3: start the copy from the spec, ``end_handoff(state)`` first in its
