@@ -354,6 +354,30 @@ async def test_an_old_host_that_resumed_a_copy_the_new_owner_kept_retires_it_int
     await eventually(lambda: _conflicts_are(y, name, [3]), message=lambda: copies_of(cluster, name))
 
 
+async def test_a_new_owner_whose_acceptance_was_lost_after_the_old_host_gave_up_stops_its_copy(
+    cluster: Cluster,
+) -> None:
+    # The campaign's seed 1170233669: Y was paused when X handed it a name; X declared Y
+    # failed and gave up (its copy resumed), and the HandoffAccepted Y sent when it woke was
+    # lost with the link. Y, which never saw X fail, kept its copy gated in ACCEPTED for
+    # ever, beside the copy it took when X handed the name over again: two copies. Y now
+    # says it accepted again until X answers; X, which gave that handoff up, withdraws it.
+    x, y, z, name, old = await _counter_to_be_moved(cluster, "gave-up", handoff_timeout=5.0)
+    with dropping(y, "HandoffAccepted") as lost:
+        await cluster.join(y)
+        stuck = await eventually(
+            lambda: next((pid for n, pid in handoffs_in_flight(y).incoming if n == name and pid is not None), None),
+            message=lambda: copies_of(cluster, name),
+        )
+        await eventually(lambda: lost)
+        x.registry.peer_down(y.name)  # x's one-sided verdict: the handoff fails, its copy resumes
+        await eventually(lambda: any(isinstance(e, HandoffAborted) and e.pid == old for e in cluster.events(x)))
+    x.registry.peer_up(y.name)  # and x hands the name to y again
+    await eventually(lambda: one_copy(cluster, name) is not None, timeout=20, message=lambda: copies_of(cluster, name))
+    assert y.runtime.local(stuck) is None  # withdrawn
+    assert await z.call(name, "get") == (3, y.name)  # on its owner, its state kept
+
+
 async def _conflicts_are(node: Node, name: Any, expected: list[Any]) -> bool:
     return bool(await node.call(name, "conflicts") == expected)
 

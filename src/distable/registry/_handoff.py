@@ -101,6 +101,11 @@ from ._factory import run_factory
 log = logging.getLogger("distable.registry")
 
 GATE_CHECK = 0.25  # how often a handed-in process's gate looks for senders that went silent
+#: How often a new owner says again that it accepted a handoff still waiting for its
+#: commit (or withdrawal), until the old host answers or goes down: an accept lost with
+#: a link, from a node the old host thought dead (it was paused), left the copy gated for
+#: ever. Well within ``forward_ttl``, for which the old host remembers a commit.
+ACCEPT_AGAIN = 1.0
 
 
 class FreezeForHandoff:
@@ -224,6 +229,7 @@ class Incoming:
     pid: Pid | None = None  # the copy started here, once it runs (set with ``proc``)
     proc: Process | None = None
     timer: asyncio.TimerHandle | None = None  # the next gate check, once claimed
+    accepted_at: float = 0.0  # when step 4 was last sent (``ACCEPT_AGAIN``)
 
     def move(self, to: Receiving, *leaves: Receiving) -> None:
         """Go to ``to``, from one of ``leaves`` (anything else is a bug in this module)."""
@@ -305,6 +311,7 @@ class HandoffCoordinator:
         # Forgets committed handoffs ``forward_ttl`` after: ``outgoing`` (its relays) and
         # ``_committed_in`` (its answer to a late cancel); one timer for a whole wave.
         self._expiry = Expiry(self.loop, config.forward_ttl)
+        self._accept_sweep: asyncio.TimerHandle | None = None  # see _accept_again
         self.gate_releases = 0  # gates opened for a sender without its flush (see _gate_check)
         self.gate_held = 0  # messages those gates had held
 
@@ -499,6 +506,8 @@ class HandoffCoordinator:
         if out is None or out.target != node or out.accepted.done():
             if out is None:
                 self.transport.post(node, HandoffCancel(msg.hid))  # we gave up already
+            elif out.target == node and out.state is Sending.COMMITTED:
+                self.transport.post(node, HandoffCommit(msg.hid))  # said again: the commit was lost
             return  # (a cancel sent already: its answer decides, see _cancel)
         out.move(Sending.ACCEPTED, Sending.REQUESTED)
         out.accepted.set_result(msg.new_pid)
@@ -680,6 +689,30 @@ class HandoffCoordinator:
         inc.move(Receiving.ACCEPTED, Receiving.STARTING)
         assert inc.pid is not None
         self.transport.post(inc.source, HandoffAccepted(inc.hid, inc.pid))
+        inc.accepted_at = self.loop.time()
+        if self._accept_sweep is None:
+            self._accept_sweep = self.loop.call_later(ACCEPT_AGAIN, self._accept_again)
+
+    def _accept_again(self) -> None:
+        """Every ``ACCEPT_AGAIN`` s while a handoff to this node waits in ACCEPTED: say step 4
+        again to its old host. It answers with the commit (lost with a link), a cancel (it
+        gave up: it thought this node dead), or nothing new (a cancel of its own decides);
+        an old host that goes down commits it here (``peer_down_incoming``). One timer for
+        all of them."""
+        self._accept_sweep = None
+        if self.runtime.closing:
+            return
+        now = self.loop.time()
+        waiting = False
+        for inc in self.incoming.values():
+            if inc.state is not Receiving.ACCEPTED or inc.pid is None:
+                continue
+            waiting = True
+            if now - inc.accepted_at >= ACCEPT_AGAIN:
+                inc.accepted_at = now
+                self.transport.post(inc.source, HandoffAccepted(inc.hid, inc.pid))
+        if waiting:
+            self._accept_sweep = self.loop.call_later(ACCEPT_AGAIN, self._accept_again)
 
     def _on_handoff_commit(self, node: str, msg: HandoffCommit) -> None:
         """Step 5 arrives: claim (6), or, while the copy is still starting, once it runs."""
