@@ -4,7 +4,9 @@ that takes it. The steps are numbered as in docs/internals.md, "Handoff"::
     1   X      begin_handoff() inside the process; unless it answers Ignore, it freezes
     2   X -> Y HandoffRequest(hid, name, spec, old pid, state)
     3   Y      starts the copy: end_handoff(state) first in its mailbox, gated
-    4   Y -> X HandoffAccepted(hid, new pid)          (4R: HandoffRefused)
+    4   Y -> X HandoffAccepted(hid, new pid)          (4R: HandoffRefused); again every
+               ACCEPT_AGAIN s until 5 or C1 comes (X: HandoffCommit again, or
+               HandoffCancel for a handoff it gave up)
     5   X      forwards the frozen mailbox, retires the old pid, HandoffCommit, die()
     6   Y      claims the name (moved_from = old pid)
     7   S -> X FlushMarker(hid), from every node that sees the claim (Y too)
