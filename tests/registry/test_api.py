@@ -311,6 +311,19 @@ async def test_factory_errors_raise_typed_errors_and_leave_nothing_registered(
         assert (await a.register(name, apps.start_counter, key=name)).node == a.placement().owner(name)
 
 
+async def test_a_factory_whose_script_runs_its_loop_at_import_gets_a_factory_error_that_says_why(
+    cluster: Cluster, three: list[Node]
+) -> None:
+    # Seen in a new-user trial: a client script registered a class of its own, the node
+    # imported the script for it and ran its unguarded distable.run() inside its loop.
+    a = three[0]
+    placement = a.placement().nodes
+    for name in (first_owned(a.name, placement, "script"), first_owned(three[1].name, placement, "script")):
+        with pytest.raises(FactoryError, match=r"RuntimeError.*ran its start-up.*if __name__ == \"__main__\""):
+            await a.register(name, "tests.registry.script_app:Counter")
+    assert all(n.registered() == [] for n in three)
+
+
 async def test_factory_not_importable_by_reference_raises_type_error_at_the_call_site(
     cluster: Cluster, three: list[Node]
 ) -> None:

@@ -83,6 +83,13 @@ def import_factory(ref: str) -> Any:
         hint = ""
         if isinstance(exc, ImportError):
             hint = " (every node needs the factory's module: deploy the same code everywhere, e.g. --app MODULE)"
+        elif isinstance(exc, RuntimeError) and "running event loop" in str(exc):
+            # A script's factory travels under the script's name: importing it on a node
+            # runs its top level, and there its asyncio.run()/distable.run().
+            hint = (
+                " (importing the module on this node ran its start-up: put a script's "
+                'start-up under `if __name__ == "__main__":`)'
+            )
         raise FactoryError(f"cannot import factory {ref!r}: {type(exc).__name__}: {exc}{hint}") from exc
     _cache[ref] = obj
     return obj
