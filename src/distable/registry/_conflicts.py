@@ -4,9 +4,9 @@ Described in docs/internals.md, "Resolution" (the exchange) and "Conflicts at sc
 its waits follow progress); the registry service (``_service.py``) runs it: it freezes a
 losing copy, sends its state to the winner's node in a ``ConflictState(ref)``, and retires
 the copy when ``ConflictStateTaken(ref)`` comes back (or resumes it, if the answer says
-the winner was gone: the state was dropped; for the outbox, an answer all the same). ``ConflictOutbox`` is the loser's
-side (which states wait for an answer, which to send again, which to give up),
-``ConflictInbox`` the winner's (which refs it took already).
+the winner was gone: the state was dropped; for the outbox, an answer all the same).
+``ConflictOutbox`` is the loser's side (which states wait for an answer, which to send
+again, which to give up), ``ConflictInbox`` the winner's (which refs it took already).
 
 Rules:
     1. A losing copy retires only once its state is confirmed taken (``taken``): the

@@ -1109,9 +1109,6 @@ class RegistryService:
         new incarnation, or stayed silent): the loser resumes, and the conflict is settled
         again shortly. Never awaits."""
         losing = self._losing.pop(ref)
-        proc = losing.proc
-        if proc is not None and proc.alive:
-            self.runtime.unfreeze(proc)
         self._ratelog.warning(
             ("conflict", losing.sent_to),
             "%s did not confirm it has the state of %r's losing copy %r; it stays, and the "
@@ -1120,7 +1117,7 @@ class RegistryService:
             losing.name,
             losing.loser,
         )
-        self.loop.call_later(1.0, self._conflict_retry, losing.name, losing.loser)
+        self._resume_loser(losing)
 
     def _loser_stays(self, losing: _Losing) -> None:
         """The winner of ``losing``'s conflict was gone when its state arrived (it exited,
@@ -1131,9 +1128,6 @@ class RegistryService:
         FIFO link), so the loser wins unless another copy claims the name by then (a
         restart of the winner), and then the two meet as a conflict like any other.
         Never awaits."""
-        proc = losing.proc
-        if proc is not None and proc.alive:
-            self.runtime.unfreeze(proc)
         log.info(
             "%s: %r, which won %r, was gone when the state of the losing copy %r reached it; "
             "%r stays, and the conflict is settled again shortly",
@@ -1143,6 +1137,14 @@ class RegistryService:
             losing.loser,
             losing.loser,
         )
+        self._resume_loser(losing)
+
+    def _resume_loser(self, losing: _Losing) -> None:
+        """``losing``'s frozen loser handles messages again, and its conflict is settled
+        again a second later, from the claims (``_conflict_retry``). Never awaits."""
+        proc = losing.proc
+        if proc is not None and proc.alive:
+            self.runtime.unfreeze(proc)
         self.loop.call_later(1.0, self._conflict_retry, losing.name, losing.loser)
 
     def _retire_loser(self, losing: _Losing) -> None:
