@@ -34,7 +34,7 @@ from distable.membership._core import ALIVE, SUSPECT
 from distable.ring import Ring
 from distable.runtime._process import Gate
 from distable.testing import eventually, gate_of, handoffs_in_flight, intercept, is_frozen, queued, restarts_due
-from distable.wire._messages import ConflictState
+from distable.wire._messages import ConflictState, ConflictStateTaken
 
 from . import apps
 from .conftest import Cluster, first_owned
@@ -479,3 +479,40 @@ async def test_unregister_of_a_name_whose_handoff_was_withdrawn_waits_for_the_an
         timeout=20,
         message=lambda: copies_of(cluster, name),
     )
+
+
+# --- 6. a conflict's state reaches a winner that is being handed off ------------------------------
+
+
+async def test_a_conflict_state_that_reaches_a_winner_frozen_for_its_handoff_follows_it_to_the_new_owner(
+    cluster: Cluster,
+) -> None:
+    # The winner's node takes a loser's state (and says so: the loser retires) while the
+    # winner is frozen in a handoff whose begin_handoff already gave its state. Its
+    # resolve_conflict then waited in the mailbox behind the move and ran, after the
+    # commit, in the retired copy: the loser's acknowledged ops were lost with it.
+    x, z = await cluster.start(2, registry=NO_SYNC)
+    y = await cluster.add("late", registry=NO_SYNC, join=False)
+    name = owned_by(y.name, [x.name, y.name, z.name], x.name, [x.name, z.name], "frozen-winner")
+    old = await z.register(name, Ledger, key=name, handoff_timeout=5.0)
+    assert old.node == x.name
+    await z.call(name, ("op", "W0"))
+    with dropping(y, "HandoffAccepted") as lost:
+        await cluster.join(y)
+        await eventually(lambda: lost, message=lambda: copies_of(cluster, name))
+        assert is_frozen(cluster.process(old))  # begin_handoff gave its state: ["W0"]
+        answers: list[Any] = []
+        with intercept(z, ConflictStateTaken, lambda node, msg, _: answers.append(msg)):
+            z.transport.post(x.name, ConflictState(name, old, True, ["L0", "L1"], ref=7))
+            await eventually(lambda: answers, message=lambda: copies_of(cluster, name))
+    assert answers == [ConflictStateTaken(7)]  # taken: the loser would retire now
+    # The acceptance is said again; x commits, and the new copy has the loser's ops.
+    await eventually(lambda: one_copy(cluster, name) is not None, timeout=20, message=lambda: copies_of(cluster, name))
+    assert one_copy(cluster, name) != old
+    await eventually(
+        lambda: _ops_are(z, name, ["L0", "L1", "W0"]), timeout=10, message=lambda: copies_of(cluster, name)
+    )
+
+
+async def _ops_are(node: Node, name: Any, expected: list[str]) -> bool:
+    return bool(await node.call(name, "ops") == expected)

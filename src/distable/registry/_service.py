@@ -1216,7 +1216,8 @@ class RegistryService:
                 return winner.node, message
             proc = self.runtime.local(winner)
             if proc is not None:
-                detached(self.runtime.run_in(proc, lambda p: p.resolve_conflict(state)))
+                merge = functools.partial(self._merge_into, name, has_state, state, holders)
+                detached(self.runtime.run_in(proc, merge))
                 self._take_over(name, winner, holders)
                 return _DELIVERED
             if winner in self._unregistered:
@@ -1234,6 +1235,27 @@ class RegistryService:
             return _UNREGISTERED
         log.info("%s: the copy of %r that won a conflict is gone: its loser's state is dropped", self.node, name)
         return _WINNER_GONE
+
+    async def _merge_into(
+        self, name: Any, has_state: bool, state: Any, holders: Sequence[Holder], proc: Process
+    ) -> None:
+        """In ``proc``, the winner, in mailbox order: ``resolve_conflict(state)``; or, if
+        ``proc`` was retired while the state waited in its mailbox (it was frozen in a
+        handoff whose ``begin_handoff`` had given its state already, or it lost a conflict
+        itself), pass the state on to its successor: run in the retired copy, the merge
+        would be lost with it, and the loser's node, told the state was taken, has retired
+        its copy. A process operation (``run_in``)."""
+        runtime = self.runtime
+        successor = runtime.forwarding.get(proc.pid.id) if runtime.local(proc.pid) is not proc else None
+        if successor is None:
+            await proc.resolve_conflict(state)
+            return
+        log.info("%s: %r moved while the state of its losing copy waited; passed on to %r", self.node, name, successor)
+        try:
+            # ref 0: on the link the handoff's commit and forwarded messages took, behind them
+            self._deliver_conflict_state(name, successor, has_state, state, 0, holders)
+        except DistableError as exc:
+            log.error("%s: cannot pass on the state of %r's losing copy: %s", self.node, name, exc)
 
     # --- checkpoints (the standby core; the protocol is in _standby.py) ----------------------------
 
