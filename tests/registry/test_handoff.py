@@ -377,3 +377,30 @@ async def test_a_leave_restarts_afresh_a_process_whose_state_cannot_go(
     lost = [e for e in cluster.events(b)[before:] if isinstance(e, HandoffStateLost)]
     assert [(e.name, e.pid) for e in lost] == [(name, pid)]
     assert log_records(caplog, b.name, repr(name), "starts afresh on its new owner", level=logging.ERROR)
+
+
+async def test_a_process_whose_state_cannot_go_stays_on_its_node_and_the_logs_say_where_it_stays(
+    cluster: Cluster, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A join (not a leave): the move of a process whose state cannot be encoded is not
+    retried with backoff, it stays where it runs until the cluster changes again. The
+    error names the node it would have gone to, and the wave's summary says why it stays
+    (it said "retried with backoff", and a new user waited for retries that never came)."""
+    caplog.set_level(logging.INFO, logger="distable.registry")
+    a, b = await cluster.start(2)
+    late = await cluster.add("late", join=False)
+    name = first_owned(late.name, [a.name, b.name, late.name], "unencodable-join")
+    pid = await a.register(name, apps.Stubborn, key=name, mode="unencodable")
+    await cluster.join(late)
+    await cluster.wait_joined()
+    host = cluster.node(pid.node)
+    await eventually(lambda: log_records(caplog, host.name, "handoff wave over", level=logging.INFO))
+    assert log_records(caplog, host.name, repr(name), f"off to {late.name}", "stays on this node", level=logging.ERROR)
+    assert log_records(
+        caplog,
+        host.name,
+        "handoff wave over: 0 completed, 1 aborted (1 stay on this node until the cluster changes)",
+        level=logging.INFO,
+    )
+    assert all(node.whereis(name) == pid for node in cluster.nodes)
+    assert cluster.live_copies(name) == [pid]

@@ -354,6 +354,7 @@ class TrackerCore:
         self._n_conflicts = self._n_restarts = self._n_handoffs = 0
         self._n_syncs = self._n_repaired = 0
         self._n_handoffs_done = self._n_handoffs_failed = 0
+        self.handoffs_pinned = 0  # of the failed: the process stays until the next change (see pinned)
 
     # --- queries -----------------------------------------------------------------------------
 
@@ -832,6 +833,7 @@ class TrackerCore:
         self.moving.discard(name)
         if ignore:
             self.pinned.add(name)
+            self.handoffs_pinned += 1
         if self._contested(name):
             self._pick_winner(name)  # a conflict found while it was moving (see _pick_winner)
 

@@ -492,7 +492,14 @@ class HandoffCoordinator:
                 self.core.handoff_failed(name, True)  # retrying cannot help: it stays here
                 self._handover_ended(name, command.pid, False)
                 self.runtime.unfreeze(out.proc)
-                log.error("%s: cannot hand %r off: its state cannot cross the wire: %s", self.node, name, exc)
+                log.error(
+                    "%s: cannot hand %r off to %s: its state cannot cross the wire: %s; it stays on this node "
+                    "until the cluster changes",
+                    self.node,
+                    name,
+                    out.target,
+                    exc,
+                )
                 self._publish(HandoffAborted(name, command.pid, f"state cannot be sent: {exc}"))
                 return False
             self._lost_state(name, command.pid, f"its state cannot cross the wire: {exc}")

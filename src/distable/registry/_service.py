@@ -280,7 +280,7 @@ class RegistryService:
         # Handoff waves, for their log lines: _log_waves (at a flush) and _handoff_finished
         # (a lane task, as each handoff ends).
         self._wave_pending = 0  # handoffs of the current wave not finished yet
-        self._wave_base = (0, 0)  # completed and aborted handoffs when the wave began
+        self._wave_base = (0, 0, 0)  # completed, aborted and pinned handoffs when the wave began
         # Retries of failed moves: _retry_later/_retry_reset (called by the handoff
         # coordinator) and _retry_rebalance (the timer). Per retry round that still fails,
         # capped at the sync interval.
@@ -412,7 +412,7 @@ class RegistryService:
         elsewhere = Counter(c.owner for c in commands if isinstance(c, RestartElsewhere))
         if handoffs and not self._wave_pending:
             stats = self.core.statistics()
-            self._wave_base = (stats.handoffs_completed, stats.handoffs_aborted)
+            self._wave_base = (stats.handoffs_completed, stats.handoffs_aborted, self.core.handoffs_pinned)
         self._wave_pending += handoffs.total()
         for what, counts, each in (
             ("handing %d name(s) off", handoffs, "{n} to {k}"),
@@ -432,14 +432,20 @@ class RegistryService:
             return
         stats = self.core.statistics()
         done, failed = stats.handoffs_completed - self._wave_base[0], stats.handoffs_aborted - self._wave_base[1]
-        retried = " (retried with backoff)" if failed and not self.core.leaving else ""
+        stay = self.core.handoffs_pinned - self._wave_base[2]
+        why = []
+        if failed - stay and not self.core.leaving:
+            why.append(f"{failed - stay} retried with backoff")
+        if stay:
+            # Ignore, or a state that cannot be sent: asked again when the cluster changes.
+            why.append(f"{stay} stay on this node until the cluster changes")
         self._ratelog.log(
             logging.INFO,
             ("wave over", done, failed),
             "handoff wave over: %d completed, %d aborted%s",
             done,
             failed,
-            retried,
+            f" ({', '.join(why)})" if why else "",
         )
 
     def _post_in_parts(self, node: str, msg: Any) -> None:
