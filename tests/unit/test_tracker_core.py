@@ -43,6 +43,7 @@ from distable.wire._messages import (
     Claim,
     Delta,
     Digest,
+    FlushMarker,
     Lineage,
     RegistryHello,
     RegistryLeaving,
@@ -148,6 +149,16 @@ def test_a_delta_from_a_host_that_is_not_up_here_is_ignored() -> None:
     b.on_delta("z", Delta([claim("x", Pid("z", 1, 1), 1, None)], []), 1.0)
     assert b.pids == {}
     assert "z" not in b.claims
+
+
+def test_a_moved_claim_sends_a_flush_marker_to_its_old_host_only_when_that_host_is_up_here() -> None:
+    """A claim keeps its moved_from for life: a node that syncs it long after the move
+    (a client node that joins) must not dial an old host that has left or died."""
+    b = joined(core("b"), "a", "c")
+    came = Claim(CLAIM_NAME, "x", Pid("a", 1, 1), 1, hash_name("x"), None, moved_from=Pid("c", 1, 7), handoff=3)
+    gone = Claim(CLAIM_NAME, "y", Pid("a", 1, 2), 2, hash_name("y"), None, moved_from=Pid("z", 1, 8), handoff=4)
+    b.on_delta("a", Delta([came, gone], []), 1.0)
+    assert [(node, m) for node, m in sent(b) if isinstance(m, FlushMarker)] == [("c", FlushMarker(3))]
 
 
 def test_group_members_come_and_go_with_their_claims() -> None:

@@ -960,7 +960,11 @@ class TrackerCore:
             else:
                 self._pick_winner(claim.key)
             moved = claim.moved_from
-            if moved is not None and moved.node != self.node and moved.node != claim.pid.node:
+            if moved is not None and moved.node in self.peers and moved.node != claim.pid.node:
+                # Only to an old host up here: one that is not (it left or died) relays
+                # nothing, and the new host's gate does not wait for it (see Gate). A claim
+                # keeps its moved_from for life, so without this, a node that joins later
+                # (a CLI's client node, too) dialed every gone host a name ever moved from.
                 self._send_flush(moved.node, claim.handoff)
         else:
             if old is not None:

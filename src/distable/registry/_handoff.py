@@ -9,7 +9,7 @@ that takes it. The steps are numbered as in docs/internals.md, "Handoff"::
                HandoffCancel for a handoff it gave up)
     5   X      forwards the frozen mailbox, retires the old pid, HandoffCommit, die()
     6   Y      claims the name (moved_from = old pid)
-    7   S -> X FlushMarker(hid), from every node that sees the claim (Y too)
+    7   S -> X FlushMarker(hid), from every node that sees the claim (Y too) while X is up there
     8   X -> Y Flushed(hid, S), behind everything S sent along the old route
     9   Y      releases S's held messages; the gate is gone once every node is
     C1  X -> Y HandoffCancel(hid): X does not know the outcome (timed out, or lost Y)
