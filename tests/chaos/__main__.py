@@ -1,11 +1,12 @@
 """The long fault campaign: ``python -m tests.chaos [--minutes M] [--runs N] [--seed S]
-[--checkpoints [--replicas K]]`` (``python3 tasks.py chaos ...`` runs this in the project's
-venv).
+[--checkpoints [--replicas K]] [--no-partitions]`` (``python3 tasks.py chaos ...`` runs this
+in the project's venv).
 
 Runs ``tests.chaos.harness`` again and again, each run with its own seed (``--seed`` is the
 first; the next ones follow), until ``--runs`` runs are done or ``--minutes`` have passed
 (a run in progress finishes), with a longer schedule than the CI test's: 800 counters,
-25-35 faults over 120 s, up to 7 nodes. Prints a line per run as it ends, then a table of
+25-35 faults over 120 s, up to 7 nodes, network partitions among them where the machine
+allows (root, nftables, cgroup v2; otherwise it says why not). Prints a line per run as it ends, then a table of
 runs, faults and violations and the time to quiescence (median, worst). With
 ``--checkpoints`` the counters checkpoint before they answer and the checker holds them to
 the checkpoint guarantee (see ``tests.chaos.harness``). Every run's files
@@ -24,6 +25,7 @@ from pathlib import Path
 
 from distable import run as run_node_loop
 
+from ._partition import delete_stale, missing_requirements
 from .harness import Config, Result, run, summary, table
 
 
@@ -46,6 +48,7 @@ async def campaign(args: argparse.Namespace) -> list[Result]:
             quiesce_timeout=90.0,
             checkpoints=args.checkpoints,
             replicas=args.replicas,
+            partitions=args.partitions,
         )
         print(f"run {len(results) + 1}: seed {run_seed}, {config.faults} faults over {config.window:.0f} s", flush=True)
         try:
@@ -77,7 +80,22 @@ def main() -> None:
     )
     parser.add_argument("--replicas", type=int, default=1, help="with --checkpoints: standbys per counter")
     parser.add_argument("--dir", default=None, help="folder for the runs' files (default: a new temporary one)")
+    parser.add_argument(
+        "--partitions",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="the nemesis also cuts the network (default: where root, nftables and cgroup v2 allow it)",
+    )
     args = parser.parse_args()
+    missing = missing_requirements()
+    if args.partitions is None:
+        args.partitions = missing is None
+        if missing is not None:
+            print(f"no partitions in this campaign: {missing}", flush=True)
+    elif args.partitions and missing is not None:
+        parser.error(missing)
+    if args.partitions:
+        delete_stale()
     results = run_node_loop(campaign(args))
     sys.exit(1 if any(r.violations for r in results) else 0)
 

@@ -14,7 +14,10 @@ One run (``run(Config(seed=...))``):
    plays its schedule: ``faults`` faults drawn from the seed, at least one of each kind
    (``KINDS``), spread over ``window`` seconds and overlapping, each on a target chosen
    (from the seed) among the healthy nodes when it starts, never leaving fewer than two
-   healthy ones (a fault that would is skipped, and said so).
+   healthy ones (a fault that would is skipped, and said so). With ``Config(partitions=True)``
+   the nemesis also cuts the network (``PARTITION``): the nodes keep running on both sides,
+   each side declares the other failed and restarts its names, and when the cut heals the
+   conflicts must lose nothing acknowledged (a partition excuses no loss).
 3. Stop the workload; poll (no sleeps) until the cluster is quiescent, at most
    ``quiesce_timeout`` seconds: every live node answers; all place names on exactly the
    live nodes; every replica equals the client's and holds every registered name, on its
@@ -67,6 +70,8 @@ from typing import Any, TextIO
 from distable import Gossip, MembershipConfig, Node, Pid
 from distable.testing import die_with_parent, eventually, free_gossip_port, free_tcp_ports
 
+from ._partition import Partitions
+
 ROOT = Path(__file__).resolve().parents[2]  # nodes import the app as tests.chaos.app
 APP = "tests.chaos.app"
 FACTORY = f"{APP}:Counter"
@@ -78,8 +83,13 @@ START_TIMEOUT = 40.0  # a node's start on a busy machine (interpreter, join wait
 DRAIN_TIMEOUT = 15.0  # --drain-timeout of every node
 EXIT_TIMEOUT = DRAIN_TIMEOUT + 15.0
 
-#: The nemesis's fault kinds: every schedule has at least one of each.
+#: The nemesis's fault kinds: every schedule has at least one of each (and of ``PARTITION``
+#: with ``Config.partitions``).
 KINDS = ("kill", "term", "term-kill", "pause", "join", "leave", "join-pause")
+#: A network partition: a minority of the healthy nodes (one, or two of five or more) cut
+#: off from the other nodes, both ways, for a few seconds; every node keeps running, and
+#: the client reaches both sides (``tests.chaos._partition``).
+PARTITION = "partition"
 #: Kinds that make a node's state legitimately lost (a crash) or possibly reset (a pause).
 CRASHES = frozenset({"kill", "term-kill"})
 PAUSES = frozenset({"pause", "join-pause"})
@@ -105,6 +115,8 @@ class Config:
     #: restart is up) the cluster may still be re-replicating, so that another failure
     #: then counts as overlapping it.
     rereplication: float = 2.0
+    #: The nemesis also cuts the network (``PARTITION``); the nodes then link over TCP only.
+    partitions: bool = False
 
 
 @dataclass(frozen=True)
@@ -170,16 +182,19 @@ class Ack:
     acked: float
 
 
-def plan(rng: random.Random, faults: int, window: float) -> list[Fault]:
+def plan(rng: random.Random, faults: int, window: float, partitions: bool = False) -> list[Fault]:
     """The schedule: ``faults`` faults (at least one of each kind), start times spread over
     the first 85% of ``window``."""
-    kinds = list(KINDS) + [rng.choice(KINDS) for _ in range(max(0, faults - len(KINDS)))]
+    choices = (*KINDS, PARTITION) if partitions else KINDS
+    kinds = list(choices) + [rng.choice(choices) for _ in range(max(0, faults - len(choices)))]
     rng.shuffle(kinds)
     starts = sorted(rng.uniform(0.0, 0.85 * window) for _ in kinds)
     out = []
     for at, kind in zip(starts, kinds, strict=True):
         if kind in PAUSES:
             duration = rng.uniform(3.0, 6.0)
+        elif kind == PARTITION:
+            duration = rng.uniform(3.0, 8.0)
         elif kind in ("kill", "term-kill", "term"):
             duration = rng.uniform(0.5, 3.0)
         else:
@@ -235,6 +250,7 @@ class Run:
         self.servers = [Server(f"s{i}", port) for i, port in enumerate(ports)]
         self.by_name = {s.name: s for s in self.servers}
         self.names = [f"c{i:04d}" for i in range(config.names)]
+        self.partitions = Partitions(s.short for s in self.servers) if config.partitions else None
         self.client: Node | None = None
         self.t0 = time.time()
         # what the checker needs
@@ -271,6 +287,8 @@ class Run:
         args += ["--gossip-if", "127.0.0.1", "--gossip-port", str(self.gossip_port), "--membership", "local"]
         args += ["--app-dir", str(ROOT), "--app", f"{APP}:start", "--log-level", self.config.log_level]
         args += ["--drain-timeout", str(DRAIN_TIMEOUT), "--allow-factory", f"{APP}:*"]
+        if self.partitions is not None:
+            args = self.partitions.wrap(server.short, [*args, "--no-unix-sockets"])
         self.log(f"start {server.name} (launch {server.launches}, log {log_path.name})")
         with log_path.open("ab") as err:
             proc = await asyncio.create_subprocess_exec(
@@ -413,6 +431,8 @@ class Run:
                 await self.start(server)
             elif kind == "join-pause":
                 await self.join_pause(server, fault)
+            elif kind == PARTITION:
+                await self.partition(server, fault)
         finally:
             server.busy = False
             self.active_faults -= 1
@@ -456,6 +476,38 @@ class Run:
             finally:
                 victim.busy = False
         await starting
+
+    async def partition(self, server: Server, fault: Fault) -> None:
+        """Cut ``server`` (and, drawn from the seed, one more healthy node if five or more
+        are) off from the other nodes for ``fault.duration`` seconds. One cut at a time:
+        a partition that finds one under way is skipped."""
+        assert self.partitions is not None
+        if self.partitions.cut_now is not None:
+            self.log(f"skip partition of {server.name}: a cut is under way")
+            self.result.faults[PARTITION] -= 1
+            self.result.skipped += 1
+            return
+        side = [server]
+        healthy = [s for s in self.servers if s.healthy]
+        if fault.delay > 0.05 and len(healthy) >= 4:  # a second one of five or more; three stay
+            second = healthy[int(fault.pick * len(healthy)) % len(healthy)]
+            side.append(second)
+            second.busy = True
+        try:
+            for s in side:
+                self.mark(s, PARTITION)
+            self.partitions.cut(s.short for s in side)
+            self.log(f"cut {', '.join(s.name for s in side)} off from the others")
+            try:
+                await asyncio.sleep(fault.duration)  # the partition itself
+            finally:
+                self.partitions.heal()
+                self.log("healed")
+            for s in side:
+                self.faults_on[s.name].append((time.time(), "partition-end"))
+        finally:
+            for s in side[1:]:
+                s.busy = False
 
     async def pause(self, server: Server, duration: float) -> None:
         self.mark(server, "pause")
@@ -835,7 +887,7 @@ class Run:
 
     async def main(self) -> Result:
         config = self.config
-        schedule = plan(self.rng, config.faults, config.window)
+        schedule = plan(self.rng, config.faults, config.window, config.partitions)
         self.log(f"time 0 is {self.t0:.3f} (wall clock, as in the ledgers)")
         self.log(f"seed {config.seed}, cookie {self.cookie}, gossip port {self.gossip_port}")
         if config.checkpoints:
@@ -903,6 +955,8 @@ class Run:
                 await server.proc.wait()
             if server.drainer is not None:
                 server.drainer.cancel()
+        if self.partitions is not None:
+            self.partitions.close()
         self.log_file.close()
         self.acks_file.close()
 
