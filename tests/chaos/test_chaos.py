@@ -1,7 +1,9 @@
 """The short fault schedule, on every test run: a seeded nemesis against five to seven real
 ``distable node`` processes and a client, then the checker (see ``tests.chaos.harness``).
 
-The seed is printed; ``DISTABLE_CHAOS_SEED=<n>`` replays its schedule. The run's logs (node
+The seed is printed; ``DISTABLE_CHAOS_SEED=<n>`` replays its schedule. Where the machine
+allows it (root, nftables, cgroup v2: CI does), the schedule has network partitions too;
+where not, the test says why. The run's logs (node
 logs, ledgers, acknowledgements, the harness's timeline) stay in the printed folder. The long
 campaign is ``python3 tasks.py chaos --minutes 30`` (``--checkpoints`` for the checkpointed mode).
 """
@@ -14,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.chaos._partition import delete_stale, missing_requirements
 from tests.chaos.harness import Config, run, summary
 
 pytestmark = pytest.mark.cluster
@@ -22,7 +25,12 @@ pytestmark = pytest.mark.cluster
 async def _short_schedule(tmp_path: Path, checkpoints: bool) -> None:
     seed = int(os.environ.get("DISTABLE_CHAOS_SEED") or random.SystemRandom().randrange(2**32))
     print(f"chaos seed {seed} (rerun with DISTABLE_CHAOS_SEED={seed}); logs in {tmp_path}")
-    result = await run(Config(seed=seed, run_dir=tmp_path, checkpoints=checkpoints))
+    missing = missing_requirements()
+    print("with network partitions" if missing is None else f"no network partitions: {missing}")
+    if missing is None:
+        delete_stale()  # of a test process killed before its cleanup
+    config = Config(seed=seed, run_dir=tmp_path, checkpoints=checkpoints, partitions=missing is None)
+    result = await run(config)
     print(summary(result))
     assert not result.violations, summary(result)
 

@@ -275,6 +275,33 @@ def test_a_peer_that_greets_a_node_which_never_saw_it_down_gets_its_digest_and_a
     assert hello.wants_digest  # b asks back, ahead of its digest on the link
 
 
+def test_a_greeting_that_came_before_its_sender_was_up_here_places_it_once_it_is() -> None:
+    """a brought b up first (a partition healed, each side's verdict ending on its own): a's
+    greeting reached b while b still held a down. When b brings a up, a answers b's request
+    with its digest only (it awaits b's, and asks nothing back): the early greeting is all b
+    ever gets from a until a's next periodic sync, 10 s later. b places a at once now."""
+    a, b = core("a"), core("b")
+    b.on_digest("a", Digest([0] * BUCKETS), 0.0)  # nothing yet: a is not up at b
+    a.peer_up("b", 1.0)
+    for _, msg in sent(a):
+        b.on_hello("a", msg, 1.0)  # a down here: kept for when it is up
+    assert sent(b) == []
+    b.peer_up("a", 1.5)
+    to_a = sent(b)
+    assert [type(m).__name__ for _, m in to_a] == ["RegistryHello", "Digest"]  # the request, and the digest owed
+    for _, msg in to_a:
+        if isinstance(msg, RegistryHello):
+            a.on_hello("b", msg, 1.5)
+        else:
+            a.on_digest("b", msg, 1.5)
+    for _, msg in sent(a):
+        assert isinstance(msg, Digest)  # a asks nothing back
+        b.on_digest("a", msg, 1.5)
+    assert b.synced_with("a")
+    assert a.synced_with("b")
+    assert list(b.placement.nodes) == list(a.placement.nodes) == ["a", "b"]
+
+
 def test_both_sides_greeting_each_other_exchange_one_digest_each() -> None:
     a, b = core("a"), core("b")
     a.peer_up("b", 0.0)

@@ -340,8 +340,8 @@ class TrackerCore:
         self._resolving: set[tuple[Any, Pid]] = set()
         self._claimant_placements: dict[tuple[str, ...], Placement] = {}  # see _pick_winner
         self._flushed: set[tuple[str, int]] = set()
-        # nodes that asked for this node's digest while not up here (see on_hello)
-        self._digest_owed: set[str] = set()
+        # the last greeting of each node that greeted this one while not up here (see on_hello)
+        self._early_hellos: dict[str, RegistryHello] = {}
         # heap of (due, seq, name, spec, reason, lineage, base): restarts after a crash
         # ("exit") and checks of names a dead node hosted ("nodedown", see
         # RegistryConfig.orphan_check), with the checkpoints of the claim that ended
@@ -444,9 +444,9 @@ class TrackerCore:
         peer = self.peers.setdefault(node, _Peer())
         peer.awaiting_digest = True
         self._out.send.append((node, RegistryHello(self.role, self.leaving, wants_digest=True)))
-        if node in self._digest_owed:  # its request came before it was up here
-            self._digest_owed.discard(node)
-            self._send_digest(node)
+        early = self._early_hellos.pop(node, None)
+        if early is not None:  # its greeting came before it was up here: taken now
+            self.on_hello(node, early, now)
 
     def _send_digest(self, node: str) -> None:
         self._out.send.append((node, Digest(self.digest(self.node))))
@@ -469,7 +469,7 @@ class TrackerCore:
         """``node`` is down: drop its claims; restart the names this node now owns."""
         self.peers.pop(node, None)
         self._sample_pids.pop(node, None)
-        self._digest_owed.discard(node)
+        self._early_hellos.pop(node, None)
         for name in [n for n, p in self._successors.items() if p.node == node]:
             del self._successors[name]  # its claim will never come: forget the name
             self._pick_winner(name)
@@ -529,12 +529,14 @@ class TrackerCore:
         if peer is None:
             # Not up in this node's view (a message still in flight when membership declared
             # it down, or ahead of the NodeUp): taking it would bring back a peer that no
-            # peer_down will remove again. Its next sync repeats the hello; a request for
-            # this node's digest is answered when it comes up here.
-            if msg.wants_digest:
-                if len(self._digest_owed) >= 10_000:
-                    self._digest_owed.clear()  # bounded; the periodic sync repairs the rest
-                self._digest_owed.add(node)
+            # peer_down will remove again. It is taken when the node comes up here: the
+            # node brought this one up first and now awaits its digest, so when this node
+            # greets it, it answers with its digest only, and without this greeting the
+            # node stayed unplaced here until its next periodic sync (a healed partition,
+            # each side's verdict ending on its own, in the fault campaign).
+            if len(self._early_hellos) >= 10_000:
+                self._early_hellos.clear()  # bounded; the periodic sync repairs the rest
+            self._early_hellos[node] = msg
             return
         if msg.wants_digest:
             # It has just brought this node up in its view. If this node did not do the same
