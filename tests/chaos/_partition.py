@@ -63,6 +63,10 @@ def missing_requirements() -> str | None:
         return "partitions need a cgroup v2 hierarchy mounted under /sys/fs/cgroup"
     if not os.access(root, os.W_OK):
         return f"partitions need to make cgroups in {root}"
+    try:  # the kernel may lack nftables' socket expression, or the rights may fall short
+        Partitions(["probe"]).close()
+    except (OSError, PartitionError, subprocess.SubprocessError) as exc:
+        return f"partitions cannot be set up here: {exc}"
     return None
 
 
