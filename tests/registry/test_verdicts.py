@@ -516,3 +516,29 @@ async def test_a_conflict_state_that_reaches_a_winner_frozen_for_its_handoff_fol
 
 async def _ops_are(node: Node, name: Any, expected: list[str]) -> bool:
     return bool(await node.call(name, "ops") == expected)
+
+
+async def test_a_conflict_state_passed_on_to_a_successor_that_is_gone_leaves_the_loser_running(
+    cluster: Cluster,
+) -> None:
+    # The campaign's seed 3481290329: a loser's node sent its state to the node of a winner
+    # (a stale claim, there) that had been handed off; that node passed it on to the
+    # successor's node and said "taken" at once. The successor was gone (its node had
+    # restarted), the state was dropped there, and the loser had retired: the name had no
+    # copy left. Now the node that passes a state on answers only when the successor's
+    # node does, and a gone successor leaves the loser running.
+    x, z = await cluster.start(2, registry=NO_SYNC)
+    y = await cluster.add("late", registry=NO_SYNC, join=False)
+    name = owned_by(y.name, [x.name, y.name, z.name], x.name, [x.name, z.name], "relayed")
+    old = await z.register(name, Ledger, key=name, restart="temporary")
+    assert old.node == x.name
+    await cluster.join(y)
+    new = await eventually(
+        lambda: (p := z.whereis(name)) is not None and p.node == y.name and p, message=lambda: copies_of(cluster, name)
+    )
+    await y.stop_process(new)  # the successor is gone; x still forwards the old pid to it
+    answers: list[Any] = []
+    with intercept(z, ConflictStateTaken, lambda node, msg, _: answers.append(msg)):
+        z.transport.post(x.name, ConflictState(name, old, True, ["L0"], ref=11))
+        await eventually(lambda: answers, message=lambda: copies_of(cluster, name))
+    assert answers == [ConflictStateTaken(11, winner_gone=True)]  # the loser stays

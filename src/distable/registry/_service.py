@@ -51,7 +51,7 @@ from .._errors import (
     UnencodableValue,
 )
 from .._log import RateLimitedLog
-from .._timer import Timer
+from .._timer import Expiry, Timer
 from ..ring import DistributionStrategy, hash_name
 from ..runtime import NOREPLY, Caller, Process, Resume, Runtime
 from ..store._api import Remembered
@@ -121,6 +121,7 @@ RESTORE_WINDOW = 1024
 _DELIVERED = "delivered"  # to the winner, here
 _WINNER_GONE = "gone"  # dropped: the winner is gone; its loser stays (the claims decide)
 _UNREGISTERED = "unregistered"  # dropped: the user removed the winner's name; its loser retires
+RELAY_MEMORY = 300.0  # seconds a state passed on to a successor's node waits for its answer
 _UNREGISTERED_MEMORY = 4096  # pids whose claim was unregistered here, kept for that answer
 _RESTART_REASONS = {"nodedown": "of a node that went down", "exit": "whose process exited"}
 RESTART_POLICIES = ("temporary", "transient", "permanent")
@@ -299,6 +300,12 @@ class RegistryService:
         self._conflicts = Lane(spawn, max_concurrent_handoffs)
         self._conflict_ref = rng.getrandbits(62)
         self._losing: dict[int, _Losing] = {}  # ref -> the frozen loser whose state it carries
+        # States passed on to a successor's node (_on_conflict_state), answered to the
+        # loser's node only once that node answers: our ref -> (the loser's node, its ref),
+        # and back. Forgotten after RELAY_MEMORY: the loser's node has given up by then.
+        self._relays: dict[int, tuple[str, int]] = {}
+        self._relay_refs: dict[tuple[str, int], int] = {}
+        self._relay_expiry = Expiry(self.loop, RELAY_MEMORY)
         # The last pids whose claim a user's unregister removed here (oldest first): a
         # loser's state that arrives once such a winner is gone is dropped, and the loser
         # retires, so the name the user removed does not come back with the loser.
@@ -1091,6 +1098,11 @@ class RegistryService:
 
     def _on_conflict_state_taken(self, node: str, msg: ConflictStateTaken) -> None:
         """Dispatcher callback; never awaits."""
+        relayed = self._relays.pop(msg.ref, None)
+        if relayed is not None:  # the answer to a state passed on: the loser's node gets it now
+            self._relay_refs.pop(relayed, None)
+            self._answer_state(relayed[0], relayed[1], msg.winner_gone)
+            return
         taken, due = self.conflict_outbox.taken(node, msg.ref, self.loop.time())
         self._conflict_due(due)
         if taken and msg.winner_gone:
@@ -1177,23 +1189,40 @@ class RegistryService:
     def _on_conflict_state(self, node: str, msg: ConflictState) -> None:
         """The winner's side: deliver a loser's state, once per ref, and confirm it at once,
         in this handler (the loser's node relies on the answers coming in the order the
-        states arrived). Dispatcher callback; never awaits."""
+        states arrived). A state passed on to the node of the winner's successor (it was
+        handed off) is confirmed only when that node confirms it, and a successor found
+        gone there leaves the loser running: confirmed on the way, it let the loser retire
+        while the state was dropped further on, and the name lost its last copy (the
+        fault campaign, seed 3481290329). Dispatcher callback; never awaits."""
         if msg.ref and self.conflict_inbox.has(node, msg.ref):
             self.transport.post(node, ConflictStateTaken(msg.ref))  # taken before: its answer was lost
             return
+        relay = self._relay_refs.get((node, msg.ref), 0) if msg.ref else 0
+        if msg.ref and not relay:
+            self._conflict_ref += 1
+            relay = self._conflict_ref
         try:
-            done = self._deliver_conflict_state(msg.name, msg.winner, msg.has_state, msg.state, msg.ref, msg.holders)
+            done = self._deliver_conflict_state(msg.name, msg.winner, msg.has_state, msg.state, relay, msg.holders)
         except DistableError as exc:
             log.error("%s: cannot pass on the state of %r's losing copy: %s", self.node, msg.name, exc)
             return  # not taken, not answered: the loser's node gives it up in the end (rule 4)
-        if done == _WINNER_GONE:
-            # Not taken (a repeat is looked at again): the loser stays, and the claims decide.
-            if msg.ref:
-                self.transport.post(node, ConflictStateTaken(msg.ref, winner_gone=True))
+        if isinstance(done, tuple):  # passed on: answered when the successor's node answers
+            if msg.ref and (node, msg.ref) not in self._relay_refs:
+                self._relays[relay] = (node, msg.ref)
+                self._relay_refs[(node, msg.ref)] = relay
+                self._relay_expiry.drop_later(self._relays, relay)
+                self._relay_expiry.drop_later(self._relay_refs, (node, msg.ref))
             return
-        if msg.ref:
-            self.conflict_inbox.take(node, msg.ref, self.loop.time())
-            self.transport.post(node, ConflictStateTaken(msg.ref))
+        self._answer_state(node, msg.ref, done == _WINNER_GONE)
+
+    def _answer_state(self, node: str, ref: int, winner_gone: bool) -> None:
+        """Tell ``node`` the state it sent under ``ref`` was taken, or that its winner is gone
+        (not taken: a repeat is looked at again). Never awaits."""
+        if not ref:
+            return
+        if not winner_gone:
+            self.conflict_inbox.take(node, ref, self.loop.time())
+        self.transport.post(node, ConflictStateTaken(ref, winner_gone=winner_gone))
 
     def _deliver_conflict_state(
         self, name: Any, winner: Pid, has_state: bool, state: Any, ref: int, holders: Sequence[Holder] = ()
