@@ -17,7 +17,9 @@ One run (``run(Config(seed=...))``):
    healthy ones (a fault that would is skipped, and said so). With ``Config(partitions=True)``
    the nemesis also cuts the network (``PARTITION``): the nodes keep running on both sides,
    each side declares the other failed and restarts its names, and when the cut heals the
-   conflicts must lose nothing acknowledged (a partition excuses no loss).
+   conflicts must lose nothing acknowledged (a partition excuses no loss; with
+   checkpoints, the nodes cut off count as failed while the cut lasts: to the checkpoint
+   guarantee, a node that cannot be reached has failed).
 3. Stop the workload; poll (no sleeps) until the cluster is quiescent, at most
    ``quiesce_timeout`` seconds: every live node answers; all place names on exactly the
    live nodes; every replica equals the client's and holds every registered name, on its
@@ -162,7 +164,8 @@ class Fault:
 @dataclass(frozen=True)
 class Failure:
     """A node failed (wall clock, as in the ledgers): SIGKILLed at ``start`` and up again
-    at ``end``, or paused (SIGSTOP) at ``start`` and resumed (SIGCONT) at ``end``."""
+    at ``end``, paused (SIGSTOP) at ``start`` and resumed (SIGCONT) at ``end``, or cut off
+    from the others (a partition) from ``start`` until the cut healed at ``end``."""
 
     node: str
     kind: str
@@ -496,6 +499,7 @@ class Run:
         try:
             for s in side:
                 self.mark(s, PARTITION)
+            cut = time.time()
             self.partitions.cut(s.short for s in side)
             self.log(f"cut {', '.join(s.name for s in side)} off from the others")
             try:
@@ -505,6 +509,10 @@ class Run:
                 self.log("healed")
             for s in side:
                 self.faults_on[s.name].append((time.time(), "partition-end"))
+                # Unreachable from the others while cut off: with checkpoints, a failure
+                # of the checkpoint guarantee's kind (a host and its standby on either side
+                # of a cut are two failures); without, a partition excuses nothing.
+                self.failed(s, PARTITION, cut)
         finally:
             for s in side[1:]:
                 s.busy = False
