@@ -707,24 +707,6 @@ def test_a_client_is_announced_flagged_never_gossiped_or_probed_and_forgotten_wh
     assert C in out.disconnect
 
 
-def test_a_clients_word_on_other_members_is_not_taken() -> None:
-    """A client is linked with every server: the refutation a member cut off from this one
-    sends it would reach this one through the client, and the partition would never be
-    found (the fault campaign's partitions: a cut-off node stayed alive in some views for
-    seconds while its links were dead). Only a client's news of itself counts."""
-    core, target = suspected()
-    client = "client@127.0.0.1:9"
-    core.link_up(client, 1, 1.5, client=True)
-    core.take()
-    for msg in (Ping(7, [alive(target, refutation=1)]), MemberSync([alive(target, refutation=1)], False)):
-        core.receive(client, msg, 2.0)
-    m = core.member(target)
-    assert m is not None
-    assert (m.status, m.refutation) == (SUSPECT, 0)
-    core.receive(client, Ping(8, [Rumor(client, 1, 0, LEFT)]), 2.1)  # its own news: it left
-    assert core.member(client) is None
-
-
 def test_a_statistics_row_as_plain_data_keeps_the_names_earlier_versions_use() -> None:
     # Node.statistics_of sends it as a dict keyed by field name, to nodes of any version.
     core = linked(A)

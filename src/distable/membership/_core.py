@@ -401,12 +401,6 @@ class MembershipCore:
         """A membership message arrived from ``sender`` over its link."""
         if self.left:
             return
-        sender_m = self.members.get(sender)
-        if sender_m is not None and sender_m.client:
-            # A client's word on the others is not taken, only its news of itself: linked
-            # with every server, it would carry the refutations of a member cut off from
-            # this one across the cut, and the partition would never be found.
-            msg = msgspec.structs.replace(msg, rumors=[r for r in msg.rumors if r.name == sender])
         if isinstance(msg, Ping):
             self._apply_all(msg.rumors, now)
             self._out.send.append((sender, Ack(msg.seq, self._piggyback())))
