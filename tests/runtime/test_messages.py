@@ -7,6 +7,7 @@ import random
 from typing import Any
 
 from distable import Caller, Node, Process, call, cast, send
+from distable.runtime._process import CALL
 from distable.testing import eventually
 
 from ._support import COOKIE, NODE_NAME, Recorder, proc_of
@@ -152,3 +153,24 @@ async def test_a_flooded_process_does_not_starve_another_process() -> None:
         busy_after = [m for tag, m in shared[position:] if tag == "busy"]
         assert busy_after, f"'other' ran only after the whole flood (position {position})"
         assert [m for tag, m in shared if tag == "busy"] == list(range(flood))
+
+
+async def test_what_a_gate_held_for_a_process_retired_meanwhile_goes_to_its_successor() -> None:
+    """A handed-in process's gate holds a peer's direct messages; if the process is retired
+    before the gate opens (a conflict's loser: its state went to the winner), the call the
+    gate held is answered by the successor, not by the retired copy."""
+    async with Node(NODE_NAME, cookie=COOKIE) as node:
+        runtime = node.runtime
+        log_old: list[Any] = []
+        log_new: list[Any] = []
+        old = await Recorder.start(log_old)
+        new = await Recorder.start(log_new)
+        proc = proc_of(old)
+        gate = runtime.gate(proc, {"peer@127.0.0.1:1"})
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        gate.admit("peer@127.0.0.1:1", (CALL, ("echo", "held"), Caller(runtime, None, fut)))
+        runtime.retire(proc, new, 30.0)
+        gate.release_all()
+        assert await asyncio.wait_for(fut, 5.0) == "held"
+        assert log_old == []
+        assert log_new == [("call", ("echo", "held"))]

@@ -652,10 +652,21 @@ class Gate:
             self.proc._enqueue(entry)
 
     def release(self, node: str) -> None:
-        """``node``'s old route is flushed: deliver what it sent directly, in order."""
+        """``node``'s old route is flushed: deliver what it sent directly, in order. To a
+        process that is no longer its pid's (it was retired: handed off again, or a
+        conflict's loser, whose state went to the winner; or it exited), what the gate
+        held goes where its pid now leads, as anything sent to it later would: handled by
+        the retired copy, a call was acknowledged and lost with it (the fault campaign's
+        partitions, where a copy just handed in often loses a conflict at the heal)."""
         self.waiting.discard(node)
+        proc = self.proc
+        runtime = proc._runtime
+        live = proc.alive and runtime._procs.get(proc._pid.id) is proc
         for entry in self.held.pop(node, ()):
-            self.proc._enqueue(entry)
+            if live:
+                proc._enqueue(entry)
+            else:
+                runtime._redirect(proc._pid, entry)
         if not self.waiting:
             if self.proc._gate is self:
                 self.proc._gate = None
