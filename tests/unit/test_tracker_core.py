@@ -302,6 +302,30 @@ def test_a_greeting_that_came_before_its_sender_was_up_here_places_it_once_it_is
     assert list(b.placement.nodes) == list(a.placement.nodes) == ["a", "b"]
 
 
+def test_a_request_for_a_digest_lost_with_a_replaced_link_is_made_again_when_the_peer_greets() -> None:
+    """b brought a up and asked for its digest on a link that was already dead (a healed
+    partition: the link was replaced without a NodeDown here). Seconds later a brings b up
+    and greets it: b asks again, instead of waiting for an answer that never comes (it
+    kept a unplaced until its next periodic sync, 10 s later)."""
+    a, b = core("a"), core("b")
+    b.peer_up("a", 1.0)
+    sent(b)  # lost with the link
+    a.peer_up("b", 3.0)
+    for _, msg in sent(a):
+        b.on_hello("a", msg, 3.0)
+    to_a = sent(b)
+    assert [type(m).__name__ for _, m in to_a] == ["RegistryHello", "Digest"]  # asked again, and answered
+    for _, msg in to_a:
+        if isinstance(msg, RegistryHello):
+            a.on_hello("b", msg, 3.0)
+        else:
+            a.on_digest("b", msg, 3.0)
+    for _, msg in sent(a):
+        b.on_digest("a", msg, 3.0)
+    assert b.synced_with("a")
+    assert a.synced_with("b")
+
+
 def test_both_sides_greeting_each_other_exchange_one_digest_each() -> None:
     a, b = core("a"), core("b")
     a.peer_up("b", 0.0)

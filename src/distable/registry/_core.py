@@ -283,6 +283,12 @@ class RegistryStatistics:
     store_restored: int = 0
 
 
+#: Seconds after which a request for a peer's digest still unanswered counts as lost, when
+#: that peer greets this node with a request of its own (see ``on_hello``). Well above a
+#: round trip, so that the two requests of one exchange never both go again.
+REASK_AFTER = 1.0
+
+
 @dataclass(slots=True)
 class _Peer:
     role: str = "unknown"
@@ -292,8 +298,10 @@ class _Peer:
     # differed (``unsynced``) have all come back in SyncReplies.
     synced: bool = False
     unsynced: set[int] = field(default_factory=set)
-    # This node asked the peer for its digest (``wants_digest``) and none has come since.
+    # This node asked the peer for its digest (``wants_digest``) and none has come since;
+    # when it last asked.
     awaiting_digest: bool = False
+    asked: float = 0.0
 
 
 class TrackerCore:
@@ -442,7 +450,7 @@ class TrackerCore:
         while this node, which dropped them, restarts or hands out names it still runs.
         """
         peer = self.peers.setdefault(node, _Peer())
-        peer.awaiting_digest = True
+        peer.awaiting_digest, peer.asked = True, now
         self._out.send.append((node, RegistryHello(self.role, self.leaving, wants_digest=True)))
         early = self._early_hellos.pop(node, None)
         if early is not None:  # its greeting came before it was up here: taken now
@@ -543,10 +551,13 @@ class TrackerCore:
             # (it never saw that peer go down: one of them was paused, or the verdict was
             # one-sided), the peer dropped this node's claims and stopped sending it Deltas:
             # each side sends the other its digest now, not a sync interval later.
-            if not peer.awaiting_digest:
+            # A request of ours made a while ago and still unanswered was lost: sent on a
+            # link that was replaced without a NodeDown here (a healed partition), it kept
+            # the peer unplaced until the next periodic sync. It is made again.
+            if not peer.awaiting_digest or now - peer.asked >= REASK_AFTER:
                 # Our request goes before our digest: when it arrives, the peer is still
                 # awaiting that digest, so it answers with its own and asks nothing back.
-                peer.awaiting_digest = True
+                peer.awaiting_digest, peer.asked = True, now
                 self._out.send.append((node, RegistryHello(self.role, self.leaving, wants_digest=True)))
             self._send_digest(node)
         changed = not peer.hello or peer.role != msg.role or peer.leaving != msg.leaving
