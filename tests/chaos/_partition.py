@@ -28,6 +28,8 @@ import subprocess
 from collections.abc import Iterable
 from pathlib import Path
 
+from tests.netns._topology import pid_alive
+
 SYSFS = Path("/sys/fs/cgroup")  # where nftables resolves a cgroupv2 path from
 _STALE = re.compile(r"^dtchaos-(\d+)-[0-9a-f]+$")
 _TIMEOUT = 15.0
@@ -76,29 +78,19 @@ def _nft(script: str) -> None:
         raise PartitionError(f"nft failed ({result.returncode}): {result.stderr.strip()}\n{script}")
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def delete_stale() -> list[str]:
     """Delete the tables and cgroups of harness processes that are gone; their names."""
     gone: list[str] = []
     listed = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True, timeout=_TIMEOUT)
     for line in listed.stdout.splitlines():
         parts = line.split()
-        if len(parts) == 3 and parts[1] == "inet" and (m := _STALE.match(parts[2])) and not _alive(int(m[1])):
+        if len(parts) == 3 and parts[1] == "inet" and (m := _STALE.match(parts[2])) and not pid_alive(int(m[1])):
             subprocess.run(["nft", "delete", "table", "inet", parts[2]], capture_output=True, timeout=_TIMEOUT)
             gone.append(parts[2])
     root = cgroup2_root()
     if root is not None:
         for group in root.glob("dtchaos-*"):
-            if (m := _STALE.match(group.name)) and not _alive(int(m[1])):
+            if (m := _STALE.match(group.name)) and not pid_alive(int(m[1])):
                 for child in group.iterdir():
                     if child.is_dir():
                         child.rmdir()  # fails (and says so) if a process is still in it

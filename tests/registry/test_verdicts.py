@@ -294,16 +294,25 @@ async def test_a_conflict_loser_whose_state_is_not_confirmed_stays_frozen_and_gi
 # --- 4. an old host that timed out waiting for HandoffAccepted asks before resuming --------------
 
 
-async def _counter_to_be_moved(
-    cluster: Cluster, prefix: str, handoff_timeout: float
+async def _to_be_moved(
+    cluster: Cluster, prefix: str, factory: type[Process], **options: Any
 ) -> tuple[Node, Node, Node, Any, Pid]:
-    """Nodes X and Z running a Counter (count 3) on X, and Y started but not joined yet:
-    once it joins, the name is Y's and X hands it over. Returns (X, Y, Z, name, X's pid)."""
+    """Nodes X and Z running a ``factory`` process (registered with ``options``) on X, and Y
+    started but not joined yet: once it joins, the name is Y's and X hands it over.
+    Returns (X, Y, Z, name, X's pid)."""
     x, z = await cluster.start(2, registry=NO_SYNC)
     y = await cluster.add("late", registry=NO_SYNC, join=False)
     name = owned_by(y.name, [x.name, y.name, z.name], x.name, [x.name, z.name], prefix)
-    old = await z.register(name, apps.Counter, key=name, handoff_timeout=handoff_timeout)
+    old = await z.register(name, factory, key=name, **options)
     assert old.node == x.name
+    return x, y, z, name, old
+
+
+async def _counter_to_be_moved(
+    cluster: Cluster, prefix: str, handoff_timeout: float
+) -> tuple[Node, Node, Node, Any, Pid]:
+    """``_to_be_moved`` with a Counter, count 3."""
+    x, y, z, name, old = await _to_be_moved(cluster, prefix, apps.Counter, handoff_timeout=handoff_timeout)
     for _ in range(3):
         await z.call(name, "incr")
     return x, y, z, name, old
@@ -491,11 +500,7 @@ async def test_a_conflict_state_that_reaches_a_winner_frozen_for_its_handoff_fol
     # winner is frozen in a handoff whose begin_handoff already gave its state. Its
     # resolve_conflict then waited in the mailbox behind the move and ran, after the
     # commit, in the retired copy: the loser's acknowledged ops were lost with it.
-    x, z = await cluster.start(2, registry=NO_SYNC)
-    y = await cluster.add("late", registry=NO_SYNC, join=False)
-    name = owned_by(y.name, [x.name, y.name, z.name], x.name, [x.name, z.name], "frozen-winner")
-    old = await z.register(name, Ledger, key=name, handoff_timeout=5.0)
-    assert old.node == x.name
+    x, y, z, name, old = await _to_be_moved(cluster, "frozen-winner", Ledger, handoff_timeout=5.0)
     await z.call(name, ("op", "W0"))
     with dropping(y, "HandoffAccepted") as lost:
         await cluster.join(y)
@@ -527,11 +532,7 @@ async def test_a_conflict_state_passed_on_to_a_successor_that_is_gone_leaves_the
     # restarted), the state was dropped there, and the loser had retired: the name had no
     # copy left. Now the node that passes a state on answers only when the successor's
     # node does, and a gone successor leaves the loser running.
-    x, z = await cluster.start(2, registry=NO_SYNC)
-    y = await cluster.add("late", registry=NO_SYNC, join=False)
-    name = owned_by(y.name, [x.name, y.name, z.name], x.name, [x.name, z.name], "relayed")
-    old = await z.register(name, Ledger, key=name, restart="temporary")
-    assert old.node == x.name
+    x, y, z, name, old = await _to_be_moved(cluster, "relayed", Ledger, restart="temporary")
     await cluster.join(y)
     new = await eventually(
         lambda: (p := z.whereis(name)) is not None and p.node == y.name and p, message=lambda: copies_of(cluster, name)

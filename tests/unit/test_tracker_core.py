@@ -78,6 +78,21 @@ def sent(me: TrackerCore) -> list[tuple[str, Any]]:
     return me.take().send
 
 
+def answered(a: TrackerCore, b: TrackerCore, to_a: list[tuple[str, Any]], now: float) -> list[tuple[str, Any]]:
+    """Give ``a`` the hello and digest ``b`` sent it, and ``b`` the digests ``a`` answers
+    with; what ``a`` answered."""
+    for _, msg in to_a:
+        if isinstance(msg, RegistryHello):
+            a.on_hello(b.node, msg, now)
+        else:
+            a.on_digest(b.node, msg, now)
+    out = sent(a)
+    for _, msg in out:
+        assert isinstance(msg, Digest)
+        b.on_digest(a.node, msg, now)
+    return out
+
+
 def commands(me: TrackerCore, kind: type[C]) -> list[C]:
     """The commands of type ``kind`` in ``me``'s output (taken)."""
     return [c for c in me.take().commands if isinstance(c, kind)]
@@ -289,14 +304,7 @@ def test_a_greeting_that_came_before_its_sender_was_up_here_places_it_once_it_is
     b.peer_up("a", 1.5)
     to_a = sent(b)
     assert [type(m).__name__ for _, m in to_a] == ["RegistryHello", "Digest"]  # the request, and the digest owed
-    for _, msg in to_a:
-        if isinstance(msg, RegistryHello):
-            a.on_hello("b", msg, 1.5)
-        else:
-            a.on_digest("b", msg, 1.5)
-    for _, msg in sent(a):
-        assert isinstance(msg, Digest)  # a asks nothing back
-        b.on_digest("a", msg, 1.5)
+    assert [type(m).__name__ for _, m in answered(a, b, to_a, 1.5)] == ["Digest"]  # a asks nothing back
     assert b.synced_with("a")
     assert a.synced_with("b")
     assert list(b.placement.nodes) == list(a.placement.nodes) == ["a", "b"]
@@ -315,13 +323,7 @@ def test_a_request_for_a_digest_lost_with_a_replaced_link_is_made_again_when_the
         b.on_hello("a", msg, 3.0)
     to_a = sent(b)
     assert [type(m).__name__ for _, m in to_a] == ["RegistryHello", "Digest"]  # asked again, and answered
-    for _, msg in to_a:
-        if isinstance(msg, RegistryHello):
-            a.on_hello("b", msg, 3.0)
-        else:
-            a.on_digest("b", msg, 3.0)
-    for _, msg in sent(a):
-        b.on_digest("a", msg, 3.0)
+    answered(a, b, to_a, 3.0)
     assert b.synced_with("a")
     assert a.synced_with("b")
 
