@@ -5,9 +5,11 @@ Every node of a run starts in a cgroup of its own (``wrap``), and the nftables t
 run tells their packets apart by it (nftables' ``socket cgroupv2``): the ``out`` chain
 marks each packet a node sends with that node's bit; during a cut, the ``in`` chain drops
 each packet for a node's sockets that carries the bit of a node on the other side. TCP
-links and multicast gossip between the two sides are cut, a side's own links are not, and
-processes outside the run (the client node in the harness) reach both sides. So the nodes
-need links over TCP (``--no-unix-sockets``): nftables does not see Unix domain sockets.
+links between the two sides are cut, a side's own links are not, and processes outside
+the run (the client node in the harness) reach both sides. So the nodes need links over
+TCP (``--no-unix-sockets``): nftables does not see Unix domain sockets. A multicast
+heartbeat may still cross (the socket its lookup finds is any one of those bound to the
+group's port): it only makes a node dial the sender, and that dial is cut.
 
 Rules:
     * Nothing but the run's own processes is matched: every rule names one of the run's
