@@ -29,7 +29,8 @@ from distable import (
     Pid,
     ProcessExited,
 )
-from distable.testing import eventually
+from distable.testing import eventually, intercept
+from distable.wire._messages import HandoffRequest
 
 from . import apps
 from .conftest import Cluster, first_owned, host_of, log_records
@@ -404,3 +405,22 @@ async def test_a_process_whose_state_cannot_go_stays_on_its_node_and_the_logs_sa
     )
     assert all(node.whereis(name) == pid for node in cluster.nodes)
     assert cluster.live_copies(name) == [pid]
+
+
+async def test_a_name_a_leaving_node_could_not_hand_off_in_time_is_restarted_by_its_owner(cluster: Cluster) -> None:
+    """Guarantee 5 when the drain times out: the new owner never answers the handoff (the
+    fault campaign: it had just been cut off), the leaving node stops the process with the
+    node, and the owner restarts the name once it sees the node leave, as the drain's
+    warning says. The process's exit at the node's stop removed its claim first, and the
+    name was gone for good."""
+    a, b = await cluster.start(2)
+    name = first_owned(a.name, [a.name, b.name], "undrained")
+    pid = await b.register(name, apps.Counter, key=name, handoff_timeout=0.5)
+    assert pid.node == a.name
+    a._drain_timeout = 1.5  # the node's --drain-timeout, short for the test
+    with intercept(b, HandoffRequest, lambda node, msg, deliver: None):  # never answered
+        await cluster.stop(a)
+    assert not a.registry.drained
+    restarted = await eventually(lambda: (p := b.whereis(name)) is not None and p.node == b.name and p)
+    assert restarted != pid
+    assert await b.call(name, "get") == (0, b.name)  # fresh: the Counter checkpoints nothing

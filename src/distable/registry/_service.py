@@ -591,8 +591,19 @@ class RegistryService:
 
         Its checkpoints stay for a restart after a crash (its latest state goes to its
         standbys first); they are deleted everywhere when the name ends with it. Not while
-        the node stops: its names' owners restart them from the checkpoints."""
+        the node stops: its names' owners restart them from the checkpoints.
+
+        While a leaving node stops (its drain timed out with names still here), the
+        exits the stop makes keep their claims: the peers drop them when they see the node
+        leave, and each name's owner restarts it then, as for a crash (guarantee 5).
+        Removed here, the claims went first, and the names were gone for good (the fault
+        campaign: a handoff to a node just cut off never finished)."""
         if pid.node == self.node:
+            if self.core.leaving and (self._stopped or self.runtime.closing):
+                self._hosting.pop(pid, None)
+                self._store_epochs.pop(pid, None)
+                self._store_spared.discard(pid)
+                return
             now = self.loop.time()
             ended = self.core.local_exit(pid, reason, now)
             if not self._stopped and not self.runtime.closing:
