@@ -29,8 +29,8 @@ async def _short_schedule(tmp_path: Path, checkpoints: bool) -> None:
     if missing is None and checkpoints:
         # Not yet with checkpoints: the campaign found acknowledged ops lost there, not fixed
         # yet (seed 1525232718: a leaving node's process, its checkpoint waiting on a standby
-        # cut off, did not answer begin_handoff in time, and its new owner started the name
-        # afresh instead of from its checkpoints; docs/performance.md, "With partitions").
+        # cut off, did not answer begin_handoff in time, and the name was then started afresh
+        # instead of from its checkpoints; docs/performance.md, "With partitions").
         missing = "not with checkpoints until the loss the campaign found is fixed"
     print("with network partitions" if missing is None else f"no network partitions: {missing}")
     if missing is None:
