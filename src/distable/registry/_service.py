@@ -599,19 +599,16 @@ class RegistryService:
         Removed here, the claims went first, and the names were gone for good (the fault
         campaign: a handoff to a node just cut off never finished)."""
         if pid.node == self.node:
-            if self.core.leaving and (self._stopped or self.runtime.closing):
-                self._hosting.pop(pid, None)
-                self._store_epochs.pop(pid, None)
-                self._store_spared.discard(pid)
-                return
-            now = self.loop.time()
-            ended = self.core.local_exit(pid, reason, now)
-            if not self._stopped and not self.runtime.closing:
-                for name, kept in ended:
-                    if kept:
-                        self.standby.host_exited(name, pid, now)
-                    else:
-                        self._removed(name, pid)
+            stopping = self._stopped or self.runtime.closing
+            if not (stopping and self.core.leaving):
+                now = self.loop.time()
+                ended = self.core.local_exit(pid, reason, now)
+                if not stopping:
+                    for name, kept in ended:
+                        if kept:
+                            self.standby.host_exited(name, pid, now)
+                        else:
+                            self._removed(name, pid)
             self._hosting.pop(pid, None)
             self._store_epochs.pop(pid, None)
             self._store_spared.discard(pid)

@@ -661,7 +661,7 @@ class Gate:
         self.waiting.discard(node)
         proc = self.proc
         runtime = proc._runtime
-        live = proc.alive and runtime._procs.get(proc._pid.id) is proc
+        live = runtime.local(proc._pid) is proc
         for entry in self.held.pop(node, ()):
             if live:
                 proc._enqueue(entry)
