@@ -25,7 +25,7 @@ from pathlib import Path
 
 from distable import run as run_node_loop
 
-from ._partition import delete_stale, missing_requirements
+from ._partition import missing_requirements
 from .harness import Config, Result, run, summary, table
 
 
@@ -94,8 +94,6 @@ def main() -> None:
             print(f"no partitions in this campaign: {missing}", flush=True)
     elif args.partitions and missing is not None:
         parser.error(missing)
-    if args.partitions:
-        delete_stale()
     results = run_node_loop(campaign(args))
     sys.exit(1 if any(r.violations for r in results) else 0)
 

@@ -16,7 +16,8 @@ Rules:
       cgroups, so the table, though in the machine's network namespace, touches no other
       traffic; it only drops packets, it sends none.
     * The table and the cgroups are named ``dtchaos-<pid>-<hex>``: ``close`` deletes both,
-      and ``delete_stale`` those of a harness process that is gone.
+      and each new run first deletes (``delete_stale``) those of a harness process that
+      is gone.
 """
 
 from __future__ import annotations
@@ -108,6 +109,7 @@ class Partitions:
         root = cgroup2_root()
         if root is None:
             raise PartitionError("no cgroup v2 hierarchy under /sys/fs/cgroup")
+        delete_stale()  # of a harness killed before its cleanup
         self.name = f"dtchaos-{os.getpid()}-{secrets.token_hex(4)}"
         self.group = root / self.name
         self.bits: dict[str, int] = {}

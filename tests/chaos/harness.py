@@ -493,7 +493,7 @@ class Run:
         side = [server]
         healthy = [s for s in self.servers if s.healthy]
         if fault.delay > 0.05 and len(healthy) >= 4:  # a second one of five or more; three stay
-            second = healthy[int(fault.pick * len(healthy)) % len(healthy)]
+            second = healthy[int(fault.pick * len(healthy))]
             side.append(second)
             second.busy = True
         try:

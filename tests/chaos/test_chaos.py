@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.chaos._partition import delete_stale, missing_requirements
+from tests.chaos._partition import missing_requirements
 from tests.chaos.harness import Config, run, summary
 
 pytestmark = pytest.mark.cluster
@@ -33,8 +33,6 @@ async def _short_schedule(tmp_path: Path, checkpoints: bool) -> None:
         # instead of from its checkpoints; docs/performance.md, "With partitions").
         missing = "not with checkpoints until the loss the campaign found is fixed"
     print("with network partitions" if missing is None else f"no network partitions: {missing}")
-    if missing is None:
-        delete_stale()  # of a test process killed before its cleanup
     config = Config(seed=seed, run_dir=tmp_path, checkpoints=checkpoints, partitions=missing is None)
     result = await run(config)
     print(summary(result))
