@@ -1,9 +1,11 @@
 """Messages from another node to an idle process are handled as soon as their batch is
-dispatched, in the loop turn they arrived in (``Runtime._run_now``), without a drain task
-when the handler does not suspend: the drain's contract still holds.
+dispatched, in the loop turn they arrived in (``Runtime._run_now``), and so are local
+calls to an idle process, in the caller's turn (``Runtime._call_now``), without a drain
+task when the handler does not suspend: the drain's contract still holds.
 
 Two real nodes over loopback TCP in this one OS process; the tests look at the callee's
-process object directly.
+process object directly. ``via``: the call comes from the other node ("remote") or from
+the callee's own ("local").
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ import pytest
 
 from distable import Caller, CallTimeout, Crash, Node, Pid, Process, ProcessExited
 from distable.node import _node as node_module
+from distable.runtime import _runtime as runtime_module
 from distable.runtime import current_process
+from distable.runtime._process import BATCH
 from distable.testing import eventually
 from distable.wire._messages import Send
 
@@ -115,11 +119,21 @@ async def idle_probe(node: Node, log: list[Any]) -> tuple[Pid, Probe]:
     return pid, proc
 
 
-async def test_a_call_to_an_idle_process_is_answered_without_a_drain() -> None:
+VIA = pytest.mark.parametrize("via", ["remote", "local"])
+
+
+def caller_of(a: Node, b: Node, via: str) -> Node:
+    """The node a test calls b's process from."""
+    return a if via == "remote" else b
+
+
+@VIA
+async def test_a_call_to_an_idle_process_is_answered_without_a_drain(via: str) -> None:
     async with Node("a", cookie=COOKIE) as a, Node("b", cookie=COOKIE) as b:
         log: list[Any] = []
         pid, proc = await idle_probe(b, log)
         await a.connect(b.name)
+        a = caller_of(a, b, via)
         for i in range(3):
             assert await a.call(pid, ("plain", i)) == i
             assert not proc._running
@@ -128,12 +142,14 @@ async def test_a_call_to_an_idle_process_is_answered_without_a_drain() -> None:
         assert log == [("call", ("plain", i)) for i in range(3)]
 
 
+@VIA
 @pytest.mark.parametrize("parked", [False, True], ids=["no drain", "drain parked"])
-async def test_a_handler_run_at_once_that_suspends_keeps_its_task_context_and_process(parked: bool) -> None:
+async def test_a_handler_run_at_once_that_suspends_keeps_its_task_context_and_process(parked: bool, via: str) -> None:
     async with Node("a", cookie=COOKIE) as a, Node("b", cookie=COOKIE) as b:
         log: list[Any] = []
         pid, proc = await idle_probe(b, log)
         await a.connect(b.name)
+        a = caller_of(a, b, via)
         if parked:  # a local message starts a drain, which then lingers, parked
             b.send(pid, ("local",))
             await eventually(lambda: proc._parked is not None, message="the drain never parked")
@@ -143,14 +159,16 @@ async def test_a_handler_run_at_once_that_suspends_keeps_its_task_context_and_pr
         assert MARK.get() == "unset"  # the handler's context was its own
 
 
+@VIA
 @pytest.mark.parametrize("parked", [False, True], ids=["no drain", "drain parked"])
-async def test_timeouts_and_task_groups_of_a_handler_run_at_once_cancel_that_handler(parked: bool) -> None:
+async def test_timeouts_and_task_groups_of_a_handler_run_at_once_cancel_that_handler(parked: bool, via: str) -> None:
     # Both cancel the current task in the next loop turn, when the task that took the
     # handler over has not gone on with it yet: the cancellation must reach the handler.
     async with Node("a", cookie=COOKIE) as a, Node("b", cookie=COOKIE) as b:
         log: list[Any] = []
         pid, proc = await idle_probe(b, log)
         await a.connect(b.name)
+        a = caller_of(a, b, via)
         for message, answer in ((("timeout", 0), "timed out"), (("group fails", 0), "group failed")):
             if parked:
                 b.send(pid, ("local",))
@@ -159,12 +177,14 @@ async def test_timeouts_and_task_groups_of_a_handler_run_at_once_cancel_that_han
         assert b.runtime.local(pid) is proc
 
 
+@VIA
 @pytest.mark.parametrize("parked", [False, True], ids=["no drain", "drain parked"])
-async def test_a_handler_run_at_once_that_cancels_its_own_task_kills_its_process(parked: bool) -> None:
+async def test_a_handler_run_at_once_that_cancels_its_own_task_kills_its_process(parked: bool, via: str) -> None:
     async with Node("a", cookie=COOKIE) as a, Node("b", cookie=COOKIE) as b:
         log: list[Any] = []
         pid, proc = await idle_probe(b, log)
         await a.connect(b.name)
+        a = caller_of(a, b, via)
         if parked:
             b.send(pid, ("local",))
             await eventually(lambda: proc._parked is not None, message="the drain never parked")
@@ -176,11 +196,13 @@ async def test_a_handler_run_at_once_that_cancels_its_own_task_kills_its_process
         assert log[-1] == ("terminate", "killed")
 
 
-async def test_messages_from_another_node_are_handled_one_at_a_time_in_order() -> None:
+@VIA
+async def test_messages_from_another_node_are_handled_one_at_a_time_in_order(via: str) -> None:
     async with Node("a", cookie=COOKIE) as a, Node("b", cookie=COOKIE) as b:
         log: list[Any] = []
         pid, _ = await idle_probe(b, log)
         await a.connect(b.name)
+        a = caller_of(a, b, via)
         # One loop turn on a: one batch on the link. The first handler suspends, so the
         # rest wait in the mailbox behind it.
         a.send(pid, ("slow", 2))
@@ -198,11 +220,13 @@ async def test_messages_from_another_node_are_handled_one_at_a_time_in_order() -
         ]
 
 
-async def test_a_crash_in_a_handler_run_at_once_fails_the_call_and_terminates_once() -> None:
+@VIA
+async def test_a_crash_in_a_handler_run_at_once_fails_the_call_and_terminates_once(via: str) -> None:
     async with Node("a", cookie=COOKIE) as a, Node("b", cookie=COOKIE) as b:
         log: list[Any] = []
         pid, proc = await idle_probe(b, log)
         await a.connect(b.name)
+        a = caller_of(a, b, via)
         with pytest.raises(ProcessExited) as exited:
             await a.call(pid, ("crash", "boom"))
         crash = exited.value.reason
@@ -216,11 +240,13 @@ async def test_a_crash_in_a_handler_run_at_once_fails_the_call_and_terminates_on
         assert gone.value.reason == "noproc"
 
 
-async def test_a_handler_run_at_once_may_send_to_its_own_process_and_stop_it() -> None:
+@VIA
+async def test_a_handler_run_at_once_may_send_to_its_own_process_and_stop_it(via: str) -> None:
     async with Node("a", cookie=COOKIE) as a, Node("b", cookie=COOKIE) as b:
         log: list[Any] = []
         pid, _ = await idle_probe(b, log)
         await a.connect(b.name)
+        a = caller_of(a, b, via)
         assert await a.call(pid, ("self", 7)) == "sent"
         await eventually(lambda: ("info", "end", ("echoed", 7)) in log, message=lambda: f"{log}")
         a.send(pid, ("after", 1))  # in the same batch as the stop: handled before it
@@ -265,3 +291,49 @@ async def test_without_asyncio_task_hooks_every_message_goes_through_a_drain(mon
             assert await a.call(pid, ("plain", i)) == i
         assert ran_at_once == []
         assert log == [("call", ("plain", i)) for i in range(3)]
+
+
+class Relay(Process):
+    """Calls ``("relay", [pid, ...], x)`` on to the first pid with the rest, and answers
+    what comes back, with the process it ran in; an empty list answers ``x``."""
+
+    async def handle_call(self, message: Any, caller: Caller) -> Any:
+        _, rest, value = message
+        me = current_process() is self
+        if not rest:
+            return [(me, self.pid)], value
+        seen, value = await self.node.call(rest[0], ("relay", rest[1:], value))
+        return [(me, self.pid), *seen], value
+
+
+async def test_a_local_call_to_an_idle_process_is_answered_in_the_callers_turn_and_yields_every_batch() -> None:
+    async with Node("b", cookie=COOKIE) as b:
+        pid, proc = await idle_probe(b, [])
+        turns: list[int] = []
+        loop = asyncio.get_running_loop()
+        loop.call_soon(turns.append, 1)
+        assert await b.call(pid, ("plain", 0)) == 0
+        assert turns == []  # no loop turn: the handler ran at once and replied
+        assert not proc._running
+        assert proc._task is None
+        # A caller calling in a loop still yields to the loop, at least every BATCH calls.
+        for i in range(1, BATCH + 1):
+            assert await b.call(pid, ("plain", i)) == i
+        assert turns == [1]
+
+
+async def test_local_calls_at_once_nest_and_a_deep_chain_goes_through_mailboxes_past_the_bound() -> None:
+    async with Node("b", cookie=COOKIE) as b:
+        pids = [await b.spawn(Relay) for _ in range(4 * runtime_module.NOW_DEPTH)]
+        seen, value = await b.call(pids[0], ("relay", pids[1:], "end"))
+        assert value == "end"
+        assert seen == [(True, pid) for pid in pids]  # each handler ran as its own process
+        assert b.runtime._now_depth == 0
+
+
+async def test_without_asyncio_task_hooks_local_calls_go_through_a_drain(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(runtime_module, "RUN_NOW", False)
+    async with Node("b", cookie=COOKIE) as b:
+        pid, proc = await idle_probe(b, [])
+        assert await b.call(pid, ("plain", 1)) == 1
+        assert proc._running  # its drain answered, and lingers

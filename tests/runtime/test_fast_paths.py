@@ -77,8 +77,11 @@ async def test_stopping_a_process_whose_drain_lingers_runs_terminate_once() -> N
     async with Node(NODE_NAME, cookie=COOKIE) as node:
         pid = await Recorder.start()
         proc = proc_of(pid)
-        assert await node.call(pid, ("echo", "x")) == "x"
+        node.send(pid, "hello")  # a drain runs it, then lingers
+        await eventually(lambda: proc.log == [("info", "hello")])
+        assert await node.call(pid, ("echo", "x")) == "x"  # handled at once, in the lingering drain's task
         assert proc._running
+        assert proc._parked is not None
         assert await node.stop_process(pid, "bye") == "bye"
         assert proc.terminated == ["bye"]
         assert node.runtime.local(pid) is None

@@ -1,10 +1,12 @@
-"""Loop lag: a handler that blocks the loop is named in a warning; run_blocking is not; uvloop."""
+"""Loop lag: a handler that blocks the loop is named in a warning, while it blocks it;
+run_blocking is not; uvloop."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import sys
+import threading
 import time
 from typing import Any
 
@@ -43,6 +45,46 @@ async def test_a_handler_blocking_the_loop_logs_a_warning_naming_the_process(
         assert await node.call(pid, "block") == "block"
         [line] = records(caplog, logging.WARNING, WARNING_TEXT)
         assert repr(pid) in line.getMessage()
+
+
+class Stuck(Process):
+    """call: holds the loop until ``released`` is set (by whoever reads the warning), or
+    30 s; answers whether it was released."""
+
+    async def init(self, released: threading.Event) -> None:
+        self.released = released
+
+    async def handle_call(self, message: Any, caller: Caller) -> Any:
+        return self.released.wait(30)  # the behaviour under test: a handler stuck on the loop's thread
+
+
+class _Releaser(logging.Handler):
+    def __init__(self, released: threading.Event) -> None:
+        super().__init__(logging.WARNING)
+        self.released = released
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if WARNING_TEXT in record.getMessage():
+            self.lines.append(record.getMessage())
+            self.released.set()
+
+
+async def test_a_handler_holding_the_loop_is_reported_while_it_holds_it() -> None:
+    released = threading.Event()
+    releaser = _Releaser(released)
+    logger = logging.getLogger("distable.runtime")
+    logger.addHandler(releaser)
+    try:
+        async with Node(NODE_NAME, cookie=COOKIE, block_warning=BLOCK_WARNING) as node:
+            pid = await node.spawn(Stuck, released)
+            assert await node.call(pid, "hold", timeout=60) is True  # released by the warning, not the 30 s
+    finally:
+        logger.removeHandler(releaser)
+    [line] = releaser.lines
+    assert repr(pid) in line
+    assert "Stuck.handle_call" in line
+    assert "test_loop_lag.py" in line
 
 
 async def test_run_blocking_in_a_handler_does_not_log_the_blocking_warning(

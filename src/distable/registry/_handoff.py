@@ -407,6 +407,18 @@ class HandoffCoordinator:
         answer = await self._freeze(command, proc)
         if answer is None:
             return
+        mine = self.core.claims[self.node].get(name)
+        if mine is None or mine.pid != command.pid:
+            # Its claim went while begin_handoff waited in its mailbox: it lost a conflict
+            # (retired and told to die: its mailbox went to the winner, this was left in it)
+            # or was unregistered. Moved now, its copy would claim the name again on the new
+            # owner. Nothing moves; it goes on here (to die, if told to).
+            self.core.handoff_failed(name, False)
+            self._handover_ended(name, command.pid, False)
+            if proc.alive:
+                self.runtime.unfreeze(proc)
+            self._publish(HandoffAborted(name, command.pid, "no longer registered here"))
+            return
         self._hid += 1
         out = Outgoing(self._hid, name, proc, target, self.loop.create_future(), finished=self.loop.create_future())
         self.outgoing[out.hid] = out

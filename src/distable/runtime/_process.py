@@ -383,24 +383,18 @@ class Process:
             parked, self._parked = self._parked, None
             parked.set_result(None)
 
-    async def _drain(self) -> None:
-        # Only the time between the drain's suspensions holds the loop; awaiting (a call,
-        # run_blocking) does not, so each step is timed rather than the whole drain.
-        await _StepTimer(self._drain_steps(), self)
-
     async def _end(self) -> None:
         """The drain of a process whose handler, run at once by ``Runtime._run_now``, stopped
-        or crashed it: it only terminates (in the process, timed, as at a drain's end)."""
-        await _StepTimer(self._end_steps(), self)
-
-    async def _end_steps(self) -> None:
+        or crashed it: it only terminates (in the process, as at a drain's end)."""
         CURRENT_PROCESS.set(self)
         CURRENT_RUNTIME.set(self._runtime)
         self._running = False
         self._task = None
         await self._runtime._terminate(self, self._stop_reason)
 
-    async def _drain_steps(self) -> None:
+    async def _drain(self) -> None:
+        # (A handler that holds the loop too long is reported by the block detector,
+        # runtime/_watchdog.py, while it holds it.)
         CURRENT_PROCESS.set(self)
         runtime = self._runtime
         CURRENT_RUNTIME.set(runtime)
@@ -577,45 +571,6 @@ class Unfinished:
 #: What a drain takes over from ``Runtime._run_now`` (an ``ADOPTED`` mailbox entry, first in
 #: line): (kind, caller or None, the handler).
 Adopted = tuple[int, Any, Unfinished]
-
-
-class _StepTimer:
-    """Awaits a process's drain coroutine step by step, timing each step.
-
-    A step runs from one resumption of the coroutine to its next suspension: exactly the
-    time it holds the event loop. A step past ``block_warning`` is reported. Values and
-    exceptions (cancellation) pass through unchanged, as with ``yield from``.
-    """
-
-    __slots__ = ("_coro", "_proc")
-
-    def __init__(self, coro: Coroutine[Any, Any, None], proc: Process) -> None:
-        self._coro = coro
-        self._proc = proc
-
-    def __await__(self) -> Generator[Any, Any, None]:
-        coro, proc = self._coro, self._proc
-        runtime = proc._runtime
-        clock = runtime.loop.time
-        value: Any = None
-        error: BaseException | None = None
-        while True:
-            started = clock()
-            try:
-                yielded = coro.send(value) if error is None else coro.throw(error)
-            except StopIteration:
-                return
-            finally:
-                elapsed = clock() - started
-                if elapsed > runtime.block_warning:
-                    runtime._report_block(proc, elapsed)
-            try:
-                value, error = (yield yielded), None
-            except GeneratorExit:
-                coro.close()
-                raise
-            except BaseException as exc:  # cancellation goes into the drain
-                value, error = None, exc
 
 
 class Gate:

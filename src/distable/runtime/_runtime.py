@@ -68,6 +68,7 @@ from ._process import (
     Process,
     Unfinished,
 )
+from ._watchdog import Watchdog
 
 log = logging.getLogger("distable.runtime")
 _NO_INIT = Process.init  # the init a class has when it defines none: nothing to run
@@ -150,6 +151,10 @@ TIMEOUT_SLOTS = 100
 LINGER = 0.5
 PARK_LIMIT = 4096
 
+#: How many local calls handled at once (``Runtime._call_now``) may run inside one another
+#: (a calls b, whose handler calls c...): each is a few frames on the caller's stack.
+NOW_DEPTH = 8
+
 
 #: asyncio's own bookkeeping of the current task (no public API before 3.12's eager tasks),
 #: so that a handler ``Runtime._run_now`` runs from a link's dispatcher sees the task
@@ -168,6 +173,7 @@ _leave_task: Callable[[asyncio.AbstractEventLoop, asyncio.Task[Any]], None] = ge
 #: once: the dispatcher never sets ``Runtime.dispatching``, and every message goes through
 #: a drain, as before.
 RUN_NOW = _missing not in (_enter_task, _leave_task)
+_current_task = asyncio.current_task
 
 _DONE: Any = object()  # what a handler run at once yielded: nothing, it returned
 
@@ -296,6 +302,10 @@ class Runtime:
         self._remote_messages = 0
         self._dropped = 0
         self._calls = 0
+        #: Local calls to idle processes left to handle at once before one goes through
+        #: the mailbox (``_call_now``); 0 where asyncio has no _enter_task (``RUN_NOW``)
+        self._now_budget = BATCH if RUN_NOW else 0
+        self._now_depth = 0  # calls handled at once inside one another, now
         self._crashes = 0
         self._undecodable_received = 0
         self._undecodable_sent = 0
@@ -466,7 +476,7 @@ class Runtime:
             return
         self._stepping = host
         adopted: Adopted | None = None
-        clock, copy, block_warning = loop.time, self._context.copy, self.block_warning
+        copy = self._context.copy
         count = 0
         try:
             # The head of the mailbox is what the batch brought (infos, casts, calls), unless
@@ -480,7 +490,6 @@ class Runtime:
                     coro = proc.handle_cast(a) if kind == CAST else proc.handle_info(a)
                 context = copy()
                 context.run(CURRENT_PROCESS.set, proc)
-                started = clock()
                 try:
                     try:
                         yielded = context.run(coro.send, None)
@@ -499,9 +508,6 @@ class Runtime:
                 except Exception as exc:  # a crash stays inside its process (as in the drain)
                     yielded = _DONE
                     self._crashed_now(proc, caller if kind == CALL else None, exc)
-                elapsed = clock() - started
-                if elapsed > block_warning:
-                    self._report_block(proc, elapsed)
                 if yielded is not _DONE:  # it suspended: the host task goes on with it
                     adopted = (kind, caller if kind == CALL else None, Unfinished(coro, yielded, context))
                     break
@@ -541,6 +547,35 @@ class Runtime:
             proc._running = False  # unfreeze starts a drain
         else:
             self._start_drain(proc)  # what was not handled here
+
+    def _call_now(self, proc: Process, entry: tuple[int, Any, Any]) -> None:
+        """A local call's ``entry`` for idle ``proc``, handled at once (``_run_now``) from
+        the calling task, which stands aside meanwhile (the callee's host task is current
+        while its handler runs). From ``call``, at most ``BATCH`` in a row: then a call
+        goes through the mailbox and the caller yields to the loop, so that a process
+        calling in a loop does not hold it."""
+        mb = proc._mailbox
+        if mb is None:
+            mb = proc._mailbox = deque()
+        mb.append(entry)
+        parked, proc._parked = proc._parked, None
+        proc._running = True
+        loop = self.loop
+        # Not from a task (cannot be, from a coroutine): _run_now leaves it to a drain. The
+        # caller run at once itself (``_stepping``): _run_now swaps it out.
+        task = _current_task(loop) if self._stepping is None else None
+        self._now_depth += 1
+        try:
+            if task is None:
+                self._run_now(proc, parked)
+                return
+            _leave_task(loop, task)
+            try:
+                self._run_now(proc, parked)
+            finally:
+                _enter_task(loop, task)
+        finally:
+            self._now_depth -= 1
 
     def _cancelled_now(self, proc: Process, spare: Spare | None, adopted: Adopted | None) -> None:
         """A handler ``_run_now`` ran cancelled the task it ran in (its ``current_task()``):
@@ -770,7 +805,31 @@ class Runtime:
             raise RuntimeError(f"{dest!r} called itself; that would deadlock")
         self._calls += 1
         fut = self.loop.create_future()
-        self._deliver(self.node_name, dest, (CALL, message, Caller(self, sender, fut)))
+        entry = (CALL, message, Caller(self, sender, fut))
+        proc = self._procs.get(dest.id)
+        if (
+            self._now_budget
+            and self._now_depth < NOW_DEPTH
+            and proc is not None
+            and (proc._parked is not None or not proc._running)
+            and not proc._mailbox
+            and proc._gate is None
+            and not proc._frozen
+            and proc._blocked is None
+            and proc.alive
+            and dest.incarnation == self.incarnation
+            and not self.dispatching
+            and not self.closing
+        ):
+            # The callee is idle: its handler runs at once, in this turn, as a message from
+            # a link does (``_call_now``); one that returns without suspending has replied.
+            self._now_budget -= 1
+            self._call_now(proc, entry)
+            if fut.done():
+                return fut.result()
+        else:
+            self._now_budget = BATCH  # this call yields to the loop (or the callee is busy)
+            self._deliver(self.node_name, dest, entry)
         if timeout is None:
             return await fut
         waiting = self._arm_deadline(fut, dest, timeout)
@@ -1252,28 +1311,37 @@ class Runtime:
 
     # --- health -----------------------------------------------------------------
 
-    def _report_block(self, proc: Process, elapsed: float) -> None:
-        self._ratelog.warning(
-            ("block", type(proc)),
-            "process %r blocked the event loop for %.3f s; handlers must not block "
-            "(use distable.run_blocking for blocking work)",
-            proc,
-            elapsed,
-        )
+    def watch_loop_lag(self, interval: float = 0.25) -> Coroutine[Any, Any, None]:
+        """Start the block detector (``_watchdog``: a thread that reports the loop held
+        past ``block_warning`` while it is held, naming the handler that holds it), now,
+        and return the coroutine that beats for it and measures event-loop lag, forever
+        (until cancelled; then the detector stops too).
 
-    async def watch_loop_lag(self, interval: float = 0.25) -> None:
-        """Measure event-loop lag forever (until cancelled); log stalls past ``block_warning``."""
+        Beats ``interval`` apart, or a quarter of ``block_warning`` if less."""
+        watchdog = Watchdog(self, min(interval, self.block_warning / 4))
+        watchdog.start()  # before the first beat: a hold from now on is seen
+        return self._beat(watchdog)
+
+    async def _beat(self, watchdog: Watchdog) -> None:
         # time.monotonic, not loop.time(): uvloop's clock counts whole milliseconds, which
         # made every lag a multiple of 1 ms.
-        clock = time.monotonic
-        while True:
-            start = clock()
-            await asyncio.sleep(interval)
-            lag = max(0.0, clock() - start - interval)
-            self.last_loop_lag = lag
-            self.max_loop_lag = max(self.max_loop_lag, lag)
-            if lag > self.block_warning:
-                self._ratelog.warning("lag", "event loop stalled for %.3f s", lag)
+        clock, tick = time.monotonic, watchdog.tick
+        start = watchdog.due - tick
+        try:
+            while True:
+                await asyncio.sleep(max(0.0, start + tick - clock()))
+                lag = max(0.0, clock() - start - tick)
+                self.last_loop_lag = lag
+                self.max_loop_lag = max(self.max_loop_lag, lag)
+                if lag > self.block_warning:
+                    if watchdog.reported == start + tick:  # reported while held: now its length
+                        self._ratelog.info("held", "event loop free again after %.3f s", lag)
+                    else:  # over before the detector looked (it looks every tick)
+                        self._ratelog.warning("lag", "event loop stalled for %.3f s", lag)
+                start = clock()
+                watchdog.beat(start + tick)
+        finally:
+            watchdog.stop()
 
     def statistics(self) -> RuntimeStatistics:
         return RuntimeStatistics(
