@@ -69,7 +69,9 @@ class Watchdog:
         while not self._stopped.wait(self.tick):
             due = self.due
             held = time.monotonic() - due
-            if held <= 0:
+            if held <= self.runtime.block_warning - 1.5 * self.tick:
+                # Not held, or not long enough for a report at the next look (which wants
+                # the handler of this one): nothing to look at.
                 last = None  # (no frame kept past its hold)
                 continue
             frame = sys._current_frames().get(self._loop_thread)
