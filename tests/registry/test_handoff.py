@@ -407,6 +407,32 @@ async def test_a_process_whose_state_cannot_go_stays_on_its_node_and_the_logs_sa
     assert cluster.live_copies(name) == [pid]
 
 
+async def test_a_call_waiting_behind_a_handoff_given_up_after_the_drain_timed_out_fails_instead_of_being_lost(
+    cluster: Cluster,
+) -> None:
+    """The drain times out while the handoff waits for a new owner that never answers
+    (the fault campaign: cut off, then paused); a call queued behind it meanwhile. When
+    the handoff is given up, after the drain's end, the copy stops instead of resuming:
+    the call fails. It used to be answered, and its write lost with the state moments
+    later. The owner still restarts the name once the node has left."""
+    a, b = await cluster.start(2)
+    name = first_owned(a.name, [a.name, b.name], "abandoned")
+    pid = await b.register(name, apps.Counter, key=name, handoff_timeout=3.0)
+    assert pid.node == a.name
+    a._drain_timeout = 1.0  # the node's --drain-timeout, shorter than the handoff's wait
+    asked = asyncio.Event()
+    with intercept(b, HandoffRequest, lambda node, msg, deliver: asked.set()):  # never answered
+        stopping = asyncio.ensure_future(cluster.stop(a))
+        await asyncio.wait_for(asked.wait(), 10)  # the copy is frozen for its handoff
+        waiting = asyncio.ensure_future(b.call(pid, "incr", timeout=20))
+        await stopping
+    assert not a.registry.drained
+    with pytest.raises(ProcessExited):
+        await waiting
+    restarted = await eventually(lambda: (p := b.whereis(name)) is not None and p.node == b.name and p)
+    assert restarted != pid
+
+
 async def test_a_name_a_leaving_node_could_not_hand_off_in_time_is_restarted_by_its_owner(cluster: Cluster) -> None:
     """Guarantee 5 when the drain times out: the new owner never answers the handoff (the
     fault campaign: it had just been cut off), the leaving node stops the process with the

@@ -81,7 +81,7 @@ from .._log import RateLimitedLog
 from .._timer import Expiry
 from ..runtime import HandoffAnswer, Ignore, Process, Restart, Resume, Runtime
 from ..transport import Transport
-from ..wire import Pid, to_wire
+from ..wire import SHUTDOWN, Pid, to_wire
 from ..wire._messages import (
     CheckpointHandover,
     Flushed,
@@ -309,6 +309,9 @@ class HandoffCoordinator:
         self._ratelog = RateLimitedLog(log, f"{self.node}: ")
         self.outgoing: dict[int, Outgoing] = {}
         self.incoming: dict[tuple[str, int], Incoming] = {}
+        #: A leaving node's drain timed out: a process whose handoff fails stops rather than
+        #: resumes (``RegistryService._abandon``)
+        self.abandoned = False
         self._committed_in: dict[tuple[str, int], Pid] = {}  # (old host, hid) -> new pid
         # Forgets committed handoffs ``forward_ttl`` after: ``outgoing`` (its relays) and
         # ``_committed_in`` (its answer to a late cancel); one timer for a whole wave.
@@ -596,6 +599,8 @@ class HandoffCoordinator:
         self._handover_ended(name, proc.pid, False)
         self._retry_later()
         if proc.alive:
+            if self.abandoned:  # a leaving node's drain is over: it stops, not resumes
+                self.runtime.stop_first(proc, SHUTDOWN)
             self.runtime.unfreeze(proc)
         self._ratelog.warning(("handoff", reason[:40]), "handoff of %r aborted: %s", name, reason)
         self._publish(HandoffAborted(name, proc.pid, reason))

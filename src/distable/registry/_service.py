@@ -57,7 +57,7 @@ from ..runtime import NOREPLY, Caller, Process, Resume, Runtime
 from ..store._api import Remembered
 from ..store._durable import DurableStore
 from ..transport import Transport
-from ..wire import NOPROC, Pid, decode_value, encode_value, to_wire
+from ..wire import NOPROC, SHUTDOWN, Pid, decode_value, encode_value, to_wire
 from ..wire._messages import (
     REGISTRY_ERROR,
     REGISTRY_EXISTS,
@@ -70,6 +70,7 @@ from ..wire._messages import (
     CheckpointHandover,
     CheckpointHave,
     CheckpointPut,
+    Claim,
     ConflictState,
     ConflictStateTaken,
     Delta,
@@ -272,6 +273,7 @@ class RegistryService:
         self._serving = 0
         self._timer = Timer(self.loop, self._on_timer)
         self._stopped = False
+        self.abandoned = False  # the drain timed out: the names still here stop (``_abandon``)
         # A node's death or a join makes thousands of restarts or handoffs at once: _command
         # puts them on these lanes, whose tasks run a bounded number at a time, so no loop
         # turn starts them all (a turn that long would stall heartbeats and make peers
@@ -599,7 +601,7 @@ class RegistryService:
         Removed here, the claims went first, and the names were gone for good (the fault
         campaign: a handoff to a node just cut off never finished)."""
         if pid.node == self.node:
-            stopping = self._stopped or self.runtime.closing
+            stopping = self._stopped or self.runtime.closing or self.abandoned
             if not (stopping and self.core.leaving):
                 now = self.loop.time()
                 ended = self.core.local_exit(pid, reason, now)
@@ -1982,15 +1984,16 @@ class RegistryService:
                 self._lost_at_leave,
             )
         if not self.drained:
-            left = [c.key for c in self.core.local_names()]
+            left = self.core.local_names()
             log.warning(
-                "%s: drain timed out after %.1f s with %d name(s) still here (%s): they stop with the "
-                "node, and their owners restart them fresh, without their state",
+                "%s: drain timed out after %.1f s with %d name(s) still here (%s): they stop now, and "
+                "their owners restart them fresh, without their state",
                 self.node,
                 timeout,
                 len(left),
-                ", ".join(repr(n) for n in left[:5]) + (", ..." if len(left) > 5 else ""),
+                ", ".join(repr(c.key) for c in left[:5]) + (", ..." if len(left) > 5 else ""),
             )
+            self._abandon(left)
         # Let the others' flush markers reach us so we can relay them (bounded). The new
         # owner's own marker too: its processes may have sent to the old pid, and what they
         # sent is ahead of that marker on its link to us (forwarded when it arrives).
@@ -2000,6 +2003,23 @@ class RegistryService:
             min(deadline, self.loop.time() + 1.0),
         )
         return self.drained
+
+    def _abandon(self, claims: Sequence[Claim]) -> None:
+        """The drain timed out: the processes of ``claims`` stop now, before what they have
+        queued, whose callers get ``ProcessExited("shutdown")``. Served meanwhile, each
+        call would be acknowledged and then lost with the state (the fault campaign: calls
+        queued behind a handoff to a node cut off, acknowledged when it was given up,
+        after the drain's end). One in a handoff still stops when the handoff is given up
+        (``HandoffService.abandoned``); committed, it moved. Their exits keep their claims
+        (``_on_exit``): the owners restart the names when this node has left.
+
+        From ``drain``; never awaits."""
+        self.abandoned = True
+        self.handoff.abandoned = True
+        for claim in claims:
+            proc = self.runtime.local(claim.pid)
+            if proc is not None and not proc._frozen:
+                self.runtime.stop_first(proc, SHUTDOWN)
 
     async def _wait_until(self, condition: Callable[[], bool], deadline: float) -> None:
         """Wait for ``condition``, re-checked whenever handoff progress wakes ``_idle``.

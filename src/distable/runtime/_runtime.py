@@ -708,6 +708,17 @@ class Runtime:
             log.error("%s: terminate() of %r raised", self.node_name, proc, exc_info=exc)
         self._cleanup(proc, reason)
 
+    def stop_first(self, proc: Process, reason: Any) -> None:
+        """Stop ``proc`` before anything it has queued (after its current handler): the
+        calls waiting in its mailbox fail with ``ProcessExited(reason)`` instead of being
+        handled. A frozen process stops once unfrozen."""
+        if not proc.alive:
+            return
+        proc._enqueue((STOP, reason, None))  # appended (and the drain started if idle)...
+        mb = proc._mailbox
+        assert mb is not None
+        mb.appendleft(mb.pop())  # ...then moved to the front
+
     def _cleanup(self, proc: Process, reason: Any) -> None:
         pid = proc.pid
         if self._procs.get(pid.id) is proc:
