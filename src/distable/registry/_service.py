@@ -273,7 +273,6 @@ class RegistryService:
         self._serving = 0
         self._timer = Timer(self.loop, self._on_timer)
         self._stopped = False
-        self.abandoned = False  # the drain timed out: the names still here stop (``_abandon``)
         # A node's death or a join makes thousands of restarts or handoffs at once: _command
         # puts them on these lanes, whose tasks run a bounded number at a time, so no loop
         # turn starts them all (a turn that long would stall heartbeats and make peers
@@ -601,7 +600,7 @@ class RegistryService:
         Removed here, the claims went first, and the names were gone for good (the fault
         campaign: a handoff to a node just cut off never finished)."""
         if pid.node == self.node:
-            stopping = self._stopped or self.runtime.closing or self.abandoned
+            stopping = self._stopped or self.runtime.closing or self.handoff.abandoned
             if not (stopping and self.core.leaving):
                 now = self.loop.time()
                 ended = self.core.local_exit(pid, reason, now)
@@ -2010,11 +2009,11 @@ class RegistryService:
         call would be acknowledged and then lost with the state (the fault campaign: calls
         queued behind a handoff to a node cut off, acknowledged when it was given up,
         after the drain's end). One in a handoff still stops when the handoff is given up
-        (``HandoffService.abandoned``); committed, it moved. Their exits keep their claims
-        (``_on_exit``): the owners restart the names when this node has left.
+        (``HandoffCoordinator.abandoned``); committed, it moved. Their exits keep their
+        claims (``_on_exit`` reads the same flag): the owners restart the names when this
+        node has left.
 
         From ``drain``; never awaits."""
-        self.abandoned = True
         self.handoff.abandoned = True
         for claim in claims:
             proc = self.runtime.local(claim.pid)

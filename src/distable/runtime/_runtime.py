@@ -177,6 +177,15 @@ _current_task = asyncio.current_task
 
 _DONE: Any = object()  # what a handler run at once yielded: nothing, it returned
 
+
+def _to_front(proc: Process) -> None:
+    """Move the entry just enqueued for ``proc`` (appended, its drain started if it was
+    idle) to the front of its mailbox."""
+    mb = proc._mailbox
+    assert mb is not None
+    mb.appendleft(mb.pop())
+
+
 #: Work a spare task goes on with: (None, work started at once), or (a process, the handler
 #: its drain goes on with first: an ``ADOPTED`` entry at the head of its mailbox).
 Job = tuple[Process | None, Unfinished]
@@ -712,12 +721,9 @@ class Runtime:
         """Stop ``proc`` before anything it has queued (after its current handler): the
         calls waiting in its mailbox fail with ``ProcessExited(reason)`` instead of being
         handled. A frozen process stops once unfrozen."""
-        if not proc.alive:
-            return
-        proc._enqueue((STOP, reason, None))  # appended (and the drain started if idle)...
-        mb = proc._mailbox
-        assert mb is not None
-        mb.appendleft(mb.pop())  # ...then moved to the front
+        if proc.alive:
+            proc._enqueue((STOP, reason, None))
+            _to_front(proc)
 
     def _cleanup(self, proc: Process, reason: Any) -> None:
         pid = proc.pid
@@ -1117,10 +1123,8 @@ class Runtime:
 
     def run_first(self, proc: Process, op: Callable[[Process], Coroutine[Any, Any, T]]) -> asyncio.Future[T]:
         """``run_in``, but ahead of everything already in the mailbox."""
-        fut = self.run_in(proc, op)  # appended (and the drain started if idle)...
-        mb = proc._mailbox
-        assert mb is not None
-        mb.appendleft(mb.pop())  # ...then moved to the front
+        fut = self.run_in(proc, op)
+        _to_front(proc)
         return fut
 
     def freeze(self, proc: Process) -> None:
