@@ -24,6 +24,8 @@ from typing import Any
 from ..membership import NodeDown, NodeUp
 from ..wire import Pid
 
+_now = time.time
+
 
 def render_event(event: Any) -> dict[str, Any]:
     """An event as plain data: ``{"type": "HandoffCompleted", "name": "...", ...}``.
@@ -66,7 +68,7 @@ class EventJournal:
     def record(self, event: Any) -> None:
         self.seq += 1
         entries = self._noisy if type(event).__name__ in NOISY_EVENTS else self._entries
-        entries.append((self.seq, time.time(), event))
+        entries.append((self.seq, _now(), event))
 
     def since(self, seq: int, limit: int = 500) -> list[dict[str, Any]]:
         """The events numbered above ``seq``, oldest first, at most ``limit`` (the newest)."""
@@ -127,8 +129,10 @@ class EventBus:
         return stream
 
     def publish(self, event: Any) -> None:
-        if isinstance(event, NodeUp | NodeDown) and event.client:
+        kind = type(event)
+        if (kind is NodeUp or kind is NodeDown) and event.client:
             return  # a client node (a tool) is not a member: its comings and goings are no event
         self.journal.record(event)
-        for stream in self.streams:
-            stream._put(event)
+        if self.streams:
+            for stream in self.streams:
+                stream._put(event)

@@ -969,7 +969,7 @@ class TrackerCore:
             if current is None or (current is old and claim.key not in self._contested_names):
                 # No claimant before this one (a name has a winner whenever it has a claim),
                 # or only the claim this one replaced: it is the only claimant, no search.
-                self._pick_winner(claim.key, [claim])
+                self._win_alone(claim.key, claim)
             else:
                 self._pick_winner(claim.key)
             moved = claim.moved_from
@@ -1086,20 +1086,15 @@ class TrackerCore:
     def _contested(self, name: Any) -> bool:
         return sum(1 for table in self.claims.values() if name in table) > 1
 
-    def _pick_winner(self, name: Any, cands: list[Claim] | None = None) -> None:
-        """Pick ``name``'s winner among its claimants (``cands``, when the caller knows them)."""
-        if cands is None:
-            cands = self.claimants(name)
-        was_contested = name in self._contested_names
-        if len(cands) > 1:
-            self._contested_names.add(name)
-        else:
-            self._contested_names.discard(name)
+    def _pick_winner(self, name: Any) -> None:
+        """Pick ``name``'s winner among its claimants."""
+        cands = self.claimants(name)
+        if len(cands) == 1:
+            self._win_alone(name, cands[0])
+            return
         winner: Claim | None
-        if cands:
-            self._successors.pop(name, None)
-            self._handed.pop(name, None)
         if not cands:
+            self._contested_names.discard(name)
             successor = self._successors.get(name)
             if successor is not None:
                 # Handed off: its new claim is on its way from the new owner. Resolve to the
@@ -1110,9 +1105,10 @@ class TrackerCore:
                     self._out.events.append(NameRegistered(name, successor))
                 return
             winner = None
-        elif len(cands) == 1:
-            winner = cands[0]
-        else:
+        else:  # several: a conflict
+            self._contested_names.add(name)
+            self._successors.pop(name, None)
+            self._handed.pop(name, None)
             # A handoff's claim supersedes the pid it moved, and every pid that one had moved
             # through (a node that slept through a move in between may still hold one).
             superseded = {c.moved_from for c in cands if c.moved_from is not None}
@@ -1168,7 +1164,24 @@ class TrackerCore:
         if self.pids.get(name) != winner.pid:
             self.pids[name] = winner.pid
             self._out.events.append(NameRegistered(name, winner.pid))
-        if was_contested and len(cands) == 1 and winner.pid.node == self.node:
+
+    def _win_alone(self, name: Any, winner: Claim) -> None:
+        """``_pick_winner`` when ``winner`` is ``name``'s only claimant: the path of every
+        registration on every replica, kept apart so that it does only what that case needs."""
+        contested = self._contested_names
+        was_contested = name in contested
+        if was_contested:
+            contested.discard(name)
+        if self._successors:
+            self._successors.pop(name, None)
+        if self._handed:
+            self._handed.pop(name, None)
+        self.winners[name] = winner
+        pid = winner.pid
+        if self.pids.get(name) != pid:
+            self.pids[name] = pid
+            self._out.events.append(NameRegistered(name, pid))
+        if was_contested and pid.node == self.node:
             self._rebalance_one(winner)  # its move waited for the conflict (see _rebalance_one)
 
     def _claimant_placement_of(self, hosts: tuple[str, ...]) -> Placement:

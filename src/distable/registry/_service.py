@@ -756,7 +756,7 @@ class RegistryService:
 
         The caller's task or a restart lane task; awaits the reply."""
         if owner == self.node:
-            restored = await self._restore(name, lineage, base)
+            restored = None if lineage is None else await self._restore(name, lineage, base)
             return await self._register_here(name, spec, restored)
         return await self._request(owner, RegisterRequest(0, name, spec, lineage, base), timeout)
 
@@ -843,7 +843,8 @@ class RegistryService:
                     return _error(
                         "FactoryError", f"restart must be one of {RESTART_POLICIES}, not {request.spec.restart!r}"
                     )
-                restored = await self._restore(request.name, request.lineage, request.base, node)
+                lineage = request.lineage  # None: a fresh start, nothing to restore
+                restored = None if lineage is None else await self._restore(request.name, lineage, request.base, node)
                 return await self._register_here(request.name, request.spec, restored)
             if isinstance(request, RegisterNameRequest):
                 return self._register_name_here(request.name, request.pid)
