@@ -27,10 +27,13 @@ One run (``run(Config(seed=...))``):
    gated, moving, pending or due to restart. The time from the end of the last fault to
    then is the run's time to quiescence.
 4. Check the data: every acknowledged op is in its counter's surviving state, unless the
-   lineage that acknowledged it was lost with a crashed (SIGKILLed) host; every lineage that
-   acknowledged ops is the surviving one or was absorbed into it, unless a host of that
-   lineage crashed or was paused (a state reset otherwise). Then SIGTERM every node: each
-   must exit 0 (as must every graceful leave during the run).
+   lineage that acknowledged it was lost with a crashed (SIGKILLed) host, or acknowledged
+   before the drain of a leaving host timed out (its log's warning, ``DRAIN_TIMED_OUT``:
+   the names still there stop, and their owners restart them without their state); every
+   lineage that acknowledged ops is the surviving one or was absorbed into it, unless a
+   host of that lineage crashed, was paused or timed out its drain (a state reset
+   otherwise). Then SIGTERM every node: each must exit 0 (as must every graceful leave
+   during the run).
 
 With ``Config(checkpoints=True)`` the counters answer an ``add`` only once it is in an
 acknowledged checkpoint (registered with ``replicas`` standbys; see ``tests.chaos.app``),
@@ -61,6 +64,7 @@ import contextlib
 import json
 import os
 import random
+import re
 import signal
 import statistics
 import sys
@@ -95,6 +99,15 @@ PARTITION = "partition"
 #: Kinds that make a node's state legitimately lost (a crash) or possibly reset (a pause).
 CRASHES = frozenset({"kill", "term-kill"})
 PAUSES = frozenset({"pause", "join-pause"})
+#: The WARNING of a leaving node whose drain timed out (``RegistryService.drain``, in the
+#: node's log, ``TextFormatter``'s format): the names still there stop at once (calls
+#: waiting for them fail) and their owners restart them fresh, without their state. It
+#: lists at most five names (then ", ...").
+DRAIN_TIMED_OUT = re.compile(
+    r"(?P<time>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(?P<ms>\d{3}) WARNING \[(?P<node>[^\]]+)\] \S+: "
+    r"drain timed out after [\d.]+ s with (?P<count>\d+) name\(s\) still here \((?P<names>.*)\): "
+    r"they stop now, and their owners restart them fresh, without their state$"
+)
 
 
 @dataclass(frozen=True)
@@ -141,6 +154,7 @@ class Result:
     acks: int = 0
     indeterminate: int = 0
     lost_to_crash: int = 0  # acknowledged ops lost with a SIGKILLed host (allowed)
+    lost_to_drain: int = 0  # acknowledged before a host's drain timed out, lost with it (allowed)
     duration: float = 0.0
     checkpoints: bool = False
     lost_allowed: int = 0  # with checkpoints: acknowledged ops lost when failures overlapped
@@ -171,6 +185,18 @@ class Failure:
     kind: str
     start: float
     end: float
+
+
+@dataclass(frozen=True)
+class DrainTimeout:
+    """A leaving node's drain timed out at ``at`` (its warning's time, wall clock, to the
+    millisecond): the names still there stopped, and lost their state. ``names``: those the
+    warning lists; ``complete``: it lists them all (else the others are unknown)."""
+
+    node: str
+    at: float
+    names: frozenset[str]
+    complete: bool
 
 
 @dataclass(frozen=True)
@@ -709,6 +735,40 @@ class Run:
                     return f"{kind} of {node} at {t - self.t0:.3f} s"
         return None
 
+    def drain_timeouts(self) -> list[DrainTimeout]:
+        """Every drain that timed out during the run, from the node logs' warnings
+        (``DRAIN_TIMED_OUT``; the time is local, as the log writes it).
+
+        From ``check_states``; never awaits."""
+        out = []
+        for path in sorted(self.config.run_dir.glob("*.log")):
+            if path.name == "harness.log":
+                continue
+            for line in path.read_text(errors="replace").splitlines():
+                match = DRAIN_TIMED_OUT.match(line)
+                if match is None:
+                    continue
+                at = time.mktime(time.strptime(match["time"], "%Y-%m-%d %H:%M:%S")) + int(match["ms"]) / 1000
+                names = frozenset(re.findall(r"'([^']*)'", match["names"]))
+                out.append(DrainTimeout(match["node"], at, names, len(names) == int(match["count"])))
+                self.log(f"drain of {match['node']} timed out at {at - self.t0:.3f} s ({path.name}): {match['names']}")
+        return out
+
+    @staticmethod
+    def drained(name: str, hosted: list[tuple[float, str]], drains: list[DrainTimeout]) -> DrainTimeout | None:
+        """The latest drain that timed out (of ``drains``) with ``name``'s lineage on it: on
+        a host of the lineage after it got it (as ``excuse`` for a crash), its warning
+        listing ``name`` or not listing every name. None if there is none.
+
+        From ``check_states``; never awaits."""
+        holding = [
+            drain
+            for drain in drains
+            if (name in drain.names or not drain.complete)
+            and any(node == drain.node and since <= drain.at for since, node in hosted)
+        ]
+        return max(holding, key=lambda drain: drain.at, default=None)
+
     def lost_at(self, ack: Ack, kept: bool, hosted: list[tuple[float, str]], got: list[dict[str, Any]]) -> str:
         """With checkpoints, where ``ack``'s op of a lineage (``kept`` or lost) went missing
         and what allows it ("allowed: ..."), or why nothing does. ``hosted``: the lineage's
@@ -800,7 +860,8 @@ class Run:
         return out
 
     async def check_data(self) -> None:
-        """Acknowledged ops and lineages against every counter's surviving state."""
+        """Acknowledged ops and lineages against every counter's surviving state, read from
+        the counters (``check_states``)."""
         client = self.client
         assert client is not None
         ledger: list[dict[str, Any]] = []
@@ -808,11 +869,6 @@ class Run:
             for line in path.read_text().splitlines():
                 with contextlib.suppress(ValueError):
                     ledger.append(json.loads(line))
-        hosts = self.hosts(ledger)
-        got: dict[tuple[str, str], list[dict[str, Any]]] = collections.defaultdict(list)  # with checkpoints
-        for entry in sorted(ledger, key=lambda e: float(e["t"])):
-            if entry["event"] in ("restore", "resume") and "ops" in entry:
-                got[(entry["name"], entry["lineage"])].append(entry)
 
         async def state(name: str) -> Any:
             try:
@@ -821,6 +877,22 @@ class Run:
                 return exc
 
         states = dict(zip(self.names, await asyncio.gather(*(state(n) for n in self.names)), strict=True))
+        self.check_states(states, ledger)
+
+    def check_states(self, states: dict[str, Any], ledger: list[dict[str, Any]]) -> None:
+        """The checks of ``check_data`` on ``states`` (name -> its counter's state, or the
+        exception reading it raised) and the nodes' ``ledger`` entries; the violations go
+        to the result.
+
+        From ``check_data`` (and the checker's tests); never awaits."""
+        hosts = self.hosts(ledger)
+        got: dict[tuple[str, str], list[dict[str, Any]]] = collections.defaultdict(list)  # with checkpoints
+        for entry in sorted(ledger, key=lambda e: float(e["t"])):
+            if entry["event"] in ("restore", "resume") and "ops" in entry:
+                got[(entry["name"], entry["lineage"])].append(entry)
+        # With checkpoints the owners restart those names from their checkpoints, in the
+        # same lineage: a drain that timed out excuses neither a reset nor a loss then.
+        drains = [] if self.config.checkpoints else self.drain_timeouts()
         unreadable = [n for n, s in states.items() if isinstance(s, BaseException)]
         if unreadable:
             self.violation("unreadable", f"{len(unreadable)} counters do not answer: {unreadable[:5]}")
@@ -851,10 +923,26 @@ class Run:
                     continue
                 crash = self.excuse(hosted, CRASHES)
                 pause = self.excuse(hosted, PAUSES)
-                if crash is None and pause is None:
+                drain = self.drained(name, hosted, drains)
+                if crash is None and pause is None and drain is None:
                     resets.append(f"{name}: lineage {lineage} (hosted on {where or '?'}) gone, now {final['lineage']}")
                 if missing and checkpoints:  # a crash excuses nothing by itself
                     gone += self.judge(name, lineage, missing_acks, False, hosted, [])
+                elif missing and crash is None and drain is not None:
+                    # Only what was acknowledged before the drain timed out went with the
+                    # state: the names stop then, and calls waiting for them fail (3cbb543).
+                    # ``acked`` is when the answer arrived: one in flight then counts as after.
+                    timed_out = f"the drain of {drain.node} timed out at {drain.at - self.t0:.3f} s"
+                    before = [ack.op for ack in missing_acks if ack.acked < drain.at]
+                    after = [ack.op for ack in missing_acks if ack.acked >= drain.at]
+                    if before:
+                        self.result.lost_to_drain += len(before)
+                        self.log(f"  lost, drain: {name}: {len(before)} ops of lineage {lineage}, {timed_out}")
+                    if after:
+                        lost.append(
+                            f"{name}: {len(after)} ops of lost lineage {lineage} missing, "
+                            f"acknowledged after {timed_out}: {after[:3]}"
+                        )
                 elif missing and crash is None:
                     why = f"only a pause explains it ({pause})" if pause else "no crash"
                     lost.append(f"{name}: {len(missing)} ops of lost lineage {lineage} missing, {why}: {missing[:3]}")
@@ -986,7 +1074,7 @@ def summary(result: Result) -> str:
     if result.checkpoints:
         lost = f"{result.lost_allowed} lost when failures overlapped, {result.lost_violating} lost otherwise"
     else:
-        lost = f"{result.lost_to_crash} lost to crashes"
+        lost = f"{result.lost_to_crash} lost to crashes, {result.lost_to_drain} to drains that timed out"
     lines = [
         f"seed {result.seed}: {sum(result.faults.values())} faults ({faults}; {result.skipped} skipped), "
         f"{result.acks} acks, {result.indeterminate} indeterminate, {lost}, "
@@ -998,15 +1086,21 @@ def summary(result: Result) -> str:
 
 def table(results: list[Result]) -> str:
     """The campaign's table: one row per run, then time to quiescence (median, worst).
-    With checkpoints, ``lost(ckpt ok)`` counts the acknowledged ops lost when failures
-    overlapped (allowed) and ``lost(ckpt!)`` those lost otherwise (violations)."""
+    ``lost(crash)`` and ``lost(drain)`` count the acknowledged ops lost with a SIGKILLed
+    host and with a drain that timed out (allowed). With checkpoints, ``lost(ckpt ok)``
+    counts the acknowledged ops lost when failures overlapped (allowed) and
+    ``lost(ckpt!)`` those lost otherwise (violations)."""
     checkpoints = any(r.checkpoints for r in results)
-    lost_head = "lost(ckpt ok)  lost(ckpt!)" if checkpoints else "lost(crash)"
+    lost_head = "lost(ckpt ok)  lost(ckpt!)" if checkpoints else "lost(crash)  lost(drain)"
     rows = [f"run  seed        faults  skipped  acks    indet  {lost_head}  quiesce(s)  violations"]
     for i, r in enumerate(results, 1):
         q = "never" if r.quiescence is None else f"{r.quiescence:.2f}"
         kinds = ", ".join(f"{k} x{n}" for k, n in sorted(r.kinds().items())) or "-"
-        lost = f"{r.lost_allowed:<14} {r.lost_violating:<12}" if checkpoints else f"{r.lost_to_crash:<12}"
+        lost = (
+            f"{r.lost_allowed:<14} {r.lost_violating:<12}"
+            if checkpoints
+            else f"{r.lost_to_crash:<12} {r.lost_to_drain:<12}"
+        )
         rows.append(
             f"{i:<4} {r.seed:<11} {sum(r.faults.values()):<7} {r.skipped:<8} {r.acks:<7} {r.indeterminate:<6} "
             f"{lost} {q:<11} {kinds}"
