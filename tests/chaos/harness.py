@@ -757,15 +757,17 @@ class Run:
     @staticmethod
     def drained(name: str, hosted: list[tuple[float, str]], drains: list[DrainTimeout]) -> DrainTimeout | None:
         """The latest drain that timed out (of ``drains``) with ``name``'s lineage on it: on
-        a host of the lineage after it got it (as ``excuse`` for a crash), its warning
-        listing ``name`` or not listing every name. None if there is none.
+        the lineage's latest host then (a lineage that had moved on took its state along),
+        its warning listing ``name`` or not listing every name. None if there is none.
 
         From ``check_states``; never awaits."""
+
+        def host_at(at: float) -> str | None:
+            before = [(since, node) for since, node in hosted if since <= at]
+            return max(before)[1] if before else None
+
         holding = [
-            drain
-            for drain in drains
-            if (name in drain.names or not drain.complete)
-            and any(node == drain.node and since <= drain.at for since, node in hosted)
+            drain for drain in drains if (name in drain.names or not drain.complete) and host_at(drain.at) == drain.node
         ]
         return max(holding, key=lambda drain: drain.at, default=None)
 

@@ -188,3 +188,18 @@ def test_a_drain_warning_that_lists_every_name_excuses_only_those(
     _lose(standard, S0, [5.0])
     assert (standard.result.violations == []) is excused, standard.result.violations
     assert standard.result.lost_to_drain == int(excused)
+
+
+def test_a_lineage_that_had_moved_on_before_the_drain_timed_out_is_not_excused_by_it(standard: Run) -> None:
+    # L was handed from s0 to s1 at 10 s (its state went along); s0's drain timing out at
+    # 20 s then explains nothing about L's loss.
+    _drain_timed_out(standard, S0, 20.0, ["c0000"], 1)
+    standard.acks["c0000"] = [Ack("w0-1", "L", S0, T0 + 4.99, T0 + 5.0)]
+    ledger = [
+        {"t": T0 + 1.0, "node": S0, "name": "c0000", "lineage": "L", "event": "fresh"},
+        {"t": T0 + 10.0, "node": S1, "name": "c0000", "lineage": "L", "event": "resume"},
+        {"t": T0 + 25.0, "node": S1, "name": "c0000", "lineage": "M", "event": "fresh"},
+    ]
+    standard.check_states({"c0000": {"ops": [], "lineage": "M", "absorbed": []}}, ledger)
+    assert "lost-ack" in [v.kind for v in standard.result.violations]
+    assert standard.result.lost_to_drain == 0
