@@ -163,3 +163,19 @@ async def test_nodes_started_together_on_one_port_leave_exactly_one_up(processes
             assert f"cannot listen on 127.0.0.1:{port}" in node.log(), node.log()
             failed.append(node.short)
     assert len(up) == 1, f"up: {up}, failed: {failed}"
+
+
+async def test_a_gossip_node_with_another_cookie_warns_that_it_heard_another_cluster(processes: Processes) -> None:
+    # The usual mistake: a node started with another cookie than its cluster's. With gossip
+    # no node dials, so nothing refuses it; it hears the others' packets, drops them as
+    # foreign, finds no one, and starts alone. It must say why at WARNING, not only "found
+    # no other node" (the first node of a new cluster says that too).
+    gossip = ["--cluster", "gossip", "--gossip-port", str(free_gossip_port(rng=seeded_rng()))]
+    common = [*gossip, "--port", "0", "--membership", "local", "--app", "tests.cli.cliapp:start"]
+    first = await processes.spawn("a", "--cookie", COOKIE, *common, "--log-level", "info")
+    await first.up()
+    stray = await processes.spawn("s", "--cookie", "not-the-cookie", *common)  # waits 3 s to join: 2-4 packets
+    await stray.up()
+    log = stray.log()
+    assert "WARNING" in log and "heard" in log and "gossip packet(s) of another cluster" in log, log
+    assert "--cookie-file" in log, log

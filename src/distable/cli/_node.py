@@ -150,6 +150,15 @@ def _log_unsettled(node: Node, join_timeout: float, expect: int | None) -> None:
             expect,
             join_timeout,
         )
+    elif not state.up and state.foreign:
+        # The usual mistake behind it: this node's cookie is not theirs.
+        log.warning(
+            "%s: found no other node within %g s, but heard %d gossip packet(s) of another cluster: is "
+            "this node's cookie (--cookie-file) theirs? Starting the apps as the cluster's first node",
+            node.name,
+            join_timeout,
+            state.foreign,
+        )
     elif not state.up:
         log.info(
             "%s: found no other node within %g s: starting the apps as the cluster's first node",

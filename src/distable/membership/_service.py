@@ -57,6 +57,7 @@ class MembershipService:
         self._ratelog = RateLimitedLog(log, f"{name}: ", interval=30.0)
         self._stopped = False
         self._urgent = False
+        self.foreign_packets = 0  # gossip packets of other clusters heard (``foreign``)
 
     # --- DiscoveryContext -------------------------------------------------------------
 
@@ -72,6 +73,9 @@ class MembershipService:
     def is_up(self, name: str) -> bool:
         m = self.core.member(name)
         return m is not None and m.announced
+
+    def foreign(self) -> None:
+        self.foreign_packets += 1
 
     # --- lifecycle ------------------------------------------------------------------------
 

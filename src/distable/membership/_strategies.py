@@ -38,6 +38,10 @@ class DiscoveryContext(Protocol):
 
     def is_up(self, name: str) -> bool: ...
 
+    def foreign(self) -> None:
+        """A packet of another cluster arrived (another cookie): counted, so
+        that a node that finds no one can say it heard others."""
+
 
 class Strategy(Protocol):
     """A discovery strategy: ``run`` runs until cancelled, reporting what it finds."""
@@ -150,12 +154,13 @@ class _GossipProtocol(asyncio.DatagramProtocol):
         except PacketRejected as exc:
             self.rejected[exc.kind] = self.rejected.get(exc.kind, 0) + 1
             if exc.kind == "foreign":
+                self.ctx.foreign()
                 # Legitimate when clusters share a group, so said once per sender, at INFO:
                 # also what a node with the wrong cookie sees (it then runs on its own).
                 if addr not in self._foreign and len(self._foreign) < 1024:
                     self._foreign.add(addr)
                     logging.getLogger("distable.membership").info(
-                        "%s: dropped gossip packet from %s:%s: %s (a different cookie or cluster name?)",
+                        "%s: dropped gossip packet from %s:%s: %s (a different cookie?)",
                         self.ctx.name,
                         addr[0],
                         addr[1],

@@ -104,6 +104,7 @@ class JoinState:
         unsynced: nodes up whose claims this node has not caught up with yet.
         servers: server nodes up, greeted and synced, this one included if a server.
         static_complete: every node of the ``Static`` lists is up.
+        foreign: gossip packets of other clusters heard (another cookie).
     """
 
     up: frozenset[str]
@@ -111,6 +112,7 @@ class JoinState:
     unsynced: frozenset[str]
     servers: int
     static_complete: bool
+    foreign: int = 0
 
 
 def _cookie_bytes(cookie: str | bytes | None) -> bytes:
@@ -701,6 +703,7 @@ class Node:
             servers=(self.role == "server")
             + sum(1 for peer in up if synced_with(peer) and core.peers[peer].role == "server"),
             static_complete=bool(static) and static <= up,
+            foreign=self.membership.foreign_packets,
         )
 
     def events(self, maxsize: int = 10_000) -> EventStream:
