@@ -177,5 +177,6 @@ async def test_a_gossip_node_with_another_cookie_warns_that_it_heard_another_clu
     stray = await processes.spawn("s", "--cookie", "not-the-cookie", *common)  # waits 3 s to join: 2-4 packets
     await stray.up()
     log = stray.log()
-    assert "WARNING" in log and "heard" in log and "gossip packet(s) of another cluster" in log, log
+    [line] = [line for line in log.splitlines() if "gossip packet(s) of another cluster" in line]
+    assert "WARNING" in line, log
     assert "--cookie-file" in log, log

@@ -246,6 +246,44 @@ async def test_after_a_netsplit_heal_the_winner_takes_the_checkpoints_over(clust
     assert handled[0] == ("end_handoff", count), handled
 
 
+async def test_a_conflict_loser_that_gives_no_state_passes_its_last_checkpoint_to_the_winner(cluster: Cluster) -> None:
+    # A loser that answers begin_handoff with anything but Resume (here Restart(); or one
+    # that does not answer within 5 s: busy in a handler, its node paused) gave no state,
+    # and the winner's resolve_conflict got None: the writes the loser had acknowledged
+    # with a checkpoint were lost (the fault campaign: seed 1525232722, a copy on a node
+    # that thought its handoff had failed, busy in a checkpoint when it lost). Its last
+    # checkpoint reaches resolve_conflict instead, as a handoff's Restart() gets the new
+    # host its last checkpoint.
+    nodes = await cluster.start(4)
+    side_a, side_b = nodes[:2], nodes[2:]
+    names = [n.name for n in nodes]
+    name = first_owned(side_a[0].name, names, "ckpt-split-restart")
+    await side_a[0].register(name, apps.Counter, key=name, mode="restart")
+    await side_a[0].call(name, ("checkpoint", True))
+    cut = cluster.partition(side_a, side_b)
+
+    def isolated(side: list[Node]) -> bool:
+        return all(n.placement().nodes == sorted(m.name for m in side) for n in side)
+
+    await eventually(lambda: isolated(side_a) and isolated(side_b), timeout=15, message=cluster.describe)
+    await eventually(lambda: side_b[0].whereis(name) is not None, timeout=15, message=cluster.describe)
+    for side, count in ((side_a, 3), (side_b, 7)):
+        for _ in range(count):
+            await side[0].call(name, "incr")
+        assert await side[0].call(name, ("checkpoint", True)) == count
+
+    await cut.heal()
+    await cluster.wait_joined()
+    await eventually(
+        lambda: (p := cluster.agreed()) is not None and cluster.live_copies(name) == [p[name]],
+        timeout=20,
+        message=lambda: f"{cluster.describe()}; copies {cluster.live_copies(name)}",
+    )
+    count, _ = await nodes[0].call(name, "get")
+    assert count in (3, 7)
+    assert await nodes[0].call(name, "conflicts") == [10 - count]  # the loser's last checkpoint, not None
+
+
 def claim_lineage(node: Node, name: Any) -> Any:
     winner = node.registry.core.winners.get(name)
     return None if winner is None else winner.lineage

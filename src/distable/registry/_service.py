@@ -1082,6 +1082,8 @@ class RegistryService:
                 self.runtime.freeze(proc)  # busy or stuck: it stops after its current handler
             if isinstance(answer, Resume):
                 has_state, state = True, answer.state
+        if not has_state:
+            has_state, state = self._last_checkpoint(name, command.loser)
         self._conflict_ref += 1
         ref = self._conflict_ref
         holders = self.standby.holders_of(name, command.loser)  # the winner takes them over
@@ -1105,6 +1107,23 @@ class RegistryService:
         incarnation = self._incarnation_of(losing.sent_to) or 0
         self.conflict_outbox.sent(losing.sent_to, ref, self.loop.time(), incarnation)
         self._changed()  # the outbox's deadline, for the timer
+
+    def _last_checkpoint(self, name: Any, loser: Pid) -> tuple[bool, Any]:
+        """A conflict's loser gave no state (it answered ``begin_handoff`` otherwise, or not
+        within 5 s: busy in a handler, or its node was paused): its last checkpoint, if it
+        made one, goes to the winner's ``resolve_conflict`` instead, as a handoff's
+        ``Restart()`` gets the new host the last checkpoint. Without it, the writes the
+        loser acknowledged with a checkpoint were lost with it (the fault campaign, seed
+        1525232722). ``(False, None)`` when there is none (or it cannot be decoded here).
+        Never awaits."""
+        checkpoint = self.standby.hosted(name)
+        if checkpoint is None or checkpoint.writer != loser:
+            return False, None
+        try:
+            return True, decode_value(checkpoint.state)
+        except Exception as exc:
+            log.error("%s: cannot decode the last checkpoint of %r's losing copy: %s", self.node, name, exc)
+            return False, None
 
     def _on_conflict_state_taken(self, node: str, msg: ConflictStateTaken) -> None:
         """Dispatcher callback; never awaits."""
