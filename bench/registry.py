@@ -1,7 +1,7 @@
 """Registry benchmarks on 3 real server nodes, the scenario of Swarm 3.4's (bench/swarm).
 
     .venv/bin/python bench/registry.py [--n 10000,50000] [--repeats 5] [--from client|server] [--quick]
-        [--membership local|default] [--kill-signal kill|stop] [--no-calls]
+        [--membership local|default] [--kill-signal kill|stop] [--no-calls] [--registrations-only]
 
 Setup: three server nodes a, b, c host the registered workers (``_workers.Worker``, idle),
 membership preset "local" (``--membership default``: ``MembershipConfig()``, the settings a
@@ -454,6 +454,8 @@ async def one_run(
         cpu.setdefault("register_32", []).append(per_op)
         note(f"  register_32: {rate:,.0f}/s cpu µs/op {per_op}")
         await settle(cluster, expect3, n, 60 + n / 500, time.monotonic())
+        if args.registrations_only:
+            return out
 
         # lookups and calls by name (and by pid, side by side: what resolving the name costs)
         for key, value in time_whereis(node, names, 5).items():
@@ -599,6 +601,11 @@ def parse() -> argparse.Namespace:
         help="kill b with SIGKILL (figure kill), or freeze it with SIGSTOP (figure freeze: found by timeouts only)",
     )
     parser.add_argument("--no-calls", action="store_true", help="skip the calls by name and by pid")
+    parser.add_argument(
+        "--registrations-only",
+        action="store_true",
+        help="stop each run after the registrations and the memory (no lookups, calls, join, kill or leave)",
+    )
     parser.add_argument("--quick", action="store_true", help="N = 2000, 1 run (a smoke run)")
     parser.add_argument("--only", default="", help="accepted for run_all.py; every phase always runs")
     return parser.parse_args()
