@@ -7,17 +7,27 @@ delivered a checkpoint shows ``("end_handoff", state)`` at its head.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from distable import Node, Pid, RegistryConfig
+from distable import DistableError, Node, Pid, RegistryConfig
 from distable.registry._standby import CheckpointRefused
 from distable.ring import Ring, preference
-from distable.testing import eventually
+from distable.testing import crash, eventually, intercept
 from distable.wire import encode_value
-from distable.wire._messages import Checkpoint, CheckpointFetch, CheckpointPut, Lineage
+from distable.wire._messages import (
+    Checkpoint,
+    CheckpointFetch,
+    CheckpointPut,
+    HandoffCancel,
+    HandoffRequest,
+    Lineage,
+)
 
 from . import apps
 from .conftest import Cluster, first_owned, log_records
@@ -389,3 +399,133 @@ async def test_refusals_of_many_names_by_one_standby_log_one_warning(
     assert len(warnings) == 1, warnings
     assert b.name in warnings[0]
     assert "'healed-0'" in warnings[0]
+
+
+class HeldCut:
+    """A cut between a leaving host and its name's standby (and new owner) ``to``, for
+    the checkpoint and handoff messages only: what the host sends it of ``kinds`` waits
+    in the cut (``hold``: as a TCP connection holds it across a partition that heals in
+    time) or is lost (``drop``: a link lost with the cut); ``release()`` delivers what
+    waits, in order. Membership and the rest of the registry's traffic still pass, so
+    neither side declares the other failed: the handoff and the checkpoint's answer are
+    what cannot pass."""
+
+    KINDS = (CheckpointPut, HandoffRequest, HandoffCancel)
+
+    def __init__(self, to: Node, drop: bool = False) -> None:
+        self.drop = drop
+        self.cutting = True
+        self.waiting: list[tuple[type, str, Any, Callable[[str, Any], None]]] = []
+        self.seen: list[type] = []
+        self._blocks = contextlib.ExitStack()
+        for kind in self.KINDS:
+            self._blocks.enter_context(intercept(to, kind, self._arrive))
+
+    def _arrive(self, sender: str, msg: Any, deliver: Callable[[str, Any], None]) -> None:
+        if not self.cutting:
+            deliver(sender, msg)
+            return
+        self.seen.append(type(msg))
+        if not self.drop:
+            self.waiting.append((type(msg), sender, msg, deliver))
+
+    def release(self, *, heal: bool = True) -> None:
+        """Deliver what waits, in order; ``heal``: and let everything through from now on."""
+        waiting, self.waiting = self.waiting, []
+        self.cutting = not heal
+        for _, sender, msg, deliver in waiting:
+            deliver(sender, msg)
+
+    def close(self) -> None:
+        self._blocks.close()
+
+
+async def ckpt_on_leaver(cluster: Cluster, mode: str) -> tuple[Node, Node, str]:
+    """Two nodes; a name hosted on the first (``a``, which will leave) with ``mode``'s
+    ``begin_handoff``, a short ``handoff_timeout``, and a count of 5 in a checkpoint the
+    second (``b``: its standby, and its owner once ``a`` is gone) acknowledged."""
+    a, b = await cluster.start(2)
+    name = first_owned(a.name, [a.name, b.name], f"ckpt-leave-{mode}")
+    pid = await b.register(name, apps.Counter, key=name, mode=mode, handoff_timeout=0.5)
+    assert pid.node == a.name
+    for _ in range(5):
+        await b.call(name, "incr")
+    assert await b.call(name, ("checkpoint", True)) == 5
+    assert b.registry.standby.records[name].state == encode_value(5)
+    return a, b, name
+
+
+async def test_a_leaving_hosts_restart_handoff_after_a_cut_carries_its_last_checkpoint(cluster: Cluster) -> None:
+    # The fault campaign's loss (seed 1525232718, docs/performance.md "At 2a39578"): the
+    # copy on the leaving node awaits a checkpoint that its standby, cut off, cannot answer,
+    # so begin_handoff cannot run; after handoff_timeout the leaving node hands the name on
+    # with Restart() (its state is lost), and the cut heals: the checkpoint is acknowledged
+    # and the request arrives. The new owner must start the copy from the handover's last
+    # checkpoint (6, acknowledged), not afresh: it was handed the lineage's seq without its
+    # state, and it had dropped its own record of that lineage for the copy it hosted.
+    a, b, name = await ckpt_on_leaver(cluster, "resume")
+    cut = HeldCut(b)
+    try:
+        await b.call(name, "incr")
+        sixth = asyncio.ensure_future(b.call(name, ("checkpoint", True), timeout=20))
+        await eventually(lambda: CheckpointPut in cut.seen)
+        leaving = asyncio.ensure_future(cluster.stop(a))
+        await eventually(lambda: HandoffRequest in cut.seen, timeout=5)
+        cut.release()
+        assert await sixth == 6  # acknowledged: b holds it
+        await leaving
+    finally:
+        cut.close()
+    await restarted(cluster, name, a.name, [b])
+    assert await b.call(name, "get") == (6, b.name)
+    handled = await b.call(name, "handled")
+    assert handled[0] == ("end_handoff", 6), handled
+
+
+async def test_a_leaving_hosts_restart_request_lost_in_a_cut_restarts_from_the_checkpoint(cluster: Cluster) -> None:
+    # The same, with the Restart() request (and its cancel, and the checkpoint's put) lost in
+    # the cut: the drain times out, the copy stops with the node, and the owner restarts the
+    # name from its own record of the last acknowledged checkpoint (5).
+    a, b, name = await ckpt_on_leaver(cluster, "resume")
+    a._drain_timeout = 2.0
+    cut = HeldCut(b, drop=True)
+    try:
+        await b.call(name, "incr")
+        sixth = asyncio.ensure_future(b.call(name, ("checkpoint", True), timeout=20))
+        await eventually(lambda: CheckpointPut in cut.seen)
+        await cluster.stop(a)
+        assert HandoffRequest in cut.seen
+        with contextlib.suppress(DistableError):
+            await sixth  # never acknowledged (the copy stopped first)
+    finally:
+        cut.close()
+    await restarted(cluster, name, a.name, [b])
+    assert await b.call(name, "get") == (5, b.name)
+    handled = await b.call(name, "handled")
+    assert handled[0] == ("end_handoff", 5), handled
+
+
+async def test_a_handed_in_copy_withdrawn_leaves_its_owner_holding_the_checkpoint(cluster: Cluster) -> None:
+    # The request reaches the new owner only after the old host gave up waiting for it, and
+    # the cancel right behind it: the copy started there is withdrawn (C2), and the old host
+    # resumes its own. The new owner, a standby of the name, had dropped its record of the
+    # lineage for that copy; withdrawn, the copy must leave the record behind, or a crash
+    # of the old host (one failure) restarts the name afresh.
+    a, b, name = await ckpt_on_leaver(cluster, "resume")
+    cut = HeldCut(b)
+    try:
+        leaving = asyncio.ensure_future(a.stop())
+        await eventually(lambda: HandoffCancel in cut.seen, timeout=5)
+        cut.release(heal=False)  # the first request and its cancel; the next ones wait
+        await eventually(lambda: not b.registry.handoff.incoming and cluster.live_copies(name) == [a.whereis(name)])
+        cluster.nodes.remove(a)
+        await crash(a)  # during its drain: one failure
+        leaving.cancel()
+        with contextlib.suppress(BaseException):
+            await leaving
+    finally:
+        cut.close()
+    await restarted(cluster, name, a.name, [b])
+    assert await b.call(name, "get") == (5, b.name)
+    handled = await b.call(name, "handled")
+    assert handled[0] == ("end_handoff", 5), handled

@@ -723,6 +723,51 @@ def test_a_restart_answer_hands_the_last_checkpoint_on() -> None:
     assert (to, msg.checkpoint.seq, msg.checkpoint.state) == ("c", 5, b"last")
 
 
+def test_a_handed_in_copy_withdrawn_leaves_the_record_it_superseded() -> None:
+    # b, a standby of a's name, is handed the name (it replaces b's record with a host
+    # copy); the move is withdrawn (C2) before b claims it: b holds its record again, with
+    # what it acknowledged meanwhile, and a crash of a then restores it.
+    name = name_with(["a", "b"], ["a", "b"])
+    a, b = core("a", ["a", "b"]), core("b", ["a", "b"])
+    line, _ = a.host_started(name, pid("a"), SPEC, 1, 0.0)
+    pump = Pump(a, b)
+    a.host_checkpoint(name, pid("a"), b"1", 1.0, token=1)
+    pump(1.0)
+    assert b.records[name].seq == 1
+    handover = a.handover(name, pid("a"), 2.0)
+    assert handover is not None
+    got = b.host_started(name, pid("b"), SPEC, 1, 2.1, resumed=handover, resume_state=b"resumed")
+    assert got == (line, None)
+    assert name not in b.records  # the host copy supersedes it
+    # A straggler of a's (seq 1 again, say a retry) is acknowledged by the copy: noted.
+    b.on_put("a", CheckpointPut(Checkpoint(name, line, None, 1, pid("a"), b"1", SPEC)), 2.2)
+    b.handin_settled(name, pid("b"), False, 2.3)  # withdrawn
+    assert b.hosted(name) is None
+    held = b.records[name]
+    assert (held.lineage, held.seq, held.state) == (line, 1, b"1")
+    b.peer_down("a", 3.0)  # a crashes
+    b.restart_starting(name, 1, line, None, 3.0)
+    (restored,) = b.take().restored
+    assert restored.checkpoint is not None
+    assert restored.checkpoint.state == b"1"
+
+
+def test_a_handed_in_copy_that_claims_the_name_forgets_the_record_it_superseded() -> None:
+    name = name_with(["a", "b"])
+    a, b = core("a"), core("b")
+    a.host_started(name, pid("a"), SPEC, 1, 0.0)
+    pump = Pump(a, b)
+    a.host_checkpoint(name, pid("a"), b"1", 1.0, token=1)
+    pump(1.0)
+    handover = a.handover(name, pid("a"), 2.0)
+    assert handover is not None
+    b.host_started(name, pid("b"), SPEC, 1, 2.1, resumed=handover)
+    b.handin_settled(name, pid("b"), True, 2.2)  # claimed (step 6)
+    b.handin_settled(name, pid("b"), False, 2.3)  # a late withdrawal changes nothing now
+    assert b.hosted(name) is not None
+    assert name not in b.records
+
+
 # --- statistics --------------------------------------------------------------------------------
 
 

@@ -132,7 +132,8 @@ class FreezeForHandoff:
             answer = await proc.begin_handoff()
         except Exception as exc:
             log.error(
-                "%r (%r): begin_handoff raised %r; it starts afresh on its new owner",
+                "%r (%r): begin_handoff raised %r; it starts afresh on its new owner (from its last "
+                "checkpoint, if any)",
                 self.name,
                 proc,
                 exc,
@@ -141,7 +142,8 @@ class FreezeForHandoff:
             answer = Restart()
         if not isinstance(answer, Restart | Resume | Ignore):
             log.error(
-                "%r (%r): begin_handoff returned %r, not Restart/Resume/Ignore; it starts afresh on its new owner",
+                "%r (%r): begin_handoff returned %r, not Restart/Resume/Ignore; it starts afresh on its new "
+                "owner (from its last checkpoint, if any)",
                 self.name,
                 proc,
                 answer,
@@ -195,7 +197,7 @@ class Outgoing:
     target: str
     accepted: asyncio.Future[Pid]  # the new pid (4), or the refusal (4R) or loss of the target
     state: Sending = Sending.FROZEN
-    has_state: bool = False  # the process's state goes along (Resume), else it starts afresh
+    has_state: bool = False  # the process's state goes along (Resume), else its last checkpoint or nothing
     relayed: set[str] = field(default_factory=set)  # nodes whose flush marker was relayed (8) or parked
     # Set once HandoffCancel is sent: the new owner's answer (its pid if it had committed).
     cancel_answer: asyncio.Future[Pid | None] | None = None
@@ -258,8 +260,8 @@ class HandoffCoordinator:
     * checkpoints: ``handover(name, pid)`` at step 1 (where they stand, for the request),
       ``handover_ended(name, pid, committed)`` at step 5 or A; on the new owner,
       ``handed_in(name, pid, spec, handover, has_state, state)`` once the copy runs (the
-      lineage and base its claim carries), and ``handover_ended(name, pid, True)`` when the
-      copy is withdrawn (C2).
+      lineage and base its claim carries), and ``handin_settled(name, pid, kept)`` when
+      the copy claims the name (6: kept) or is withdrawn (C2).
 
     None of the callables awaits.
     """
@@ -286,6 +288,7 @@ class HandoffCoordinator:
         handed_in: Callable[
             [Any, Pid, Spec, CheckpointHandover | None, bool, Any], tuple[Lineage | None, Lineage | None]
         ],
+        handin_settled: Callable[[Any, Pid, bool], None],
     ) -> None:
         self.runtime = runtime
         self.transport = transport
@@ -306,6 +309,7 @@ class HandoffCoordinator:
         self._handover = handover
         self._handover_ended = handover_ended
         self._handed_in = handed_in
+        self._handin_settled = handin_settled
         self._ratelog = RateLimitedLog(log, f"{self.node}: ")
         self.outgoing: dict[int, Outgoing] = {}
         self.incoming: dict[tuple[str, int], Incoming] = {}
@@ -493,7 +497,15 @@ class HandoffCoordinator:
         # Where its checkpoints stand: the new host continues them (its last state goes
         # along only when no Resume state does).
         handover = self._handover(name, command.pid)
-        lean = handover if handover is None else msgspec.structs.replace(handover, state=None)
+        # Its last checkpoint's state goes along unless a Resume state does (it supersedes
+        # it): after Restart() (a leaving node's too, when begin_handoff did not answer) the
+        # new host starts the copy from it. Without it, the copy started afresh while its
+        # claim continued the lineage, and the new host, a standby of it, had dropped its
+        # own record for that copy: the acknowledged checkpoints were gone (the fault
+        # campaign, seed 1525232718: a leaving node's copy waited on a standby cut off).
+        lean = handover
+        if handover is not None and out.has_state:
+            lean = msgspec.structs.replace(handover, state=None)
         try:
             state = to_wire(answer.state) if isinstance(answer, Resume) else None
             request = HandoffRequest(
@@ -613,7 +625,7 @@ class HandoffCoordinator:
     def _lost_state(self, name: Any, pid: Pid, cause: str) -> None:
         """A leaving node hands ``name`` off without its state (it starts fresh there)."""
         # Once per name and 10 s: a move the new owner refuses is retried until the drain ends.
-        what = "%r (%r) starts afresh on its new owner: %s"
+        what = "%r (%r) starts afresh on its new owner (from its last checkpoint, if any): %s"
         self._ratelog.log(logging.ERROR, ("state lost", name), what, name, pid, cause)
         self._publish(HandoffStateLost(name, pid, cause))
 
@@ -769,6 +781,7 @@ class HandoffCoordinator:
         key = (inc.source, inc.hid)
         self._committed_in[key] = pid
         self._expiry.drop_later(self._committed_in, key)
+        self._handin_settled(inc.name, pid, True)
         self.core.local_claim(
             inc.name,
             pid,
@@ -811,7 +824,7 @@ class HandoffCoordinator:
         assert inc.proc is not None
         self.incoming.pop((inc.source, inc.hid), None)
         self.runtime.ungate(inc.proc)
-        self._handover_ended(inc.name, inc.proc.pid, True)  # the old host's copy continues them
+        self._handin_settled(inc.name, inc.proc.pid, False)  # the old host's copy continues them
         ask_to_die(self.runtime, inc.proc)
 
     def _on_flushed(self, node: str, msg: Flushed) -> None:

@@ -340,6 +340,7 @@ class RegistryService:
             handover=self._handover,
             handover_ended=self._handover_ended,
             handed_in=self._handed_in,
+            handin_settled=self._handin_settled,
         )
         runtime.exit_listeners.append(self._on_exit)
 
@@ -1667,6 +1668,16 @@ class RegistryService:
             self._hosting.pop(pid, None)
         else:
             self.standby.handoff_aborted(name, pid, self.loop.time())
+        self._changed()
+
+    def _handin_settled(self, name: Any, pid: Pid, kept: bool) -> None:
+        """The new owner's side: the handoff that started ``pid`` here committed (``kept``:
+        it claims the name) or was withdrawn (its copy stops; this node holds the name's
+        checkpoints as the standby it was before). The handoff coordinator's callback, at
+        step 6 or C2; never awaits."""
+        self.standby.handin_settled(name, pid, kept, self.loop.time())
+        if not kept:
+            self._hosting.pop(pid, None)
         self._changed()
 
     def _handed_in(

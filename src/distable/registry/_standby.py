@@ -193,6 +193,7 @@ class _Hosted:
         "base",
         "epoch_seen",
         "flush_at",
+        "handed_in",
         "handing_off",
         "holders",
         "known",
@@ -212,6 +213,7 @@ class _Hosted:
         "spec",
         "standbys",
         "state",
+        "superseded",
         "waiting",
         "wire_name",
     )
@@ -225,6 +227,11 @@ class _Hosted:
         self.replicas = replicas
         self.live = True  # its process runs here (else it exited and a restart follows)
         self.handing_off = False  # frozen for a handoff: nothing is sent
+        # Handed in and not claimed yet (``handin_settled``): the move may still be
+        # withdrawn, and then ``superseded`` (this node's record of the name as a standby,
+        # which the copy replaced) is its record again.
+        self.handed_in = False
+        self.superseded: Checkpoint | None = None
         self.lineage = lineage
         self.base: Lineage | None = None
         self.seq = 0
@@ -523,6 +530,9 @@ class StandbyCore:
         mine = {h.lineage for h in restored.holders if h.node == self.node} if restored is not None else set()
         if held is not None and (held.lineage in (rec.lineage, rec.base) or held.lineage in mine):
             self._forget_record(name)  # the host copy supersedes this node's own record
+            if resumed is not None:
+                rec.superseded = held  # ... unless the move is withdrawn (handin_settled)
+        rec.handed_in = resumed is not None
         self._hosted[name] = rec
         if state is not None:
             rec.state = state
@@ -605,6 +615,27 @@ class StandbyCore:
         self._fail_waiting(rec, "retired")
         self._forget_hosted(rec)
         return holders
+
+    def handin_settled(self, name: Any, pid: Pid, kept: bool, now: float) -> None:
+        """The handoff that brought ``pid`` here (``host_started(resumed=...)``) is settled:
+        ``kept`` (committed, step 6: the copy holds the name; the record it superseded is
+        gone for good) or withdrawn (C2: the copy stops, the old host's continues). A
+        withdrawn copy leaves this node holding what it held as a standby before: it
+        acknowledged that record to the old host, which counts on it, and, the old host
+        failing next, the name's restart here needs it (forgotten, the restart found
+        nothing and started afresh: one failure lost acknowledged checkpoints)."""
+        rec = self._hosted.get(name)
+        if rec is None or rec.pid != pid or not rec.handed_in:
+            return
+        superseded = rec.superseded
+        rec.handed_in, rec.superseded = False, None
+        if kept:
+            return
+        self._fail_waiting(rec, "retired")
+        self._forget_hosted(rec)
+        held = self.records.get(name)
+        if superseded is not None and (held is None or (held.lineage, held.seq) < (superseded.lineage, superseded.seq)):
+            self._keep(name, superseded, now)
 
     def host_exited(self, name: Any, pid: Pid, now: float) -> None:
         """The process exited and a restart follows (a crash under a restart policy): its
@@ -789,6 +820,11 @@ class StandbyCore:
         rec = self._hosted.get(name)
         if rec is not None and rec.live and not rec.handing_off and rec.lineage == cp.lineage:
             # A straggler from the old host of a handoff: the live copy here continues it.
+            kept = rec.superseded
+            if rec.handed_in and (kept is None or (cp.lineage, cp.seq) > (kept.lineage, kept.seq)):
+                # Not claimed yet: should the move be withdrawn, this node is that host's
+                # standby again, holding what it acknowledged now.
+                rec.superseded = cp
             self._out.send.append((node, self._ack(rec.wire_name, cp.lineage, max(rec.seq, cp.seq))))
             return
         tomb = self._tombstones.get(name)
