@@ -529,3 +529,49 @@ async def test_a_handed_in_copy_withdrawn_leaves_its_owner_holding_the_checkpoin
     assert await b.call(name, "get") == (5, b.name)
     handled = await b.call(name, "handled")
     assert handled[0] == ("end_handoff", 5), handled
+
+
+@pytest.mark.parametrize("sent", [(HandoffRequest,), (HandoffRequest, HandoffCancel)], ids=["request", "cancel"])
+async def test_a_handoff_request_read_after_its_old_hosts_verdict_is_kept(
+    cluster: Cluster, sent: tuple[type, ...]
+) -> None:
+    # The checkpoint campaign's loss (seed 4229829433, 63 acknowledged ops of 17 names): a
+    # leaving node handed its names to a node that was paused, and was killed before any
+    # was accepted; woken, that node read the requests only after its verdict on the old
+    # host (they waited in the socket behind it). Its copies, accepted, waited for a commit
+    # that could not come, and the acceptance they repeated reached the old host's next
+    # incarnation, which cancelled them: the old host's last state died with them. Read
+    # after the verdict, a request is committed at once, as one read before it: its copy
+    # claims the name with the state it brought (6; the checkpoint b holds says 5). The
+    # same when the old host timed out and sent its cancel before it died ("cancel"): read
+    # after the verdict too, it must not withdraw the only copy of that state.
+    a, b, name = await ckpt_on_leaver(cluster, "resume")
+    assert await b.call(name, "incr") == 6  # in the Resume state only
+    cut = HeldCut(b)
+    down = b.registry.peer_down
+
+    def verdict_first(node: str) -> None:
+        down(node)
+        if node == a.name:
+            cut.release()  # what a sent before it died, read now
+
+    b.registry.peer_down = verdict_first  # type: ignore[method-assign]
+    try:
+        leaving = asyncio.ensure_future(a.stop())
+        await eventually(lambda: sent[-1] in cut.seen, timeout=5)
+        cluster.nodes.remove(a)
+        await crash(a)  # before anything more left it (its cancel's answer is due in 0.5 s)
+        leaving.cancel()
+        with contextlib.suppress(BaseException):
+            await leaving
+        assert tuple(cut.seen) == sent
+        await eventually(lambda: not cut.cutting, timeout=10, message="b never saw a go down")
+    finally:
+        cut.close()
+        del b.registry.peer_down
+    pid = await restarted(cluster, name, a.name, [b])
+    await asyncio.sleep(0.5)  # a copy left unclaimed would be running beside it by now
+    assert cluster.live_copies(name) == [pid]
+    assert await b.call(name, "get") == (6, b.name)
+    handled = await b.call(name, "handled")
+    assert handled[0] == ("end_handoff", 6), handled

@@ -32,8 +32,9 @@ withdrawal; a commit or a cancel that comes while the copy is still starting is 
 
     STARTING                         --4-->  ACCEPTED
     STARTING, *_DUE                  --4R--> REFUSED     (factory failed, a copy runs here)
-    STARTING                         --5 or X down--> COMMIT_DUE
-    STARTING, COMMIT_DUE, CANCEL_DUE --C1--> CANCEL_DUE
+    STARTING                         --5 or X down--> COMMIT_DUE  (also at once: X was down
+                                                                  here when the request came)
+    STARTING, COMMIT_DUE, CANCEL_DUE --C1--> CANCEL_DUE  (not COMMIT_DUE while X is down here)
     ACCEPTED, COMMIT_DUE             --6-->  CLAIMED     (on HandoffCommit, or X down)
     ACCEPTED, CANCEL_DUE             --C2--> CANCELLED   (the copy dies)
     CLAIMED                          --9-->  OPEN
@@ -49,7 +50,8 @@ Rule 2: the old host forwards the frozen mailbox (5) before it sends HandoffComm
 Rule 3: the new owner claims the name (6) only after HandoffCommit or after seeing the
         old host go down, never after it answered a cancel "not committed"; once it has
         claimed, a cancel is answered "committed" (remembered for ``forward_ttl``), and
-        the old host commits too.
+        the old host commits too. Seeing the old host down commits a request read after
+        the verdict too, and a cancel from it read while it is down undoes nothing.
 Rule 4: the gate holds a node's direct messages only while that node's marker can still
         come: it opens for a node on its Flushed (9), once it is down or suspected, for
         every node once the old host is gone, and for all at ``handoff_timeout``.
@@ -649,7 +651,10 @@ class HandoffCoordinator:
     def _on_handoff_request(self, node: str, msg: HandoffRequest) -> None:
         """Step 2 arrives: step 3 begins (STARTING), at once once its batch is dispatched,
         in a task of its own from where it first suspends (``run_soon``: a join moves
-        thousands of names at once, and a task each was a fourteenth of the joiner's CPU)."""
+        thousands of names at once, and a task each was a fourteenth of the joiner's CPU).
+        A request whose old host is not up here (in the incarnation that sent it) is
+        committed from the start (COMMIT_DUE), as ``peer_down_incoming`` commits one that
+        came before the verdict."""
         if self.core.leaving:
             # Draining: it would only have to move on again. The sender learns we are
             # leaving (RegistryLeaving) and retries with its next owner.
@@ -657,6 +662,16 @@ class HandoffCoordinator:
             return
         inc = Incoming(node, msg.hid, msg.name, msg.spec, msg.old_pid, msg.ancestors, msg.checkpoint)
         self.incoming[(node, msg.hid)] = inc
+        if self._incarnation_of(node) != msg.old_pid.incarnation:
+            # The old host is down here already: this node read the request only after its
+            # verdict (it was paused, and the request waited in the socket behind it), so
+            # peer_down_incoming has run and will not run again for it. Committed now, as
+            # then (rule 3): the copy claims the name once it runs. Accepted instead, it
+            # waited for a commit that could never come, and the acceptance it repeated
+            # reached the old host's next incarnation, which knows no such handoff and
+            # cancelled it: the copy died with the old host's last state, which no other
+            # node held any more (the checkpoint campaign, seed 4229829433: 19 copies).
+            self._commit_due(inc)
         start = self._start(inc, msg.has_state, msg.state)
         if not self.runtime.run_soon(start):
             self._spawn(start)
@@ -801,9 +816,19 @@ class HandoffCoordinator:
         """Step C1 arrives, C2 answers: the old host withdraws the handoff. Stop the copy
         started here, unless the move was committed already (this node saw the old host
         fail and kept the process): the answer says which, and the old host acts on it
-        (see hand_off)."""
+        (see hand_off). A cancel from an old host that is down here, for a copy still
+        starting that its verdict committed, is ignored (see below)."""
         key = (node, msg.hid)
         inc = self.incoming.get(key)
+        gone = inc is not None and self._incarnation_of(node) != inc.old_pid.incarnation
+        if inc is not None and inc.state is Receiving.COMMIT_DUE and gone:
+            # Committed by the old host's verdict here, and that host is still down: a cancel
+            # it sent before it went down, read after the verdict as its request may be, must
+            # not withdraw the copy (dead, that host took its own copy along, and its last
+            # state is only here). Unanswered: an old host that was only paused gives up
+            # waiting and resumes its copy, which this copy's claim then supersedes (its
+            # state comes here, as a conflict's loser's does).
+            return
         claimed = inc is not None and inc.state is Receiving.CLAIMED
         committed = self._committed_in.get(key) if inc is None else (inc.pid if claimed else None)
         if committed is not None:
