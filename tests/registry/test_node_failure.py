@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
 from distable import Node, NodeDown, ProcessRestarted
-from distable.testing import claimants, eventually
+from distable.ring import Ring
+from distable.testing import claimants, eventually, intercept
+from distable.wire._messages import Delta, RegisterRequest
 
 from . import apps
 from .conftest import Cluster
@@ -64,3 +69,43 @@ async def test_register_name_entries_of_a_crashed_node_vanish(cluster: Cluster, 
     # Never restarted: they had no factory.
     assert apps.INITS == {"manual-0": 1, "manual-1": 1, "manual-2": 1, "manual-a": 1}
     assert all(claimants(n, f"manual-{i}") == [] for n in (a, b) for i in range(3))
+
+
+async def test_a_name_handed_to_a_node_that_died_is_restarted_when_the_handoff_reaches_its_owner_late(
+    cluster: Cluster, three: list[Node]
+) -> None:
+    """The fault campaign's lost names (seed 4229829435): x leaves and hands the name to y;
+    y dies at once; o, the owner now, hears of the move (x's removal, naming y's pid as the
+    successor) only after it saw y go down, then x's request to restart the name (x saw y
+    die). Kept, the successor made o resolve the name to y's dead pid and answer x "it is
+    registered": x's drain ended content, and nobody ever restarted the name."""
+    x, y, o = three
+    name = next(
+        n
+        for i in range(10_000)
+        if Ring().place([x.name, y.name, o.name]).owner(n := f"late-{i}") == x.name
+        and Ring().place([y.name, o.name]).owner(n) == y.name
+    )
+    first = await x.register(name, apps.Counter, key=name)
+    await eventually(lambda: all(n.whereis(name) == first for n in three), message=cluster.describe)
+
+    held: list[tuple[str, Any, Any]] = []  # what x and y send o, in order, until o saw y go down
+
+    def hold(sender: str, msg: Any, deliver: Any) -> None:
+        held.append((sender, msg, deliver))
+
+    with intercept(o, Delta, hold), intercept(o, RegisterRequest, hold):
+        leaving = asyncio.ensure_future(cluster.stop(x))
+        await eventually(lambda: [p.node for p in claimants(y, name)] == [y.name], message=cluster.describe)
+        await cluster.crash(y)
+        await eventually(lambda: y.name not in o.nodes(), message=cluster.describe)
+        await eventually(lambda: any(isinstance(m, RegisterRequest) for _, m, _ in held), message=lambda: f"{held}")
+    for sender, msg, deliver in held:
+        deliver(sender, msg)
+    await leaving
+
+    def restarted() -> bool:
+        pid = o.whereis(name)
+        return pid is not None and pid.node == o.name and cluster.live_copies(name) == [pid]
+
+    await eventually(restarted, timeout=10, message=lambda: f"{o.name} resolves {name!r} to {o.whereis(name)}")

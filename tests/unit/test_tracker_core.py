@@ -861,19 +861,104 @@ def test_a_name_handed_to_a_node_that_died_before_claiming_it_is_restarted() -> 
     assert NameUnregistered(name, Pid("b", 1, 7)) in out.events
 
 
-def test_a_successor_whose_node_died_before_claiming_is_forgotten() -> None:
-    """b handed the name to c; c died before its claim reached a: a forgets the name
-    (b, which handed it, restarts it: see the test above)."""
+def test_a_successor_whose_node_died_before_claiming_is_forgotten_and_checked_later() -> None:
+    """b handed the name to c; c died before its claim reached a: a forgets the pid, and
+    checks after ``orphan_check`` that the name is back (b, which handed it and owns it
+    now, restarts it: see the test above)."""
+    name = name_owned_by("b", ["a", "b"])
     a = joined(core("a"), "b", "c")
     old, new = Pid("b", 1, 1), Pid("c", 1, 1)
-    a.on_delta("b", Delta([claim("x", old, 1)], []), 1.0)
-    a.on_delta("b", Delta([], [Removal(CLAIM_NAME, "x", old, 2, successor=new)]), 2.0)
-    assert a.pids == {"x": new}
+    a.on_delta("b", Delta([claim(name, old, 1)], []), 1.0)
+    a.on_delta("b", Delta([], [Removal(CLAIM_NAME, name, old, 2, successor=new)]), 2.0)
+    assert a.pids == {name: new}
     a.take()
     a.peer_down("c", 3.0)
     assert a.pids == {}
-    assert NameUnregistered("x", new) in a.take().events
+    out = a.take()
+    assert NameUnregistered(name, new) in out.events
+    assert out.commands == []
+    a.on_delta("b", Delta([claim(name, Pid("b", 1, 2), 3)], []), 4.0)  # b restarted it
+    a.handle_timer(3.0 + RegistryConfig().orphan_check)
+    assert a.take().commands == []  # back: no restart
     assert not a.restarts_owed()
+
+
+def up(me: TrackerCore, node: str, incarnation: int, now: float = 0.0) -> None:
+    """``node`` (as ``incarnation``) comes up at ``me``, greets it and is synced (empty)."""
+    me.peer_up(node, now, incarnation)
+    me.on_hello(node, RegistryHello("server", False), now)
+    me.on_digest(node, Digest([0] * BUCKETS), now)
+
+
+def test_a_removal_naming_a_successor_already_down_here_leaves_an_orphan_its_owner_restarts() -> None:
+    """The chaos campaign's lost names (seed 4229829435): b (leaving) handed x to c while a
+    was cut off; a declared c failed; c died; b's removal reached a only after the heal.
+    Kept, the successor made a resolve x to c's dead pid for good, and answer the restart
+    b asked of it (b saw c die) "registered already": nobody restarted x. a owns x now, so
+    it restarts it; and a registration asked of it finds the name free."""
+    old, new = Pid("b", 1, 1), Pid("c", 1, 1)
+    name = name_owned_by("a", ["a", "c"])
+    a = core("a")
+    up(a, "b", 1)
+    up(a, "c", 1)
+    a.on_delta("b", Delta([claim(name, old, 1)], []), 1.0)
+    a.on_leaving("b", RegistryLeaving(), 1.0)
+    a.peer_down("c", 2.0)
+    a.take()
+    a.on_delta("b", Delta([], [Removal(CLAIM_NAME, name, old, 2, successor=new)]), 3.0)
+    assert name not in a.pids
+    out = a.take()
+    assert NameUnregistered(name, old) in out.events
+    assert out.commands == [StartName(name, SPEC, "nodedown", "c")]
+
+
+def test_a_removal_naming_a_dead_incarnation_of_a_node_up_again_is_no_successor() -> None:
+    old, new = Pid("b", 1, 1), Pid("c", 1, 1)
+    name = name_owned_by("c", ["a", "b", "c"])  # c's new incarnation owns it: a checks later
+    a = core("a")
+    up(a, "b", 1)
+    up(a, "c", 1)
+    a.on_delta("b", Delta([claim(name, old, 1)], []), 1.0)
+    a.peer_down("c", 2.0)
+    up(a, "c", 2, 2.5)  # c restarted: its first incarnation's pids are gone
+    a.take()
+    a.on_delta("b", Delta([], [Removal(CLAIM_NAME, name, old, 2, successor=new)]), 3.0)
+    assert name not in a.pids
+    assert a.take().commands == []
+    assert a.restarts_due() == [name]  # the orphan check: c is asked if the name is not back
+    a.handle_timer(3.0 + RegistryConfig().orphan_check)
+    assert a.take().commands == [RestartElsewhere(name, SPEC, "c")]
+
+
+def test_a_removal_naming_a_node_not_seen_yet_still_resolves_to_the_successor() -> None:
+    """A joiner that the old host placed before this node linked to it: its claim is on its
+    way, the name must not disappear meanwhile."""
+    a = joined(core("a"), "b")
+    old, new = Pid("b", 1, 1), Pid("j", 7, 1)
+    a.on_delta("b", Delta([claim("x", old, 1)], []), 1.0)
+    a.on_delta("b", Delta([], [Removal(CLAIM_NAME, "x", old, 2, successor=new)]), 2.0)
+    assert a.pids == {"x": new}
+    assert not a.take().commands
+
+
+def test_a_successor_that_dies_before_its_claim_arrives_is_restarted_by_the_owner() -> None:
+    """The same loss the other way round: a resolved x to c's pid (c's claim not there
+    yet), answered b's restart request "registered already" (b saw c die first), and then
+    forgot x at c's death. The owner restarts what it forgets; the others check later."""
+    old, new = Pid("b", 1, 1), Pid("c", 1, 1)
+    name = name_owned_by("a", ["a", "c"])
+    a = core("a")
+    up(a, "b", 1)
+    up(a, "c", 1)
+    a.on_delta("b", Delta([claim(name, old, 1)], []), 1.0)
+    a.on_leaving("b", RegistryLeaving(), 1.0)
+    a.on_delta("b", Delta([], [Removal(CLAIM_NAME, name, old, 2, successor=new)]), 2.0)
+    assert a.pids == {name: new}
+    a.take()
+    a.peer_down("c", 3.0)
+    out = a.take()
+    assert NameUnregistered(name, new) in out.events
+    assert out.commands == [StartName(name, SPEC, "nodedown", "c")]
 
 
 def test_a_moved_copy_stands_for_the_host_it_moved_from_so_two_views_pick_the_same_copy() -> None:

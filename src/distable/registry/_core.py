@@ -22,7 +22,10 @@ Rules:
       host name. The host of each losing claim (and only it) is told to resolve the conflict.
     * When a host goes down, its claims are dropped everywhere; each factory-registered
       name it hosted (and had not handed off) is restarted by the one node that owns it
-      in the new placement: exactly once, in a stable cluster. The other nodes that held
+      in the new placement: exactly once, in a stable cluster. A name handed to it whose
+      claim has not arrived (the replica resolves it to the handoff's successor meanwhile)
+      counts as one it hosted, and so does one whose removal names a successor already
+      gone here. The other nodes that held
       the claim ask that owner to (it may never have heard of it: it joined too late);
       registration there is idempotent.
     * Placement covers server nodes that are up, have said hello, and are not
@@ -302,6 +305,7 @@ class _Peer:
     # when it last asked.
     awaiting_digest: bool = False
     asked: float = 0.0
+    incarnation: int = 0  # its incarnation, as membership announced it (0: not told)
 
 
 class TrackerCore:
@@ -332,8 +336,12 @@ class TrackerCore:
         self.placement: Placement = strategy.place([node] if role == "server" else [])
         self.pinned: set[Any] = set()  # local names whose process answered Ignore
         self.moving: set[Any] = set()  # local names being handed off now
-        # names whose host handed them off, until the successor's own claim arrives
-        self._successors: dict[Any, Pid] = {}
+        # names whose host handed them off, until the successor's own claim arrives: the
+        # successor, and the claim a peer's handoff removed (None for this node's own
+        # handoffs, which _handed restarts): what a restart needs if the successor dies first
+        self._successors: dict[Any, tuple[Pid, Claim | None]] = {}
+        # node -> the latest incarnation of it that went down here (see _gone)
+        self._down: dict[str, int] = {}
         # name -> (new pid, spec) of the names this node handed off, until the new claim arrives
         self._handed: dict[Any, tuple[Pid, Spec, Lineage | None, Lineage | None]] = {}
         # local pid -> the key of its one claim, or a set of keys when it holds several
@@ -441,8 +449,8 @@ class TrackerCore:
 
     # --- membership ----------------------------------------------------------------------------
 
-    def peer_up(self, node: str, now: float) -> None:
-        """``node`` is up: greet it and ask for its digest.
+    def peer_up(self, node: str, now: float, incarnation: int = 0) -> None:
+        """``node`` (as ``incarnation``, 0 if not known) is up: greet it and ask for its digest.
 
         The digest goes both ways on request only (``RegistryHello.wants_digest``): a peer
         that did not see this node go down (a one-sided failure verdict: this node, or that
@@ -450,7 +458,7 @@ class TrackerCore:
         while this node, which dropped them, restarts or hands out names it still runs.
         """
         peer = self.peers.setdefault(node, _Peer())
-        peer.awaiting_digest, peer.asked = True, now
+        peer.awaiting_digest, peer.asked, peer.incarnation = True, now, incarnation
         self._out.send.append((node, RegistryHello(self.role, self.leaving, wants_digest=True)))
         early = self._early_hellos.pop(node, None)
         if early is not None:  # its greeting came before it was up here: taken now
@@ -475,14 +483,27 @@ class TrackerCore:
 
     def peer_down(self, node: str, now: float) -> None:
         """``node`` is down: drop its claims; restart the names this node now owns."""
-        self.peers.pop(node, None)
+        peer = self.peers.pop(node, None)
+        if len(self._down) >= 10_000:
+            self._down.clear()  # bounded: a later removal naming a pid of a forgotten one keeps it
+        self._down[node] = max(self._down.get(node, 0), peer.incarnation if peer is not None else 0)
         self._sample_pids.pop(node, None)
         self._early_hellos.pop(node, None)
-        for name in [n for n, p in self._successors.items() if p.node == node]:
-            del self._successors[name]  # its claim will never come: forget the name
+        orphans: list[tuple[Claim, Spec]] = []
+        for name in [n for n, (p, _) in self._successors.items() if p.node == node]:
+            _, moved = self._successors.pop(name)  # its claim will never come: forget the name
             self._pick_winner(name)
+            if moved is not None and moved.spec is not None and name not in self.winners:
+                orphans.append((moved, moved.spec))
         self._flushed = {f for f in self._flushed if f[0] != node}
         self._replace_placement(now)
+        # Names a peer handed to ``node`` whose claim never reached this replica: it resolved
+        # them to ``node``'s pid meanwhile, and as their owner it may have answered the restart
+        # the old host asked of it (that host saw the death first) "registered already". They
+        # are orphans like the names of the claims ``node`` held; only forgotten, nobody
+        # restarted them.
+        for moved, spec in orphans:
+            self._restart_orphan(moved.key, spec, moved.position, now, node, moved.lineage, moved.base)
         # Names this node handed to ``node`` that it died before claiming: nobody else holds
         # a claim to restart them from (this node's was removed at the commit).
         for name in [n for n, (pid, *_) in self._handed.items() if pid.node == node]:
@@ -833,7 +854,7 @@ class TrackerCore:
         """The handoff of ``name`` to ``new_pid`` completed: its claim supersedes ours."""
         self._n_handoffs_done += 1
         if new_pid.node != self.node:
-            self._successors[name] = new_pid  # until the new owner's claim reaches us
+            self._successors[name] = (new_pid, None)  # until the new owner's claim reaches us
             mine = self.claims[self.node].get(name)
             if mine is not None and mine.pid == old_pid and mine.spec is not None:
                 # until then, too (see peer_down)
@@ -914,11 +935,34 @@ class TrackerCore:
                 continue
             del table[key]
             if old.kind == CLAIM_NAME:
-                if removal.successor is not None:
-                    self._successors[old.key] = removal.successor
+                successor, gone_to = removal.successor, None
+                if successor is not None:
+                    if self._gone(successor):
+                        gone_to = successor.node
+                    else:
+                        self._successors[old.key] = (successor, old)
                 self._pick_winner(old.key)
+                if gone_to is not None and old.spec is not None and old.key not in self.winners:
+                    # Handed to a node gone here already (the removal came late: a cut, a slow
+                    # link): its claim never comes, and the peer_down that forgets a successor
+                    # is past. Kept, the name resolved to a dead pid for good, and as its owner
+                    # this node answered the restart the old host asked of it "registered
+                    # already" (the fault campaign's lost names, seed 4229829435). It is an
+                    # orphan, as if this node had held the dead node's claim.
+                    self._restart_orphan(old.key, old.spec, old.position, now, gone_to, old.lineage, old.base)
             else:
                 self._group_remove(old)
+
+    def _gone(self, pid: Pid) -> bool:
+        """Whether ``pid``'s node incarnation is gone in this node's view: it went down here
+        (and is not up again), or a later incarnation of its node is up. A node not seen
+        yet (a joiner this node has not linked to) is not gone: its claim is on its way."""
+        if pid.node == self.node:
+            return False
+        peer = self.peers.get(pid.node)
+        if peer is not None:
+            return peer.incarnation > pid.incarnation
+        return self._down.get(pid.node, 0) >= pid.incarnation > 0
 
     def _canonical(self, claim: Claim) -> Claim:
         """``claim`` as the replica keeps it: an argument-less spec shared with every entry of
@@ -1095,10 +1139,11 @@ class TrackerCore:
         winner: Claim | None
         if not cands:
             self._contested_names.discard(name)
-            successor = self._successors.get(name)
-            if successor is not None:
+            moving = self._successors.get(name)
+            if moving is not None:
                 # Handed off: its new claim is on its way from the new owner. Resolve to the
                 # successor meanwhile, so the name never disappears while it moves.
+                successor = moving[0]
                 self.winners.pop(name, None)
                 if self.pids.get(name) != successor:
                     self.pids[name] = successor

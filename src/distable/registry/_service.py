@@ -515,7 +515,7 @@ class RegistryService:
         A server peer whose link agreed on a protocol version without checkpoints is never
         one of the standby core's peers: it is asked nothing and holds nothing."""
         now = self.loop.time()
-        self.core.peer_up(node, now)
+        self.core.peer_up(node, now, incarnation)
         if not client and self._speaks_checkpoints(node):
             self.standby.peer_up(node, now, incarnation)
         self._conflict_due(self.conflict_outbox.peer_up(node, incarnation, now))
