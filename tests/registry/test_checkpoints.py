@@ -206,16 +206,15 @@ async def test_a_peer_of_an_older_protocol_is_never_a_standby(
     assert a.statistics().registry.checkpoint_hosted == 1
 
 
-async def test_after_a_netsplit_heal_the_winner_takes_the_checkpoints_over(cluster: Cluster) -> None:
-    # Each side of a split runs a copy of the name and checkpoints its own count. After the
-    # heal, the surviving copy takes the checkpoints over (a lineage above both) and gets
-    # the other copy's state in resolve_conflict; a crash of its host then restores the
-    # survivor's count, never the loser's.
+async def split_counts_and_heal(cluster: Cluster, key: str, mode: str = "resume") -> tuple[list[Node], str, int]:
+    """Four nodes; a Counter (``mode``) registered on one side of a split that each side
+    then runs, counting 3 on one side and 7 on the other, each checkpointed; the heal, until
+    one copy is left. The nodes, the name, and the survivor's count (3 or 7)."""
     nodes = await cluster.start(4)
     side_a, side_b = nodes[:2], nodes[2:]
     names = [n.name for n in nodes]
-    name = first_owned(side_a[0].name, names, "ckpt-split")
-    await side_a[0].register(name, apps.Counter, key=name)
+    name = first_owned(side_a[0].name, names, key)
+    await side_a[0].register(name, apps.Counter, key=name, mode=mode)
     await side_a[0].call(name, ("checkpoint", True))  # 0, everywhere its standby is
     cut = cluster.partition(side_a, side_b)
 
@@ -236,10 +235,19 @@ async def test_after_a_netsplit_heal_the_winner_takes_the_checkpoints_over(clust
         timeout=20,
         message=lambda: f"{cluster.describe()}; copies {cluster.live_copies(name)}",
     )
+    survivor, _ = await nodes[0].call(name, "get")
+    assert survivor in (3, 7)
+    return nodes, name, survivor
+
+
+async def test_after_a_netsplit_heal_the_winner_takes_the_checkpoints_over(cluster: Cluster) -> None:
+    # Each side of a split runs a copy of the name and checkpoints its own count. After the
+    # heal, the surviving copy takes the checkpoints over (a lineage above both) and gets
+    # the other copy's state in resolve_conflict; a crash of its host then restores the
+    # survivor's count, never the loser's.
+    nodes, name, count = await split_counts_and_heal(cluster, "ckpt-split")
     winner = nodes[0].whereis(name)
     assert winner is not None
-    count, _ = await nodes[0].call(name, "get")
-    assert count in (3, 7)
     assert await nodes[0].call(name, "conflicts") == [10 - count]  # the loser's state
     host = cluster.node(winner.node)
     standby = host.registry.standby
@@ -264,33 +272,7 @@ async def test_a_conflict_loser_that_gives_no_state_passes_its_last_checkpoint_t
     # that thought its handoff had failed, busy in a checkpoint when it lost). Its last
     # checkpoint reaches resolve_conflict instead, as a handoff's Restart() gets the new
     # host its last checkpoint.
-    nodes = await cluster.start(4)
-    side_a, side_b = nodes[:2], nodes[2:]
-    names = [n.name for n in nodes]
-    name = first_owned(side_a[0].name, names, "ckpt-split-restart")
-    await side_a[0].register(name, apps.Counter, key=name, mode="restart")
-    await side_a[0].call(name, ("checkpoint", True))
-    cut = cluster.partition(side_a, side_b)
-
-    def isolated(side: list[Node]) -> bool:
-        return all(n.placement().nodes == sorted(m.name for m in side) for n in side)
-
-    await eventually(lambda: isolated(side_a) and isolated(side_b), timeout=15, message=cluster.describe)
-    await eventually(lambda: side_b[0].whereis(name) is not None, timeout=15, message=cluster.describe)
-    for side, count in ((side_a, 3), (side_b, 7)):
-        for _ in range(count):
-            await side[0].call(name, "incr")
-        assert await side[0].call(name, ("checkpoint", True)) == count
-
-    await cut.heal()
-    await cluster.wait_joined()
-    await eventually(
-        lambda: (p := cluster.agreed()) is not None and cluster.live_copies(name) == [p[name]],
-        timeout=20,
-        message=lambda: f"{cluster.describe()}; copies {cluster.live_copies(name)}",
-    )
-    count, _ = await nodes[0].call(name, "get")
-    assert count in (3, 7)
+    nodes, name, count = await split_counts_and_heal(cluster, "ckpt-split-restart", mode="restart")
     assert await nodes[0].call(name, "conflicts") == [10 - count]  # the loser's last checkpoint, not None
 
 
@@ -455,6 +437,24 @@ async def ckpt_on_leaver(cluster: Cluster, mode: str) -> tuple[Node, Node, str]:
     return a, b, name
 
 
+async def checkpoint_under_way(b: Node, name: str, cut: HeldCut) -> asyncio.Future[Any]:
+    """An ``incr`` of ``name`` (on ``b``), then its checkpoint (the 6th) under way, its put
+    held or dropped by ``cut``: the call's future."""
+    await b.call(name, "incr")
+    sixth = asyncio.ensure_future(b.call(name, ("checkpoint", True), timeout=20))
+    await eventually(lambda: CheckpointPut in cut.seen)
+    return sixth
+
+
+async def back_on(cluster: Cluster, name: str, a: Node, b: Node, count: int) -> None:
+    """``name`` runs again on ``b``, no longer on ``a``, from the count ``count``, which its
+    ``end_handoff`` got first."""
+    await restarted(cluster, name, a.name, [b])
+    assert await b.call(name, "get") == (count, b.name)
+    handled = await b.call(name, "handled")
+    assert handled[0] == ("end_handoff", count), handled
+
+
 async def test_a_leaving_hosts_restart_handoff_after_a_cut_carries_its_last_checkpoint(cluster: Cluster) -> None:
     # The fault campaign's loss (seed 1525232718, docs/performance.md "At 2a39578"): the
     # copy on the leaving node awaits a checkpoint that its standby, cut off, cannot answer,
@@ -466,9 +466,7 @@ async def test_a_leaving_hosts_restart_handoff_after_a_cut_carries_its_last_chec
     a, b, name = await ckpt_on_leaver(cluster, "resume")
     cut = HeldCut(b)
     try:
-        await b.call(name, "incr")
-        sixth = asyncio.ensure_future(b.call(name, ("checkpoint", True), timeout=20))
-        await eventually(lambda: CheckpointPut in cut.seen)
+        sixth = await checkpoint_under_way(b, name, cut)
         leaving = asyncio.ensure_future(cluster.stop(a))
         await eventually(lambda: HandoffRequest in cut.seen, timeout=5)
         cut.release()
@@ -476,10 +474,7 @@ async def test_a_leaving_hosts_restart_handoff_after_a_cut_carries_its_last_chec
         await leaving
     finally:
         cut.close()
-    await restarted(cluster, name, a.name, [b])
-    assert await b.call(name, "get") == (6, b.name)
-    handled = await b.call(name, "handled")
-    assert handled[0] == ("end_handoff", 6), handled
+    await back_on(cluster, name, a, b, 6)
 
 
 async def test_a_leaving_hosts_restart_request_lost_in_a_cut_restarts_from_the_checkpoint(cluster: Cluster) -> None:
@@ -490,19 +485,14 @@ async def test_a_leaving_hosts_restart_request_lost_in_a_cut_restarts_from_the_c
     a._drain_timeout = 2.0
     cut = HeldCut(b, drop=True)
     try:
-        await b.call(name, "incr")
-        sixth = asyncio.ensure_future(b.call(name, ("checkpoint", True), timeout=20))
-        await eventually(lambda: CheckpointPut in cut.seen)
+        sixth = await checkpoint_under_way(b, name, cut)
         await cluster.stop(a)
         assert HandoffRequest in cut.seen
         with contextlib.suppress(DistableError):
             await sixth  # never acknowledged (the copy stopped first)
     finally:
         cut.close()
-    await restarted(cluster, name, a.name, [b])
-    assert await b.call(name, "get") == (5, b.name)
-    handled = await b.call(name, "handled")
-    assert handled[0] == ("end_handoff", 5), handled
+    await back_on(cluster, name, a, b, 5)
 
 
 async def test_a_handed_in_copy_withdrawn_leaves_its_owner_holding_the_checkpoint(cluster: Cluster) -> None:
@@ -525,10 +515,7 @@ async def test_a_handed_in_copy_withdrawn_leaves_its_owner_holding_the_checkpoin
             await leaving
     finally:
         cut.close()
-    await restarted(cluster, name, a.name, [b])
-    assert await b.call(name, "get") == (5, b.name)
-    handled = await b.call(name, "handled")
-    assert handled[0] == ("end_handoff", 5), handled
+    await back_on(cluster, name, a, b, 5)
 
 
 @pytest.mark.parametrize("sent", [(HandoffRequest,), (HandoffRequest, HandoffCancel)], ids=["request", "cancel"])

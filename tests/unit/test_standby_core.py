@@ -499,13 +499,20 @@ def test_a_drop_to_a_node_that_is_down_goes_when_it_comes_back_within_30_s() -> 
     assert name not in b.records
 
 
-def test_an_exited_process_keeps_its_copy_for_the_restart_and_its_waits_fail() -> None:
+def checkpointed_once() -> tuple[Any, StandbyCore, StandbyCore, Pump]:
+    """a hosts a name whose standby is b, with one checkpoint (b"1", token 1) held by b:
+    the name, both cores and their pump."""
     name = name_with(["a", "b"])
     a, b = core("a"), core("b")
     a.host_started(name, pid("a"), SPEC, 1, 0.0)
     pump = Pump(a, b)
     a.host_checkpoint(name, pid("a"), b"1", 1.0, token=1)
     pump(1.0)
+    return name, a, b, pump
+
+
+def test_an_exited_process_keeps_its_copy_for_the_restart_and_its_waits_fail() -> None:
+    name, a, _, pump = checkpointed_once()
     pump.lost = {"b"}
     a.host_checkpoint(name, pid("a"), b"2", 1.5, token=2)
     a.host_checkpoint(name, pid("a"), b"3", 1.5 + 0.001)  # write-behind, pending
@@ -753,12 +760,7 @@ def test_a_handed_in_copy_withdrawn_leaves_the_record_it_superseded() -> None:
 
 
 def test_a_handed_in_copy_that_claims_the_name_forgets_the_record_it_superseded() -> None:
-    name = name_with(["a", "b"])
-    a, b = core("a"), core("b")
-    a.host_started(name, pid("a"), SPEC, 1, 0.0)
-    pump = Pump(a, b)
-    a.host_checkpoint(name, pid("a"), b"1", 1.0, token=1)
-    pump(1.0)
+    name, a, b, _ = checkpointed_once()
     handover = a.handover(name, pid("a"), 2.0)
     assert handover is not None
     b.host_started(name, pid("b"), SPEC, 1, 2.1, resumed=handover)

@@ -890,18 +890,25 @@ def up(me: TrackerCore, node: str, incarnation: int, now: float = 0.0) -> None:
     me.on_digest(node, Digest([0] * BUCKETS), now)
 
 
+def b_hosts_a_name_of(owner: str, nodes: list[str]) -> tuple[TrackerCore, str, Pid, Pid]:
+    """a, with b and c up (incarnation 1), sees b claim a name that ``owner`` owns among
+    ``nodes``: a, the name, b's pid of it, and the pid c would get (c's first)."""
+    old, new = Pid("b", 1, 1), Pid("c", 1, 1)
+    name = name_owned_by(owner, nodes)
+    a = core("a")
+    up(a, "b", 1)
+    up(a, "c", 1)
+    a.on_delta("b", Delta([claim(name, old, 1)], []), 1.0)
+    return a, name, old, new
+
+
 def test_a_removal_naming_a_successor_already_down_here_leaves_an_orphan_its_owner_restarts() -> None:
     """The chaos campaign's lost names (seed 4229829435): b (leaving) handed x to c while a
     was cut off; a declared c failed; c died; b's removal reached a only after the heal.
     Kept, the successor made a resolve x to c's dead pid for good, and answer the restart
     b asked of it (b saw c die) "registered already": nobody restarted x. a owns x now, so
     it restarts it; and a registration asked of it finds the name free."""
-    old, new = Pid("b", 1, 1), Pid("c", 1, 1)
-    name = name_owned_by("a", ["a", "c"])
-    a = core("a")
-    up(a, "b", 1)
-    up(a, "c", 1)
-    a.on_delta("b", Delta([claim(name, old, 1)], []), 1.0)
+    a, name, old, new = b_hosts_a_name_of("a", ["a", "c"])
     a.on_leaving("b", RegistryLeaving(), 1.0)
     a.peer_down("c", 2.0)
     a.take()
@@ -913,12 +920,7 @@ def test_a_removal_naming_a_successor_already_down_here_leaves_an_orphan_its_own
 
 
 def test_a_removal_naming_a_dead_incarnation_of_a_node_up_again_is_no_successor() -> None:
-    old, new = Pid("b", 1, 1), Pid("c", 1, 1)
-    name = name_owned_by("c", ["a", "b", "c"])  # c's new incarnation owns it: a checks later
-    a = core("a")
-    up(a, "b", 1)
-    up(a, "c", 1)
-    a.on_delta("b", Delta([claim(name, old, 1)], []), 1.0)
+    a, name, old, new = b_hosts_a_name_of("c", ["a", "b", "c"])  # c's new incarnation owns it: a checks later
     a.peer_down("c", 2.0)
     up(a, "c", 2, 2.5)  # c restarted: its first incarnation's pids are gone
     a.take()
@@ -945,12 +947,7 @@ def test_a_successor_that_dies_before_its_claim_arrives_is_restarted_by_the_owne
     """The same loss the other way round: a resolved x to c's pid (c's claim not there
     yet), answered b's restart request "registered already" (b saw c die first), and then
     forgot x at c's death. The owner restarts what it forgets; the others check later."""
-    old, new = Pid("b", 1, 1), Pid("c", 1, 1)
-    name = name_owned_by("a", ["a", "c"])
-    a = core("a")
-    up(a, "b", 1)
-    up(a, "c", 1)
-    a.on_delta("b", Delta([claim(name, old, 1)], []), 1.0)
+    a, name, old, new = b_hosts_a_name_of("a", ["a", "c"])
     a.on_leaving("b", RegistryLeaving(), 1.0)
     a.on_delta("b", Delta([], [Removal(CLAIM_NAME, name, old, 2, successor=new)]), 2.0)
     assert a.pids == {name: new}
