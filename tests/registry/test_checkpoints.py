@@ -557,7 +557,10 @@ async def test_a_handoff_request_read_after_its_old_hosts_verdict_is_kept(
         cut.close()
         del b.registry.peer_down
     pid = await restarted(cluster, name, a.name, [b])
-    await asyncio.sleep(0.5)  # a copy left unclaimed would be running beside it by now
+    # the handed-in copy settled (claimed, or withdrawn): one left unclaimed stays listed
+    await eventually(
+        lambda: not b.registry.handoff.incoming, timeout=10, message=lambda: f"{b.registry.handoff.incoming}"
+    )
     assert cluster.live_copies(name) == [pid]
     assert await b.call(name, "get") == (6, b.name)
     handled = await b.call(name, "handled")
