@@ -631,8 +631,7 @@ class StandbyCore:
         rec.handed_in, rec.superseded = False, None
         if kept:
             return
-        self._fail_waiting(rec, "retired")
-        self._forget_hosted(rec)
+        self.host_retired(name, pid, now)
         held = self.records.get(name)
         if superseded is not None and (held is None or (held.lineage, held.seq) < (superseded.lineage, superseded.seq)):
             self._keep(name, superseded, now)
