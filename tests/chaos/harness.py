@@ -714,6 +714,10 @@ class Run:
                 out[(entry["name"], entry["lineage"])].append((entry["t"], entry["node"]))
             elif entry["event"] == "merge":
                 winners[(entry["name"], entry["loser"])].append((entry["t"], entry["lineage"]))
+                # The winner's node holds the loser's state from then on. Said directly: when
+                # both copies share a lineage (one restored from the other's checkpoints while
+                # its node was paused), the lineage's own hosts list the loser's node last.
+                out[(entry["name"], entry["loser"])].append((entry["t"], entry["node"]))
         for key in list(out):
             name, lineage = key
             seen = {lineage}

@@ -108,6 +108,28 @@ def test_a_kept_lineage_whose_acknowledging_host_died_with_others_is_allowed_at_
     assert not chaos.lost_at(_ack(8.8), True, HOSTED_ON_S0, got).startswith("allowed")
 
 
+def test_a_conflict_winner_that_shares_the_losers_lineage_is_its_last_host(chaos: Run) -> None:
+    # Seeds 1718318917, 3937798506: s0, paused, was declared failed; s2 restored the name from
+    # s0's checkpoints (the same lineage L); woken, s0's copy won the conflict and merged
+    # s2's. s0 holds L from then on, and what it acknowledged is lost with s0 (killed at 20
+    # while s1 was cut off), not with s2, which never failed.
+    def entry(at: float, node: str, event: str, **more: Any) -> dict[str, Any]:
+        return {"t": T0 + at, "node": node, "name": "c0000", "lineage": "L", "event": event, **more}
+
+    ledger = [
+        entry(1.0, S0, "fresh"),
+        entry(5.0, "s2@127.0.0.1:3", "restore"),
+        entry(8.0, S0, "merge", loser="L"),
+    ]
+    hosted = Run.hosts(ledger)[("c0000", "L")]
+    assert max(hosted) == (T0 + 8.0, S0)
+    chaos.failures = [_failure("s0", "kill", 20.0, 23.0), _failure("s1", "partition", 18.0, 21.0)]
+    ack = Ack("w0-1", "L", S0, T0 + 15.0, T0 + 15.01)
+    assert chaos.lost_at(ack, False, hosted, []).startswith("allowed: kill of s0"), hosted
+    chaos.failures = [_failure("s0", "kill", 20.0, 23.0)]  # alone: a violation
+    assert not chaos.lost_at(ack, False, hosted, []).startswith("allowed")
+
+
 # --- without checkpoints: a drain that timed out ------------------------------------------------
 
 S0 = "s0@127.0.0.1:1"
