@@ -347,7 +347,9 @@ async def test_a_refusal_from_a_stale_record_makes_the_host_take_its_checkpoints
     cluster: Cluster, caplog: pytest.LogCaptureFixture
 ) -> None:
     # b holds a newer line of the name that no claim names (written by a copy that died
-    # unseen, say): it refuses a's puts; a's copy is the current one, so a takes over.
+    # unseen, say): it refuses a's puts; a's copy is the current one, so a takes over,
+    # after giving that line's state to its resolve_conflict: the copy that wrote it
+    # (restarted while a's node slept, say) acknowledged what it holds.
     a, b = await cluster.start(2)
     name = first_owned(a.name, [a.name, b.name], "ckpt-stale")
     await b.register(name, apps.Counter, key=name)
@@ -362,7 +364,8 @@ async def test_a_refusal_from_a_stale_record_makes_the_host_take_its_checkpoints
     lineage = a.registry.standby.lineage_of(name)
     assert lineage is not None
     assert lineage[0].epoch == 6  # above the stale line
-    assert b.registry.standby.records[name].lineage == lineage[0]
+    assert await b.call(name, "conflicts") == [99]  # the stale line's state, merged
+    await eventually(lambda: b.registry.standby.records[name].lineage == lineage[0])
     await eventually(lambda: claim_lineage(b, name) == lineage[0])
 
 

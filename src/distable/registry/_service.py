@@ -242,6 +242,9 @@ class RegistryService:
         self._token = 0
         self._checkpoint_waits: dict[int, asyncio.Future[None]] = {}
         self._restores: dict[int, tuple[asyncio.Future[Restored], Any, Lineage, Lineage | None]] = {}
+        # (name, local pid) whose refused checkpoints' stale line is being fetched for its
+        # resolve_conflict (``_on_refused``, ``_adopt_stale``).
+        self._adopting: set[tuple[Any, Pid]] = set()
         # The durable store (issue 12, item 4), if the node has one: see "the durable
         # store" below for what each field holds. Written by those methods only.
         self.store = store
@@ -1620,13 +1623,21 @@ class RegistryService:
         writer = refused.writer.node
         synced = writer == self.node or writer not in self.core.peers or self.core.synced_with(writer)
         if self.pids.get(name) == pid and synced and refused.held not in self._claimed(name):
+            if (name, pid) in self._adopting:
+                return
             log.info(
-                "%s: %r's checkpoints were refused by %s, which holds a stale lineage; taking them over",
+                "%s: %r's checkpoints were refused by %s, which holds a stale lineage; fetching its "
+                "latest state for this copy's resolve_conflict, then taking them over",
                 self.node,
                 name,
                 refused.node,
             )
-            self._take_over(name, pid, [])
+            fut = self._begin_restore(name, refused.held, None, refused.node)
+            if fut is None:  # never: a refusal names a lineage
+                self._take_over(name, pid, [])
+                return
+            self._adopting.add((name, pid))
+            fut.add_done_callback(functools.partial(self._adopt_stale, name, pid, refused.held))
             return
         # One line per refusing node per interval, not per name: a heal refuses the
         # checkpoints of every name that lost, thousands at once.
@@ -1639,6 +1650,48 @@ class RegistryService:
             refused.node,
             refused.writer,
         )
+
+    def _adopt_stale(self, name: Any, pid: Pid, held: Lineage, fut: asyncio.Future[Restored]) -> None:
+        """The local ``pid``'s checkpoints were refused for ``held``, a lineage no claim
+        carries (``_on_refused``), and the fetch of its latest record is over: that state goes
+        to ``pid``'s ``resolve_conflict`` (as a conflict loser's would), then ``pid`` takes
+        the checkpoints over, dropping the fetched line's records once its own put is held.
+
+        Such a line is that of a copy that ran while this one's node was paused or cut off
+        (restarted or restored elsewhere, acknowledging writes with checkpoints) and died
+        before the two copies could meet as a conflict: its records hold what it
+        acknowledged, and a takeover alone replaced them with this copy's older state (the
+        fault campaign, seeds 4229829433 and 1718318914). A done-callback of the fetch;
+        never awaits."""
+        self._adopting.discard((name, pid))
+        if fut.cancelled() or fut.exception() is not None or self._stopped:
+            return
+        if self.pids.get(name) != pid or held in self._claimed(name):
+            return  # not this copy's to take over now; a refusal at the next put says again
+        restored = fut.result()
+        checkpoint = restored.checkpoint
+        if checkpoint is None:
+            self._take_over(name, pid, restored.holders)
+            return
+        try:
+            state = decode_value(checkpoint.state)
+        except Exception as exc:
+            log.error("%s: cannot decode the refused line's checkpoint of %r: %s", self.node, name, exc)
+            self._take_over(name, pid, restored.holders)
+            return
+        log.info(
+            "%s: %r: the state of its stale line (seq %d, written by %r) goes to %r's resolve_conflict",
+            self.node,
+            name,
+            checkpoint.seq,
+            checkpoint.writer,
+            pid,
+        )
+        try:
+            self._deliver_conflict_state(name, pid, True, state, 0, restored.holders)  # merges, takes over
+        except DistableError as exc:
+            log.error("%s: cannot give %r the state of its stale line: %s", self.node, name, exc)
+            self._take_over(name, pid, restored.holders)
 
     def _take_over(self, name: Any, pid: Pid, holders: Sequence[Holder]) -> None:
         """Make the local ``pid``'s checkpoints of ``name`` the newest (it won a conflict, or
