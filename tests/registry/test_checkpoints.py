@@ -15,15 +15,16 @@ from typing import Any
 
 import pytest
 
-from distable import DistableError, Node, Pid, RegistryConfig
+from distable import DistableError, HandoffAborted, Node, Pid, RegistryConfig
 from distable.registry._standby import CheckpointRefused
 from distable.ring import Ring, preference
-from distable.testing import crash, eventually, intercept
+from distable.testing import crash, eventually, handoffs_in_flight, intercept
 from distable.wire import encode_value
 from distable.wire._messages import (
     Checkpoint,
     CheckpointFetch,
     CheckpointPut,
+    HandoffAccepted,
     HandoffCancel,
     HandoffRequest,
     Lineage,
@@ -31,6 +32,7 @@ from distable.wire._messages import (
 
 from . import apps
 from .conftest import Cluster, first_owned, log_records
+from .test_verdicts import NO_SYNC, owned_by
 
 
 def records(nodes: list[Node]) -> int:
@@ -568,3 +570,68 @@ async def test_a_handoff_request_read_after_its_old_hosts_verdict_is_kept(
     assert await b.call(name, "get") == (6, b.name)
     handled = await b.call(name, "handled")
     assert handled[0] == ("end_handoff", 6), handled
+
+
+async def test_two_copies_handed_in_at_once_keep_their_records_and_the_winners_checkpoint_survives(
+    cluster: Cluster,
+) -> None:
+    # The checkpoint campaign's loss (seed 1718318914, docs/performance.md "At 04cdff9", run
+    # 1): y was handed two copies of one name, the first accepted and not claimed yet when
+    # the second came. The second claimed first, then the first, whose claim (the later)
+    # won the conflict between them. The standby core kept one host record per name: the
+    # second copy's start forgot the first's, the loser's retirement removed the only one,
+    # and the winner's checkpoint failed ("it was removed"): what it held lived only in
+    # its memory, and the next failure lost it. Here x hands the name to y twice: the first
+    # handoff's acceptance is lost and x gives it up (its copy resumes, counts 4), the
+    # second is committed, and y's verdict on x then commits the first.
+    x, z = await cluster.start(2, registry=NO_SYNC)
+    y = await cluster.add("late", registry=NO_SYNC, join=False)
+    name = owned_by(y.name, [x.name, y.name, z.name], x.name, [x.name, z.name], "ckpt-two-in")
+    old = await z.register(name, apps.Counter, key=name, handoff_timeout=5.0)
+    assert old.node == x.name
+    for _ in range(3):
+        await z.call(name, "incr")
+    assert await z.call(name, ("checkpoint", True)) == 3
+    lost: list[int] = []  # the first handoff's id: y's acceptance of it never reaches x
+
+    def lose_first(sender: str, msg: HandoffAccepted, deliver: Callable[[str, Any], None]) -> None:
+        if not lost:
+            lost.append(msg.hid)
+        if msg.hid not in lost:
+            deliver(sender, msg)
+
+    with intercept(x, HandoffAccepted, lose_first):
+        await cluster.join(y)
+        first = await eventually(
+            lambda: next((pid for n, pid in handoffs_in_flight(y).incoming if n == name and pid is not None), None),
+            message=lambda: f"{cluster.describe()}; copies {cluster.live_copies(name)}",
+        )
+        await eventually(lambda: lost)
+        x.registry.peer_down(y.name)  # x's one-sided verdict: its handoff fails, its copy resumes
+        await eventually(lambda: any(isinstance(e, HandoffAborted) and e.pid == old for e in cluster.events(x)))
+        assert await z.call(name, "incr") == 4
+        x.registry.peer_up(y.name)  # ... and x hands the name to y again: a second copy there
+        second = await eventually(
+            lambda: (p := y.whereis(name)) is not None and p.node == y.name and p,
+            message=lambda: f"{cluster.describe()}; copies {cluster.live_copies(name)}",
+        )
+        assert second != first
+        assert first in cluster.live_copies(name)  # still waiting for its commit
+        y.registry.peer_down(x.name)  # y's verdict on x commits the first: its claim wins
+        y.registry.peer_up(x.name)
+        await eventually(
+            lambda: cluster.live_copies(name) == [first] and all(n.whereis(name) == first for n in (x, y, z)),
+            timeout=15,
+            message=lambda: f"{cluster.describe()}; copies {cluster.live_copies(name)}",
+        )
+    assert await z.call(name, "conflicts") == [4]  # the loser's state
+    assert await z.call(name, "incr") == 4
+    assert await z.call(name, ("checkpoint_within", 10.0)) == "ok"  # before the fix: "DistableError"
+    lineage = y.registry.standby.lineage_of(name)
+    assert lineage is not None
+    await eventually(lambda: all(claim_lineage(n, name) == lineage[0] for n in (x, z)))
+
+    await cluster.crash(y)  # one failure
+    await restarted(cluster, name, y.name, [x, z])
+    handled = await x.call(name, "handled")
+    assert handled[0] == ("end_handoff", 4), handled

@@ -395,13 +395,20 @@ class World:
         self.after(node)
         if displaced:
             # Two local copies (a copy handed or restarted in beside one that woke here): the
-            # new claim wins (the tracker's local_claim) and takes the other's state.
+            # new claim wins (the tracker's local_claim) and takes the other's state and
+            # holders; then the other retires (the shell's order: the winner takes over
+            # first). Each copy has its own host record until then.
+            absorbed: list[Any] = []
+            for loser in displaced:
+                absorbed += node.core.holders_of(name, loser.pid)
+                copy.counter = max(copy.counter, loser.counter)
+            copy.tainted = True
+            self.takeover(node, copy, absorbed)
             for loser in displaced:
                 loser.alive, loser.ended, loser.waiting = False, True, None
-                copy.counter = max(copy.counter, loser.counter)
+                node.core.host_retired(name, loser.pid, self.clock.now)
                 self.note(f"{name}: {node.name}'s older copy retires into the new one")
-            copy.tainted = True
-            self.takeover(node, copy, ())
+            self.after(node)
         self.clock.call_later(self.rng.uniform(0.01, 0.3), self.work, copy)
         return copy
 

@@ -770,6 +770,120 @@ def test_a_handed_in_copy_that_claims_the_name_forgets_the_record_it_superseded(
     assert name not in b.records
 
 
+# --- two live copies of one name on one node ---------------------------------------------------------
+
+
+def handed(line: Lineage, seq: int, state: bytes | None, *holders: Holder) -> CheckpointHandover:
+    return CheckpointHandover(line, None, seq, list(holders), state)
+
+
+def test_two_copies_handed_in_at_once_keep_a_record_each_and_the_winners_merge_is_held() -> None:
+    """The checkpoint campaign's loss (seed 1718318914, docs/performance.md "At 04cdff9",
+    run 1): b is handed two copies of one name 20 ms apart, d's and a's, the first not
+    claimed yet when the second comes. The second claims first, then the first, whose
+    claim wins the tracker's conflict (the later local claim). The loser retires into it;
+    the winner takes the name over and checkpoints the merged state: that checkpoint must
+    complete, and b's death (one failure) must not lose it. With one record per name, the
+    second copy's start forgot the first's, the loser's retirement removed the only one,
+    and the winner's checkpoint failed ("removed")."""
+    name = name_with(["b", "c"])
+    a, b, c, d = core("a"), core("b"), core("c"), core("d")
+    pump = Pump(a, b, c, d)
+    first, second = pid("b", 30), pid("b", 134)
+    first_line, second_line = Lineage(3, pid("d", 614)), Lineage(2, pid("a", 222))
+    b.host_started(name, first, SPEC, 1, 1.0, resumed=handed(first_line, 1, b"fresh", Holder("d", first_line, 1)))
+    pump(1.0)
+    resumed = handed(second_line, 13, None, Holder("a", second_line, 13))
+    b.host_started(name, second, SPEC, 1, 1.02, resumed=resumed, resume_state=b"13 ops")
+    pump(1.02)
+    b.handin_settled(name, second, True, 1.03)  # the second claims the name first...
+    pump(1.03)
+    b.handin_settled(name, first, True, 1.05)  # ... then the first, whose claim wins
+    pump(1.05)
+    taken = b.host_takeover(name, first, 1.06, absorbed=b.holders_of(name, second))
+    assert taken == Lineage(4, first)
+    b.host_retired(name, second, 1.07)
+    b.host_checkpoint(name, first, b"merged", 1.08, token=1)
+    pump(1.08)
+    assert pump.done("b") == [CheckpointDone(name, 1, True, "acked")]
+    held = c.records[name]
+    assert (held.lineage, held.state, held.writer) == (taken, b"merged", first)
+    assert b.statistics().hosted == 1
+
+    for me in (a, c, d):
+        me.peer_down("b", 2.0)
+    c.restart_starting(name, 7, taken, first_line, 2.0)
+    pump(2.0)
+    (restored,) = pump.restored("c")
+    assert restored.checkpoint is not None
+    assert restored.checkpoint.state == b"merged"
+
+
+def test_a_copy_withdrawn_beside_another_leaves_the_other_its_record() -> None:
+    # b is handed two copies of one name; the second is withdrawn (C2: its old host keeps
+    # its own), the first claims: its record, the name's, is the one it had.
+    name = name_with(["b", "c"])
+    b, c = core("b"), core("c")
+    pump = Pump(b, c)
+    first, second = pid("b", 1), pid("b", 2)
+    first_line = Lineage(0, pid("a"))
+    b.host_started(name, first, SPEC, 1, 1.0, resumed=handed(first_line, 4, b"first"))
+    pump(1.0)
+    b.host_started(name, second, SPEC, 1, 1.1, resumed=handed(Lineage(1, pid("d")), 2, b"second"))
+    pump(1.1)
+    b.handin_settled(name, second, False, 1.2)
+    b.handin_settled(name, first, True, 1.3)
+    b.host_checkpoint(name, first, b"first+1", 1.4, token=1)
+    pump(1.4)
+    assert pump.done("b") == [CheckpointDone(name, 1, True, "acked")]
+    assert (c.records[name].lineage, c.records[name].state) == (first_line, b"first+1")
+
+
+def test_a_copy_handed_in_beside_a_claimed_one_waits_aside_until_the_registry_chooses() -> None:
+    # A copy handed in while the name's claimed copy runs here (a restart beside it, say)
+    # has a record of its own, quiet: the claimed copy's checkpoints go on completing. When
+    # the registry chooses the other copy (a takeover), that copy's record is the name's,
+    # above the displaced copy's epoch too, and the retired copy's waits fail.
+    name = name_with(["b", "c"])
+    b, c = core("b"), core("c")
+    pump = Pump(b, c)
+    claimed, handed_in = pid("b", 1), pid("b", 2)
+    mine = b.host_started(name, claimed, SPEC, 1, 0.0)[0]
+    b.host_checkpoint(name, claimed, b"one", 1.0, token=1)
+    pump(1.0)
+    theirs = Lineage(4, pid("a"))
+    assert b.host_started(name, handed_in, SPEC, 1, 1.1, resumed=handed(theirs, 7, b"theirs")) == (theirs, None)
+    b.host_checkpoint(name, handed_in, b"theirs+1", 1.2, token=2)  # kept, not sent
+    b.on_put("a", put(name, theirs, 7, b"theirs"), 1.2)  # its old host's straggler: the copy here continues it
+    assert name not in b.records
+    b.host_checkpoint(name, claimed, b"two", 1.3, token=3)
+    pump(1.3)
+    assert pump.done("b") == [CheckpointDone(name, 1, True, "acked"), CheckpointDone(name, 3, True, "acked")]
+    assert c.records[name].lineage == mine  # nothing of the other copy reached the standby
+    stats = b.statistics()
+    assert (stats.hosted, stats.hosted_bytes) == (2, len(b"two") + len(b"theirs+1"))
+    assert b.hosted(name, handed_in) == Checkpoint(name, theirs, None, 8, handed_in, b"theirs+1", SPEC)
+    assert b.holders_of(name, claimed) == [Holder("c", mine, 2)]
+
+    # The handed-in copy claims the name: its record is the name's, and its state goes out.
+    b.handin_settled(name, handed_in, True, 1.4)
+    pump(1.4)
+    assert pump.done("b") == [CheckpointDone(name, 2, True, "acked")]
+    assert (c.records[name].lineage, c.records[name].state) == (theirs, b"theirs+1")
+    # The registry chooses the claimed copy after all: it takes over above both epochs
+    # (c holds the other copy's lineage 4: a lineage below it would be refused).
+    b.host_checkpoint(name, claimed, b"three", 1.5, token=4)  # the displaced copy waits
+    pump(1.5)
+    assert pump.done("b") == []
+    taken = b.host_takeover(name, claimed, 1.6)
+    assert taken == Lineage(5, claimed)
+    b.host_retired(name, handed_in, 1.7)
+    pump(1.7)
+    assert pump.done("b") == [CheckpointDone(name, 4, True, "acked")]
+    assert (c.records[name].lineage, c.records[name].state) == (taken, b"three")
+    assert b.statistics().hosted == 1
+
+
 # --- statistics --------------------------------------------------------------------------------
 
 

@@ -1120,7 +1120,7 @@ class RegistryService:
         loser acknowledged with a checkpoint were lost with it (the fault campaign, seed
         1525232722). ``(False, None)`` when there is none (or it cannot be decoded here).
         Never awaits."""
-        checkpoint = self.standby.hosted(name)
+        checkpoint = self.standby.hosted(name, loser)  # its own record, even displaced by the winner's
         if checkpoint is None or checkpoint.writer != loser:
             return False, None
         try:
@@ -1416,14 +1416,24 @@ class RegistryService:
         resumed: CheckpointHandover | None = None,
         resume_state: bytes | None = None,
         restored: Restored | None = None,
+        handed_in: bool = False,
     ) -> tuple[Lineage, Lineage | None]:
         """The local ``pid`` (started from ``spec``) holds ``name`` from now: the standby
-        core keeps its checkpoints. Returns the lineage and base its claim carries."""
+        core keeps its checkpoints (``handed_in``: a copy handed in without checkpoints,
+        not claimed yet). Returns the lineage and base its claim carries."""
         replicas = spec.replicas or self.config.replicas
         if self.store is not None:
             restored = self._store_lineage_floor(name, pid, resumed, restored)
         lineage = self.standby.host_started(
-            name, pid, spec, replicas, self.loop.time(), resumed=resumed, resume_state=resume_state, restored=restored
+            name,
+            pid,
+            spec,
+            replicas,
+            self.loop.time(),
+            resumed=resumed,
+            resume_state=resume_state,
+            restored=restored,
+            handed_in=handed_in,
         )
         self._hosting[pid] = name
         self._changed()
@@ -1512,7 +1522,7 @@ class RegistryService:
         fut.add_done_callback(lambda _: handle.cancel())
         self.standby.host_checkpoint(name, pid, data, now, token)
         if self.store is not None:
-            self._store_wait(token, name)
+            self._store_wait(token, name, pid)
         self._changed()
         return fut
 
@@ -1530,7 +1540,7 @@ class RegistryService:
             return claim.key
         incoming = self.handoff.incoming_copy(pid)  # handed in, not claimed yet (step 6)
         if incoming is not None:
-            incoming.lineage, incoming.base = self._host_started(incoming.name, pid, incoming.spec)
+            incoming.lineage, incoming.base = self._host_started(incoming.name, pid, incoming.spec, handed_in=True)
             return incoming.name
         raise DistableError(
             f"checkpoint: {pid!r} holds no name registered through a factory on this node "
@@ -1698,7 +1708,7 @@ class RegistryService:
         a refusal came from a stale record): a lineage above every epoch heard of, its
         claim made again with it, and ``holders`` (a loser's) dropped once its put is held."""
         lineage = self.standby.host_takeover(name, pid, self.loop.time(), holders)
-        lines = self.standby.lineage_of(name)
+        lines = self.standby.lineage_of(name, pid)
         if lineage is not None and lines is not None:
             self.core.relineage(name, pid, *lines)
             if self.store is not None:
@@ -1837,10 +1847,10 @@ class RegistryService:
             else:
                 self._store_dirty[name] = (given, last)
 
-    def _store_wait(self, token: int, name: Any) -> None:
+    def _store_wait(self, token: int, name: Any, pid: Pid) -> None:
         """A waited checkpoint of ``name`` was just handed to the standby core as ``token``:
         keep what the store saves when it is acknowledged."""
-        cp = self.standby.hosted(name)
+        cp = self.standby.hosted(name, pid)
         if cp is not None:
             self._store_waits[token] = (name, cp.lineage, cp.seq, cp.state)
         entry = self._store_dirty.get(name)
@@ -1869,7 +1879,7 @@ class RegistryService:
         it holds, so that an older copy's removal never removes a newer copy's record."""
         if pid in self._store_spared:
             return  # stopped by the registry (no node left to take it, no quorum): remembered
-        lines = self.standby.lineage_of(name) if self._hosting.get(pid) == name else None
+        lines = self.standby.lineage_of(name, pid) if self._hosting.get(pid) == name else None
         lineage = lines[0] if lines is not None else Lineage(self._store_epochs.get(pid, _epoch_now()), pid)
         self._store_dirty.pop(name, None)
         self._store_forget(name, lineage)

@@ -33,7 +33,11 @@ Rules:
 Theory of operation:
     Host records (``_Hosted``) hold, per local name that checkpoints, the latest state
     sent, its lineage, base and seq, per standby what it acknowledged and what was sent,
-    the holders to drop, the waiting checkpoints and a write-behind state. Standby
+    the holders to drop, the waiting checkpoints and a write-behind state. A name has one
+    host record in ``_hosted``, the *current* one; another live local copy of it (two
+    copies handed in at once, a restart beside a copy not claimed yet) keeps its own
+    record aside in ``_displaced``, by pid, quiet (nothing sent, no wait completes) until
+    the registry makes it current (its claim, a takeover) or the current one goes. Standby
     records are the ``Checkpoint`` structs as they arrived, by name. Fetch jobs collect
     the answers of every peer up for one restart. One heap of timers (write-behind
     flushes, retries, fetch deadlines) and a queue of tombstones give ``next_deadline``.
@@ -49,6 +53,9 @@ Invariants:
       comes to host its line, or by a sweep once no claim names its lineage.
     * The old host of a handoff keeps its latest state as a record and is one of the
       holders the new host drops: the name is never on fewer nodes while it moves.
+    * Every live local copy of a name has its own host record until it retires, exits or
+      is removed; at most one of them, the current one, sends. A displaced record is live
+      and its name has a current record (of another pid).
     * Each ``restart_starting`` token gets exactly one ``Restored``; each waiting
       checkpoint's token exactly one ``CheckpointDone``.
 """
@@ -306,7 +313,10 @@ class StandbyCore:
         self.up: set[str] = set()  # server peers up (the fetch asks them all)
         self._incarnations: dict[str, int] = {}  # peer up -> its incarnation, when known
         self._gone: set[str] = set()  # peers seen going down and not back: not asked
-        self._hosted: dict[Any, _Hosted] = {}
+        self._hosted: dict[Any, _Hosted] = {}  # name -> its current host record
+        # pid -> the record of another live local copy of a name in ``_hosted``: quiet until
+        # the registry settles which copy is current (``_promote``), or it goes.
+        self._displaced: dict[Pid, _Hosted] = {}
         self.records: dict[Any, Checkpoint] = {}  # held for other hosts, by name
         self._record_at: dict[Any, float] = {}  # name -> when its record was last written
         self._record_bytes = 0
@@ -356,7 +366,7 @@ class StandbyCore:
         return StandbyStatistics(
             records=len(self.records),
             record_bytes=self._record_bytes,
-            hosted=len(self._hosted),
+            hosted=len(self._hosted) + len(self._displaced),
             hosted_bytes=self._hosted_bytes,
             puts_sent=self._n_puts,
             puts_received=self._n_puts_in,
@@ -367,21 +377,23 @@ class StandbyCore:
             restores_incomplete=self._n_incomplete,
         )
 
-    def hosted(self, name: Any) -> Checkpoint | None:
-        """The latest checkpoint this node sent of its local ``name`` (None: none)."""
-        rec = self._hosted.get(name)
+    def hosted(self, name: Any, pid: Pid | None = None) -> Checkpoint | None:
+        """The latest checkpoint this node sent of its local ``name`` (None: none); with
+        ``pid``, of that copy's record (current or displaced), and None for another copy's."""
+        rec = self._hosted.get(name) if pid is None else self._record(name, pid)
         return None if rec is None else rec.checkpoint()
 
-    def lineage_of(self, name: Any) -> tuple[Lineage, Lineage | None] | None:
-        """The lineage and base of the local ``name`` (what its claim carries)."""
-        rec = self._hosted.get(name)
+    def lineage_of(self, name: Any, pid: Pid | None = None) -> tuple[Lineage, Lineage | None] | None:
+        """The lineage and base of the local ``name`` (what its claim carries); with ``pid``,
+        of that copy's record."""
+        rec = self._hosted.get(name) if pid is None else self._record(name, pid)
         return None if rec is None else (rec.lineage, rec.base)
 
     def holders_of(self, name: Any, pid: Pid) -> list[Holder]:
         """The nodes that may hold records of the local ``pid``'s ``name`` (its standbys and
         holders): what a conflict's loser sends the winner to take over."""
-        rec = self._hosted.get(name)
-        if rec is None or rec.pid != pid:
+        rec = self._record(name, pid)
+        if rec is None:
             return []
         return [Holder(node, lineage, seq) for node, (lineage, seq) in sorted(rec.held_by().items())]
 
@@ -458,7 +470,7 @@ class StandbyCore:
         for rec in self._hosted.values():
             self._restandby(rec, now)
 
-    def _restandby(self, rec: _Hosted, now: float) -> None:
+    def _restandby(self, rec: _Hosted, now: float, replicate: bool = True) -> None:
         new = tuple(standbys(self.placement, rec.name, self.node, rec.replicas, rec.position))
         if new == rec.standbys:
             return
@@ -478,7 +490,8 @@ class StandbyCore:
             # acknowledged), and no drop may follow that put.
             self._drops.pop((rec.name, node), None)
         rec.standbys = new
-        self._replicate(rec, now)
+        if replicate:
+            self._replicate(rec, now)
 
     # --- the host's side ----------------------------------------------------------------------
 
@@ -493,11 +506,16 @@ class StandbyCore:
         resumed: CheckpointHandover | None = None,
         resume_state: bytes | None = None,
         restored: Restored | None = None,
+        handed_in: bool = False,
     ) -> tuple[Lineage, Lineage | None]:
         """The process ``pid`` holding ``name`` started here: fresh, handed in (``resumed``,
-        with its ``Resume`` state encoded as ``resume_state`` if any) or restarted
-        (``restored``, the answer to ``restart_starting``). Returns the lineage and base
-        its claim carries."""
+        with its ``Resume`` state encoded as ``resume_state`` if any; ``handed_in``: handed
+        in without a handover, not claimed yet) or restarted (``restored``, the answer to
+        ``restart_starting``). Returns the lineage and base its claim carries.
+
+        Another live copy of ``name`` here keeps its own record: a copy handed in and not
+        claimed yet waits beside the current one (displaced) until ``handin_settled``;
+        any other start claims the name at once, and the current copy is displaced."""
         old = self._hosted.get(name)
         if restored is not None and restored.continued and old is not None and not old.live:
             old.pid, old.spec, old.replicas, old.live = pid, spec, replicas, True
@@ -519,25 +537,39 @@ class StandbyCore:
                 rec.seq = restored.checkpoint.seq + 1  # the restored state, put under the new lineage
                 state = restored.checkpoint.state
         rec.epoch_seen = rec.lineage.epoch
-        if old is not None:
-            if old.lineage in (rec.lineage, rec.base):
-                for node, line in old.held_by().items():
-                    if node != self.node:
-                        rec.holders.setdefault(node, line)
+        if old is not None and (not old.live or old.pid == pid):
+            # The copy of a process that exited here (a restart replaces it), or this very
+            # process's record again.
+            self._inherit(rec, old)
             self._fail_waiting(old, "retired")
-            self._forget_hosted(old)
+            self._forget_hosted(old, now)
+        again = self._displaced.get(pid)
+        if again is not None and again.name == name:
+            self._fail_waiting(again, "retired")
+            self._forget_hosted(again, now)
         held = self.records.get(name)
         mine = {h.lineage for h in restored.holders if h.node == self.node} if restored is not None else set()
         if held is not None and (held.lineage in (rec.lineage, rec.base) or held.lineage in mine):
             self._forget_record(name)  # the host copy supersedes this node's own record
             if resumed is not None:
                 rec.superseded = held  # ... unless the move is withdrawn (handin_settled)
-        rec.handed_in = resumed is not None
-        self._hosted[name] = rec
+        rec.handed_in = resumed is not None or handed_in
         if state is not None:
             rec.state = state
             self._hosted_bytes += len(state)
             rec.last_put = now
+        current = self._hosted.get(name)
+        if current is not None and rec.handed_in:
+            # Another live copy has the name's record (two handoffs of it came in at once, or
+            # one beside a restart): this one waits aside, quiet, until its claim (or its
+            # withdrawal) settles which copy is current. Forgetting either record left the
+            # copy that won the tracker's conflict with none (seed 1718318914).
+            self._share_epochs(rec, current)
+            self._displaced[pid] = rec
+            return rec.lineage, rec.base
+        self._hosted[name] = rec
+        if current is not None:
+            self._displace(current, rec)
         self._restandby(rec, now)
         return rec.lineage, rec.base
 
@@ -550,8 +582,8 @@ class StandbyCore:
         """
         if len(state) > self.config.max_bytes:
             raise CheckpointTooLarge(len(state), self.config.max_bytes)
-        rec = self._hosted.get(name)
-        if rec is None or rec.pid != pid or not rec.live:
+        rec = self._record(name, pid)  # a displaced copy's is kept, and sent once it is current
+        if rec is None or not rec.live:
             if token is not None:
                 self._out.done.append(CheckpointDone(name, token, False, "removed"))
             return
@@ -574,8 +606,8 @@ class StandbyCore:
         """A handoff of ``name`` begins (its process is frozen): send a waiting write-behind
         state, stop re-replicating, and return what the new host continues from (the
         shell leaves out ``state`` when the process answered ``Resume``)."""
-        rec = self._hosted.get(name)
-        if rec is None or rec.pid != pid:
+        rec = self._record(name, pid)
+        if rec is None:
             return None
         if rec.pending is not None:
             self._put(rec, rec.pending, now)
@@ -593,8 +625,8 @@ class StandbyCore:
 
     def handoff_aborted(self, name: Any, pid: Pid, now: float) -> None:
         """The handoff did not happen: the process resumes here, and so does re-replication."""
-        rec = self._hosted.get(name)
-        if rec is not None and rec.pid == pid and rec.handing_off:
+        rec = self._record(name, pid)
+        if rec is not None and rec.handing_off:
             rec.handing_off = False
             held = self.records.get(name)
             if held is not None and held.lineage == rec.lineage:
@@ -606,14 +638,15 @@ class StandbyCore:
 
     def host_retired(self, name: Any, pid: Pid, now: float) -> list[Holder]:
         """``pid`` stopped holding ``name`` here without ending it (a committed handoff, a
-        lost conflict): forget the name, drop nothing; return the holders of its records,
-        for the winner of a conflict to take over."""
-        rec = self._hosted.get(name)
-        if rec is None or rec.pid != pid:
+        lost conflict): forget its record, drop nothing; return the holders of its records,
+        for the winner of a conflict to take over. Another live copy of the name here
+        (displaced) has the name's record again."""
+        rec = self._record(name, pid)
+        if rec is None:
             return []
         holders = [Holder(node, lineage, seq) for node, (lineage, seq) in sorted(rec.held_by().items())]
         self._fail_waiting(rec, "retired")
-        self._forget_hosted(rec)
+        self._forget_hosted(rec, now)
         return holders
 
     def handin_settled(self, name: Any, pid: Pid, kept: bool, now: float) -> None:
@@ -623,13 +656,18 @@ class StandbyCore:
         withdrawn copy leaves this node holding what it held as a standby before: it
         acknowledged that record to the old host, which counts on it, and, the old host
         failing next, the name's restart here needs it (forgotten, the restart found
-        nothing and started afresh: one failure lost acknowledged checkpoints)."""
-        rec = self._hosted.get(name)
-        if rec is None or rec.pid != pid or not rec.handed_in:
+        nothing and started afresh: one failure lost acknowledged checkpoints).
+
+        A kept copy claims the name, and the tracker makes the latest local claim the
+        current one: its record is the name's from now on (another live copy's is
+        displaced, until the tracker's conflict between them is settled)."""
+        rec = self._record(name, pid)
+        if rec is None or not rec.handed_in:
             return
         superseded = rec.superseded
         rec.handed_in, rec.superseded = False, None
         if kept:
+            self._promote(rec, now)
             return
         self.host_retired(name, pid, now)
         held = self.records.get(name)
@@ -638,12 +676,22 @@ class StandbyCore:
 
     def host_exited(self, name: Any, pid: Pid, now: float) -> None:
         """The process exited and a restart follows (a crash under a restart policy): its
-        latest state is kept (and still re-replicated) for the restart, here or elsewhere."""
-        rec = self._hosted.get(name)
-        if rec is None or rec.pid != pid or not rec.live:
+        latest state is kept (and still re-replicated) for the restart, here or elsewhere.
+        A displaced copy's (another copy has the name's record) is kept as this node's
+        record of the name instead, unless it holds a newer one."""
+        rec = self._record(name, pid)
+        if rec is None or not rec.live:
             return
         if rec.pending is not None:
             self._put(rec, rec.pending, now)
+        if self._quiet(rec):
+            self._fail_waiting(rec, "exited")
+            latest = rec.checkpoint()
+            self._forget_hosted(rec, now)
+            held = self.records.get(name)
+            if latest is not None and (held is None or (held.lineage, held.seq) < (latest.lineage, latest.seq)):
+                self._keep(name, latest, now)
+            return
         rec.live = False
         rec.handing_off = False
         self._fail_waiting(rec, "exited")
@@ -651,24 +699,28 @@ class StandbyCore:
 
     def host_removed(self, name: Any, pid: Pid, now: float) -> None:
         """The name ends (unregistered; its process exited and is not restarted): delete its
-        checkpoints everywhere."""
-        rec = self._hosted.get(name)
-        if rec is None or rec.pid != pid:
+        checkpoints everywhere (those of its lineage: another live copy of the name here
+        keeps its own)."""
+        rec = self._record(name, pid)
+        if rec is None:
             return
         self._fail_waiting(rec, "removed")
         for node, (lineage, seq) in rec.held_by().items():
             self._start_drop(name, node, lineage, seq, now)
-        self._forget_hosted(rec)
-        self._forget_record(name)  # a record of another copy of it, if any: the name ends
+        self._forget_hosted(rec, now)
+        if name not in self._hosted:
+            self._forget_record(name)  # a record of another copy of it, if any: the name ends
 
     def host_takeover(self, name: Any, pid: Pid, now: float, absorbed: Iterable[Holder] = ()) -> Lineage | None:
         """Make the local copy's lineage the newest (it won a conflict, or a refusal came
         from a stale record): begin a lineage above every epoch heard of, put the latest
         state under it, and drop the old lineage's and ``absorbed``'s holders once that is
-        acknowledged. Returns the new lineage (the claim is made again with it)."""
-        rec = self._hosted.get(name)
-        if rec is None or rec.pid != pid or not rec.live:
+        acknowledged. Returns the new lineage (the claim is made again with it). A
+        displaced copy's record becomes the name's first: the registry chose that copy."""
+        rec = self._record(name, pid)
+        if rec is None or not rec.live:
             return None
+        self._promote(rec, now, replicate=False)
         absorbed = list(absorbed)
         top = max([rec.epoch_seen, rec.lineage.epoch, *(h.lineage.epoch for h in absorbed)])
         old = rec.lineage
@@ -713,7 +765,9 @@ class StandbyCore:
 
     def _replicate(self, rec: _Hosted, now: float) -> None:
         """Send the latest state to every standby up that does not hold it and was not sent
-        it yet; then settle."""
+        it yet; then settle. Nothing for a displaced record (quiet until it is current)."""
+        if self._quiet(rec):
+            return
         if rec.state is not None and not rec.handing_off:
             for node in rec.standbys:
                 if node not in self.up or node in rec.refused:
@@ -737,7 +791,10 @@ class StandbyCore:
         """Complete the waiting checkpoints every current standby holds; once all hold the
         latest, drop the holders. With no standby, the waits complete only if no other
         server node is up at all (alone, nobody could hold them); a node up but not placed
-        yet (it joined a moment ago) is waited for, until the placement makes it one."""
+        yet (it joined a moment ago) is waited for, until the placement makes it one.
+        Nothing for a displaced record."""
+        if self._quiet(rec):
+            return
         done = self._held(rec)
         while rec.waiting:
             token, seq = next(iter(rec.waiting.items()))
@@ -760,14 +817,91 @@ class StandbyCore:
             return min(rec.acked.get(n, -1) for n in rec.standbys)
         return -1 if self.up else rec.seq
 
+    # --- two live local copies of one name ----------------------------------------------------------
+
+    def _record(self, name: Any, pid: Pid) -> _Hosted | None:
+        """The host record of the local copy ``pid`` of ``name``: the current one, or
+        displaced (None: that copy has none)."""
+        rec = self._hosted.get(name)
+        if rec is not None and rec.pid == pid:
+            return rec
+        rec = self._displaced.get(pid) if self._displaced else None
+        return rec if rec is not None and rec.name == name else None
+
+    def _quiet(self, rec: _Hosted) -> bool:
+        """Whether ``rec`` is displaced: it sends nothing and completes no wait."""
+        return bool(self._displaced) and self._displaced.get(rec.pid) is rec
+
+    def _inherit(self, rec: _Hosted, old: _Hosted) -> None:
+        """``rec`` replaces ``old``, a copy whose process exited here: the holders of its
+        line are ``rec``'s to drop."""
+        if old.lineage in (rec.lineage, rec.base):
+            for node, line in old.held_by().items():
+                if node != self.node:
+                    rec.holders.setdefault(node, line)
+
+    @staticmethod
+    def _share_epochs(a: _Hosted, b: _Hosted) -> None:
+        """Two copies of one name here: each has heard of the other's epochs (a takeover
+        begins above every epoch heard of, the other copy's lineage included)."""
+        top = max(a.epoch_seen, b.epoch_seen, a.lineage.epoch, b.lineage.epoch)
+        a.epoch_seen = b.epoch_seen = top
+
+    def _displace(self, rec: _Hosted, by: _Hosted) -> None:
+        """``by`` is the name's current record now; ``rec``, a live copy's, waits aside,
+        quiet: its retry timers stop finding it, its waits stay open (completed once it is
+        current again, failed if it retires)."""
+        self._share_epochs(rec, by)
+        rec.retrying.clear()
+        rec.flush_at = None
+        self._displaced[rec.pid] = rec
+
+    def _promote(self, rec: _Hosted, now: float, replicate: bool = True) -> None:
+        """The displaced ``rec`` becomes its name's current record (its copy claimed the
+        name, won its conflict, or the current copy went); the current one, if live, is
+        displaced, and the copy of a process that exited here is replaced. Its standbys are
+        put its latest state again (the other copy's puts may have replaced what they
+        acknowledged), unless ``replicate`` is False (a takeover puts its own)."""
+        if self._displaced.get(rec.pid) is not rec:
+            return
+        del self._displaced[rec.pid]
+        current = self._hosted.get(rec.name)
+        self._hosted[rec.name] = rec
+        if current is not None:
+            self._share_epochs(rec, current)
+            if current.live:
+                self._displace(current, rec)
+            else:
+                self._inherit(rec, current)
+                self._fail_waiting(current, "retired")
+                self._forget_hosted(current, now)
+        rec.acked.clear()
+        rec.sent.clear()
+        rec.refused.clear()
+        rec.reported.clear()
+        self._restandby(rec, now, replicate=False)
+        if not replicate:
+            return
+        if rec.pending is not None and not rec.handing_off:
+            self._put(rec, rec.pending, now)
+        else:
+            self._replicate(rec, now)
+
     def _fail_waiting(self, rec: _Hosted, reason: str) -> None:
         for token in rec.waiting:
             self._out.done.append(CheckpointDone(rec.name, token, False, reason))
         rec.waiting.clear()
 
-    def _forget_hosted(self, rec: _Hosted) -> None:
+    def _forget_hosted(self, rec: _Hosted, now: float) -> None:
+        """Forget a host record, current or displaced; when it was the name's current one,
+        the copy displaced last (another live copy of the name here) is current again."""
         if self._hosted.get(rec.name) is rec:
             del self._hosted[rec.name]
+            heir = next((r for r in reversed(self._displaced.values()) if r.name == rec.name), None)
+            if heir is not None:
+                self._promote(heir, now)
+        elif self._displaced.get(rec.pid) is rec:
+            del self._displaced[rec.pid]
         if rec.state is not None:
             self._hosted_bytes -= len(rec.state)
         rec.state = rec.pending = None
@@ -817,14 +951,17 @@ class StandbyCore:
         cp = msg.checkpoint
         name = cp.name
         rec = self._hosted.get(name)
-        if rec is not None and rec.live and not rec.handing_off and rec.lineage == cp.lineage:
+        line = rec if rec is not None and rec.live and rec.lineage == cp.lineage else None
+        if line is None and self._displaced:
+            line = next((r for r in self._displaced.values() if r.name == name and r.lineage == cp.lineage), None)
+        if line is not None and not line.handing_off:
             # A straggler from the old host of a handoff: the live copy here continues it.
-            kept = rec.superseded
-            if rec.handed_in and (kept is None or (cp.lineage, cp.seq) > (kept.lineage, kept.seq)):
+            kept = line.superseded
+            if line.handed_in and (kept is None or (cp.lineage, cp.seq) > (kept.lineage, kept.seq)):
                 # Not claimed yet: should the move be withdrawn, this node is that host's
                 # standby again, holding what it acknowledged now.
-                rec.superseded = cp
-            self._out.send.append((node, self._ack(rec.wire_name, cp.lineage, max(rec.seq, cp.seq))))
+                line.superseded = cp
+            self._out.send.append((node, self._ack(line.wire_name, cp.lineage, max(line.seq, cp.seq))))
             return
         tomb = self._tombstones.get(name)
         if tomb is not None and tomb[0] == cp.lineage and cp.seq < tomb[1] and now < tomb[2]:
@@ -839,7 +976,7 @@ class StandbyCore:
         if rec is not None and not rec.live and cp.lineage > rec.lineage:
             # The copy of a process that exited here: the name was restarted elsewhere since,
             # under a newer lineage (its holders, this node's among them, answered the fetch).
-            self._forget_hosted(rec)
+            self._forget_hosted(rec, now)
         held = self.records.get(name)
         wire_name = to_wire(name)
         if held is None or cp.lineage > held.lineage or (cp.lineage == held.lineage and cp.seq > held.seq):
@@ -896,7 +1033,7 @@ class StandbyCore:
         for rec in [r for r in self._hosted.values() if not r.live and r.last_put <= horizon]:
             if rec.lineage not in claimed(rec.name):
                 self._fail_waiting(rec, "removed")
-                self._forget_hosted(rec)
+                self._forget_hosted(rec, now)
                 gone += 1
         return gone
 
@@ -914,7 +1051,7 @@ class StandbyCore:
                     # Its standbys hold what the new host restored from: the restore's
                     # holders include them, but a drop more from here costs nothing.
                     self._start_drop(name, holder, lineage, seq, now)
-            self._forget_hosted(rec)
+            self._forget_hosted(rec, now)
         expires = now + self.config.drop_ttl
         self._tombstones[name] = (msg.lineage, msg.upto, expires)
         self._tomb_queue.append((expires, name))
@@ -1003,6 +1140,9 @@ class StandbyCore:
             if rec is not None:
                 mine = rec.checkpoint()
                 if mine is not None:
+                    found.append(mine)
+            for other in self._displaced.values():  # another live copy's, here too
+                if other.name == name and (mine := other.checkpoint()) is not None:
                     found.append(mine)
         self._out.send.append((node, CheckpointHave(msg.ref, found, sorted(self.up))))
 
