@@ -572,6 +572,34 @@ async def test_a_handoff_request_read_after_its_old_hosts_verdict_is_kept(
     assert handled[0] == ("end_handoff", 6), handled
 
 
+async def test_a_handoff_request_read_after_its_names_restart_here_gives_its_state_to_the_restarted_copy(
+    cluster: Cluster,
+) -> None:
+    # As above, but b restarted the name (from its record: 5) before it read the request:
+    # a claimed copy runs here, so the request is refused, and its old host is dead. The
+    # state it brought (6, acknowledged to the caller) was held nowhere else: it goes to
+    # the running copy's resolve_conflict, as a conflict loser's state would.
+    a, b, name = await ckpt_on_leaver(cluster, "resume")
+    assert await b.call(name, "incr") == 6  # in the Resume state only
+    cut = HeldCut(b)
+    try:
+        leaving = asyncio.ensure_future(a.stop())
+        await eventually(lambda: HandoffRequest in cut.seen, timeout=5)
+        cluster.nodes.remove(a)
+        await crash(a)
+        leaving.cancel()
+        with contextlib.suppress(BaseException):
+            await leaving
+        pid = await restarted(cluster, name, a.name, [b])
+        assert await b.call(name, "get") == (5, b.name)
+        cut.release()  # the request, read only now
+    finally:
+        cut.close()
+    await eventually(lambda: not b.registry.handoff.incoming, timeout=10)
+    assert await b.call(name, "conflicts") == [6]
+    assert cluster.live_copies(name) == [pid]
+
+
 async def test_two_copies_handed_in_at_once_keep_their_records_and_the_winners_checkpoint_survives(
     cluster: Cluster,
 ) -> None:

@@ -291,6 +291,7 @@ class HandoffCoordinator:
             [Any, Pid, Spec, CheckpointHandover | None, bool, Any], tuple[Lineage | None, Lineage | None]
         ],
         handin_settled: Callable[[Any, Pid, bool], None],
+        orphaned: Callable[[Any, Pid, bool, Any, CheckpointHandover | None], None],
     ) -> None:
         self.runtime = runtime
         self.transport = transport
@@ -312,6 +313,7 @@ class HandoffCoordinator:
         self._handover_ended = handover_ended
         self._handed_in = handed_in
         self._handin_settled = handin_settled
+        self._orphaned = orphaned
         self._ratelog = RateLimitedLog(log, f"{self.node}: ")
         self.outgoing: dict[int, Outgoing] = {}
         self.incoming: dict[tuple[str, int], Incoming] = {}
@@ -691,6 +693,11 @@ class HandoffCoordinator:
             # the old host had not seen its claim when it chose to move its own: a second local
             # claim would replace the first and leave that process running, unregistered.
             # Refuse; conflict resolution settles which copy survives, the old host retries.
+            if inc.state is Receiving.COMMIT_DUE:
+                # Unless the old host is down here: nothing retries, and the state it sent,
+                # held nowhere else, would go with the refusal. The running copy gets it, as
+                # a conflict's winner gets its loser's.
+                self._orphaned(name, mine.pid, has_state, state, inc.checkpoint)
             self._refuse(inc, f"{name!r} already runs here as {mine.pid!r}")
             return
         self._pending[name] = fut

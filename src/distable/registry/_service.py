@@ -344,6 +344,7 @@ class RegistryService:
             handover_ended=self._handover_ended,
             handed_in=self._handed_in,
             handin_settled=self._handin_settled,
+            orphaned=self._handoff_orphaned,
         )
         runtime.exit_listeners.append(self._on_exit)
 
@@ -1742,6 +1743,38 @@ class RegistryService:
         if not kept:
             self._hosting.pop(pid, None)
         self._changed()
+
+    def _handoff_orphaned(
+        self, name: Any, running: Pid, has_state: bool, state: Any, handover: CheckpointHandover | None
+    ) -> None:
+        """The new owner's side: a handoff of ``name`` whose old host is down here came when a
+        claimed local copy, ``running``, holds the name (restarted here before the request
+        was read): refused, its copy never starts. Its state (its ``Resume`` state if
+        ``has_state``, else the handover's last checkpoint) goes to ``running``'s
+        ``resolve_conflict``, as a conflict loser's would, and ``running`` takes over the old
+        line's checkpoints: the old host had acknowledged writes with that state, and it is
+        held nowhere else now. The handoff coordinator's callback; never awaits."""
+        holders: list[Holder] = []
+        if handover is not None:
+            holders = list(handover.holders)
+            if not has_state and handover.state is not None:
+                try:
+                    has_state, state = True, decode_value(handover.state)
+                except Exception as exc:
+                    log.error("%s: cannot decode the last checkpoint of %r's handed-in copy: %s", self.node, name, exc)
+        if not has_state:
+            return
+        log.info(
+            "%s: %r's handoff from a node that went down came when %r already held it here: its state goes "
+            "to that copy's resolve_conflict",
+            self.node,
+            name,
+            running,
+        )
+        try:
+            self._deliver_conflict_state(name, running, True, state, 0, holders)
+        except DistableError as exc:
+            log.error("%s: cannot give %r the state of its handed-in copy: %s", self.node, name, exc)
 
     def _handed_in(
         self, name: Any, pid: Pid, spec: Spec, handover: CheckpointHandover | None, has_state: bool, state: Any
