@@ -82,6 +82,45 @@ async def within(fut: asyncio.Future[T], timeout: float) -> T:
     return fut.result()
 
 
+class Starting:
+    """The names whose process is being started here (a registration, a restart, a
+    handoff's copy), each with the outcome a later start of it waits for. Its future is
+    made only when such a start waits (almost never): the one made for every registration
+    on its owner cost as much as a tenth of the owner's registry work. Event loop only."""
+
+    __slots__ = ("_loop", "_starts")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._starts: dict[Any, asyncio.Future[Any] | None] = {}
+
+    def __contains__(self, name: Any) -> bool:
+        return name in self._starts
+
+    def __len__(self) -> int:
+        return len(self._starts)
+
+    def begin(self, name: Any) -> None:
+        """A start of ``name`` begins (none is under way: ``waiter`` said so)."""
+        self._starts[name] = None
+
+    def waiter(self, name: Any) -> asyncio.Future[Any] | None:
+        """What a start of ``name`` under way will be done with (await it shielded), or None
+        if there is none."""
+        if name not in self._starts:
+            return None
+        fut = self._starts[name]
+        if fut is None:
+            fut = self._starts[name] = self._loop.create_future()
+        return fut
+
+    def end(self, name: Any, outcome: Any) -> None:
+        """The start of ``name`` is over: wake whoever waits with ``outcome``."""
+        fut = self._starts.pop(name, None)
+        if fut is not None and not fut.done():
+            fut.set_result(outcome)
+
+
 def detached(fut: asyncio.Future[T]) -> asyncio.Future[T]:
     """Mark the outcome of a ``run_in`` as seen: when the process exits first (a second
     ``die`` queued behind the first, a conflict resolved during a shutdown), nobody waits

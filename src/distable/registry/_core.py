@@ -716,7 +716,7 @@ class TrackerCore:
         )
         displaced = self.claims[self.node].get(name)
         self._add_local(claim)
-        self._pick_winner(name)
+        self._resolve(claim, displaced)
         if displaced is not None and displaced.pid != pid and (name, displaced.pid) not in self._resolving:
             # Two local processes for one name (two handoffs of it came in at once, say):
             # this claim replaces the other in this host's table, so that process would run
@@ -1013,6 +1013,7 @@ class TrackerCore:
             if current is None or (current is old and claim.key not in self._contested_names):
                 # No claimant before this one (a name has a winner whenever it has a claim),
                 # or only the claim this one replaced: it is the only claimant, no search.
+                # (``_resolve``, inlined: the path of every registration on every replica.)
                 self._win_alone(claim.key, claim)
             else:
                 self._pick_winner(claim.key)
@@ -1209,6 +1210,15 @@ class TrackerCore:
         if self.pids.get(name) != winner.pid:
             self.pids[name] = winner.pid
             self._out.events.append(NameRegistered(name, winner.pid))
+
+    def _resolve(self, claim: Claim, old: Claim | None) -> None:
+        """Pick the winner of ``claim``'s name, ``claim`` having just replaced ``old`` (None:
+        none) in its host's table (``_apply`` inlines it)."""
+        current = self.winners.get(claim.key)
+        if current is None or (current is old and claim.key not in self._contested_names):
+            self._win_alone(claim.key, claim)  # the only claimant: no search
+        else:
+            self._pick_winner(claim.key)
 
     def _win_alone(self, name: Any, winner: Claim) -> None:
         """``_pick_winner`` when ``winner`` is ``name``'s only claimant: the path of every

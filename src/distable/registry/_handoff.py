@@ -97,7 +97,7 @@ from ..wire._messages import (
     Lineage,
     Spec,
 )
-from ._aio import detached, log_failure, within
+from ._aio import Starting, detached, log_failure, within
 from ._core import RegistryConfig, StartHandoff, TrackerCore, wire_spec
 from ._events import HandoffAborted, HandoffCompleted, HandoffStarted, HandoffStateLost
 from ._factory import run_factory
@@ -275,7 +275,7 @@ class HandoffCoordinator:
         core: TrackerCore,
         config: RegistryConfig,
         *,
-        pending: dict[Any, asyncio.Future[Pid | None]],
+        pending: Starting,
         first_hid: int,
         incarnation_of: Callable[[str], int | None],
         suspected: Callable[[str], bool],
@@ -683,8 +683,7 @@ class HandoffCoordinator:
         mailbox, gated; then, as the handoff stands once it runs: accept it (4), claim it
         (6, committed meanwhile) or stop it (withdrawn meanwhile)."""
         name = inc.name
-        fut: asyncio.Future[Pid | None] = self.loop.create_future()
-        previous = self._pending.get(name)
+        previous = self._pending.waiter(name)
         if previous is not None:
             await asyncio.shield(previous)
         mine = self.core.claims[self.node].get(name)
@@ -700,7 +699,7 @@ class HandoffCoordinator:
                 self._orphaned(name, mine.pid, has_state, state, inc.checkpoint)
             self._refuse(inc, f"{name!r} already runs here as {mine.pid!r}")
             return
-        self._pending[name] = fut
+        self._pending.begin(name)
         try:
             spec = inc.spec
             pid = await run_factory(spec.factory, spec.args, spec.kwargs, self.runtime, self.config.factories)
@@ -708,9 +707,7 @@ class HandoffCoordinator:
             self._refuse(inc, str(exc))
             return
         finally:
-            if self._pending.get(name) is fut:
-                del self._pending[name]
-            fut.set_result(None)
+            self._pending.end(name, None)
         proc = self.runtime.local(pid)
         if proc is None:
             self._refuse(inc, "the new process exited at once")

@@ -91,7 +91,7 @@ from ..wire._messages import (
     SyncRequest,
     UnregisterRequest,
 )
-from ._aio import Lane, detached, log_failure, within
+from ._aio import Lane, Starting, detached, log_failure, within
 from ._conflicts import ConflictInbox, ConflictOutbox, Due
 from ._core import (
     BUCKETS,
@@ -294,7 +294,7 @@ class RegistryService:
 
         # Registrations starting a process here: name -> its outcome. Written by the serve
         # task of the registration (_register_here); read by the handoff coordinator.
-        self._pending: dict[Any, asyncio.Future[Pid | None]] = {}
+        self._pending = Starting(self.loop)
         # Conflicts (see "conflicts" below). The lane's tasks (_give_state) freeze losers and
         # send their states, a bounded number at a time, and write ``_losing`` and the
         # outbox; the dispatcher (_on_conflict_state_taken), peer_down and the timer read
@@ -746,7 +746,7 @@ class RegistryService:
 
     # --- requests to registry servers ---------------------------------------------------------
 
-    async def _register_at(
+    def _register_at(
         self,
         owner: str,
         name: Any,
@@ -754,16 +754,25 @@ class RegistryService:
         timeout: float,
         lineage: Lineage | None = None,
         base: Lineage | None = None,
-    ) -> RegistryReply:
+    ) -> Coroutine[Any, Any, RegistryReply]:
         """Start ``name`` from ``spec`` on ``owner`` (this node, or another's registry server)
         and claim it there: the one place a registration is asked for. ``lineage``, ``base``:
         a restart's, whose checkpoints the owner restores first.
 
-        The caller's task or a restart lane task; awaits the reply."""
-        if owner == self.node:
-            restored = None if lineage is None else await self._restore(name, lineage, base)
-            return await self._register_here(name, spec, restored)
-        return await self._request(owner, RegisterRequest(0, name, spec, lineage, base), timeout)
+        The coroutine to await for the reply, not one of its own: a coroutine frame less on
+        the path of every registration (each one is made, resumed and unwound once per
+        request). For the caller's task or a restart lane task."""
+        if owner != self.node:
+            return self._request(owner, RegisterRequest(0, name, spec, lineage, base), timeout)
+        if lineage is None:
+            return self._register_here(name, spec, None)
+        return self._restore_and_register_here(name, spec, lineage, base)
+
+    async def _restore_and_register_here(
+        self, name: Any, spec: Spec, lineage: Lineage, base: Lineage | None
+    ) -> RegistryReply:
+        """``_register_at`` this node, for a restart with checkpoints: restored first."""
+        return await self._register_here(name, spec, await self._restore(name, lineage, base))
 
     async def _request(self, node: str, request: RegistryRequest, timeout: float) -> RegistryReply:
         """Send ``request`` (its user values as they are; its ``ref`` is set on the way) to
@@ -922,14 +931,13 @@ class RegistryService:
             existing = self.pids.get(name)
             if existing is not None:
                 return RegistryReply(0, REGISTRY_EXISTS, existing)
-            pending = self._pending.get(name)
+            pending = self._pending.waiter(name)
             if pending is None:
                 break
             first = await asyncio.shield(pending)
             if first is not None:
                 return RegistryReply(0, REGISTRY_EXISTS, first)
-        fut: asyncio.Future[Pid | None] = self.loop.create_future()
-        self._pending[name] = fut
+        self._pending.begin(name)
         pid: Pid | None = None
         try:
             pid = await run_factory(spec.factory, spec.args, spec.kwargs, self.runtime, self.config.factories)
@@ -954,9 +962,7 @@ class RegistryService:
         except DistableError as exc:
             return _error(type(exc).__name__, str(exc))
         finally:
-            if self._pending.get(name) is fut:
-                del self._pending[name]
-            fut.set_result(pid)  # wakes concurrent attempts: a pid, or None if this one failed
+            self._pending.end(name, pid)  # wakes concurrent attempts: a pid, or None if this one failed
         return RegistryReply(0, REGISTRY_OK, pid)
 
     def _register_name_here(self, name: Any, pid: Pid) -> RegistryReply:
