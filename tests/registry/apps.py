@@ -47,7 +47,8 @@ class Counter(Process):
 
     ``mode`` is what ``begin_handoff`` answers: "resume" (Resume(count)), "restart" or
     "ignore"; "resume+checkpoint" resumes too, and ``end_handoff`` then checkpoints the
-    state it got. ``handled`` is this incarnation's own log: it is not carried by a handoff,
+    state it got; "resume+crash" resumes, and ``end_handoff`` stops it abnormally.
+    ``handled`` is this incarnation's own log: it is not carried by a handoff,
     so on a handed-in process it shows what ran first.
 
     Calls: "incr" -> new count; "get" -> (count, node name); "handled" -> the log;
@@ -138,6 +139,8 @@ class Counter(Process):
         self.count = state
         if self.mode == "resume+checkpoint":
             await self.checkpoint(state)
+        elif self.mode == "resume+crash":
+            self.stop("crashed on arrival")  # before its claim: the gate holds everything else
 
     async def resolve_conflict(self, state: Any) -> None:
         self.handled.append(("resolve_conflict", state))

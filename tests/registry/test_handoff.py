@@ -28,6 +28,7 @@ from distable import (
     Node,
     Pid,
     ProcessExited,
+    ProcessRestarted,
 )
 from distable.testing import eventually, intercept
 from distable.wire._messages import HandoffRequest
@@ -111,6 +112,33 @@ async def test_end_handoff_is_the_first_message_the_new_process_handles(cluster:
     assert handled[0][1] >= 3  # the state it resumed from
     assert all(kind in ("cast", "call") for kind, _ in handled[1:])
     assert len(handled) > 2, "messages sent during the move reach the new process after end_handoff"
+
+
+async def test_a_copy_that_exits_in_end_handoff_is_restarted_on_its_new_owner(cluster: Cluster) -> None:
+    # The copy handed in stops abnormally in end_handoff, before its claim (the gate holds
+    # everything else). Its exit found no claim to end; the claim that followed left the
+    # name on a dead pid for good, and so did the old host's removal naming it: its
+    # restart (transient) was skipped as registered. A crash like any other: restarted.
+    a, b = await cluster.start(2)
+    newcomer = await cluster.add("late", join=False)
+    name = first_owned(newcomer.name, [a.name, b.name, newcomer.name], "fragile")
+    pid = await a.register(name, apps.Counter, key=name, mode="resume+crash")
+    a.cast(name, ("add", 5))
+
+    await cluster.join(newcomer)
+    await cluster.wait_joined()
+
+    def restarted() -> Pid | None:
+        copies = cluster.live_copies(name)
+        new = copies[0] if len(copies) == 1 else None
+        if new is None or new == pid or new.node != newcomer.name:
+            return None
+        return new if all(n.whereis(name) == new for n in (a, b, newcomer)) else None
+
+    new = await eventually(restarted, timeout=10, message=lambda: f"{cluster.describe()}; {cluster.live_copies(name)}")
+    assert await a.call(name, "get") == (0, newcomer.name)  # a crash restart: fresh (no checkpoint)
+    assert apps.INITS[name] == 3  # registered, handed in, restarted
+    assert any(isinstance(e, ProcessRestarted) and e.pid == new for e in cluster.events(newcomer))
 
 
 async def test_restart_answer_starts_the_process_fresh_on_the_new_owner(cluster: Cluster) -> None:

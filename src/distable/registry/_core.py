@@ -936,6 +936,13 @@ class TrackerCore:
             del table[key]
             if old.kind == CLAIM_NAME:
                 successor, gone_to = removal.successor, None
+                if successor is not None and successor.node == self.node and successor not in self._local_by_pid:
+                    # Handed to a copy here that holds no claim: it claimed at the commit,
+                    # which came before this removal on the same link, and exited since
+                    # (while it ran unclaimed, say, carried out at its claim): its exit
+                    # restarted the name or ended it, by its policy. A pointer to it left
+                    # the name on a dead pid, and the restart skipped as registered.
+                    successor = None
                 if successor is not None:
                     if self._gone(successor):
                         gone_to = successor.node

@@ -236,6 +236,7 @@ class Incoming:
     proc: Process | None = None
     timer: asyncio.TimerHandle | None = None  # the next gate check, once claimed
     accepted_at: float = 0.0  # when step 4 was last sent (``ACCEPT_AGAIN``)
+    exited: tuple[Any] | None = None  # (reason,) once the copy exited before its claim
 
     def move(self, to: Receiving, *leaves: Receiving) -> None:
         """Go to ``to``, from one of ``leaves`` (anything else is a bug in this module)."""
@@ -292,6 +293,7 @@ class HandoffCoordinator:
         ],
         handin_settled: Callable[[Any, Pid, bool], None],
         orphaned: Callable[[Any, Pid, bool, Any, CheckpointHandover | None], None],
+        exited: Callable[[Pid, Any], None],
     ) -> None:
         self.runtime = runtime
         self.transport = transport
@@ -314,6 +316,7 @@ class HandoffCoordinator:
         self._handed_in = handed_in
         self._handin_settled = handin_settled
         self._orphaned = orphaned
+        self._exited = exited
         self._ratelog = RateLimitedLog(log, f"{self.node}: ")
         self.outgoing: dict[int, Outgoing] = {}
         self.incoming: dict[tuple[str, int], Incoming] = {}
@@ -357,6 +360,20 @@ class HandoffCoordinator:
             if inc.pid == pid and inc.state in (Receiving.ACCEPTED, Receiving.COMMIT_DUE):
                 return inc
         return None
+
+    def copy_exited(self, pid: Pid, reason: Any) -> bool:
+        """A local process exited: whether it is the copy of a handoff to this node not
+        claimed yet (it crashed in ``end_handoff``, say), its exit then kept for when the
+        move settles. Claimed (6), the copy's exit is carried out as if it happened then
+        (``exited``): the name restarts as after any crash. Carried out now, it found no
+        claim to end, and the claim that followed left the name on a dead pid for good."""
+        if not self.incoming:
+            return False
+        inc = self.incoming_copy(pid)
+        if inc is None:
+            return False
+        inc.exited = (reason,)
+        return True
 
     def relayed_to_all(self, nodes: set[str]) -> bool:
         """Whether every committed handoff from here has relayed a marker of each of ``nodes``."""
@@ -813,6 +830,8 @@ class HandoffCoordinator:
             base=inc.base,
         )
         self._changed()
+        if inc.exited is not None:
+            self._exited(pid, inc.exited[0])  # it exited before its claim (copy_exited)
         deadline = self.loop.time() + inc.spec.handoff_timeout
         inc.timer = self.loop.call_later(GATE_CHECK, self._gate_check, key, deadline)
 
@@ -854,6 +873,9 @@ class HandoffCoordinator:
         self.incoming.pop((inc.source, inc.hid), None)
         self.runtime.ungate(inc.proc)
         self._handin_settled(inc.name, inc.proc.pid, False)  # the old host's copy continues them
+        if inc.exited is not None:
+            self._exited(inc.proc.pid, inc.exited[0])  # it exited before (copy_exited): nothing to stop
+            return
         ask_to_die(self.runtime, inc.proc)
 
     def _on_flushed(self, node: str, msg: Flushed) -> None:

@@ -345,6 +345,7 @@ class RegistryService:
             handed_in=self._handed_in,
             handin_settled=self._handin_settled,
             orphaned=self._handoff_orphaned,
+            exited=self._on_exit,
         )
         runtime.exit_listeners.append(self._on_exit)
 
@@ -605,6 +606,8 @@ class RegistryService:
         Removed here, the claims went first, and the names were gone for good (the fault
         campaign: a handoff to a node just cut off never finished)."""
         if pid.node == self.node:
+            if self.handoff.copy_exited(pid, reason):
+                return  # a handed-in copy, not claimed yet: carried out when its move settles
             stopping = self._stopped or self.runtime.closing or self.handoff.abandoned
             if not (stopping and self.core.leaving):
                 now = self.loop.time()
