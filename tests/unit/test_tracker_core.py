@@ -979,3 +979,27 @@ def test_a_moved_copy_stands_for_the_host_it_moved_from_so_two_views_pick_the_sa
         # the same copy: z's, or y's (x's pid forwards to y's copy)
         assert (kept_at_y, kept_at_z) in ((z_pid, z_pid), (y_pid, x_pid), (y_pid, z_pid)), (owner, kept_at_y, kept_at_z)
         assert not (kept_at_y == z_pid and kept_at_z == x_pid), owner  # each retiring its copy to the other's
+
+
+def test_a_removal_naming_a_successor_whose_claim_came_and_went_sets_no_pointer() -> None:
+    """c's copy of x (handed in from b) claimed, then exited and ended its claim before
+    b's removal naming it reached a (another link): a pointer to it left x on a dead pid,
+    for good if its exit ended the name. The same on c itself (its claim came first)."""
+    a = joined(core("a"), "b", "c")
+    old, new = Pid("b", 1, 1), Pid("c", 1, 1)
+    a.on_delta("b", Delta([claim("x", old, 1)], []), 1.0)
+    a.on_delta("c", Delta([msgspec.structs.replace(claim("x", new, 1), moved_from=old)], []), 2.0)
+    a.on_delta("c", Delta([], [Removal(CLAIM_NAME, "x", new, 2)]), 2.1)  # it exited: no successor
+    a.on_delta("b", Delta([], [Removal(CLAIM_NAME, "x", old, 2, successor=new)]), 2.2)
+    assert "x" not in a.pids
+
+    c = joined(core("c"), "b")
+    c.on_delta("b", Delta([claim("x", old, 1)], []), 1.0)
+    c.local_claim("x", new, SPEC, 2.0, moved_from=old, handoff=1)
+    c.local_exit(new, "crashed", 2.1)
+    c.on_delta("b", Delta([], [Removal(CLAIM_NAME, "x", old, 2, successor=new)]), 2.2)
+    assert "x" not in c.pids
+    c.take()
+    c.handle_timer(10.0)
+    restarts = [cmd for cmd in c.take().commands if isinstance(cmd, StartName | RestartElsewhere)]
+    assert [cmd.name for cmd in restarts] == ["x"]  # the crash's restart, not skipped as registered

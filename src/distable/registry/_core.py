@@ -84,6 +84,7 @@ BUCKETS = 64
 _MASK = (1 << 64) - 1
 _ANCESTORS_MAX = 4  # pids a claim remembers it superseded beyond moved_from (a bound)
 _SHARED_SPECS_MAX = 1024  # distinct argument-less specs shared per node (a bound, not a tunable)
+_ENDED_MAX = 10_000  # names whose claim ended lately, remembered per node (a bound: see _ended)
 # A restart owed: (due, seq, name, spec, reason, lineage, base).
 _Restart = tuple[float, int, Any, Spec, str, Lineage | None, Lineage | None]
 
@@ -340,6 +341,10 @@ class TrackerCore:
         # successor, and the claim a peer's handoff removed (None for this node's own
         # handoffs, which _handed restarts): what a restart needs if the successor dies first
         self._successors: dict[Any, tuple[Pid, Claim | None]] = {}
+        # name -> the pid whose claim of it ended last (removed with no successor: it exited,
+        # or was unregistered), the latest ``_ENDED_MAX``: a handoff's removal naming that
+        # pid as successor came after it (from another link) and sets no pointer to it
+        self._ended: dict[Any, Pid] = {}
         # node -> the latest incarnation of it that went down here (see _gone)
         self._down: dict[str, int] = {}
         # name -> (new pid, spec) of the names this node handed off, until the new claim arrives
@@ -884,8 +889,18 @@ class TrackerCore:
             index[claim.pid] = {held, key}
         self._pending_claims.append(claim)
 
+    def _claim_ended(self, name: Any, pid: Pid) -> None:
+        """``pid``'s claim of ``name`` ended (no successor): remembered in ``_ended``."""
+        ended = self._ended
+        ended.pop(name, None)
+        ended[name] = pid
+        if len(ended) > _ENDED_MAX:
+            del ended[next(iter(ended))]
+
     def _remove_local(self, key: Hashable, claim: Claim, index: bool = True, successor: Pid | None = None) -> None:
         del self.claims[self.node][key]
+        if successor is None and claim.kind == CLAIM_NAME:
+            self._claim_ended(key, claim.pid)
         if index:
             held = self._local_by_pid.get(claim.pid)
             if isinstance(held, set):
@@ -936,12 +951,13 @@ class TrackerCore:
             del table[key]
             if old.kind == CLAIM_NAME:
                 successor, gone_to = removal.successor, None
-                if successor is not None and successor.node == self.node and successor not in self._local_by_pid:
-                    # Handed to a copy here that holds no claim: it claimed at the commit,
-                    # which came before this removal on the same link, and exited since
-                    # (while it ran unclaimed, say, carried out at its claim): its exit
-                    # restarted the name or ended it, by its policy. A pointer to it left
-                    # the name on a dead pid, and the restart skipped as registered.
+                if successor is None:
+                    self._claim_ended(old.key, old.pid)
+                elif self._ended.get(old.key) == successor:
+                    # Handed to a copy whose claim came and went before this removal (it
+                    # exited soon after it arrived): its exit restarted the name or ended
+                    # it, by its policy. A pointer to it left the name on a dead pid, and
+                    # on its own node the restart was skipped as registered, for good.
                     successor = None
                 if successor is not None:
                     if self._gone(successor):
