@@ -2,8 +2,9 @@
 ``distable node`` processes and a client, then the checker (see ``tests.chaos.harness``).
 
 The seed is printed; ``DISTABLE_CHAOS_SEED=<n>`` replays its schedule. Where the machine
-allows it (root, nftables, cgroup v2: CI does), the standard schedule has network
-partitions too (the checkpointed one not yet, see below); where not, the test says why. The run's logs (node
+allows it (root, nftables, cgroup v2: CI does), both schedules have network partitions
+too (the checkpointed one again since the campaigns of 2026-12-06 evening ran clean:
+docs/performance.md, "With partitions"); where not, the test says why. The run's logs (node
 logs, ledgers, acknowledgements, the harness's timeline) stay in the printed folder. The long
 campaign is ``python3 tasks.py chaos --minutes 30`` (``--checkpoints`` for the checkpointed mode).
 """
@@ -26,12 +27,6 @@ async def _short_schedule(tmp_path: Path, checkpoints: bool) -> None:
     seed = int(os.environ.get("DISTABLE_CHAOS_SEED") or random.SystemRandom().randrange(2**32))
     print(f"chaos seed {seed} (rerun with DISTABLE_CHAOS_SEED={seed}); logs in {tmp_path}")
     missing = missing_requirements()
-    if missing is None and checkpoints:
-        # Not yet with checkpoints: the campaigns still find acknowledged ops lost with
-        # checkpoints and partitions (a woken node's takeover of a newer lineage's records, two
-        # copies of one name handed in at once, names whose host died right after a leave;
-        # docs/performance.md, "With partitions"), and CI found one too (seed 695871016).
-        missing = "not with checkpoints until the losses the campaigns found are fixed"
     print("with network partitions" if missing is None else f"no network partitions: {missing}")
     config = Config(seed=seed, run_dir=tmp_path, checkpoints=checkpoints, partitions=missing is None)
     result = await run(config)
