@@ -1640,11 +1640,11 @@ class RegistryService:
         with the writer's node, or the writer's node is gone); else wait (the refusal is
         reported again at each retry). From ``_flush_standby``; never awaits."""
         name, pid = refused.name, refused.pid
+        if (name, pid) in self._adopting:
+            return  # its fetch is under way (its lineage counts as claimed meanwhile)
         writer = refused.writer.node
         synced = writer == self.node or writer not in self.core.peers or self.core.synced_with(writer)
         if self.pids.get(name) == pid and synced and refused.held not in self._claimed(name):
-            if (name, pid) in self._adopting:
-                return
             log.info(
                 "%s: %r's checkpoints were refused by %s, which holds a stale lineage; fetching its "
                 "latest state for this copy's resolve_conflict, then taking them over",
