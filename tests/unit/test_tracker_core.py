@@ -1003,3 +1003,20 @@ def test_a_removal_naming_a_successor_whose_claim_came_and_went_sets_no_pointer(
     c.handle_timer(10.0)
     restarts = [cmd for cmd in c.take().commands if isinstance(cmd, StartName | RestartElsewhere)]
     assert [cmd.name for cmd in restarts] == ["x"]  # the crash's restart, not skipped as registered
+
+
+def test_a_copy_that_displaces_another_here_stands_for_the_pids_that_one_superseded() -> None:
+    """Two copies of x handed in here at once (seed 350371859): the first's claim superseded
+    b's pid, the second displaced it. Its claim must supersede b's pid too: b's removal has
+    not come yet, and b's pid, live to the ring, took x from both copies here, which then
+    retired to it (it had moved on to the first): x was gone for good."""
+    a = joined(core("a"), "b", "c")
+    name = name_owned_by("b", ["a", "b"])
+    old_b, old_c = Pid("b", 1, 1), Pid("c", 1, 9)
+    a.on_delta("b", Delta([claim(name, old_b, 1)], []), 1.0)
+    first, second = Pid("a", 1, 5), Pid("a", 1, 6)
+    a.local_claim(name, first, SPEC, 2.0, moved_from=old_b, handoff=1)
+    a.local_claim(name, second, SPEC, 2.1, moved_from=old_c, handoff=2)
+    assert a.pids[name] == second
+    assert commands(a, ResolveConflict) == [ResolveConflict(name, first, second)]  # the first's state goes to it
+    assert {first, old_b} <= set(a.claims["a"][name].ancestors)

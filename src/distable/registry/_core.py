@@ -716,10 +716,19 @@ class TrackerCore:
         self.clock += 1
         if spec is not None and not spec.args and not spec.kwargs:
             spec = self._shared_spec(spec)
+        displaced = self.claims[self.node].get(name)
+        if displaced is not None and displaced.pid != pid:
+            # This copy stands for the one it displaces here (whose state comes to it: see
+            # below) and for the pids that one superseded. Without them, a node that has not
+            # seen the old host's removal yet counts that old pid live beside this claim, and
+            # may pick it: then both copies here retire to a pid that has moved on to one of
+            # them (the fault campaign: two copies handed in at once, seed 350371859, five
+            # names gone for good).
+            stood_for = (displaced.pid, *self.lineage(name, displaced.pid), *ancestors)
+            ancestors = tuple(dict.fromkeys(stood_for))[:_ANCESTORS_MAX]
         claim = Claim(
             CLAIM_NAME, name, pid, self.clock, hash_name(name), spec, moved_from, handoff, ancestors, lineage, base
         )
-        displaced = self.claims[self.node].get(name)
         self._add_local(claim)
         self._resolve(claim, displaced)
         if displaced is not None and displaced.pid != pid and (name, displaced.pid) not in self._resolving:
