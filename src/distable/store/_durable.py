@@ -253,6 +253,9 @@ class DurableStore:
             detail = exc.detail if isinstance(exc, StoreUnavailable) else f"no answer within {self.timeout:g} s"
             delay = self._queue.failed_write(write, self._clock())
             self._log_down(detail, delay)
+        except asyncio.CancelledError:
+            self._queue.put_back(write)  # close() stopped the drain under it: not written, and counted
+            raise
         except Exception:  # not the store's availability: retrying would fail the same way
             self._queue.discard(write)
             log.exception("store %s: a queued %s of %r failed; not retried", self.address, write.kind.value, write.name)
@@ -317,12 +320,15 @@ class DurableStore:
         if self._closed:
             return
         self._closed = True
-        if not self._queue.idle() and not await self.flush(drain_timeout):
-            log.warning("store %s: closed with %d queued write(s) not written", self.address, len(self._queue))
+        flushed = self._queue.idle() or await self.flush(drain_timeout)
         if self._drain is not None:
             self._drain.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._drain
+        if not flushed:
+            # After the drain stopped: a write it had under way (a retry, say) is queued again,
+            # and counted here, not lost unseen.
+            log.warning("store %s: closed with %d queued write(s) not written", self.address, len(self._queue))
         try:
             async with asyncio.timeout(self.timeout):
                 await self.engine.close()

@@ -128,6 +128,12 @@ class WriteQueue:
     def failed_write(self, write: Write, now: float) -> float:
         """``write`` could not reach the engine: it goes back (unless its name has a newer
         queued write), and nothing is taken for the returned delay."""
+        self.put_back(write)
+        return self.unavailable(now)
+
+    def put_back(self, write: Write) -> None:
+        """``write``, taken, was not written (it failed, or the drain was stopped under it):
+        queued again unless its name has a newer queued write (dropped if the queue is full)."""
         self.end(write.key)
         if write.key not in self._queued:
             if len(self._queued) < self.limit and self._bytes + write.size <= self.max_bytes:
@@ -135,7 +141,6 @@ class WriteQueue:
                 self._bytes += write.size
             else:
                 self.dropped += 1
-        return self.unavailable(now)
 
     def discard(self, write: Write) -> None:
         """``write`` failed for a reason retrying cannot mend (a bug): it is not retried."""
