@@ -114,7 +114,9 @@ async def test_end_handoff_is_the_first_message_the_new_process_handles(cluster:
     assert len(handled) > 2, "messages sent during the move reach the new process after end_handoff"
 
 
-async def test_a_copy_that_exits_in_end_handoff_is_restarted_on_its_new_owner(cluster: Cluster) -> None:
+async def test_a_copy_that_exits_in_end_handoff_is_restarted_on_its_new_owner(
+    cluster: Cluster, caplog: pytest.LogCaptureFixture
+) -> None:
     # The copy handed in stops abnormally in end_handoff, before its claim (the gate holds
     # everything else). Its exit found no claim to end; the claim that followed left the
     # name on a dead pid for good, and so did the old host's removal naming it: its
@@ -125,6 +127,7 @@ async def test_a_copy_that_exits_in_end_handoff_is_restarted_on_its_new_owner(cl
     pid = await a.register(name, apps.Counter, key=name, mode="resume+crash")
     a.cast(name, ("add", 5))
 
+    caplog.set_level(logging.INFO, logger="distable.registry")
     await cluster.join(newcomer)
     await cluster.wait_joined()
 
@@ -139,6 +142,8 @@ async def test_a_copy_that_exits_in_end_handoff_is_restarted_on_its_new_owner(cl
     assert await a.call(name, "get") == (0, newcomer.name)  # a crash restart: fresh (no checkpoint)
     assert apps.INITS[name] == 3  # registered, handed in, restarted
     assert any(isinstance(e, ProcessRestarted) and e.pid == new for e in cluster.events(newcomer))
+    # The node says why (a stop with a reason of the process's own is no crash, logged nowhere else).
+    assert log_records(caplog, repr(name), "stopped with reason 'crashed on arrival'", level=logging.INFO)
 
 
 async def test_restart_answer_starts_the_process_fresh_on_the_new_owner(cluster: Cluster) -> None:

@@ -57,7 +57,7 @@ from ..runtime import NOREPLY, Caller, Process, Resume, Runtime
 from ..store._api import Remembered
 from ..store._durable import DurableStore
 from ..transport import Transport
-from ..wire import NOPROC, SHUTDOWN, Pid, decode_value, encode_value, to_wire
+from ..wire import NOPROC, SHUTDOWN, Crash, Pid, decode_value, encode_value, to_wire
 from ..wire._messages import (
     REGISTRY_ERROR,
     REGISTRY_EXISTS,
@@ -616,6 +616,16 @@ class RegistryService:
                     for name, kept in ended:
                         if kept:
                             self.standby.host_exited(name, pid, now)
+                            if not isinstance(reason, Crash):  # a crash was logged with its traceback
+                                # A process that stopped itself with a reason of its own: say so
+                                # before its restart is (one line per reason and interval).
+                                self._ratelog.info(
+                                    ("stopped", repr(reason)[:80]),
+                                    "%r (%r) stopped with reason %r",
+                                    name,
+                                    pid,
+                                    reason,
+                                )
                         else:
                             self._removed(name, pid)
             self._hosting.pop(pid, None)
