@@ -1143,11 +1143,27 @@ class RegistryService:
         checkpoint = self.standby.hosted(name, loser)  # its own record, even displaced by the winner's
         if checkpoint is None or checkpoint.writer != loser:
             return False, None
+        return self._decoded(name, checkpoint.state, "the last checkpoint of %r's losing copy")
+
+    def _decoded(self, name: Any, data: bytes, what: str) -> tuple[bool, Any]:
+        """A checkpoint's state decoded, as ``(True, state)``; ``(False, None)``, logged
+        with ``what`` (a phrase naming ``name`` by ``%r``), when it cannot be."""
         try:
-            return True, decode_value(checkpoint.state)
+            return True, decode_value(data)
         except Exception as exc:
-            log.error("%s: cannot decode the last checkpoint of %r's losing copy: %s", self.node, name, exc)
+            log.error("%s: cannot decode " + what + ": %s", self.node, name, exc)
             return False, None
+
+    def _merge_gone(self, name: Any, pid: Pid, state: Any, holders: Sequence[Holder], what: str) -> bool:
+        """``state``, of a copy of ``name`` that is gone, to the local ``pid``'s
+        ``resolve_conflict``, which takes the gone copy's checkpoints over (with
+        ``holders``). False, logged with ``what``, when the state cannot be given."""
+        try:
+            self._deliver_conflict_state(name, pid, True, state, 0, holders)
+        except DistableError as exc:
+            log.error("%s: cannot give %r the state of " + what + ": %s", self.node, name, exc)
+            return False
+        return True
 
     def _on_conflict_state_taken(self, node: str, msg: ConflictStateTaken) -> None:
         """Dispatcher callback; never awaits."""
@@ -1466,10 +1482,8 @@ class RegistryService:
         proc = self.runtime.local(pid)
         if proc is None:
             return
-        try:
-            value = decode_value(state)
-        except Exception as exc:
-            log.error("%s: cannot decode the checkpoint of %r: %s; it starts fresh", self.node, name, exc)
+        decoded, value = self._decoded(name, state, "the checkpoint of %r (it starts fresh)")
+        if not decoded:
             return
         self.runtime.run_first(proc, lambda p: p.end_handoff(value)).add_done_callback(log_failure(proc, "end_handoff"))
 
@@ -1703,10 +1717,8 @@ class RegistryService:
         if checkpoint is None:
             self._take_over(name, pid, restored.holders)
             return
-        try:
-            state = decode_value(checkpoint.state)
-        except Exception as exc:
-            log.error("%s: cannot decode the refused line's checkpoint of %r: %s", self.node, name, exc)
+        decoded, state = self._decoded(name, checkpoint.state, "the refused line's checkpoint of %r")
+        if not decoded:
             self._take_over(name, pid, restored.holders)
             return
         log.info(
@@ -1717,10 +1729,7 @@ class RegistryService:
             checkpoint.writer,
             pid,
         )
-        try:
-            self._deliver_conflict_state(name, pid, True, state, 0, restored.holders)  # merges, takes over
-        except DistableError as exc:
-            log.error("%s: cannot give %r the state of its stale line: %s", self.node, name, exc)
+        if not self._merge_gone(name, pid, state, restored.holders, "its stale line"):  # merges, takes over
             self._take_over(name, pid, restored.holders)
 
     def _take_over(self, name: Any, pid: Pid, holders: Sequence[Holder]) -> None:
@@ -1777,10 +1786,7 @@ class RegistryService:
         if handover is not None:
             holders = list(handover.holders)
             if not has_state and handover.state is not None:
-                try:
-                    has_state, state = True, decode_value(handover.state)
-                except Exception as exc:
-                    log.error("%s: cannot decode the last checkpoint of %r's handed-in copy: %s", self.node, name, exc)
+                has_state, state = self._decoded(name, handover.state, "the last checkpoint of %r's handed-in copy")
         if not has_state:
             return
         log.info(
@@ -1790,10 +1796,7 @@ class RegistryService:
             name,
             running,
         )
-        try:
-            self._deliver_conflict_state(name, running, True, state, 0, holders)
-        except DistableError as exc:
-            log.error("%s: cannot give %r the state of its handed-in copy: %s", self.node, name, exc)
+        self._merge_gone(name, running, state, holders, "its handed-in copy")
 
     def _handed_in(
         self, name: Any, pid: Pid, spec: Spec, handover: CheckpointHandover | None, has_state: bool, state: Any
