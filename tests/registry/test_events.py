@@ -99,3 +99,26 @@ async def test_events_stream_is_per_subscriber(cluster: Cluster, three: list[Nod
     assert first.get_nowait() == second.get_nowait() == NameRegistered("seen-twice", pid)
     first.close()
     second.close()
+
+
+async def test_a_stream_of_some_kinds_gets_only_those_in_order(cluster: Cluster, three: list[Node]) -> None:
+    a = three[0]
+    everything = a.events()
+    removals = a.events(kinds=[NameUnregistered])
+    pid = await a.register("kept-apart", apps.Counter)
+    await a.unregister("kept-apart")
+    await eventually(lambda: any(e == NameUnregistered("kept-apart", pid) for e in cluster.events(a)))
+    seen = []
+    with contextlib.suppress(asyncio.QueueEmpty):
+        while True:
+            seen.append(everything.get_nowait())
+    assert NameRegistered("kept-apart", pid) in seen
+    assert NameUnregistered("kept-apart", pid) in seen
+    assert removals.get_nowait() == NameUnregistered("kept-apart", pid)
+    with pytest.raises(asyncio.QueueEmpty):
+        removals.get_nowait()  # the registration (and anything else) never reached it
+    removals.close()
+    everything.close()
+    bus = a._bus
+    assert everything not in bus.streams and removals not in bus.streams
+    assert not bus._by_kind  # closing the last stream of a kind drops the kind

@@ -19,6 +19,7 @@ import asyncio
 import dataclasses
 import time
 from collections import deque
+from collections.abc import Iterable
 from typing import Any
 
 from ..membership import NodeDown, NodeUp
@@ -85,10 +86,12 @@ class EventStream:
     ``dropped``, so a slow consumer never grows the node's memory without bound.
     """
 
-    def __init__(self, bus: EventBus, maxsize: int) -> None:
+    def __init__(self, bus: EventBus, maxsize: int, kinds: frozenset[type] | None = None) -> None:
         self._bus = bus
         self._queue: asyncio.Queue[Any] = asyncio.Queue(maxsize)
         self.dropped = 0
+        #: The event classes this stream takes (None: every event); the bus puts no other.
+        self.kinds = kinds
 
     def _put(self, event: Any) -> None:
         if self._queue.full():
@@ -107,7 +110,7 @@ class EventStream:
         return self._queue.get_nowait()
 
     def close(self) -> None:
-        self._bus.streams.discard(self)
+        self._bus.unsubscribe(self)
 
     async def __aenter__(self) -> EventStream:
         return self
@@ -117,22 +120,47 @@ class EventStream:
 
 
 class EventBus:
-    """Fan-out of events to every open ``EventStream``. Event loop only."""
+    """Fan-out of events to every open ``EventStream``. Event loop only.
+
+    A stream that takes only some kinds of events is listed under each of them: an event
+    costs nothing for the streams that do not take it (a membership listener is never
+    called for the registrations of a 100,000-name wave)."""
 
     def __init__(self, journal: EventJournal | None = None) -> None:
-        self.streams: set[EventStream] = set()
+        self.streams: set[EventStream] = set()  # every open stream
+        self._every: set[EventStream] = set()  # those that take every event
+        self._by_kind: dict[type, set[EventStream]] = {}
         self.journal = journal if journal is not None else EventJournal()
 
-    def subscribe(self, maxsize: int = 10_000) -> EventStream:
-        stream = EventStream(self, maxsize)
+    def subscribe(self, maxsize: int = 10_000, kinds: Iterable[type] | None = None) -> EventStream:
+        """A new stream of the events of ``kinds`` (classes; None: every event)."""
+        stream = EventStream(self, maxsize, None if kinds is None else frozenset(kinds))
         self.streams.add(stream)
+        if stream.kinds is None:
+            self._every.add(stream)
+        else:
+            for kind in stream.kinds:
+                self._by_kind.setdefault(kind, set()).add(stream)
         return stream
+
+    def unsubscribe(self, stream: EventStream) -> None:
+        self.streams.discard(stream)
+        self._every.discard(stream)
+        for kind in stream.kinds or ():
+            listed = self._by_kind.get(kind)
+            if listed is not None:
+                listed.discard(stream)
+                if not listed:
+                    del self._by_kind[kind]
 
     def publish(self, event: Any) -> None:
         kind = type(event)
         if (kind is NodeUp or kind is NodeDown) and event.client:
             return  # a client node (a tool) is not a member: its comings and goings are no event
         self.journal.record(event)
-        if self.streams:
-            for stream in self.streams:
+        if self._every:
+            for stream in self._every:
+                stream._put(event)
+        if self._by_kind:
+            for stream in self._by_kind.get(kind, ()):
                 stream._put(event)

@@ -22,7 +22,7 @@ import secrets
 import ssl
 import time
 import typing
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterable
 from contextvars import Context
 from dataclasses import dataclass
 from typing import Any, Concatenate, Literal, ParamSpec, TypeVar
@@ -706,10 +706,11 @@ class Node:
             foreign=self.membership.foreign_packets,
         )
 
-    def events(self, maxsize: int = 10_000) -> EventStream:
-        """Subscribe to this node's events (``NodeUp``, ``NodeDown``, ...). Any caller; never
-        awaits."""
-        return self._bus.subscribe(maxsize)
+    def events(self, maxsize: int = 10_000, kinds: Iterable[type] | None = None) -> EventStream:
+        """Subscribe to this node's events (``NodeUp``, ``NodeDown``, ...): those of the
+        classes ``kinds`` only, if given (a stream of ``(NodeUp, NodeDown)`` is not even
+        called for the registry's events). Any caller; never awaits."""
+        return self._bus.subscribe(maxsize, kinds)
 
     def _dispatch(self, node: str, messages: list[Any]) -> None:
         """Hand each message of a batch from ``node`` to its layer's handler.
@@ -1098,9 +1099,9 @@ def nodes() -> list[str]:
     return current_node().nodes()
 
 
-def events(maxsize: int = 10_000) -> EventStream:
-    """Subscribe to the current node's events."""
-    return current_node().events(maxsize)
+def events(maxsize: int = 10_000, kinds: Iterable[type] | None = None) -> EventStream:
+    """Subscribe to the current node's events (of the classes ``kinds`` only, if given)."""
+    return current_node().events(maxsize, kinds)
 
 
 def run(main: Coroutine[Any, Any, Any]) -> Any:

@@ -58,11 +58,10 @@ from .._apps import import_ref, load_app, run_app
 from .._log import configure_logging
 from ..membership import Gossip, MembershipConfig, NodeDown, NodeUp, Static, Strategy
 from ..node import Node, run
-from ..node._events import EventStream
 from ..runtime import Process
 from ..transport import TransportConfig
 from ..wire import Pid, lists_as_tuples
-from ._probe import event_bus, registry_check, registry_stats, rss_bytes
+from ._probe import registry_check, registry_stats, rss_bytes
 
 #: Registry probes for benchmarks (see ``_probe``): command -> function of the node.
 _PROBES: dict[str, Any] = {
@@ -85,14 +84,6 @@ def _registry_reply(node: Node, command: str) -> Any:
         }
     _, _, name = command.partition(" ")
     return _pid_json(node.whereis(lists_as_tuples(json.loads(name))))
-
-
-class _MembershipEvents(EventStream):
-    """An event stream that keeps only ``NodeUp`` and ``NodeDown``."""
-
-    def _put(self, event: Any) -> None:
-        if isinstance(event, NodeUp | NodeDown):
-            super()._put(event)
 
 
 def _emit(obj: Any) -> None:
@@ -161,10 +152,8 @@ async def _main(args: argparse.Namespace) -> None:
     )
     async with node:
         # Only membership events are reported: a stream that takes nothing else, so the
-        # registry's events (one per name registered or moved) never wake the reporter.
-        bus = event_bus(node)
-        stream = _MembershipEvents(bus, 10_000)
-        bus.streams.add(stream)
+        # registry's events (one per name registered or moved) never reach the reporter.
+        stream = node.events(10_000, kinds=(NodeUp, NodeDown))
 
         async def report() -> None:
             async for event in stream:
