@@ -328,6 +328,66 @@ def test_a_request_for_a_digest_lost_with_a_replaced_link_is_made_again_when_the
     assert a.synced_with("b")
 
 
+def _pump(cores: dict[str, TrackerCore], now: float, limit: int = 50) -> list[str]:
+    """Deliver what the cores send each other until none sends anything; the types sent."""
+    handlers: dict[type, str] = {
+        RegistryHello: "on_hello",
+        Digest: "on_digest",
+        SyncRequest: "on_sync_request",
+        SyncReply: "on_sync_reply",
+        Delta: "on_delta",
+    }
+    kinds: list[str] = []
+    for _ in range(limit):
+        batch = [(me.node, to, msg) for me in cores.values() for to, msg in me.take().send]
+        if not batch:
+            return kinds
+        for frm, to, msg in batch:
+            kinds.append(type(msg).__name__)
+            getattr(cores[to], handlers[type(msg)])(frm, msg, now)
+    raise AssertionError(f"still sending after {limit} rounds: {kinds[-10:]}")
+
+
+def test_a_renewed_link_repairs_what_the_dead_one_lost_without_waiting_for_the_periodic_sync() -> None:
+    """A partition black-holed the link between a and b and healed before either declared
+    the other down: the Delta of b's new name and b's removal of another were lost with the
+    link, which the transport then replaced (no NodeDown, so no greeting). Each side's
+    ``link_renewed`` greets the other again: both replicas are whole after one exchange,
+    at 1.5 s, not at the sync interval (10 s), and the exchange stops by itself."""
+    a, b = core("a"), core("b")
+    a.peer_up("b", 0.0, 1)
+    b.peer_up("a", 0.0, 1)
+    _pump({"a": a, "b": b}, 0.0)
+    kept, gone = Pid("b", 1, 1), Pid("b", 1, 2)
+    b.local_claim("gone", gone, None, 0.5)
+    _pump({"a": a, "b": b}, 0.5)
+    assert a.pids == {"gone": gone}
+    b.local_unclaim("gone", gone)
+    b.local_claim("kept", kept, None, 1.0)
+    b.take()  # the Delta: lost with the link
+    a.link_renewed("b", 1.5, 1)
+    b.link_renewed("a", 1.5, 1)
+    kinds = _pump({"a": a, "b": b}, 1.5)
+    assert a.pids == b.pids == {"kept": kept}
+    assert kinds.count("RegistryHello") == 2  # one greeting each: nobody asks back
+    assert a.synced_with("b")
+    assert b.synced_with("a")
+
+
+def test_a_link_to_a_node_not_up_here_or_to_another_life_of_it_greets_nobody() -> None:
+    """The first link to a node (membership greets it when it comes up) and a link to a
+    restarted one (membership announces it down, then up) are not ``link_renewed``'s."""
+    a = core("a")
+    a.link_renewed("b", 1.0, 1)
+    assert sent(a) == []
+    a.peer_up("b", 1.0, 1)
+    sent(a)
+    a.link_renewed("b", 2.0, 2)
+    assert sent(a) == []
+    a.link_renewed("b", 2.0, 1)
+    assert [type(m).__name__ for _, m in sent(a)] == ["RegistryHello"]
+
+
 def test_both_sides_greeting_each_other_exchange_one_digest_each() -> None:
     a, b = core("a"), core("b")
     a.peer_up("b", 0.0)

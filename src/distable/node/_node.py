@@ -763,6 +763,9 @@ class Node:
         """The link to ``node`` is up: tell membership, wake ``connect``'s waiters.
 
         Transport link callback (a handshake completed); never awaits."""
+        if self._registry is not None:
+            # First: a first link brings the node up through membership below, greeted then
+            self._registry.link_renewed(node, incarnation)  # what the link it replaced lost
         self.membership.link_up(node, incarnation)
         for fut in self._up_waiters.pop(node, ()):
             if not fut.done():

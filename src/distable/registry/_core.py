@@ -469,6 +469,22 @@ class TrackerCore:
         if early is not None:  # its greeting came before it was up here: taken now
             self.on_hello(node, early, now)
 
+    def link_renewed(self, node: str, now: float, incarnation: int = 0) -> None:
+        """A new link to ``node`` came up while ``node`` is up here (as ``incarnation``): it
+        replaced one that closed without a NodeDown, and what went on the old one may be
+        lost (a partition black-holed it until the transport's idle check closed it; the
+        greeting and the Deltas sent meanwhile with it). Greet it again and ask for its
+        digest: the digests repair both replicas now, not at the next periodic sync, up to
+        ``sync_interval`` later (the fault campaign's 10-12 s waits for placement after a
+        heal, seeds 350371862 and 3230367926). It sends what that sync sends, and an answer
+        asks nothing back (``on_hello``): no ping-pong. A link to an incarnation other than
+        the one up here is membership's to announce (a restart: down, then up)."""
+        peer = self.peers.get(node)
+        if peer is None or (incarnation and peer.incarnation and incarnation != peer.incarnation):
+            return  # not up here (peer_up greets it when it is), or another life of it
+        peer.awaiting_digest, peer.asked = True, now
+        self._out.send.append((node, RegistryHello(self.role, self.leaving, wants_digest=True)))
+
     def _send_digest(self, node: str) -> None:
         self._out.send.append((node, Digest(self.digest(self.node))))
         self._n_syncs += 1

@@ -526,6 +526,12 @@ class RegistryService:
         self._conflict_due(self.conflict_outbox.peer_up(node, incarnation, now))
         self._flush()
 
+    def link_renewed(self, node: str, incarnation: int) -> None:
+        """A link to ``node`` came up (``TrackerCore.link_renewed``: it matters only when
+        ``node`` is up here already). The node's transport callback; never awaits."""
+        self.core.link_renewed(node, self.loop.time(), incarnation)
+        self._changed()
+
     def peer_down(self, node: str) -> None:
         """Membership callback (the node's ``_on_member_event``); never awaits."""
         now = self.loop.time()
