@@ -256,6 +256,7 @@ class Server:
         self.busy = False
         self.launches = 0
         self.drainer: asyncio.Task[None] | None = None
+        self.died_unseen = False  # its process exited while "up" (reported once)
 
     @property
     def healthy(self) -> bool:
@@ -328,6 +329,11 @@ class Run:
                 cwd=ROOT,
                 env=env,
                 preexec_fn=die_with_parent,
+                # A session of its own: in the campaign's process group, a node paused
+                # (SIGSTOP) when that group became orphaned (the shell that started the
+                # campaign in the background exited) got the kernel's SIGHUP and died
+                # (POSIX's orphaned process group rule): a crash the nemesis never made.
+                start_new_session=True,
             )
         server.proc = proc
         assert proc.stdout is not None
@@ -348,6 +354,7 @@ class Run:
                 break
         server.drainer = asyncio.ensure_future(self._drain_stdout(proc))
         server.state = "up"
+        server.died_unseen = False
         self.log(f"up {server.name} (os pid {proc.pid}, inspector {server.inspector})")
 
     @staticmethod
@@ -357,9 +364,18 @@ class Run:
             pass
 
     def signal(self, server: Server, sig: signal.Signals) -> None:
-        if server.proc is not None and server.proc.returncode is None:
+        if server.proc is None:
+            return
+        code = server.proc.returncode
+        if code is None:
             server.proc.send_signal(sig)
             self.log(f"{sig.name} {server.name}")
+        elif server.state == "up" and not server.died_unseen:
+            # Dead while the run counts it up: every later fault on it is void, and the
+            # checker would blame the node's last fault for what its death lost.
+            server.died_unseen = True
+            how = f"signal {signal.Signals(-code).name}" if code < 0 else f"code {code}"
+            self.violation("unexpected-exit", f"{server.name} exited ({how}) while up, seen at its {sig.name}")
 
     async def wait_exit(self, server: Server, timeout: float = EXIT_TIMEOUT) -> int | None:
         """Its exit code, or None if it did not exit in time (then it is killed)."""

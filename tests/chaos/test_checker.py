@@ -6,6 +6,9 @@ never started."""
 
 from __future__ import annotations
 
+import asyncio
+import signal
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -225,3 +228,18 @@ def test_a_lineage_that_had_moved_on_before_the_drain_timed_out_is_not_excused_b
     standard.check_states({"c0000": {"ops": [], "lineage": "M", "absorbed": []}}, ledger)
     assert "lost-ack" in [v.kind for v in standard.result.violations]
     assert standard.result.lost_to_drain == 0
+
+
+async def test_a_node_that_died_while_counted_up_is_reported_once_at_its_next_fault(chaos: Run) -> None:
+    """A node killed by something else than the nemesis (the kernel's SIGHUP of a paused
+    process whose process group became orphaned, before nodes had sessions of their own):
+    its next fault is void, and the run says so instead of blaming that fault."""
+    server = chaos.servers[0]
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-c", "import os, signal; os.kill(os.getpid(), 1)")
+    await proc.wait()
+    server.proc, server.state = proc, "up"
+    chaos.signal(server, signal.SIGSTOP)
+    chaos.signal(server, signal.SIGCONT)
+    assert [(v.kind, v.detail) for v in chaos.result.violations] == [
+        ("unexpected-exit", f"{server.name} exited (signal SIGHUP) while up, seen at its SIGSTOP")
+    ]
