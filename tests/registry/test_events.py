@@ -123,3 +123,18 @@ async def test_a_stream_of_some_kinds_gets_only_those_in_order(cluster: Cluster,
     assert everything not in bus.streams
     assert removals not in bus.streams
     assert not bus._by_kind  # closing the last stream of a kind drops the kind
+
+
+@pytest.mark.parametrize("kinds", ["NodeUp", ["NodeUp"], [NameRegistered, "NodeDown"], 3])
+async def test_kinds_that_are_not_classes_are_refused_at_once(three: list[Node], kinds: Any) -> None:
+    before = set(three[0]._bus.streams)
+    with pytest.raises(TypeError, match="kinds must be"):
+        three[0].events(kinds=kinds)
+    assert three[0]._bus.streams == before  # nothing half-subscribed
+
+
+async def test_one_class_for_kinds_is_taken_as_it_is(three: list[Node]) -> None:
+    a = three[0]
+    stream = a.events(kinds=NameUnregistered)
+    assert stream.kinds == frozenset({NameUnregistered})
+    stream.close()

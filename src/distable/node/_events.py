@@ -119,6 +119,22 @@ class EventStream:
         self.close()
 
 
+def _event_classes(kinds: type | Iterable[type]) -> frozenset[type]:
+    """``kinds`` (``NodeUp``, or ``(NodeUp, NodeDown)``) as a set of classes."""
+    if isinstance(kinds, type):
+        return frozenset((kinds,))
+    if isinstance(kinds, str | bytes):
+        raise TypeError(f"kinds must be event classes (e.g. distable.NodeUp), not the string {kinds!r}")
+    try:
+        classes = frozenset(kinds)
+    except TypeError:
+        raise TypeError(f"kinds must be an event class or an iterable of them, not {kinds!r}") from None
+    for kind in classes:
+        if not isinstance(kind, type):
+            raise TypeError(f"kinds must be event classes (e.g. distable.NodeUp), not {kind!r}")
+    return classes
+
+
 class EventBus:
     """Fan-out of events to every open ``EventStream``. Event loop only.
 
@@ -132,9 +148,13 @@ class EventBus:
         self._by_kind: dict[type, set[EventStream]] = {}
         self.journal = journal if journal is not None else EventJournal()
 
-    def subscribe(self, maxsize: int = 10_000, kinds: Iterable[type] | None = None) -> EventStream:
-        """A new stream of the events of ``kinds`` (classes; None: every event)."""
-        stream = EventStream(self, maxsize, None if kinds is None else frozenset(kinds))
+    def subscribe(self, maxsize: int = 10_000, kinds: type | Iterable[type] | None = None) -> EventStream:
+        """A new stream of the events of ``kinds`` (a class or classes; None: every event).
+
+        Raises:
+            TypeError: ``kinds`` holds something that is not a class (a name as a string
+                would match nothing, and the stream would stay silent)."""
+        stream = EventStream(self, maxsize, None if kinds is None else _event_classes(kinds))
         self.streams.add(stream)
         if stream.kinds is None:
             self._every.add(stream)

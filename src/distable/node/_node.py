@@ -706,10 +706,11 @@ class Node:
             foreign=self.membership.foreign_packets,
         )
 
-    def events(self, maxsize: int = 10_000, kinds: Iterable[type] | None = None) -> EventStream:
+    def events(self, maxsize: int = 10_000, kinds: type | Iterable[type] | None = None) -> EventStream:
         """Subscribe to this node's events (``NodeUp``, ``NodeDown``, ...): those of the
-        classes ``kinds`` only, if given (a stream of ``(NodeUp, NodeDown)`` is not even
-        called for the registry's events). Any caller; never awaits."""
+        classes ``kinds`` only, if given (a class or classes: a stream of ``(NodeUp,
+        NodeDown)`` is not even called for the registry's events). Any caller; never
+        awaits. Raises ``TypeError`` if ``kinds`` holds anything but classes."""
         return self._bus.subscribe(maxsize, kinds)
 
     def _dispatch(self, node: str, messages: list[Any]) -> None:
@@ -1102,7 +1103,7 @@ def nodes() -> list[str]:
     return current_node().nodes()
 
 
-def events(maxsize: int = 10_000, kinds: Iterable[type] | None = None) -> EventStream:
+def events(maxsize: int = 10_000, kinds: type | Iterable[type] | None = None) -> EventStream:
     """Subscribe to the current node's events (of the classes ``kinds`` only, if given)."""
     return current_node().events(maxsize, kinds)
 
