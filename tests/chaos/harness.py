@@ -363,14 +363,17 @@ class Run:
         while await proc.stdout.readline():
             pass
 
-    def signal(self, server: Server, sig: signal.Signals) -> None:
+    def signal(self, server: Server, sig: signal.Signals, alive: bool = True) -> None:
+        """Send ``sig`` to ``server``'s process if it runs. ``alive``: the fault expects it
+        to (its first signal, or the SIGCONT that ends a pause); False where it may have
+        exited on its own (a SIGTERM's drain may end before the SIGKILL that follows)."""
         if server.proc is None:
             return
         code = server.proc.returncode
         if code is None:
             server.proc.send_signal(sig)
             self.log(f"{sig.name} {server.name}")
-        elif server.state == "up" and not server.died_unseen:
+        elif alive and server.state == "up" and not server.died_unseen:
             # Dead while the run counts it up: every later fault on it is void, and the
             # checker would blame the node's last fault for what its death lost.
             server.died_unseen = True
@@ -384,8 +387,8 @@ class Run:
             code: int | None = await asyncio.wait_for(server.proc.wait(), timeout)
         except TimeoutError:
             code = None
-            self.signal(server, signal.SIGCONT)
-            self.signal(server, signal.SIGKILL)
+            self.signal(server, signal.SIGCONT, alive=False)
+            self.signal(server, signal.SIGKILL, alive=False)
             await server.proc.wait()
         self.log(f"exited {server.name}: {code}")
         return code
@@ -450,7 +453,7 @@ class Run:
                 await asyncio.sleep(fault.delay)  # SIGKILL while it drains
                 self.mark(server, kind)
                 killed = time.time()
-                self.signal(server, signal.SIGKILL)
+                self.signal(server, signal.SIGKILL, alive=False)  # it may have drained already
                 drained = await self.wait_exit(server) == 0
                 if drained:  # it had drained already: a graceful leave
                     self.faults_on[server.name].pop()
@@ -1068,8 +1071,8 @@ class Run:
     async def cleanup(self) -> None:
         for server in self.servers:
             if server.proc is not None and server.proc.returncode is None:
-                self.signal(server, signal.SIGCONT)
-                self.signal(server, signal.SIGKILL)
+                self.signal(server, signal.SIGCONT, alive=False)
+                self.signal(server, signal.SIGKILL, alive=False)
                 await server.proc.wait()
             if server.drainer is not None:
                 server.drainer.cancel()

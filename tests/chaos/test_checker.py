@@ -243,3 +243,12 @@ async def test_a_node_that_died_while_counted_up_is_reported_once_at_its_next_fa
     assert [(v.kind, v.detail) for v in chaos.result.violations] == [
         ("unexpected-exit", f"{server.name} exited (signal SIGHUP) while up, seen at its SIGSTOP")
     ]
+
+
+async def test_a_node_that_drained_before_its_term_kill_s_sigkill_is_no_unexpected_exit(chaos: Run) -> None:
+    server = chaos.servers[0]
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-c", "pass")
+    await proc.wait()
+    server.proc, server.state = proc, "up"
+    chaos.signal(server, signal.SIGKILL, alive=False)
+    assert chaos.result.violations == []
