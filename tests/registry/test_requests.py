@@ -20,6 +20,7 @@ from distable.wire._messages import (
     CallRequest,
     GroupJoinRequest,
     GroupLeaveRequest,
+    Lineage,
     RegisterNameRequest,
     RegisterRequest,
     RegistryReply,
@@ -159,3 +160,23 @@ def test_a_list_reply_that_is_none_reads_as_an_error() -> None:
         read = _reply_from_list(reply, REQUESTS[0])
         assert (read.status, read.error) == (REGISTRY_ERROR, "FactoryError")
         assert "unexpected registry reply" in read.detail
+
+
+async def test_a_request_to_a_node_whose_link_is_down_waits_for_it_and_keeps_its_lineage(
+    cluster: Cluster, three: list[Node]
+) -> None:
+    """The list form (for peers of versions 1 and 2) has no lineage: sent while no link was up
+    (no version agreed yet), a restart with checkpoints started fresh on its owner, beside the
+    checkpoints it held (the checkpointed campaign, seed 864894953). It waits for the link."""
+    a, b, _ = three
+    received = record(b)
+    name = first_owned(b.name, a.placement().nodes, "relinked")
+    line = Lineage(1, Pid(a.name, 1, 99))
+    a.transport.disconnect(b.name)
+    assert a.transport.peer_version(b.name) == 0
+    spec = Spec("tests.registry.apps:Counter", [], {}, "transient", 5.0)
+    reply = await a.registry._request(b.name, RegisterRequest(0, name, spec, line, None), 5.0)
+    assert reply.status == REGISTRY_OK, reply
+    sent = [m for m in received if isinstance(m, RegisterRequest) and m.name == name]
+    assert [m.lineage for m in sent] == [line]
+    assert not [m for m in received if isinstance(m, CallRequest) and m.to.id == REGISTRY_SERVER_ID]

@@ -759,6 +759,38 @@ def test_a_handed_in_copy_withdrawn_leaves_the_record_it_superseded() -> None:
     assert restored.checkpoint.state == b"1"
 
 
+def test_a_copy_handed_in_late_by_an_aborted_handoff_hides_no_newer_record_from_a_restore() -> None:
+    """Seed 864894953 (checkpointed campaign): a handed b the name, the request was held up
+    by a partition, a aborted the move and went on checkpointing to b. The stale request,
+    read at last, started a copy on b from the older state, which superseded b's newer
+    record of the same line; a died, and the name's restart on b found nothing (the live
+    copy's record and the superseded one were both left out) and started fresh."""
+    name, a, b, pump = checkpointed_once()
+    line = b.records[name].lineage
+    handover = a.handover(name, pid("a"), 2.0)
+    assert handover is not None
+    a.handoff_aborted(name, pid("a"), 2.5)  # the request never arrived in time
+    a.host_checkpoint(name, pid("a"), b"3 ops", 3.0, token=2)
+    pump(3.0)
+    assert pump.done("a")[-1] == CheckpointDone(name, 2, True, "acked")
+    # seq 2 is the withdrawn copy's (the handover's 1, and its Resume state): a goes above it
+    assert (b.records[name].seq, b.records[name].state) == (3, b"3 ops")
+    b.host_started(name, pid("b"), SPEC, 1, 4.0, resumed=handover, resume_state=b"stale")
+    stale = b.hosted(name)
+    assert stale is not None
+    assert stale.seq == 2
+    for peer in ["a", "c", "d"]:
+        b.peer_down(peer, 5.0)  # a dies (and nobody else answers): b restarts the name
+    b.restart_starting(name, 1, line, None, 5.0)
+    (restored,) = b.take().restored
+    assert restored.checkpoint is not None
+    assert restored.checkpoint.state == b"3 ops"
+    fetch = CheckpointFetch(7, [name])
+    b.on_fetch("c", fetch, 5.0)  # and asked from elsewhere, b names that record too
+    ((_, have),) = sent(b)
+    assert b"3 ops" in [cp.state for cp in have.checkpoints]
+
+
 def test_a_handed_in_copy_that_claims_the_name_forgets_the_record_it_superseded() -> None:
     name, a, b, _ = checkpointed_once()
     handover = a.handover(name, pid("a"), 2.0)

@@ -445,6 +445,7 @@ class Node:
             spawn=self._spawn,
             publish=self._bus.publish,
             store=self._store,
+            connect=self.connect,
         )
         self._pids = self._registry.pids
         self._handlers = {

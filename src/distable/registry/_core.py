@@ -469,7 +469,7 @@ class TrackerCore:
         if early is not None:  # its greeting came before it was up here: taken now
             self.on_hello(node, early, now)
 
-    def link_renewed(self, node: str, now: float, incarnation: int = 0) -> None:
+    def link_renewed(self, node: str, now: float, incarnation: int = 0) -> bool:
         """A new link to ``node`` came up while ``node`` is up here (as ``incarnation``): it
         replaced one that closed without a NodeDown, and what went on the old one may be
         lost (a partition black-holed it until the transport's idle check closed it; the
@@ -478,12 +478,14 @@ class TrackerCore:
         ``sync_interval`` later (the fault campaign's 10-12 s waits for placement after a
         heal, seeds 350371862 and 3230367926). It sends what that sync sends, and an answer
         asks nothing back (``on_hello``): no ping-pong. A link to an incarnation other than
-        the one up here is membership's to announce (a restart: down, then up)."""
+        the one up here is membership's to announce (a restart: down, then up). Whether
+        it greeted."""
         peer = self.peers.get(node)
         if peer is None or (incarnation and peer.incarnation and incarnation != peer.incarnation):
-            return  # not up here (peer_up greets it when it is), or another life of it
+            return False  # not up here (peer_up greets it when it is), or another life of it
         peer.awaiting_digest, peer.asked = True, now
         self._out.send.append((node, RegistryHello(self.role, self.leaving, wants_digest=True)))
+        return True
 
     def _send_digest(self, node: str) -> None:
         self._out.send.append((node, Digest(self.digest(self.node))))

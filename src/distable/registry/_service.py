@@ -29,7 +29,7 @@ import logging
 import random
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, assert_never
 
@@ -192,6 +192,7 @@ class RegistryService:
         max_concurrent_handoffs: int = 256,
         rng: random.Random | None = None,
         store: DurableStore | None = None,
+        connect: Callable[[str, float], Awaitable[None]] | None = None,
     ) -> None:
         # Field ownership. Every method runs on the node's event loop; those that never
         # await are called from the dispatcher (a peer's message), the runtime (a local
@@ -208,6 +209,9 @@ class RegistryService:
         self.config = config
         self._incarnation_of = incarnation_of
         self._suspected = suspected
+        # Wait until a link to a node is up (``Node.connect``): a request goes in the form its
+        # version reads. None (in-memory setups): the list form when no link is up.
+        self._connect = connect
         self.spawn = spawn
         self._publish = publish
         self._ratelog = RateLimitedLog(log, f"{node}: ")
@@ -529,8 +533,8 @@ class RegistryService:
     def link_renewed(self, node: str, incarnation: int) -> None:
         """A link to ``node`` came up (``TrackerCore.link_renewed``: it matters only when
         ``node`` is up here already). The node's transport callback; never awaits."""
-        self.core.link_renewed(node, self.loop.time(), incarnation)
-        self._changed()
+        if self.core.link_renewed(node, self.loop.time(), incarnation):
+            self._changed()
 
     def peer_down(self, node: str) -> None:
         """Membership callback (the node's ``_on_member_event``); never awaits."""
@@ -797,18 +801,36 @@ class RegistryService:
         """Send ``request`` (its user values as they are; its ``ref`` is set on the way) to
         ``node``'s registry server and wait for the reply.
 
-        A node whose link agreed on protocol version 1 or 2 (or with no link up yet, whose
-        version is not known) gets it as a list, in a call to its registry server, as
-        before version 3; its list reply is read as a ``RegistryReply``.
+        A node whose link agreed on protocol version 1 or 2 gets it as a list, in a call to
+        its registry server, as before version 3; its list reply is read as a
+        ``RegistryReply``. With no link up yet (no version agreed), the request waits for
+        one (within ``timeout``).
 
         Raises:
-            NoNodeAvailable: ``node`` is not up.
+            NoNodeAvailable: ``node`` is not up (or its new link closed at once).
+            CallTimeout: no link to ``node`` came up within ``timeout``.
             CallTimeout, ProcessExited, UndecodableMessage: as a call to the server.
 
         The caller's task; awaits the reply (or the timeout).
         """
         server = self._server(node)
-        if self.transport.peer_version(node) >= 3:
+        version = self.transport.peer_version(node)
+        if version == 0 and self._connect is not None:
+            # No link now, so no version agreed: the list form would do for any version,
+            # but it has no lineage, base or replicas, and a restart sent in it started
+            # fresh on its owner beside the checkpoints it held (the checkpointed
+            # campaign, seed 864894953: a leaving node's restart requests, sent while a
+            # partition had closed its links). Wait for the link, within the timeout.
+            started = self.loop.time()
+            try:
+                await self._connect(node, timeout)
+            except TimeoutError:
+                raise CallTimeout(f"no link to {node} within {timeout} s for a registry request") from None
+            timeout = max(0.0, timeout - (self.loop.time() - started))
+            version = self.transport.peer_version(node)
+            if version == 0:
+                raise NoNodeAvailable(f"the link to {node} closed again before a registry request")
+        if version >= 3:
             reply = await self.runtime.request(server, _on_wire(request), timeout)
         else:
             reply = _reply_from_list(await self.runtime.call(server, _as_list(request), timeout), request)

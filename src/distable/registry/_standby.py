@@ -628,6 +628,11 @@ class StandbyCore:
         rec = self._record(name, pid)
         if rec is not None and rec.handing_off:
             rec.handing_off = False
+            # The next seq is the handed-in copy's, should the request still be read (a
+            # partition held it up): its Resume state goes under it (``host_started``), and
+            # the same (lineage, seq) holding two states, a standby kept whichever came
+            # first and a restore picked either. This copy goes on above it.
+            rec.seq += 1
             held = self.records.get(name)
             if held is not None and held.lineage == rec.lineage:
                 self._forget_record(name)  # the host copy again
@@ -1131,20 +1136,36 @@ class StandbyCore:
         """Answer with every record held here for those names."""
         found: list[Checkpoint] = []
         for name in msg.names:
-            held = self.records.get(name)
-            if held is not None:
-                # Kept as decoded: its name goes back to the wire form (tuples, pids...).
-                wire_name = to_wire(name)
-                found.append(held if wire_name is held.name else msgspec.structs.replace(held, name=wire_name))
-            rec = self._hosted.get(name)
-            if rec is not None:
-                mine = rec.checkpoint()
-                if mine is not None:
-                    found.append(mine)
-            for other in self._displaced.values():  # another live copy's, here too
-                if other.name == name and (mine := other.checkpoint()) is not None:
-                    found.append(mine)
+            wire_name = None
+            for cp in self._held_here(name):
+                if wire_name is None:
+                    wire_name = to_wire(name)
+                # Records are kept decoded: the name goes back to the wire form (tuples, pids...).
+                found.append(cp if cp.name is wire_name else msgspec.structs.replace(cp, name=wire_name))
         self._out.send.append((node, CheckpointHave(msg.ref, found, sorted(self.up))))
+
+    def _held_here(self, name: Any) -> list[Checkpoint]:
+        """Every record of ``name`` on this node: its record as a standby, and each local
+        copy's (the current one, the displaced ones), with the standby record a handed-in
+        copy superseded until its move settles. A restore here and a fetch from elsewhere
+        both read all of them: a copy handed in by a handoff its old host had aborted
+        (read late, after a partition) hid this node's newer standby record of the same
+        line, and the restart of the name here, its next host dead, found nothing and
+        started fresh (the checkpointed campaign, seed 864894953: one failure lost
+        acknowledged ops)."""
+        found: list[Checkpoint] = []
+        held = self.records.get(name)
+        if held is not None:
+            found.append(held)
+        copies = [rec for rec in (self._hosted.get(name),) if rec is not None]
+        copies += [rec for rec in self._displaced.values() if rec.name == name] if self._displaced else []
+        for rec in copies:
+            mine = rec.checkpoint()
+            if mine is not None:
+                found.append(mine)
+            if rec.superseded is not None:
+                found.append(rec.superseded)
+        return found
 
     def on_have(self, node: str, msg: CheckpointHave, now: float) -> None:
         entry = self._refs.pop(msg.ref, None)
@@ -1180,13 +1201,7 @@ class StandbyCore:
         if not tokens:
             del self._fetching[job.name]
         found = list(job.found)
-        held = self.records.get(job.name)
-        if held is not None:
-            found.append((self.node, held))
-        rec = self._hosted.get(job.name)
-        mine = None if rec is None or rec.live else rec.checkpoint()
-        if mine is not None:
-            found.append((self.node, mine))
+        found += [(self.node, cp) for cp in self._held_here(job.name)]
         line, base = job.lineage, job.base
         chosen: Checkpoint | None = None
         chain = [cp for _, cp in found if line in (cp.lineage, cp.base)]

@@ -1339,8 +1339,12 @@ class Runtime:
 
     async def _beat(self, watchdog: Watchdog) -> None:
         # time.monotonic, not loop.time(): uvloop's clock counts whole milliseconds, which
-        # made every lag a multiple of 1 ms.
-        clock, tick = time.monotonic, watchdog.tick
+        # made every lag a multiple of 1 ms. A loop whose clock is not the real one (the
+        # simulator's ``VirtualTimeLoop``: ``virtual_clock``) beats on its own: sleeps
+        # measured on the real clock put its timers at instants that differed from run to
+        # run, and a seeded simulation did not replay.
+        clock = self.loop.time if getattr(self.loop, "virtual_clock", False) else time.monotonic
+        tick = watchdog.tick
         start = watchdog.due - tick
         try:
             while True:

@@ -174,6 +174,10 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
         VirtualTimeDeadlock: the loop would have to sleep forever.
     """
 
+    #: Its clock is not the real one: code that measures time for the loop's own timers
+    #: reads ``time()`` then (the runtime's lag beat), or a run would not replay.
+    virtual_clock = True
+
     def __init__(self, start: float = 0.0) -> None:
         self._virtual_now = float(start)
         super().__init__(_JumpingSelector(self._advance))
