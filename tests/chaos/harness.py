@@ -292,6 +292,7 @@ class Run:
         self.active_faults = 0
         self.quiet_after: dict[float, float] = {}  # a fault's end -> time to quiescence after it
         self.last_problems: list[Violation] = []
+        self.starts: dict[str, list[tuple[float, str]]] = {}  # check_states: the ledger's starts by name
         self.t_faults = time.monotonic()  # when the schedule's clock starts (set again then)
 
     # --- logging ------------------------------------------------------------------------------
@@ -794,7 +795,15 @@ class Run:
         ]
         return max(holding, key=lambda drain: drain.at, default=None)
 
-    def lost_at(self, ack: Ack, kept: bool, hosted: list[tuple[float, str]], got: list[dict[str, Any]]) -> str:
+    def lost_at(
+        self,
+        ack: Ack,
+        kept: bool,
+        hosted: list[tuple[float, str]],
+        got: list[dict[str, Any]],
+        alive_until: float = 0.0,
+        replaced_at: float | None = None,
+    ) -> str:
         """With checkpoints, where ``ack``'s op of a lineage (``kept`` or lost) went missing
         and what allows it ("allowed: ..."), or why nothing does. ``hosted``: the lineage's
         hosts (``hosts``); ``got``: its ledger's restores and resumes, in time order.
@@ -810,6 +819,13 @@ class Run:
         lineage was lost with its last host (the latest in ``hosted``): allowed if that
         host's next failure overlapped ``replicas`` others, each begun while it was under
         way, or before it and ended less than ``rereplication`` seconds before it began.
+        A failure of that host that ended before ``alive_until`` (the lineage's last
+        acknowledgement, by anyone) did not end the lineage: a cut-off host whose copy
+        went on afterwards (seed 2067849925: 282 ops pinned to a partition that the
+        lineage outlived by 19 s, lost at a later kill that overlapped a pause). Of the
+        failures left, the last that began before ``replaced_at`` (when the name first
+        started under another lineage after that host took it) is the one: the copy lived
+        until then, and an earlier failure it outlived did not end it.
         Conservative: the other failures may be of any node, not only the name's standbys."""
         window = self.config.rereplication
 
@@ -846,7 +862,10 @@ class Run:
         if not hosted:
             return "its lineage has no host in the ledger"
         since, host = max(hosted)
-        failure = next((f for f in self.failures if f.node == host and f.start >= since and f.end >= ack.called), None)
+        after = max(ack.called, alive_until)
+        candidates = [f for f in self.failures if f.node == host and f.start >= since and f.end >= after]
+        before = [f for f in candidates if replaced_at is not None and f.start <= replaced_at]
+        failure = max(before, key=lambda f: f.start) if before else next(iter(candidates), None)
         if failure is None:
             return f"its last host, {host.partition('@')[0]} from {since - self.t0:.3f} s, never failed after"
         others = overlapping(failure)
@@ -868,8 +887,11 @@ class Run:
         out = []
         allowed: list[tuple[str, str]] = []
         where = ", ".join(f"{node.partition('@')[0]} from {t - self.t0:.3f} s" for t, node in sorted(hosted))
+        alive_until = max((a.acked for a in self.acks.get(name, ()) if a.lineage == lineage), default=0.0)
+        since = max(hosted)[0] if hosted else 0.0
+        replaced_at = min((t for t, other in self.starts.get(name, ()) if other != lineage and t > since), default=None)
         for ack in missing:
-            why = self.lost_at(ack, kept, hosted, got)
+            why = self.lost_at(ack, kept, hosted, got, alive_until, replaced_at)
             if why.startswith("allowed: "):
                 allowed.append((ack.op, why))
                 continue
@@ -911,6 +933,9 @@ class Run:
 
         From ``check_data`` (and the checker's tests); never awaits."""
         hosts = self.hosts(ledger)
+        self.starts = collections.defaultdict(list)  # name -> (t, lineage) of each copy's start, for judge
+        for entry in ledger:
+            self.starts[entry["name"]].append((float(entry["t"]), entry["lineage"]))
         got: dict[tuple[str, str], list[dict[str, Any]]] = collections.defaultdict(list)  # with checkpoints
         for entry in sorted(ledger, key=lambda e: float(e["t"])):
             if entry["event"] in ("restore", "resume") and "ops" in entry:

@@ -69,6 +69,26 @@ def test_a_lineage_lost_with_its_host_while_another_node_failed_is_allowed(
     assert why.startswith("allowed: "), why
 
 
+def test_a_lost_lineage_is_judged_at_the_host_failure_after_its_last_acknowledgement(chaos: Run) -> None:
+    # s0 cut off at 10-13 and its copy went on (an op acknowledged at 20); s0 killed at 25
+    # while s1 (a standby, say) was paused: the kill lost the lineage, with a failure beside it.
+    chaos.failures = [
+        _failure("s0", "partition", 10.0, 13.0),
+        _failure("s1", "pause", 24.0, 30.0),
+        _failure("s0", "kill", 25.0, 28.0),
+    ]
+    why = chaos.lost_at(_ack(5.0), False, HOSTED_ON_S0, [], alive_until=T0 + 20.0)
+    assert why.startswith("allowed: kill of s0"), why
+    alone = chaos.lost_at(_ack(5.0), False, HOSTED_ON_S0, [])
+    assert alone.startswith("lost with partition of s0"), alone  # without the later ack: the cut
+    # No ack after the cut, but the name started afresh only at 29: the copy lived until then.
+    later = chaos.lost_at(_ack(5.0), False, HOSTED_ON_S0, [], replaced_at=T0 + 29.0)
+    assert later.startswith("allowed: kill of s0"), later
+    # Started afresh during the cut: the cut ended it, alone.
+    during = chaos.lost_at(_ack(5.0), False, HOSTED_ON_S0, [], replaced_at=T0 + 11.0)
+    assert during.startswith("lost with partition of s0"), during
+
+
 def test_another_failure_that_ended_long_before_excuses_nothing(chaos: Run) -> None:
     chaos.failures = [_failure("s1", "kill", 2.0, 5.0), _failure("s0", "kill", 10.0, 13.0)]
     assert not chaos.lost_at(_ack(1.0), False, HOSTED_ON_S0, []).startswith("allowed")
