@@ -143,10 +143,14 @@ class EventBus:
     called for the registrations of a 100,000-name wave)."""
 
     def __init__(self, journal: EventJournal | None = None) -> None:
-        self.streams: set[EventStream] = set()  # every open stream
-        self._every: set[EventStream] = set()  # those that take every event
-        self._by_kind: dict[type, set[EventStream]] = {}
+        self._every: set[EventStream] = set()  # the streams that take every event
+        self._by_kind: dict[type, set[EventStream]] = {}  # the others, under each of their kinds
         self.journal = journal if journal is not None else EventJournal()
+
+    @property
+    def streams(self) -> set[EventStream]:
+        """Every open stream."""
+        return self._every.union(*self._by_kind.values())
 
     def subscribe(self, maxsize: int = 10_000, kinds: type | Iterable[type] | None = None) -> EventStream:
         """A new stream of the events of ``kinds`` (a class or classes; None: every event).
@@ -155,7 +159,6 @@ class EventBus:
             TypeError: ``kinds`` holds something that is not a class (a name as a string
                 would match nothing, and the stream would stay silent)."""
         stream = EventStream(self, maxsize, None if kinds is None else _event_classes(kinds))
-        self.streams.add(stream)
         if stream.kinds is None:
             self._every.add(stream)
         else:
@@ -164,7 +167,6 @@ class EventBus:
         return stream
 
     def unsubscribe(self, stream: EventStream) -> None:
-        self.streams.discard(stream)
         self._every.discard(stream)
         for kind in stream.kinds or ():
             listed = self._by_kind.get(kind)

@@ -1157,9 +1157,9 @@ class StandbyCore:
         held = self.records.get(name)
         if held is not None:
             found.append(held)
-        copies = [rec for rec in (self._hosted.get(name),) if rec is not None]
-        copies += [rec for rec in self._displaced.values() if rec.name == name] if self._displaced else []
-        for rec in copies:
+        current = self._hosted.get(name)
+        copies = [rec for rec in self._displaced.values() if rec.name == name]  # live copies set aside
+        for rec in copies if current is None else [current, *copies]:
             mine = rec.checkpoint()
             if mine is not None:
                 found.append(mine)
