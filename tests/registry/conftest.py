@@ -90,8 +90,12 @@ class Partition:
                 a.transport.connect(b.name, urgent=True)
                 b.transport.connect(a.name, urgent=True)
         everyone = [*side_a, *side_b]
+
+        def healed() -> bool:  # a node on neither side may be seen too
+            return all({m.name for m in everyone} - {n.name} <= set(n.nodes()) for n in everyone)
+
         await eventually(
-            lambda: all(set(n.nodes()) == {m.name for m in everyone} - {n.name} for n in everyone),
+            healed,
             timeout=timeout,
             message=lambda: "membership after heal: " + "; ".join(f"{n.name}: {n.nodes()}" for n in everyone),
         )

@@ -450,6 +450,46 @@ async def test_a_handed_in_process_opens_its_gate_when_the_old_host_that_relays_
     assert gate_of(cluster.process(new)) is None
 
 
+async def test_a_peer_that_comes_up_after_the_gate_was_made_is_held_until_its_marker(cluster: Cluster) -> None:
+    """A joining node can read its handoff before its own NodeUp for some peer. That peer
+    learns the new pid only from the new host's claim, sent once it is up there, and may
+    have sent to the old pid before: its direct messages wait for its marker too (rule 4),
+    or they could overtake its forwarded ones (the gate let them through at once)."""
+    x, z = await cluster.start(2, registry=NO_SYNC)
+    y = await cluster.add("late", registry=NO_SYNC, join=False)
+    rings = (Ring().place([x.name, y.name, z.name]), Ring().place([x.name, y.name]), Ring().place([x.name, z.name]))
+    name = next(
+        f"late-peer-{i}"
+        for i in range(10_000)
+        if [r.owner(f"late-peer-{i}") for r in rings] == [y.name, y.name, x.name]
+    )
+    await z.register(name, apps.Counter, key=name, handoff_timeout=60.0)
+    for _ in range(3):
+        await z.call(name, "incr")
+
+    cut = cluster.partition([y], [z])  # y joins seeing x only: z comes up there later
+    with dropping(x, "Flushed") as relayed:  # x's relays held back: the gate stays closed
+        await cluster.join(y)
+        new = await eventually(
+            lambda: (p := x.whereis(name)) is not None and p.node == y.name and p,
+            message=lambda: copies_of(cluster, name),
+        )
+        gate = gate_of(cluster.process(new))
+        assert gate is not None
+        assert z.name not in gate.waiting, f"gate waits for {gate.waiting}"
+
+        await cut.heal()
+        await eventually(lambda: z.whereis(name) == new, message=lambda: f"z sees {z.whereis(name)}")
+        assert z.name in gate.waiting, f"gate waits for {gate.waiting}"
+        z.cast(name, ("add", 10))  # straight to the new pid: held for z's marker
+        await eventually(lambda: gate.held.get(z.name), message=lambda: f"held: {gate.held}, {gate.waiting}")
+        await eventually(lambda: any(m.node == z.name for m in relayed), message=lambda: f"relayed: {relayed}")
+    for flushed in relayed:  # x's relays go on their way: the gate opens
+        x.transport.post(y.name, flushed)
+    assert await eventually(lambda: _count_is(y, name, 13), timeout=10, message=lambda: f"held: {gate.held}")
+    assert gate_of(cluster.process(new)) is None
+
+
 @contextlib.contextmanager
 def suspecting(by: Node, who: Node) -> Iterator[None]:
     """``by``'s membership suspects ``who`` (set by hand: no deadline, no rumor, so it neither

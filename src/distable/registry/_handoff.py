@@ -54,7 +54,9 @@ Rule 3: the new owner claims the name (6) only after HandoffCommit or after seei
         the verdict too, and a cancel from it read while it is down undoes nothing.
 Rule 4: the gate holds a node's direct messages only while that node's marker can still
         come: it opens for a node on its Flushed (9), once it is down or suspected, for
-        every node once the old host is gone, and for all at ``handoff_timeout``.
+        every node once the old host is gone, and for all at ``handoff_timeout``. It holds
+        them from every node that can be sending: up here when it is made, or coming up
+        while it is closed (such a node learns the new pid only afterwards).
 Rule 5: the handlers (``_on_*``) run on the event loop and never await; only the two
         tasks, ``hand_off`` (X) and ``_start`` (Y), await, and after each await they act
         on what the handlers recorded meanwhile (an Outgoing's futures, an Incoming's state).
@@ -237,6 +239,7 @@ class Incoming:
     timer: asyncio.TimerHandle | None = None  # the next gate check, once claimed
     accepted_at: float = 0.0  # when step 4 was last sent (``ACCEPT_AGAIN``)
     exited: tuple[Any] | None = None  # (reason,) once the copy exited before its claim
+    flushed: set[str] = field(default_factory=set)  # the nodes whose marker came (step 8)
 
     def move(self, to: Receiving, *leaves: Receiving) -> None:
         """Go to ``to``, from one of ``leaves`` (anything else is a bug in this module)."""
@@ -386,6 +389,23 @@ class HandoffCoordinator:
             if out.finished is not None:
                 with contextlib.suppress(TimeoutError):
                     await within(out.finished, timeout)
+
+    def peer_up_incoming(self, node: str) -> None:
+        """``node`` came up here: every gate still closed holds its direct messages too.
+
+        A gate waits for the nodes up here when it is made (``_start``); one that comes up
+        later learns the new pid from this node's claim, sent to it only now, and may have
+        sent to the old pid before (a joining node that reads a handoff before its own
+        ``NodeUp`` for some peer: that peer's later messages overtook its forwarded ones).
+        It sends its marker on seeing the claim (rule 4); the gate check lets it through
+        without one if it goes down or silent. One whose marker came already (it was up
+        here before, and down for a while) sends none again: not waited for. Before the registry greets it, so that
+        nothing it sends to the new pid can come first."""
+        for inc in self.incoming.values():
+            if inc.source != node and inc.proc is not None and node not in inc.flushed:
+                gate = self.runtime.gate_of(inc.proc)
+                if gate is not None:
+                    gate.expect(node)
 
     def peer_down_incoming(self, node: str) -> None:
         """``node`` is down: what it was handing to this node commits (6: the copy stays
@@ -883,6 +903,7 @@ class HandoffCoordinator:
         inc = self.incoming.get((node, msg.hid))
         if inc is None or inc.proc is None:
             return
+        inc.flushed.add(msg.node)
         gate = self.runtime.gate_of(inc.proc)
         if gate is not None:
             gate.release(msg.node)

@@ -524,6 +524,7 @@ class RegistryService:
         A server peer whose link agreed on a protocol version without checkpoints is never
         one of the standby core's peers: it is asked nothing and holds nothing."""
         now = self.loop.time()
+        self.handoff.peer_up_incoming(node)
         self.core.peer_up(node, now, incarnation)
         if not client and self._speaks_checkpoints(node):
             self.standby.peer_up(node, now, incarnation)

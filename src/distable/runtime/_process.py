@@ -600,6 +600,12 @@ class Gate:
             fut.set_result(None)
         return fut
 
+    def expect(self, node: str) -> None:
+        """Hold ``node``'s direct messages too, until it is released: a node that came up
+        here while the gate was closed learns the new pid only now, and may have sent to the
+        old one before."""
+        self.waiting.add(node)
+
     def admit(self, node: str, entry: tuple[int, Any, Any]) -> None:
         if node in self.waiting:
             self.held.setdefault(node, []).append(entry)
