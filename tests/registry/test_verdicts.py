@@ -490,6 +490,49 @@ async def test_a_peer_that_comes_up_after_the_gate_was_made_is_held_until_its_ma
     assert gate_of(cluster.process(new)) is None
 
 
+async def test_a_linked_peer_not_up_yet_is_held_until_its_marker(cluster: Cluster) -> None:
+    """A peer linked to the new host but not up in its registry yet learns the new pid from
+    the old host's removal, and sends to it directly: held until its marker too, which it
+    sends once it is up there and sees the claim."""
+    x, z = await cluster.start(2, registry=NO_SYNC)
+    y = await cluster.add("late", registry=NO_SYNC, join=False)
+    rings = (Ring().place([x.name, y.name, z.name]), Ring().place([x.name, z.name]))
+    name = next(f"linked-{i}" for i in range(10_000) if [r.owner(f"linked-{i}") for r in rings] == [y.name, x.name])
+    await z.register(name, apps.Counter, key=name, handoff_timeout=60.0)
+    for _ in range(3):
+        await z.call(name, "incr")
+
+    registry = y.registry
+    deferred: list[tuple[str, int, bool]] = []
+
+    def peer_up(node: str, incarnation: int = 0, client: bool = False) -> None:
+        if node == z.name:
+            deferred.append((node, incarnation, client))  # y's registry does not see z up yet
+        else:
+            type(registry).peer_up(registry, node, incarnation, client)
+
+    registry.peer_up = peer_up  # type: ignore[method-assign]
+    try:
+        await cluster.join(y)
+        await y.connect(z.name, timeout=10.0)
+        new = await eventually(
+            lambda: (p := z.whereis(name)) is not None and p.node == y.name and p,  # from x's removal
+            message=lambda: copies_of(cluster, name),
+        )
+        assert z.name not in registry.core.peers
+        gate = gate_of(cluster.process(new))
+        assert gate is not None
+        assert z.name in gate.waiting, f"gate waits for {gate.waiting}"
+        z.cast(name, ("add", 10))  # straight to the new pid: held for z's marker
+        await eventually(lambda: gate.held.get(z.name), message=lambda: f"held: {gate.held}, {gate.waiting}")
+    finally:
+        del registry.peer_up
+    assert deferred
+    registry.peer_up(*deferred[-1])  # z up at last: it gets the claim and sends its marker
+    assert await eventually(lambda: _count_is(y, name, 13), timeout=10, message=lambda: f"held: {gate.held}")
+    await eventually(lambda: gate_of(cluster.process(new)) is None, message=lambda: f"gate waits for {gate.waiting}")
+
+
 @contextlib.contextmanager
 def suspecting(by: Node, who: Node) -> Iterator[None]:
     """``by``'s membership suspects ``who`` (set by hand: no deadline, no rumor, so it neither

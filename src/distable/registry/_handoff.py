@@ -53,10 +53,10 @@ Rule 3: the new owner claims the name (6) only after HandoffCommit or after seei
         the old host commits too. Seeing the old host down commits a request read after
         the verdict too, and a cancel from it read while it is down undoes nothing.
 Rule 4: the gate holds a node's direct messages only while that node's marker can still
-        come: it opens for a node on its Flushed (9), once it is down or suspected, for
-        every node once the old host is gone, and for all at ``handoff_timeout``. It holds
-        them from every node that can be sending: up here when it is made, or coming up
-        while it is closed (such a node learns the new pid only afterwards).
+        come: it opens for a node on its Flushed (9), once it is down or suspected (or
+        unlinked and not up), for every node once the old host is gone, and for all at
+        ``handoff_timeout``. It holds them from every node that can be sending: linked when
+        it is made, or linking or coming up while it is closed.
 Rule 5: the handlers (``_on_*``) run on the event loop and never await; only the two
         tasks, ``hand_off`` (X) and ``_start`` (Y), await, and after each await they act
         on what the handlers recorded meanwhile (an Outgoing's futures, an Incoming's state).
@@ -391,15 +391,18 @@ class HandoffCoordinator:
                     await within(out.finished, timeout)
 
     def peer_up_incoming(self, node: str) -> None:
-        """``node`` came up here: every gate still closed holds its direct messages too.
+        """A link to ``node`` came up, or ``node`` came up here: every gate still closed
+        holds its direct messages too.
 
-        A gate waits for the nodes up here when it is made (``_start``); one that comes up
-        later learns the new pid from this node's claim, sent to it only now, and may have
-        sent to the old pid before (a joining node that reads a handoff before its own
-        ``NodeUp`` for some peer: that peer's later messages overtook its forwarded ones).
-        It sends its marker on seeing the claim (rule 4); the gate check lets it through
-        without one if it goes down or silent. One whose marker came already (it was up
-        here before, and down for a while) sends none again: not waited for. Before the registry greets it, so that
+        A gate waits for the nodes linked when it is made (``_start``). One that links or
+        comes up later may have sent to the old pid before it learned the new one (from the
+        old host's removal, or from this node's claim, sent to it once it is up here): a
+        joining node that read a handoff before its link or ``NodeUp`` for some peer let
+        that peer's later messages overtake its forwarded ones. It sends its marker on
+        seeing the claim (rule 4); the gate check lets it through without one if it goes
+        down, silent, or unlinked while not up. One whose marker came already (it was up
+        here before, and down for a while) sends none again: not waited for. Called before
+        the link delivers anything and before the registry greets the node, so that
         nothing it sends to the new pid can come first."""
         for inc in self.incoming.values():
             if inc.source != node and inc.proc is not None and node not in inc.flushed:
@@ -756,11 +759,13 @@ class HandoffCoordinator:
         # Its checkpoints continue here (without a Resume state, the last one is delivered
         # to end_handoff the same way); the claim (6) carries their lineage.
         inc.lineage, inc.base = self._handed_in(name, pid, inc.spec, inc.checkpoint, has_state, state)
-        # The gate waits only for nodes that can be sending: up here (they get the new
-        # claim in a Delta, and answer with a marker) and not suspected. A node linked but
-        # not up, or silent, would hold the gate to its timeout for nothing.
-        peers = self.core.peers
-        expected = {n for n in self.transport.connected() if n in peers and not self._suspected(n)}
+        # The gate waits for the nodes that can be sending: linked and not suspected. One up
+        # here gets the new claim in a Delta and answers with a marker; one linked but not
+        # up yet may learn the new pid from the old host's removal and send to it, and gets
+        # the claim once it is up here (a joining node often reads its handoffs before its
+        # NodeUp for some peers). A suspected node is silent: it would hold the gate to its
+        # timeout for nothing. Nodes that link or come up later: peer_up_incoming.
+        expected = {n for n in self.transport.connected() if not self._suspected(n)}
         expected.add(self.node)
         expected.discard(inc.source)
         self.runtime.gate(proc, expected)
@@ -934,7 +939,12 @@ class HandoffCoordinator:
             if now >= deadline or source_gone:
                 stuck = sorted(gate.waiting)
             else:
-                stuck = sorted(n for n in gate.waiting if n != self.node and (n not in peers or self._suspected(n)))
+                linked = set(self.transport.connected())
+                stuck = sorted(
+                    n
+                    for n in gate.waiting
+                    if n != self.node and ((n not in peers and n not in linked) or self._suspected(n))
+                )
             for node in stuck:
                 self.gate_releases += 1
                 self.gate_held += len(gate.held.get(node, ()))

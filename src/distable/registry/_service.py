@@ -533,7 +533,10 @@ class RegistryService:
 
     def link_renewed(self, node: str, incarnation: int) -> None:
         """A link to ``node`` came up (``TrackerCore.link_renewed``: it matters only when
-        ``node`` is up here already). The node's transport callback; never awaits."""
+        ``node`` is up here already), and every closed gate holds what ``node`` sends
+        (``HandoffCoordinator.peer_up_incoming``). The node's transport callback, before the
+        link delivers anything; never awaits."""
+        self.handoff.peer_up_incoming(node)
         if self.core.link_renewed(node, self.loop.time(), incarnation):
             self._changed()
 
