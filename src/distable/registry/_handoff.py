@@ -939,11 +939,11 @@ class HandoffCoordinator:
             if now >= deadline or source_gone:
                 stuck = sorted(gate.waiting)
             else:
-                linked = set(self.transport.connected())
+                linked = self.transport.is_connected
                 stuck = sorted(
                     n
                     for n in gate.waiting
-                    if n != self.node and ((n not in peers and n not in linked) or self._suspected(n))
+                    if n != self.node and ((n not in peers and not linked(n)) or self._suspected(n))
                 )
             for node in stuck:
                 self.gate_releases += 1
