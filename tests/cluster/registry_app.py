@@ -66,27 +66,35 @@ async def start_worker(name: Any) -> Pid:
 
 class Worker(Process):
     """A named counter. Cast "incr" adds one; call "get" answers ``(count, node name)``.
+    Cast ``("seq", sender, i)`` records ``i`` under ``sender``, in the order handled; call
+    "seqs" answers ``{sender: [i, ...]}`` (for the ordering tests).
 
-    A handoff carries the count (``Resume(count)``); a restart after its node died starts
-    again from zero.
+    A handoff carries the count and the records (``Resume``); a restart after its node died
+    starts again from zero.
     """
 
     async def init(self, name: Any) -> None:
         self.name = name
         self.count = 0
+        self.seqs: dict[str, list[int]] = {}
 
     async def handle_cast(self, message: Any) -> None:
-        if message != "incr":
+        if message == "incr":
+            self.count += 1
+        elif isinstance(message, tuple | list) and len(message) == 3 and message[0] == "seq":
+            self.seqs.setdefault(message[1], []).append(message[2])
+        else:
             raise ValueError(f"unexpected cast {message!r}")
-        self.count += 1
 
     async def handle_call(self, message: Any, caller: Caller) -> Any:
-        if message != "get":
-            raise ValueError(f"unexpected call {message!r}")
-        return (self.count, self.node.name)
+        if message == "get":
+            return (self.count, self.node.name)
+        if message == "seqs":
+            return self.seqs
+        raise ValueError(f"unexpected call {message!r}")
 
     async def begin_handoff(self) -> Resume:
-        return Resume(self.count)
+        return Resume((self.count, self.seqs))
 
     async def end_handoff(self, state: Any) -> None:
-        self.count = state
+        self.count, self.seqs = state[0], dict(state[1])
