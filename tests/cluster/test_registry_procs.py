@@ -367,6 +367,42 @@ async def test_casts_sent_by_pid_while_a_fourth_node_joins_are_forwarded_and_all
             assert counters[name] == (c.increments[name] + sent[name], pid.node), name
 
 
+async def cast_numbered(c: Cluster, targets: list[Name], due: list[Name], before: dict[Any, Pid]) -> dict[Name, int]:
+    """Cast ``("seq", "client", i)`` by name to every target, round after round, from now
+    until a few rounds after the client sees every name in ``due`` on a new pid; how many
+    each target was sent. Paced by a call to a worker that does not move."""
+    pacer = next(name for name in sorted(before) if name not in due and name not in targets)
+    sent = dict.fromkeys(targets, 0)
+    rounds, extra = 0, EXTRA_ROUNDS
+    deadline = asyncio.get_running_loop().time() + SETTLE
+    while rounds < MAX_ROUNDS and extra > 0 and asyncio.get_running_loop().time() < deadline:
+        if all((pid := c.client.whereis(name)) is not None and pid != before[name] for name in due):
+            extra -= 1  # every move is seen: a few more rounds, then stop
+        for name in targets:
+            c.client.cast(name, ("seq", "client", sent[name]))
+            sent[name] += 1
+        rounds += 1
+        await c.client.call(before[pacer], "get", timeout=CALL_TIMEOUT)
+    print(f"{rounds} rounds of casts to {len(due)} moving and {len(targets) - len(due)} staying workers")
+    assert extra == 0, "the client stopped before every move was seen"
+    return sent
+
+
+async def check_numbered(c: Cluster, sent: dict[Name, int], before: dict[Any, Pid], after: dict[Any, Pid]) -> None:
+    """Each target handled the client's casts 0..n-1: none lost, none twice, in order."""
+    targets = sorted(sent)
+    records = await bounded(targets, lambda name: c.client.call(name, "seqs", timeout=CALL_TIMEOUT))
+    for name, record in zip(targets, records, strict=True):
+        got = list(record.get("client", []))
+        if got != list(range(sent[name])):
+            lost = sorted(set(range(sent[name])) - set(got))
+            out_of_order = [(x, y) for x, y in itertools.pairwise(got) if y <= x][:5]
+            pytest.fail(
+                f"{name} ({before[name].node} -> {after[name].node}): {len(got)} of {sent[name]} casts; "
+                f"lost {lost[:10]}, {len(got) - len(set(got))} twice, out of order {out_of_order}"
+            )
+
+
 async def test_casts_by_name_while_a_fourth_node_joins_arrive_in_order_none_lost_none_twice() -> None:
     # The client casts numbered messages by name from before the newcomer is known until
     # after every move. One sent to a moving worker goes to the old pid (handled there and
@@ -381,36 +417,38 @@ async def test_casts_by_name_while_a_fourth_node_joins_arrive_in_order_none_lost
         future = Ring().place([*c.client.placement().nodes, newcomer.name])
         due = [name for name in names if future.owner(name) == newcomer.name]
         staying = [name for name in names if name not in due]
-        pacer = staying[0]  # calls to it never wait on a move
-        targets = due + c.rng.sample(staying[1:], 10)
-        sent = dict.fromkeys(targets, 0)
-        rounds, extra = 0, EXTRA_ROUNDS
-        deadline = asyncio.get_running_loop().time() + SETTLE
-        while rounds < MAX_ROUNDS and extra > 0 and asyncio.get_running_loop().time() < deadline:
-            if all((pid := c.client.whereis(name)) is not None and pid != before[name] for name in due):
-                extra -= 1  # every move is seen: a few more rounds, then stop
-            for name in targets:
-                c.client.cast(name, ("seq", "client", sent[name]))
-                sent[name] += 1
-            rounds += 1
-            await c.client.call(before[pacer], "get", timeout=CALL_TIMEOUT)  # paces the rounds
+
+        sent = await cast_numbered(c, due + c.rng.sample(staying, 10), due, before)
         await c.placed()
         after = await c.settled()
 
-        print(f"{rounds} rounds of casts to {len(due)} moving and {len(targets) - len(due)} staying workers")
-        assert extra == 0, "the client stopped before every move was seen"
         assert [name for name in names if after[name].node != before[name].node] == due
-        records = await bounded(targets, lambda name: c.client.call(name, "seqs", timeout=CALL_TIMEOUT))
-        for name, record in zip(targets, records, strict=True):
-            got = list(record.get("client", []))
-            if got != list(range(sent[name])):
-                lost = sorted(set(range(sent[name])) - set(got))
-                out_of_order = [(x, y) for x, y in itertools.pairwise(got) if y <= x][:5]
-                pytest.fail(
-                    f"{name} ({before[name].node} -> {after[name].node}): {len(got)} of {sent[name]} casts; "
-                    f"lost {lost[:10]}, {len(got) - len(set(got))} twice, out of order {out_of_order}"
-                )
+        await check_numbered(c, sent, before, after)
         counters = await c.counters()
         for name, pid in after.items():
             assert counters[name] == (c.increments[name], pid.node), name
         assert await c.restarts() == 0
+
+
+async def test_casts_by_name_while_a_node_leaves_arrive_in_order_none_lost_none_twice() -> None:
+    # The same through a graceful leave (SIGTERM): the leaver hands each of its workers to
+    # its new owner, one of the others, while the client keeps casting by name.
+    async with cluster() as c:
+        before = await c.settled()
+        names = sorted(before)
+        leaver = c.rng.choice(c.servers)
+        due = [name for name in names if before[name].node == leaver.name]
+        staying = [name for name in names if name not in due]
+
+        leaver.terminate()
+        sent = await cast_numbered(c, due + c.rng.sample(staying, 10), due, before)
+        assert await leaver.wait() == 0
+        c.remove(leaver)
+        after = await c.settled()
+
+        assert {after[name].node for name in due} <= {child.name for child in c.servers}
+        await check_numbered(c, sent, before, after)
+        counters = await c.counters()
+        for name, pid in after.items():
+            assert counters[name] == (c.increments[name], pid.node), name
+        assert await c.restarts() == 0  # handed off with their state, none restarted
