@@ -601,9 +601,9 @@ class Gate:
         return fut
 
     def expect(self, node: str) -> None:
-        """Hold ``node``'s direct messages too, until it is released: a node that came up
-        here while the gate was closed learns the new pid only now, and may have sent to the
-        old one before."""
+        """Hold ``node``'s direct messages too, until it is released: a node that linked or
+        came up here while the gate was closed may have sent to the old pid before it
+        learned the new one."""
         self.waiting.add(node)
 
     def admit(self, node: str, entry: tuple[int, Any, Any]) -> None:
