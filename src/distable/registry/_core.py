@@ -258,7 +258,8 @@ class RegistryStatistics:
     handoffs_completed: int = 0
     handoffs_aborted: int = 0
     # Gates of handed-in processes opened for a sender without its flush marker (it went
-    # down or silent, or the handoff timeout passed), and the messages they had held.
+    # down, silent or unlinked before it came up, or the handoff timeout passed), and the
+    # messages they had held.
     gate_releases: int = 0
     gate_held_messages: int = 0
     # Checkpoints (the standby core): records held for other hosts and their bytes, local

@@ -117,7 +117,8 @@ _COUNTERS: tuple[tuple[str, str, Any], ...] = (
     ("distable_conflicts", "Duplicate registrations the node resolved.", lambda s: s.registry.conflicts),
     (
         "distable_gate_releases",
-        "Senders a handed-in process's gate let through without their flush marker (down, suspected, timed out).",
+        "Senders a handed-in process's gate let through without their flush marker "
+        "(down, suspected, unlinked, timed out).",
         lambda s: s.registry.gate_releases,
     ),
     (
