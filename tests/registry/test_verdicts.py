@@ -450,22 +450,29 @@ async def test_a_handed_in_process_opens_its_gate_when_the_old_host_that_relays_
     assert gate_of(cluster.process(new)) is None
 
 
-async def test_a_peer_that_comes_up_after_the_gate_was_made_is_held_until_its_marker(cluster: Cluster) -> None:
-    """A joining node can read its handoff before its own NodeUp for some peer. That peer
-    learns the new pid only from the new host's claim, sent once it is up there, and may
-    have sent to the old pid before: its direct messages wait for its marker too (rule 4),
-    or they could overtake its forwarded ones (the gate let them through at once)."""
+async def _counter_for_late_peer(cluster: Cluster, prefix: str, y_seeing_z: bool) -> tuple[Node, Node, Node, Any]:
+    """X and Z running a Counter (count 3) on X, Y started but not joined: once it joins,
+    the name is Y's, and X hands it over (also, unless ``y_seeing_z``, where Y places
+    names seeing X only). Returns (X, Y, Z, name)."""
     x, z = await cluster.start(2, registry=NO_SYNC)
     y = await cluster.add("late", registry=NO_SYNC, join=False)
-    rings = (Ring().place([x.name, y.name, z.name]), Ring().place([x.name, y.name]), Ring().place([x.name, z.name]))
-    name = next(
-        f"late-peer-{i}"
-        for i in range(10_000)
-        if [r.owner(f"late-peer-{i}") for r in rings] == [y.name, y.name, x.name]
-    )
+    views = [([x.name, y.name, z.name], y.name), ([x.name, z.name], x.name)]
+    if not y_seeing_z:
+        views.append(([x.name, y.name], y.name))
+    placed = [(Ring().place(nodes), owner) for nodes, owner in views]
+    name = next(f"{prefix}-{i}" for i in range(10_000) if all(r.owner(f"{prefix}-{i}") == o for r, o in placed))
     await z.register(name, apps.Counter, key=name, handoff_timeout=60.0)
     for _ in range(3):
         await z.call(name, "incr")
+    return x, y, z, name
+
+
+async def test_a_peer_that_comes_up_after_the_gate_was_made_is_held_until_its_marker(cluster: Cluster) -> None:
+    """A joining node can read its handoff before its own NodeUp for some peer (here: a cut
+    between the two). That peer may have sent to the old pid before it can reach the new
+    one; once it can, its direct messages wait for its marker too (rule 4), or they could
+    overtake its forwarded ones (the gate let them through at once)."""
+    x, y, z, name = await _counter_for_late_peer(cluster, "late-peer", y_seeing_z=False)
 
     cut = cluster.partition([y], [z])  # y joins seeing x only: z comes up there later
     with dropping(x, "Flushed") as relayed:  # x's relays held back: the gate stays closed
@@ -494,14 +501,7 @@ async def test_a_linked_peer_not_up_yet_is_held_until_its_marker(cluster: Cluste
     """A peer linked to the new host but not up in its registry yet learns the new pid from
     the old host's removal, and sends to it directly: held until its marker too, which it
     sends once it is up there and sees the claim."""
-    x, z = await cluster.start(2, registry=NO_SYNC)
-    y = await cluster.add("late", registry=NO_SYNC, join=False)
-    rings = (Ring().place([x.name, y.name, z.name]), Ring().place([x.name, z.name]))
-    name = next(f"linked-{i}" for i in range(10_000) if [r.owner(f"linked-{i}") for r in rings] == [y.name, x.name])
-    await z.register(name, apps.Counter, key=name, handoff_timeout=60.0)
-    for _ in range(3):
-        await z.call(name, "incr")
-
+    _, y, z, name = await _counter_for_late_peer(cluster, "linked", y_seeing_z=True)
     registry = y.registry
     deferred: list[tuple[str, int, bool]] = []
 
