@@ -292,7 +292,6 @@ class Run:
         self.active_faults = 0
         self.quiet_after: dict[float, float] = {}  # a fault's end -> time to quiescence after it
         self.last_problems: list[Violation] = []
-        self.starts: dict[str, list[tuple[float, str]]] = {}  # check_states: the ledger's starts by name
         self.t_faults = time.monotonic()  # when the schedule's clock starts (set again then)
 
     # --- logging ------------------------------------------------------------------------------
@@ -881,15 +880,17 @@ class Run:
         kept: bool,
         hosted: list[tuple[float, str]],
         got: list[dict[str, Any]],
+        entries: list[tuple[float, str]],
     ) -> list[str]:
         """With checkpoints: count the acknowledged ops of ``lineage`` missing from
-        ``name``'s state as allowed or not (``lost_at``); the violations, one line per op."""
+        ``name``'s state as allowed or not (``lost_at``); the violations, one line per op.
+        ``entries``: (t, lineage) of each of ``name``'s ledger entries."""
         out = []
         allowed: list[tuple[str, str]] = []
         where = ", ".join(f"{node.partition('@')[0]} from {t - self.t0:.3f} s" for t, node in sorted(hosted))
         alive_until = max((a.acked for a in self.acks.get(name, ()) if a.lineage == lineage), default=0.0)
         since = max(hosted)[0] if hosted else 0.0
-        replaced_at = min((t for t, other in self.starts.get(name, ()) if other != lineage and t > since), default=None)
+        replaced_at = min((t for t, other in entries if other != lineage and t > since), default=None)
         for ack in missing:
             why = self.lost_at(ack, kept, hosted, got, alive_until, replaced_at)
             if why.startswith("allowed: "):
@@ -933,9 +934,9 @@ class Run:
 
         From ``check_data`` (and the checker's tests); never awaits."""
         hosts = self.hosts(ledger)
-        self.starts = collections.defaultdict(list)  # name -> (t, lineage) of each copy's start, for judge
+        entries: dict[str, list[tuple[float, str]]] = collections.defaultdict(list)  # name -> (t, lineage), for judge
         for entry in ledger:
-            self.starts[entry["name"]].append((float(entry["t"]), entry["lineage"]))
+            entries[entry["name"]].append((float(entry["t"]), entry["lineage"]))
         got: dict[tuple[str, str], list[dict[str, Any]]] = collections.defaultdict(list)  # with checkpoints
         for entry in sorted(ledger, key=lambda e: float(e["t"])):
             if entry["event"] in ("restore", "resume") and "ops" in entry:
@@ -967,7 +968,9 @@ class Run:
                 where = ",".join(sorted({node.partition("@")[0] for _, node in hosted}))
                 if lineage in kept:
                     if missing and checkpoints:  # the state went backwards
-                        backwards += self.judge(name, lineage, missing_acks, True, hosted, got[(name, lineage)])
+                        backwards += self.judge(
+                            name, lineage, missing_acks, True, hosted, got[(name, lineage)], entries[name]
+                        )
                     elif missing:
                         lost.append(f"{name}: {len(missing)} ops of kept lineage {lineage} missing: {missing[:3]}")
                     continue
@@ -977,7 +980,7 @@ class Run:
                 if crash is None and pause is None and drain is None:
                     resets.append(f"{name}: lineage {lineage} (hosted on {where or '?'}) gone, now {final['lineage']}")
                 if missing and checkpoints:  # a crash excuses nothing by itself
-                    gone += self.judge(name, lineage, missing_acks, False, hosted, [])
+                    gone += self.judge(name, lineage, missing_acks, False, hosted, [], entries[name])
                 elif missing and crash is None and drain is not None:
                     # Only what was acknowledged before the drain timed out went with the
                     # state: the names stop then, and calls waiting for them fail (3cbb543).

@@ -89,6 +89,35 @@ def test_a_lost_lineage_is_judged_at_the_host_failure_after_its_last_acknowledge
     assert during.startswith("lost with partition of s0"), during
 
 
+@pytest.mark.parametrize(
+    ("acked", "restarted", "allowed"),
+    [
+        ([5.0, 20.0], 24.5, True),  # acknowledged after the cut: not the cut, the kill ended it
+        ([5.0], 29.0, True),  # started afresh only after the kill: the copy lived until then
+        ([5.0], 11.0, False),  # started afresh during the cut: the cut ended it, alone
+    ],
+)
+def test_the_states_check_judges_a_lost_lineage_by_its_last_ack_and_its_replacement(
+    chaos: Run, acked: list[float], restarted: float, allowed: bool
+) -> None:
+    # As above, through check_states: the last acknowledgement and the name's next start
+    # come from the acks and the ledger.
+    chaos.failures = [
+        _failure("s0", "partition", 10.0, 13.0),
+        _failure("s1", "pause", 24.0, 30.0),
+        _failure("s0", "kill", 25.0, 28.0),
+    ]
+    chaos.names = ["c0000"]
+    chaos.acks["c0000"] = [Ack(f"w0-{i}", "L", S0, T0 + t - 0.01, T0 + t) for i, t in enumerate(acked, 1)]
+    ledger = [
+        {"t": T0 + 1.0, "node": S0, "name": "c0000", "lineage": "L", "event": "fresh"},
+        {"t": T0 + restarted, "node": S1, "name": "c0000", "lineage": "M", "event": "fresh"},
+    ]
+    chaos.check_states({"c0000": {"ops": [], "lineage": "M", "absorbed": []}}, ledger)
+    lost = [v for v in chaos.result.violations if v.kind == "lost-ack"]
+    assert (lost == []) == allowed, lost
+
+
 def test_another_failure_that_ended_long_before_excuses_nothing(chaos: Run) -> None:
     chaos.failures = [_failure("s1", "kill", 2.0, 5.0), _failure("s0", "kill", 10.0, 13.0)]
     assert not chaos.lost_at(_ack(1.0), False, HOSTED_ON_S0, []).startswith("allowed")
