@@ -1136,12 +1136,11 @@ class StandbyCore:
         """Answer with every record held here for those names."""
         found: list[Checkpoint] = []
         for name in msg.names:
-            wire_name = None
-            for cp in self._held_here(name):
-                if wire_name is None:
-                    wire_name = to_wire(name)
+            held = self._held_here(name)
+            if held:
                 # Records are kept decoded: the name goes back to the wire form (tuples, pids...).
-                found.append(cp if cp.name is wire_name else msgspec.structs.replace(cp, name=wire_name))
+                wire_name = to_wire(name)
+                found += [cp if cp.name is wire_name else msgspec.structs.replace(cp, name=wire_name) for cp in held]
         self._out.send.append((node, CheckpointHave(msg.ref, found, sorted(self.up))))
 
     def _held_here(self, name: Any) -> list[Checkpoint]:
