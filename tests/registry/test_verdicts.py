@@ -497,6 +497,37 @@ async def test_a_peer_that_comes_up_after_the_gate_was_made_is_held_until_its_ma
     assert gate_of(cluster.process(new)) is None
 
 
+async def test_a_peer_that_comes_up_after_the_gate_opened_is_held_until_its_marker(cluster: Cluster) -> None:
+    """A peer cut off from the new host (not from the old one) through the whole move may
+    have sent to the old pid; the gate opened without it. Once it comes up there (within
+    forward_ttl, while the old pid forwards), the gate closes again for it (9L): what it
+    sends to the new pid waits for its marker, behind what the old host forwards."""
+    x, y, z, name = await _counter_for_late_peer(cluster, "after-open", y_seeing_z=False)
+
+    cut = cluster.partition([y], [z])
+    await cluster.join(y)
+    new = await eventually(
+        lambda: (p := x.whereis(name)) is not None and p.node == y.name and p,
+        message=lambda: copies_of(cluster, name),
+    )
+    await eventually(lambda: gate_of(cluster.process(new)) is None, message=lambda: "the gate did not open")
+    with dropping(x, "Flushed") as relayed:  # x's relays held back: the gate stays closed
+        await cut.heal()
+        await eventually(lambda: z.whereis(name) == new, message=lambda: f"z sees {z.whereis(name)}")
+        gate = gate_of(cluster.process(new))
+        assert gate is not None, "the gate did not close again for z"
+        assert gate.waiting == {z.name}, f"gate waits for {gate.waiting}"
+        z.cast(name, ("add", 10))  # straight to the new pid: held for z's marker
+        await eventually(lambda: gate.held.get(z.name), message=lambda: f"held: {gate.held}, {gate.waiting}")
+        await eventually(lambda: any(m.node == z.name for m in relayed), message=lambda: f"relayed: {relayed}")
+    assert await _count_is(y, name, 3)  # still held
+    for flushed in relayed:  # x's relays go on their way: the gate opens
+        x.transport.post(y.name, flushed)
+    assert await eventually(lambda: _count_is(y, name, 13), timeout=10, message=lambda: f"held: {gate.held}")
+    assert gate_of(cluster.process(new)) is None
+    assert y.registry.handoff.gate_releases == 0  # z went through on its marker, not the gate check
+
+
 async def test_a_linked_peer_not_up_yet_is_held_until_its_marker(cluster: Cluster) -> None:
     """A peer linked to the new host but not up in its registry yet learns the new pid from
     the old host's removal, and sends to it directly: held until its marker too, which it

@@ -176,6 +176,22 @@ def test_a_moved_claim_sends_a_flush_marker_to_its_old_host_only_when_that_host_
     assert [(node, m) for node, m in sent(b) if isinstance(m, FlushMarker)] == [("c", FlushMarker(3))]
 
 
+def test_a_moved_claim_sends_its_flush_marker_once_its_old_host_comes_up() -> None:
+    """A node that sees a moved claim before the old host is up there (a heal or a join
+    where the new host's sync came first) sends the marker when that host comes up: the
+    new host may hold this node's direct messages for it (rule 4 of the handoff), until
+    its handoff_timeout otherwise. Once only."""
+    b = joined(core("b"), "a")
+    moved = Claim(CLAIM_NAME, "x", Pid("a", 1, 1), 1, hash_name("x"), None, moved_from=Pid("c", 1, 7), handoff=3)
+    b.on_delta("a", Delta([moved], []), 1.0)
+    assert not [m for _, m in sent(b) if isinstance(m, FlushMarker)]
+    b.peer_up("c", 2.0, 1)
+    assert [(node, m) for node, m in sent(b) if isinstance(m, FlushMarker)] == [("c", FlushMarker(3))]
+    b.peer_down("c", 3.0)
+    b.peer_up("c", 4.0, 1)
+    assert not [m for _, m in sent(b) if isinstance(m, FlushMarker)]
+
+
 def test_group_members_come_and_go_with_their_claims() -> None:
     a = joined(core("a"), "b")
     mine, theirs = Pid("a", 1, 1), Pid("b", 1, 1)

@@ -362,6 +362,10 @@ class TrackerCore:
         self._resolving: set[tuple[Any, Pid]] = set()
         self._claimant_placements: dict[tuple[str, ...], Placement] = {}  # see _pick_winner
         self._flushed: set[tuple[str, int]] = set()
+        # old host -> the handoffs (hid -> None) whose claim came while that host was not up
+        # here: their markers go when it comes up (see _apply)
+        self._flush_due: dict[str, dict[int, None]] = {}
+        self._flush_due_count = 0
         # the last greeting of each node that greeted this one while not up here (see on_hello)
         self._early_hellos: dict[str, RegistryHello] = {}
         # heap of (due, seq, name, spec, reason, lineage, base): restarts after a crash
@@ -469,6 +473,11 @@ class TrackerCore:
         early = self._early_hellos.pop(node, None)
         if early is not None:  # its greeting came before it was up here: taken now
             self.on_hello(node, early, now)
+        due = self._flush_due.pop(node, None)
+        if due:
+            self._flush_due_count -= len(due)
+            for hid in due:
+                self._send_flush(node, hid)
 
     def link_renewed(self, node: str, now: float, incarnation: int = 0) -> bool:
         """A new link to ``node`` came up while ``node`` is up here (as ``incarnation``): it
@@ -1069,16 +1078,36 @@ class TrackerCore:
             else:
                 self._pick_winner(claim.key)
             moved = claim.moved_from
-            if moved is not None and moved.node in self.peers and moved.node != claim.pid.node:
-                # Only to an old host up here: one that is not (it left or died) relays
-                # nothing, and the new host's gate does not wait for it (see Gate). A claim
-                # keeps its moved_from for life, so without this, a node that joins later
-                # (a CLI's client node, too) dialed every gone host a name ever moved from.
-                self._send_flush(moved.node, claim.handoff)
+            if moved is not None and moved.node != claim.pid.node:
+                if moved.node in self.peers:
+                    self._send_flush(moved.node, claim.handoff)
+                else:
+                    # Only to an old host up here: one that is not (it left or died) relays
+                    # nothing, and the new host's gate does not wait for it once it is gone
+                    # there (see Gate). A claim keeps its moved_from for life, so sent at
+                    # once, a node that joins later (a CLI's client node, too) dialed every
+                    # gone host a name ever moved from. It goes when that host comes up
+                    # here: the new host may hold this node's messages for it (a node that
+                    # reached the new host before the old one, after a cut: rule 4 of the
+                    # handoff), until its handoff_timeout otherwise.
+                    self._defer_flush(moved.node, claim.handoff)
         else:
             if old is not None:
                 self._group_remove(old)
             self._group_add(claim)
+
+    def _defer_flush(self, old_host: str, hid: int) -> None:
+        if (old_host, hid) in self._flushed:
+            return
+        if self._flush_due_count >= 100_000:
+            # Bounded, as _flushed (every name may have moved from a host gone for good): a
+            # marker not sent only keeps a gate closed until its timeout.
+            self._flush_due.clear()
+            self._flush_due_count = 0
+        due = self._flush_due.setdefault(old_host, {})
+        if hid not in due:
+            due[hid] = None
+            self._flush_due_count += 1
 
     def _send_flush(self, old_host: str, hid: int) -> None:
         if (old_host, hid) in self._flushed:

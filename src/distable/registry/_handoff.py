@@ -12,6 +12,8 @@ that takes it. The steps are numbered as in docs/internals.md, "Handoff"::
     7   S -> X FlushMarker(hid), from every node that sees the claim (Y too) while X is up there
     8   X -> Y Flushed(hid, S), behind everything S sent along the old route
     9   Y      releases S's held messages; the gate is gone once every node is
+    9L  Y      a node that comes up here within forward_ttl after 9, neither waited for
+               nor flushed: its direct messages are held again until its own 8
     C1  X -> Y HandoffCancel(hid): X does not know the outcome (timed out, or lost Y)
     C2  Y -> X HandoffCancelled(hid, committed, new pid): Y stopped its copy, or kept it
     A   X      aborts: the process resumes here, the move is retried later
@@ -27,8 +29,9 @@ every step is one method that asserts the states it leaves from. The old host's 
     FROZEN, REQUESTED, CANCELLING --A--> ABORTED (the state cannot be sent; refused, Y down;
                                                   C2 said not committed, or never came)
 
-The new owner's record (``Incoming``, ``Receiving``) lives from step 3 until step 9 or a
-withdrawal; a commit or a cancel that comes while the copy is still starting is due::
+The new owner's record (``Incoming``, ``Receiving``) lives from step 3 until
+``forward_ttl`` after step 9, or until a withdrawal; a commit or a cancel that comes while
+the copy is still starting is due::
 
     STARTING                         --4-->  ACCEPTED
     STARTING, *_DUE                  --4R--> REFUSED     (factory failed, a copy runs here)
@@ -37,7 +40,8 @@ withdrawal; a commit or a cancel that comes while the copy is still starting is 
     STARTING, COMMIT_DUE, CANCEL_DUE --C1--> CANCEL_DUE  (not COMMIT_DUE while X is down here)
     ACCEPTED, COMMIT_DUE             --6-->  CLAIMED     (on HandoffCommit, or X down)
     ACCEPTED, CANCEL_DUE             --C2--> CANCELLED   (the copy dies)
-    CLAIMED                          --9-->  OPEN
+    CLAIMED, REGATED                 --9-->  OPEN
+    OPEN                             --9L--> REGATED     (a node comes up here late)
 
 Rule 1: the old host moves a process only while it is frozen, and resumes it only once
         it knows the new owner keeps no copy: refused, down, or answered "not committed"
@@ -56,7 +60,9 @@ Rule 4: the gate holds a node's direct messages only while that node's marker ca
         come: it opens for a node on its Flushed (9), once it is down or suspected (or
         unlinked and not up), for every node once the old host is gone, and for all at
         ``handoff_timeout``. It holds them from every node that can be sending: linked when
-        it is made, or linking or coming up while it is closed.
+        it is made, or linking or coming up while it is closed, or, within ``forward_ttl``
+        after it opened, one that comes up then and was neither waited for nor flushed
+        (9L: cut off from here through the move, it may have sent along the old route).
 Rule 5: the handlers (``_on_*``) run on the event loop and never await; only the two
         tasks, ``hand_off`` (X) and ``_start`` (Y), await, and after each await they act
         on what the handlers recorded meanwhile (an Outgoing's futures, an Incoming's state).
@@ -186,7 +192,8 @@ class Receiving(Enum):
     CANCEL_DUE = "3, C2 due"  # ... and withdrawn meanwhile (HandoffCancel): stop the copy once it runs
     ACCEPTED = "4"  # the copy runs, end_handoff first in its mailbox, gated; HandoffAccepted sent
     CLAIMED = "6"  # committed: claimed with moved_from; the gate holds what it holds until flushed (9)
-    OPEN = "9"  # every node flushed or let through: done, forgotten
+    OPEN = "9"  # every node flushed or let through: done; kept for forward_ttl while a node may come late
+    REGATED = "9L"  # a node that was never waited for came up here after 9: its messages held again until flushed
     CANCELLED = "C2"  # withdrawn: the copy is stopped, forgotten
     REFUSED = "4R"  # HandoffRefused sent (its factory failed, a copy runs here, it exited at once), forgotten
 
@@ -240,6 +247,7 @@ class Incoming:
     accepted_at: float = 0.0  # when step 4 was last sent (``ACCEPT_AGAIN``)
     exited: tuple[Any] | None = None  # (reason,) once the copy exited before its claim
     flushed: set[str] = field(default_factory=set)  # the nodes whose marker came (step 8)
+    waited: set[str] = field(default_factory=set)  # the nodes the gate held messages of, ever (once open: and flushed)
 
     def move(self, to: Receiving, *leaves: Receiving) -> None:
         """Go to ``to``, from one of ``leaves`` (anything else is a bug in this module)."""
@@ -323,6 +331,8 @@ class HandoffCoordinator:
         self._ratelog = RateLimitedLog(log, f"{self.node}: ")
         self.outgoing: dict[int, Outgoing] = {}
         self.incoming: dict[tuple[str, int], Incoming] = {}
+        # Handoffs to this node whose gate opened, kept ``forward_ttl`` (see _open, rule 4).
+        self.opened: dict[tuple[str, int], Incoming] = {}
         #: A leaving node's drain timed out: a process whose handoff fails stops rather than
         #: resumes (``RegistryService._abandon``)
         self.abandoned = False
@@ -403,12 +413,21 @@ class HandoffCoordinator:
         down, silent, or unlinked while not up. One whose marker came already (it was up
         here before, and down for a while) sends none again: not waited for. Called before
         the link delivers anything and before the registry greets the node, so that
-        nothing it sends to the new pid can come first."""
+        nothing it sends to the new pid can come first.
+
+        A gate open already closes again for such a node (9L), within ``forward_ttl`` of
+        its opening (while the old pid forwards), if it was neither waited for nor flushed
+        (it was cut off from here, not from the old host, through the whole move); once per
+        node."""
         for inc in self.incoming.values():
             if inc.source != node and inc.proc is not None and node not in inc.flushed:
                 gate = self.runtime.gate_of(inc.proc)
                 if gate is not None:
                     gate.expect(node)
+                    inc.waited.add(node)
+        for inc in self.opened.values():
+            if node not in inc.waited and node != inc.source:  # waited: flushed too, once open
+                self._regate(inc, node)
 
     def peer_down_incoming(self, node: str) -> None:
         """``node`` is down: what it was handing to this node commits (6: the copy stays
@@ -426,6 +445,16 @@ class HandoffCoordinator:
             if inc.source == node and inc.proc is None:
                 self._commit_due(inc)
             if inc.state is Receiving.CLAIMED and inc.proc is not None and self.runtime.gate_of(inc.proc) is None:
+                self._open(inc)
+        for inc in [i for i in self.opened.values() if i.state is Receiving.REGATED]:
+            assert inc.proc is not None  # REGATED only with a copy (_regate)
+            gate = self.runtime.gate_of(inc.proc)
+            if gate is not None:
+                if inc.source == node:
+                    gate.release_all()
+                else:
+                    gate.release(node)
+            if self.runtime.gate_of(inc.proc) is None:
                 self._open(inc)
 
     def peer_down_outgoing(self, node: str) -> None:
@@ -769,6 +798,7 @@ class HandoffCoordinator:
         expected.add(self.node)
         expected.discard(inc.source)
         self.runtime.gate(proc, expected)
+        inc.waited = expected
         inc.pid, inc.proc = pid, proc
         if inc.state is Receiving.CANCEL_DUE:
             self._stop_copy(inc)
@@ -858,7 +888,7 @@ class HandoffCoordinator:
         if inc.exited is not None:
             self._exited(pid, inc.exited[0])  # it exited before its claim (copy_exited)
         deadline = self.loop.time() + inc.spec.handoff_timeout
-        inc.timer = self.loop.call_later(GATE_CHECK, self._gate_check, key, deadline)
+        inc.timer = self.loop.call_later(GATE_CHECK, self._gate_check, inc, deadline)
 
     def _on_handoff_cancel(self, node: str, msg: HandoffCancel) -> None:
         """Step C1 arrives, C2 answers: the old host withdraws the handoff. Stop the copy
@@ -904,25 +934,26 @@ class HandoffCoordinator:
         ask_to_die(self.runtime, inc.proc)
 
     def _on_flushed(self, node: str, msg: Flushed) -> None:
-        """Step 8 arrives, step 9: release the held messages of the node it names."""
-        inc = self.incoming.get((node, msg.hid))
+        """Step 8 arrives, step 9: release the held messages of the node it names (and
+        once the gate is open, remember that it flushed: not held again, 9L)."""
+        key = (node, msg.hid)
+        inc = self.incoming.get(key) or self.opened.get(key)
         if inc is None or inc.proc is None:
             return
         inc.flushed.add(msg.node)
         gate = self.runtime.gate_of(inc.proc)
         if gate is not None:
             gate.release(msg.node)
-        if self.runtime.gate_of(inc.proc) is None and inc.state is Receiving.CLAIMED:
+        if self.runtime.gate_of(inc.proc) is None and inc.state in (Receiving.CLAIMED, Receiving.REGATED):
             self._open(inc)
 
-    def _gate_check(self, key: tuple[str, int], deadline: float) -> None:
+    def _gate_check(self, inc: Incoming, deadline: float) -> None:
         """Step 9 without a marker: open the gate of a handed-in process for every sender
         that cannot be sending any more (down, or suspected: paused, cut off), for all when
         the old host that relays the markers is gone, and for all at ``deadline``; check
         again every ``GATE_CHECK`` seconds until it is open. A message it held waited at
         most that long behind a marker that may never come (counted in statistics)."""
-        inc = self.incoming.get(key)
-        if inc is None or inc.proc is None:
+        if inc.state not in (Receiving.CLAIMED, Receiving.REGATED) or inc.proc is None:
             return
         gate = self.runtime.gate_of(inc.proc)
         if gate is not None:
@@ -959,16 +990,51 @@ class HandoffCoordinator:
                     inc.spec.handoff_timeout,
                 )
             if self.runtime.gate_of(inc.proc) is not None:
-                inc.timer = self.loop.call_later(GATE_CHECK, self._gate_check, key, deadline)
+                inc.timer = self.loop.call_later(GATE_CHECK, self._gate_check, inc, deadline)
                 return
         self._open(inc)
 
     def _open(self, inc: Incoming) -> None:
-        """Step 9 done, CLAIMED -> OPEN: every node is flushed or let through; forget it."""
-        inc.move(Receiving.OPEN, Receiving.CLAIMED)
-        self.incoming.pop((inc.source, inc.hid), None)
+        """Step 9 done, CLAIMED or REGATED -> OPEN: every node is flushed or let through.
+
+        Kept ``forward_ttl`` (the old pid forwards that long), then forgotten: a node that
+        was neither flushed nor waited for, cut off from here through the whole move but not
+        from the old host, may have sent to the old pid, and once it comes up here
+        (``peer_up_incoming``), what it sends to the new pid could overtake that on its way
+        through the old host (9L)."""
         if inc.timer is not None:
             inc.timer.cancel()
+            inc.timer = None
+        if inc.state is Receiving.REGATED:
+            inc.move(Receiving.OPEN, Receiving.REGATED)
+            return
+        inc.move(Receiving.OPEN, Receiving.CLAIMED)
+        key = (inc.source, inc.hid)
+        self.incoming.pop(key, None)
+        if inc.pid is not None and self.runtime.local(inc.pid) is inc.proc:
+            # One set from now on (a join wave keeps thousands of these): 9L asks only
+            # whether a node is in either.
+            inc.waited |= inc.flushed
+            inc.flushed = inc.waited
+            self.opened[key] = inc
+            self._expiry.drop_later(self.opened, key)
+
+    def _regate(self, inc: Incoming, node: str) -> None:
+        """9L, OPEN (or REGATED already) -> REGATED: ``node`` came up here after the gate
+        opened, as a node cut off from here may (see ``_open``): hold its direct messages
+        until its marker comes, or the gate check lets it through, as step 3's gate does."""
+        inc.waited.add(node)  # once
+        proc = inc.proc
+        if proc is None or inc.pid is None or self.runtime.local(inc.pid) is not proc:
+            return  # moved on or exited since: its pid leads elsewhere, or nowhere
+        gate = self.runtime.gate_of(proc)
+        if gate is None:
+            gate = self.runtime.gate(proc, set())
+        gate.expect(node)
+        if inc.state is Receiving.OPEN:
+            inc.move(Receiving.REGATED, Receiving.OPEN)
+            deadline = self.loop.time() + inc.spec.handoff_timeout
+            inc.timer = self.loop.call_later(GATE_CHECK, self._gate_check, inc, deadline)
 
 
 # Receiving states before the copy runs, and those a drain waits for.
