@@ -118,6 +118,9 @@ GATE_CHECK = 0.25  # how often a handed-in process's gate looks for senders that
 #: a link, from a node the old host thought dead (it was paused), left the copy gated for
 #: ever. Well within ``forward_ttl``, for which the old host remembers a commit.
 ACCEPT_AGAIN = 1.0
+#: A gate open closes again for a node that comes late (9L) only until this long before the
+#: old host forgets the handoff: the marker it would wait for is relayed until then.
+REGATE_MARGIN = 1.0
 
 
 class FreezeForHandoff:
@@ -245,6 +248,7 @@ class Incoming:
     proc: Process | None = None
     timer: asyncio.TimerHandle | None = None  # the next gate check, once claimed
     accepted_at: float = 0.0  # when step 4 was last sent (``ACCEPT_AGAIN``)
+    claimed_at: float = 0.0  # when step 6 was (the old pid forwards until about forward_ttl after)
     exited: tuple[Any] | None = None  # (reason,) once the copy exited before its claim
     flushed: set[str] = field(default_factory=set)  # the nodes whose marker came (step 8)
     waited: set[str] = field(default_factory=set)  # the nodes the gate held messages of, ever (once open: and flushed)
@@ -425,9 +429,13 @@ class HandoffCoordinator:
                 if gate is not None:
                     gate.expect(node)
                     inc.waited.add(node)
-        for inc in self.opened.values():
-            if node not in inc.waited and node != inc.source:  # waited: flushed too, once open
-                self._regate(inc, node)
+        if self.opened:
+            # Until the old host forgets the handoff (forward_ttl after it committed, a hop
+            # before the claim here): its old pid forwards nothing later, nor relays markers.
+            since = self.loop.time() - self.config.forward_ttl + REGATE_MARGIN
+            for inc in self.opened.values():
+                if node not in inc.waited and node != inc.source and inc.claimed_at > since:
+                    self._regate(inc, node)  # waited: flushed too, once open
 
     def peer_down_incoming(self, node: str) -> None:
         """``node`` is down: what it was handing to this node commits (6: the copy stays
@@ -887,7 +895,8 @@ class HandoffCoordinator:
         self._changed()
         if inc.exited is not None:
             self._exited(pid, inc.exited[0])  # it exited before its claim (copy_exited)
-        deadline = self.loop.time() + inc.spec.handoff_timeout
+        inc.claimed_at = self.loop.time()
+        deadline = inc.claimed_at + inc.spec.handoff_timeout
         inc.timer = self.loop.call_later(GATE_CHECK, self._gate_check, inc, deadline)
 
     def _on_handoff_cancel(self, node: str, msg: HandoffCancel) -> None:
