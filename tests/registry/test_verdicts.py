@@ -248,6 +248,22 @@ async def test_calls_queued_at_a_conflict_loser_when_its_state_is_taken_reach_th
     assert missing == [], f"acknowledged by the loser, then lost: {missing} (acknowledged: {len(acked)})"
 
 
+def _dropping_first() -> tuple[list[Any], list[Any], Callable[[str, Any, Callable[[str, Any], None]], None]]:
+    """An ``intercept`` handler that drops the first message and delivers the others, with
+    the lists it keeps them in: (dropped, delivered, handler)."""
+    lost: list[Any] = []
+    taken: list[Any] = []
+
+    def drop_first(node: str, msg: Any, deliver: Callable[[str, Any], None]) -> None:
+        if not lost:
+            lost.append(msg)
+            return
+        taken.append(msg)
+        deliver(node, msg)
+
+    return lost, taken, drop_first
+
+
 async def test_a_conflict_loser_whose_state_is_not_confirmed_stays_frozen_and_gives_it_again(cluster: Cluster) -> None:
     """The winner's node loses the first ConflictState (as when it closed the link, thinking
     the loser's node dead): the loser is not stopped with what it acknowledged; it stays
@@ -266,16 +282,7 @@ async def test_a_conflict_loser_whose_state_is_not_confirmed_stays_frozen_and_gi
     host = cluster.node(loser.node)
     # The winner's node drops the first state it is sent (the heal lifts the cut's own
     # wrappers of the transport, so this one sits on the receiving node's handler).
-    lost: list[Any] = []
-    taken: list[Any] = []
-
-    def drop_first(node: str, msg: Any, deliver: Callable[[str, Any], None]) -> None:
-        if not lost:
-            lost.append(msg)
-            return
-        taken.append(msg)
-        deliver(node, msg)
-
+    lost, taken, drop_first = _dropping_first()
     with intercept(c, ConflictState, drop_first):
         await cut.heal()
         await eventually(lambda: lost, timeout=15, message=lambda: describe_copies(cluster, [name]))
@@ -289,6 +296,34 @@ async def test_a_conflict_loser_whose_state_is_not_confirmed_stays_frozen_and_gi
     assert cluster.live_copies(name) == [winner]
     assert await c.call(name, "ops") == sorted({"L0", "L1", "L2", "L-after", "W0", "W1", "W2"})
     assert await c.call(name, "merged") == [["L0", "L1", "L2"]]  # once: the lost one never came
+
+
+async def test_a_conflict_state_lost_with_a_link_goes_again_once_a_new_link_comes_up(cluster: Cluster) -> None:
+    """The loser's node sent its state into a link that was dead (the fault campaign: it was
+    paused while the winner's node, cut off, closed it), and saw no verdict. When a new link
+    comes up, the state goes again at once, under the same ref, not at the end of a silence
+    (made longer than this test here; in the campaign it had doubled to 10 s)."""
+    a, b, c = await cluster.start(3)
+    name = first_owned(c.name, [a.name, b.name, c.name], "renewed")  # the lone side's copy wins
+    cut = await split(cluster, [a, b], [c])
+    loser = await a.register(name, Ledger, key=name)
+    winner = await c.register(name, Ledger, key=name)
+    assert (loser.node != c.name, winner.node) == (True, c.name)
+    await a.call(name, ("op", "L0"))
+    host = cluster.node(loser.node)
+    host.registry.conflict_outbox.timeout = 600.0  # its silence cannot be what sends it again
+    lost, taken, drop_first = _dropping_first()
+    with intercept(c, ConflictState, drop_first):
+        await cut.heal()
+        await eventually(lambda: lost, timeout=15, message=lambda: describe_copies(cluster, [name]))
+        host.transport.disconnect(c.name)  # the link is replaced; no verdict on either side
+        await host.connect(c.name, timeout=10.0)
+        await eventually(
+            lambda: single_copies(cluster, [name]), timeout=20, message=lambda: describe_copies(cluster, [name])
+        )
+    assert {m.ref for m in taken} == {lost[0].ref}  # the same state again
+    assert cluster.live_copies(name) == [winner]
+    assert await c.call(name, "merged") == [["L0"]]
 
 
 # --- 4. an old host that timed out waiting for HandoffAccepted asks before resuming --------------

@@ -146,6 +146,32 @@ def test_a_peer_up_of_a_node_never_down_changes_nothing() -> None:
     assert out.next_deadline() == 0.0 + 5.0
 
 
+def test_a_link_renewed_without_a_verdict_sends_every_waiting_state_again_at_once() -> None:
+    """What went on the old link may be lost (a cut healed; the loser was paused): the
+    states go again on the new one, and the waits start over, instead of at the end of
+    a silence that has doubled meanwhile."""
+    out = ConflictOutbox()
+    out.sent(W, 1, now=0.0, incarnation=7)
+    out.sent(W, 2, now=0.5, incarnation=7)
+    assert out.handle_timer(5.0) == Due(resend=((W, 1), (W, 2)))
+    assert out.next_deadline() == 5.0 + 10.0
+    assert out.link_renewed(W, 7, now=6.0) == Due(resend=((W, 1), (W, 2)))
+    assert out.next_deadline() == 6.0 + 5.0
+    assert out.taken(W, 2, now=6.5) == (True, Due())  # 2's first send may be what it answers
+    assert out.link_renewed(V, 3, now=7.0) == Due()  # nothing waits on V
+
+
+def test_a_link_renewed_to_a_node_down_here_or_another_incarnation_of_it() -> None:
+    out = ConflictOutbox()
+    out.sent(W, 1, now=0.0, incarnation=7)
+    out.sent(V, 2, now=0.0, incarnation=3)
+    out.peer_down(W, now=1.0)
+    assert out.link_renewed(W, 7, now=2.0) == Due()  # down here: its peer_up sends them
+    assert out.peer_up(W, 7, now=2.1) == Due(resend=((W, 1),))
+    assert out.link_renewed(V, 4, now=3.0) == Due(given_up=(2,))  # restarted: it holds nothing
+    assert len(out) == 1
+
+
 def test_the_inbox_takes_a_ref_once_per_sending_node() -> None:
     inbox = ConflictInbox()
     assert not inbox.has(W, 1)

@@ -22,7 +22,10 @@ Rules:
        behind them are on their way; a state sent (last) before the first send of one
        that was answered was lost, and is sent again at once (a link dropped between).
        Only a node silent for ``timeout`` (no answer to any state sent to it) gets every
-       waiting state again, and then waits twice as long, up to ``max_interval``.
+       waiting state again, and then waits twice as long, up to ``max_interval``; and a
+       node whose link was replaced without a verdict here (``link_renewed``: a cut
+       healed, or one side was paused) gets them all again at once, the waits starting
+       over: what went on the old link may be lost, and the node is reachable now.
     4. A winner's node that goes down here is waited for, ``timeout`` at most: a verdict
        is an opinion (a loop stalled by the very conflicts it works through is declared
        failed as easily as a dead node), and the node that comes back under the same
@@ -158,6 +161,24 @@ class ConflictOutbox:
         if not peer.down:
             return NOTHING
         peer.down = False
+        peer.deadline, peer.interval, peer.rounds = now + self.timeout, self.timeout, 0
+        resend: list[tuple[str, int]] = []
+        for ref in list(peer.waiting):
+            self._again(node, peer, ref, resend)
+        return Due(tuple(resend))
+
+    def link_renewed(self, node: str, incarnation: int, now: float) -> Due:
+        """A new link to ``node`` (as ``incarnation``) replaced one that closed without a
+        verdict here: its waiting states go again now (rule 3), rather than once the
+        silence of rule 3 ends, up to ``max_interval`` later (the fault campaign: a loser
+        paused while the winner's node was cut off sent its states into the dead link, and
+        the exchange ended 9 s after the heal). Down here: ``peer_up`` does it. As another
+        incarnation: given up (rule 4)."""
+        peer = self._peers.get(node)
+        if peer is None or not peer.waiting or peer.down:
+            return NOTHING
+        if peer.incarnation and incarnation and incarnation != peer.incarnation:
+            return Due(given_up=self._give_up(node))
         peer.deadline, peer.interval, peer.rounds = now + self.timeout, self.timeout, 0
         resend: list[tuple[str, int]] = []
         for ref in list(peer.waiting):

@@ -536,9 +536,11 @@ class RegistryService:
         ``node`` is up here already), and every closed gate holds what ``node`` sends
         (``HandoffCoordinator.peer_up_incoming``). The node's transport callback, before the
         link delivers anything; never awaits."""
+        now = self.loop.time()
         self.handoff.peer_up_incoming(node)
-        if self.core.link_renewed(node, self.loop.time(), incarnation):
+        if self.core.link_renewed(node, now, incarnation):
             self._changed()
+        self._conflict_due(self.conflict_outbox.link_renewed(node, incarnation, now))
 
     def peer_down(self, node: str) -> None:
         """Membership callback (the node's ``_on_member_event``); never awaits."""
