@@ -248,6 +248,18 @@ async def test_calls_queued_at_a_conflict_loser_when_its_state_is_taken_reach_th
     assert missing == [], f"acknowledged by the loser, then lost: {missing} (acknowledged: {len(acked)})"
 
 
+async def _ledger_on_both_sides(cluster: Cluster, prefix: str) -> tuple[Node, Node, Any, Any, Pid, Pid]:
+    """Three nodes cut into [a, b] and [c], a Ledger registered on each side under one name
+    whose copy on c's side will win: (a, c, the cut, the name, the loser, the winner)."""
+    a, b, c = await cluster.start(3)
+    name = first_owned(c.name, [a.name, b.name, c.name], prefix)  # the lone side's copy wins
+    cut = await split(cluster, [a, b], [c])
+    loser = await a.register(name, Ledger, key=name)
+    winner = await c.register(name, Ledger, key=name)
+    assert (loser.node != c.name, winner.node) == (True, c.name)
+    return a, c, cut, name, loser, winner
+
+
 def _dropping_first() -> tuple[list[Any], list[Any], Callable[[str, Any, Callable[[str, Any], None]], None]]:
     """An ``intercept`` handler that drops the first message and delivers the others, with
     the lists it keeps them in: (dropped, delivered, handler)."""
@@ -270,12 +282,7 @@ async def test_a_conflict_loser_whose_state_is_not_confirmed_stays_frozen_and_gi
     frozen, its node sends the same state again under the same ref once the winner's node
     has been silent for 5 s, and the winner gets every acknowledged op, once. A call made
     to the loser meanwhile waits in its mailbox and is answered by the winner."""
-    a, b, c = await cluster.start(3)
-    name = first_owned(c.name, [a.name, b.name, c.name], "unconfirmed")  # the lone side's copy wins
-    cut = await split(cluster, [a, b], [c])
-    loser = await a.register(name, Ledger, key=name)
-    winner = await c.register(name, Ledger, key=name)
-    assert (loser.node != c.name, winner.node) == (True, c.name)
+    a, c, cut, name, loser, winner = await _ledger_on_both_sides(cluster, "unconfirmed")
     for i in range(3):
         await a.call(name, ("op", f"L{i}"))
         await c.call(name, ("op", f"W{i}"))
@@ -303,12 +310,7 @@ async def test_a_conflict_state_lost_with_a_link_goes_again_once_a_new_link_come
     paused while the winner's node, cut off, closed it), and saw no verdict. When a new link
     comes up, the state goes again at once, under the same ref, not at the end of a silence
     (made longer than this test here; in the campaign it had doubled to 10 s)."""
-    a, b, c = await cluster.start(3)
-    name = first_owned(c.name, [a.name, b.name, c.name], "renewed")  # the lone side's copy wins
-    cut = await split(cluster, [a, b], [c])
-    loser = await a.register(name, Ledger, key=name)
-    winner = await c.register(name, Ledger, key=name)
-    assert (loser.node != c.name, winner.node) == (True, c.name)
+    a, c, cut, name, loser, winner = await _ledger_on_both_sides(cluster, "renewed")
     await a.call(name, ("op", "L0"))
     host = cluster.node(loser.node)
     host.registry.conflict_outbox.timeout = 600.0  # its silence cannot be what sends it again
