@@ -12,8 +12,9 @@ that takes it. The steps are numbered as in docs/internals.md, "Handoff"::
     7   S -> X FlushMarker(hid), from every node that sees the claim (Y too) while X is up there
     8   X -> Y Flushed(hid, S), behind everything S sent along the old route
     9   Y      releases S's held messages; the gate is gone once every node is
-    9L  Y      a node that comes up here within forward_ttl after 9, neither waited for
-               nor flushed: its direct messages are held again until its own 8
+    9L  Y      a node that comes up here after 9 while the old pid forwards (forward_ttl
+               after 6), neither waited for nor flushed: its direct messages are held
+               again until its own 8
     C1  X -> Y HandoffCancel(hid): X does not know the outcome (timed out, or lost Y)
     C2  Y -> X HandoffCancelled(hid, committed, new pid): Y stopped its copy, or kept it
     A   X      aborts: the process resumes here, the move is retried later
@@ -60,9 +61,10 @@ Rule 4: the gate holds a node's direct messages only while that node's marker ca
         come: it opens for a node on its Flushed (9), once it is down or suspected (or
         unlinked and not up), for every node once the old host is gone, and for all at
         ``handoff_timeout``. It holds them from every node that can be sending: linked when
-        it is made, or linking or coming up while it is closed, or, within ``forward_ttl``
-        after it opened, one that comes up then and was neither waited for nor flushed
-        (9L: cut off from here through the move, it may have sent along the old route).
+        it is made, or linking or coming up while it is closed, or, after it opened and
+        while the old pid still forwards (``forward_ttl`` after 6), one that comes up then
+        and was neither waited for nor flushed (9L: cut off from here through the move, it
+        may have sent along the old route).
 Rule 5: the handlers (``_on_*``) run on the event loop and never await; only the two
         tasks, ``hand_off`` (X) and ``_start`` (Y), await, and after each await they act
         on what the handlers recorded meanwhile (an Outgoing's futures, an Incoming's state).
@@ -419,10 +421,10 @@ class HandoffCoordinator:
         the link delivers anything and before the registry greets the node, so that
         nothing it sends to the new pid can come first.
 
-        A gate open already closes again for such a node (9L), within ``forward_ttl`` of
-        its opening (while the old pid forwards), if it was neither waited for nor flushed
-        (it was cut off from here, not from the old host, through the whole move); once per
-        node."""
+        A gate open already closes again for such a node (9L) while the old pid still
+        forwards (``forward_ttl`` after the claim, less ``REGATE_MARGIN``), if it was
+        neither waited for nor flushed (it was cut off from here, not from the old host,
+        through the whole move); once per node."""
         for inc in self.incoming.values():
             if inc.source != node and inc.proc is not None and node not in inc.flushed:
                 gate = self.runtime.gate_of(inc.proc)
