@@ -190,6 +190,11 @@ def test_a_moved_claim_sends_its_flush_marker_once_its_old_host_comes_up() -> No
     b.peer_down("c", 3.0)
     b.peer_up("c", 4.0, 1)
     assert not [m for _, m in sent(b) if isinstance(m, FlushMarker)]
+    # A move from a host that comes back as another incarnation: that life knows no such handoff.
+    again = Claim(CLAIM_NAME, "y", Pid("a", 1, 2), 2, hash_name("y"), None, moved_from=Pid("z", 1, 8), handoff=4)
+    b.on_delta("a", Delta([again], []), 5.0)
+    b.peer_up("z", 6.0, 2)
+    assert not [m for _, m in sent(b) if isinstance(m, FlushMarker)]
 
 
 def test_group_members_come_and_go_with_their_claims() -> None:

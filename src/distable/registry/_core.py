@@ -362,9 +362,9 @@ class TrackerCore:
         self._resolving: set[tuple[Any, Pid]] = set()
         self._claimant_placements: dict[tuple[str, ...], Placement] = {}  # see _pick_winner
         self._flushed: set[tuple[str, int]] = set()
-        # old host -> the handoffs (hid -> None) whose claim came while that host was not up
-        # here: their markers go when it comes up (see _apply)
-        self._flush_due: dict[str, dict[int, None]] = {}
+        # old host -> the handoffs whose claim came while that host was not up here (hid ->
+        # the old pid's incarnation): their markers go when it comes up (see _apply)
+        self._flush_due: dict[str, dict[int, int]] = {}
         self._flush_due_count = 0
         # the last greeting of each node that greeted this one while not up here (see on_hello)
         self._early_hellos: dict[str, RegistryHello] = {}
@@ -476,8 +476,9 @@ class TrackerCore:
         due = self._flush_due.pop(node, None)
         if due:
             self._flush_due_count -= len(due)
-            for hid in due:
-                self._send_flush(node, hid)
+            for hid, life in due.items():
+                if life == incarnation or not incarnation:  # another life of it knows no such handoff
+                    self._send_flush(node, hid)
 
     def link_renewed(self, node: str, now: float, incarnation: int = 0) -> bool:
         """A new link to ``node`` came up while ``node`` is up here (as ``incarnation``): it
@@ -1090,23 +1091,24 @@ class TrackerCore:
                     # here: the new host may hold this node's messages for it (a node that
                     # reached the new host before the old one, after a cut: rule 4 of the
                     # handoff), until its handoff_timeout otherwise.
-                    self._defer_flush(moved.node, claim.handoff)
+                    self._defer_flush(moved, claim.handoff)
         else:
             if old is not None:
                 self._group_remove(old)
             self._group_add(claim)
 
-    def _defer_flush(self, old_host: str, hid: int) -> None:
-        if (old_host, hid) in self._flushed:
+    def _defer_flush(self, old_pid: Pid, hid: int) -> None:
+        if (old_pid.node, hid) in self._flushed:
             return
-        if self._flush_due_count >= 100_000:
-            # Bounded, as _flushed (every name may have moved from a host gone for good): a
-            # marker not sent only keeps a gate closed until its timeout.
+        if self._flush_due_count >= 10_000:
+            # Bounded (every name may have moved from a host gone for good): a marker not
+            # sent only keeps a gate closed until its timeout, and is of use only while the
+            # old pid forwards (forward_ttl after the move).
             self._flush_due.clear()
             self._flush_due_count = 0
-        due = self._flush_due.setdefault(old_host, {})
+        due = self._flush_due.setdefault(old_pid.node, {})
         if hid not in due:
-            due[hid] = None
+            due[hid] = old_pid.incarnation
             self._flush_due_count += 1
 
     def _send_flush(self, old_host: str, hid: int) -> None:
