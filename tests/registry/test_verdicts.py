@@ -34,7 +34,7 @@ from distable.membership._core import ALIVE, SUSPECT
 from distable.ring import Ring
 from distable.runtime._process import Gate
 from distable.testing import eventually, gate_of, handoffs_in_flight, intercept, is_frozen, queued, restarts_due
-from distable.wire._messages import ConflictState, ConflictStateTaken
+from distable.wire._messages import ConflictState, ConflictStateTaken, HandoffRequest
 
 from . import apps
 from .conftest import Cluster, first_owned
@@ -563,6 +563,36 @@ async def test_a_peer_that_comes_up_after_the_gate_opened_is_held_until_its_mark
     assert await eventually(lambda: _count_is(y, name, 13), timeout=10, message=lambda: f"held: {gate.held}")
     assert gate_of(cluster.process(new)) is None
     assert y.registry.handoff.gate_releases == 0  # z went through on its marker, not the gate check
+
+
+async def test_a_copy_that_is_being_handed_on_does_not_close_its_gate_again(cluster: Cluster) -> None:
+    """A copy handed in moments ago, frozen now for its next move: a node that comes up
+    here meanwhile does not get a new gate (9L) on it. The commit forwards the mailbox, not
+    what a gate holds, which would follow later, behind what that node sent since."""
+    x, y, z, name = await _counter_for_late_peer(cluster, "moving-on", y_seeing_z=True)
+    await cluster.join(y)
+    new = await eventually(lambda: (p := x.whereis(name)) is not None and p.node == y.name and p)
+    proc = cluster.process(new)
+    await eventually(lambda: gate_of(proc) is None, message=lambda: "the gate did not open")
+    coordinator = y.registry.handoff
+    coordinator.peer_up_incoming("ghost@127.0.0.1:9")  # a node never waited for: 9L
+    gate = gate_of(proc)
+    assert gate is not None, "premise: 9L closes an open gate"
+    assert gate.waiting == {"ghost@127.0.0.1:9"}
+    gate.release("ghost@127.0.0.1:9")
+
+    y._drain_timeout = 1.0  # the node's --drain-timeout, short for the test
+    asked = asyncio.Event()
+    with (
+        intercept(x, HandoffRequest, lambda node, msg, deliver: asked.set()),
+        intercept(z, HandoffRequest, lambda node, msg, deliver: asked.set()),
+    ):  # never answered: the copy stays frozen for its move
+        stopping = asyncio.ensure_future(cluster.stop(y))
+        await asyncio.wait_for(asked.wait(), 10)
+        assert is_frozen(proc)
+        coordinator.peer_up_incoming("phantom@127.0.0.1:9")
+        assert gate_of(proc) is None
+        await stopping
 
 
 async def test_a_linked_peer_not_up_yet_is_held_until_its_marker(cluster: Cluster) -> None:

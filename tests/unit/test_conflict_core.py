@@ -161,6 +161,21 @@ def test_a_link_renewed_without_a_verdict_sends_every_waiting_state_again_at_onc
     assert out.link_renewed(V, 3, now=7.0) == Due()  # nothing waits on V
 
 
+def test_links_renewed_again_and_again_with_no_answer_do_not_keep_a_loser_frozen_for_ever() -> None:
+    """Only an answer starts the silent rounds over: a link that keeps coming up and carries
+    nothing (large frames black-holed, say) still ends in the give-up of rule 4."""
+    out = ConflictOutbox()
+    out.sent(W, 1, now=0.0, incarnation=7)
+    assert out.handle_timer(5.0) == Due(resend=((W, 1),))  # round 1
+    assert out.link_renewed(W, 7, now=6.0) == Due(resend=((W, 1),))
+    assert out.handle_timer(11.0) == Due(resend=((W, 1),))  # round 2
+    assert out.link_renewed(W, 7, now=12.0) == Due(resend=((W, 1),))
+    assert out.handle_timer(17.0) == Due(resend=((W, 1),))  # round 3
+    assert out.handle_timer(17.0 + 40.0) == Due(resend=((W, 1),))  # round 4
+    assert out.handle_timer(57.0 + 40.0) == Due(given_up=(1,))
+    assert len(out) == 0
+
+
 def test_a_link_renewed_to_a_node_down_here_or_another_incarnation_of_it() -> None:
     out = ConflictOutbox()
     out.sent(W, 1, now=0.0, incarnation=7)

@@ -190,11 +190,17 @@ def test_a_moved_claim_sends_its_flush_marker_once_its_old_host_comes_up() -> No
     b.peer_down("c", 3.0)
     b.peer_up("c", 4.0, 1)
     assert not [m for _, m in sent(b) if isinstance(m, FlushMarker)]
-    # A move from a host that comes back as another incarnation: that life knows no such handoff.
+    # A move from a host that comes back as another incarnation: that life knows no such
+    # handoff; one that comes back after forward_ttl has forgotten it; and a move from this
+    # node is flushed by its own handoff (nothing kept for it).
     again = Claim(CLAIM_NAME, "y", Pid("a", 1, 2), 2, hash_name("y"), None, moved_from=Pid("z", 1, 8), handoff=4)
-    b.on_delta("a", Delta([again], []), 5.0)
+    late = Claim(CLAIM_NAME, "z", Pid("a", 1, 3), 3, hash_name("z"), None, moved_from=Pid("w", 1, 9), handoff=5)
+    mine = Claim(CLAIM_NAME, "v", Pid("a", 1, 4), 4, hash_name("v"), None, moved_from=Pid("b", 1, 6), handoff=6)
+    b.on_delta("a", Delta([again, late, mine], []), 5.0)
     b.peer_up("z", 6.0, 2)
+    b.peer_up("w", 5.0 + RegistryConfig().forward_ttl, 1)
     assert not [m for _, m in sent(b) if isinstance(m, FlushMarker)]
+    assert not b._flush_due  # nothing kept for this node's own moves
 
 
 def test_group_members_come_and_go_with_their_claims() -> None:

@@ -24,8 +24,10 @@ Rules:
        Only a node silent for ``timeout`` (no answer to any state sent to it) gets every
        waiting state again, and then waits twice as long, up to ``max_interval``; and a
        node whose link was replaced without a verdict here (``link_renewed``: a cut
-       healed, or one side was paused) gets them all again at once, the waits starting
-       over: what went on the old link may be lost, and the node is reachable now.
+       healed, or one side was paused) gets them all again at once, its next silent round
+       ``timeout`` from then: what went on the old link may be lost, and the node is
+       reachable now. Only an answer starts the rounds over (a link that comes up again
+       and again and carries nothing must not keep a loser frozen for ever).
     4. A winner's node that goes down here is waited for, ``timeout`` at most: a verdict
        is an opinion (a loop stalled by the very conflicts it works through is declared
        failed as easily as a dead node), and the node that comes back under the same
@@ -179,7 +181,7 @@ class ConflictOutbox:
             return NOTHING
         if peer.incarnation and incarnation and incarnation != peer.incarnation:
             return Due(given_up=self._give_up(node))
-        peer.deadline, peer.interval, peer.rounds = now + self.timeout, self.timeout, 0
+        peer.deadline = now + self.timeout  # the silent rounds so far still count (rule 3)
         resend: list[tuple[str, int]] = []
         for ref in list(peer.waiting):
             self._again(node, peer, ref, resend)

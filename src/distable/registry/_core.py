@@ -363,8 +363,8 @@ class TrackerCore:
         self._claimant_placements: dict[tuple[str, ...], Placement] = {}  # see _pick_winner
         self._flushed: set[tuple[str, int]] = set()
         # old host -> the handoffs whose claim came while that host was not up here (hid ->
-        # the old pid's incarnation): their markers go when it comes up (see _apply)
-        self._flush_due: dict[str, dict[int, int]] = {}
+        # (the old pid's incarnation, when)): their markers go when it comes up (see _apply)
+        self._flush_due: dict[str, dict[int, tuple[int, float]]] = {}
         self._flush_due_count = 0
         # the last greeting of each node that greeted this one while not up here (see on_hello)
         self._early_hellos: dict[str, RegistryHello] = {}
@@ -476,8 +476,9 @@ class TrackerCore:
         due = self._flush_due.pop(node, None)
         if due:
             self._flush_due_count -= len(due)
-            for hid, life in due.items():
-                if life == incarnation or not incarnation:  # another life of it knows no such handoff
+            since = now - self.config.forward_ttl  # the old host has forgotten older handoffs
+            for hid, (life, at) in due.items():
+                if (life == incarnation or not incarnation) and at > since:  # another life knows none
                     self._send_flush(node, hid)
 
     def link_renewed(self, node: str, now: float, incarnation: int = 0) -> bool:
@@ -980,7 +981,7 @@ class TrackerCore:
             if old is not None and old.clock >= claim.clock:
                 continue
             table[key] = claim = self._canonical(claim)
-            self._apply(claim, old)
+            self._apply(claim, old, now)
         for removal in msg.removals:
             key = claim_key(removal)
             old = table.get(key)
@@ -1068,7 +1069,7 @@ class TrackerCore:
             return spec
         return shared
 
-    def _apply(self, claim: Claim, old: Claim | None) -> None:
+    def _apply(self, claim: Claim, old: Claim | None, now: float) -> None:
         if claim.kind == CLAIM_NAME:
             current = self.winners.get(claim.key)
             if current is None or (current is old and claim.key not in self._contested_names):
@@ -1079,7 +1080,7 @@ class TrackerCore:
             else:
                 self._pick_winner(claim.key)
             moved = claim.moved_from
-            if moved is not None and moved.node != claim.pid.node:
+            if moved is not None and moved.node != claim.pid.node and moved.node != self.node:
                 if moved.node in self.peers:
                     self._send_flush(moved.node, claim.handoff)
                 else:
@@ -1091,24 +1092,34 @@ class TrackerCore:
                     # here: the new host may hold this node's messages for it (a node that
                     # reached the new host before the old one, after a cut: rule 4 of the
                     # handoff), until its handoff_timeout otherwise.
-                    self._defer_flush(moved, claim.handoff)
+                    self._defer_flush(moved, claim.handoff, now)
         else:
             if old is not None:
                 self._group_remove(old)
             self._group_add(claim)
 
-    def _defer_flush(self, old_pid: Pid, hid: int) -> None:
+    def _defer_flush(self, old_pid: Pid, hid: int, now: float) -> None:
         if (old_pid.node, hid) in self._flushed:
             return
         if self._flush_due_count >= 10_000:
-            # Bounded (every name may have moved from a host gone for good): a marker not
-            # sent only keeps a gate closed until its timeout, and is of use only while the
-            # old pid forwards (forward_ttl after the move).
-            self._flush_due.clear()
-            self._flush_due_count = 0
+            # Bounded (every name may have moved from a host gone for good, and a joining node
+            # syncs them all): a marker is of use only while the old pid forwards (forward_ttl
+            # after the move), so the older ones go first; if that is not enough, all go (a
+            # marker not sent only keeps a gate closed until its timeout).
+            since = now - self.config.forward_ttl
+            for host in list(self._flush_due):
+                kept = {h: v for h, v in self._flush_due[host].items() if v[1] > since}
+                self._flush_due_count -= len(self._flush_due[host]) - len(kept)
+                if kept:
+                    self._flush_due[host] = kept
+                else:
+                    del self._flush_due[host]
+            if self._flush_due_count >= 10_000:
+                self._flush_due.clear()
+                self._flush_due_count = 0
         due = self._flush_due.setdefault(old_pid.node, {})
         if hid not in due:
-            due[hid] = old_pid.incarnation
+            due[hid] = (old_pid.incarnation, now)
             self._flush_due_count += 1
 
     def _send_flush(self, old_host: str, hid: int) -> None:
@@ -1161,7 +1172,7 @@ class TrackerCore:
             if previous is not None and previous.clock == claim.clock and previous.pid == claim.pid:
                 continue
             table[key] = claim = self._canonical(claim)
-            self._apply(claim, previous)
+            self._apply(claim, previous, now)
         peer = self.peers[host]
         if not peer.synced:  # after its claims are in: placing it may move names to it
             peer.unsynced -= buckets

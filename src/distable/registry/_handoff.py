@@ -435,9 +435,14 @@ class HandoffCoordinator:
             # Until the old host forgets the handoff (forward_ttl after it committed, a hop
             # before the claim here): its old pid forwards nothing later, nor relays markers.
             since = self.loop.time() - self.config.forward_ttl + REGATE_MARGIN
+            # Not one that is moving on (frozen for a handoff from here, 1-5): its mailbox is
+            # forwarded at the commit, but what a new gate held would follow later, behind
+            # what the sender sent to the pid since.
+            moving = {id(out.proc) for out in self.outgoing.values()}
             for inc in self.opened.values():
-                if node not in inc.waited and node != inc.source and inc.claimed_at > since:
-                    self._regate(inc, node)  # waited: flushed too, once open
+                late = node not in inc.waited and node != inc.source  # waited: flushed too, once open
+                if late and inc.claimed_at > since and id(inc.proc) not in moving:
+                    self._regate(inc, node)
 
     def peer_down_incoming(self, node: str) -> None:
         """``node`` is down: what it was handing to this node commits (6: the copy stays
@@ -1027,6 +1032,7 @@ class HandoffCoordinator:
             # whether a node is in either.
             inc.waited |= inc.flushed
             inc.flushed = inc.waited
+            inc.checkpoint = None  # its state went to the copy: not kept forward_ttl more
             self.opened[key] = inc
             self._expiry.drop_later(self.opened, key)
 
