@@ -42,6 +42,7 @@ and the shell feeds back the outcomes (``local_claim``, ``local_unclaim``,
 from __future__ import annotations
 
 import heapq
+import itertools
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -1268,11 +1269,27 @@ class TrackerCore:
                 # (the owner of a set of hosts owns any subset it is in), instead of each
                 # retiring its copy to the other's and losing the name (the chaos test found
                 # this: a woken node yielded to the old pid, the new host to the woken copy).
+                # An old host that two copies' lines left (it handed the name off twice: the
+                # second new owner read the request only after its verdict on the old host)
+                # stands for the line whose pid that took over from it is the smaller: that pid
+                # stays the same however far its line moves on, where a copy's own pid does not
+                # (two views of one conflict, before and after a further move, each yielded to
+                # the other's copy and the name was lost: the campaign's seed 5900000001).
                 stands_for = {c.pid.node: c for c in live}
-                for c in sorted(live, key=lambda c: (c.pid.node, c.pid.id)):
-                    for old in (c.moved_from, *c.ancestors):
-                        if old is not None:
-                            stands_for.setdefault(old.node, c)
+                heirs: dict[str, tuple[tuple[str, int], Claim]] = {}
+                for c in live:
+                    line = (c.pid, c.moved_from, *c.ancestors)
+                    for heir, old in itertools.pairwise(line):
+                        if heir is None or old is None:
+                            break
+                        if old.node in stands_for:
+                            continue
+                        key = (heir.node, heir.id)
+                        best = heirs.get(old.node)
+                        if best is None or key < best[0]:
+                            heirs[old.node] = (key, c)
+                for host, (_, c) in heirs.items():
+                    stands_for[host] = c
                 owner = self._claimant_placement_of(tuple(sorted(stands_for))).owner_of_hash(live[0].position)
                 chosen = stands_for.get(owner) if owner is not None else None
                 winner = chosen if chosen is not None else min(live, key=lambda c: (c.pid.node, c.pid.id))
