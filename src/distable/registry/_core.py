@@ -366,7 +366,6 @@ class TrackerCore:
         # old host -> the handoffs whose claim came while that host was not up here (hid ->
         # (the old pid's incarnation, when)): their markers go when it comes up (see _apply)
         self._flush_due: dict[str, dict[int, tuple[int, float]]] = {}
-        self._flush_due_count = 0
         # the last greeting of each node that greeted this one while not up here (see on_hello)
         self._early_hellos: dict[str, RegistryHello] = {}
         # heap of (due, seq, name, spec, reason, lineage, base): restarts after a crash
@@ -476,7 +475,6 @@ class TrackerCore:
             self.on_hello(node, early, now)
         due = self._flush_due.pop(node, None)
         if due:
-            self._flush_due_count -= len(due)
             since = now - self.config.forward_ttl  # the old host has forgotten older handoffs
             for hid, (life, at) in due.items():
                 if (life == incarnation or not incarnation) and at > since:  # another life knows none
@@ -1102,26 +1100,17 @@ class TrackerCore:
     def _defer_flush(self, old_pid: Pid, hid: int, now: float) -> None:
         if (old_pid.node, hid) in self._flushed:
             return
-        if self._flush_due_count >= 10_000:
+        if sum(map(len, self._flush_due.values())) >= 10_000:  # one table per old host: a few
             # Bounded (every name may have moved from a host gone for good, and a joining node
             # syncs them all): a marker is of use only while the old pid forwards (forward_ttl
             # after the move), so the older ones go first; if that is not enough, all go (a
             # marker not sent only keeps a gate closed until its timeout).
             since = now - self.config.forward_ttl
-            for host in list(self._flush_due):
-                kept = {h: v for h, v in self._flush_due[host].items() if v[1] > since}
-                self._flush_due_count -= len(self._flush_due[host]) - len(kept)
-                if kept:
-                    self._flush_due[host] = kept
-                else:
-                    del self._flush_due[host]
-            if self._flush_due_count >= 10_000:
+            kept = {host: {h: v for h, v in due.items() if v[1] > since} for host, due in self._flush_due.items()}
+            self._flush_due = {host: due for host, due in kept.items() if due}
+            if sum(map(len, self._flush_due.values())) >= 10_000:
                 self._flush_due.clear()
-                self._flush_due_count = 0
-        due = self._flush_due.setdefault(old_pid.node, {})
-        if hid not in due:
-            due[hid] = (old_pid.incarnation, now)
-            self._flush_due_count += 1
+        self._flush_due.setdefault(old_pid.node, {}).setdefault(hid, (old_pid.incarnation, now))
 
     def _send_flush(self, old_host: str, hid: int) -> None:
         if (old_host, hid) in self._flushed:

@@ -447,7 +447,8 @@ class HandoffCoordinator:
     def peer_down_incoming(self, node: str) -> None:
         """``node`` is down: what it was handing to this node commits (6: the copy stays
         here), and no gate waits for its marker any more."""
-        for inc in list(self.incoming.values()):
+        regated = [i for i in self.opened.values() if i.state is Receiving.REGATED]
+        for inc in [*self.incoming.values(), *regated]:
             if inc.source == node and inc.state is Receiving.ACCEPTED:
                 # The old host died mid-handoff: keep the process it handed us.
                 self._claim(inc)
@@ -459,17 +460,7 @@ class HandoffCoordinator:
                     gate.release(node)
             if inc.source == node and inc.proc is None:
                 self._commit_due(inc)
-            if inc.state is Receiving.CLAIMED and inc.proc is not None and self.runtime.gate_of(inc.proc) is None:
-                self._open(inc)
-        for inc in [i for i in self.opened.values() if i.state is Receiving.REGATED]:
-            assert inc.proc is not None  # REGATED only with a copy (_regate)
-            gate = self.runtime.gate_of(inc.proc)
-            if gate is not None:
-                if inc.source == node:
-                    gate.release_all()
-                else:
-                    gate.release(node)
-            if self.runtime.gate_of(inc.proc) is None:
+            if inc.state in _GATED and inc.proc is not None and self.runtime.gate_of(inc.proc) is None:
                 self._open(inc)
 
     def peer_down_outgoing(self, node: str) -> None:
@@ -960,7 +951,7 @@ class HandoffCoordinator:
         gate = self.runtime.gate_of(inc.proc)
         if gate is not None:
             gate.release(msg.node)
-        if self.runtime.gate_of(inc.proc) is None and inc.state in (Receiving.CLAIMED, Receiving.REGATED):
+        if self.runtime.gate_of(inc.proc) is None and inc.state in _GATED:
             self._open(inc)
 
     def _gate_check(self, inc: Incoming, deadline: float) -> None:
@@ -969,7 +960,7 @@ class HandoffCoordinator:
         the old host that relays the markers is gone, and for all at ``deadline``; check
         again every ``GATE_CHECK`` seconds until it is open. A message it held waited at
         most that long behind a marker that may never come (counted in statistics)."""
-        if inc.state not in (Receiving.CLAIMED, Receiving.REGATED) or inc.proc is None:
+        if inc.state not in _GATED or inc.proc is None:
             return
         gate = self.runtime.gate_of(inc.proc)
         if gate is not None:
@@ -1054,6 +1045,8 @@ class HandoffCoordinator:
             inc.timer = self.loop.call_later(GATE_CHECK, self._gate_check, inc, deadline)
 
 
-# Receiving states before the copy runs, and those a drain waits for.
+# Receiving states before the copy runs, those a drain waits for, and those whose gate the
+# gate check watches (step 6 to 9, and 9L).
 _STARTING = (Receiving.STARTING, Receiving.COMMIT_DUE, Receiving.CANCEL_DUE)
 _IN_FLIGHT = frozenset((Receiving.STARTING, Receiving.COMMIT_DUE, Receiving.ACCEPTED))
+_GATED = (Receiving.CLAIMED, Receiving.REGATED)
