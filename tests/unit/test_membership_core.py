@@ -391,6 +391,22 @@ def test_allow_and_deny_globs_deny_wins_and_self_is_never_allowed() -> None:
     assert sorted(core.members) == [A, C]
 
 
+def test_a_member_denied_since_it_joined_is_not_redialed_when_its_link_drops() -> None:
+    """``deny`` changed while B was a member: its next link is dropped as it comes up, and
+    redialing it at each drop made the two nodes link and drop thousands of times a second
+    (each handshake that completes resets the transport's back-off). A member still
+    allowed is redialed."""
+    core = linked(A, B)
+    core.deny = (B,)
+    core.link_down(B, 1.0)
+    core.link_down(A, 1.0)
+    assert core.take().connect == [A]
+    core.link_up(B, 1, 1.1)
+    assert core.take().disconnect == [B]
+    core.link_down(B, 1.1)
+    assert core.take().connect == []
+
+
 def dead_without_link(at: float) -> MembershipCore:
     """A core whose link to A dropped at 1.0 and which heard at ``at`` that A is dead."""
     core = linked(A, B)

@@ -43,6 +43,7 @@ from distable.wire._messages import (
     Claim,
     Delta,
     Digest,
+    FlushAsk,
     FlushMarker,
     Lineage,
     RegistryHello,
@@ -201,6 +202,30 @@ def test_a_moved_claim_sends_its_flush_marker_once_its_old_host_comes_up() -> No
     b.peer_up("w", 5.0 + RegistryConfig().forward_ttl, 1)
     assert not [m for _, m in sent(b) if isinstance(m, FlushMarker)]
     assert not b._flush_due  # nothing kept for this node's own moves
+
+
+def test_a_node_asked_for_its_flush_marker_sends_it_again() -> None:
+    """A new host that let this node through without its marker asks for it (``FlushAsk``)
+    when it holds this node again (9L): the marker goes again to the old host, although
+    one went when the claim came (it may have been lost with a link); to one not up here,
+    once it comes up; none for a move from this node or from an old host that is gone."""
+    b = joined(core("b"), "a")
+    b.peer_up("c", 0.5, 1)
+    b.on_hello("c", RegistryHello("server", False), 0.5)
+    b.take()
+    moved = Claim(CLAIM_NAME, "x", Pid("a", 1, 1), 1, hash_name("x"), None, moved_from=Pid("c", 1, 7), handoff=3)
+    b.on_delta("a", Delta([moved], []), 1.0)
+    assert [(node, m) for node, m in sent(b) if isinstance(m, FlushMarker)] == [("c", FlushMarker(3))]
+    b.on_flush_ask("a", FlushAsk(3, Pid("c", 1, 7)), 2.0)
+    assert [(node, m) for node, m in sent(b) if isinstance(m, FlushMarker)] == [("c", FlushMarker(3))]
+    b.peer_down("c", 3.0)
+    b.on_flush_ask("a", FlushAsk(3, Pid("c", 1, 7)), 3.5)  # c is down here: sent once it is up
+    assert not [m for _, m in sent(b) if isinstance(m, FlushMarker)]
+    b.peer_up("c", 4.0, 1)
+    assert [(node, m) for node, m in sent(b) if isinstance(m, FlushMarker)] == [("c", FlushMarker(3))]
+    b.on_flush_ask("a", FlushAsk(4, Pid("b", 1, 9)), 5.0)  # moved from this node: flushed by its own handoff
+    b.on_flush_ask("a", FlushAsk(5, Pid("c", 0, 9)), 5.0)  # from an earlier life of c: it forwards nothing
+    assert not [m for _, m in sent(b) if isinstance(m, FlushMarker)]
 
 
 def test_two_views_of_a_name_handed_off_twice_pick_the_same_line_after_one_moves_on() -> None:

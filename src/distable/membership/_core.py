@@ -358,9 +358,12 @@ class MembershipCore:
         m.link = False
         if m.status == ALIVE:
             self._suspect(m, now)
-        if m.status in (ALIVE, SUSPECT) and not self.left:
+        if m.status in (ALIVE, SUSPECT) and not self.left and self.allowed(name):
             # Redial it (the transport backs off): a live member's link comes back, and a
-            # dead process's address refuses (see dial_refused).
+            # dead process's address refuses (see dial_refused). Not one denied since it
+            # joined (``deny`` changed): its link came up and was dropped at once, and the
+            # transport's back-off, reset by every handshake that completes, never grew: the
+            # two nodes redialed each other thousands of times a second.
             self._out.connect.append(name)
 
     def dial_refused(self, name: str, now: float) -> bool:

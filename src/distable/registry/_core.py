@@ -59,6 +59,7 @@ from ..wire._messages import (
     Claim,
     Delta,
     Digest,
+    FlushAsk,
     FlushMarker,
     Lineage,
     RegistryHello,
@@ -1111,6 +1112,22 @@ class TrackerCore:
             if sum(map(len, self._flush_due.values())) >= 10_000:
                 self._flush_due.clear()
         self._flush_due.setdefault(old_pid.node, {}).setdefault(hid, (old_pid.incarnation, now))
+
+    def on_flush_ask(self, node: str, msg: FlushAsk, now: float) -> None:
+        """``node``, the new host of a handoff, let this node's messages through without its
+        marker (it suspected this node, or it went down there) and now holds them again (9L):
+        send the marker again, everything this node sent to the old pid goes before it. To
+        the old host once it is up here, if it is not now (as for a claim seen then)."""
+        old = msg.old_pid
+        if old.node in (self.node, node):
+            return
+        self._flushed.discard((old.node, msg.hid))
+        peer = self.peers.get(old.node)
+        if peer is None:
+            self._defer_flush(old, msg.hid, now)
+        elif peer.incarnation == old.incarnation:
+            self._send_flush(old.node, msg.hid)
+        # else: another life of the old host is up, which forwards nothing of that one
 
     def _send_flush(self, old_host: str, hid: int) -> None:
         if (old_host, hid) in self._flushed:

@@ -13,8 +13,9 @@ that takes it. The steps are numbered as in docs/internals.md, "Handoff"::
     8   X -> Y Flushed(hid, S), behind everything S sent along the old route
     9   Y      releases S's held messages; the gate is gone once every node is
     9L  Y      a node that comes up here after 9 while the old pid forwards (forward_ttl
-               after 6), neither waited for nor flushed: its direct messages are held
-               again until its own 8
+               after 6), neither waited for nor flushed, or let through without its
+               marker: its direct messages are held again until its own 8
+    9L  Y -> S FlushAsk(hid, old pid) (version 5): S sends its 7 again
     C1  X -> Y HandoffCancel(hid): X does not know the outcome (timed out, or lost Y)
     C2  Y -> X HandoffCancelled(hid, committed, new pid): Y stopped its copy, or kept it
     A   X      aborts: the process resumes here, the move is retried later
@@ -42,7 +43,7 @@ the copy is still starting is due::
     ACCEPTED, COMMIT_DUE             --6-->  CLAIMED     (on HandoffCommit, or X down)
     ACCEPTED, CANCEL_DUE             --C2--> CANCELLED   (the copy dies)
     CLAIMED, REGATED                 --9-->  OPEN
-    OPEN                             --9L--> REGATED     (a node comes up here late)
+    OPEN                             --9L--> REGATED     (a node comes up here late, or back)
 
 Rule 1: the old host moves a process only while it is frozen, and resumes it only once
         it knows the new owner keeps no copy: refused, down, or answered "not committed"
@@ -63,8 +64,10 @@ Rule 4: the gate holds a node's direct messages only while that node's marker ca
         ``handoff_timeout``. It holds them from every node that can be sending: linked when
         it is made, or linking or coming up while it is closed, or, after it opened and
         while the old pid still forwards (``forward_ttl`` after 6), one that comes up then
-        and was neither waited for nor flushed (9L: cut off from here through the move, it
-        may have sent along the old route).
+        and was neither waited for nor flushed, or was let through without its marker (9L:
+        cut off from here through the move, it may have sent along the old route). A node
+        held again after the claim is asked for its marker (FlushAsk): it sends one by
+        itself only once, and that one may have been lost with a link.
 Rule 5: the handlers (``_on_*``) run on the event loop and never await; only the two
         tasks, ``hand_off`` (X) and ``_start`` (Y), await, and after each await they act
         on what the handlers recorded meanwhile (an Outgoing's futures, an Incoming's state).
@@ -92,10 +95,12 @@ from .._errors import DistableError, FactoryError, ProcessExited
 from .._log import RateLimitedLog
 from .._timer import Expiry
 from ..runtime import HandoffAnswer, Ignore, Process, Restart, Resume, Runtime
+from ..runtime._process import Gate
 from ..transport import Transport
 from ..wire import SHUTDOWN, Pid, to_wire
 from ..wire._messages import (
     CheckpointHandover,
+    FlushAsk,
     Flushed,
     FlushMarker,
     HandoffAccepted,
@@ -123,6 +128,8 @@ ACCEPT_AGAIN = 1.0
 #: A gate open closes again for a node that comes late (9L) only until this long before the
 #: old host forgets the handoff: the marker it would wait for is relayed until then.
 REGATE_MARGIN = 1.0
+#: The protocol version from which a peer answers ``FlushAsk`` (sends its marker again).
+FLUSH_ASK_VERSION = 5
 
 
 class FreezeForHandoff:
@@ -254,6 +261,10 @@ class Incoming:
     exited: tuple[Any] | None = None  # (reason,) once the copy exited before its claim
     flushed: set[str] = field(default_factory=set)  # the nodes whose marker came (step 8)
     waited: set[str] = field(default_factory=set)  # the nodes the gate held messages of, ever (once open: and flushed)
+    # The nodes a gate let through without their marker (down, suspected, timed out): if one
+    # comes back while the old pid forwards, the gate closes again for it and asks it for
+    # its marker (9L). None while there are none (a join wave keeps thousands of these).
+    released: set[str] | None = None
 
     def move(self, to: Receiving, *leaves: Receiving) -> None:
         """Go to ``to``, from one of ``leaves`` (anything else is a bug in this module)."""
@@ -431,6 +442,10 @@ class HandoffCoordinator:
                 if gate is not None:
                     gate.expect(node)
                     inc.waited.add(node)
+                    if inc.state in _GATED:
+                        # Claimed already: it may have seen the claim and sent its marker
+                        # while cut off, lost with the link; it sends none again unasked.
+                        self._ask_flush(inc, node)
         if self.opened:
             # Until the old host forgets the handoff (forward_ttl after it committed, a hop
             # before the claim here): its old pid forwards nothing later, nor relays markers.
@@ -440,8 +455,17 @@ class HandoffCoordinator:
             # what the sender sent to the pid since.
             moving = {id(out.proc) for out in self.outgoing.values()}
             for inc in self.opened.values():
-                late = node not in inc.waited and node != inc.source  # waited: flushed too, once open
-                if late and inc.claimed_at > since and id(inc.proc) not in moving:
+                if node == inc.source or inc.claimed_at <= since or id(inc.proc) in moving or self._source_gone(inc):
+                    continue
+                if node not in inc.waited:  # waited: flushed too, once open
+                    self._regate(inc, node)
+                elif inc.released and node in inc.released and self._asks_flush(node):
+                    # Let through without its marker (suspected: cut off from here, not from
+                    # the old host): as late as one never waited for, but it may have seen
+                    # the claim, so it is asked for its marker. Not a node too old to ask:
+                    # its marker might never come, and the gate would hold it until the
+                    # handoff timeout.
+                    inc.released.discard(node)
                     self._regate(inc, node)
 
     def peer_down_incoming(self, node: str) -> None:
@@ -457,7 +481,7 @@ class HandoffCoordinator:
                 if inc.source == node:
                     gate.release_all()
                 else:
-                    gate.release(node)
+                    self._let_through(inc, gate, node)
             if inc.source == node and inc.proc is None:
                 self._commit_due(inc)
             if inc.state in _GATED and inc.proc is not None and self.runtime.gate_of(inc.proc) is None:
@@ -966,14 +990,9 @@ class HandoffCoordinator:
         if gate is not None:
             now = self.loop.time()
             peers = self.core.peers
-            source = inc.source
-            # The old host relays every marker: once it is down, suspected or replaced by a
-            # new incarnation (the old pid's), none will come, this node's own included.
-            source_gone = (
-                source not in peers
-                or self._suspected(source)
-                or self._incarnation_of(source) != inc.old_pid.incarnation
-            )
+            # The old host relays every marker: once it is gone, none will come, this
+            # node's own included (nor does its old pid forward anything any more).
+            source_gone = self._source_gone(inc)
             if now >= deadline or source_gone:
                 stuck = sorted(gate.waiting)
             else:
@@ -986,7 +1005,10 @@ class HandoffCoordinator:
             for node in stuck:
                 self.gate_releases += 1
                 self.gate_held += len(gate.held.get(node, ()))
-                gate.release(node)
+                if source_gone:
+                    gate.release(node)
+                else:
+                    self._let_through(inc, gate, node)
             if stuck and now >= deadline:
                 self._ratelog.warning(
                     ("gate", inc.source),
@@ -1039,10 +1061,41 @@ class HandoffCoordinator:
         if gate is None:
             gate = self.runtime.gate(proc, set())
         gate.expect(node)
+        self._ask_flush(inc, node)
         if inc.state is Receiving.OPEN:
             inc.move(Receiving.REGATED, Receiving.OPEN)
             deadline = self.loop.time() + inc.spec.handoff_timeout
             inc.timer = self.loop.call_later(GATE_CHECK, self._gate_check, inc, deadline)
+
+    def _asks_flush(self, node: str) -> bool:
+        """Whether ``node``'s link agreed on a protocol version with ``FlushAsk`` (a node not
+        linked yet is not asked: an older one could not decode it). Query."""
+        return self.transport.peer_version(node) >= FLUSH_ASK_VERSION
+
+    def _ask_flush(self, inc: Incoming, node: str) -> None:
+        """Ask ``node``, which the gate of ``inc`` holds, for its marker (``FlushAsk``): one
+        that saw the claim sends none again by itself. A node that speaks no ``FlushAsk``
+        sends its marker when it sees the claim, as before."""
+        if self._asks_flush(node):
+            self.transport.post(node, FlushAsk(inc.hid, inc.old_pid))
+
+    def _let_through(self, inc: Incoming, gate: Gate, node: str) -> None:
+        """Release ``node`` from ``inc``'s gate without its marker, and remember it (9L)."""
+        if node in gate.waiting:  # not released by its marker (8) yet
+            if inc.released is None:
+                inc.released = set()
+            inc.released.add(node)
+        gate.release(node)
+
+    def _source_gone(self, inc: Incoming) -> bool:
+        """Whether the old host that relays the markers of ``inc`` is down, suspected or
+        replaced by a new incarnation here (the old pid's): none will come. Query."""
+        source = inc.source
+        return (
+            source not in self.core.peers
+            or self._suspected(source)
+            or self._incarnation_of(source) != inc.old_pid.incarnation
+        )
 
 
 # Receiving states before the copy runs, those a drain waits for, and those whose gate the

@@ -33,7 +33,10 @@ from ._types import Pid, Ref
 #: ``RegisterRequest.lineage`` and ``base``: an older decoder ignores trailing fields). A
 #: node sends no checkpoint message to a peer that agreed on less, and never makes it a
 #: standby (docs/internals.md, "Checkpoints").
-PROTOCOL_VERSION = 4
+#: 5: ``FlushAsk`` (tag 57): a new host asks a node it let through without a marker for
+#: one, when that node comes back while the old pid still forwards; a node that agreed on
+#: less is not asked (its gate is not closed again).
+PROTOCOL_VERSION = 5
 MIN_PROTOCOL_VERSION = 1
 HANDSHAKE_MAX_FRAME = 4096
 
@@ -350,6 +353,15 @@ class Flushed(_Msg, tag=38):
     node: str
 
 
+class FlushAsk(_Msg, tag=57):
+    """New owner -> a sender it let through without a marker (9L): send your
+    ``FlushMarker(hid)`` to ``old_pid``'s node, whether you sent one already or not (it
+    may have been lost with a link, or never sent)."""
+
+    hid: int
+    old_pid: Pid
+
+
 class ConflictState(_Msg, tag=39):
     """After a netsplit: the losing copy's state for the surviving copy's resolve_conflict.
 
@@ -641,6 +653,7 @@ PeerMessage = (
     | CheckpointDrop
     | CheckpointFetch
     | CheckpointHave
+    | FlushAsk
 )
 batch_decoder = msgspec.msgpack.Decoder(list[PeerMessage], ext_hook=ext_hook)
 single_decoder = msgspec.msgpack.Decoder(PeerMessage, ext_hook=ext_hook)
