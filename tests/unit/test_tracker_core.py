@@ -208,23 +208,41 @@ def test_a_node_asked_for_its_flush_marker_sends_it_again() -> None:
     """A new host that let this node through without its marker asks for it (``FlushAsk``)
     when it holds this node again (9L): the marker goes again to the old host, although
     one went when the claim came (it may have been lost with a link); to one not up here,
-    once it comes up; none for a move from this node or from an old host that is gone."""
+    once it comes up; none before the claim came (it goes then, even if one went for an
+    earlier sight of it), for a move from this node or from an old host that is gone."""
     b = joined(core("b"), "a")
     b.peer_up("c", 0.5, 1)
     b.on_hello("c", RegistryHello("server", False), 0.5)
     b.take()
+    # Asked before it saw the claim: nothing yet (it may still send to the old pid by name).
+    b.on_flush_ask("a", FlushAsk(3, Pid("c", 1, 7), "x"), 0.9)
+    assert not [m for _, m in sent(b) if isinstance(m, FlushMarker)]
     moved = Claim(CLAIM_NAME, "x", Pid("a", 1, 1), 1, hash_name("x"), None, moved_from=Pid("c", 1, 7), handoff=3)
     b.on_delta("a", Delta([moved], []), 1.0)
     assert [(node, m) for node, m in sent(b) if isinstance(m, FlushMarker)] == [("c", FlushMarker(3))]
-    b.on_flush_ask("a", FlushAsk(3, Pid("c", 1, 7)), 2.0)
+    b.on_flush_ask("a", FlushAsk(3, Pid("c", 1, 7), "x"), 2.0)
     assert [(node, m) for node, m in sent(b) if isinstance(m, FlushMarker)] == [("c", FlushMarker(3))]
     b.peer_down("c", 3.0)
-    b.on_flush_ask("a", FlushAsk(3, Pid("c", 1, 7)), 3.5)  # c is down here: sent once it is up
+    b.on_flush_ask("a", FlushAsk(3, Pid("c", 1, 7), "x"), 3.5)  # c is down here: sent once it is up
     assert not [m for _, m in sent(b) if isinstance(m, FlushMarker)]
     b.peer_up("c", 4.0, 1)
     assert [(node, m) for node, m in sent(b) if isinstance(m, FlushMarker)] == [("c", FlushMarker(3))]
-    b.on_flush_ask("a", FlushAsk(4, Pid("b", 1, 9)), 5.0)  # moved from this node: flushed by its own handoff
-    b.on_flush_ask("a", FlushAsk(5, Pid("c", 0, 9)), 5.0)  # from an earlier life of c: it forwards nothing
+    mine = Claim(CLAIM_NAME, "y", Pid("a", 1, 2), 2, hash_name("y"), None, moved_from=Pid("b", 1, 9), handoff=4)
+    earlier = Claim(CLAIM_NAME, "z", Pid("a", 1, 3), 3, hash_name("z"), None, moved_from=Pid("c", 0, 9), handoff=5)
+    b.on_delta("a", Delta([mine, earlier], []), 5.0)
+    sent(b)
+    b.on_flush_ask("a", FlushAsk(4, Pid("b", 1, 9), "y"), 5.0)  # moved from this node: flushed by its own handoff
+    b.on_flush_ask("a", FlushAsk(5, Pid("c", 0, 9), "z"), 5.0)  # from an earlier life of c: it forwards nothing
+    b.on_flush_ask("a", FlushAsk(3, Pid("c", 1, 7), ["x"]), 5.0)  # an unhashable name: no claim has it
+    assert not [m for _, m in sent(b) if isinstance(m, FlushMarker)]
+    # Asked while its sight of the claim was lost (a's claims dropped with a verdict): the
+    # marker goes again when the claim comes again, though one went for the first sight.
+    b.peer_down("a", 6.0)
+    b.on_flush_ask("a", FlushAsk(3, Pid("c", 1, 7), "x"), 6.1)
+    assert not [m for _, m in sent(b) if isinstance(m, FlushMarker)]
+    b.peer_up("a", 6.2, 1)
+    b.on_delta("a", Delta([moved], []), 6.3)
+    assert [(node, m) for node, m in sent(b) if isinstance(m, FlushMarker)] == [("c", FlushMarker(3))]
     assert not [m for _, m in sent(b) if isinstance(m, FlushMarker)]
 
 

@@ -1117,11 +1117,23 @@ class TrackerCore:
         """``node``, the new host of a handoff, let this node's messages through without its
         marker (it suspected this node, or it went down there) and now holds them again (9L):
         send the marker again, everything this node sent to the old pid goes before it. To
-        the old host once it is up here, if it is not now (as for a claim seen then)."""
+        the old host once it is up here, if it is not now (as for a claim seen then).
+
+        Only once this node holds the asker's claim that the move made: until then it may
+        send to the old pid by name, and a marker sent now could open the gate for what it
+        sends to the new pid later, ahead of that. It goes when the claim comes (7), as any
+        node's does, even if one went for an earlier sight of it (its sync after a heal
+        may come after the ask)."""
         old = msg.old_pid
         if old.node in (self.node, node):
             return
-        self._flushed.discard((old.node, msg.hid))
+        self._flushed.discard((old.node, msg.hid))  # sent once: again when asked
+        try:
+            claim = self.claims.get(node, {}).get(msg.name)
+        except TypeError:  # an unhashable name: no claim has it
+            return
+        if claim is None or claim.kind != CLAIM_NAME or claim.moved_from != old or claim.handoff != msg.hid:
+            return
         peer = self.peers.get(old.node)
         if peer is None:
             self._defer_flush(old, msg.hid, now)

@@ -1077,7 +1077,7 @@ class HandoffCoordinator:
         that saw the claim sends none again by itself. A node that speaks no ``FlushAsk``
         sends its marker when it sees the claim, as before."""
         if self._asks_flush(node):
-            self.transport.post(node, FlushAsk(inc.hid, inc.old_pid))
+            self.transport.post(node, FlushAsk(inc.hid, inc.old_pid, to_wire(inc.name)))
 
     def _let_through(self, inc: Incoming, gate: Gate, node: str) -> None:
         """Release ``node`` from ``inc``'s gate without its marker, and remember it (9L)."""

@@ -354,12 +354,13 @@ class Flushed(_Msg, tag=38):
 
 
 class FlushAsk(_Msg, tag=57):
-    """New owner -> a sender it let through without a marker (9L): send your
-    ``FlushMarker(hid)`` to ``old_pid``'s node, whether you sent one already or not (it
-    may have been lost with a link, or never sent)."""
+    """New owner -> a sender its gate holds again (9L): once you have seen my claim of
+    ``name`` (moved from ``old_pid`` by handoff ``hid``), send your ``FlushMarker(hid)`` to
+    ``old_pid``'s node again (the one you sent may have been lost with a link)."""
 
     hid: int
     old_pid: Pid
+    name: Any
 
 
 class ConflictState(_Msg, tag=39):
