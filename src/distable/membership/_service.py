@@ -110,6 +110,16 @@ class MembershipService:
 
     def link_up(self, name: str, incarnation: int) -> None:
         client = self.transport.role_of(name) == "client"
+        if not self.core.allowed(name) and name != self.name:
+            # Hung up on below; said here (every 30 s per peer at most), or the peer only
+            # sees its links drop as they come up, and this node says "disconnect requested".
+            self._ratelog.warning(
+                ("denied", name),
+                "dropping the link from %s: its name is not allowed here (deny %s, allow %s)",
+                name,
+                list(self.core.deny),
+                list(self.core.allow),
+            )
         self.core.link_up(name, incarnation, self.loop.time(), client)
         self._apply()
 

@@ -80,6 +80,9 @@ log = logging.getLogger("distable.transport")
 
 #: Reject reasons that are part of normal operation, not failures.
 _BENIGN_REJECTS = ("simultaneous dial", "duplicate link")
+#: A link that goes down sooner than this after it came up does not reset the redial's
+#: backoff: the peer may be dropping this node's links as they come up.
+STABLE_LINK = 1.0
 
 
 def parse_node_name(name: str) -> tuple[str, str, int]:
@@ -207,6 +210,7 @@ class Peer:
         "incarnation",
         "last_recv",
         "last_sent",
+        "linked_at",
         "messages_in",
         "messages_out",
         "name",
@@ -261,6 +265,7 @@ class Peer:
         # by ``relieve``.
         self.writer = BatchWriter(max_frame_size)
         self.flush_scheduled = False
+        self.linked_at = 0.0  # when the link last came up (loop time)
         self.paused = False
         self._congestion: asyncio.Future[None] | None = None
         self.last_sent = 0.0
@@ -1118,7 +1123,7 @@ class Transport:
         peer.refused = False
         peer.error = peer.error_kind = ""
         peer.role = conn.core.peer_role
-        peer.backoff.reset()
+        peer.linked_at = self.loop.time()  # the backoff starts again once it has lasted (_on_closed)
         peer.retry_at = 0.0
         peer.paused = False
         peer.connects += 1
@@ -1151,11 +1156,24 @@ class Transport:
             return
         peer.conn = None
         peer.paused = False
-        peer.idle_since = self.loop.time()
+        now = peer.idle_since = self.loop.time()
         self._drop_pending(peer, conn.close_reason)
+        if now - peer.linked_at < STABLE_LINK:
+            # Gone as soon as it came up: the peer drops this node's links (its deny list
+            # names this node, or it closes links at once). The redial backs off, and is
+            # scheduled before on_down, so that membership's connect() finds it pending:
+            # redialed at once, each time, two nodes linked and dropped thousands of times
+            # a second (each completed handshake had reset the backoff).
+            delay = peer.backoff.next_delay(now)
+            peer.retry_at = now + delay
+            if peer.wanted and not self._closing:
+                self._dial_later(peer, delay)
+            self._on_down(peer.name, peer.incarnation, conn.close_reason)
+            return
+        peer.backoff.reset()
         self._on_down(peer.name, peer.incarnation, conn.close_reason)
         if peer.wanted and not self._closing:
-            self._dial_later(peer, peer.backoff.next_delay(self.loop.time()))
+            self._dial_later(peer, peer.backoff.next_delay(now))
 
     def _dial_failed(self, peer: Peer, conn: PeerConnection) -> None:
         """A dial ended without a link: report it, back off, redial, call ``on_down``.
