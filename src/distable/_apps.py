@@ -29,6 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ._errors import AlreadyRegistered
+
 
 class AppError(Exception):
     """An app reference that could not be imported, found or started; one-line message."""
@@ -165,7 +167,14 @@ async def run_app(node: Any, app: App) -> None:
         if inspect.isawaitable(started):
             await started
     except Exception as exc:
-        raise AppError(f"app {app.ref!r} failed: {one_line(exc)}") from exc
+        hint = ""
+        if isinstance(exc, AlreadyRegistered):
+            # The usual cause: the same app on every node, each registering the same names.
+            hint = (
+                " (every node runs its --app functions: to start a name once from all of them,"
+                " use whereis_or_register, which returns the pid that holds it)"
+            )
+        raise AppError(f"app {app.ref!r} failed: {one_line(exc)}{hint}") from exc
 
 
 async def start_app(node: Any, ref: str) -> None:

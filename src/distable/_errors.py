@@ -13,11 +13,14 @@ class DistableError(Exception):
 
 
 class AlreadyRegistered(DistableError):
-    """The name is registered already; ``pid`` is the process that holds it."""
+    """The name is registered already; ``pid`` is the process that holds it, ``name`` the
+    name (None where the raiser did not say)."""
 
-    def __init__(self, pid: Any) -> None:
-        super().__init__(f"name already registered to {pid!r}")
+    def __init__(self, pid: Any, name: Any = None) -> None:
+        what = "name" if name is None else repr(name)
+        super().__init__(f"{what} already registered to {pid!r}")
         self.pid = pid
+        self.name = name
 
 
 class NoNodeAvailable(DistableError):

@@ -58,6 +58,13 @@ async def fail(node: Node) -> None:
     raise RuntimeError(f"cannot start on {node.name}")
 
 
+async def twice(node: Node) -> None:
+    """An app function that registers a name taken already, as the same app on a second
+    node does with ``register``, for the CLI's error test."""
+    await node.register("once", Counter, "once")
+    await node.register("once", Counter, "once")
+
+
 SHARED = [f"shared-{i}" for i in range(8)]
 
 

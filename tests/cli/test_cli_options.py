@@ -358,6 +358,9 @@ def test_port_in_use(quiet_logging: None) -> None:
         ("tests.cli.cliapp:nothing", "app module 'tests.cli.cliapp' has no 'nothing'"),
         ("tests.cli.cliapp:fail", "app 'tests.cli.cliapp:fail' failed: RuntimeError: cannot start on distable@"),
         ("tests.cli.cliapp:COUNT", "app 'tests.cli.cliapp:COUNT' is not callable"),
+        # the same app on every node, each registering the same names: which name, and the fix
+        ("tests.cli.cliapp:twice", "AlreadyRegistered: 'once' already registered to <pid distable@"),
+        ("tests.cli.cliapp:twice", "every node runs its --app functions: to start a name once from all of them"),
     ],
 )
 def test_app_that_fails(quiet_logging: None, app: str, text: str) -> None:

@@ -136,6 +136,8 @@ async def test_register_of_a_taken_name_raises_already_registered_with_the_exist
         with pytest.raises(AlreadyRegistered) as info:
             await node.register("taken", apps.Counter, key="taken")
         assert info.value.pid == pid
+        assert info.value.name == "taken"
+        assert str(info.value) == f"'taken' already registered to {pid!r}"
     assert apps.INITS["taken"] == 1
 
 

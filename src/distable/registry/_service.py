@@ -690,7 +690,7 @@ class RegistryService:
         if existing is not None:
             if existing_ok:
                 return existing
-            raise AlreadyRegistered(existing)
+            raise AlreadyRegistered(existing, name)
         owner = self.core.placement.owner_of_hash(position)
         if owner is None:
             raise NoNodeAvailable(f"no node may own {name!r} now (no server nodes, or no quorum)")
@@ -698,7 +698,7 @@ class RegistryService:
         reply = await self._register_at(owner, name, spec, timeout)
         if existing_ok and reply.status == REGISTRY_EXISTS and reply.pid is not None:
             return reply.pid
-        pid = _outcome(reply)
+        pid = _outcome(reply, name)
         if pid is None:
             raise FactoryError(f"unexpected registry reply {reply!r}")
         return pid
@@ -707,9 +707,9 @@ class RegistryService:
         """The caller's task (``Node.register_name``); awaits the host's reply."""
         _check_name(name)
         if pid.node == self.node:
-            _outcome(self._register_name_here(name, pid))
+            _outcome(self._register_name_here(name, pid), name)
         else:
-            _outcome(await self._request(pid.node, RegisterNameRequest(0, name, pid), timeout))
+            _outcome(await self._request(pid.node, RegisterNameRequest(0, name, pid), timeout), name)
 
     async def unregister(self, name: Any, timeout: float) -> None:
         """The caller's task (``Node.unregister``); awaits the host's reply."""
@@ -2322,8 +2322,9 @@ def _error(error: str, detail: str) -> RegistryReply:
     return RegistryReply(0, REGISTRY_ERROR, None, error, detail)
 
 
-def _outcome(reply: RegistryReply) -> Pid | None:
-    """The pid a successful reply names, or the error it reports, raised.
+def _outcome(reply: RegistryReply, name: Any = None) -> Pid | None:
+    """The pid a successful reply names, or the error it reports, raised (``name``: the
+    name the request was about, for the error's text).
 
     Raises:
         AlreadyRegistered: the name is registered already (``REGISTRY_EXISTS``).
@@ -2335,7 +2336,7 @@ def _outcome(reply: RegistryReply) -> Pid | None:
     if status == REGISTRY_OK:
         return reply.pid
     if status == REGISTRY_EXISTS and reply.pid is not None:
-        raise AlreadyRegistered(reply.pid)
+        raise AlreadyRegistered(reply.pid, name)
     if status == REGISTRY_ERROR:
         if reply.error == "ProcessExited":
             raise ProcessExited(reply.detail)
