@@ -15,7 +15,7 @@ that takes it. The steps are numbered as in docs/internals.md, "Handoff"::
     9L  Y      a node that comes up here after 9 while the old pid forwards (forward_ttl
                after 6), neither waited for nor flushed, or let through without its
                marker: its direct messages are held again until its own 8
-    9L  Y -> S FlushAsk(hid, old pid) (version 5): S sends its 7 again
+    9L  Y -> S FlushAsk(hid, old pid, name) (version 5): S sends its 7 again once it holds 6
     C1  X -> Y HandoffCancel(hid): X does not know the outcome (timed out, or lost Y)
     C2  Y -> X HandoffCancelled(hid, committed, new pid): Y stopped its copy, or kept it
     A   X      aborts: the process resumes here, the move is retried later
