@@ -593,6 +593,28 @@ async def test_a_peer_let_through_without_its_marker_is_held_again_and_asked_for
     await _held_again_at_the_heal(cut, x, y, z, name, new)
 
 
+async def test_a_handoff_request_lost_with_its_link_is_sent_again_when_the_link_comes_back(cluster: Cluster) -> None:
+    """X's request (2) is lost (posted while its link to Y was down, it went with the dial
+    that failed): once a link to Y comes up again, X sends it again, and the move ends long
+    before its handoff timeout, with the state; Y takes a repeated request once."""
+    x, y, _, name, old = await _counter_to_be_moved(cluster, "resent", handoff_timeout=60.0)
+    with dropping(x, "HandoffRequest") as lost:
+        await cluster.join(y)
+        await eventually(lambda: lost, message=lambda: "x sent no request")
+    assert y.whereis(name) == old  # still on x, frozen, waiting for an answer
+    x.transport.disconnect(y.name)  # a new link: membership redials at once
+    new = await eventually(
+        lambda: (p := x.whereis(name)) is not None and p.node == y.name and p,
+        message=lambda: copies_of(cluster, name),
+    )
+    assert await _count_is(y, name, 3)
+    coordinator = y.registry.handoff
+    before = dict(coordinator.incoming)
+    coordinator._on_handoff_request(x.name, lost[0])  # the first one, arriving late after all
+    assert coordinator.incoming == before  # taken once: no second copy starts
+    await eventually(lambda: cluster.live_copies(name) == [new], message=lambda: copies_of(cluster, name))
+
+
 async def test_a_copy_that_is_being_handed_on_does_not_close_its_gate_again(cluster: Cluster) -> None:
     """A copy handed in moments ago, frozen now for its next move: a node that comes up
     here meanwhile does not get a new gate (9L) on it. The commit forwards the mailbox, not

@@ -2,7 +2,8 @@
 that takes it. The steps are numbered as in docs/internals.md, "Handoff"::
 
     1   X      begin_handoff() inside the process; unless it answers Ignore, it freezes
-    2   X -> Y HandoffRequest(hid, name, spec, old pid, state)
+    2   X -> Y HandoffRequest(hid, name, spec, old pid, state); again on a new link to Y
+               while unanswered (Y takes a repeated one once)
     3   Y      starts the copy: end_handoff(state) first in its mailbox, gated
     4   Y -> X HandoffAccepted(hid, new pid)          (4R: HandoffRefused); again every
                ACCEPT_AGAIN s until 5 or C1 comes (X: HandoffCommit again, or
@@ -222,6 +223,9 @@ class Outgoing:
     state: Sending = Sending.FROZEN
     has_state: bool = False  # the process's state goes along (Resume), else its last checkpoint or nothing
     relayed: set[str] = field(default_factory=set)  # nodes whose flush marker was relayed (8) or parked
+    # The request (2) while no answer came (REQUESTED): sent again on a new link to the
+    # target, since one posted while the link was down is dropped with the failed dial.
+    request: HandoffRequest | None = None
     # Set once HandoffCancel is sent: the new owner's answer (its pid if it had committed).
     cancel_answer: asyncio.Future[Pid | None] | None = None
     # Done when the handoff committed (5) or aborted (A); never fails.
@@ -235,6 +239,8 @@ class Outgoing:
         """Go to ``to``, from one of ``leaves`` (anything else is a bug in this module)."""
         assert self.state in leaves, f"handoff {self.hid} of {self.name!r}: {self.state} -> {to}"
         self.state = to
+        if to is not Sending.REQUESTED:
+            self.request = None  # answered, or given up: not sent again
         if to in (Sending.COMMITTED, Sending.ABORTED) and self.finished is not None and not self.finished.done():
             self.finished.set_result(None)
 
@@ -487,6 +493,16 @@ class HandoffCoordinator:
             if inc.state in _GATED and inc.proc is not None and self.runtime.gate_of(inc.proc) is None:
                 self._open(inc)
 
+    def link_up_outgoing(self, node: str) -> None:
+        """A link to ``node`` came up: a request (2) to it that no answer came for goes
+        again. Posted while the link was down (a cut, a peer declared failed by the other
+        side only), it was dropped with the dial that failed, and the process stayed frozen
+        until its handoff timeout; sent before the old link died, it may have arrived, and
+        the new owner takes a repeated request once (``_on_handoff_request``)."""
+        for out in self.outgoing.values():
+            if out.target == node and out.request is not None:
+                self.transport.post(node, out.request)
+
     def peer_down_outgoing(self, node: str) -> None:
         """``node`` is down: a handoff to it that it has not accepted fails (A), and a
         cancel waiting for its answer (C2) has it: not committed, as far as we can tell."""
@@ -637,6 +653,7 @@ class HandoffCoordinator:
             request = HandoffRequest(out.hid, to_wire(name), spec_out, command.pid, False, None, ancestors, handover)
             self.transport.post(out.target, request)
         out.move(Sending.REQUESTED, Sending.FROZEN)
+        out.request = request
         return True
 
     def _on_handoff_accepted(self, node: str, msg: HandoffAccepted) -> None:
@@ -756,13 +773,19 @@ class HandoffCoordinator:
         A request whose old host is not up here (in the incarnation that sent it) is
         committed from the start (COMMIT_DUE), as ``peer_down_incoming`` commits one that
         came before the verdict."""
+        key = (node, msg.hid)
+        if key in self.incoming or key in self.opened or key in self._committed_in:
+            # Sent again on a new link (``link_up_outgoing``) after this node had it: its
+            # answer is on its way, or sent again (``ACCEPT_AGAIN``); a second copy here
+            # would outlive the first's claim.
+            return
         if self.core.leaving:
             # Draining: it would only have to move on again. The sender learns we are
             # leaving (RegistryLeaving) and retries with its next owner.
             self.transport.post(node, HandoffRefused(msg.hid, "the node is draining"))
             return
         inc = Incoming(node, msg.hid, msg.name, msg.spec, msg.old_pid, msg.ancestors, msg.checkpoint)
-        self.incoming[(node, msg.hid)] = inc
+        self.incoming[key] = inc
         if self._incarnation_of(node) != msg.old_pid.incarnation:
             # The old host is down here already: this node read the request only after its
             # verdict (it was paused, and the request waited in the socket behind it), so

@@ -539,6 +539,7 @@ class RegistryService:
         link delivers anything; never awaits."""
         now = self.loop.time()
         self.handoff.peer_up_incoming(node)
+        self.handoff.link_up_outgoing(node)
         if self.core.link_renewed(node, now, incarnation):
             self._changed()
         self._conflict_due(self.conflict_outbox.link_renewed(node, incarnation, now))
