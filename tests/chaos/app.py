@@ -75,6 +75,7 @@ class Counter(Process):
         self.lineage = os.urandom(6).hex()
         self.absorbed: set[str] = set()
         self.logged = False  # the lineage's first line is written on first use (a handoff replaces it)
+        self.started = time.time()  # ... and says when the copy started (``started``)
         _live[self.pid] = self
 
     def _log(self, event: str, **extra: Any) -> None:
@@ -83,7 +84,7 @@ class Counter(Process):
     def _fresh(self) -> None:
         if not self.logged:
             self.logged = True
-            self._log("fresh")
+            self._log("fresh", started=self.started)
 
     async def handle_call(self, message: Any, caller: Caller) -> Any:
         self._fresh()

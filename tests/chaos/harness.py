@@ -936,7 +936,11 @@ class Run:
         hosts = self.hosts(ledger)
         entries: dict[str, list[tuple[float, str]]] = collections.defaultdict(list)  # name -> (t, lineage), for judge
         for entry in ledger:
-            entries[entry["name"]].append((float(entry["t"]), entry["lineage"]))
+            # A fresh copy's line is written at its first call, maybe long after it started
+            # (a restart no one called for a while): the lineage it replaced ended at the
+            # start (seed 6600000005: a kill's restart, first called after a later pause,
+            # was blamed on the pause).
+            entries[entry["name"]].append((float(entry.get("started", entry["t"])), entry["lineage"]))
         got: dict[tuple[str, str], list[dict[str, Any]]] = collections.defaultdict(list)  # with checkpoints
         for entry in sorted(ledger, key=lambda e: float(e["t"])):
             if entry["event"] in ("restore", "resume") and "ops" in entry:

@@ -118,6 +118,25 @@ def test_the_states_check_judges_a_lost_lineage_by_its_last_ack_and_its_replacem
     assert (lost == []) == allowed, lost
 
 
+def test_a_restart_first_called_long_after_it_started_is_judged_at_its_start(chaos: Run) -> None:
+    # s0 (L's host) killed at 10-13 while s1 was paused (allowed); its restart M started at
+    # 13 but wrote its line only at its first call, 30, after a lone pause of s0 at 24-27:
+    # the loss is the kill's (seed 6600000005 blamed the pause, by the line's time).
+    chaos.failures = [
+        _failure("s0", "kill", 10.0, 13.0),
+        _failure("s1", "pause", 11.0, 14.0),
+        _failure("s0", "pause", 24.0, 27.0),
+    ]
+    chaos.names = ["c0000"]
+    chaos.acks["c0000"] = [Ack("w0-1", "L", S0, T0 + 4.99, T0 + 5.0)]
+    ledger = [
+        {"t": T0 + 1.0, "node": S0, "name": "c0000", "lineage": "L", "event": "fresh"},
+        {"t": T0 + 30.0, "started": T0 + 13.0, "node": S0, "name": "c0000", "lineage": "M", "event": "fresh"},
+    ]
+    chaos.check_states({"c0000": {"ops": [], "lineage": "M", "absorbed": []}}, ledger)
+    assert [v for v in chaos.result.violations if v.kind == "lost-ack"] == []
+
+
 def test_another_failure_that_ended_long_before_excuses_nothing(chaos: Run) -> None:
     chaos.failures = [_failure("s1", "kill", 2.0, 5.0), _failure("s0", "kill", 10.0, 13.0)]
     assert not chaos.lost_at(_ack(1.0), False, HOSTED_ON_S0, []).startswith("allowed")
