@@ -429,6 +429,7 @@ class Node:
             deny=self._deny,
         )
         ms = self._membership
+        transport.admits = ms.core.allowed  # read at each handshake: a deny changed later counts
         if self._store_source is not None:
             namespace = "distable:" + hashlib.sha256(self._cookie).hexdigest()[:16]
             engine = open_store(self._store_source, namespace=namespace, timeout=self._store_timeout)

@@ -83,6 +83,8 @@ _BENIGN_REJECTS = ("simultaneous dial", "duplicate link")
 #: A link that goes down sooner than this after it came up does not reset the redial's
 #: backoff: the peer may be dropping this node's links as they come up.
 STABLE_LINK = 1.0
+#: Why an acceptor refuses an authenticated dialer whose name its ``admits`` rejects.
+DENIED = "not admitted by its --allow/--deny lists"  # as the dialer reads it
 
 
 def parse_node_name(name: str) -> tuple[str, str, int]:
@@ -442,7 +444,13 @@ class PeerConnection(asyncio.Protocol):
                 reason = self.owner._decide(self)
                 if reason is not None:
                     self._send_handshake(self.core.reject(reason))
-                    benign = reason in _BENIGN_REJECTS  # the other refusals mean a misconfigured or hostile peer
+                    if reason == DENIED:  # a peer this node's configuration names: said once in a while
+                        self.owner._ratelog.warning(
+                            ("denied", self.core.peer_name),
+                            "refused the link from %s: this node's --allow/--deny lists do not admit it",
+                            self.core.peer_name,
+                        )
+                    benign = reason in _BENIGN_REJECTS or reason == DENIED  # the others: misconfigured or hostile
                     self.close(f"refused link: {reason}", level=logging.DEBUG if benign else logging.WARNING)
                     return
                 self._send_handshake(self.core.accept())
@@ -658,6 +666,11 @@ class Transport:
         self._rng = rng or random.Random()
         self._ratelog = RateLimitedLog(log, f"{name}: ")
         self._alone_log = RateLimitedLog(log, f"{name}: ", interval=30.0)
+        #: Whether a node may link with this one (the node sets membership's allow and deny
+        #: lists here): an authenticated dialer it rejects is refused in the handshake
+        #: (``DENIED``), so that the dialer says why and backs off, rather than seeing its
+        #: link drop as it comes up.
+        self.admits: Callable[[str], bool] | None = None
 
         # Lifecycle: written by the node's ``listen`` and ``close`` (``_tick_handle`` also
         # by ``_tick``, which re-arms itself; ``distable.testing.crash`` sets ``_closing``
@@ -1069,6 +1082,8 @@ class Transport:
         inc = conn.core.peer_incarnation
         if name == self.name:
             return "the peer claims this node's own name"
+        if self.admits is not None and not self.admits(name):
+            return DENIED
         try:
             peer = self.peers.get(name) or self._peer(name)
         except ValueError:
