@@ -774,3 +774,78 @@ async def test_a_conflict_state_passed_on_to_a_successor_that_is_gone_leaves_the
         z.transport.post(x.name, ConflictState(name, old, True, ["L0"], ref=11))
         await eventually(lambda: answers, message=lambda: copies_of(cluster, name))
     assert answers == [ConflictStateTaken(11, winner_gone=True)]  # the loser stays
+
+
+# --- 10. two moves of one pid: a stale request committed after its old host left ---------------
+
+
+def _moved_twice(nodes: list[str], prefix: str) -> str:
+    """The first name ``prefix-<i>`` that ``nodes[0]`` owns among ``nodes``, ``nodes[1]``
+    without the first, and ``nodes[2]`` without the first two."""
+    for i in range(10_000):
+        name = f"{prefix}-{i}"
+        owners = [Ring().place(nodes[k:]).owner(name) for k in range(3)]
+        if owners == nodes[:3]:
+            return name
+    raise AssertionError(f"no name moving through {nodes[:3]}")
+
+
+async def test_a_stale_request_committed_after_its_old_host_left_yields_to_the_later_move_of_the_same_pid(
+    cluster: Cluster,
+) -> None:
+    """The campaign's seed 6800000005: X, leaving, hands a name to Y, which is paused (the
+    request waits in its socket); X declares Y failed, aborts that move, its process
+    resumes and answers more calls, and X hands it to W (committed, with the state) and
+    leaves. Y wakes after X is gone, reads the stale request and commits it (rule 3: the
+    old host is down there). Two copies then claim the name, both moved from X's pid by
+    two handoffs: the later move's wins everywhere (it holds all the first one held, and
+    more), the stale one retires into it, and the name then moves to its owner, Y, with
+    every acknowledged increment. Before, the ring over the claimants' hosts picked the
+    stale copy where it was seen (the later one's count reached only its resolve_conflict),
+    while a node that had not seen it kept the later copy: in the campaign, both ran on."""
+    x, y, w, z = await cluster.start(4, registry=NO_SYNC)
+    name = _moved_twice([x.name, y.name, w.name, z.name], "twice")
+    old = await z.register(name, apps.Counter, key=name, handoff_timeout=60.0)
+    assert old.node == x.name
+    for _ in range(3):
+        await z.call(name, "incr")
+    held: list[tuple[str, Any]] = []
+    verdicts: list[str] = []
+    registry = y.registry
+
+    def peer_down(node: str) -> None:
+        verdicts.append(node)  # y, paused, sees nothing go down until it wakes
+
+    registry.peer_down = peer_down  # type: ignore[method-assign]
+    try:
+        with intercept(y, HandoffRequest, lambda node, msg, deliver: held.append((node, msg))):
+            leaving = asyncio.ensure_future(cluster.stop(x))
+            await eventually(lambda: held, message=lambda: "x sent y no request")
+            for node in (x, w, z):
+                node.registry.peer_down(y.name)  # the verdict on the paused y, everywhere
+            later = await eventually(
+                lambda: (p := z.whereis(name)) is not None and p.node == w.name and p,
+                message=lambda: copies_of(cluster, name),
+            )
+            await leaving
+        assert await _count_is(w, name, 3)
+        assert await w.call(name, "incr") == 4  # acknowledged by the copy the later move made
+        assert x.name in verdicts
+        # y wakes: it reads the stale request, then sees x gone, and commits it (rule 3).
+        with dropping(y, "HandoffAccepted"):
+            registry.handoff._on_handoff_request(*held[0])
+            stale = await eventually(
+                lambda: next((p for n, p in handoffs_in_flight(y).incoming if n == name and p is not None), None),
+                message=lambda: copies_of(cluster, name),
+            )
+    finally:
+        del registry.peer_down
+    registry.peer_down(x.name)
+    await eventually(lambda: y.whereis(name) == stale, message=lambda: copies_of(cluster, name))
+    for node in (w, z):
+        node.registry.peer_up(y.name)  # y is back (it was only paused)
+    await eventually(lambda: one_copy(cluster, name) is not None, timeout=20, message=lambda: copies_of(cluster, name))
+    retired = [(e.winner, e.loser) for n in cluster.nodes for e in cluster.events(n) if isinstance(e, ConflictResolved)]
+    assert retired == [(later, stale)]  # the later move's copy won, and the stale one retired into it
+    count, _ = await z.call(name, "get")
+    assert count == 4  # on its owner now (y, handed on from w), nothing acknowledged lost

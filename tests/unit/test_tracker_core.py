@@ -247,30 +247,43 @@ def test_a_node_asked_for_its_flush_marker_sends_it_again() -> None:
 
 
 def test_two_views_of_a_name_handed_off_twice_pick_the_same_line_after_one_moves_on() -> None:
-    """s3 handed the name to s0 and, read late after s3's verdict, to s4 too; s0's copy then
+    """s3 handed the name to s0, and, read late after s3's verdict, to s4 too; s0's copy then
     moved on to s6. A node that sees {s0, s4}'s copies and one that sees {s6, s4}'s must pick
-    the same line: s3 (the ring's owner over the claimants' hosts, theirs included) stands
-    for the line whose first pid after s3 is the smaller, s0's, in both. It stood for the
-    copy with the smaller pid now, s0's in one view and s4's in the other: each retired its
-    own copy to the other's, and the name was lost (the campaign's seed 5900000001)."""
+    the same line. With the handoff ids of the line's moves (version 6) the later move's line
+    wins; without them (claims made through older nodes), s3 (the ring's owner over the
+    claimants' hosts, theirs included) stands for the line whose first pid after s3 is the
+    smaller, s0's, in both. It stood for the copy with the smaller pid now, s0's in one view
+    and s4's in the other: each retired its own copy to the other's, and the name was lost
+    (the campaign's seed 5900000001)."""
     s0, s3, s4, s6 = (
         f"{n}@127.0.0.1:{port}" for n, port in (("s0", 51259), ("s3", 39415), ("s4", 52471), ("s6", 42925))
     )
     name = "c0778"
     assert Ring().place([s0, s3, s4, s6]).owner(name) == s3 == Ring().place([s0, s3, s4]).owner(name)
     first = Pid(s3, 1, 169)
-    at_s0 = Claim(CLAIM_NAME, name, Pid(s0, 1, 210), 1, hash_name(name), None, moved_from=first, handoff=1)
-    at_s4 = Claim(CLAIM_NAME, name, Pid(s4, 1, 194), 1, hash_name(name), None, moved_from=first, handoff=2)
-    at_s6 = Claim(
-        CLAIM_NAME, name, Pid(s6, 1, 191), 1, hash_name(name), None, moved_from=at_s0.pid, handoff=3, ancestors=(first,)
-    )
-    before = joined(core("v"), s0, s4)
-    before.on_delta(s0, Delta([at_s0], []), 1.0)
-    before.on_delta(s4, Delta([at_s4], []), 1.0)
-    after = joined(core("w"), s6, s4)
-    after.on_delta(s6, Delta([at_s6], []), 1.0)
-    after.on_delta(s4, Delta([at_s4], []), 1.0)
-    assert (before.pids[name], after.pids[name]) == (at_s0.pid, at_s6.pid)
+    for hid_s0, hid_s4 in ((0, 0), (2, 1), (1, 2)):  # no ids; s0's line the later; s4's
+        at_s0 = Claim(CLAIM_NAME, name, Pid(s0, 1, 210), 1, hash_name(name), None, moved_from=first, handoff=hid_s0)
+        at_s4 = Claim(CLAIM_NAME, name, Pid(s4, 1, 194), 1, hash_name(name), None, moved_from=first, handoff=hid_s4)
+        at_s6 = Claim(
+            CLAIM_NAME,
+            name,
+            Pid(s6, 1, 191),
+            1,
+            hash_name(name),
+            None,
+            moved_from=at_s0.pid,
+            handoff=3,
+            ancestors=(first,),
+            ancestor_handoffs=(hid_s0,) if hid_s0 else (),
+        )
+        before = joined(core("v"), s0, s4)
+        before.on_delta(s0, Delta([at_s0], []), 1.0)
+        before.on_delta(s4, Delta([at_s4], []), 1.0)
+        after = joined(core("w"), s6, s4)
+        after.on_delta(s6, Delta([at_s6], []), 1.0)
+        after.on_delta(s4, Delta([at_s4], []), 1.0)
+        expected = (at_s4.pid, at_s4.pid) if hid_s4 > hid_s0 else (at_s0.pid, at_s6.pid)
+        assert (before.pids[name], after.pids[name]) == expected, (hid_s0, hid_s4)
 
 
 def test_group_members_come_and_go_with_their_claims() -> None:

@@ -129,6 +129,23 @@ def wire_claim(claim: Claim) -> Claim:
     return msgspec.structs.replace(claim, key=key, spec=spec)
 
 
+def _padded(handoffs: tuple[int, ...], n: int) -> tuple[int, ...]:
+    """``handoffs`` beside ``n`` ancestors: an older peer's claim has none (0: not known)."""
+    return handoffs if len(handoffs) == n else (*handoffs, *(0,) * n)[:n]
+
+
+def _handoffs_of(claim: Claim) -> tuple[int, ...]:
+    """The ids of the handoffs that moved each of ``claim.ancestors`` on (0: not known)."""
+    return _padded(claim.ancestor_handoffs, len(claim.ancestors))
+
+
+def _exits(claim: Claim) -> list[tuple[Pid, int]]:
+    """Each pid ``claim``'s line left, with the id of the handoff it left by (0: not known)."""
+    if claim.moved_from is None:
+        return []
+    return [(claim.moved_from, claim.handoff), *zip(claim.ancestors, _handoffs_of(claim), strict=True)]
+
+
 def _mix(claim: Claim) -> int:
     """A claim's contribution to its bucket's digest (xor-combined, order-free)."""
     pid = claim.pid
@@ -394,13 +411,15 @@ class TrackerCore:
     def registered(self) -> list[tuple[Any, Pid]]:
         return list(self.pids.items())
 
-    def lineage(self, name: Any, pid: Pid) -> tuple[Pid, ...]:
-        """The pids ``pid`` (this node's claim of ``name``) replaced, latest first, bounded:
-        what a handoff of it sends on as the next claim's ``ancestors``."""
+    def ancestry(self, name: Any, pid: Pid) -> tuple[tuple[Pid, ...], tuple[int, ...]]:
+        """The pids ``pid`` (this node's claim of ``name``) replaced, latest first, bounded,
+        and beside each the id of the handoff that moved it on: what a handoff of it sends
+        on as the next claim's ``ancestors`` and ``ancestor_handoffs``."""
         claim = self.claims[self.node].get(name)
         if claim is None or claim.pid != pid or claim.moved_from is None:
-            return ()
-        return (claim.moved_from, *claim.ancestors)[:_ANCESTORS_MAX]
+            return (), ()
+        pids = (claim.moved_from, *claim.ancestors)[:_ANCESTORS_MAX]
+        return pids, (claim.handoff, *_handoffs_of(claim))[: len(pids)]
 
     def local_claim_of(self, pid: Pid) -> Claim | None:
         """The name claim of the local process ``pid`` (a factory's, if it holds several)."""
@@ -738,11 +757,13 @@ class TrackerCore:
         moved_from: Pid | None = None,
         handoff: int = 0,
         ancestors: tuple[Pid, ...] = (),
+        ancestor_handoffs: tuple[int, ...] = (),
         lineage: Lineage | None = None,
         base: Lineage | None = None,
     ) -> Claim:
         """Claim ``name`` for the local process ``pid`` and broadcast it (``lineage``,
-        ``base``: its checkpoints', from the standby core)."""
+        ``base``: its checkpoints', from the standby core; ``ancestors`` and
+        ``ancestor_handoffs``: the old host's ``ancestry`` of the pid a handoff moved)."""
         self.clock += 1
         if spec is not None and not spec.args and not spec.kwargs:
             spec = self._shared_spec(spec)
@@ -754,10 +775,29 @@ class TrackerCore:
             # may pick it: then both copies here retire to a pid that has moved on to one of
             # them (the fault campaign: two copies handed in at once, seed 350371859, five
             # names gone for good).
-            stood_for = (displaced.pid, *self.lineage(name, displaced.pid), *ancestors)
-            ancestors = tuple(dict.fromkeys(stood_for))[:_ANCESTORS_MAX]
+            # It was not moved on by a handoff (0); the pids each line moved through were.
+            pids, handoffs = self.ancestry(name, displaced.pid)
+            exits: dict[Pid, int] = {displaced.pid: 0}
+            for old, hid in zip(
+                (*pids, *ancestors), (*handoffs, *_padded(ancestor_handoffs, len(ancestors))), strict=True
+            ):
+                if not exits.get(old):
+                    exits[old] = hid
+            kept = list(exits.items())[:_ANCESTORS_MAX]
+            ancestors, ancestor_handoffs = tuple(p for p, _ in kept), tuple(h for _, h in kept)
         claim = Claim(
-            CLAIM_NAME, name, pid, self.clock, hash_name(name), spec, moved_from, handoff, ancestors, lineage, base
+            CLAIM_NAME,
+            name,
+            pid,
+            self.clock,
+            hash_name(name),
+            spec,
+            moved_from,
+            handoff,
+            ancestors,
+            lineage,
+            base,
+            ancestor_handoffs,
         )
         self._add_local(claim)
         self._resolve(claim, displaced)
@@ -1271,6 +1311,26 @@ class TrackerCore:
             # through (a node that slept through a move in between may still hold one).
             superseded = {c.moved_from for c in cands if c.moved_from is not None}
             superseded.update(a for c in cands for a in c.ancestors)
+            # Of two lines that left one pid by two handoffs, the later move's supersedes the
+            # earlier's: an old host moves a pid again only after it gave the first move up
+            # (the new owner seemed dead), so the first was committed behind its back (the new
+            # owner was paused, and read the request after the old host had gone: rule 3 of
+            # the handoff), and its copy started from a prefix of the state the later one was
+            # handed. Handoff ids grow per node incarnation, as its pids do. Judged by the
+            # handoff each line left the pid with, kept along the line however far it moves on
+            # (``ancestor_handoffs``), so every node that holds the later line's claim picks
+            # it, whether the stale line reached it yet, or moved on since, or not. The rule
+            # of the ring (below) picked the stale copy in one view, and the node that had not
+            # seen it yet kept the later one: both ran on (the campaign's seed 6800000005).
+            exits = [_exits(c) for c in cands]
+            last: dict[Pid, int] = {}
+            for left in exits:
+                for moved, hid in left:
+                    if hid > last.get(moved, 0):
+                        last[moved] = hid
+            for c, left in zip(cands, exits, strict=True):
+                if any(0 < hid < last[moved] for moved, hid in left):
+                    superseded.add(c.pid)
             live = [c for c in cands if c.pid not in superseded] or cands
             if len(live) == 1:
                 winner = live[0]

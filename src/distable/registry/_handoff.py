@@ -256,6 +256,7 @@ class Incoming:
     old_pid: Pid
     ancestors: tuple[Pid, ...]
     checkpoint: CheckpointHandover | None = None  # where its checkpoints stand (version 4)
+    ancestor_handoffs: tuple[int, ...] = ()  # beside ``ancestors`` (version 6)
     state: Receiving = Receiving.STARTING
     lineage: Lineage | None = None  # the claim's (6): its checkpoints', once the copy runs
     base: Lineage | None = None
@@ -612,7 +613,7 @@ class HandoffCoordinator:
         name, spec = out.name, command.spec
         spec_out = wire_spec(spec)
         out.has_state = isinstance(answer, Resume)
-        ancestors = self.core.lineage(name, command.pid)
+        ancestors, ancestor_handoffs = self.core.ancestry(name, command.pid)
         # Where its checkpoints stand: the new host continues them (its last state goes
         # along only when no Resume state does).
         handover = self._handover(name, command.pid)
@@ -628,7 +629,7 @@ class HandoffCoordinator:
         try:
             state = to_wire(answer.state) if isinstance(answer, Resume) else None
             request = HandoffRequest(
-                out.hid, to_wire(name), spec_out, command.pid, out.has_state, state, ancestors, lean
+                out.hid, to_wire(name), spec_out, command.pid, out.has_state, state, ancestors, lean, ancestor_handoffs
             )
             self.transport.post(out.target, request)
         except DistableError as exc:
@@ -650,7 +651,9 @@ class HandoffCoordinator:
                 return False
             self._lost_state(name, command.pid, f"its state cannot cross the wire: {exc}")
             out.has_state = False
-            request = HandoffRequest(out.hid, to_wire(name), spec_out, command.pid, False, None, ancestors, handover)
+            request = HandoffRequest(
+                out.hid, to_wire(name), spec_out, command.pid, False, None, ancestors, handover, ancestor_handoffs
+            )
             self.transport.post(out.target, request)
         out.move(Sending.REQUESTED, Sending.FROZEN)
         out.request = request
@@ -784,7 +787,9 @@ class HandoffCoordinator:
             # leaving (RegistryLeaving) and retries with its next owner.
             self.transport.post(node, HandoffRefused(msg.hid, "the node is draining"))
             return
-        inc = Incoming(node, msg.hid, msg.name, msg.spec, msg.old_pid, msg.ancestors, msg.checkpoint)
+        inc = Incoming(
+            node, msg.hid, msg.name, msg.spec, msg.old_pid, msg.ancestors, msg.checkpoint, msg.ancestor_handoffs
+        )
         self.incoming[key] = inc
         if self._incarnation_of(node) != msg.old_pid.incarnation:
             # The old host is down here already: this node read the request only after its
@@ -934,6 +939,7 @@ class HandoffCoordinator:
             moved_from=inc.old_pid,
             handoff=inc.hid,
             ancestors=inc.ancestors,
+            ancestor_handoffs=inc.ancestor_handoffs,
             lineage=inc.lineage,
             base=inc.base,
         )

@@ -36,7 +36,10 @@ from ._types import Pid, Ref
 #: 5: ``FlushAsk`` (tag 57): a new host asks a node it let through without a marker for
 #: one, when that node comes back while the old pid still forwards; a node that agreed on
 #: less is not asked (its gate is not closed again).
-PROTOCOL_VERSION = 5
+#: 6: ``Claim.ancestor_handoffs`` and ``HandoffRequest.ancestor_handoffs``, trailing fields
+#: an older decoder ignores (an older peer's claims have none: its moves are told apart as
+#: before); nothing is gated on it.
+PROTOCOL_VERSION = 6
 MIN_PROTOCOL_VERSION = 1
 HANDSHAKE_MAX_FRAME = 4096
 
@@ -238,6 +241,10 @@ class Claim(msgspec.Struct, array_like=True, gc=False, frozen=True):
     that missed a move in between still knows them superseded. ``lineage`` and ``base``
     (version 4): the name's line of checkpoints and the one it was restored from (see
     ``Lineage``); None for a name that has none (a ``register_name``, a group).
+    ``ancestor_handoffs`` (version 6): beside each of ``ancestors``, the id of the handoff
+    that moved that pid on (0: not known, or it did not move: a copy this one displaced),
+    so that two lines that left one pid by two handoffs can be told apart wherever they
+    meet (see the tracker core's resolution).
     """
 
     kind: int
@@ -251,6 +258,7 @@ class Claim(msgspec.Struct, array_like=True, gc=False, frozen=True):
     ancestors: tuple[Pid, ...] = ()
     lineage: Lineage | None = None
     base: Lineage | None = None
+    ancestor_handoffs: tuple[int, ...] = ()
 
 
 class Removal(msgspec.Struct, array_like=True, gc=False, frozen=True):
@@ -315,6 +323,7 @@ class HandoffRequest(_Msg, tag=33):
     state: Any
     ancestors: tuple[Pid, ...] = ()  # old_pid's own ancestors (see Claim)
     checkpoint: CheckpointHandover | None = None  # (version 4) where its checkpoints stand
+    ancestor_handoffs: tuple[int, ...] = ()  # (version 6) beside ``ancestors`` (see Claim)
 
 
 class HandoffAccepted(_Msg, tag=34):
