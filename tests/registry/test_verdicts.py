@@ -31,6 +31,7 @@ from distable import (
     Resume,
 )
 from distable.membership._core import ALIVE, SUSPECT
+from distable.registry._core import ResolveConflict
 from distable.ring import Ring
 from distable.runtime._process import Gate
 from distable.testing import eventually, gate_of, handoffs_in_flight, intercept, is_frozen, queued, restarts_due
@@ -466,6 +467,36 @@ async def test_a_handed_in_process_does_not_hold_a_suspected_peers_messages_unti
     stats = y.registry.statistics()
     assert stats.gate_releases >= 1, stats
     assert stats.gate_held_messages >= 1, stats
+
+
+async def test_a_handed_in_copy_that_loses_a_conflict_sends_what_its_gate_held_to_the_winner_at_once(
+    cluster: Cluster,
+) -> None:
+    """A copy just handed in, its gate holding z's messages (z's marker is lost), loses a
+    conflict: once its state is taken, what the gate held goes to the winner with its
+    mailbox, not when the gate would have opened (the handoff timeout: 60 s here, 5 s by
+    default; the campaign's partitions, where copies handed in at a heal lose their
+    conflicts at once, and z, which never saw their claims, sends no marker). Meanwhile
+    z's later messages to the retired pid went straight to the winner, ahead of them."""
+    _, y, z, name, _ = await _counter_to_be_moved(cluster, "lost-gated", handoff_timeout=60.0)
+    with dropping(z, "FlushMarker"):
+        new, gate = await _joined_and_gated(cluster, y, z, name)
+        assert z.name in gate.waiting, f"gate waits for {gate.waiting}"
+        z.cast(new, ("add", 10))  # straight to the new pid: held for z's marker
+        await eventually(lambda: gate.held.get(z.name), message=lambda: f"held: {gate.held}")
+        winner = await z.spawn(apps.Counter, key="winner", start=100)
+        y.registry._command(ResolveConflict(name, new, winner))  # the copy loses to z's
+        await eventually(lambda: cluster.live_copies(name) == [], message=lambda: copies_of(cluster, name))
+        z.cast(new, ("add", 1))  # after: to the retired pid, which forwards to the winner
+        assert await eventually(lambda: _count_is_at(z, winner, 111), timeout=10, message=lambda: f"held: {gate.held}")
+    assert await z.call(winner, "conflicts") == [3]
+    casts = [m for m in await z.call(winner, "handled") if m[0] == "cast"]
+    assert casts == [("cast", ("add", 10)), ("cast", ("add", 1))]  # in the order z sent them
+
+
+async def _count_is_at(node: Node, pid: Pid, expected: int) -> bool:
+    count, _ = await node.call(pid, "get")
+    return bool(count == expected)
 
 
 async def test_a_handed_in_process_opens_its_gate_when_the_old_host_that_relays_markers_is_suspected(

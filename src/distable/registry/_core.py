@@ -1348,7 +1348,9 @@ class TrackerCore:
                 # retiring its copy to the other's and losing the name (the chaos test found
                 # this: a woken node yielded to the old pid, the new host to the woken copy).
                 # An old host that two copies' lines left (it handed the name off twice: the
-                # second new owner read the request only after its verdict on the old host)
+                # first new owner read the request only after its verdict on the old host; and
+                # the rule of the later handoff, above, could not decide: a line that moved
+                # through a node older than version 6, or two pids of that host)
                 # stands for the line whose pid that took over from it is the smaller: that pid
                 # stays the same however far its line moves on, where a copy's own pid does not
                 # (two views of one conflict, before and after a further move, each yielded to

@@ -1279,6 +1279,16 @@ class RegistryService:
         if proc is not None and proc.alive:
             self.runtime.forward_mailbox(proc, winner)  # markers parked in it are dropped: no handoff relays them
             self.runtime.retire(proc, winner, self.config.forward_ttl)
+            gate = self.runtime.gate_of(proc)
+            if gate is not None:
+                # A copy just handed in, its gate still closed: what it holds goes to the winner
+                # now, behind the mailbox, as the pid forwards from now on. Waiting for the
+                # markers (a node that saw the winner's claim and not this one's sends none)
+                # held it until the handoff timeout, while the same nodes' later messages to
+                # this pid went to the winner at once, ahead of it. Only a message of theirs
+                # still on its way along the old route can now come after them.
+                for node in list(gate.waiting):
+                    gate.release(node)
             ask_to_die(self.runtime, proc)
             self.runtime.unfreeze(proc)
         self.core.conflict_done(name, loser)
