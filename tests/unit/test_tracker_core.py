@@ -286,6 +286,45 @@ def test_two_views_of_a_name_handed_off_twice_pick_the_same_line_after_one_moves
         assert (before.pids[name], after.pids[name]) == expected, (hid_s0, hid_s4)
 
 
+def test_a_copy_that_displaced_the_later_lines_copy_stands_for_its_move_and_its_next_copy_wins() -> None:
+    """The campaign's seed 7000000005: s5 handed a pid to s0 (paused: handoff 1) and, having
+    given that up, to s1 (handoff 2), whose copy moved on to s0 too; s0 then committed the
+    stale request as well, and that copy displaced the other on s0 (its state came along).
+    The survivor left s5's pid by both moves, so it stands for the later one (2); it moved
+    on to s5 and then s1, and s1's copy must win against its own old pid, still held there
+    while s5 leaves. The survivor's line used to say it left s5's pid by 1 and by 2: judged
+    stale against itself, every copy was, the ring picked the old pid, and the copy retired
+    into it as it went: the name was lost."""
+    s0, s1, s5 = "s0@127.0.0.1:1", "s1@127.0.0.1:2", "s5@127.0.0.1:3"
+    at_s5, at_s1, first = Pid(s5, 1, 8), Pid(s1, 1, 245), Pid(s0, 1, 35)
+    later, stale = Pid(s0, 1, 315), Pid(s0, 1, 268)
+    a = joined(core(s0), s1, s5)
+    a.local_claim(
+        "c", later, None, 1.0, moved_from=at_s1, handoff=3, ancestors=(at_s5, first), ancestor_handoffs=(2, 4)
+    )
+    a.local_claim("c", stale, None, 1.0, moved_from=at_s5, handoff=1, ancestors=(first,), ancestor_handoffs=(4,))
+    survivor = a.claims[s0]["c"]
+    assert (survivor.ancestors, survivor.ancestor_handoffs) == ((later, at_s1, at_s5, first), (0, 3, 2, 4))
+    assert a.ancestry("c", stale) == ((at_s5, later, at_s1, first), (2, 0, 3, 4))  # s5's pid: the later move
+    # On to s5 (handoff 9), then to s1 (handoff 10): s1 holds both claims while s5 leaves.
+    ancestors, handoffs = a.ancestry("c", stale)
+    on_s5 = Claim(
+        CLAIM_NAME, "c", Pid(s5, 1, 3), 1, hash_name("c"), None, stale, 9, ancestors, ancestor_handoffs=handoffs
+    )
+    old_shape = msgspec.structs.replace(  # as the survivor's line used to be sent on: s5's pid twice
+        on_s5, ancestors=(at_s5, later, at_s1, at_s5), ancestor_handoffs=(1, 0, 3, 2)
+    )
+    for held in (on_s5, old_shape):
+        b = joined(core(s1), s5)
+        b.on_delta(s5, Delta([held], []), 1.0)
+        pids, hids = (stale, *held.ancestors)[:4], (9, *held.ancestor_handoffs)[:4]
+        mine = b.local_claim(
+            "c", Pid(s1, 1, 112), None, 2.0, moved_from=held.pid, handoff=10, ancestors=pids, ancestor_handoffs=hids
+        )
+        assert b.pids["c"] == mine.pid
+        assert not [c for c in b.take().commands if isinstance(c, ResolveConflict)]
+
+
 def test_group_members_come_and_go_with_their_claims() -> None:
     a = joined(core("a"), "b")
     mine, theirs = Pid("a", 1, 1), Pid("b", 1, 1)

@@ -139,11 +139,52 @@ def _handoffs_of(claim: Claim) -> tuple[int, ...]:
     return _padded(claim.ancestor_handoffs, len(claim.ancestors))
 
 
-def _exits(claim: Claim) -> list[tuple[Pid, int]]:
-    """Each pid ``claim``'s line left, with the id of the handoff it left by (0: not known)."""
+def _merged_exits(pids: tuple[Pid, ...], handoffs: tuple[int, ...]) -> tuple[tuple[Pid, ...], tuple[int, ...]]:
+    """Each pid once, in the order of its first place, with the latest handoff it left by
+    (a copy that displaced another on its host stands for both lines: it left a pid the two
+    share by both moves); the first ``_ANCESTORS_MAX`` of them."""
+    exits: dict[Pid, int] = {}
+    for pid, hid in zip(pids, handoffs, strict=True):
+        if hid > exits.get(pid, -1):
+            exits[pid] = hid
+    kept = list(exits.items())[:_ANCESTORS_MAX]
+    return tuple(p for p, _ in kept), tuple(h for _, h in kept)
+
+
+def _exits(claim: Claim) -> dict[Pid, int]:
+    """Each pid ``claim``'s line left, with the latest handoff id it left it by (0: not known)."""
     if claim.moved_from is None:
-        return []
-    return [(claim.moved_from, claim.handoff), *zip(claim.ancestors, _handoffs_of(claim), strict=True)]
+        return {}
+    exits = {claim.moved_from: claim.handoff}
+    for pid, hid in zip(claim.ancestors, _handoffs_of(claim), strict=True):
+        if hid > exits.get(pid, -1):
+            exits[pid] = hid
+    return exits
+
+
+def _later_lines(live: list[Claim]) -> list[Claim]:
+    """The claims of ``live`` (none supersedes another's pid) whose lines hold the latest
+    move out of every pid they share with another's: of two lines that left one pid by two
+    handoffs, the later move's supersedes the earlier's. An old host moves a pid again only
+    after it gave the first move up (the new owner seemed dead), so the first was committed
+    behind its back (the new owner was paused, and read the request after the old host had
+    gone: rule 3 of the handoff), and its copy started from a prefix of the state the later
+    one was handed. Handoff ids grow per node incarnation, as its pids do. Each line keeps
+    the id it left a pid with however far it moves on (``ancestor_handoffs``), so every node
+    that holds the later line's claim picks it, whether the stale line reached it yet, or
+    moved on since, or not; the ring (``_pick_winner``) picked the stale copy in one view,
+    and the node that had not seen it yet kept the later one: both ran on (the campaign's
+    seed 6800000005). Judged only between claims that do not supersede each other by pid: a
+    claim's own old pid, still held somewhere, may carry a branch its copy's bounded
+    ``ancestors`` dropped. All of ``live`` if none would be left."""
+    exits = [_exits(c) for c in live]
+    last: dict[Pid, int] = {}
+    for left in exits:
+        for pid, hid in left.items():
+            if hid > last.get(pid, 0):
+                last[pid] = hid
+    later = [c for c, left in zip(live, exits, strict=True) if not any(0 < h < last[p] for p, h in left.items())]
+    return later or live
 
 
 def _mix(claim: Claim) -> int:
@@ -418,8 +459,7 @@ class TrackerCore:
         claim = self.claims[self.node].get(name)
         if claim is None or claim.pid != pid or claim.moved_from is None:
             return (), ()
-        pids = (claim.moved_from, *claim.ancestors)[:_ANCESTORS_MAX]
-        return pids, (claim.handoff, *_handoffs_of(claim))[: len(pids)]
+        return _merged_exits((claim.moved_from, *claim.ancestors), (claim.handoff, *_handoffs_of(claim)))
 
     def local_claim_of(self, pid: Pid) -> Claim | None:
         """The name claim of the local process ``pid`` (a factory's, if it holds several)."""
@@ -777,14 +817,9 @@ class TrackerCore:
             # names gone for good).
             # It was not moved on by a handoff (0); the pids each line moved through were.
             pids, handoffs = self.ancestry(name, displaced.pid)
-            exits: dict[Pid, int] = {displaced.pid: 0}
-            for old, hid in zip(
-                (*pids, *ancestors), (*handoffs, *_padded(ancestor_handoffs, len(ancestors))), strict=True
-            ):
-                if not exits.get(old):
-                    exits[old] = hid
-            kept = list(exits.items())[:_ANCESTORS_MAX]
-            ancestors, ancestor_handoffs = tuple(p for p, _ in kept), tuple(h for _, h in kept)
+            ancestors, ancestor_handoffs = _merged_exits(
+                (displaced.pid, *pids, *ancestors), (0, *handoffs, *_padded(ancestor_handoffs, len(ancestors)))
+            )
         claim = Claim(
             CLAIM_NAME,
             name,
@@ -1311,27 +1346,9 @@ class TrackerCore:
             # through (a node that slept through a move in between may still hold one).
             superseded = {c.moved_from for c in cands if c.moved_from is not None}
             superseded.update(a for c in cands for a in c.ancestors)
-            # Of two lines that left one pid by two handoffs, the later move's supersedes the
-            # earlier's: an old host moves a pid again only after it gave the first move up
-            # (the new owner seemed dead), so the first was committed behind its back (the new
-            # owner was paused, and read the request after the old host had gone: rule 3 of
-            # the handoff), and its copy started from a prefix of the state the later one was
-            # handed. Handoff ids grow per node incarnation, as its pids do. Judged by the
-            # handoff each line left the pid with, kept along the line however far it moves on
-            # (``ancestor_handoffs``), so every node that holds the later line's claim picks
-            # it, whether the stale line reached it yet, or moved on since, or not. The rule
-            # of the ring (below) picked the stale copy in one view, and the node that had not
-            # seen it yet kept the later one: both ran on (the campaign's seed 6800000005).
-            exits = [_exits(c) for c in cands]
-            last: dict[Pid, int] = {}
-            for left in exits:
-                for moved, hid in left:
-                    if hid > last.get(moved, 0):
-                        last[moved] = hid
-            for c, left in zip(cands, exits, strict=True):
-                if any(0 < hid < last[moved] for moved, hid in left):
-                    superseded.add(c.pid)
             live = [c for c in cands if c.pid not in superseded] or cands
+            if len(live) > 1:
+                live = _later_lines(live)
             if len(live) == 1:
                 winner = live[0]
             else:
