@@ -6,6 +6,7 @@ together wait for each other before their apps register (no duplicate, no confli
 from __future__ import annotations
 
 import asyncio
+import signal
 import socket
 from typing import Any
 
@@ -180,3 +181,23 @@ async def test_a_gossip_node_with_another_cookie_warns_that_it_heard_another_clu
     [line] = [line for line in log.splitlines() if "gossip packet(s) of another cluster" in line]
     assert "WARNING" in line, log
     assert "--cookie-file" in log, log
+
+
+async def test_a_node_stopped_as_a_whole_says_so_when_it_wakes_and_blames_no_handler(processes: Processes) -> None:
+    # SIGSTOP (a debugger, a paused VM) stops every thread of the node: its event loop's
+    # beat is late when it wakes, as after a handler that held the loop. It used to say
+    # "event loop held for 1.5 s so far, at .../asyncio/runners.py in Runner.run", which
+    # sends the user looking for a blocking handler; it now says it was stopped, and that
+    # its peers may have declared it failed meanwhile.
+    node = await processes.start("a", "--port", "0", "--cookie", COOKIE, "--cluster", "none", "--log-level", "info")
+    node.proc.send_signal(signal.SIGSTOP)
+    try:
+        await asyncio.sleep(1.5)  # the stop itself (block_warning is 0.25 s)
+    finally:
+        node.proc.send_signal(signal.SIGCONT)
+    await eventually(lambda: "this process was stopped for" in node.log(), timeout=10, message=node.log)
+    [line] = [line for line in node.log().splitlines() if "this process was stopped for" in line]
+    assert "WARNING" in line, line
+    assert "its peers may have declared this node failed" in line, line
+    for blame in ("event loop held", "event loop stalled", "event loop free again", "blocked the event loop"):
+        assert blame not in node.log(), node.log()

@@ -16,6 +16,15 @@ two clock reads and a generator frame per step, about a tenth of a local call
 cost is one timer on the loop per tick, whatever the traffic, and a handler stuck for
 good is reported while it is stuck. A hold shorter than ``block_warning`` plus one tick
 may go unreported (the beats are ``tick`` apart); ``tick`` is a quarter of it.
+
+A process that was stopped as a whole (SIGSTOP, a debugger, a paused VM) is not a held
+loop: its beat is as late, but this thread did not run either, and the process used next
+to no CPU meanwhile (a handler that sleeps on the loop's thread lets this thread run; one
+that computes in C without releasing the GIL uses CPU). Whichever side sees it first (this
+thread on waking, or the loop at its late beat) says once that the process was stopped,
+for how long, and that its peers may have declared it failed meanwhile: the node that
+wakes up after everyone thought it dead says so, instead of blaming its event loop
+(``event loop held ... in Runner.run``, as it did).
 """
 
 from __future__ import annotations
@@ -36,6 +45,9 @@ log = logging.getLogger("distable.runtime")
 
 #: How many frames down the loop thread's stack a look goes for a process's handler.
 MAX_DEPTH = 200
+#: A stall in which the process used less CPU than this share of its length was a stop of
+#: the whole process (it did not run), not a loop held by its own work.
+STOPPED_CPU_SHARE = 0.25
 
 
 class Watchdog:
@@ -46,9 +58,14 @@ class Watchdog:
         self.tick = tick
         self.due = time.monotonic() + tick  # when the loop's next beat is due (monotonic)
         self.reported = -1.0  # the ``due`` of the last hold reported
+        self.woke = time.monotonic()  # when this thread last ran (it wakes every tick)
+        self._cpu_woke = time.process_time()
+        self._stop_seen = 0.0  # when a stop of the whole process was last said
+        self._lock = threading.Lock()  # ``stopped`` runs in either thread
         self._loop_thread = threading.get_ident()
         self._stopped = threading.Event()
-        # Its own, used from its thread only (RateLimitedLog is not thread-safe).
+        # Its own, used from its thread only, or under ``_lock`` (RateLimitedLog is not
+        # thread-safe).
         self._ratelog = RateLimitedLog(log, f"{runtime.node_name}: ")
         self._thread = threading.Thread(
             target=self._run, name=f"distable block detector {runtime.node_name}", daemon=True
@@ -64,9 +81,38 @@ class Watchdog:
         """From the loop: the next beat is due at ``due`` (``time.monotonic``)."""
         self.due = due
 
+    def stopped(self, since: float, length: float, cpu: float) -> bool:
+        """Whether the stall that began at ``since`` (``time.monotonic``), ``length`` seconds
+        long, in which the process used ``cpu`` seconds of CPU, was a stop of the whole
+        process: this thread did not run through it either, and the process hardly used the
+        CPU. Said once (by the first of the two threads to see it); a stall said to be a stop
+        is not reported as a hold."""
+        with self._lock:
+            if self._stop_seen > since:
+                return True  # said already, by the other thread
+            if time.monotonic() - self.woke < length / 2 or cpu > STOPPED_CPU_SHARE * length:
+                return False
+            self._stop_seen = time.monotonic()
+            self.reported = self.due
+            self._ratelog.warning(
+                "stopped",
+                "this process was stopped for %.3f s (none of its threads ran: SIGSTOP, a debugger, a paused VM, or "
+                "a machine too busy to run it); its peers may have declared this node failed meanwhile, and it "
+                "catches up now",
+                length,
+            )
+        return True
+
     def _run(self) -> None:
         last: Any = None  # the handler frame on the loop thread's stack at the last look
         while not self._stopped.wait(self.tick):
+            now, cpu = time.monotonic(), time.process_time()
+            since, used = self.woke, cpu - self._cpu_woke
+            stopped = now - since - self.tick > self.runtime.block_warning and self.stopped(since, now - since, used)
+            self.woke, self._cpu_woke = now, cpu
+            if stopped:
+                last = None
+                continue
             due = self.due
             held = time.monotonic() - due
             if held <= self.runtime.block_warning - 1.5 * self.tick:
@@ -82,7 +128,8 @@ class Watchdog:
                 self.reported = due
                 # One handler, there a tick ago and now, holds the loop (else it is busy
                 # with many, or with the node's own work).
-                self._report(held, frame, handler if handler is last else None)
+                with self._lock:
+                    self._report(held, frame, handler if handler is last else None)
             last = handler
             del frame, handler
 
