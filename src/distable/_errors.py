@@ -114,7 +114,22 @@ class MessageTooLarge(DistableError):
 
 
 class UnencodableValue(DistableError, TypeError):
-    """A value has a type the wire codec does not carry (see ``register_type``)."""
+    """A value has a type the wire codec does not carry (see ``register_type``).
+
+    ``path``: where in the value it is, outermost first (``['lock']``, ``[2]``, ``.field``),
+    empty for the value itself; the message ends with it."""
+
+    def __init__(self, message: str, path: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.message = message
+        self.path = path
+
+    def __str__(self) -> str:
+        return f"{self.message} (at {''.join(self.path)} in the value)" if self.path else self.message
+
+    def within(self, step: str) -> UnencodableValue:
+        """The same error one container out: ``step`` leads to where it was."""
+        return UnencodableValue(self.message, (step, *self.path))
 
 
 class ProtocolError(DistableError):

@@ -289,9 +289,23 @@ def test_unregistered_dataclass_is_refused_naming_its_type() -> None:
         encode_value(Unregistered(1))
 
 
-def test_unregistered_type_nested_deep_is_refused() -> None:
-    with pytest.raises(UnencodableValue, match="Unregistered"):
+def test_unregistered_type_nested_deep_is_refused_saying_where_it_is() -> None:
+    # A state of a hundred fields with one lock in it: the type alone sends the user
+    # looking; the path says which field.
+    with pytest.raises(UnencodableValue, match="Unregistered") as caught:
         encode_value({"a": [(1, {"b": Unregistered(1)})]})
+    assert caught.value.path == ("['a']", "[0]", "[1]", "['b']")
+    assert str(caught.value).endswith("(at ['a'][0][1]['b'] in the value)")
+    with pytest.raises(UnencodableValue) as caught:
+        encode_value([Envelope(("k", 1), Pid("a@h:1", 1, 2), frozenset({"x"}), {("t",): {Point(0, 0), object()}})])
+    assert caught.value.path == ("[0]", ".body", "[('t',)]", "{...}")
+    with pytest.raises(UnencodableValue) as caught:
+        encode_value({(1, object()): "v"})
+    assert caught.value.path == ("[<a key>]", "[1]")
+    with pytest.raises(UnencodableValue) as caught:
+        encode_value(object())
+    assert caught.value.path == ()
+    assert "(at" not in str(caught.value)
 
 
 @pytest.mark.parametrize("value", [object(), 2 + 3j, range(3), datetime.date(2020, 1, 1), type], ids=repr)

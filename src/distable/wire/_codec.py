@@ -83,24 +83,59 @@ def register_type(cls: type, name: str | None = None) -> type:
     return cls
 
 
+# Each container says, on the error's way out only, which of its items could not be sent
+# (a try block costs nothing until it raises): "cannot send a value of type lock ... (at
+# ['session'][2].lock in the value)", not the type alone, in a state of a hundred fields.
+
+
 def _seq(items: Any) -> list[Any]:
-    return [to_wire(x) for x in items]
+    try:
+        return [to_wire(x) for x in items]
+    except UnencodableValue as exc:
+        raise _located(exc, items) from None
+
+
+def _located(exc: UnencodableValue, items: Any) -> UnencodableValue:
+    """``exc``, raised by an item of the list, tuple or set ``items``, located in it."""
+    for i, item in enumerate(items):
+        try:
+            to_wire(item)
+        except UnencodableValue:
+            return exc.within(f"[{i}]" if isinstance(items, list | tuple) else "{...}")
+    return exc
 
 
 def _map(d: dict[Any, Any]) -> Any:
     passthrough = _PASSTHROUGH
-    if all(type(k) in passthrough for k in d):
-        return {k: to_wire(v) for k, v in d.items()}
-    flat: list[Any] = []
-    for k, v in d.items():
-        flat.append(to_wire(k))
-        flat.append(to_wire(v))
+    try:
+        if all(type(k) in passthrough for k in d):
+            return {k: to_wire(v) for k, v in d.items()}
+        flat: list[Any] = []
+        for k, v in d.items():
+            flat.append(to_wire(k))
+            flat.append(to_wire(v))
+    except UnencodableValue as exc:
+        for k, v in d.items():
+            for step, part in (("[<a key>]", k), (f"[{k!r}]", v)):
+                try:
+                    to_wire(part)
+                except UnencodableValue:
+                    raise exc.within(step) from None
+        raise
     return Ext(EXT_MAP, _encode(flat))
 
 
 def _user(obj: Any, spec: tuple[str, tuple[str, ...]]) -> Ext:
     name, fields = spec
-    return Ext(EXT_USER, _encode([name, [to_wire(getattr(obj, f)) for f in fields]]))
+    try:
+        return Ext(EXT_USER, _encode([name, [to_wire(getattr(obj, f)) for f in fields]]))
+    except UnencodableValue as exc:
+        for f in fields:
+            try:
+                to_wire(getattr(obj, f))
+            except UnencodableValue:
+                raise exc.within(f".{f}") from None
+        raise
 
 
 _CONVERTERS: dict[type, Callable[[Any], Any]] = {
