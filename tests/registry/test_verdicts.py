@@ -488,15 +488,10 @@ async def test_a_handed_in_copy_that_loses_a_conflict_sends_what_its_gate_held_t
         y.registry._command(ResolveConflict(name, new, winner))  # the copy loses to z's
         await eventually(lambda: cluster.live_copies(name) == [], message=lambda: copies_of(cluster, name))
         z.cast(new, ("add", 1))  # after: to the retired pid, which forwards to the winner
-        assert await eventually(lambda: _count_is_at(z, winner, 111), timeout=10, message=lambda: f"held: {gate.held}")
+        assert await eventually(lambda: _count_is(z, winner, 111), timeout=10, message=lambda: f"held: {gate.held}")
     assert await z.call(winner, "conflicts") == [3]
     casts = [m for m in await z.call(winner, "handled") if m[0] == "cast"]
     assert casts == [("cast", ("add", 10)), ("cast", ("add", 1))]  # in the order z sent them
-
-
-async def _count_is_at(node: Node, pid: Pid, expected: int) -> bool:
-    count, _ = await node.call(pid, "get")
-    return bool(count == expected)
 
 
 async def test_a_handed_in_process_opens_its_gate_when_the_old_host_that_relays_markers_is_suspected(
