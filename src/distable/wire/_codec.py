@@ -21,7 +21,7 @@ Extension codes are append-only: never reuse or renumber one.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import msgspec
@@ -92,16 +92,34 @@ def _seq(items: Any) -> list[Any]:
     try:
         return [to_wire(x) for x in items]
     except UnencodableValue as exc:
-        raise _located(exc, items) from None
+        raise _located(exc, _items(items)) from None
 
 
-def _located(exc: UnencodableValue, items: Any) -> UnencodableValue:
-    """``exc``, raised by an item of the list, tuple or set ``items``, located in it."""
-    for i, item in enumerate(items):
+# The parts of each container, each with the step that leads to it (apart from the
+# converters: a generator built inside one would make its locals cells, on the hot path).
+
+
+def _items(items: Any) -> Iterator[tuple[str, Any]]:
+    ordered = isinstance(items, list | tuple)
+    return ((f"[{i}]" if ordered else "{...}", x) for i, x in enumerate(items))
+
+
+def _entries(d: dict[Any, Any]) -> Iterator[tuple[str, Any]]:
+    return (part for k, v in d.items() for part in (("[<a key>]", k), (f"[{k!r}]", v)))
+
+
+def _fields(obj: Any, fields: tuple[str, ...]) -> Iterator[tuple[str, Any]]:
+    return ((f".{f}", getattr(obj, f)) for f in fields)
+
+
+def _located(exc: UnencodableValue, parts: Iterable[tuple[str, Any]]) -> UnencodableValue:
+    """``exc``, raised by one of a container's ``parts`` (each with the step that leads to
+    it), one step further out: at the first part that cannot be sent."""
+    for step, part in parts:
         try:
-            to_wire(item)
+            to_wire(part)
         except UnencodableValue:
-            return exc.within(f"[{i}]" if isinstance(items, list | tuple) else "{...}")
+            return exc.within(step)
     return exc
 
 
@@ -115,13 +133,7 @@ def _map(d: dict[Any, Any]) -> Any:
             flat.append(to_wire(k))
             flat.append(to_wire(v))
     except UnencodableValue as exc:
-        for k, v in d.items():
-            for step, part in (("[<a key>]", k), (f"[{k!r}]", v)):
-                try:
-                    to_wire(part)
-                except UnencodableValue:
-                    raise exc.within(step) from None
-        raise
+        raise _located(exc, _entries(d)) from None
     return Ext(EXT_MAP, _encode(flat))
 
 
@@ -130,12 +142,7 @@ def _user(obj: Any, spec: tuple[str, tuple[str, ...]]) -> Ext:
     try:
         return Ext(EXT_USER, _encode([name, [to_wire(getattr(obj, f)) for f in fields]]))
     except UnencodableValue as exc:
-        for f in fields:
-            try:
-                to_wire(getattr(obj, f))
-            except UnencodableValue:
-                raise exc.within(f".{f}") from None
-        raise
+        raise _located(exc, _fields(obj, fields)) from None
 
 
 _CONVERTERS: dict[type, Callable[[Any], Any]] = {
