@@ -139,15 +139,21 @@ def _handoffs_of(claim: Claim) -> tuple[int, ...]:
     return _padded(claim.ancestor_handoffs, len(claim.ancestors))
 
 
-def _merged_exits(pids: tuple[Pid, ...], handoffs: tuple[int, ...]) -> tuple[tuple[Pid, ...], tuple[int, ...]]:
+def _latest_exits(pids: tuple[Pid, ...], handoffs: tuple[int, ...]) -> dict[Pid, int]:
     """Each pid once, in the order of its first place, with the latest handoff it left by
     (a copy that displaced another on its host stands for both lines: it left a pid the two
-    share by both moves); the first ``_ANCESTORS_MAX`` of them."""
+    share by both moves)."""
     exits: dict[Pid, int] = {}
     for pid, hid in zip(pids, handoffs, strict=True):
         if hid > exits.get(pid, -1):
             exits[pid] = hid
-    kept = list(exits.items())[:_ANCESTORS_MAX]
+    return exits
+
+
+def _merged_exits(pids: tuple[Pid, ...], handoffs: tuple[int, ...]) -> tuple[tuple[Pid, ...], tuple[int, ...]]:
+    """``_latest_exits``, the first ``_ANCESTORS_MAX`` of them, as ``ancestors`` and
+    ``ancestor_handoffs``."""
+    kept = list(_latest_exits(pids, handoffs).items())[:_ANCESTORS_MAX]
     return tuple(p for p, _ in kept), tuple(h for _, h in kept)
 
 
@@ -155,11 +161,7 @@ def _exits(claim: Claim) -> dict[Pid, int]:
     """Each pid ``claim``'s line left, with the latest handoff id it left it by (0: not known)."""
     if claim.moved_from is None:
         return {}
-    exits = {claim.moved_from: claim.handoff}
-    for pid, hid in zip(claim.ancestors, _handoffs_of(claim), strict=True):
-        if hid > exits.get(pid, -1):
-            exits[pid] = hid
-    return exits
+    return _latest_exits((claim.moved_from, *claim.ancestors), (claim.handoff, *_handoffs_of(claim)))
 
 
 def _later_lines(live: list[Claim]) -> list[Claim]:

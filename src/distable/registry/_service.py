@@ -1287,8 +1287,7 @@ class RegistryService:
                 # held it until the handoff timeout, while the same nodes' later messages to
                 # this pid went to the winner at once, ahead of it. Only a message of theirs
                 # still on its way along the old route can now come after them.
-                for node in list(gate.waiting):
-                    gate.release(node)
+                gate.release_all()
             ask_to_die(self.runtime, proc)
             self.runtime.unfreeze(proc)
         self.core.conflict_done(name, loser)

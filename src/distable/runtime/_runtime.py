@@ -1354,7 +1354,8 @@ class Runtime:
                 lag = max(0.0, clock() - start - tick)
                 self.last_loop_lag = lag
                 self.max_loop_lag = max(self.max_loop_lag, lag)
-                used, cpu = time.process_time() - cpu, time.process_time()
+                spent = time.process_time()
+                used, cpu = spent - cpu, spent
                 # (A stop of the whole process is said by ``stopped``, not as a hold; a virtual
                 # clock's lags are not the real ones it judges.)
                 if lag > self.block_warning and (virtual or not watchdog.stopped(start, lag + tick, used)):

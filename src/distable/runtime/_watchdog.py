@@ -114,7 +114,7 @@ class Watchdog:
                 last = None
                 continue
             due = self.due
-            held = time.monotonic() - due
+            held = now - due
             if held <= self.runtime.block_warning - 1.5 * self.tick:
                 # Not held, or not long enough for a report at the next look (which wants
                 # the handler of this one): nothing to look at.
