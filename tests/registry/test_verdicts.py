@@ -35,7 +35,7 @@ from distable.registry._core import ResolveConflict
 from distable.ring import Ring
 from distable.runtime._process import Gate
 from distable.testing import eventually, gate_of, handoffs_in_flight, intercept, is_frozen, queued, restarts_due
-from distable.wire._messages import ConflictState, ConflictStateTaken, HandoffRequest
+from distable.wire._messages import ConflictState, ConflictStateTaken, HandoffRequest, RouteClosed
 
 from . import apps
 from .conftest import Cluster, Partition, first_owned
@@ -705,6 +705,57 @@ async def test_a_linked_peer_not_up_yet_is_held_until_its_marker(cluster: Cluste
     registry.peer_up(*deferred[-1])  # z up at last: it gets the claim and sends its marker
     assert await eventually(lambda: _count_is(y, name, 13), timeout=10, message=lambda: f"held: {gate.held}")
     await eventually(lambda: gate_of(cluster.process(new)) is None, message=lambda: f"gate waits for {gate.waiting}")
+
+
+async def test_a_peer_that_has_the_old_host_down_tells_the_new_host_and_is_not_held(cluster: Cluster) -> None:
+    """After a cut, the old host X hands a name to Y while Z still has X down (the heal
+    reached X and Y first; the campaign's 5.60 s, seed 7200000003): Z defers its marker
+    until X is up there, and Y's gate held Z's direct messages until the handoff timeout
+    (60 s here, 5 s by default). Z, with no link to X and nothing queued for it, can send
+    nothing along the old route: it says so to Y (``RouteClosed``), which lets it through."""
+    x, z = await cluster.start(2, registry=NO_SYNC)
+    y = await cluster.add("late", registry=NO_SYNC, join=False)
+    views = [([x.name, y.name, z.name], y.name), ([x.name, z.name], x.name), ([y.name, z.name], y.name)]
+    placed = [(Ring().place(nodes), owner) for nodes, owner in views]
+    name = next(f"routed-{i}" for i in range(10_000) if all(r.owner(f"routed-{i}") == o for r, o in placed))
+    old = await z.register(name, apps.Counter, key=name, handoff_timeout=60.0)
+    assert old.node == x.name
+    for _ in range(3):
+        await z.call(name, "incr")
+
+    told: list[tuple[str, RouteClosed]] = []
+
+    def route_closed(sender: str, msg: RouteClosed, deliver: Callable[[str, Any], None]) -> None:
+        told.append((sender, msg))
+        deliver(sender, msg)
+
+    with intercept(y, RouteClosed, route_closed):
+        with dropping(x, "HandoffRequest") as lost:
+            await cluster.join(y)  # x freezes the name for y; its request is lost
+            await eventually(lambda: lost, message=lambda: "x sent no request")
+            cut = cluster.partition([x], [z])
+            await eventually(
+                lambda: x.name not in z.registry.core.peers and not z.transport.is_connected(x.name),
+                timeout=20,
+                message=lambda: f"z sees {z.nodes()}",
+            )
+        x.transport.disconnect(y.name)  # a new link: x asks again, y takes the name
+        new = await eventually(
+            lambda: (p := z.whereis(name)) is not None and p.node == y.name and p,
+            timeout=20,
+            message=lambda: copies_of(cluster, name),
+        )
+        z.cast(name, ("add", 10))  # straight to the new pid, from a node that cannot reach x
+        assert await eventually(
+            lambda: _count_is(y, name, 13),
+            timeout=10,
+            message=lambda: f"gate: {gate_of(cluster.process(new))!r}, told: {told}",
+        )
+    assert [(sender, msg.old_host) for sender, msg in told] == [(z.name, x.name)]
+    assert y.registry.handoff.gate_releases == 0  # let through on z's word, not by the gate check
+    await cut.heal()
+    await eventually(lambda: one_copy(cluster, name) == new, timeout=20, message=lambda: copies_of(cluster, name))
+    assert await z.call(name, "get") == (13, y.name)
 
 
 @contextlib.contextmanager

@@ -23,6 +23,7 @@ from distable.registry._core import (
     Command,
     ResolveConflict,
     RestartElsewhere,
+    RouteClosedNotice,
     StartHandoff,
     StartName,
     StopProcess,
@@ -202,6 +203,29 @@ def test_a_moved_claim_sends_its_flush_marker_once_its_old_host_comes_up() -> No
     b.peer_up("w", 5.0 + RegistryConfig().forward_ttl, 1)
     assert not [m for _, m in sent(b) if isinstance(m, FlushMarker)]
     assert not b._flush_due  # nothing kept for this node's own moves
+
+
+def test_a_moved_claim_from_an_old_host_down_here_tells_the_new_host_once_that_no_route_is_left() -> None:
+    """The marker waits for the old host to be up here (above); the new host is told at
+    once (the shell sends ``RouteClosed`` if no link to the old host is up and nothing is
+    queued for it), once per move, and only for a claim that came as a change: a sync
+    repairs claims that may have moved long ago."""
+    b = joined(core("b"), "a")
+    moved = Claim(CLAIM_NAME, "x", Pid("a", 1, 1), 1, hash_name("x"), None, moved_from=Pid("c", 1, 7), handoff=3)
+    b.on_delta("a", Delta([moved], []), 1.0)
+    out = b.take()
+    assert not [m for _, m in out.send if isinstance(m, FlushMarker)]
+    assert out.commands == [RouteClosedNotice("a", "c", 3)]
+    again = Claim(CLAIM_NAME, "x", Pid("a", 1, 1), 2, hash_name("x"), None, moved_from=Pid("c", 1, 7), handoff=3)
+    b.on_delta("a", Delta([again], []), 1.5)  # the same move, a later change of its claim
+    assert not b.take().commands
+    synced = Claim(CLAIM_NAME, "y", Pid("a", 1, 2), 3, hash_name("y"), None, moved_from=Pid("z", 1, 8), handoff=4)
+    b.on_sync_reply("a", SyncReply([synced.position % BUCKETS], [again, synced]), 2.0)
+    assert b.pids["y"] == synced.pid
+    assert not b.take().commands  # its marker is due all the same
+    assert set(b._flush_due) == {"c", "z"}
+    b.peer_up("c", 4.0, 1)
+    assert [(node, m) for node, m in sent(b) if isinstance(m, FlushMarker)] == [("c", FlushMarker(3))]
 
 
 def test_a_node_asked_for_its_flush_marker_sends_it_again() -> None:

@@ -253,7 +253,19 @@ class RestartElsewhere:
     base: Lineage | None = None
 
 
-Command = StartName | StartHandoff | StopProcess | ResolveConflict | RestartElsewhere
+@dataclass(frozen=True, slots=True)
+class RouteClosedNotice:
+    """Tell ``new_host`` (``RouteClosed``) that this node has no route left to ``old_host``,
+    whose pid handoff ``hid`` moved: its marker (deferred until ``old_host`` is up here
+    again) need not be waited for. The shell sends it only if this node has no link to
+    ``old_host`` and nothing queued for it (nothing it sent that way can still arrive)."""
+
+    new_host: str
+    old_host: str
+    hid: int
+
+
+Command = StartName | StartHandoff | StopProcess | ResolveConflict | RestartElsewhere | RouteClosedNotice
 
 
 @dataclass(slots=True)
@@ -1146,7 +1158,10 @@ class TrackerCore:
             return spec
         return shared
 
-    def _apply(self, claim: Claim, old: Claim | None, now: float) -> None:
+    def _apply(self, claim: Claim, old: Claim | None, now: float, fresh: bool = True) -> None:
+        """``claim`` (replacing ``old``) is in its host's table now: settle its name or
+        group. ``fresh``: it came as a change (a Delta), not with a repaired bucket of a
+        sync, whose claims may have moved long ago."""
         if claim.kind == CLAIM_NAME:
             current = self.winners.get(claim.key)
             if current is None or (current is old and claim.key not in self._contested_names):
@@ -1168,16 +1183,27 @@ class TrackerCore:
                     # gone host a name ever moved from. It goes when that host comes up
                     # here: the new host may hold this node's messages for it (a node that
                     # reached the new host before the old one, after a cut: rule 4 of the
-                    # handoff), until its handoff_timeout otherwise.
-                    self._defer_flush(moved, claim.handoff, now)
+                    # handoff), until its handoff_timeout otherwise. Meanwhile the new
+                    # host is told that no route is left (RouteClosed), if none is.
+                    self._defer_flush(moved, claim.handoff, now, claim.pid.node if fresh else None)
         else:
             if old is not None:
                 self._group_remove(old)
             self._group_add(claim)
 
-    def _defer_flush(self, old_pid: Pid, hid: int, now: float) -> None:
+    def _defer_flush(self, old_pid: Pid, hid: int, now: float, new_host: str | None) -> None:
+        """Send this node's marker for handoff ``hid`` once ``old_pid``'s host is up here;
+        and tell ``new_host`` (None: nobody) at once that no route is left to it."""
         if (old_pid.node, hid) in self._flushed:
             return
+        due = self._flush_due.get(old_pid.node)
+        if new_host is not None and new_host != self.node and (due is None or hid not in due):
+            # The old host is down here: unless something this node sent it is still on its
+            # way (the shell checks), nothing will reach the new copy along the old route,
+            # and the new host need not hold this node's messages until that host comes
+            # back here (a heal seen here later than there) or its handoff_timeout. Once
+            # per move.
+            self._out.commands.append(RouteClosedNotice(new_host, old_pid.node, hid))
         if sum(map(len, self._flush_due.values())) >= 10_000:  # one table per old host: a few
             # Bounded (every name may have moved from a host gone for good, and a joining node
             # syncs them all): a marker is of use only while the old pid forwards (forward_ttl
@@ -1213,7 +1239,7 @@ class TrackerCore:
             return
         peer = self.peers.get(old.node)
         if peer is None:
-            self._defer_flush(old, msg.hid, now)
+            self._defer_flush(old, msg.hid, now, node)
         elif peer.incarnation == old.incarnation:
             self._send_flush(old.node, msg.hid)
         # else: another life of the old host is up, which forwards nothing of that one
@@ -1268,7 +1294,7 @@ class TrackerCore:
             if previous is not None and previous.clock == claim.clock and previous.pid == claim.pid:
                 continue
             table[key] = claim = self._canonical(claim)
-            self._apply(claim, previous, now)
+            self._apply(claim, previous, now, fresh=False)
         peer = self.peers[host]
         if not peer.synced:  # after its claims are in: placing it may move names to it
             peer.unsynced -= buckets

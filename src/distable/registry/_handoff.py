@@ -17,6 +17,8 @@ that takes it. The steps are numbered as in docs/internals.md, "Handoff"::
                after 6), neither waited for nor flushed, or let through without its
                marker: its direct messages are held again until its own 8
     9L  Y -> S FlushAsk(hid, old pid, name) (version 5): S sends its 7 again once it holds 6
+    7D  S -> Y RouteClosed(hid, X) (version 7), in place of 7 and 8, when S sees the claim
+               with X down there, no link to X and nothing queued for it: Y releases S (9)
     C1  X -> Y HandoffCancel(hid): X does not know the outcome (timed out, or lost Y)
     C2  Y -> X HandoffCancelled(hid, committed, new pid): Y stopped its copy, or kept it
     A   X      aborts: the process resumes here, the move is retried later
@@ -111,10 +113,11 @@ from ..wire._messages import (
     HandoffRefused,
     HandoffRequest,
     Lineage,
+    RouteClosed,
     Spec,
 )
 from ._aio import Starting, detached, log_failure, within
-from ._core import RegistryConfig, StartHandoff, TrackerCore, wire_spec
+from ._core import RegistryConfig, RouteClosedNotice, StartHandoff, TrackerCore, wire_spec
 from ._events import HandoffAborted, HandoffCompleted, HandoffStarted, HandoffStateLost
 from ._factory import run_factory
 
@@ -131,6 +134,8 @@ ACCEPT_AGAIN = 1.0
 REGATE_MARGIN = 1.0
 #: The protocol version from which a peer answers ``FlushAsk`` (sends its marker again).
 FLUSH_ASK_VERSION = 5
+#: The protocol version from which a new host takes ``RouteClosed`` in place of a marker.
+ROUTE_CLOSED_VERSION = 7
 
 
 class FreezeForHandoff:
@@ -379,6 +384,7 @@ class HandoffCoordinator:
             HandoffCancelled: self._on_handoff_cancelled,
             FlushMarker: self._on_flush_marker,
             Flushed: self._on_flushed,
+            RouteClosed: self._on_route_closed,
         }
 
     # --- what the service asks --------------------------------------------------------------------
@@ -996,16 +1002,38 @@ class HandoffCoordinator:
     def _on_flushed(self, node: str, msg: Flushed) -> None:
         """Step 8 arrives, step 9: release the held messages of the node it names (and
         once the gate is open, remember that it flushed: not held again, 9L)."""
-        key = (node, msg.hid)
+        self._flushed(node, msg.hid, msg.node)
+
+    def _on_route_closed(self, node: str, msg: RouteClosed) -> None:
+        """Step 9 without a relay (version 7): ``node`` has the old host down, no link to
+        it and nothing queued for it, so nothing it sent along the old route can still
+        come (``TrackerCore._defer_flush``): as if the old host had relayed its marker."""
+        self._flushed(msg.old_host, msg.hid, node)
+
+    def _flushed(self, old_host: str, hid: int, sender: str) -> None:
+        key = (old_host, hid)
         inc = self.incoming.get(key) or self.opened.get(key)
         if inc is None or inc.proc is None:
             return
-        inc.flushed.add(msg.node)
+        inc.flushed.add(sender)
         gate = self.runtime.gate_of(inc.proc)
         if gate is not None:
-            gate.release(msg.node)
+            gate.release(sender)
         if self.runtime.gate_of(inc.proc) is None and inc.state in _GATED:
             self._open(inc)
+
+    def tell_route_closed(self, notice: RouteClosedNotice) -> None:
+        """``notice`` from the core: tell the new host of a move that this node has no route
+        left to the old host (``RouteClosed``), if that is so here too: no link to it and
+        nothing queued for it (what is queued goes out when a link comes up, and could
+        then be forwarded behind this node's later direct messages). Otherwise its marker
+        goes once the old host is up here, as before. The service's command; never awaits."""
+        transport = self.transport
+        if transport.peer_version(notice.new_host) < ROUTE_CLOSED_VERSION:
+            return  # it would not know the message; its gate waits as before
+        if transport.is_connected(notice.old_host) or transport.queued(notice.old_host):
+            return
+        transport.post(notice.new_host, RouteClosed(notice.hid, notice.old_host))
 
     def _gate_check(self, inc: Incoming, deadline: float) -> None:
         """Step 9 without a marker: open the gate of a handed-in process for every sender

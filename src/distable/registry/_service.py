@@ -100,6 +100,7 @@ from ._core import (
     RegistryStatistics,
     ResolveConflict,
     RestartElsewhere,
+    RouteClosedNotice,
     StartHandoff,
     StartName,
     StopProcess,
@@ -516,6 +517,8 @@ class RegistryService:
             self._conflicts.put(lambda: self._give_state(command))
         elif isinstance(command, RestartElsewhere):
             self._restarts.put(lambda: self._restart_elsewhere(command))
+        elif isinstance(command, RouteClosedNotice):
+            self.handoff.tell_route_closed(command)
 
     # --- membership and messages ----------------------------------------------------------
 

@@ -985,6 +985,12 @@ class Transport:
         peer = self.peers.get(node)
         return peer is not None and peer.conn is not None
 
+    def queued(self, node: str) -> int:
+        """How many messages wait to be written to ``node`` (no link yet, or not flushed).
+        Query; reads only."""
+        peer = self.peers.get(node)
+        return peer.writer.count if peer is not None else 0
+
     def connected(self) -> list[str]:
         """The nodes a link is up with, sorted. Query; reads only."""
         return sorted(p.name for p in self.peers.values() if p.conn is not None)

@@ -39,7 +39,11 @@ from ._types import Pid, Ref
 #: 6: ``Claim.ancestor_handoffs`` and ``HandoffRequest.ancestor_handoffs``, trailing fields
 #: an older decoder ignores (an older peer's claims have none: its moves are told apart as
 #: before); nothing is gated on it.
-PROTOCOL_VERSION = 6
+#: 7: ``RouteClosed`` (tag 58): a node that sees a handoff's claim while the old host is
+#: down in its view (no link to it, nothing queued for it) tells the new host so at once,
+#: instead of a marker relayed by the old host once that host is up there again; a new
+#: host that agreed on less is told nothing (its gate waits as before).
+PROTOCOL_VERSION = 7
 MIN_PROTOCOL_VERSION = 1
 HANDSHAKE_MAX_FRAME = 4096
 
@@ -362,6 +366,15 @@ class Flushed(_Msg, tag=38):
     node: str
 
 
+class RouteClosed(_Msg, tag=58):
+    """Sender -> new owner (version 7): ``old_host``, whose pid handoff ``hid`` moved, is
+    down in my view, and I have no link to it and nothing queued for it: nothing I sent
+    along the old route can still reach the new copy, so do not wait for my marker (7)."""
+
+    hid: int
+    old_host: str
+
+
 class FlushAsk(_Msg, tag=57):
     """New owner -> a sender its gate holds again (9L): once you have seen my claim of
     ``name`` (moved from ``old_pid`` by handoff ``hid``), send your ``FlushMarker(hid)`` to
@@ -664,6 +677,7 @@ PeerMessage = (
     | CheckpointFetch
     | CheckpointHave
     | FlushAsk
+    | RouteClosed
 )
 batch_decoder = msgspec.msgpack.Decoder(list[PeerMessage], ext_hook=ext_hook)
 single_decoder = msgspec.msgpack.Decoder(PeerMessage, ext_hook=ext_hook)
