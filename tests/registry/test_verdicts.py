@@ -709,10 +709,11 @@ async def test_a_linked_peer_not_up_yet_is_held_until_its_marker(cluster: Cluste
 
 async def test_a_peer_that_has_the_old_host_down_tells_the_new_host_and_is_not_held(cluster: Cluster) -> None:
     """After a cut, the old host X hands a name to Y while Z still has X down (the heal
-    reached X and Y first; the campaign's 5.60 s, seed 7200000003): Z defers its marker
-    until X is up there, and Y's gate held Z's direct messages until the handoff timeout
-    (60 s here, 5 s by default). Z, with no link to X and nothing queued for it, can send
-    nothing along the old route: it says so to Y (``RouteClosed``), which lets it through."""
+    reached X and Y first: the checkpointed campaign's 5.60 s, seed 7200000005): Z
+    defers its marker until X is up there, and Y's gate held Z's direct messages until
+    the handoff timeout (60 s here, 5 s by default). Z, with no link to X and nothing
+    queued for it, can send nothing along the old route: it says so to Y
+    (``RouteClosed``), which lets it through."""
     x, z = await cluster.start(2, registry=NO_SYNC)
     y = await cluster.add("late", registry=NO_SYNC, join=False)
     views = [([x.name, y.name, z.name], y.name), ([x.name, z.name], x.name), ([y.name, z.name], y.name)]
