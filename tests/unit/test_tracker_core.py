@@ -208,8 +208,8 @@ def test_a_moved_claim_sends_its_flush_marker_once_its_old_host_comes_up() -> No
 def test_a_moved_claim_from_an_old_host_down_here_tells_the_new_host_once_that_no_route_is_left() -> None:
     """The marker waits for the old host to be up here (above); the new host is told at
     once (the shell sends ``RouteClosed`` if no link to the old host is up and nothing is
-    queued for it), once per move, and only for a claim that came as a change: a sync
-    repairs claims that may have moved long ago."""
+    queued for it), once per move unless the new host asks for the marker, and only for
+    a claim that came as a change: a sync repairs claims that may have moved long ago."""
     b = joined(core("b"), "a")
     moved = Claim(CLAIM_NAME, "x", Pid("a", 1, 1), 1, hash_name("x"), None, moved_from=Pid("c", 1, 7), handoff=3)
     b.on_delta("a", Delta([moved], []), 1.0)
@@ -224,6 +224,8 @@ def test_a_moved_claim_from_an_old_host_down_here_tells_the_new_host_once_that_n
     assert b.pids["y"] == synced.pid
     assert not b.take().commands  # its marker is due all the same
     assert set(b._flush_due) == {"c", "z"}
+    b.on_flush_ask("a", FlushAsk(3, Pid("c", 1, 7), "x"), 3.0)  # asked: told again
+    assert b.take().commands == [RouteClosedNotice("a", "c", 3)]
     b.peer_up("c", 4.0, 1)
     assert [(node, m) for node, m in sent(b) if isinstance(m, FlushMarker)] == [("c", FlushMarker(3))]
 

@@ -1239,7 +1239,9 @@ class TrackerCore:
             return
         peer = self.peers.get(old.node)
         if peer is None:
-            self._defer_flush(old, msg.hid, now, node)
+            self._defer_flush(old, msg.hid, now, None)
+            # Asked: told again, even if told once (that notice may have found no link).
+            self._out.commands.append(RouteClosedNotice(node, old.node, msg.hid))
         elif peer.incarnation == old.incarnation:
             self._send_flush(old.node, msg.hid)
         # else: another life of the old host is up, which forwards nothing of that one
