@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import pytest
 
 from distable import Crash, Node, ProcessExited
-from distable.testing import eventually, restarts_due
+from distable.registry._core import RestartElsewhere
+from distable.registry._factory import factory_ref
+from distable.testing import eventually, intercept, restarts_due
+from distable.wire._messages import RegisterRequest, Spec
 
 from . import apps
 from .conftest import Cluster, first_owned, log_records
@@ -121,3 +125,28 @@ async def test_factory_failing_at_every_restart_is_retried_with_backoff_and_rate
     apps.FAILING.clear()
     await eventually(lambda: all(n.whereis("flaky") is not None for n in three), timeout=20, message=cluster.describe)
     assert apps.INITS["flaky"] == 2
+
+
+async def test_a_restart_asked_of_a_slow_owner_is_asked_again_and_the_log_says_not_confirmed(
+    cluster: Cluster, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A survivor asks the owner to restart an orphan (``RestartElsewhere``); the owner,
+    busy restarting the thousands of names of a dead node, answers late. The log says the
+    restart is not confirmed and when it is asked again, not "cannot restart" (it may
+    well have happened), and the second request brings the name back."""
+    caplog.set_level(logging.WARNING, logger="distable.registry")
+    a, b = await cluster.start(2)
+    name = first_owned(b.name, [a.name, b.name], "orphan")
+    spec = Spec(factory_ref(apps.Counter), [], {"key": name}, "transient", 0.2, 0)
+    held: list[Any] = []
+    with intercept(b, RegisterRequest, lambda sender, msg, deliver: held.append(msg)):
+        await a.registry._restart_elsewhere(RestartElsewhere(name, spec, b.name))
+        assert held  # asked, never answered
+    lines = log_records(caplog, "restart of", repr(name), "not confirmed", "the owner may be busy", "asking again in")
+    assert len(lines) == 1, caplog.text
+    assert not log_records(caplog, "cannot restart")
+    await eventually(lambda: a.whereis(name) is not None and b.whereis(name) is not None, message=cluster.describe)
+    pid = a.whereis(name)
+    assert pid is not None
+    assert pid == b.whereis(name)
+    assert pid.node == b.name

@@ -1042,10 +1042,11 @@ class TrackerCore:
 
     def schedule_restart(
         self, name: Any, spec: Spec, now: float, lineage: Lineage | None = None, base: Lineage | None = None
-    ) -> None:
+    ) -> float:
         """Restart ``name`` (its local process exited) after its backoff: ``restart_backoff``,
         doubled per consecutive exit up to ``restart_backoff_max``, reset by a run of
-        ``restart_reset``. The owner of the name then makes or is passed the restart."""
+        ``restart_reset``. The owner of the name then makes or is passed the restart.
+        Returns the delay, in seconds."""
         backoff = self._backoff.get(name)
         if backoff is None:
             cfg = self.config
@@ -1057,6 +1058,7 @@ class TrackerCore:
         # the backoff (still bounded: a failing attempt repeats at most 10 times a second).
         due = now + (min(delay, 0.1) if self.leaving else delay)
         heapq.heappush(self._restarts, (due, self._restart_seq, name, spec, "exit", lineage, base))
+        return due - now
 
     # --- messages from peers ------------------------------------------------------------------
 

@@ -1055,9 +1055,10 @@ class RegistryService:
         if reply.status == REGISTRY_OK and reply.pid is not None:
             self._publish(ProcessRestarted(name, reply.pid, reason))
         elif reply.status == REGISTRY_ERROR:
-            self._ratelog.warning(("restart", spec.factory), "cannot restart %r: %s", name, reply.detail)
-            self.core.schedule_restart(name, spec, self.loop.time(), command.lineage, command.base)
+            delay = self.core.schedule_restart(name, spec, self.loop.time(), command.lineage, command.base)
             self._changed()
+            what = "cannot restart %r: %s; trying again in %.2f s"
+            self._ratelog.warning(("restart", spec.factory), what, name, reply.detail, delay)
 
     async def _restart_elsewhere(self, command: RestartElsewhere) -> None:
         """A restart lane task; awaits the owner's reply."""
@@ -1069,13 +1070,17 @@ class RegistryService:
             if reply.status == REGISTRY_ERROR:
                 raise DistableError(f"{reply.error}: {reply.detail}")
         except Exception as exc:
-            self._ratelog.warning(
-                ("restart", spec.factory), "cannot restart %r on %s: %s", command.name, command.owner, exc
-            )
             # Try again (with backoff) unless the name is back meanwhile: the restart may be
             # the only one (the owner never knew the claim of a node that died).
-            self.core.schedule_restart(command.name, spec, self.loop.time(), command.lineage, command.base)
+            delay = self.core.schedule_restart(command.name, spec, self.loop.time(), command.lineage, command.base)
             self._changed()
+            if isinstance(exc, CallTimeout):
+                # An owner restarting the thousands of names of a dead node answers late; it
+                # may well have restarted this one (every survivor asks it): not "cannot".
+                what = "restart of %r on %s not confirmed (%s; the owner may be busy): asking again in %.2f s"
+            else:
+                what = "cannot restart %r on %s: %s; trying again in %.2f s"
+            self._ratelog.warning(("restart", spec.factory), what, command.name, command.owner, exc, delay)
 
     def _stop_local(self, pid: Pid) -> None:
         """From ``_command``; never awaits."""
