@@ -29,6 +29,7 @@ from distable import (
     UnencodableValue,
 )
 from distable.testing import close_listener, crash, eventually
+from distable.transport import _transport
 from distable.wire._messages import Tick
 
 from ._support import (
@@ -334,15 +335,21 @@ async def test_events_yield_node_up_and_node_down() -> None:
 
 
 async def test_connect_to_a_node_not_up_yet_links_by_itself_once_it_starts(
-    caplog: pytest.LogCaptureFixture,
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Within ``STARTUP_GRACE`` of its first dial, a peer that refuses is said at INFO (the
+    nodes of a cluster start together); then at WARNING (a wrong address, a node that
+    never started); either way the link comes up by itself once the peer starts."""
+    monkeypatch.setattr(_transport, "STARTUP_GRACE", 0.5)
     caplog.set_level(logging.INFO, logger="distable.transport")
     port = free_port()
     name = f"b@127.0.0.1:{port}"
-    async with Node("a", cookie=COOKIE, transport=TransportConfig(backoff_max=0.5)) as a:
+    async with Node("a", cookie=COOKIE, transport=TransportConfig(backoff_max=0.2)) as a:
         connecting = asyncio.create_task(a.connect(name, timeout=30.0))
         try:
             # a has tried and failed at least once, and backs off before the next dial.
+            await eventually(lambda: log_lines(caplog, logging.INFO, "cannot reach", name, "it may not be started yet"))
+            assert not log_lines(caplog, logging.WARNING, "cannot reach", name)  # not while it may be starting
             await eventually(lambda: log_lines(caplog, logging.WARNING, "cannot reach", name, "retrying in"))
             assert not connecting.done()
             async with Node("b", cookie=COOKIE, port=port) as b:

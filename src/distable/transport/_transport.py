@@ -83,6 +83,12 @@ _BENIGN_REJECTS = ("simultaneous dial", "duplicate link")
 #: A link that goes down sooner than this after it came up does not reset the redial's
 #: backoff: the peer may be dropping this node's links as they come up.
 STABLE_LINK = 1.0
+#: A server node's dials to a peer it has never linked with that are refused or unanswered
+#: within this many seconds of its first dial are said at INFO, not WARNING: nodes started
+#: together (a static cluster, a deployment) come up within seconds of each other, and
+#: every one of them warned of the others not listening yet. Later, a wrong address or a
+#: node that never started is a WARNING as before; a tool (a client node) says it at once.
+STARTUP_GRACE = 5.0
 #: Why an acceptor refuses an authenticated dialer whose name its ``admits`` rejects.
 DENIED = "not admitted by its --allow/--deny lists"  # as the dialer reads it
 
@@ -200,6 +206,7 @@ class Peer:
         "bytes_out",
         "conn",
         "connects",
+        "created",
         "dial_handle",
         "dialing",
         "error",
@@ -237,6 +244,7 @@ class Peer:
         self.incarnation = 0
         self.role = "server"  # what the peer said it is in the last handshake
         self.connects = 0
+        self.created = 0.0  # when this node first wanted or used a link to it (loop time)
 
         # Dials: ``dialing`` is set by ``_dial`` and cleared by ``_activate`` and
         # ``_on_closed``; ``dial_handle`` (the pending redial) is written by the dial path
@@ -931,7 +939,7 @@ class Transport:
         cfg = self.config
         backoff = Backoff(cfg.backoff_initial, cfg.backoff_max, rng=self._rng)
         peer = self.peers[node] = Peer(node, host, port, cfg.max_frame_size, backoff)
-        peer.idle_since = self.loop.time()
+        peer.idle_since = peer.created = self.loop.time()
         return peer
 
     def connect(self, node: str, urgent: bool = False) -> None:
@@ -1221,7 +1229,9 @@ class Transport:
         """Say why a dial failed, once per peer and cause (rate-limited): a wrong cookie, a
         wrong node name or a version at WARNING always; an address that refuses or does
         not answer at WARNING while the peer was never linked (a wrong address, a node not
-        started), else at INFO (a known node went away: membership reports that).
+        started), once ``STARTUP_GRACE`` has passed since this node first wanted it (a
+        tool's at once), else at INFO (a peer starting with this one, or a known node that
+        went away: membership reports that).
 
         From ``_dial_failed`` only; never awaits."""
         peer.error_kind = kind
@@ -1239,9 +1249,16 @@ class Transport:
         else:
             text = f"cannot link with {peer.name}: {reason}"
         peer.error = text
-        loud = kind in (NOT_AUTHORIZED, WRONG_NODE, VERSION) or not peer.connects
+        starting = (
+            kind in (REFUSED, UNREACHABLE) and self.role != "client" and self.loop.time() - peer.created < STARTUP_GRACE
+        )
+        loud = kind in (NOT_AUTHORIZED, WRONG_NODE, VERSION) or (not peer.connects and not starting)
+        if starting and not peer.connects:
+            text += "; it may not be started yet"
         level = logging.WARNING if loud else logging.INFO
-        self._ratelog.log(level, ("dial", peer.name, kind), "%s; retrying in %.2f s", text, delay)
+        # Keyed by level too: the first warning after the grace is not suppressed by the
+        # INFO lines before it.
+        self._ratelog.log(level, ("dial", peer.name, kind, loud), "%s; retrying in %.2f s", text, delay)
         if (
             kind == NOT_AUTHORIZED
             and self.role != "client"
