@@ -1249,11 +1249,15 @@ class Transport:
         else:
             text = f"cannot link with {peer.name}: {reason}"
         peer.error = text
+        never = not peer.connects
         starting = (
-            kind in (REFUSED, UNREACHABLE) and self.role != "client" and self.loop.time() - peer.created < STARTUP_GRACE
+            never
+            and kind in (REFUSED, UNREACHABLE)
+            and self.role != "client"
+            and self.loop.time() - peer.created < STARTUP_GRACE
         )
-        loud = kind in (NOT_AUTHORIZED, WRONG_NODE, VERSION) or (not peer.connects and not starting)
-        if starting and not peer.connects:
+        loud = kind in (NOT_AUTHORIZED, WRONG_NODE, VERSION) or (never and not starting)
+        if starting:
             text += "; it may not be started yet"
         level = logging.WARNING if loud else logging.INFO
         # Keyed by level too: the first warning after the grace is not suppressed by the
